@@ -1,0 +1,1 @@
+//! Criterion benches of plotstream hot paths; see `benches/`.

@@ -1,0 +1,585 @@
+//! A strict, bounded JSON parser for one trace-update line (RELIABILITY.md P4, L19–L22).
+//!
+//! Why our own parser: the line rules are stricter than RFC 8259 (only SP and HTAB are
+//! whitespace, duplicate member names are errors, depth is capped at 32) and strings should stay
+//! zero-copy slices of the line. Numbers are parsed with the standard library's correctly
+//! rounded `f64` parser, so every finite `f64` written by any flavour decodes to identical bits.
+
+use bytes::Bytes;
+
+use crate::limits::Limits;
+
+/// A JSON value of an accepted line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A finite number (P11: every number is held as an `f64`).
+    Number(f64),
+    /// A string, unescaped.
+    Str(Str),
+    /// An array of at most L22 values.
+    Array(Vec<Value>),
+    /// An object of at most L21 members with distinct names, in wire order.
+    Object(Vec<(Str, Value)>),
+}
+
+/// An unescaped JSON string: a zero-copy slice of the line when it had no escapes.
+///
+/// Invariant: the bytes are valid UTF-8 without lone surrogates.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Str(Bytes);
+
+impl Str {
+    /// Wraps a `&'static str`.
+    pub const fn from_static(s: &'static str) -> Str {
+        Str(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// The UTF-8 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Invariant of `Str`: the parser only builds it from validated UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying shared bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl From<String> for Str {
+    fn from(s: String) -> Str {
+        Str(Bytes::from(s))
+    }
+}
+
+impl From<&str> for Str {
+    fn from(s: &str) -> Str {
+        Str(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a line is not one valid JSON value within limits. Every variant maps to 422.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonError {
+    /// The bytes are not JSON at this offset.
+    Syntax(usize),
+    /// Bytes follow the value.
+    TrailingBytes(usize),
+    /// A number outside RFC 8259 §6 or outside the finite `f64` range.
+    Number(usize),
+    /// Invalid UTF-8, a raw control character or a lone surrogate in a string.
+    String(usize),
+    /// Nesting deeper than L19.
+    TooDeep,
+    /// A decoded string longer than L20.
+    StringTooLong,
+    /// An object with more than L21 members.
+    TooManyMembers,
+    /// An array with more than L22 values.
+    ArrayTooLong,
+    /// Two members of one object share a name after unescaping.
+    DuplicateName,
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::Syntax(at) => write!(f, "invalid json at byte {at}"),
+            JsonError::TrailingBytes(at) => write!(f, "bytes after the json value at byte {at}"),
+            JsonError::Number(at) => write!(f, "invalid number at byte {at}"),
+            JsonError::String(at) => write!(f, "invalid string at byte {at}"),
+            JsonError::TooDeep => f.write_str("json nested deeper than the depth limit"),
+            JsonError::StringTooLong => f.write_str("json string longer than the string limit"),
+            JsonError::TooManyMembers => f.write_str("json object with more members than the limit"),
+            JsonError::ArrayTooLong => f.write_str("json array longer than the array limit"),
+            JsonError::DuplicateName => f.write_str("duplicate member name"),
+        }
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// Parses `line` (without its LF and CR) as exactly one JSON value, SP/HTAB allowed around it.
+pub fn parse(line: &Bytes, limits: &Limits) -> Result<Value, JsonError> {
+    let mut p = Parser { src: line, pos: 0, limits };
+    p.skip_ws();
+    let value = p.value(1)?;
+    p.skip_ws();
+    if p.pos != line.len() {
+        return Err(JsonError::TrailingBytes(p.pos));
+    }
+    Ok(value)
+}
+
+/// Parses `line` and requires a top-level object; returns its members.
+pub fn parse_object(line: &Bytes, limits: &Limits) -> Result<Vec<(Str, Value)>, JsonError> {
+    let mut p = Parser { src: line, pos: 0, limits };
+    p.skip_ws();
+    if p.peek() != Some(b'{') {
+        return Err(JsonError::Syntax(p.pos));
+    }
+    let members = p.object(1)?;
+    p.skip_ws();
+    if p.pos != line.len() {
+        return Err(JsonError::TrailingBytes(p.pos));
+    }
+    Ok(members)
+}
+
+struct Parser<'a> {
+    src: &'a Bytes,
+    /// Invariant: pos <= src.len().
+    pos: usize,
+    limits: &'a Limits,
+}
+
+impl Parser<'_> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        // P4: only SP and HTAB; a CR that survived the line strip is an error (C20).
+        while let Some(b' ' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+        match self.peek() {
+            Some(b'{') => Ok(Value::Object(self.object(depth)?)),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => Ok(Value::Str(self.string()?)),
+            Some(b'-' | b'0'..=b'9') => Ok(Value::Number(self.number()?)),
+            Some(b't') => self.literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.literal(b"false", Value::Bool(false)),
+            Some(b'n') => self.literal(b"null", Value::Null),
+            _ => Err(JsonError::Syntax(self.pos)),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], value: Value) -> Result<Value, JsonError> {
+        if self.src[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(JsonError::Syntax(self.pos))
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Vec<(Str, Value)>, JsonError> {
+        if depth > self.limits.json_depth {
+            return Err(JsonError::TooDeep);
+        }
+        self.pos += 1; // '{'
+        let mut members: Vec<(Str, Value)> = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(members);
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(JsonError::Syntax(self.pos));
+            }
+            let name = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(JsonError::Syntax(self.pos));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let value = self.value(depth + 1)?;
+            if members.len() == self.limits.json_members {
+                return Err(JsonError::TooManyMembers);
+            }
+            members.push((name, value));
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(JsonError::Syntax(self.pos)),
+            }
+        }
+        check_distinct(&members)?;
+        Ok(members)
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
+        if depth > self.limits.json_depth {
+            return Err(JsonError::TooDeep);
+        }
+        self.pos += 1; // '['
+        let mut values = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(values));
+        }
+        loop {
+            self.skip_ws();
+            let value = self.value(depth + 1)?;
+            if values.len() == self.limits.json_array {
+                return Err(JsonError::ArrayTooLong);
+            }
+            values.push(value);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(values));
+                }
+                _ => return Err(JsonError::Syntax(self.pos)),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<f64, JsonError> {
+        let start = self.pos;
+        let s = &self.src[..];
+        let mut i = start;
+        let negative = s[i] == b'-';
+        if negative {
+            i += 1;
+        }
+        // int = zero / ( digit1-9 *DIGIT )
+        match s.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(b'0'..=b'9') = s.get(i) {
+                    i += 1;
+                }
+            }
+            _ => return Err(JsonError::Number(start)),
+        }
+        let int_end = i;
+        let mut simple = true;
+        // frac = decimal-point 1*DIGIT
+        if s.get(i) == Some(&b'.') {
+            simple = false;
+            i += 1;
+            let digits = i;
+            while let Some(b'0'..=b'9') = s.get(i) {
+                i += 1;
+            }
+            if i == digits {
+                return Err(JsonError::Number(start));
+            }
+        }
+        // exp = e [ minus / plus ] 1*DIGIT
+        if let Some(b'e' | b'E') = s.get(i) {
+            simple = false;
+            i += 1;
+            if let Some(b'+' | b'-') = s.get(i) {
+                i += 1;
+            }
+            let digits = i;
+            while let Some(b'0'..=b'9') = s.get(i) {
+                i += 1;
+            }
+            if i == digits {
+                return Err(JsonError::Number(start));
+            }
+        }
+        // A leading zero followed by more digits ("01") ends the int early; the next byte is then
+        // a digit, which no JSON grammar state accepts.
+        if let Some(b'0'..=b'9') = s.get(i) {
+            return Err(JsonError::Number(start));
+        }
+        self.pos = i;
+        let digits = &s[start + usize::from(negative)..int_end];
+        if simple && digits.len() <= 15 {
+            // Exact: every integer below 10^15 is representable, and so is its negation.
+            let mut n: i64 = 0;
+            for &d in digits {
+                n = n * 10 + i64::from(d - b'0');
+            }
+            #[allow(clippy::cast_precision_loss)] // n < 10^15 < 2^53, exact
+            let f = n as f64;
+            return Ok(if negative { -f } else { f });
+        }
+        let text = std::str::from_utf8(&s[start..i]).map_err(|_| JsonError::Number(start))?;
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(f),
+            _ => Err(JsonError::Number(start)),
+        }
+    }
+
+    fn string(&mut self) -> Result<Str, JsonError> {
+        let start = self.pos;
+        self.pos += 1; // '"'
+        let body = self.pos;
+        let s = &self.src[..];
+        // Fast path: scan for the closing quote; bail to the slow path at the first escape.
+        let mut i = body;
+        loop {
+            match s.get(i) {
+                None => return Err(JsonError::String(start)),
+                Some(b'"') => {
+                    let raw = &s[body..i];
+                    if raw.len() > self.limits.json_string {
+                        return Err(JsonError::StringTooLong);
+                    }
+                    if std::str::from_utf8(raw).is_err() {
+                        return Err(JsonError::String(start));
+                    }
+                    self.pos = i + 1;
+                    return Ok(Str(self.src.slice(body..i)));
+                }
+                Some(b'\\') => break,
+                Some(&c) if c < 0x20 => return Err(JsonError::String(i)),
+                Some(_) => i += 1,
+            }
+        }
+        let mut out: Vec<u8> = s[body..i].to_vec();
+        loop {
+            match s.get(i) {
+                None => return Err(JsonError::String(start)),
+                Some(b'"') => {
+                    i += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    i += 1;
+                    let esc = *s.get(i).ok_or(JsonError::String(i))?;
+                    i += 1;
+                    let byte = match esc {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'/' => b'/',
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            let c = self.unicode_escape(&mut i)?;
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            continue;
+                        }
+                        _ => return Err(JsonError::String(i - 1)),
+                    };
+                    out.push(byte);
+                }
+                Some(&c) if c < 0x20 => return Err(JsonError::String(i)),
+                Some(&c) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+            if out.len() > self.limits.json_string {
+                return Err(JsonError::StringTooLong);
+            }
+        }
+        if out.len() > self.limits.json_string {
+            return Err(JsonError::StringTooLong);
+        }
+        if std::str::from_utf8(&out).is_err() {
+            return Err(JsonError::String(start));
+        }
+        self.pos = i;
+        Ok(Str(Bytes::from(out)))
+    }
+
+    /// Reads `XXXX` (and a following `\uXXXX` low surrogate) after `\u`; lone surrogates fail (C12).
+    fn unicode_escape(&self, i: &mut usize) -> Result<char, JsonError> {
+        let hi = hex4(self.src, *i).ok_or(JsonError::String(*i))?;
+        *i += 4;
+        let code = match hi {
+            0xD800..=0xDBFF => {
+                if self.src.get(*i) != Some(&b'\\') || self.src.get(*i + 1) != Some(&b'u') {
+                    return Err(JsonError::String(*i));
+                }
+                let lo = hex4(self.src, *i + 2).ok_or(JsonError::String(*i))?;
+                if !(0xDC00..=0xDFFF).contains(&lo) {
+                    return Err(JsonError::String(*i));
+                }
+                *i += 6;
+                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(JsonError::String(*i)),
+            c => c,
+        };
+        char::from_u32(code).ok_or(JsonError::String(*i))
+    }
+}
+
+fn hex4(s: &[u8], at: usize) -> Option<u32> {
+    let digits = s.get(at..at + 4)?;
+    let mut v = 0u32;
+    for &d in digits {
+        v = v * 16 + char::from(d).to_digit(16)?;
+    }
+    Some(v)
+}
+
+/// Duplicate names after unescaping (C10): pairwise for small objects, sorted otherwise, so the
+/// check is O(n log n) at worst (F4).
+fn check_distinct(members: &[(Str, Value)]) -> Result<(), JsonError> {
+    if members.len() <= 8 {
+        for (i, (a, _)) in members.iter().enumerate() {
+            if members[..i].iter().any(|(b, _)| a == b) {
+                return Err(JsonError::DuplicateName);
+            }
+        }
+        return Ok(());
+    }
+    let mut names: Vec<&[u8]> = members.iter().map(|(n, _)| n.as_bytes()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(JsonError::DuplicateName);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(input: &[u8], expected: Result<(), JsonError>) {
+        let got = parse(&Bytes::copy_from_slice(input), &Limits::default()).map(|_| ());
+        assert_eq!(got, expected, "input {:?}", String::from_utf8_lossy(input));
+    }
+
+    #[track_caller]
+    fn rejects(input: &[u8]) {
+        let got = parse(&Bytes::copy_from_slice(input), &Limits::default());
+        assert!(got.is_err(), "accepted {:?}: {got:?}", String::from_utf8_lossy(input));
+    }
+
+    #[test]
+    fn accepts_rfc_values() {
+        for ok in [
+            &b"{}"[..],
+            b"{\"x\": 1, \"y\": 2}",
+            b" \t{\"x\":[1,2,3],\"y\":[4,5,6]} \t",
+            b"{\"x\": \"2026-01-01T10:00:00.123456\", \"y\": null}",
+            b"{\"a\":true,\"b\":false,\"c\":-0,\"d\":1.5e-3,\"e\":1E+2}",
+            b"{\"x\":\"\\ud83d\\ude00\"}",
+        ] {
+            check(ok, Ok(()));
+        }
+    }
+
+    #[test]
+    fn rejects_non_rfc_numbers() {
+        for v in ["NaN", "Infinity", "-Infinity", "1e400", "01", "-01", ".5", "1.", "+1", "0x10", "-", "1e", "1e+"] {
+            rejects(format!("{{\"x\":{v},\"y\":1}}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn only_sp_and_htab_are_whitespace() {
+        rejects(b"{\"x\":1,\r\"y\":2}");
+        rejects(b"{\"x\":1,\n\"y\":2}");
+    }
+
+    #[test]
+    fn rejects_bad_strings() {
+        rejects(b"{\"x\":\"\xff\",\"y\":1}");
+        rejects(b"{\"x\":\"\xc0\xaf\",\"y\":1}");
+        rejects(b"{\"x\":\"\xed\xa0\x80\",\"y\":1}");
+        rejects(b"{\"x\":\"\\ud800\",\"y\":1}");
+        rejects(b"{\"x\":\"\\udc00x\",\"y\":1}");
+        rejects(b"{\"x\":\"a\x01\",\"y\":1}");
+        rejects(b"{\"x\":\"a\tb\",\"y\":1}");
+        rejects(b"{\"x\":\"\\q\"}");
+    }
+
+    #[test]
+    fn rejects_duplicates_after_unescaping() {
+        check(b"{\"x\":1,\"x\":2,\"y\":3}", Err(JsonError::DuplicateName));
+        check(b"{\"x\":1,\"\\u0078\":2,\"y\":3}", Err(JsonError::DuplicateName));
+        check(b"{\"x\":1,\"y\":1,\"marker\":{\"color\":\"a\",\"color\":\"b\"}}", Err(JsonError::DuplicateName));
+        let many: String = (0..20).map(|i| format!("\"k{i}\":1,")).collect::<String>() + "\"k3\":2";
+        check(format!("{{{many}}}").as_bytes(), Err(JsonError::DuplicateName));
+    }
+
+    #[test]
+    fn depth_limit_is_32() {
+        let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        // The top value is depth 1.
+        check(nest(32).as_bytes(), Ok(()));
+        check(nest(33).as_bytes(), Err(JsonError::TooDeep));
+        check(nest(10_000).as_bytes(), Err(JsonError::TooDeep));
+    }
+
+    #[test]
+    fn string_limit_at_boundaries() {
+        for (n, ok) in [(1023, true), (1024, true), (1025, false)] {
+            let line = format!("{{\"text\":\"{}\"}}", "A".repeat(n));
+            assert_eq!(parse(&Bytes::from(line), &Limits::default()).is_ok(), ok, "{n}");
+        }
+        // Escaped: the decoded length counts.
+        let line = format!("{{\"text\":\"{}\"}}", "\\n".repeat(1024));
+        assert!(parse(&Bytes::from(line), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn member_and_array_limits_at_boundaries() {
+        for (n, ok) in [(255, true), (256, true), (257, false)] {
+            let members: Vec<String> = (0..n).map(|i| format!("\"k{i}\":1")).collect();
+            let line = format!("{{{}}}", members.join(","));
+            assert_eq!(parse(&Bytes::from(line), &Limits::default()).is_ok(), ok, "{n}");
+        }
+        for (n, ok) in [(9_999, true), (10_000, true), (10_001, false)] {
+            let line = format!("{{\"x\":[{}]}}", vec!["0"; n].join(","));
+            assert_eq!(parse(&Bytes::from(line), &Limits::default()).is_ok(), ok, "{n}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        rejects(b"{\"x\":1,\"y\":1}{\"x\":2,\"y\":2}");
+        rejects(b"{\"x\":1,\"y\":1} x");
+        rejects(b"{\"x\":1,\"y\":1},");
+    }
+
+    #[test]
+    fn numbers_are_exact() {
+        for f in [0.1, 1.0 / 3.0, 5e-324, f64::MAX, -2.2250738585072014e-308, 123456.789] {
+            let line = format!("{{\"y\":{f:e}}}");
+            let v = parse(&Bytes::from(line), &Limits::default()).unwrap();
+            let Value::Object(m) = v else { panic!() };
+            assert_eq!(m[0].1, Value::Number(f));
+        }
+    }
+
+    #[test]
+    fn strings_without_escapes_are_zero_copy() {
+        let line = Bytes::from_static(b"{\"x\":\"abc\"}");
+        let m = parse_object(&line, &Limits::default()).unwrap();
+        let Value::Str(s) = &m[0].1 else { panic!() };
+        assert_eq!(s.as_bytes().as_ptr(), line[6..].as_ptr());
+    }
+}

@@ -1,0 +1,320 @@
+//! `cargo xtask ci`: every check CI runs, in order, as a list of named steps.
+//!
+//! A failing step does not stop the run: every step runs, and the exit status is non-zero if any
+//! failed. The last line printed is `N passed, M failed`, where the test step contributes one
+//! count per test and every other step one count per check (fmt, clippy, each fuzz target).
+//! Later issues append steps (compat suite, conformance suite, browser check) to [`steps`].
+
+use std::{
+    env,
+    io::{BufRead, BufReader, Write},
+    process::{ExitCode, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{fuzz, util};
+
+pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
+    let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(DEFAULT_FUZZ_SECS);
+    let (positional, _) = args.finish()?;
+    if let Some(extra) = positional.first() {
+        anyhow::bail!("`ci` takes no positional argument, got `{extra}`");
+    }
+    let ctx = Ctx { fuzz_secs };
+
+    let steps = steps();
+    let n_steps = steps.len();
+    let mut results = Vec::with_capacity(n_steps);
+    for (step_idx, step) in steps.iter().enumerate() {
+        println!();
+        println!(
+            "==> ci step {}/{n_steps}: {} ({})",
+            step_idx + 1,
+            step.name,
+            step.what
+        );
+        let started = Instant::now();
+        let outcome = (step.run)(&ctx).unwrap_or_else(|err| {
+            println!("{}: ERROR: {err:#}", step.name);
+            Outcome::failed()
+        });
+        let secs = started.elapsed().as_secs_f64();
+        println!("<== {}: {} in {secs:.1} s", step.name, outcome.describe());
+        results.push((step.name, outcome, secs));
+    }
+
+    println!();
+    println!("ci summary:");
+    let mut total = Outcome::default();
+    for (name, outcome, secs) in &results {
+        println!("  {name:<10} {:<50} {secs:>7.1} s", outcome.describe());
+        total.passed += outcome.passed;
+        total.failed += outcome.failed;
+    }
+    // Flush before the last line so that nothing a child wrote can land after it.
+    std::io::stdout().flush()?;
+    println!("{} passed, {} failed", total.passed, total.failed);
+    Ok(if total.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The CI steps in the order they run. Append new steps here.
+fn steps() -> Vec<Step> {
+    vec![
+        Step {
+            name: "fmt",
+            what: "cargo fmt --all -- --check",
+            run: fmt,
+        },
+        Step {
+            name: "clippy",
+            what: "cargo clippy --workspace --all-targets -- -D warnings",
+            run: clippy,
+        },
+        Step {
+            name: "test",
+            what: "cargo test --workspace, one count per test",
+            run: test,
+        },
+        Step {
+            name: "fuzz",
+            what: "cargo +nightly fuzz run, a short smoke run of every target",
+            run: fuzz_smoke,
+        },
+    ]
+}
+
+/// One named CI step.
+#[derive(Debug)]
+struct Step {
+    name: &'static str,
+    /// What the step runs, for its header line.
+    what: &'static str,
+    /// Runs the step. `Err` means the step could not run at all and counts as one failure.
+    run: fn(&Ctx) -> Result<Outcome>,
+}
+
+/// Options every step can read.
+#[derive(Debug)]
+struct Ctx {
+    fuzz_secs: u64,
+}
+
+/// What a step contributes to the final `N passed, M failed`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Outcome {
+    passed: u64,
+    failed: u64,
+    /// Why the step did not run, if it was skipped.
+    skipped: Option<String>,
+}
+
+impl Outcome {
+    fn check(ok: bool) -> Outcome {
+        if ok {
+            Outcome::passed()
+        } else {
+            Outcome::failed()
+        }
+    }
+
+    fn passed() -> Outcome {
+        Outcome {
+            passed: 1,
+            ..Outcome::default()
+        }
+    }
+
+    fn failed() -> Outcome {
+        Outcome {
+            failed: 1,
+            ..Outcome::default()
+        }
+    }
+
+    fn skipped(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            skipped: Some(reason.into()),
+            ..Outcome::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.skipped {
+            Some(reason) => format!("SKIPPED ({reason})"),
+            None if self.failed == 0 => format!("ok, {} passed", self.passed),
+            None => format!("FAILED, {} passed, {} failed", self.passed, self.failed),
+        }
+    }
+}
+
+fn fmt(_: &Ctx) -> Result<Outcome> {
+    let ok = util::run_echoed(&mut util::cargo(["fmt", "--all", "--", "--check"]))?;
+    Ok(Outcome::check(ok))
+}
+
+fn clippy(_: &Ctx) -> Result<Outcome> {
+    let mut cmd = util::cargo([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    Ok(Outcome::check(util::run_echoed(&mut cmd)?))
+}
+
+/// Runs every test, echoing the harness output while summing its `test result:` lines.
+fn test(_: &Ctx) -> Result<Outcome> {
+    // `--no-fail-fast`: a failing test binary must not hide the results of the others.
+    let mut cmd = util::cargo(["test", "--workspace", "--no-fail-fast"]);
+    println!("$ {}", util::display_command(&cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("cargo test has no stdout pipe")?;
+
+    let mut outcome = Outcome::default();
+    let mut out = std::io::stdout().lock();
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        out.write_all(&line)?;
+        out.flush()?;
+        if let Some((passed, failed)) = parse_test_result(&String::from_utf8_lossy(&line)) {
+            outcome.passed += passed;
+            outcome.failed += failed;
+        }
+    }
+    drop(out);
+
+    let status = child.wait().context("cannot wait for cargo test")?;
+    if !status.success() && outcome.failed == 0 {
+        // A build failure or a crashed test binary: no `test result:` line says so.
+        println!("test: cargo test failed ({status}) without a failing test result; counted as one failure");
+        outcome.failed += 1;
+    }
+    Ok(outcome)
+}
+
+/// Builds and runs every fuzz target for a few seconds each, when cargo-fuzz is available.
+fn fuzz_smoke(ctx: &Ctx) -> Result<Outcome> {
+    if env::var_os("XTASK_SKIP_FUZZ").is_some_and(|value| value == "1") {
+        println!("fuzz: SKIPPED (XTASK_SKIP_FUZZ=1)");
+        return Ok(Outcome::skipped("XTASK_SKIP_FUZZ=1"));
+    }
+    if let Err(reason) = fuzz::check_available() {
+        println!("fuzz: SKIPPED ({reason})");
+        return Ok(Outcome::skipped(reason));
+    }
+    let targets = fuzz::targets()?;
+    let mut outcome = Outcome::default();
+    // Build every target once so that a build failure is reported once, not per target.
+    if !util::run_echoed(&mut fuzz::build_command())? {
+        println!("fuzz: the build failed; every target counts as failed");
+        outcome.failed += u64::try_from(targets.len())?;
+        return Ok(outcome);
+    }
+    for target in &targets {
+        println!("--> fuzz target {target} for {} s", ctx.fuzz_secs);
+        let ok = util::run_echoed(&mut fuzz::run_command(target, ctx.fuzz_secs, &[]))?;
+        println!(
+            "<-- fuzz target {target}: {}",
+            if ok { "ok" } else { "FAILED" }
+        );
+        if ok {
+            outcome.passed += 1;
+        } else {
+            outcome.failed += 1;
+        }
+    }
+    Ok(outcome)
+}
+
+/// `(passed, failed)` from a libtest summary line such as
+/// `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let (_, counts) = rest.split_once(". ")?;
+    let mut passed = None;
+    let mut failed = None;
+    for part in counts.split(';') {
+        let mut words = part.split_whitespace();
+        let (Some(count), Some(label)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match label {
+            "passed" => passed = count.parse().ok(),
+            "failed" => failed = count.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((passed?, failed?))
+}
+
+const DEFAULT_FUZZ_SECS: u64 = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(line: &str, expected: Option<(u64, u64)>) {
+        assert_eq!(parse_test_result(line), expected, "line: {line:?}");
+    }
+
+    #[test]
+    fn parses_libtest_summaries() {
+        check(
+            "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            Some((12, 0)),
+        );
+        check(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.20s\n",
+            Some((3, 2)),
+        );
+        check(
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+            Some((0, 0)),
+        );
+        check("test foo::bar ... ok", None);
+        check("running 3 tests", None);
+        check("test result: ok. garbage", None);
+    }
+
+    #[test]
+    fn outcomes_describe_themselves() {
+        assert_eq!(Outcome::check(true).describe(), "ok, 1 passed");
+        assert_eq!(
+            Outcome::check(false).describe(),
+            "FAILED, 0 passed, 1 failed"
+        );
+        assert_eq!(Outcome::skipped("why").describe(), "SKIPPED (why)");
+    }
+
+    #[test]
+    fn step_names_are_unique() {
+        let steps = steps();
+        for (idx, step) in steps.iter().enumerate() {
+            assert!(
+                steps[..idx].iter().all(|other| other.name != step.name),
+                "duplicate step {}",
+                step.name
+            );
+        }
+    }
+}

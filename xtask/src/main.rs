@@ -1,0 +1,63 @@
+//! plotstream's automation, in the rust-analyzer `xtask` style: every task that CI or a developer
+//! runs is a subcommand of this binary, so the only prerequisite is cargo.
+//!
+//! ```text
+//! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, fuzz smoke; last line `N passed, M failed`
+//! cargo xtask fuzz [TARGET] [--secs N]    run one cargo-fuzz target; without TARGET, list them
+//! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
+//! ```
+//!
+//! The tidy checks are `#[test]`s in `tidy.rs`, so `cargo test --workspace` (and with it
+//! `cargo xtask ci`) runs them.
+
+mod bench;
+mod ci;
+mod fuzz;
+#[cfg(test)]
+mod tidy;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let mut args = std::env::args().skip(1);
+    let Some(command) = args.next() else {
+        eprintln!("{HELP}");
+        return Ok(ExitCode::FAILURE);
+    };
+    let args = util::Args::new(args.collect());
+    match command.as_str() {
+        "ci" => ci::run(args),
+        "fuzz" => fuzz::run(args),
+        "bench" => bench::run(args),
+        "help" | "-h" | "--help" => {
+            println!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+}
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci [--fuzz-secs N]           fmt, clippy, every test, a fuzz smoke run (N s per target, default 10);
+                               the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
+  fuzz [TARGET] [--secs N]     run one cargo-fuzz target for N seconds (default 60), or list targets;
+       [-- LIBFUZZER_ARGS]     arguments after `--` go to libFuzzer
+  bench [FILTER] [--no-run]    run the criterion benches (cargo bench -p plotstream-benches -- FILTER)
+                               and merge their ours/baseline figures into <target>/bench-summary.json;
+                               --no-run only summarises results criterion already has";

@@ -1,0 +1,275 @@
+//! Helpers shared by the subcommands: the repository root, command running, argument parsing and
+//! a line-based reader of the few manifest facts we need.
+
+use std::{
+    env,
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The repository root: the parent of this crate's directory.
+pub(crate) fn project_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// A `cargo` command run from the repository root.
+///
+/// This is the rustup proxy on `PATH`, not `$CARGO`, so that `+nightly` works.
+pub(crate) fn cargo<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new("cargo");
+    cmd.args(args).current_dir(project_root());
+    cmd
+}
+
+/// Prints `$ cmd args…` and runs `cmd` with inherited stdio; `Ok(true)` if it exited with 0.
+pub(crate) fn run_echoed(cmd: &mut Command) -> Result<bool> {
+    println!("$ {}", display_command(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{}`", display_command(cmd)))?;
+    Ok(status.success())
+}
+
+/// Runs `cmd` with its output discarded; `true` if it started and exited with 0.
+pub(crate) fn succeeds_quietly(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The command line of `cmd` as a shell user would type it.
+pub(crate) fn display_command(cmd: &Command) -> String {
+    let mut text = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// The target directory cargo actually uses (it honours `CARGO_TARGET_DIR` and config files).
+pub(crate) fn target_dir() -> PathBuf {
+    let from_metadata = cargo(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| serde_json::from_slice::<serde_json::Value>(&output.stdout).ok())
+        .and_then(|meta| meta["target_directory"].as_str().map(PathBuf::from));
+    // `cargo metadata` fails while a workspace member does not parse; fall back on the usual rules.
+    from_metadata.unwrap_or_else(|| match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => project_root().join(dir),
+        None => project_root().join("target"),
+    })
+}
+
+/// Command-line arguments after the subcommand: `--flag`, `--flag VALUE`, positionals, and
+/// everything after a bare `--` kept verbatim.
+#[derive(Debug)]
+pub(crate) struct Args {
+    args: Vec<String>,
+    passthrough: Vec<String>,
+}
+
+impl Args {
+    pub(crate) fn new(mut args: Vec<String>) -> Args {
+        let passthrough = match args.iter().position(|arg| arg == "--") {
+            Some(idx) => {
+                let rest = args.split_off(idx);
+                rest[1..].to_vec()
+            }
+            None => Vec::new(),
+        };
+        Args { args, passthrough }
+    }
+
+    /// Removes `--name` and reports whether it was there.
+    pub(crate) fn flag(&mut self, name: &str) -> bool {
+        let before = self.args.len();
+        self.args.retain(|arg| arg != name);
+        self.args.len() != before
+    }
+
+    /// Removes `--name VALUE` (or `--name=VALUE`) and parses VALUE.
+    pub(crate) fn value<T>(&mut self, name: &str) -> Result<Option<T>>
+    where
+        T: std::str::FromStr,
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        let prefix = format!("{name}=");
+        let Some(idx) = self
+            .args
+            .iter()
+            .position(|arg| arg == name || arg.starts_with(&prefix))
+        else {
+            return Ok(None);
+        };
+        let arg = self.args.remove(idx);
+        let text = match arg.strip_prefix(&prefix) {
+            Some(text) => text.to_owned(),
+            None if idx < self.args.len() => self.args.remove(idx),
+            None => bail!("`{name}` needs a value"),
+        };
+        let value = text
+            .parse()
+            .with_context(|| format!("bad value `{text}` for `{name}`"))?;
+        Ok(Some(value))
+    }
+
+    /// The remaining positional arguments; fails on an unknown `--flag`.
+    pub(crate) fn finish(self) -> Result<(Vec<String>, Vec<String>)> {
+        if let Some(unknown) = self.args.iter().find(|arg| arg.starts_with('-')) {
+            bail!("unknown option `{unknown}`");
+        }
+        Ok((self.args, self.passthrough))
+    }
+}
+
+/// One `key = value` line of a TOML manifest, with the table it sits in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ManifestEntry {
+    /// The table header without brackets: `package`, `dependencies`, `bin` for `[[bin]]`,
+    /// `target.'cfg(unix)'.dependencies`.
+    pub(crate) table: String,
+    pub(crate) key: String,
+    /// The raw value text, comment stripped.
+    pub(crate) value: String,
+}
+
+/// Reads `key = value` lines table by table.
+///
+/// This is deliberately not a TOML parser: it is exact for the flat manifests this repository
+/// writes (one entry per line), and it keeps xtask's build to two dependencies. Lines without `=`
+/// (continuations of multi-line arrays) are skipped.
+pub(crate) fn manifest_entries(text: &str) -> Vec<ManifestEntry> {
+    let mut table = String::new();
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let line = strip_comment(line).trim();
+        if let Some(header) = line.strip_prefix('[') {
+            table = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
+        } else if let Some((key, value)) = line.split_once('=') {
+            entries.push(ManifestEntry {
+                table: table.clone(),
+                key: key.trim().trim_matches('"').to_owned(),
+                value: value.trim().to_owned(),
+            });
+        }
+    }
+    entries
+}
+
+/// `"text"` without its quotes, for simple string values.
+pub(crate) fn unquote(value: &str) -> &str {
+    value.trim().trim_matches('"')
+}
+
+/// Every file under `dir` (recursively) whose name ends with `suffix`, sorted.
+pub(crate) fn files_with_suffix(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// `line` up to a `#` that is outside a basic string.
+fn strip_comment(line: &str) -> &str {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (idx, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '#' if !in_string => return &line[..idx],
+            _ => {}
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_entries_follow_tables() {
+        let text = "\
+[package]
+name = \"plotstream-fuzz\" # the package
+publish = false
+
+[dependencies]
+libfuzzer-sys = \"0.4\"
+plotstream-proto = { path = \"../crates/plotstream-proto\", features = [\"fuzzing\"] }
+
+[[bin]]
+name = \"head\"
+";
+        let entries = manifest_entries(text);
+        let find = |table: &str, key: &str| {
+            entries
+                .iter()
+                .find(|entry| entry.table == table && entry.key == key)
+                .map(|entry| entry.value.clone())
+        };
+        assert_eq!(
+            find("package", "name").as_deref(),
+            Some("\"plotstream-fuzz\"")
+        );
+        assert_eq!(find("package", "publish").as_deref(), Some("false"));
+        assert_eq!(
+            find("dependencies", "libfuzzer-sys").as_deref(),
+            Some("\"0.4\"")
+        );
+        assert!(find("dependencies", "plotstream-proto").is_some());
+        assert_eq!(find("bin", "name").as_deref(), Some("\"head\""));
+    }
+
+    #[test]
+    fn comments_inside_strings_are_kept() {
+        assert_eq!(strip_comment(r##"a = "x#y" # c"##), r#"a = "x#y" "#);
+        assert_eq!(strip_comment(r##"a = "q\"#" # c"##), r##"a = "q\"#" "##);
+    }
+
+    #[test]
+    fn args_split_flags_values_and_passthrough() -> Result<()> {
+        let raw = ["head", "--secs", "5", "--no-run", "--", "-jobs=2"];
+        let mut args = Args::new(raw.iter().map(|arg| (*arg).to_owned()).collect());
+        assert!(args.flag("--no-run"));
+        assert_eq!(args.value::<u64>("--secs")?, Some(5));
+        let (positional, passthrough) = args.finish()?;
+        assert_eq!(positional, ["head"]);
+        assert_eq!(passthrough, ["-jobs=2"]);
+
+        let mut args = Args::new(vec!["--secs=7".to_owned()]);
+        assert_eq!(args.value::<u64>("--secs")?, Some(7));
+        assert!(Args::new(vec!["--bogus".to_owned()]).finish().is_err());
+        Ok(())
+    }
+}
