@@ -218,7 +218,14 @@ impl ChunkedDecoder {
         use State::*;
         if matches!(
             self.state,
-            Size | ExtNameStart | ExtName | ExtBwsBeforeEq | ExtValueStart | ExtToken | ExtQuoted | ExtQuotedPair | ExtAfterQuoted
+            Size | ExtNameStart
+                | ExtName
+                | ExtBwsBeforeEq
+                | ExtValueStart
+                | ExtToken
+                | ExtQuoted
+                | ExtQuotedPair
+                | ExtAfterQuoted
         ) {
             // Every byte of a size line after the first digit, its CR included (L16).
             self.line_len += 1;
@@ -246,24 +253,22 @@ impl ChunkedDecoder {
                 self.charge(2, 0)?;
                 self.state = SizeStart;
             }
-            Size => {
-                match b {
-                    b'\r' => self.state = SizeLf,
-                    b';' => self.ext_byte(ExtNameStart)?,
-                    _ => {
-                        let d = hex(b).ok_or(ChunkError::Syntax)?;
-                        self.n_digits += 1;
-                        if self.n_digits > self.limits.size_digits {
-                            return Err(ChunkError::SizeOverflow);
-                        }
-                        self.size = self
-                            .size
-                            .checked_mul(16)
-                            .and_then(|s| s.checked_add(u64::from(d)))
-                            .ok_or(ChunkError::SizeOverflow)?;
+            Size => match b {
+                b'\r' => self.state = SizeLf,
+                b';' => self.ext_byte(ExtNameStart)?,
+                _ => {
+                    let d = hex(b).ok_or(ChunkError::Syntax)?;
+                    self.n_digits += 1;
+                    if self.n_digits > self.limits.size_digits {
+                        return Err(ChunkError::SizeOverflow);
                     }
+                    self.size = self
+                        .size
+                        .checked_mul(16)
+                        .and_then(|s| s.checked_add(u64::from(d)))
+                        .ok_or(ChunkError::SizeOverflow)?;
                 }
-            }
+            },
             ExtNameStart => match b {
                 b' ' | b'\t' => self.ext_byte(ExtNameStart)?,
                 _ if is_tchar(b) => self.ext_byte(ExtName)?,
@@ -320,8 +325,20 @@ impl ChunkedDecoder {
                 self.state = if self.size == 0 { TrailerStart } else { Data };
             }
             Data => unreachable_data(),
-            DataCr => self.state = if b == b'\r' { DataLf } else { return Err(ChunkError::Syntax) },
-            DataLf => self.state = if b == b'\n' { SizeStart } else { return Err(ChunkError::Syntax) },
+            DataCr => {
+                self.state = if b == b'\r' {
+                    DataLf
+                } else {
+                    return Err(ChunkError::Syntax);
+                }
+            }
+            DataLf => {
+                self.state = if b == b'\n' {
+                    SizeStart
+                } else {
+                    return Err(ChunkError::Syntax);
+                }
+            }
             TrailerStart => match b {
                 b'\r' => self.state = EndLf,
                 _ if is_tchar(b) => {
@@ -347,7 +364,13 @@ impl ChunkedDecoder {
                 b'\n' => self.trailer_byte(TrailerStart)?,
                 _ => return Err(ChunkError::Syntax),
             },
-            EndLf => self.state = if b == b'\n' { Done } else { return Err(ChunkError::Syntax) },
+            EndLf => {
+                self.state = if b == b'\n' {
+                    Done
+                } else {
+                    return Err(ChunkError::Syntax);
+                }
+            }
             Done => {}
         }
         Ok(())
@@ -401,7 +424,11 @@ pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
 
 /// Appends a chunk-size line for `n` bytes (`upper` for the Arduino's `print(n, HEX)`).
 pub fn encode_size(n: usize, upper: bool, out: &mut Vec<u8>) {
-    let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
     let mut buf = [0u8; 18];
     let mut i = 16;
     let mut v = n;
@@ -434,8 +461,23 @@ fn hex(b: u8) -> Option<u8> {
 
 /// RFC 9110 §5.6.2 tchar.
 fn is_tchar(b: u8) -> bool {
-    matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
-        || b.is_ascii_alphanumeric()
+    matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ) || b.is_ascii_alphanumeric()
 }
 
 #[cfg(test)]

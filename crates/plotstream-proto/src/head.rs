@@ -25,18 +25,27 @@ pub struct RequestHead {
 impl RequestHead {
     /// The values of every field named `name` (case-insensitive).
     pub fn fields<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &v[..])
     }
 
     /// The value of the first field named `name`.
     pub fn field(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &v[..])
     }
 
     /// The path of the target: the absolute form reduced to its path, the query removed.
     pub fn path(&self) -> &str {
         let mut t = self.target.as_str();
-        if let Some(rest) = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://")) {
+        if let Some(rest) = t
+            .strip_prefix("http://")
+            .or_else(|| t.strip_prefix("https://"))
+        {
             t = rest.find('/').map_or("/", |i| &rest[i..]);
         }
         t.split(['?', '#']).next().unwrap_or(t)
@@ -206,8 +215,12 @@ impl HeadParser {
         }
         // Syntax errors are found as soon as they are visible: after every completed line, and
         // while a request line is young (a TLS hello or a bad method fails at its first bytes).
-        if new_line || (!self.seen_request_line && pending <= 64) {
+        // Only the first 64 bytes of a young request line are checked, so the verdict does
+        // not depend on how the input was split.
+        if new_line {
             check_partial(&buf[..self.scanned], limits)?;
+        } else if !self.seen_request_line {
+            check_partial(&buf[..self.scanned.min(self.line_start + 64)], limits)?;
         }
         Ok(None)
     }
@@ -243,7 +256,13 @@ fn finish(buf: &[u8], end: usize, limits: &Limits) -> Result<RequestHead, HeadEr
     if headers.len() > limits.head_fields {
         return Err(HeadError::TooManyFields);
     }
-    Ok(RequestHead { method: method.to_owned(), target: target.to_owned(), version, headers, len: end })
+    Ok(RequestHead {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        version,
+        headers,
+        len: end,
+    })
 }
 
 /// How the body of an ingest request is framed.
@@ -285,9 +304,12 @@ impl IngestHead {
             (Some(v), None) => Some(Token::parse(v).ok_or(HeadError::Token)?),
             (Some(_), Some(_)) => return Err(HeadError::Token),
         };
-        let convert_timestamp = head
-            .field("plotly-converttimestamp")
-            .map(|v| String::from_utf8_lossy(v).trim().trim_matches('"').to_owned());
+        let convert_timestamp = head.field("plotly-converttimestamp").map(|v| {
+            String::from_utf8_lossy(v)
+                .trim()
+                .trim_matches('"')
+                .to_owned()
+        });
         let mut expect_continue = false;
         let mut expect_unsupported = false;
         for value in head.fields("expect") {
@@ -297,7 +319,13 @@ impl IngestHead {
                 expect_unsupported = true;
             }
         }
-        Ok(IngestHead { token, framing, convert_timestamp, expect_continue, expect_unsupported })
+        Ok(IngestHead {
+            token,
+            framing,
+            convert_timestamp,
+            expect_continue,
+            expect_unsupported,
+        })
     }
 }
 
@@ -311,14 +339,21 @@ fn framing(head: &RequestHead, limits: &Limits) -> Result<Framing, HeadError> {
         }
         let mut elements: Vec<&[u8]> = Vec::new();
         for field in te_fields {
-            elements.extend(field.split(|b| *b == b',').map(trim_ows).filter(|e| !e.is_empty()));
+            elements.extend(
+                field
+                    .split(|b| *b == b',')
+                    .map(trim_ows)
+                    .filter(|e| !e.is_empty()),
+            );
         }
         let is_chunked = |e: &[u8]| {
             let name = e.split(|b| *b == b';').next().unwrap_or(e);
             trim_ows(name).eq_ignore_ascii_case(b"chunked")
         };
         let n_chunked = elements.iter().filter(|e| is_chunked(e)).count();
-        let Some(last) = elements.last() else { return Err(HeadError::Framing) };
+        let Some(last) = elements.last() else {
+            return Err(HeadError::Framing);
+        };
         if n_chunked > 1 || (n_chunked == 1 && !is_chunked(last)) {
             return Err(HeadError::Framing);
         }
@@ -340,7 +375,9 @@ fn framing(head: &RequestHead, limits: &Limits) -> Result<Framing, HeadError> {
             }
             let n = v
                 .iter()
-                .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                .try_fold(0u64, |acc, d| {
+                    acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                })
                 .ok_or(HeadError::Framing)?;
             if n > limits.content_length {
                 return Err(HeadError::BodyTooLarge);
@@ -351,8 +388,14 @@ fn framing(head: &RequestHead, limits: &Limits) -> Result<Framing, HeadError> {
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |i| i + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
     &v[start..end]
 }
 
@@ -365,7 +408,9 @@ mod tests {
     }
 
     fn ingest(head: &str) -> Result<IngestHead, HeadError> {
-        let h = parse_all(head.as_bytes()).expect("syntax").expect("complete");
+        let h = parse_all(head.as_bytes())
+            .expect("syntax")
+            .expect("complete");
         IngestHead::from_head(&h, &Limits::default())
     }
 
@@ -391,15 +436,27 @@ mod tests {
     fn incremental_parse_gives_the_same_head() {
         let mut p = HeadParser::new();
         for n in 1..H.len() {
-            assert_eq!(p.parse(&H.as_bytes()[..n], &Limits::default()), Ok(None), "at {n}");
+            assert_eq!(
+                p.parse(&H.as_bytes()[..n], &Limits::default()),
+                Ok(None),
+                "at {n}"
+            );
         }
-        assert_eq!(p.parse(H.as_bytes(), &Limits::default()).unwrap().unwrap().len, H.len());
+        assert_eq!(
+            p.parse(H.as_bytes(), &Limits::default())
+                .unwrap()
+                .unwrap()
+                .len,
+            H.len()
+        );
     }
 
     #[test]
     fn malformed_fields_are_400() {
         for field in ["X-A : v", "X-A: a\rb", "X-A: a\x00b", ": v", "X-A: a\r\n b"] {
-            let h = format!("POST / HTTP/1.1\r\nHost: a\r\n{field}\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let h = format!(
+                "POST / HTTP/1.1\r\nHost: a\r\n{field}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            );
             assert_eq!(parse_all(h.as_bytes()), Err(HeadError::Syntax), "{field:?}");
         }
         let h = "POST / HTTP/1.1\r\n\tX-A: v\r\n\r\n";
@@ -408,10 +465,23 @@ mod tests {
 
     #[test]
     fn bad_request_lines_fail_early() {
-        for line in ["POST / http/1.1\r\n", "POST / HTTP/1.10\r\n", "POST  / HTTP/1.1\r\n", "POST / HTTP/2.0\r\n", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"] {
-            assert_eq!(parse_all(line.as_bytes()), Err(HeadError::Syntax), "{line:?}");
+        for line in [
+            "POST / http/1.1\r\n",
+            "POST / HTTP/1.10\r\n",
+            "POST  / HTTP/1.1\r\n",
+            "POST / HTTP/2.0\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_all(line.as_bytes()),
+                Err(HeadError::Syntax),
+                "{line:?}"
+            );
         }
-        assert_eq!(parse_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Err(HeadError::Syntax));
+        assert_eq!(
+            parse_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+            Err(HeadError::Syntax)
+        );
     }
 
     #[test]
@@ -419,28 +489,52 @@ mod tests {
         let l = Limits::default();
         let line = |n: usize| format!("POST /{} HTTP/1.1\r\n", "a".repeat(n - 15));
         assert_eq!(line(8192).len(), 8194);
-        assert!(parse_all(format!("{}\r\n", line(8192)).as_bytes()).unwrap().is_some());
-        assert_eq!(parse_all(format!("{}\r\n", line(8193)).as_bytes()), Err(HeadError::RequestLineTooLong));
+        assert!(parse_all(format!("{}\r\n", line(8192)).as_bytes())
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            parse_all(format!("{}\r\n", line(8193)).as_bytes()),
+            Err(HeadError::RequestLineTooLong)
+        );
         // Detected before the line ends.
-        assert_eq!(parse_all(&line(8193).as_bytes()[..8195]), Err(HeadError::RequestLineTooLong));
+        assert_eq!(
+            parse_all(&line(8193).as_bytes()[..8195]),
+            Err(HeadError::RequestLineTooLong)
+        );
 
         let head_of = |total: usize| {
             let base = "POST / HTTP/1.1\r\nX: \r\n\r\n".len();
             format!("POST / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(total - base))
         };
-        assert!(parse_all(head_of(l.head_bytes).as_bytes()).unwrap().is_some());
-        assert_eq!(parse_all(head_of(l.head_bytes + 1).as_bytes()), Err(HeadError::TooLarge));
-        assert_eq!(parse_all(&head_of(l.head_bytes + 100).as_bytes()[..l.head_bytes + 1]), Err(HeadError::TooLarge));
+        assert!(parse_all(head_of(l.head_bytes).as_bytes())
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            parse_all(head_of(l.head_bytes + 1).as_bytes()),
+            Err(HeadError::TooLarge)
+        );
+        assert_eq!(
+            parse_all(&head_of(l.head_bytes + 100).as_bytes()[..l.head_bytes + 1]),
+            Err(HeadError::TooLarge)
+        );
 
         let fields = |n: usize| format!("POST / HTTP/1.1\r\n{}\r\n", "X: v\r\n".repeat(n));
         assert!(parse_all(fields(31).as_bytes()).unwrap().is_some());
         assert!(parse_all(fields(32).as_bytes()).unwrap().is_some());
-        assert_eq!(parse_all(fields(33).as_bytes()), Err(HeadError::TooManyFields));
+        assert_eq!(
+            parse_all(fields(33).as_bytes()),
+            Err(HeadError::TooManyFields)
+        );
     }
 
     #[test]
     fn transfer_encoding_table() {
-        let with_te = |te: &str| ingest(&H.replace("Transfer-Encoding: chunked", &format!("Transfer-Encoding: {te}")));
+        let with_te = |te: &str| {
+            ingest(&H.replace(
+                "Transfer-Encoding: chunked",
+                &format!("Transfer-Encoding: {te}"),
+            ))
+        };
         for (te, expected) in [
             ("gzip, chunked", Err(HeadError::UnsupportedCoding)),
             ("chunked, gzip", Err(HeadError::Framing)),
@@ -453,12 +547,26 @@ mod tests {
             ("chunked, chunked", Err(HeadError::Framing)),
             ("\u{a0}chunked", Err(HeadError::UnsupportedCoding)),
         ] {
-            assert_eq!(with_te(te).map(|h| h.framing), expected.map(|()| Framing::Chunked), "{te:?}");
+            assert_eq!(
+                with_te(te).map(|h| h.framing),
+                expected.map(|()| Framing::Chunked),
+                "{te:?}"
+            );
         }
-        for te in ["Chunked", "CHUNKED", "chunked \t", ",chunked", "chunked,", " , chunked , "] {
+        for te in [
+            "Chunked",
+            "CHUNKED",
+            "chunked \t",
+            ",chunked",
+            "chunked,",
+            " , chunked , ",
+        ] {
             assert_eq!(with_te(te).unwrap().framing, Framing::Chunked, "{te:?}");
         }
-        let two = H.replace("Transfer-Encoding: chunked\r\n", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n");
+        let two = H.replace(
+            "Transfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        );
         assert_eq!(ingest(&two), Err(HeadError::Framing));
         let upper = H.replace("Transfer-Encoding", "TRANSFER-ENCODING");
         assert_eq!(ingest(&upper).unwrap().framing, Framing::Chunked);
@@ -466,9 +574,22 @@ mod tests {
 
     #[test]
     fn content_length_table() {
-        let cl = |v: &str| ingest(&format!("POST / HTTP/1.1\r\nplotly-streamtoken: tok1\r\nContent-Length: {v}\r\n\r\n"));
+        let cl = |v: &str| {
+            ingest(&format!(
+                "POST / HTTP/1.1\r\nplotly-streamtoken: tok1\r\nContent-Length: {v}\r\n\r\n"
+            ))
+        };
         assert_eq!(cl("28").unwrap().framing, Framing::Length(28));
-        for bad in ["+14", "-1", "0x0e", "1_4", "", "14, 15", "14, 14", "99999999999999999999999"] {
+        for bad in [
+            "+14",
+            "-1",
+            "0x0e",
+            "1_4",
+            "",
+            "14, 15",
+            "14, 14",
+            "99999999999999999999999",
+        ] {
             assert_eq!(cl(bad), Err(HeadError::Framing), "{bad:?}");
         }
         assert_eq!(cl("8388608").unwrap().framing, Framing::Length(8_388_608));
@@ -477,22 +598,47 @@ mod tests {
         assert_eq!(ingest(two), Err(HeadError::Framing));
         let both = H.replace("\r\n\r\n", "\r\nContent-Length: 14\r\n\r\n");
         assert_eq!(ingest(&both), Err(HeadError::Framing));
-        let http10 = "POST / HTTP/1.0\r\nplotly-streamtoken: tok1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let http10 =
+            "POST / HTTP/1.0\r\nplotly-streamtoken: tok1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(ingest(http10), Err(HeadError::Framing));
-        assert_eq!(ingest("POST / HTTP/1.1\r\nplotly-streamtoken: tok1\r\n\r\n"), Err(HeadError::NoFraming));
+        assert_eq!(
+            ingest("POST / HTTP/1.1\r\nplotly-streamtoken: tok1\r\n\r\n"),
+            Err(HeadError::NoFraming)
+        );
     }
 
     #[test]
     fn token_header_rules() {
         let extra = H.replace("\r\n\r\n", "\r\nplotly-streamtoken: tok2\r\n\r\n");
         assert_eq!(ingest(&extra), Err(HeadError::Token));
-        for bad in ["tok1, tok2", "../../etc/passwd", "tok 1", "", &"A".repeat(65)] {
-            assert_eq!(ingest(&H.replace("tok1", bad)), Err(HeadError::Token), "{bad:?}");
+        for bad in [
+            "tok1, tok2",
+            "../../etc/passwd",
+            "tok 1",
+            "",
+            &"A".repeat(65),
+        ] {
+            assert_eq!(
+                ingest(&H.replace("tok1", bad)),
+                Err(HeadError::Token),
+                "{bad:?}"
+            );
         }
         assert!(ingest(&H.replace("tok1", &"A".repeat(64))).is_ok());
-        assert!(ingest(&H.replace("plotly-streamtoken", "PLOTLY-STREAMTOKEN")).unwrap().token.is_some());
-        let tz = H.replace("\r\n\r\n", "\r\nPlotly-ConvertTimestamp: \"America/Montreal\"\r\n\r\n");
-        assert_eq!(ingest(&tz).unwrap().convert_timestamp.as_deref(), Some("America/Montreal"));
+        assert!(
+            ingest(&H.replace("plotly-streamtoken", "PLOTLY-STREAMTOKEN"))
+                .unwrap()
+                .token
+                .is_some()
+        );
+        let tz = H.replace(
+            "\r\n\r\n",
+            "\r\nPlotly-ConvertTimestamp: \"America/Montreal\"\r\n\r\n",
+        );
+        assert_eq!(
+            ingest(&tz).unwrap().convert_timestamp.as_deref(),
+            Some("America/Montreal")
+        );
         let gz = H.replace("\r\n\r\n", "\r\nContent-Encoding: gzip\r\n\r\n");
         assert_eq!(ingest(&gz), Err(HeadError::ContentEncoding));
     }
@@ -500,13 +646,20 @@ mod tests {
     #[test]
     fn routes() {
         let route = |h: &str| parse_all(h.as_bytes()).unwrap().unwrap().route();
-        assert_eq!(route("POST http://127.0.0.1/ HTTP/1.1\r\n\r\n"), Route::Ingest);
+        assert_eq!(
+            route("POST http://127.0.0.1/ HTTP/1.1\r\n\r\n"),
+            Route::Ingest
+        );
         assert_eq!(route("POST /?a=b HTTP/1.1\r\n\r\n"), Route::Ingest);
         assert_eq!(route("POST /foo HTTP/1.1\r\n\r\n"), Route::Other);
         assert_eq!(route("POST * HTTP/1.1\r\n\r\n"), Route::Invalid);
         assert_eq!(route("GET / HTTP/1.1\r\n\r\n"), Route::Other);
         for m in ["PUT", "DELETE", "OPTIONS", "post"] {
-            assert_eq!(route(&format!("{m} / HTTP/1.1\r\n\r\n")), Route::MethodNotAllowed, "{m}");
+            assert_eq!(
+                route(&format!("{m} / HTTP/1.1\r\n\r\n")),
+                Route::MethodNotAllowed,
+                "{m}"
+            );
         }
     }
 }

@@ -201,7 +201,10 @@ impl Ingest {
 
     /// True while the driver should keep reading: the request is not over.
     pub fn wants_input(&self) -> bool {
-        matches!(self.state, State::Head | State::Body | State::AwaitAdmission)
+        matches!(
+            self.state,
+            State::Head | State::Body | State::AwaitAdmission
+        )
     }
 
     // ---- inputs --------------------------------------------------------------------------
@@ -230,13 +233,17 @@ impl Ingest {
 
     /// A timer from [`Ingest::poll_timeout`] may have expired.
     pub fn handle_timeout(&mut self, now: Duration) {
-        let Some((deadline, reason)) = self.deadline() else { return };
+        let Some((deadline, reason)) = self.deadline() else {
+            return;
+        };
         if now < deadline {
             return;
         }
         match reason {
             EndReason::PreHeadTimeout => self.end_silent(reason),
-            EndReason::HeadTimeout | EndReason::IdleTimeout => self.end(Status::REQUEST_TIMEOUT, reason),
+            EndReason::HeadTimeout | EndReason::IdleTimeout => {
+                self.end(Status::REQUEST_TIMEOUT, reason)
+            }
             EndReason::Unbound => self.end(Status::NOT_ACCEPTABLE, reason),
             _ => {}
         }
@@ -250,9 +257,14 @@ impl Ingest {
         if self.state != State::AwaitAdmission {
             return;
         }
-        let Some(head) = self.head.as_ref() else { return };
+        let Some(head) = self.head.as_ref() else {
+            return;
+        };
         if head.expect_unsupported {
-            self.end(Status::EXPECTATION_FAILED, EndReason::Head(HeadError::Expectation));
+            self.end(
+                Status::EXPECTATION_FAILED,
+                EndReason::Head(HeadError::Expectation),
+            );
             return;
         }
         if head.expect_continue {
@@ -368,7 +380,10 @@ impl Ingest {
                         }
                     },
                     Route::MethodNotAllowed => {
-                        self.end(Status::METHOD_NOT_ALLOWED, EndReason::Head(HeadError::Syntax));
+                        self.end(
+                            Status::METHOD_NOT_ALLOWED,
+                            EndReason::Head(HeadError::Syntax),
+                        );
                         self.poll_ended()
                     }
                     Route::Invalid => {
@@ -465,7 +480,11 @@ impl Ingest {
                 return None;
             }
         };
-        let token = match update.token.take().or_else(|| self.head.as_ref().and_then(|h| h.token.clone())) {
+        let token = match update
+            .token
+            .take()
+            .or_else(|| self.head.as_ref().and_then(|h| h.token.clone()))
+        {
             Some(t) => t,
             None => {
                 self.end(Status::NOT_ACCEPTABLE, EndReason::NoToken);
@@ -488,9 +507,13 @@ impl Ingest {
         self.framer.discard();
         self.buf = BytesMut::new();
         self.data = Bytes::new();
-        self.transmit.clear();
         encode_response(status, self.n_points, &mut self.transmit);
-        self.state = State::Ended(End { status: Some(status), n_points: self.n_points, n_rejected: self.n_rejected, reason });
+        self.state = State::Ended(End {
+            status: Some(status),
+            n_points: self.n_points,
+            n_rejected: self.n_rejected,
+            reason,
+        });
     }
 
     fn end_silent(&mut self, reason: EndReason) {
@@ -498,7 +521,12 @@ impl Ingest {
             return;
         }
         self.buf = BytesMut::new();
-        self.state = State::Ended(End { status: None, n_points: self.n_points, n_rejected: self.n_rejected, reason });
+        self.state = State::Ended(End {
+            status: None,
+            n_points: self.n_points,
+            n_rejected: self.n_rejected,
+            reason,
+        });
     }
 
     fn deadline(&self) -> Option<(Duration, EndReason)> {

@@ -111,7 +111,9 @@ impl std::fmt::Display for JsonError {
             JsonError::String(at) => write!(f, "invalid string at byte {at}"),
             JsonError::TooDeep => f.write_str("json nested deeper than the depth limit"),
             JsonError::StringTooLong => f.write_str("json string longer than the string limit"),
-            JsonError::TooManyMembers => f.write_str("json object with more members than the limit"),
+            JsonError::TooManyMembers => {
+                f.write_str("json object with more members than the limit")
+            }
             JsonError::ArrayTooLong => f.write_str("json array longer than the array limit"),
             JsonError::DuplicateName => f.write_str("duplicate member name"),
         }
@@ -122,7 +124,11 @@ impl std::error::Error for JsonError {}
 
 /// Parses `line` (without its LF and CR) as exactly one JSON value, SP/HTAB allowed around it.
 pub fn parse(line: &Bytes, limits: &Limits) -> Result<Value, JsonError> {
-    let mut p = Parser { src: line, pos: 0, limits };
+    let mut p = Parser {
+        src: line,
+        pos: 0,
+        limits,
+    };
     p.skip_ws();
     let value = p.value(1)?;
     p.skip_ws();
@@ -134,7 +140,11 @@ pub fn parse(line: &Bytes, limits: &Limits) -> Result<Value, JsonError> {
 
 /// Parses `line` and requires a top-level object; returns its members.
 pub fn parse_object(line: &Bytes, limits: &Limits) -> Result<Vec<(Str, Value)>, JsonError> {
-    let mut p = Parser { src: line, pos: 0, limits };
+    let mut p = Parser {
+        src: line,
+        pos: 0,
+        limits,
+    };
     p.skip_ws();
     if p.peek() != Some(b'{') {
         return Err(JsonError::Syntax(p.pos));
@@ -474,7 +484,11 @@ mod tests {
     #[track_caller]
     fn rejects(input: &[u8]) {
         let got = parse(&Bytes::copy_from_slice(input), &Limits::default());
-        assert!(got.is_err(), "accepted {:?}: {got:?}", String::from_utf8_lossy(input));
+        assert!(
+            got.is_err(),
+            "accepted {:?}: {got:?}",
+            String::from_utf8_lossy(input)
+        );
     }
 
     #[test]
@@ -493,7 +507,21 @@ mod tests {
 
     #[test]
     fn rejects_non_rfc_numbers() {
-        for v in ["NaN", "Infinity", "-Infinity", "1e400", "01", "-01", ".5", "1.", "+1", "0x10", "-", "1e", "1e+"] {
+        for v in [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e400",
+            "01",
+            "-01",
+            ".5",
+            "1.",
+            "+1",
+            "0x10",
+            "-",
+            "1e",
+            "1e+",
+        ] {
             rejects(format!("{{\"x\":{v},\"y\":1}}").as_bytes());
         }
     }
@@ -519,10 +547,19 @@ mod tests {
     #[test]
     fn rejects_duplicates_after_unescaping() {
         check(b"{\"x\":1,\"x\":2,\"y\":3}", Err(JsonError::DuplicateName));
-        check(b"{\"x\":1,\"\\u0078\":2,\"y\":3}", Err(JsonError::DuplicateName));
-        check(b"{\"x\":1,\"y\":1,\"marker\":{\"color\":\"a\",\"color\":\"b\"}}", Err(JsonError::DuplicateName));
+        check(
+            b"{\"x\":1,\"\\u0078\":2,\"y\":3}",
+            Err(JsonError::DuplicateName),
+        );
+        check(
+            b"{\"x\":1,\"y\":1,\"marker\":{\"color\":\"a\",\"color\":\"b\"}}",
+            Err(JsonError::DuplicateName),
+        );
         let many: String = (0..20).map(|i| format!("\"k{i}\":1,")).collect::<String>() + "\"k3\":2";
-        check(format!("{{{many}}}").as_bytes(), Err(JsonError::DuplicateName));
+        check(
+            format!("{{{many}}}").as_bytes(),
+            Err(JsonError::DuplicateName),
+        );
     }
 
     #[test]
@@ -538,7 +575,11 @@ mod tests {
     fn string_limit_at_boundaries() {
         for (n, ok) in [(1023, true), (1024, true), (1025, false)] {
             let line = format!("{{\"text\":\"{}\"}}", "A".repeat(n));
-            assert_eq!(parse(&Bytes::from(line), &Limits::default()).is_ok(), ok, "{n}");
+            assert_eq!(
+                parse(&Bytes::from(line), &Limits::default()).is_ok(),
+                ok,
+                "{n}"
+            );
         }
         // Escaped: the decoded length counts.
         let line = format!("{{\"text\":\"{}\"}}", "\\n".repeat(1024));
@@ -550,11 +591,19 @@ mod tests {
         for (n, ok) in [(255, true), (256, true), (257, false)] {
             let members: Vec<String> = (0..n).map(|i| format!("\"k{i}\":1")).collect();
             let line = format!("{{{}}}", members.join(","));
-            assert_eq!(parse(&Bytes::from(line), &Limits::default()).is_ok(), ok, "{n}");
+            assert_eq!(
+                parse(&Bytes::from(line), &Limits::default()).is_ok(),
+                ok,
+                "{n}"
+            );
         }
         for (n, ok) in [(9_999, true), (10_000, true), (10_001, false)] {
             let line = format!("{{\"x\":[{}]}}", vec!["0"; n].join(","));
-            assert_eq!(parse(&Bytes::from(line), &Limits::default()).is_ok(), ok, "{n}");
+            assert_eq!(
+                parse(&Bytes::from(line), &Limits::default()).is_ok(),
+                ok,
+                "{n}"
+            );
         }
     }
 
@@ -567,7 +616,14 @@ mod tests {
 
     #[test]
     fn numbers_are_exact() {
-        for f in [0.1, 1.0 / 3.0, 5e-324, f64::MAX, -2.2250738585072014e-308, 123456.789] {
+        for f in [
+            0.1,
+            1.0 / 3.0,
+            5e-324,
+            f64::MAX,
+            -2.2250738585072014e-308,
+            123456.789,
+        ] {
             let line = format!("{{\"y\":{f:e}}}");
             let v = parse(&Bytes::from(line), &Limits::default()).unwrap();
             let Value::Object(m) = v else { panic!() };

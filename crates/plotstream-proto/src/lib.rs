@@ -5,6 +5,8 @@
 #![deny(missing_docs)]
 
 pub mod chunked;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod head;
 pub mod ingest;
 pub mod json;

@@ -46,7 +46,12 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer at the start of a body, with L18 = `max_line`.
     pub fn new(max_line: usize) -> LineFramer {
-        LineFramer { pending: BytesMut::new(), at_body_start: true, max_line, n_copied: 0 }
+        LineFramer {
+            pending: BytesMut::new(),
+            at_body_start: true,
+            max_line,
+            n_copied: 0,
+        }
     }
 
     /// Lines that were copied because they straddled two data slices.
@@ -123,7 +128,11 @@ impl LineFramer {
         let mut head = [0u8; 3];
         let n = seen.min(3);
         for (k, slot) in head.iter_mut().enumerate().take(n) {
-            *slot = if k < self.pending.len() { self.pending[k] } else { data[k - self.pending.len()] };
+            *slot = if k < self.pending.len() {
+                self.pending[k]
+            } else {
+                data[k - self.pending.len()]
+            };
         }
         if n < 3 && head[..n] == BOM[..n] {
             self.pending.extend_from_slice(data);
@@ -192,12 +201,22 @@ mod tests {
     fn check(input: &[u8], clean: bool, expected: &[&[u8]], err: Option<LineError>) {
         let lines: Vec<Line> = expected
             .iter()
-            .map(|l| if l.is_empty() { Line::Heartbeat } else { Line::Data(Bytes::copy_from_slice(l)) })
+            .map(|l| {
+                if l.is_empty() {
+                    Line::Heartbeat
+                } else {
+                    Line::Data(Bytes::copy_from_slice(l))
+                }
+            })
             .collect();
         let max = 64 * 1024;
         assert_eq!(run(&[input], clean, max), (lines.clone(), err), "whole");
         for k in 1..input.len() {
-            assert_eq!(run(&[&input[..k], &input[k..]], clean, max), (lines.clone(), err), "split {k}");
+            assert_eq!(
+                run(&[&input[..k], &input[k..]], clean, max),
+                (lines.clone(), err),
+                "split {k}"
+            );
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(run(&bytes, clean, max), (lines, err), "bytewise");
@@ -205,13 +224,23 @@ mod tests {
 
     #[test]
     fn splits_at_lf_and_strips_one_cr() {
-        check(b"{\"x\":1}\n{\"x\":2}\r\n\n \t\n", true, &[b"{\"x\":1}", b"{\"x\":2}", b"", b""], None);
+        check(
+            b"{\"x\":1}\n{\"x\":2}\r\n\n \t\n",
+            true,
+            &[b"{\"x\":1}", b"{\"x\":2}", b"", b""],
+            None,
+        );
         check(b"\r\r\n", true, &[b"\r"], None);
     }
 
     #[test]
     fn clean_end_keeps_the_tail_unclean_drops_it() {
-        check(b"{\"x\":1}\n{\"x\":2}", true, &[b"{\"x\":1}", b"{\"x\":2}"], None);
+        check(
+            b"{\"x\":1}\n{\"x\":2}",
+            true,
+            &[b"{\"x\":1}", b"{\"x\":2}"],
+            None,
+        );
         check(b"{\"x\":1}\n{\"x\":2}", false, &[b"{\"x\":1}"], None);
         check(b"{\"x\":1}\n  ", true, &[b"{\"x\":1}"], None);
     }
@@ -219,7 +248,12 @@ mod tests {
     #[test]
     fn bom_only_at_body_start() {
         check(b"\xef\xbb\xbf{\"x\":1}\n", true, &[b"{\"x\":1}"], None);
-        check(b"{\"x\":1}\n\xef\xbb\xbf{\"x\":2}\n", true, &[b"{\"x\":1}", b"\xef\xbb\xbf{\"x\":2}"], None);
+        check(
+            b"{\"x\":1}\n\xef\xbb\xbf{\"x\":2}\n",
+            true,
+            &[b"{\"x\":1}", b"\xef\xbb\xbf{\"x\":2}"],
+            None,
+        );
         check(b"\xef\xbb{\"x\":1}\n", true, &[b"\xef\xbb{\"x\":1}"], None);
         check(b"\xef\xbb", true, &[b"\xef\xbb"], None);
         check(b"\n", true, &[b""], None);
@@ -250,10 +284,19 @@ mod tests {
         let mut a = Bytes::from_static(b"{\"x\":");
         assert_eq!(f.decode(&mut a), Ok(None));
         let mut b = Bytes::from_static(b"1}\n{\"y\":2}\n");
-        assert_eq!(f.decode(&mut b), Ok(Some(Line::Data(Bytes::from_static(b"{\"x\":1}")))));
+        assert_eq!(
+            f.decode(&mut b),
+            Ok(Some(Line::Data(Bytes::from_static(b"{\"x\":1}"))))
+        );
         let before = b.as_ptr();
-        let Ok(Some(Line::Data(l))) = f.decode(&mut b) else { panic!() };
-        assert_eq!(l.as_ptr(), before, "zero-copy when the line lies in one slice");
+        let Ok(Some(Line::Data(l))) = f.decode(&mut b) else {
+            panic!()
+        };
+        assert_eq!(
+            l.as_ptr(),
+            before,
+            "zero-copy when the line lies in one slice"
+        );
         assert_eq!(f.n_copied(), 1);
     }
 }

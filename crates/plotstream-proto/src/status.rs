@@ -203,15 +203,22 @@ mod tests {
     fn extra_headers_come_before_connection() {
         let mut out = Vec::new();
         encode_response(Status::METHOD_NOT_ALLOWED, 0, &mut out);
-        assert!(std::str::from_utf8(&out).unwrap().contains("Allow: POST, GET\r\nConnection: close\r\n"));
+        assert!(std::str::from_utf8(&out)
+            .unwrap()
+            .contains("Allow: POST, GET\r\nConnection: close\r\n"));
         out.clear();
         encode_response(Status::UNAVAILABLE, 0, &mut out);
-        assert!(std::str::from_utf8(&out).unwrap().contains("Retry-After: 5\r\nConnection: close\r\n"));
+        assert!(std::str::from_utf8(&out)
+            .unwrap()
+            .contains("Retry-After: 5\r\nConnection: close\r\n"));
     }
 
     #[test]
     fn every_body_fits_256_bytes() {
-        for code in [200, 308, 400, 403, 404, 405, 406, 408, 411, 413, 414, 415, 417, 422, 423, 431, 449, 500, 501, 503, 520] {
+        for code in [
+            200, 308, 400, 403, 404, 405, 406, 408, 411, 413, 414, 415, 417, 422, 423, 431, 449,
+            500, 501, 503, 520,
+        ] {
             assert!(Status::new(code).message().len() <= 256);
             assert_ne!(Status::new(code).reason(), "Unknown", "{code}");
         }

@@ -13,7 +13,8 @@ pub struct Token(Str);
 impl Token {
     /// Validates `bytes` against L7.
     pub fn parse(bytes: &[u8]) -> Option<Token> {
-        Token::valid(bytes).then(|| Token(Str::from(std::str::from_utf8(bytes).unwrap_or_default())))
+        Token::valid(bytes)
+            .then(|| Token(Str::from(std::str::from_utf8(bytes).unwrap_or_default())))
     }
 
     fn from_str_checked(s: Str) -> Option<Token> {
@@ -22,7 +23,9 @@ impl Token {
 
     fn valid(bytes: &[u8]) -> bool {
         (1..=64).contains(&bytes.len())
-            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
     }
 
     /// The token text.
@@ -113,7 +116,12 @@ pub fn parse_update(line: &Bytes, limits: &Limits) -> Result<Update, UpdateError
         Err(JsonError::Syntax(0)) => return Err(classify_non_object(line, limits)),
         Err(e) => return Err(e.into()),
     };
-    let mut update = Update { token: None, data: Vec::with_capacity(members.len()), line: Vec::new(), layout: None };
+    let mut update = Update {
+        token: None,
+        data: Vec::with_capacity(members.len()),
+        line: Vec::new(),
+        layout: None,
+    };
     for (key, value) in members {
         match key.as_bytes() {
             b"x" | b"y" | b"z" | b"text" => {
@@ -123,19 +131,27 @@ pub fn parse_update(line: &Bytes, limits: &Limits) -> Result<Update, UpdateError
                 update.data.push((static_name(&key), value));
             }
             b"marker" => {
-                let Value::Object(members) = value else { return Err(UpdateError::Shape("marker")) };
+                let Value::Object(members) = value else {
+                    return Err(UpdateError::Shape("marker"));
+                };
                 flatten_marker("marker", members, &mut update.data);
             }
             b"line" => {
-                let Value::Object(members) = value else { return Err(UpdateError::Shape("line")) };
+                let Value::Object(members) = value else {
+                    return Err(UpdateError::Shape("line"));
+                };
                 update.line = members;
             }
             b"layout" => {
-                let Value::Object(members) = value else { return Err(UpdateError::Shape("layout")) };
+                let Value::Object(members) = value else {
+                    return Err(UpdateError::Shape("layout"));
+                };
                 update.layout = Some(members);
             }
             b"streamtoken" => {
-                let Value::Str(s) = value else { return Err(UpdateError::Token) };
+                let Value::Str(s) = value else {
+                    return Err(UpdateError::Token);
+                };
                 update.token = Some(Token::from_str_checked(s).ok_or(UpdateError::Token)?);
             }
             _ => {} // `type` and unknown keys are ignored (§3.3).
@@ -170,7 +186,9 @@ pub fn convert_timestamp(update: &mut Update, zone: &TimeZone, t0: Timestamp) {
 fn convert_one(value: &mut Value, zone: &TimeZone, t0: Timestamp) {
     let millis = match value {
         Value::Number(n) => *n,
-        Value::Str(s) if !s.as_bytes().is_empty() && s.as_bytes().iter().all(u8::is_ascii_digit) => {
+        Value::Str(s)
+            if !s.as_bytes().is_empty() && s.as_bytes().iter().all(u8::is_ascii_digit) =>
+        {
             match s.as_str().parse::<f64>() {
                 Ok(n) => n,
                 Err(_) => return,
@@ -260,16 +278,36 @@ mod tests {
         let u = parse(r#"{"x": 1500, "y": 512, "streamtoken": "abcdef1234"}"#).unwrap();
         assert_eq!(u.token.as_ref().map(Token::as_str), Some("abcdef1234"));
         assert_eq!(u.data.len(), 2);
-        for bad in [r#"{"streamtoken":"bad token"}"#, r#"{"streamtoken":5}"#, r#"{"streamtoken":""}"#] {
+        for bad in [
+            r#"{"streamtoken":"bad token"}"#,
+            r#"{"streamtoken":5}"#,
+            r#"{"streamtoken":""}"#,
+        ] {
             assert_eq!(parse(bad), Err(UpdateError::Token), "{bad}");
         }
-        assert_eq!(parse(r#"{"streamtoken":"x"}"#).unwrap().token.unwrap().as_str(), "x");
+        assert_eq!(
+            parse(r#"{"streamtoken":"x"}"#)
+                .unwrap()
+                .token
+                .unwrap()
+                .as_str(),
+            "x"
+        );
     }
 
     #[test]
     fn wrong_shapes_are_422() {
-        for bad in [r#"{"x":{"a":1},"y":1}"#, r#"{"marker":1}"#, r#"{"line":[1]}"#, r#"{"layout":"t"}"#] {
-            assert_eq!(parse(bad).unwrap_err().status(), crate::Status::UNPROCESSABLE, "{bad}");
+        for bad in [
+            r#"{"x":{"a":1},"y":1}"#,
+            r#"{"marker":1}"#,
+            r#"{"line":[1]}"#,
+            r#"{"layout":"t"}"#,
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().status(),
+                crate::Status::UNPROCESSABLE,
+                "{bad}"
+            );
         }
         for bad in ["[1,2]", "42", "\"s\"", "null", "true"] {
             assert_eq!(parse(bad), Err(UpdateError::NotObject), "{bad}");
@@ -282,18 +320,30 @@ mod tests {
         let t0: Timestamp = "2026-01-15T15:00:00Z".parse().unwrap();
         let mut u = parse(r#"{"x": 1500, "y": 1}"#).unwrap();
         convert_timestamp(&mut u, &zone_for("\"America/Montreal\""), t0);
-        assert_eq!(u.data[0].1, Value::Str(Str::from("2026-01-15 10:00:01.500000")));
+        assert_eq!(
+            u.data[0].1,
+            Value::Str(Str::from("2026-01-15 10:00:01.500000"))
+        );
         let mut u = parse(r#"{"x":["12345", "a", 2], "y": "7"}"#).unwrap();
         convert_timestamp(&mut u, &zone_for("America/Manaus"), t0);
-        let Value::Array(xs) = &u.data[0].1 else { panic!() };
+        let Value::Array(xs) = &u.data[0].1 else {
+            panic!()
+        };
         assert_eq!(xs[0], Value::Str(Str::from("2026-01-15 11:00:12.345000")));
         assert_eq!(xs[1], Value::Str(Str::from("a")));
-        assert_eq!(u.data[1].1, Value::Str(Str::from("7")), "y is never converted");
+        assert_eq!(
+            u.data[1].1,
+            Value::Str(Str::from("7")),
+            "y is never converted"
+        );
     }
 
     #[test]
     fn unknown_zone_falls_back_to_montreal() {
         let t0: Timestamp = "2026-01-15T15:00:00Z".parse().unwrap();
-        assert_eq!(format_offset(0.0, &zone_for("Nowhere/Land"), t0).unwrap(), "2026-01-15 10:00:00.000000");
+        assert_eq!(
+            format_offset(0.0, &zone_for("Nowhere/Land"), t0).unwrap(),
+            "2026-01-15 10:00:00.000000"
+        );
     }
 }

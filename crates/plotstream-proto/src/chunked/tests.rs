@@ -23,12 +23,27 @@ fn run(pieces: &[&[u8]]) -> (Vec<u8>, Result<bool, ChunkError>) {
 #[track_caller]
 fn check(input: &[u8], data: &[u8], outcome: Result<bool, ChunkError>) {
     let whole = run(&[input]);
-    assert_eq!(whole, (data.to_vec(), outcome), "whole: {:?}", String::from_utf8_lossy(input));
+    assert_eq!(
+        whole,
+        (data.to_vec(), outcome),
+        "whole: {:?}",
+        String::from_utf8_lossy(input)
+    );
     for k in 1..input.len() {
-        assert_eq!(run(&[&input[..k], &input[k..]]), whole, "split at {k}: {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            run(&[&input[..k], &input[k..]]),
+            whole,
+            "split at {k}: {:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(run(&bytes), whole, "bytewise: {:?}", String::from_utf8_lossy(input));
+    assert_eq!(
+        run(&bytes),
+        whole,
+        "bytewise: {:?}",
+        String::from_utf8_lossy(input)
+    );
 }
 
 const P1: &[u8] = b"{\"x\":1,\"y\":1}\n";
@@ -44,8 +59,16 @@ fn simple_body_and_end() {
 
 #[test]
 fn b1_overflowing_sizes() {
-    for size in ["1ffffffffffffffff", "f0000000000000003", "10000000000000000"] {
-        check(format!("{size}\r\n").as_bytes(), b"", Err(ChunkError::SizeOverflow));
+    for size in [
+        "1ffffffffffffffff",
+        "f0000000000000003",
+        "10000000000000000",
+    ] {
+        check(
+            format!("{size}\r\n").as_bytes(),
+            b"",
+            Err(ChunkError::SizeOverflow),
+        );
     }
 }
 
@@ -66,20 +89,38 @@ fn b3_leading_zeros() {
 
 #[test]
 fn b4_no_prefixes_or_whitespace_in_sizes() {
-    for size in ["0xe", "+e", "-e", "e_0", " e", "\te", "e 0", "e ", "e\t", "e ;a", "e\x00"] {
-        check(&cat(&[size.as_bytes(), b"\r\n", P1, b"\r\n0\r\n\r\n"]), b"", Err(ChunkError::Syntax));
+    for size in [
+        "0xe", "+e", "-e", "e_0", " e", "\te", "e 0", "e ", "e\t", "e ;a", "e\x00",
+    ] {
+        check(
+            &cat(&[size.as_bytes(), b"\r\n", P1, b"\r\n0\r\n\r\n"]),
+            b"",
+            Err(ChunkError::Syntax),
+        );
     }
 }
 
 #[test]
 fn b5_empty_lines_are_skipped() {
-    check(&cat(&[b"\r\ne\r\n", P1, b"\r\n\r\n0\r\n\r\n"]), P1, Ok(true));
+    check(
+        &cat(&[b"\r\ne\r\n", P1, b"\r\n\r\n0\r\n\r\n"]),
+        P1,
+        Ok(true),
+    );
 }
 
 #[test]
 fn b6_third_empty_line_fails() {
-    check(&cat(&[b"e\r\n", P1, b"\r\n\r\n\r\n\r\n0\r\n\r\n"]), P1, Err(ChunkError::TooManyEmptyLines));
-    check(&cat(&[b"e\r\n", P1, b"\r\n\r\n\r\n0\r\n\r\n"]), P1, Ok(true));
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n\r\n\r\n\r\n0\r\n\r\n"]),
+        P1,
+        Err(ChunkError::TooManyEmptyLines),
+    );
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n\r\n\r\n0\r\n\r\n"]),
+        P1,
+        Ok(true),
+    );
 }
 
 #[test]
@@ -89,38 +130,92 @@ fn b7_empty_line_is_not_a_last_chunk() {
 
 #[test]
 fn b8_garbage_after_skipped_line() {
-    check(&cat(&[b"e\r\n", P1, b"\r\nX\r\n"]), P1, Err(ChunkError::Syntax));
-    check(&cat(&[b"e\r\n", P1, b"\r\n\r\nzz\r\n"]), P1, Err(ChunkError::Syntax));
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\nX\r\n"]),
+        P1,
+        Err(ChunkError::Syntax),
+    );
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n\r\nzz\r\n"]),
+        P1,
+        Err(ChunkError::Syntax),
+    );
 }
 
 #[test]
 fn b9_bare_lf_is_rejected_in_the_coding() {
     check(&cat(&[b"e\n", P1, b"\r\n"]), b"", Err(ChunkError::Syntax));
-    check(b"e\r\n{\"x\":1,\"y\":1}\n\n0\r\n\r\n", P1, Err(ChunkError::Syntax));
-    check(&cat(&[b"e\r\n", P1, b"\r\n0\n\r\n"]), P1, Err(ChunkError::Syntax));
-    check(&cat(&[b"e\r\n", P1, b"\r\n0\r\n\n"]), P1, Err(ChunkError::Syntax));
-    check(&cat(&[b"e\r\n", P1, b"\r\n\n0\r\n\r\n"]), P1, Err(ChunkError::Syntax));
+    check(
+        b"e\r\n{\"x\":1,\"y\":1}\n\n0\r\n\r\n",
+        P1,
+        Err(ChunkError::Syntax),
+    );
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n0\n\r\n"]),
+        P1,
+        Err(ChunkError::Syntax),
+    );
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n0\r\n\n"]),
+        P1,
+        Err(ChunkError::Syntax),
+    );
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n\n0\r\n\r\n"]),
+        P1,
+        Err(ChunkError::Syntax),
+    );
 }
 
 #[test]
 fn b10_bare_cr_is_rejected() {
     check(&cat(&[b"e\r", P1, b"\r\n"]), b"", Err(ChunkError::Syntax));
-    check(b"5\r\r;ABCD\r\n34\r\nE\r\n0\r\n\r\n", b"", Err(ChunkError::Syntax));
-    check(&cat(&[b"e\r\n", P1, b"\r\n\r0\r\n\r\n"]), P1, Err(ChunkError::Syntax));
-    check(&cat(&[b"e\r\n", P1, b"\r\r\n"]), P1, Err(ChunkError::Syntax));
+    check(
+        b"5\r\r;ABCD\r\n34\r\nE\r\n0\r\n\r\n",
+        b"",
+        Err(ChunkError::Syntax),
+    );
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n\r0\r\n\r\n"]),
+        P1,
+        Err(ChunkError::Syntax),
+    );
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\r\n"]),
+        P1,
+        Err(ChunkError::Syntax),
+    );
 }
 
 #[test]
 fn b11_b12_b13_desync_attempts() {
     check(b"5\r\n{\"x\":XX\r\n", b"{\"x\":", Err(ChunkError::Syntax));
-    check(b"10\r\n{\"x\":1,\"y\":1}\n\r\n0\r\n\r\n", b"{\"x\":1,\"y\":1}\n\r\n", Err(ChunkError::Syntax));
-    check(b"e\r\n{\"x\":1,\"y\":1}\n0\r\n\r\n", P1, Err(ChunkError::Syntax));
+    check(
+        b"10\r\n{\"x\":1,\"y\":1}\n\r\n0\r\n\r\n",
+        b"{\"x\":1,\"y\":1}\n\r\n",
+        Err(ChunkError::Syntax),
+    );
+    check(
+        b"e\r\n{\"x\":1,\"y\":1}\n0\r\n\r\n",
+        P1,
+        Err(ChunkError::Syntax),
+    );
 }
 
 #[test]
 fn b14_valid_extensions_are_ignored() {
-    for ext in ["e;foo=bar", "e;foo=\"a \\\"q\\\" ;b\"", "e;a;b=c", "e;a = b", "e; a"] {
-        check(&cat(&[ext.as_bytes(), b"\r\n", P1, b"\r\n0\r\n\r\n"]), P1, Ok(true));
+    for ext in [
+        "e;foo=bar",
+        "e;foo=\"a \\\"q\\\" ;b\"",
+        "e;a;b=c",
+        "e;a = b",
+        "e; a",
+    ] {
+        check(
+            &cat(&[ext.as_bytes(), b"\r\n", P1, b"\r\n0\r\n\r\n"]),
+            P1,
+            Ok(true),
+        );
     }
     check(&cat(&[b"e\r\n", P1, b"\r\n0;fin\r\n\r\n"]), P1, Ok(true));
     check(&cat(&[b"e\r\n", P1, b"\r\n000\r\n\r\n"]), P1, Ok(true));
@@ -128,8 +223,21 @@ fn b14_valid_extensions_are_ignored() {
 
 #[test]
 fn b15_malformed_extensions() {
-    for ext in ["e;", "e;foo=", "e;[", "e;foo=\"open", "e;=v", "e;\x00", "e;a\nb", "e;a\rb"] {
-        check(&cat(&[ext.as_bytes(), b"\r\n", P1, b"\r\n0\r\n\r\n"]), b"", Err(ChunkError::Syntax));
+    for ext in [
+        "e;",
+        "e;foo=",
+        "e;[",
+        "e;foo=\"open",
+        "e;=v",
+        "e;\x00",
+        "e;a\nb",
+        "e;a\rb",
+    ] {
+        check(
+            &cat(&[ext.as_bytes(), b"\r\n", P1, b"\r\n0\r\n\r\n"]),
+            b"",
+            Err(ChunkError::Syntax),
+        );
     }
 }
 
@@ -179,22 +287,71 @@ fn b18_heartbeats_never_trip_the_budget() {
 
 #[test]
 fn b19_b21_trailers_are_ignored() {
-    check(&cat(&[b"e\r\n", P1, b"\r\n0\r\nX-Foo: bar\r\n\r\n"]), P1, Ok(true));
-    for t in ["Content-Length: 5", "Transfer-Encoding: chunked", "plotly-streamtoken: tok2", "X:POST / HTTP/1.1"] {
-        check(&cat(&[b"e\r\n", P1, b"\r\n0\r\n", t.as_bytes(), b"\r\n\r\n"]), P1, Ok(true));
+    check(
+        &cat(&[b"e\r\n", P1, b"\r\n0\r\nX-Foo: bar\r\n\r\n"]),
+        P1,
+        Ok(true),
+    );
+    for t in [
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        "plotly-streamtoken: tok2",
+        "X:POST / HTTP/1.1",
+    ] {
+        check(
+            &cat(&[b"e\r\n", P1, b"\r\n0\r\n", t.as_bytes(), b"\r\n\r\n"]),
+            P1,
+            Ok(true),
+        );
     }
 }
 
 #[test]
 fn b20_trailer_limits_and_syntax() {
-    let big = cat(&[b"e\r\n", P1, b"\r\n0\r\nX: ", "a".repeat(4092).as_bytes(), b"\r\n\r\n"]);
+    let big = cat(&[
+        b"e\r\n",
+        P1,
+        b"\r\n0\r\nX: ",
+        "a".repeat(4092).as_bytes(),
+        b"\r\n\r\n",
+    ]);
     check(&big, P1, Err(ChunkError::TrailersTooLarge));
-    let fits = cat(&[b"e\r\n", P1, b"\r\n0\r\nX: ", "a".repeat(4091).as_bytes(), b"\r\n\r\n"]);
+    let fits = cat(&[
+        b"e\r\n",
+        P1,
+        b"\r\n0\r\nX: ",
+        "a".repeat(4091).as_bytes(),
+        b"\r\n\r\n",
+    ]);
     check(&fits, P1, Ok(true));
-    check(&cat(&[b"e\r\n", P1, b"\r\n0\r\n", "X: a\r\n".repeat(32).as_bytes(), b"\r\n"]), P1, Ok(true));
-    check(&cat(&[b"e\r\n", P1, b"\r\n0\r\n", "X: a\r\n".repeat(33).as_bytes(), b"\r\n"]), P1, Err(ChunkError::TrailersTooLarge));
+    check(
+        &cat(&[
+            b"e\r\n",
+            P1,
+            b"\r\n0\r\n",
+            "X: a\r\n".repeat(32).as_bytes(),
+            b"\r\n",
+        ]),
+        P1,
+        Ok(true),
+    );
+    check(
+        &cat(&[
+            b"e\r\n",
+            P1,
+            b"\r\n0\r\n",
+            "X: a\r\n".repeat(33).as_bytes(),
+            b"\r\n",
+        ]),
+        P1,
+        Err(ChunkError::TrailersTooLarge),
+    );
     for t in ["bad\r\r\n", "X: a\n", "X: a\r\n b\r\n", "X : a\r\n"] {
-        check(&cat(&[b"e\r\n", P1, b"\r\n0\r\n", t.as_bytes(), b"\r\n"]), P1, Err(ChunkError::Syntax));
+        check(
+            &cat(&[b"e\r\n", P1, b"\r\n0\r\n", t.as_bytes(), b"\r\n"]),
+            P1,
+            Err(ChunkError::Syntax),
+        );
     }
 }
 
@@ -202,7 +359,10 @@ fn b20_trailer_limits_and_syntax() {
 fn b22_bytes_after_the_end_are_left_alone() {
     let mut dec = ChunkedDecoder::new(&Limits::default());
     let mut buf = BytesMut::from(&cat(&[b"e\r\n", P1, b"\r\n0\r\n\r\n", P1])[..]);
-    assert_eq!(dec.decode(&mut buf), Ok(Some(Chunk::Data(Bytes::from_static(P1)))));
+    assert_eq!(
+        dec.decode(&mut buf),
+        Ok(Some(Chunk::Data(Bytes::from_static(P1))))
+    );
     assert_eq!(dec.decode(&mut buf), Ok(Some(Chunk::End)));
     assert_eq!(&buf[..], P1);
     assert_eq!(dec.decode(&mut buf), Ok(Some(Chunk::End)));
@@ -214,7 +374,11 @@ fn b25_uppercase_and_mixed_hex() {
     for size in ["E", "Ff", "fF", "1E"] {
         let n = usize::from_str_radix(size, 16).unwrap();
         let data = "a".repeat(n);
-        check(&cat(&[size.as_bytes(), b"\r\n", data.as_bytes(), b"\r\n0\r\n\r\n"]), data.as_bytes(), Ok(true));
+        check(
+            &cat(&[size.as_bytes(), b"\r\n", data.as_bytes(), b"\r\n0\r\n\r\n"]),
+            data.as_bytes(),
+            Ok(true),
+        );
     }
 }
 
@@ -231,5 +395,8 @@ fn encoder_round_trips() {
     }
     encode_end(&mut out);
     let (data, outcome) = run(&[&out]);
-    assert_eq!((data.len(), outcome), (1 + 15 + 16 + 255 + 4096 + (1 << 20), Ok(true)));
+    assert_eq!(
+        (data.len(), outcome),
+        (1 + 15 + 16 + 255 + 4096 + (1 << 20), Ok(true))
+    );
 }
