@@ -31,7 +31,9 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
 
     let started = SystemTime::now();
     if !no_run {
-        let mut cmd = util::cargo(["bench", "-p", BENCH_PACKAGE, "--"]);
+        // `--bench '*'`: only the criterion targets, not the library's libtest harness, which
+        // rejects criterion's options.
+        let mut cmd = util::cargo(["bench", "-p", BENCH_PACKAGE, "--bench", "*", "--"]);
         cmd.args(filter.iter()).args(&passthrough);
         if !util::run_echoed(&mut cmd)? {
             anyhow::bail!("cargo bench failed");
@@ -60,7 +62,7 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
         Err(_) => Vec::new(),
     };
     let merged = merge(previous, fresh);
-    fs::write(&summary_path, serde_json::to_string_pretty(&merged)? + "\n")
+    fs::write(&summary_path, to_json(&merged)?)
         .with_context(|| format!("cannot write {}", summary_path.display()))?;
 
     println!();
@@ -274,6 +276,26 @@ fn table(entries: &[Value]) -> String {
     text
 }
 
+/// The summary as pretty JSON with each object's keys in reading order: `name`, the times and
+/// ratio, then throughput figures (serde_json's map would sort them alphabetically).
+fn to_json(entries: &[Value]) -> Result<String> {
+    let mut text = String::from("[");
+    for (entry_idx, entry) in entries.iter().enumerate() {
+        text.push_str(if entry_idx == 0 { "\n  {" } else { ",\n  {" });
+        let mut keys: Vec<&String> = entry.as_object().into_iter().flat_map(Map::keys).collect();
+        keys.sort_by_key(|key| key_rank(key));
+        for (key_idx, key) in keys.into_iter().enumerate() {
+            text.push_str(if key_idx == 0 { "\n    " } else { ",\n    " });
+            text.push_str(&serde_json::to_string(key)?);
+            text.push_str(": ");
+            text.push_str(&serde_json::to_string(&entry[key])?);
+        }
+        text.push_str("\n  }");
+    }
+    text.push_str("\n]\n");
+    Ok(text)
+}
+
 fn describe_throughput(entry: &Value) -> String {
     if let Some(n) = entry["throughput"]["elements"].as_u64() {
         let per_element = format_number(&entry["ours_ns_per_element"], 2);
@@ -291,6 +313,20 @@ fn format_number(value: &Value, decimals: usize) -> String {
         Some(number) => format!("{number:.decimals$}"),
         None => "-".to_owned(),
     }
+}
+
+/// Orders summary keys: name, ours, baseline, ratio, extra times, throughput, derived rates.
+fn key_rank(key: &str) -> (u8, String) {
+    let rank = match key {
+        "name" => 0,
+        "ours_ns" => 1,
+        "baseline_ns" => 2,
+        "ratio" => 3,
+        "throughput" => 5,
+        _ if key.ends_with("_ns") => 4,
+        _ => 6,
+    };
+    (rank, key.to_owned())
 }
 
 /// Sorts `ours`, then `baseline`, then the extras by name.
@@ -380,6 +416,25 @@ mod tests {
         assert!(text.starts_with("name"), "{text}");
         assert!(text.contains("floor ns"), "{text}");
         assert!(text.contains("0.500"), "{text}");
+    }
+
+    #[test]
+    fn json_keeps_reading_order_and_round_trips() -> Result<()> {
+        let entries = vec![
+            json!({"ratio": 0.5, "name": "a", "floor_ns": 1.0, "ours_ns": 2.0,
+                                  "baseline_ns": 4.0, "throughput": {"elements": 1}}),
+        ];
+        let text = to_json(&entries)?;
+        assert!(
+            text.starts_with("[\n  {\n    \"name\": \"a\",\n    \"ours_ns\": 2.0,"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Vec<Value>>(&text)?, entries);
+        assert_eq!(
+            serde_json::from_str::<Vec<Value>>(&to_json(&[])?)?,
+            Vec::<Value>::new()
+        );
+        Ok(())
     }
 
     #[test]

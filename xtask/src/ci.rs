@@ -48,8 +48,13 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     println!();
     println!("ci summary:");
     let mut total = Outcome::default();
+    let width = results
+        .iter()
+        .map(|(_, outcome, _)| outcome.describe().len())
+        .max()
+        .unwrap_or(0);
     for (name, outcome, secs) in &results {
-        println!("  {name:<10} {:<50} {secs:>7.1} s", outcome.describe());
+        println!("  {name:<10} {:<width$} {secs:>7.1} s", outcome.describe());
         total.passed += outcome.passed;
         total.failed += outcome.failed;
     }

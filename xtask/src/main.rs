@@ -58,6 +58,7 @@ commands:
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
   fuzz [TARGET] [--secs N]     run one cargo-fuzz target for N seconds (default 60), or list targets;
        [-- LIBFUZZER_ARGS]     arguments after `--` go to libFuzzer
-  bench [FILTER] [--no-run]    run the criterion benches (cargo bench -p plotstream-benches -- FILTER)
+  bench [FILTER] [--no-run]    run the criterion benches
+       [-- CRITERION_ARGS]     (cargo bench -p plotstream-benches --bench '*' -- FILTER CRITERION_ARGS)
                                and merge their ours/baseline figures into <target>/bench-summary.json;
                                --no-run only summarises results criterion already has";

@@ -150,7 +150,8 @@ impl ChunkBatch {
     }
 
     /// Appends one point line (see [`encode_point_line`]). `out` must be the buffer given to
-    /// [`ChunkBatch::begin`], with nothing else appended since.
+    /// [`ChunkBatch::begin`]; whatever else is appended to it before [`ChunkBatch::finish`]
+    /// (an [`encode_update_line`], say) becomes part of the chunk too.
     pub fn push_point(&mut self, flavour: Flavour, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
         self.upper_hex = flavour == Flavour::Arduino;
         encode_point_line(flavour, x, y, token, out);

@@ -215,10 +215,10 @@ impl HeadParser {
         }
         // Syntax errors are found as soon as they are visible: after every completed line, and
         // while a request line is young (a TLS hello or a bad method fails at its first bytes).
-        // Only the first 64 bytes of a young request line are checked, so the verdict does
-        // not depend on how the input was split.
+        // Complete lines are checked as they complete, and only the first 64 bytes of a young
+        // request line before that, so the verdict does not depend on how input was split.
         if new_line {
-            check_partial(&buf[..self.scanned], limits)?;
+            check_partial(&buf[..self.line_start], limits)?;
         } else if !self.seen_request_line {
             check_partial(&buf[..self.scanned.min(self.line_start + 64)], limits)?;
         }

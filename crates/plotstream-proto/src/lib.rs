@@ -74,7 +74,9 @@
 
 #![deny(missing_docs)]
 
+pub mod canonical;
 pub mod chunked;
+pub mod encode;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod head;
@@ -84,7 +86,7 @@ pub mod limits;
 pub mod lines;
 pub mod status;
 pub mod update;
-// pub mod writer; (enabled once encode lands)
+pub mod writer;
 
 pub use ingest::{End, EndReason, Event, Ingest, IngestConfig};
 pub use json::{Str, Value};

@@ -1,7 +1,7 @@
 //! A line → a trace update (PROTOCOL.md §3): token extraction, key rules, `convertTimestamp`.
 
 use bytes::Bytes;
-use jiff::{tz::TimeZone, Timestamp};
+pub use jiff::{tz::TimeZone, Timestamp};
 
 use crate::json::{self, JsonError, Str, Value};
 use crate::limits::Limits;

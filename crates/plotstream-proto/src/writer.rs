@@ -109,7 +109,7 @@ impl Writer {
         if !self.begin_write(now) {
             return;
         }
-        let token = self.line_token();
+        let token = if self.config.flavour == Flavour::Arduino { self.config.token.as_ref() } else { None };
         encode::encode_point_chunk(self.config.flavour, x, y, token, &mut self.out);
         self.n_points += 1;
     }
@@ -119,12 +119,25 @@ impl Writer {
         if !self.begin_write(now) {
             return;
         }
-        let token = token.or_else(|| self.line_token());
+        let own = if self.config.flavour == Flavour::Arduino { self.config.token.as_ref() } else { None };
+        let token = token.or(own);
         let mut line = Vec::new();
         encode::encode_update_line(self.config.flavour, update, token, &mut line);
         crate::chunked::encode_size(line.len(), self.config.flavour == Flavour::Arduino, &mut self.out);
         self.out.extend_from_slice(&line);
         self.out.extend_from_slice(b"\r\n");
+        self.n_points += 1;
+    }
+
+    /// Queues one line of the caller's own bytes (no LF) as one chunk, unchanged
+    /// (`plotstream send` forwards what it reads).
+    pub fn write_raw_line(&mut self, now: Duration, line: &[u8]) {
+        if !self.begin_write(now) {
+            return;
+        }
+        crate::chunked::encode_size(line.len() + 1, false, &mut self.out);
+        self.out.extend_from_slice(line);
+        self.out.extend_from_slice(b"\n\r\n");
         self.n_points += 1;
     }
 
@@ -215,14 +228,6 @@ impl Writer {
         let header_token = if c.flavour == Flavour::Arduino { None } else { c.token.as_ref() };
         encode::encode_head(c.flavour, &c.host, header_token, c.convert_timestamp.as_deref(), &mut self.out);
         self.head_sent = true;
-    }
-
-    fn line_token(&self) -> Option<&Token> {
-        if self.config.flavour == Flavour::Arduino {
-            self.config.token.as_ref()
-        } else {
-            None
-        }
     }
 }
 

@@ -1,0 +1,169 @@
+//! One connection: drive `Ingest` over a socket, or hand the request to the HTTP routes.
+//!
+//! The loop is quinn's `ConnectionDriver` shape: read → `handle_input` → drain `poll_event`
+//! → write `poll_transmit` → wait for the socket, the machine's deadline, a takeover or
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use plotstream_proto::{Event, Ingest, IngestConfig, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Shared;
+
+/// Serves one accepted connection to the end.
+pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let m = &shared.metrics;
+    m.connections_total.fetch_add(1, Ordering::Relaxed);
+    m.connections_open.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(&stream);
+    let _ = sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
+    drive(stream, peer, &shared).await;
+    m.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let config = IngestConfig { limits: shared.config.limits.clone(), lenient_lines: shared.config.lenient_lines };
+    let mut ingest = Ingest::new(config, shared.now());
+    let conn = shared.store.new_conn();
+    let mut shutdown = shared.shutdown.clone();
+    let mut out = Vec::new();
+    let mut eof = false;
+    loop {
+        let now = shared.now();
+        while let Some(event) = ingest.poll_event(now) {
+            match event {
+                Event::Head(head) => {
+                    let admitted = match &head.token {
+                        Some(token) => shared.store.bind(&conn, token),
+                        None => Ok(()),
+                    };
+                    match admitted {
+                        Ok(()) => ingest.admit(now, SystemTime::now()),
+                        Err(status) => ingest.close_with(status),
+                    }
+                }
+                Event::Update { token, update } => {
+                    if let Err(status) = shared.store.apply(&conn, &token, &update) {
+                        ingest.reject_line(status);
+                    }
+                }
+                Event::Heartbeat => {
+                    shared.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Rejected(e) => {
+                    let token = ingest.head().and_then(|h| h.token.clone());
+                    shared.store.count_rejected(token.as_ref());
+                    shared.metrics.line_rejected(reason(&e));
+                }
+                Event::Request(head) => {
+                    let rest = ingest.take_buffered();
+                    crate::http::serve(stream, head, rest, shared.clone()).await;
+                    return;
+                }
+                Event::End(end) => {
+                    // Release bindings before the response is written (P7, M32).
+                    shared.store.release(&conn);
+                    ingest.poll_transmit(&mut out);
+                    if let Some(status) = end.status {
+                        shared.metrics.response(status.code());
+                        tracing::debug!(%peer, status = status.code(), points = end.n_points, reason = ?end.reason, "stream ended");
+                    }
+                    close_gracefully(stream, &out, end.status.is_some(), shared).await;
+                    return;
+                }
+            }
+        }
+        ingest.poll_transmit(&mut out);
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                shared.store.release(&conn);
+                return;
+            }
+            out.clear();
+        }
+        if ingest.is_ended() {
+            continue;
+        }
+        let deadline = ingest.poll_timeout().map(|d| shared.origin + d);
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            res = stream.readable(), if !eof => {
+                if res.is_err() {
+                    eof = true;
+                    ingest.handle_eof(shared.now());
+                    continue;
+                }
+                // Allocate only when data is ready, so idle connections hold no buffer.
+                let mut buf = BytesMut::with_capacity(16 * 1024);
+                match stream.try_read_buf(&mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        ingest.handle_eof(shared.now());
+                    }
+                    Ok(_) => ingest.handle_input(shared.now(), &mut buf),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        eof = true;
+                        ingest.handle_eof(shared.now());
+                    }
+                }
+            }
+            () = sleep => ingest.handle_timeout(shared.now()),
+            () = conn.kicked.notified() => {
+                if conn.is_displaced() {
+                    ingest.close_with(Status::LOCKED);
+                }
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    ingest.close_with(Status::UNAVAILABLE);
+                }
+            }
+        }
+    }
+}
+
+/// PROTOCOL.md §4.4: write the response (giving up after L32 without progress), half-close so
+/// the FIN follows at once, then read and discard until EOF, 2 s or 64 KiB, and close. Never
+/// a reset while inside those bounds.
+pub async fn close_gracefully(mut stream: TcpStream, response: &[u8], has_response: bool, shared: &Shared) {
+    if has_response && tokio::time::timeout(shared.config.write_timeout, stream.write_all(response)).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut drained = 0usize;
+    let mut sink = [0u8; 4096];
+    let linger = tokio::time::sleep(shared.config.linger);
+    tokio::pin!(linger);
+    while drained < 64 * 1024 {
+        tokio::select! {
+            res = stream.read(&mut sink) => match res {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            },
+            () = &mut linger => break,
+        }
+    }
+}
+
+fn reason(e: &plotstream_proto::update::UpdateError) -> &'static str {
+    use plotstream_proto::update::UpdateError;
+    match e {
+        UpdateError::Json(_) => "json",
+        UpdateError::NotObject => "not_object",
+        UpdateError::Shape(_) => "shape",
+        UpdateError::Token => "token",
+    }
+}

@@ -1,0 +1,162 @@
+//! The plotstream stream server: a thin tokio driver around `plotstream-proto`'s `Ingest`
+//! state machine, plus the store, viewer fan-out, live pages and inspection routes.
+//!
+//! [`run`] takes bound listeners, a [`Config`] and a shutdown future, in mini-redis's shape,
+//! so tests run it on `127.0.0.1:0`.
+
+#![deny(missing_docs)]
+
+mod conn;
+mod http;
+pub mod metrics;
+mod pages;
+mod sse;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plotstream_proto::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use http::new_token;
+pub use metrics::Metrics;
+pub use store::{Store, StoreConfig};
+
+/// Everything `plotstream serve` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Protocol limits (L1–L29); `--idle-timeout` sets `limits.idle`.
+    pub limits: Limits,
+    /// Store policy: tokens, duplicates, maxpoints, budgets.
+    pub store: StoreConfig,
+    /// `--lenient-lines`.
+    pub lenient_lines: bool,
+    /// `--public-url`: the origin given to clients and pages; else `http://` + Host.
+    pub public_url: Option<String>,
+    /// Where plotly.js comes from: a file to serve at `/assets/plotly.min.js`, or a URL.
+    pub plotly_js: Option<String>,
+    /// The `viewer/` directory (its JS, CSS and `node_modules/plotly.js-dist-min`).
+    pub viewer_dir: PathBuf,
+    /// L33: lingering close, time.
+    pub linger: Duration,
+    /// L34: shutdown drain.
+    pub drain: Duration,
+    /// L38: SSE keepalive.
+    pub keepalive: Duration,
+    /// L36/L32: write progress.
+    pub write_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            store: StoreConfig::default(),
+            lenient_lines: false,
+            public_url: None,
+            plotly_js: None,
+            viewer_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../viewer")),
+            linger: Duration::from_secs(2),
+            drain: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Streams and viewers.
+    pub store: Store,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The origin of the monotonic `now` handed to the protocol machines.
+    pub origin: Instant,
+    /// Flips to true when shutdown starts.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Monotonic time since the server started.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// Serves `listeners` until `shutdown` completes, then stops accepting at once, ends every
+/// writer with 503 at its next line boundary and every viewer with `reset` (shutdown), and
+/// returns when all connections are closed or the drain time (L34) is over.
+pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Future<Output = ()>) {
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        store: Store::new(config.store.clone(), metrics.clone()),
+        config,
+        metrics,
+        origin: Instant::now(),
+        shutdown: stop_rx,
+    });
+    let mut connections = JoinSet::new();
+    let mut accepts = JoinSet::new();
+    for listener in listeners {
+        let shared = shared.clone();
+        let mut stop = shared.shutdown.clone();
+        accepts.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    res = listener.accept() => match res {
+                        Ok((stream, peer)) => {
+                            let shared = shared.clone();
+                            conns.spawn(conn::handle(stream, peer, shared));
+                        }
+                        Err(e) => {
+                            // L39: never exit, never spin on EMFILE.
+                            shared.metrics.accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::warn!(error = %e, "accept failed; backing off");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                    _ = stop.changed() => break,
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+            drop(listener);
+            conns
+        });
+    }
+    shutdown.await;
+    tracing::info!("shutting down: listeners closed, draining connections");
+    let _ = stop_tx.send(true);
+    shared.store.shutdown_viewers();
+    while let Some(res) = accepts.join_next().await {
+        if let Ok(conns) = res {
+            connections.spawn(async move {
+                let mut conns = conns;
+                while conns.join_next().await.is_some() {}
+            });
+        }
+    }
+    let drain = shared.config.drain;
+    let _ = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+}
+
+/// Binds `addr` with a deep accept backlog (the default 128 stalls connection storms on SYN
+/// retries) and `SO_REUSEADDR` (a restart rebinds at once, S7).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,94 @@
+//! Counters for `GET /metrics` (Prometheus text format, PRODUCT.md §4, RELIABILITY.md §4.3).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Server-wide counters and gauges.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Gauge: open connections.
+    pub connections_open: AtomicU64,
+    /// Counter: accepted connections.
+    pub connections_total: AtomicU64,
+    /// Counter: accept errors (L39).
+    pub accept_errors: AtomicU64,
+    /// Gauge-ish: streams created.
+    pub streams: AtomicU64,
+    /// Counter: accepted trace-update lines.
+    pub points: AtomicU64,
+    /// Counter: heartbeats.
+    pub heartbeats: AtomicU64,
+    /// Counter: lines from displaced writers, discarded (P7).
+    pub displaced_lines: AtomicU64,
+    /// Counter: takeovers.
+    pub takeovers: AtomicU64,
+    /// Gauge: subscribed viewers.
+    pub viewers: AtomicU64,
+    /// Counter: viewers dropped (L35 third lag, L36).
+    pub viewers_dropped: AtomicU64,
+    labelled: Mutex<BTreeMap<(&'static str, String), u64>>,
+}
+
+impl Metrics {
+    /// Counts a response by status.
+    pub fn response(&self, status: u16) {
+        self.inc("plotstream_responses_total", format!("status=\"{status}\""));
+    }
+
+    /// Counts a limit breach by L-number.
+    pub fn limit_breach(&self, limit: &str) {
+        self.inc("plotstream_limit_breaches_total", format!("limit=\"{limit}\""));
+    }
+
+    /// Counts a line rejected under `--lenient-lines`, by reason.
+    pub fn line_rejected(&self, reason: &str) {
+        self.inc("plotstream_lines_rejected_total", format!("reason=\"{reason}\""));
+    }
+
+    /// Counts a viewer reset by reason.
+    pub fn viewer_reset(&self, reason: &str) {
+        self.inc("plotstream_viewer_resets_total", format!("reason=\"{reason}\""));
+    }
+
+    /// Counts an injected fault by kind.
+    pub fn fault(&self, kind: &str) {
+        self.inc("plotstream_faults_injected_total", format!("kind=\"{kind}\""));
+    }
+
+    fn inc(&self, name: &'static str, labels: String) {
+        let mut map = self.labelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry((name, labels)).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let plain = [
+            ("plotstream_connections_open", "gauge", &self.connections_open),
+            ("plotstream_connections_total", "counter", &self.connections_total),
+            ("plotstream_accept_errors_total", "counter", &self.accept_errors),
+            ("plotstream_streams", "gauge", &self.streams),
+            ("plotstream_points_ingested_total", "counter", &self.points),
+            ("plotstream_heartbeats_total", "counter", &self.heartbeats),
+            ("plotstream_displaced_lines_total", "counter", &self.displaced_lines),
+            ("plotstream_takeovers_total", "counter", &self.takeovers),
+            ("plotstream_viewers", "gauge", &self.viewers),
+            ("plotstream_viewers_dropped_total", "counter", &self.viewers_dropped),
+        ];
+        for (name, kind, v) in plain {
+            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+        }
+        let map = self.labelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = "";
+        for ((name, labels), v) in map.iter() {
+            if *name != last {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                last = name;
+            }
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,78 @@
+//! HTML pages and static assets. Peer data never reaches the HTML: pages carry only validated
+//! tokens (L7: `[A-Za-z0-9_-]`), and the browser fetches data as JSON over SSE.
+
+use crate::http::Response;
+use crate::Shared;
+
+const CDN_PLOTLY: &str = "https://cdn.plot.ly/plotly-2.35.2.min.js";
+
+/// `GET /`: the streams, with links to their live views.
+pub fn index(shared: &Shared) -> String {
+    let mut rows = String::new();
+    for s in shared.store.list() {
+        // Stream tokens were validated against L7 before they could create a stream.
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/streams/{t}\">{t}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            s.last_seq,
+            s.count,
+            if s.writer_connected { "connected" } else { "-" },
+            s.n_viewers,
+            t = s.token
+        ));
+    }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=5>No streams yet. Point a Plotly streaming client at this server.</td></tr>");
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>plotstream</title>\
+         <link rel=stylesheet href=\"/assets/viewer.css\"></head><body><main>\
+         <h1>plotstream</h1><p>Live streams on this server.</p>\
+         <table><thead><tr><th>stream</th><th>last seq</th><th>points</th><th>writer</th><th>viewers</th></tr></thead>\
+         <tbody>{rows}</tbody></table></main></body></html>"
+    )
+}
+
+/// `GET /streams/{token}`: the live view of one stream.
+pub fn stream_page(shared: &Shared, token: &str) -> String {
+    let plotly = plotly_src(shared);
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>{token} · plotstream</title>\
+         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
+         <link rel=stylesheet href=\"/assets/viewer.css\"></head><body>\
+         <header><a href=\"/\">plotstream</a> <span class=token>{token}</span>\
+         <span id=state class=state>connecting</span> <span id=rate class=rate></span> <span id=count class=rate></span></header>\
+         <div id=plot data-events=\"/api/streams/{token}/events\" data-inspect=\"/api/streams/{token}\"></div>\
+         <script src=\"{plotly}\"></script>\
+         <script>if(!window.Plotly){{document.write('<script src=\"{CDN_PLOTLY}\"><\\/script>')}}</script>\
+         <script src=\"/assets/viewer.js\"></script></body></html>"
+    )
+}
+
+fn plotly_src(shared: &Shared) -> String {
+    match &shared.config.plotly_js {
+        Some(p) if p.starts_with("http://") || p.starts_with("https://") => p.clone(),
+        _ => "/assets/plotly.min.js".to_owned(),
+    }
+}
+
+/// `GET /assets/{file}`: the viewer's files and plotly.js.
+pub async fn asset(shared: &Shared, file: &str) -> Response {
+    let dir = &shared.config.viewer_dir;
+    let (path, content_type) = match file {
+        "viewer.js" => (dir.join("viewer.js"), "text/javascript; charset=utf-8"),
+        "viewer.css" => (dir.join("viewer.css"), "text/css; charset=utf-8"),
+        "plotly.min.js" => {
+            let path = match &shared.config.plotly_js {
+                Some(p) if !p.starts_with("http") => p.into(),
+                _ => dir.join("node_modules/plotly.js-dist-min/plotly.min.js"),
+            };
+            (path, "text/javascript; charset=utf-8")
+        }
+        _ => return Response::new(404, "text/plain", "not found"),
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Response::new(200, content_type, bytes).header("Cache-Control", "max-age=3600"),
+        // Without a local plotly.js the page falls back to the CDN build.
+        Err(_) => Response::new(404, "text/plain", "not found"),
+    }
+}

@@ -1,0 +1,608 @@
+//! Streams, windows, writer bindings and viewer fan-out (PRODUCT.md §4 data model,
+//! RELIABILITY.md P7, §4 invariants I1–I5).
+//!
+//! One mutex guards the stream table; every operation that must be atomic with another
+//! (apply vs. takeover, subscribe vs. apply) happens under it, and none of them waits on I/O:
+//! fan-out uses `try_send` into bounded per-viewer queues, so a slow viewer can never stall
+//! ingest (M28).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use plotstream_proto::canonical::{write_jcs, write_jcs_string};
+use plotstream_proto::json::Str;
+use plotstream_proto::{Status, Token, Update, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Notify};
+
+use crate::metrics::Metrics;
+
+/// Store-wide policy.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `--tokens open`: unknown tokens create streams. Otherwise only registered ones.
+    pub tokens_open: bool,
+    /// `--on-duplicate takeover` (true) or `reject`.
+    pub takeover: bool,
+    /// `--default-maxpoints` (L23).
+    pub default_maxpoints: usize,
+    /// `--max-maxpoints` (L23).
+    pub max_maxpoints: usize,
+    /// L24: retained JCS bytes per stream.
+    pub stream_bytes: usize,
+    /// L25: retained JCS bytes over all streams.
+    pub total_bytes: usize,
+    /// L26: streams.
+    pub max_streams: usize,
+    /// L35: viewer queue length in events.
+    pub viewer_queue: usize,
+    /// L37: viewers per stream.
+    pub viewers_per_stream: usize,
+    /// L37: viewers in total.
+    pub viewers_total: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            tokens_open: true,
+            takeover: true,
+            default_maxpoints: 500,
+            max_maxpoints: 10_000,
+            stream_bytes: 4 * 1024 * 1024,
+            total_bytes: 1 << 30,
+            max_streams: 10_000,
+            viewer_queue: 1024,
+            viewers_per_stream: 1000,
+            viewers_total: 10_000,
+        }
+    }
+}
+
+/// A writer connection as the store sees it: an id and a way to tell it it was displaced.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique per connection.
+    pub id: u64,
+    displaced: AtomicBool,
+    /// Woken when the connection is displaced by a takeover.
+    pub kicked: Notify,
+}
+
+impl Conn {
+    /// True once another connection took one of its tokens (P7).
+    pub fn is_displaced(&self) -> bool {
+        self.displaced.load(Ordering::Acquire)
+    }
+}
+
+/// One event queued to a viewer.
+#[derive(Debug, Clone)]
+pub enum ViewerMsg {
+    /// One accepted update: its seq and its JSON op (`{"seq":..,"append":{..},...}`).
+    Update(Arc<Fanout>),
+    /// The stream's history was lost (`epoch`) or the server is stopping (`shutdown`).
+    Reset(&'static str),
+}
+
+/// An update as fanned out, serialised once for every viewer.
+#[derive(Debug)]
+pub struct Fanout {
+    /// The update's seq.
+    pub seq: u64,
+    /// The JSON op.
+    pub json: Bytes,
+}
+
+/// What a viewer gets when it subscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The snapshot event's JSON (`{epoch, first_seq, last_seq, maxpoints, window, layout}`).
+    pub snapshot: String,
+    /// The stream's epoch.
+    pub epoch: String,
+    /// The snapshot's `last_seq`; the first update covers `last_seq + 1`.
+    pub last_seq: u64,
+    /// Later updates.
+    pub rx: mpsc::Receiver<ViewerMsg>,
+    /// Set when the queue overflowed: the viewer must reset and resubscribe (I5).
+    pub lagged: Arc<AtomicBool>,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    config: StoreConfig,
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+    next_conn: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    streams: HashMap<String, Stream>,
+    registered: HashSet<String>,
+    total_bytes: usize,
+    n_viewers: usize,
+}
+
+#[derive(Debug)]
+struct Stream {
+    epoch: String,
+    last_seq: u64,
+    maxpoints: usize,
+    /// Per attribute, the newest values, each tagged with the seq that added it.
+    /// Invariant: every deque holds at most `maxpoints` values.
+    window: BTreeMap<String, VecDeque<(u64, Value)>>,
+    /// JCS bytes of the window's values (L24), kept incrementally.
+    bytes: usize,
+    budget_limited: bool,
+    layout: Vec<(Str, Value)>,
+    line: Vec<(Str, Value)>,
+    writer: Option<Arc<Conn>>,
+    viewers: Vec<ViewerSlot>,
+    rejected_lines: u64,
+    displaced_lines: u64,
+}
+
+#[derive(Debug)]
+struct ViewerSlot {
+    tx: mpsc::Sender<ViewerMsg>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// Why the store refused something.
+pub type Refusal = Status;
+
+impl Store {
+    /// An empty store.
+    pub fn new(config: StoreConfig, metrics: Arc<Metrics>) -> Store {
+        Store { config, inner: Mutex::new(Inner::default()), metrics, next_conn: AtomicU64::new(1) }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// A new writer connection identity.
+    pub fn new_conn(&self) -> Arc<Conn> {
+        Arc::new(Conn { id: self.next_conn.fetch_add(1, Ordering::Relaxed), displaced: AtomicBool::new(false), kicked: Notify::new() })
+    }
+
+    /// Registers tokens (figures, `/clientresp`, `POST /api/tokens`), with an optional maxpoints.
+    pub fn register(&self, token: &str, maxpoints: Option<f64>) {
+        let mut inner = self.lock();
+        inner.registered.insert(token.to_owned());
+        if let Some(mp) = maxpoints {
+            let mp = clamp_maxpoints(mp, self.config.max_maxpoints);
+            if let Some(stream) = inner.streams.get_mut(token) {
+                stream.maxpoints = mp;
+                stream.trim();
+            } else {
+                let stream = Stream::new(mp);
+                inner.streams.insert(token.to_owned(), stream);
+                self.metrics.streams.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// True if `token` is registered.
+    pub fn is_registered(&self, token: &str) -> bool {
+        self.lock().registered.contains(token)
+    }
+
+    /// Binds `token` to `conn` (a header token at admission, P7). Errors: 404 unknown token in
+    /// registered mode, 503 stream limit, 423 under `reject` when another connection holds it.
+    pub fn bind(&self, conn: &Arc<Conn>, token: &Token) -> Result<(), Refusal> {
+        let mut inner = self.lock();
+        self.bind_locked(&mut inner, conn, token.as_str())
+    }
+
+    /// Applies one accepted line for `token` from `conn`, binding the token on first use.
+    /// Returns the new seq. A displaced connection's line is discarded and counted (423).
+    pub fn apply(&self, conn: &Arc<Conn>, token: &Token, update: &Update) -> Result<u64, Refusal> {
+        let mut inner = self.lock();
+        if conn.is_displaced() {
+            if let Some(s) = inner.streams.get_mut(token.as_str()) {
+                s.displaced_lines += 1;
+            }
+            self.metrics.displaced_lines.fetch_add(1, Ordering::Relaxed);
+            return Err(Status::LOCKED);
+        }
+        self.bind_locked(&mut inner, conn, token.as_str())?;
+        let Inner { streams, total_bytes, .. } = &mut *inner;
+        let stream = streams.get_mut(token.as_str()).ok_or(Status::INTERNAL)?;
+        let before = stream.bytes;
+        let seq = stream.apply(update, self.config.stream_bytes, *total_bytes >= self.config.total_bytes);
+        *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
+        self.metrics.points.fetch_add(1, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// Counts a line skipped under `--lenient-lines` against `token`'s stream, if it exists.
+    pub fn count_rejected(&self, token: Option<&Token>) {
+        let mut inner = self.lock();
+        if let Some(s) = token.and_then(|t| inner.streams.get_mut(t.as_str())) {
+            s.rejected_lines += 1;
+        }
+    }
+
+    /// Releases every binding `conn` holds (its body ended or it closed), before its response
+    /// is written (P7, M32).
+    pub fn release(&self, conn: &Arc<Conn>) {
+        let mut inner = self.lock();
+        for stream in inner.streams.values_mut() {
+            if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
+                stream.writer = None;
+            }
+        }
+    }
+
+    /// Subscribes a viewer: the snapshot and the registration are atomic, so the first update
+    /// received covers `last_seq + 1` (I5). `None` for an unknown stream.
+    pub fn subscribe(&self, token: &str) -> Result<Option<Subscription>, Refusal> {
+        let mut inner = self.lock();
+        if inner.n_viewers >= self.config.viewers_total {
+            return Err(Status::UNAVAILABLE);
+        }
+        let queue = self.config.viewer_queue;
+        let per_stream = self.config.viewers_per_stream;
+        let Some(stream) = inner.streams.get_mut(token) else { return Ok(None) };
+        stream.viewers.retain(|v| !v.tx.is_closed());
+        if stream.viewers.len() >= per_stream {
+            return Err(Status::UNAVAILABLE);
+        }
+        let (tx, rx) = mpsc::channel(queue);
+        let lagged = Arc::new(AtomicBool::new(false));
+        stream.viewers.push(ViewerSlot { tx, lagged: lagged.clone() });
+        let sub = Subscription { snapshot: stream.snapshot_json(), epoch: stream.epoch.clone(), last_seq: stream.last_seq, rx, lagged };
+        inner.n_viewers = inner.streams.values().map(|s| s.viewers.len()).sum();
+        self.metrics.viewers.store(inner.n_viewers as u64, Ordering::Relaxed);
+        Ok(Some(sub))
+    }
+
+    /// The inspection object of RELIABILITY.md §4.3, as JSON.
+    pub fn inspect(&self, token: &str) -> Option<String> {
+        let inner = self.lock();
+        let s = inner.streams.get(token)?;
+        let mut window = Vec::new();
+        s.write_window(&mut window);
+        let digest = hex(&Sha256::digest(&window));
+        let mut out = String::with_capacity(window.len() + 256);
+        out.push_str("{\"token\":");
+        push_json_str(&mut out, token);
+        out.push_str(&format!(
+            ",\"epoch\":\"{}\",\"first_seq\":{},\"last_seq\":{},\"count\":{},\"maxpoints\":{},\"bytes\":{},\"budget_limited\":{},\"writer_connected\":{},\"rejected_lines\":{},\"displaced_lines\":{},\"window\":",
+            s.epoch,
+            s.first_seq(),
+            s.last_seq,
+            s.count(),
+            s.maxpoints,
+            s.bytes,
+            s.budget_limited,
+            s.writer.is_some(),
+            s.rejected_lines,
+            s.displaced_lines
+        ));
+        out.push_str(&String::from_utf8_lossy(&window));
+        out.push_str(&format!(",\"digest\":\"{digest}\"}}"));
+        Some(out)
+    }
+
+    /// `(token, last_seq, count, writer_connected, viewers)` for every stream, sorted by token.
+    pub fn list(&self) -> Vec<StreamSummary> {
+        let inner = self.lock();
+        let mut out: Vec<StreamSummary> = inner
+            .streams
+            .iter()
+            .map(|(t, s)| StreamSummary {
+                token: t.clone(),
+                last_seq: s.last_seq,
+                count: s.count(),
+                writer_connected: s.writer.is_some(),
+                n_viewers: s.viewers.iter().filter(|v| !v.tx.is_closed()).count(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.token.cmp(&b.token));
+        out
+    }
+
+    /// Sends `reset` (shutdown) to every viewer.
+    pub fn shutdown_viewers(&self) {
+        let inner = self.lock();
+        for s in inner.streams.values() {
+            for v in &s.viewers {
+                let _ = v.tx.try_send(ViewerMsg::Reset("shutdown"));
+            }
+        }
+    }
+
+    fn bind_locked(&self, inner: &mut Inner, conn: &Arc<Conn>, token: &str) -> Result<(), Refusal> {
+        if !inner.streams.contains_key(token) {
+            if !self.config.tokens_open && !inner.registered.contains(token) {
+                return Err(Status::NOT_FOUND);
+            }
+            if inner.streams.len() >= self.config.max_streams || inner.total_bytes >= self.config.total_bytes {
+                self.metrics.limit_breach("L26");
+                return Err(Status::UNAVAILABLE);
+            }
+            inner.streams.insert(token.to_owned(), Stream::new(self.config.default_maxpoints));
+            self.metrics.streams.fetch_add(1, Ordering::Relaxed);
+        }
+        let stream = inner.streams.get_mut(token).ok_or(Status::INTERNAL)?;
+        match &stream.writer {
+            Some(w) if w.id == conn.id => Ok(()),
+            Some(w) if !self.config.takeover => {
+                let _ = w;
+                Err(Status::LOCKED)
+            }
+            Some(w) => {
+                // Takeover: the displaced connection stops applying for all its tokens at once,
+                // because its next apply sees the flag under this same lock (I3).
+                w.displaced.store(true, Ordering::Release);
+                w.kicked.notify_one();
+                self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
+                stream.writer = Some(conn.clone());
+                Ok(())
+            }
+            None => {
+                stream.writer = Some(conn.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a torn window: every mutation is
+        // completed before any fallible call. Keep serving rather than poisoning forever.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One row of `GET /api/streams`.
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    /// The token.
+    pub token: String,
+    /// The newest seq.
+    pub last_seq: u64,
+    /// Window length.
+    pub count: usize,
+    /// A writer holds the token.
+    pub writer_connected: bool,
+    /// Subscribed viewers.
+    pub n_viewers: usize,
+}
+
+impl Stream {
+    fn new(maxpoints: usize) -> Stream {
+        Stream {
+            epoch: new_epoch(),
+            last_seq: 0,
+            maxpoints,
+            window: BTreeMap::new(),
+            bytes: 0,
+            budget_limited: false,
+            layout: Vec::new(),
+            line: Vec::new(),
+            writer: None,
+            viewers: Vec::new(),
+            rejected_lines: 0,
+            displaced_lines: 0,
+        }
+    }
+
+    fn apply(&mut self, update: &Update, budget: usize, global_full: bool) -> u64 {
+        let start_bytes = self.bytes;
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        let mut op = Vec::with_capacity(64);
+        op.extend_from_slice(format!("{{\"seq\":{seq}").as_bytes());
+        let mut appends: Vec<(&str, &Value)> = Vec::new();
+        let mut replaces: Vec<(&str, &Value)> = Vec::new();
+        for (attr, value) in &update.data {
+            let deque = self.window.entry(attr.as_str().to_owned()).or_default();
+            match value {
+                Value::Array(values) => {
+                    for (_, old) in deque.drain(..) {
+                        self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                    }
+                    let skip = values.len().saturating_sub(self.maxpoints);
+                    for v in &values[skip..] {
+                        self.bytes += value_bytes(v);
+                        deque.push_back((seq, v.clone()));
+                    }
+                    replaces.push((attr.as_str(), value));
+                }
+                v => {
+                    self.bytes += value_bytes(v);
+                    deque.push_back((seq, v.clone()));
+                    while deque.len() > self.maxpoints {
+                        if let Some((_, old)) = deque.pop_front() {
+                            self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                        }
+                    }
+                    appends.push((attr.as_str(), v));
+                }
+            }
+        }
+        // L24/L25: evict the oldest index until the window fits (I4). Under global pressure the
+        // stream keeps its current size instead of growing.
+        let limit = if global_full { start_bytes.min(budget) } else { budget };
+        if global_full {
+            self.budget_limited = true;
+        }
+        while self.bytes > limit && self.count() > 0 {
+            for deque in self.window.values_mut() {
+                if let Some((_, old)) = deque.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                }
+            }
+        }
+        if !appends.is_empty() {
+            op.extend_from_slice(b",\"append\":{");
+            write_members(&appends, true, &mut op);
+            op.push(b'}');
+        }
+        if !replaces.is_empty() {
+            op.extend_from_slice(b",\"replace\":{");
+            write_members(&replaces, false, &mut op);
+            op.push(b'}');
+        }
+        if !update.line.is_empty() {
+            merge(&mut self.line, &update.line);
+            op.extend_from_slice(b",\"line\":");
+            write_jcs(&Value::Object(update.line.clone()), &mut op);
+        }
+        if let Some(layout) = &update.layout {
+            merge(&mut self.layout, layout);
+            op.extend_from_slice(b",\"layout\":");
+            write_jcs(&Value::Object(layout.clone()), &mut op);
+        }
+        op.push(b'}');
+        let fanout = Arc::new(Fanout { seq, json: Bytes::from(op) });
+        self.viewers.retain(|v| !v.tx.is_closed());
+        for v in &self.viewers {
+            if v.lagged.load(Ordering::Relaxed) {
+                continue;
+            }
+            if v.tx.try_send(ViewerMsg::Update(fanout.clone())).is_err() {
+                // L35: never block ingest on a viewer; it resets and resubscribes (I5).
+                v.lagged.store(true, Ordering::Release);
+            }
+        }
+        seq
+    }
+
+    fn trim(&mut self) {
+        for deque in self.window.values_mut() {
+            while deque.len() > self.maxpoints {
+                if let Some((_, old)) = deque.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                }
+            }
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.window.values().map(VecDeque::len).max().unwrap_or(0)
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.window.values().filter_map(|d| d.front().map(|(s, _)| *s)).min().unwrap_or(self.last_seq + 1)
+    }
+
+    /// The window as a JCS object `{attr: [values]}`.
+    fn write_window(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        // BTreeMap order is byte order, which equals UTF-16 order for the ASCII names
+        // attributes have; fall back to a full JCS sort otherwise.
+        if self.window.keys().all(|k| k.is_ascii()) {
+            for (i, (attr, values)) in self.window.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_jcs_string(attr, out);
+                out.extend_from_slice(b":[");
+                for (j, (_, v)) in values.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    write_jcs(v, out);
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        } else {
+            out.pop();
+            let members: Vec<(String, Value)> =
+                self.window.iter().map(|(k, d)| (k.clone(), Value::Array(d.iter().map(|(_, v)| v.clone()).collect()))).collect();
+            plotstream_proto::canonical::write_jcs_object(members.iter().map(|(k, v)| (k.as_str(), v)), out);
+        }
+    }
+
+    fn snapshot_json(&self) -> String {
+        let mut window = Vec::new();
+        self.write_window(&mut window);
+        let mut layout = Vec::new();
+        write_jcs(&Value::Object(self.layout.clone()), &mut layout);
+        let mut line = Vec::new();
+        write_jcs(&Value::Object(self.line.clone()), &mut line);
+        format!(
+            "{{\"epoch\":\"{}\",\"first_seq\":{},\"last_seq\":{},\"maxpoints\":{},\"window\":{},\"layout\":{},\"line\":{}}}",
+            self.epoch,
+            self.first_seq(),
+            self.last_seq,
+            self.maxpoints,
+            String::from_utf8_lossy(&window),
+            String::from_utf8_lossy(&layout),
+            String::from_utf8_lossy(&line)
+        )
+    }
+}
+
+/// Appends `"attr":value` members; appends wrap each scalar in a one-element array, the shape
+/// `Plotly.extendTraces` takes.
+fn write_members(members: &[(&str, &Value)], wrap: bool, out: &mut Vec<u8>) {
+    for (i, (attr, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_jcs_string(attr, out);
+        out.push(b':');
+        if wrap {
+            out.push(b'[');
+        }
+        write_jcs(v, out);
+        if wrap {
+            out.push(b']');
+        }
+    }
+}
+
+/// Deep merge (PROTOCOL.md §3.3 `layout`): objects merge, other values replace.
+fn merge(into: &mut Vec<(Str, Value)>, patch: &[(Str, Value)]) {
+    for (k, v) in patch {
+        match (into.iter_mut().find(|(ik, _)| ik == k), v) {
+            (Some((_, Value::Object(existing))), Value::Object(p)) => merge(existing, p),
+            (Some((_, slot)), _) => *slot = v.clone(),
+            (None, _) => into.push((k.clone(), v.clone())),
+        }
+    }
+}
+
+fn value_bytes(v: &Value) -> usize {
+    // The value's JCS size plus its separating comma.
+    plotstream_proto::canonical::jcs_len(v) + 1
+}
+
+/// maxpoints as plotly.js reads it (PROTOCOL.md §3.4): truncated, clamped to 0..=max.
+pub fn clamp_maxpoints(mp: f64, max: usize) -> usize {
+    if !mp.is_finite() || mp <= 0.0 {
+        return 0;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped below
+    let n = mp.trunc().min(max as f64) as usize;
+    n
+}
+
+fn new_epoch() -> String {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    hex(&b)
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Appends a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    let mut buf = Vec::new();
+    write_jcs_string(s, &mut buf);
+    out.push_str(&String::from_utf8_lossy(&buf));
+}
