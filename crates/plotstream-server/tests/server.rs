@@ -1,0 +1,447 @@
+//! The server over real loopback sockets: policies of RELIABILITY.md §2 that need server
+//! state, the invariants of §4, viewers, and shutdown. Timers are configured short; no test
+//! sleeps to wait for an outcome, they read until the server answers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use plotstream_server::{Config, StoreConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+fn h(token: &str) -> String {
+    format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: {token}\r\nTransfer-Encoding: chunked\r\n\r\n")
+}
+
+fn c(s: &str) -> String {
+    format!("{:x}\r\n{s}\r\n", s.len())
+}
+
+fn point(n: u64) -> String {
+    c(&format!("{{\"x\":{n},\"y\":{n}}}\n"))
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(config: Config) -> Server {
+        let listener = plotstream_server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(plotstream_server::run(vec![listener], config, async move {
+            let _ = rx.await;
+        }));
+        Server { addr, stop: Some(tx), task }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task).await.unwrap().unwrap();
+    }
+
+    async fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends `bytes` on a fresh connection and reads until the server closes.
+    async fn exchange(&self, bytes: &str) -> Reply {
+        let mut s = self.connect().await;
+        s.write_all(bytes.as_bytes()).await.unwrap();
+        read_reply(&mut s).await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.exchange(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await
+    }
+
+    async fn inspect(&self, token: &str) -> serde_json::Value {
+        let r = self.get(&format!("/api/streams/{token}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        serde_json::from_str(r.body()).unwrap()
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    text: String,
+    /// The server closed with FIN (read returned 0), not a reset.
+    fin: bool,
+}
+
+impl Reply {
+    fn body(&self) -> &str {
+        self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+}
+
+async fn read_reply(s: &mut TcpStream) -> Reply {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let fin = loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(0)) => break true,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(_)) => break false,
+            Err(_) => panic!("no reply within 10 s; got {:?}", String::from_utf8_lossy(&buf)),
+        }
+    };
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Reply { status, text, fin }
+}
+
+fn quick() -> Config {
+    let mut c = Config::default();
+    c.linger = Duration::from_millis(200);
+    c.drain = Duration::from_secs(3);
+    c
+}
+
+#[tokio::test]
+async fn chart_studio_transcript_is_applied_and_answered() {
+    let server = Server::start(quick()).await;
+    let mut s = server.connect().await;
+    let head = "POST / HTTP/1.1\r\nHost: 127.0.0.1:40541\r\nAccept-Encoding: identity\r\nTransfer-Encoding: chunked\r\nHost: 127.0.0.1\r\nplotly-streamtoken: abcdef1234\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    for part in [
+        "2e\r\n{\"x\": \"2026-01-01 10:00:00.000000\", \"y\": 0.5}\n\r\n",
+        "21\r\n{\"x\": [1, 2, 3], \"y\": [4, 5, 6]}\n\r\n",
+        "1\r\n\n\r\n",
+        "2b\r\n{\"x\": 1, \"y\": 2, \"layout\": {\"title\": \"t\"}}\n\r\n",
+        "31\r\n{\"marker\": {\"color\": \"red\"}, \"x\": [7], \"y\": [8]}\n\r\n",
+        "\r\n0\r\n\r\n",
+    ] {
+        s.write_all(part.as_bytes()).await.unwrap();
+    }
+    let r = read_reply(&mut s).await;
+    assert_eq!(r.status, 200);
+    assert!(r.fin, "FIN, not a reset");
+    assert!(r.text.ends_with("{\"status\":200,\"message\":\"healthy endpoint disconnect\",\"points\":4}"), "{}", r.text);
+    let st = server.inspect("abcdef1234").await;
+    assert_eq!(st["last_seq"], 4);
+    assert_eq!(st["window"]["x"], serde_json::json!([7]));
+    assert_eq!(st["window"]["marker.color"], serde_json::json!(["red"]));
+    assert_eq!(st["writer_connected"], false);
+    assert_eq!(st["digest"].as_str().unwrap().len(), 64);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wire_delivery_whole_split_and_bytewise_agree() {
+    let server = Server::start(quick()).await;
+    let body = format!("{}{}{}1\r\n\n\r\n\r\n0\r\n\r\n", point(1), c("{\"x\":3,"), c("\"y\":3}\n"));
+    let mut digests = Vec::new();
+    for (i, mode) in ["whole", "split", "bytewise"].iter().enumerate() {
+        let token = format!("wire{i}");
+        let bytes = format!("{}{}", h(&token), body);
+        let mut s = server.connect().await;
+        match *mode {
+            "whole" => s.write_all(bytes.as_bytes()).await.unwrap(),
+            "split" => {
+                let (a, b) = bytes.split_at(bytes.len() / 2 + 3);
+                s.write_all(a.as_bytes()).await.unwrap();
+                s.write_all(b.as_bytes()).await.unwrap();
+            }
+            _ => {
+                for b in bytes.as_bytes() {
+                    s.write_all(&[*b]).await.unwrap();
+                }
+            }
+        }
+        let r = read_reply(&mut s).await;
+        assert_eq!(r.status, 200, "{mode}: {}", r.text);
+        digests.push(server.inspect(&token).await["digest"].clone());
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn takeover_gives_the_old_writer_423_and_keeps_order() {
+    let server = Server::start(quick()).await;
+    let mut x = server.connect().await;
+    x.write_all(format!("{}{}{}", h("tok1"), point(1), point(2)).as_bytes()).await.unwrap();
+    // Wait until X's lines are visible, so the takeover order is known.
+    while server.inspect_maybe("tok1").await.is_none_or(|v| v["last_seq"] != 2) {
+        tokio::task::yield_now().await;
+    }
+    let mut y = server.connect().await;
+    y.write_all(format!("{}{}", h("tok1"), point(3)).as_bytes()).await.unwrap();
+    let rx = read_reply(&mut x).await;
+    assert_eq!(rx.status, 423, "{}", rx.text);
+    assert!(rx.fin);
+    y.write_all(format!("{}0\r\n\r\n", point(4)).as_bytes()).await.unwrap();
+    let ry = read_reply(&mut y).await;
+    assert_eq!(ry.status, 200);
+    let st = server.inspect("tok1").await;
+    assert_eq!(st["window"]["x"], serde_json::json!([1, 2, 3, 4]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reject_mode_refuses_the_second_writer_after_its_head() {
+    let mut config = quick();
+    config.store = StoreConfig { takeover: false, ..StoreConfig::default() };
+    let server = Server::start(config).await;
+    let mut x = server.connect().await;
+    x.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes()).await.unwrap();
+    while server.inspect_maybe("tok1").await.is_none() {
+        tokio::task::yield_now().await;
+    }
+    let ry = server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(9))).await;
+    assert_eq!(ry.status, 423);
+    x.write_all(format!("{}0\r\n\r\n", point(2)).as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut x).await.status, 200);
+    assert_eq!(server.inspect("tok1").await["window"]["x"], serde_json::json!([1, 2]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_shot_writers_never_meet_their_own_binding() {
+    for takeover in [true, false] {
+        let mut config = quick();
+        config.store.takeover = takeover;
+        let server = Server::start(config).await;
+        for n in 0..100 {
+            let r = server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(n))).await;
+            assert_eq!(r.status, 200, "run {n}: {}", r.text);
+        }
+        assert_eq!(server.inspect("tok1").await["last_seq"], 100);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn registered_mode_and_issued_tokens() {
+    let mut config = quick();
+    config.store.tokens_open = false;
+    let server = Server::start(config).await;
+    let r = server.exchange(&format!("{}{}0\r\n\r\n", h("nosuch"), point(1))).await;
+    assert_eq!(r.status, 404);
+    assert!(server.get("/api/streams/nosuch").await.status == 404, "no stream was created");
+    let r = server.exchange("POST /api/tokens?count=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    assert_eq!(r.status, 201);
+    let tokens: serde_json::Value = serde_json::from_str(r.body()).unwrap();
+    let tokens = tokens["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 3);
+    for t in tokens {
+        let t = t.as_str().unwrap();
+        assert!(t.len() == 10 && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{t}");
+    }
+    let t = tokens[0].as_str().unwrap();
+    let r = server.exchange(&format!("{}{}0\r\n\r\n", h(t), point(1))).await;
+    assert_eq!(r.status, 200);
+    // C24: an unknown line token gets 404 at that line; earlier lines stay.
+    let body = format!("{}{}{}{}0\r\n\r\n", h(t), point(2), c("{\"x\":1,\"y\":1,\"streamtoken\":\"nosuch\"}\n"), point(3));
+    let r = server.exchange(&body).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(server.inspect(t).await["window"]["x"], serde_json::json!([1, 2]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_timeout_408_and_lines_kept() {
+    let mut config = quick();
+    config.limits.idle = Duration::from_millis(300);
+    let server = Server::start(config).await;
+    let mut s = server.connect().await;
+    s.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let r = read_reply(&mut s).await;
+    assert_eq!(r.status, 408);
+    assert!(r.text.ends_with("timeout on active data"));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(server.inspect("tok1").await["last_seq"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_uploading_still_reads_the_error() {
+    let server = Server::start(quick()).await;
+    let mut s = server.connect().await;
+    s.write_all(format!("{}{}{}", h("tok1"), point(1), c("{bad\n")).as_bytes()).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 422 "), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    // Q12: more data after the 422 is drained, not applied, and the close is a FIN.
+    let _ = s.write_all(point(2).as_bytes()).await;
+    let r = read_reply(&mut s).await;
+    assert!(r.fin, "a reset would make chart_studio raise");
+    assert_eq!(server.inspect("tok1").await["last_seq"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lenient_lines_are_counted() {
+    let mut config = quick();
+    config.lenient_lines = true;
+    let server = Server::start(config).await;
+    let body = format!("{}{}{}{}{}0\r\n\r\n", h("tok1"), point(1), point(2), c("{\"x\":1,\"y\":}\n"), point(3));
+    let r = server.exchange(&body).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body().contains("\"points\":3"));
+    let st = server.inspect("tok1").await;
+    assert_eq!((st["last_seq"].as_u64(), st["rejected_lines"].as_u64()), (Some(3), Some(1)));
+    assert!(server.get("/metrics").await.text.contains("plotstream_lines_rejected_total{reason=\"json\"} 1"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn routes_and_methods() {
+    let server = Server::start(quick()).await;
+    let r = server.exchange("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    assert_eq!(r.status, 405);
+    assert!(r.text.contains("Allow: POST, GET\r\n"));
+    assert_eq!(server.exchange("POST /foo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await.status, 404);
+    assert_eq!(server.get("/healthz").await.status, 200);
+    server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(1))).await;
+    let index = server.get("/").await;
+    assert!(index.text.contains("href=\"/streams/tok1\""));
+    let page = server.get("/streams/tok1").await;
+    assert!(page.text.contains("/api/streams/tok1/events"));
+    let list: serde_json::Value = serde_json::from_str(server.get("/api/streams").await.body()).unwrap();
+    assert_eq!(list[0]["token"], "tok1");
+    assert_eq!(server.get("/api/streams/none").await.status, 404);
+    // A1: a GET with a token header neither binds nor disturbs the token.
+    let r = server.exchange("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(server.inspect("tok1").await["writer_connected"], false);
+    server.stop().await;
+}
+
+/// Reads SSE events until `until` says stop.
+async fn read_events(s: &mut TcpStream, mut until: impl FnMut(&[(String, serde_json::Value)]) -> bool) -> Vec<(String, serde_json::Value)> {
+    let mut buf = Vec::new();
+    let mut events = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.expect("events in time").unwrap();
+        if n == 0 {
+            return events;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let raw = String::from_utf8(buf.drain(..end + 2).collect()).unwrap();
+            let mut kind = String::new();
+            let mut data = String::new();
+            for line in raw.lines() {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = d.to_owned();
+                }
+            }
+            if !kind.is_empty() {
+                events.push((kind, serde_json::from_str(&data).unwrap()));
+            }
+        }
+        if until(&events) {
+            return events;
+        }
+    }
+}
+
+async fn subscribe(server: &Server, token: &str, interval: u64) -> TcpStream {
+    let mut s = server.connect().await;
+    s.write_all(format!("GET /api/streams/{token}/events?interval={interval} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"));
+    s
+}
+
+/// I5: seqs covered by update events after a snapshot, checked continuous.
+fn covered(events: &[(String, serde_json::Value)]) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut expect_next = None;
+    for (kind, v) in events {
+        match kind.as_str() {
+            "snapshot" => expect_next = v["last_seq"].as_u64().map(|s| s + 1),
+            "update" => {
+                let from = v["from_seq"].as_u64().unwrap();
+                assert_eq!(Some(from), expect_next, "gap or duplicate at {v}");
+                for op in v["data"].as_array().unwrap() {
+                    seqs.push(op["seq"].as_u64().unwrap());
+                }
+                expect_next = Some(v["to_seq"].as_u64().unwrap() + 1);
+            }
+            _ => {}
+        }
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn a_viewer_attached_first_sees_every_seq_once_in_order() {
+    let server = Server::start(quick()).await;
+    server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(0))).await;
+    let mut v = subscribe(&server, "tok1", 0).await;
+    let mut coalesced = subscribe(&server, "tok1", 50).await;
+    let body: String = (1..=200).map(point).collect();
+    let r = server.exchange(&format!("{}{body}0\r\n\r\n", h("tok1"))).await;
+    assert_eq!(r.status, 200);
+    for s in [&mut v, &mut coalesced] {
+        let events = read_events(s, |e| covered(e).len() == 200).await;
+        assert_eq!(events[0].0, "snapshot");
+        assert_eq!(covered(&events), (2..=201).collect::<Vec<_>>());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_viewers_first_update_follows_its_snapshot() {
+    let server = Server::start(quick()).await;
+    let mut w = server.connect().await;
+    w.write_all(format!("{}{}", h("tok1"), (1..=50).map(point).collect::<String>()).as_bytes()).await.unwrap();
+    while server.inspect_maybe("tok1").await.is_none_or(|v| v["last_seq"] != 50) {
+        tokio::task::yield_now().await;
+    }
+    let mut v = subscribe(&server, "tok1", 0).await;
+    w.write_all((51..=60).map(point).collect::<String>().as_bytes()).await.unwrap();
+    let events = read_events(&mut v, |e| covered(e).len() == 10).await;
+    assert_eq!(events[0].1["last_seq"], 50);
+    assert_eq!(events[0].1["window"]["x"].as_array().unwrap().len(), 50);
+    assert_eq!(covered(&events), (51..=60).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_writers_with_503_and_viewers_with_reset() {
+    let server = Server::start(quick()).await;
+    let mut w = server.connect().await;
+    w.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes()).await.unwrap();
+    while server.inspect_maybe("tok1").await.is_none() {
+        tokio::task::yield_now().await;
+    }
+    let mut v = subscribe(&server, "tok1", 0).await;
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    let r = read_reply(&mut w).await;
+    assert_eq!(r.status, 503);
+    assert!(r.text.contains("Retry-After: 5\r\n"));
+    assert!(r.fin);
+    let events = read_events(&mut v, |e| e.iter().any(|(k, _)| k == "reset")).await;
+    assert_eq!(events.last().unwrap().1["reason"], "shutdown");
+    stopping.await.unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
+}
+
+impl Server {
+    async fn inspect_maybe(&self, token: &str) -> Option<serde_json::Value> {
+        let r = self.get(&format!("/api/streams/{token}")).await;
+        (r.status == 200).then(|| serde_json::from_str(r.body()).unwrap())
+    }
+}
