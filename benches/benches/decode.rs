@@ -38,19 +38,35 @@ fn input() -> Input {
     let points = unit_points(1 << 16);
     while data.len() < BODY_BYTES {
         let (x, y) = points[i % points.len()];
-        encode_point_line(Flavour::Raw, Num::Int(x + i as i64), Num::Float(y), None, &mut data);
+        encode_point_line(
+            Flavour::Raw,
+            Num::Int(x + i as i64),
+            Num::Float(y),
+            None,
+            &mut data,
+        );
         n_points += 1;
         i += 1;
     }
     let mut request = Vec::with_capacity(data.len() + data.len() / 100 + 256);
     let token = Token::parse(b"abcdef1234");
-    encode_head(Flavour::Raw, "127.0.0.1:9999", token.as_ref(), None, &mut request);
+    encode_head(
+        Flavour::Raw,
+        "127.0.0.1:9999",
+        token.as_ref(),
+        None,
+        &mut request,
+    );
     let head_len = request.len();
     for chunk in data.chunks(CHUNK_BYTES) {
         encode_chunk(chunk, &mut request);
     }
     encode_end(&mut request);
-    Input { request, head_len, n_points }
+    Input {
+        request,
+        head_len,
+        n_points,
+    }
 }
 
 /// Drives one `Ingest` over `request` in 64 KiB reads; returns the updates and the final status.
@@ -129,7 +145,8 @@ fn baseline(request: &[u8]) -> u64 {
                     &carry[..]
                 };
                 if !line.is_empty() {
-                    let value: serde_json::Value = serde_json::from_slice(line).expect("valid line");
+                    let value: serde_json::Value =
+                        serde_json::from_slice(line).expect("valid line");
                     black_box(&value);
                     n_lines += 1;
                 }
@@ -179,7 +196,9 @@ fn decode(c: &mut Criterion) {
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(input.n_points));
     group.bench_function("ours", |b| b.iter(|| ours(black_box(&input.request))));
-    group.bench_function("baseline", |b| b.iter(|| baseline(black_box(&input.request))));
+    group.bench_function("baseline", |b| {
+        b.iter(|| baseline(black_box(&input.request)))
+    });
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("framing", |b| b.iter(|| framing(black_box(body))));
     group.finish();

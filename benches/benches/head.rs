@@ -22,7 +22,10 @@ fn head(c: &mut Criterion) {
     group.bench_function("ours", |b| {
         b.iter(|| {
             let mut parser = HeadParser::new();
-            let head = parser.parse(black_box(CHART_STUDIO_HEAD), &limits).expect("valid head").expect("complete");
+            let head = parser
+                .parse(black_box(CHART_STUDIO_HEAD), &limits)
+                .expect("valid head")
+                .expect("complete");
             black_box(IngestHead::from_head(&head, &limits).expect("ingest head"))
         });
     });

@@ -3,7 +3,7 @@
 //! A failing step does not stop the run: every step runs, and the exit status is non-zero if any
 //! failed. The last line printed is `N passed, M failed`, where the test step contributes one
 //! count per test and every other step one count per check (fmt, clippy, each fuzz target).
-//! Later issues append steps (compat suite, conformance suite, browser check) to [`steps`].
+//! Later issues append steps (compat suite, conformance suite) to [`steps`].
 
 use std::{
     env,
@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{fuzz, util};
+use crate::{browser, fuzz, util};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(DEFAULT_FUZZ_SECS);
@@ -90,6 +90,11 @@ fn steps() -> Vec<Step> {
             name: "fuzz",
             what: "cargo +nightly fuzz run, a short smoke run of every target",
             run: fuzz_smoke,
+        },
+        Step {
+            name: "browser",
+            what: "the demo's live view in headless Chromium, xtask/browser/check.mjs",
+            run: browser_check,
         },
     ]
 }
@@ -248,6 +253,17 @@ fn fuzz_smoke(ctx: &Ctx) -> Result<Outcome> {
         }
     }
     Ok(outcome)
+}
+
+/// Opens the demo's live view in headless Chromium, when Chromium, node and npm are installed.
+fn browser_check(_: &Ctx) -> Result<Outcome> {
+    match browser::check_available() {
+        Ok(chromium) => Ok(Outcome::check(browser::check(&chromium)?)),
+        Err(reason) => {
+            println!("browser: SKIPPED ({reason})");
+            Ok(Outcome::skipped(reason))
+        }
+    }
 }
 
 /// `(passed, failed)` from a libtest summary line such as

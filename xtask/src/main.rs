@@ -2,15 +2,17 @@
 //! runs is a subcommand of this binary, so the only prerequisite is cargo.
 //!
 //! ```text
-//! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, fuzz smoke; last line `N passed, M failed`
+//! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, fuzz smoke, browser; last line `N passed, M failed`
 //! cargo xtask fuzz [TARGET] [--secs N]    run one cargo-fuzz target; without TARGET, list them
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
+//! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
 //! ```
 //!
 //! The tidy checks are `#[test]`s in `tidy.rs`, so `cargo test --workspace` (and with it
 //! `cargo xtask ci`) runs them.
 
 mod bench;
+mod browser;
 mod ci;
 mod fuzz;
 #[cfg(test)]
@@ -42,6 +44,7 @@ fn run() -> Result<ExitCode> {
         "ci" => ci::run(args),
         "fuzz" => fuzz::run(args),
         "bench" => bench::run(args),
+        "browser" => browser::run(args),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(ExitCode::SUCCESS)
@@ -54,11 +57,15 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-secs N]           fmt, clippy, every test, a fuzz smoke run (N s per target, default 10);
+  ci [--fuzz-secs N]           fmt, clippy, every test, a fuzz smoke run (N s per target, default 10),
+                               the browser check;
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
   fuzz [TARGET] [--secs N]     run one cargo-fuzz target for N seconds (default 60), or list targets;
        [-- LIBFUZZER_ARGS]     arguments after `--` go to libFuzzer
   bench [FILTER] [--no-run]    run the criterion benches
        [-- CRITERION_ARGS]     (cargo bench -p plotstream-benches --bench '*' -- FILTER CRITERION_ARGS)
                                and merge their ours/baseline figures into <target>/bench-summary.json;
-                               --no-run only summarises results criterion already has";
+                               --no-run only summarises results criterion already has
+  browser                      build and start `plotstream serve --demo`, open its live view in headless
+                               Chromium (xtask/browser/check.mjs) and check that the plot grows;
+                               leaves <target>/browser-check.png";

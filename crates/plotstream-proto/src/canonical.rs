@@ -23,12 +23,17 @@ pub fn write_jcs(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(members) => write_jcs_object(members.iter().map(|(k, v)| (k.as_str(), v)), out),
+        Value::Object(members) => {
+            write_jcs_object(members.iter().map(|(k, v)| (k.as_str(), v)), out)
+        }
     }
 }
 
 /// Appends a JCS object from members in any order (sorted here by UTF-16 code units).
-pub fn write_jcs_object<'a>(members: impl Iterator<Item = (&'a str, &'a Value)>, out: &mut Vec<u8>) {
+pub fn write_jcs_object<'a>(
+    members: impl Iterator<Item = (&'a str, &'a Value)>,
+    out: &mut Vec<u8>,
+) {
     let mut members: Vec<(&str, &Value)> = members.collect();
     members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
     out.push(b'{');

@@ -47,32 +47,37 @@ pub enum Num {
 /// | Python | `{"x": 1, "y": 0.5}` |
 /// | Node, Raw | `{"x":1,"y":0.5}` |
 /// | Arduino | `{"x": 1500, "y": 512, "streamtoken": "abcdef1234"}` |
-pub fn encode_point_line(flavour: Flavour, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
-    let style = Style::of(flavour);
-    let (mut sx, mut sy) = (NumScratch::new(), NumScratch::new());
-    let xs = sx.format(style.num, x);
-    let ys = sy.format(style.num, y);
-    write_point_line(&style, xs, ys, token, out);
+pub fn encode_point_line(
+    flavour: Flavour,
+    x: Num,
+    y: Num,
+    token: Option<&Token>,
+    out: &mut Vec<u8>,
+) {
+    // One monomorphic copy per flavour: the punctuation becomes constant-size copies.
+    match flavour {
+        Flavour::Python => point_line(&PYTHON, x, y, token, out),
+        Flavour::Node => point_line(&NODE, x, y, token, out),
+        Flavour::Arduino => point_line(&ARDUINO, x, y, token, out),
+        Flavour::Raw => point_line(&RAW, x, y, token, out),
+    }
 }
 
 /// Appends one point as one chunk in the flavour's framing: the size line (lowercase hex, or
 /// UPPERCASE for Arduino, always with the correct size), the line and CRLF.
-pub fn encode_point_chunk(flavour: Flavour, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
-    let style = Style::of(flavour);
-    let (mut sx, mut sy) = (NumScratch::new(), NumScratch::new());
-    let xs = sx.format(style.num, x);
-    let ys = sy.format(style.num, y);
-    let len = style.x_prefix.len()
-        + xs.len()
-        + style.y_prefix.len()
-        + ys.len()
-        + token.map_or(0, |t| style.token_prefix.len() + t.as_str().len() + 1)
-        + 2;
-    // One reservation, then only appends: the size digits, the line pieces and CRLF.
-    out.reserve(len + MAX_SIZE_LINE + 2);
-    write_size_line(len, style.upper_hex, out);
-    write_point_line(&style, xs, ys, token, out);
-    out.extend_from_slice(b"\r\n");
+pub fn encode_point_chunk(
+    flavour: Flavour,
+    x: Num,
+    y: Num,
+    token: Option<&Token>,
+    out: &mut Vec<u8>,
+) {
+    match flavour {
+        Flavour::Python => point_chunk(&PYTHON, x, y, token, out),
+        Flavour::Node => point_chunk(&NODE, x, y, token, out),
+        Flavour::Arduino => point_chunk(&ARDUINO, x, y, token, out),
+        Flavour::Raw => point_chunk(&RAW, x, y, token, out),
+    }
 }
 
 /// Appends any update as one JSON line in the flavour's style: `data` in order, `marker.<k>`
@@ -80,7 +85,12 @@ pub fn encode_point_chunk(flavour: Flavour, x: Num, y: Num, token: Option<&Token
 /// `"line"` (when not empty), `"layout"` (when present) and `"streamtoken"` last — `token`, else
 /// the update's own. Strings are escaped so the line is valid JSON without raw control
 /// characters; the Python style also escapes everything outside printable ASCII (`ensure_ascii`).
-pub fn encode_update_line(flavour: Flavour, update: &Update, token: Option<&Token>, out: &mut Vec<u8>) {
+pub fn encode_update_line(
+    flavour: Flavour,
+    update: &Update,
+    token: Option<&Token>,
+    out: &mut Vec<u8>,
+) {
     let style = Style::of(flavour);
     out.push(b'{');
     let mut first = true;
@@ -97,19 +107,19 @@ pub fn encode_update_line(flavour: Flavour, update: &Update, token: Option<&Toke
                 .filter_map(|(k, v)| k.as_str().strip_prefix(MARKER_PREFIX).map(|p| (p, v)))
                 .collect();
             style.member_start(&mut first, "marker", out);
-            write_nested(&style, &paths, out);
+            write_nested(style, &paths, out);
         } else {
             style.member_start(&mut first, key.as_str(), out);
-            write_value(&style, value, out);
+            write_value(style, value, out);
         }
     }
     if !update.line.is_empty() {
         style.member_start(&mut first, "line", out);
-        write_object(&style, &update.line, out);
+        write_object(style, &update.line, out);
     }
     if let Some(layout) = &update.layout {
         style.member_start(&mut first, "layout", out);
-        write_object(&style, layout, out);
+        write_object(style, layout, out);
     }
     if let Some(token) = token.or(update.token.as_ref()) {
         style.member_start(&mut first, "streamtoken", out);
@@ -122,7 +132,7 @@ pub fn encode_update_line(flavour: Flavour, update: &Update, token: Option<&Toke
 /// integers (`-0.0` as `-0`), others as the shortest round-trip form; the output is valid JSON
 /// and decodes to identical bits.
 pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
-    write_value(&Style::of(Flavour::Raw), value, out);
+    write_value(&RAW, value, out);
 }
 
 /// Batches many points into one chunk (the Raw writer, `--points-per-chunk`).
@@ -146,13 +156,24 @@ impl ChunkBatch {
     pub fn begin(out: &mut Vec<u8>) -> ChunkBatch {
         let start = out.len();
         out.extend_from_slice(&BATCH_SIZE_FIELD);
-        ChunkBatch { start, n_points: 0, upper_hex: false }
+        ChunkBatch {
+            start,
+            n_points: 0,
+            upper_hex: false,
+        }
     }
 
     /// Appends one point line (see [`encode_point_line`]). `out` must be the buffer given to
     /// [`ChunkBatch::begin`]; whatever else is appended to it before [`ChunkBatch::finish`]
     /// (an [`encode_update_line`], say) becomes part of the chunk too.
-    pub fn push_point(&mut self, flavour: Flavour, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
+    pub fn push_point(
+        &mut self,
+        flavour: Flavour,
+        x: Num,
+        y: Num,
+        token: Option<&Token>,
+        out: &mut Vec<u8>,
+    ) {
         self.upper_hex = flavour == Flavour::Arduino;
         encode_point_line(flavour, x, y, token, out);
         self.n_points += 1;
@@ -207,7 +228,13 @@ impl ChunkBatch {
 ///
 /// The token header is left out when `token` is `None`. Flavours other than Arduino add an
 /// unquoted `plotly-convertTimestamp` field last when `convert_timestamp` is `Some`.
-pub fn encode_head(flavour: Flavour, host: &str, token: Option<&Token>, convert_timestamp: Option<&str>, out: &mut Vec<u8>) {
+pub fn encode_head(
+    flavour: Flavour,
+    host: &str,
+    token: Option<&Token>,
+    convert_timestamp: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"POST / HTTP/1.1\r\n");
     match flavour {
         Flavour::Python => {
@@ -301,13 +328,12 @@ struct Style {
 }
 
 impl Style {
-    #[inline]
-    const fn of(flavour: Flavour) -> Style {
+    const fn of(flavour: Flavour) -> &'static Style {
         match flavour {
-            Flavour::Python => SPACED,
-            Flavour::Arduino => Style { upper_hex: true, ascii: false, ..SPACED },
-            Flavour::Node => COMPACT,
-            Flavour::Raw => Style { num: NumStyle::Raw, ..COMPACT },
+            Flavour::Python => &PYTHON,
+            Flavour::Node => &NODE,
+            Flavour::Arduino => &ARDUINO,
+            Flavour::Raw => &RAW,
         }
     }
 
@@ -322,7 +348,7 @@ impl Style {
     }
 }
 
-const SPACED: Style = Style {
+const PYTHON: Style = Style {
     comma: b", ",
     colon: b": ",
     num: NumStyle::Python,
@@ -333,7 +359,13 @@ const SPACED: Style = Style {
     token_prefix: b", \"streamtoken\": \"",
 };
 
-const COMPACT: Style = Style {
+const ARDUINO: Style = Style {
+    upper_hex: true,
+    ascii: false,
+    ..PYTHON
+};
+
+const NODE: Style = Style {
     comma: b",",
     colon: b":",
     num: NumStyle::Js,
@@ -344,7 +376,38 @@ const COMPACT: Style = Style {
     token_prefix: b",\"streamtoken\":\"",
 };
 
-#[inline]
+const RAW: Style = Style {
+    num: NumStyle::Raw,
+    ..NODE
+};
+
+#[inline(always)]
+fn point_line(style: &Style, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
+    let (mut sx, mut sy) = (NumScratch::new(), NumScratch::new());
+    let xs = sx.format(style.num, x);
+    let ys = sy.format(style.num, y);
+    write_point_line(style, xs, ys, token, out);
+}
+
+#[inline(always)]
+fn point_chunk(style: &Style, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
+    let (mut sx, mut sy) = (NumScratch::new(), NumScratch::new());
+    let xs = sx.format(style.num, x);
+    let ys = sy.format(style.num, y);
+    let len = style.x_prefix.len()
+        + xs.len()
+        + style.y_prefix.len()
+        + ys.len()
+        + token.map_or(0, |t| style.token_prefix.len() + t.as_str().len() + 1)
+        + 2;
+    // One reservation, then only appends: the size line, the line pieces and CRLF.
+    out.reserve(len + MAX_SIZE_LINE + 2);
+    write_size_line(len, style.upper_hex, out);
+    write_point_line(style, xs, ys, token, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[inline(always)]
 fn write_point_line(style: &Style, xs: &[u8], ys: &[u8], token: Option<&Token>, out: &mut Vec<u8>) {
     out.extend_from_slice(style.x_prefix);
     out.extend_from_slice(xs);
@@ -359,10 +422,22 @@ fn write_point_line(style: &Style, xs: &[u8], ys: &[u8], token: Option<&Token>, 
     out.extend_from_slice(b"}\n");
 }
 
-/// Appends `n` in hex and CRLF (hyper's `ChunkSize`: digits on the stack, one append).
-#[inline]
+/// Appends `n` in hex and CRLF (hyper's `ChunkSize`: digits on the stack, one append). Point
+/// lines are 14–255 bytes long, so one or two digits, as constant-size copies.
+#[inline(always)]
 fn write_size_line(n: usize, upper: bool, out: &mut Vec<u8>) {
     let digits = if upper { HEX_UPPER } else { HEX_LOWER };
+    if n < 0x10 {
+        out.extend_from_slice(&[digits[n], b'\r', b'\n']);
+    } else if n < 0x100 {
+        out.extend_from_slice(&[digits[n >> 4], digits[n & 0xf], b'\r', b'\n']);
+    } else {
+        write_long_size_line(n, digits, out);
+    }
+}
+
+#[cold]
+fn write_long_size_line(n: usize, digits: &[u8; 16], out: &mut Vec<u8>) {
     let mut buf = [0u8; MAX_SIZE_LINE];
     let mut i = MAX_SIZE_LINE - 2;
     buf[i] = b'\r';
@@ -395,11 +470,15 @@ struct NumScratch {
 impl NumScratch {
     #[inline]
     fn new() -> NumScratch {
-        NumScratch { itoa: itoa::Buffer::new(), zmij: zmij::Buffer::new(), fixed: [0; 32] }
+        NumScratch {
+            itoa: itoa::Buffer::new(),
+            zmij: zmij::Buffer::new(),
+            fixed: [0; 32],
+        }
     }
 
     /// A point coordinate in `style`.
-    #[inline]
+    #[inline(always)]
     fn format(&mut self, style: NumStyle, num: Num) -> &[u8] {
         match num {
             Num::Int(i) if style != NumStyle::Js || i.unsigned_abs() <= MAX_SAFE_INT => {
@@ -416,7 +495,11 @@ impl NumScratch {
     fn value_number(&mut self, style: NumStyle, f: f64) -> &[u8] {
         if style != NumStyle::Js && f.trunc() == f && f.abs() < MAX_SAFE_FLOAT {
             if f == 0.0 && f.is_sign_negative() {
-                return if style == NumStyle::Python { b"-0.0" } else { b"-0" };
+                return if style == NumStyle::Python {
+                    b"-0.0"
+                } else {
+                    b"-0"
+                };
             }
             #[allow(clippy::cast_possible_truncation)] // integral and |f| < 2^53: exact
             return self.itoa.format(f as i64).as_bytes();
@@ -424,7 +507,7 @@ impl NumScratch {
         self.float(style, f)
     }
 
-    #[inline]
+    #[inline(always)]
     fn float(&mut self, style: NumStyle, f: f64) -> &[u8] {
         if !f.is_finite() {
             return b"null";
@@ -587,7 +670,11 @@ fn write_nested(style: &Style, paths: &[(&str, &Value)], out: &mut Vec<u8>) {
                 nested.push(name);
                 let inner: Vec<(&str, &Value)> = paths[i..]
                     .iter()
-                    .filter_map(|(p, v)| p.split_once('.').filter(|(n, _)| *n == name).map(|(_, rest)| (rest, *v)))
+                    .filter_map(|(p, v)| {
+                        p.split_once('.')
+                            .filter(|(n, _)| *n == name)
+                            .map(|(_, rest)| (rest, *v))
+                    })
                     .collect();
                 style.member_start(&mut first, name, out);
                 write_nested(style, &inner, out);

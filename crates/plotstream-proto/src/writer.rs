@@ -34,7 +34,13 @@ pub struct WriterConfig {
 impl WriterConfig {
     /// A config for `token` at `host`, in the given flavour, with a 30 s heartbeat.
     pub fn new(flavour: Flavour, host: impl Into<String>, token: Token) -> WriterConfig {
-        WriterConfig { flavour, host: host.into(), token: Some(token), convert_timestamp: None, heartbeat: Some(Duration::from_secs(30)) }
+        WriterConfig {
+            flavour,
+            host: host.into(),
+            token: Some(token),
+            convert_timestamp: None,
+            heartbeat: Some(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -81,7 +87,15 @@ enum State {
 impl Writer {
     /// A writer that has not connected yet.
     pub fn new(config: WriterConfig, now: Duration) -> Writer {
-        Writer { config, state: State::Idle, head_sent: false, last_write: now, out: Vec::new(), input: BytesMut::new(), n_points: 0 }
+        Writer {
+            config,
+            state: State::Idle,
+            head_sent: false,
+            last_write: now,
+            out: Vec::new(),
+            input: BytesMut::new(),
+            n_points: 0,
+        }
     }
 
     /// Points (data lines) queued so far.
@@ -109,7 +123,11 @@ impl Writer {
         if !self.begin_write(now) {
             return;
         }
-        let token = if self.config.flavour == Flavour::Arduino { self.config.token.as_ref() } else { None };
+        let token = if self.config.flavour == Flavour::Arduino {
+            self.config.token.as_ref()
+        } else {
+            None
+        };
         encode::encode_point_chunk(self.config.flavour, x, y, token, &mut self.out);
         self.n_points += 1;
     }
@@ -119,11 +137,19 @@ impl Writer {
         if !self.begin_write(now) {
             return;
         }
-        let own = if self.config.flavour == Flavour::Arduino { self.config.token.as_ref() } else { None };
+        let own = if self.config.flavour == Flavour::Arduino {
+            self.config.token.as_ref()
+        } else {
+            None
+        };
         let token = token.or(own);
         let mut line = Vec::new();
         encode::encode_update_line(self.config.flavour, update, token, &mut line);
-        crate::chunked::encode_size(line.len(), self.config.flavour == Flavour::Arduino, &mut self.out);
+        crate::chunked::encode_size(
+            line.len(),
+            self.config.flavour == Flavour::Arduino,
+            &mut self.out,
+        );
         self.out.extend_from_slice(&line);
         self.out.extend_from_slice(b"\r\n");
         self.n_points += 1;
@@ -225,8 +251,18 @@ impl Writer {
 
     fn queue_head(&mut self) {
         let c = &self.config;
-        let header_token = if c.flavour == Flavour::Arduino { None } else { c.token.as_ref() };
-        encode::encode_head(c.flavour, &c.host, header_token, c.convert_timestamp.as_deref(), &mut self.out);
+        let header_token = if c.flavour == Flavour::Arduino {
+            None
+        } else {
+            c.token.as_ref()
+        };
+        encode::encode_head(
+            c.flavour,
+            &c.host,
+            header_token,
+            c.convert_timestamp.as_deref(),
+            &mut self.out,
+        );
         self.head_sent = true;
     }
 }
@@ -254,7 +290,13 @@ fn response_complete(input: &[u8]) -> bool {
                 .headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
                 .unwrap_or(0);
             input.len() >= n + len
         }
@@ -288,7 +330,12 @@ mod tests {
     /// Everything a writer sends, through the ingest machine: the updates arrive intact.
     #[test]
     fn every_flavour_is_understood_by_ingest() {
-        for flavour in [Flavour::Python, Flavour::Node, Flavour::Arduino, Flavour::Raw] {
+        for flavour in [
+            Flavour::Python,
+            Flavour::Node,
+            Flavour::Arduino,
+            Flavour::Raw,
+        ] {
             let mut cfg = WriterConfig::new(flavour, "127.0.0.1:9999", token());
             if flavour == Flavour::Arduino {
                 cfg.convert_timestamp = None;
@@ -302,11 +349,23 @@ mod tests {
             let mut wire = Vec::new();
             w.poll_transmit(&mut wire);
             let (events, response) = run_to_end(IngestConfig::default(), &[&wire], false);
-            let n_updates = events.iter().filter(|e| matches!(e, Event::Update { token: t, .. } if t.as_str() == "abcdef1234")).count();
-            assert_eq!(n_updates, 2, "{flavour:?}: {}", String::from_utf8_lossy(&wire));
+            let n_updates = events
+                .iter()
+                .filter(
+                    |e| matches!(e, Event::Update { token: t, .. } if t.as_str() == "abcdef1234"),
+                )
+                .count();
+            assert_eq!(
+                n_updates,
+                2,
+                "{flavour:?}: {}",
+                String::from_utf8_lossy(&wire)
+            );
             assert!(response.starts_with(b"HTTP/1.1 200 OK"), "{flavour:?}");
             w.handle_input(Duration::from_secs(5), &response);
-            let Some(WriterEvent::Response { status, body }) = w.poll_event() else { panic!() };
+            let Some(WriterEvent::Response { status, body }) = w.poll_event() else {
+                panic!()
+            };
             assert_eq!(status, Some(Status::OK));
             assert!(body.ends_with(b"\"points\":2}"));
         }
@@ -314,7 +373,10 @@ mod tests {
 
     #[test]
     fn heartbeat_is_due_after_quiet_time() {
-        let mut w = Writer::new(WriterConfig::new(Flavour::Python, "h", token()), Duration::ZERO);
+        let mut w = Writer::new(
+            WriterConfig::new(Flavour::Python, "h", token()),
+            Duration::ZERO,
+        );
         w.handle_connected(Duration::ZERO);
         assert_eq!(w.poll_timeout(), Some(Duration::from_secs(30)));
         w.write_point(Duration::from_secs(10), Num::Int(1), Num::Int(2));
@@ -329,7 +391,10 @@ mod tests {
 
     #[test]
     fn node_sends_its_head_with_the_first_write() {
-        let mut w = Writer::new(WriterConfig::new(Flavour::Node, "h", token()), Duration::ZERO);
+        let mut w = Writer::new(
+            WriterConfig::new(Flavour::Node, "h", token()),
+            Duration::ZERO,
+        );
         w.handle_connected(Duration::ZERO);
         let mut out = Vec::new();
         w.poll_transmit(&mut out);
@@ -342,12 +407,21 @@ mod tests {
 
     #[test]
     fn a_close_without_response_is_reported() {
-        let mut w = Writer::new(WriterConfig::new(Flavour::Raw, "h", token()), Duration::ZERO);
+        let mut w = Writer::new(
+            WriterConfig::new(Flavour::Raw, "h", token()),
+            Duration::ZERO,
+        );
         w.handle_connected(Duration::ZERO);
         w.handle_input(Duration::ZERO, b"HTTP/1.1 408 Req");
         assert_eq!(w.poll_event(), None);
         w.handle_eof(Duration::ZERO);
-        assert_eq!(w.poll_event(), Some(WriterEvent::Response { status: None, body: Bytes::new() }));
+        assert_eq!(
+            w.poll_event(),
+            Some(WriterEvent::Response {
+                status: None,
+                body: Bytes::new()
+            })
+        );
         assert!(should_reconnect(None));
         assert!(should_reconnect(Some(Status::REQUEST_TIMEOUT)));
         assert!(!should_reconnect(Some(Status::LOCKED)));

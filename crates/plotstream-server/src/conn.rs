@@ -23,13 +23,17 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     m.connections_open.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(&stream);
-    let _ = sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
+    let _ =
+        sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
     drive(stream, peer, &shared).await;
     m.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
-    let config = IngestConfig { limits: shared.config.limits.clone(), lenient_lines: shared.config.lenient_lines };
+    let config = IngestConfig {
+        limits: shared.config.limits.clone(),
+        lenient_lines: shared.config.lenient_lines,
+    };
     let mut ingest = Ingest::new(config, shared.now());
     let conn = shared.store.new_conn();
     let mut shutdown = shared.shutdown.clone();
@@ -138,8 +142,17 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
 /// PROTOCOL.md §4.4: write the response (giving up after L32 without progress), half-close so
 /// the FIN follows at once, then read and discard until EOF, 2 s or 64 KiB, and close. Never
 /// a reset while inside those bounds.
-pub async fn close_gracefully(mut stream: TcpStream, response: &[u8], has_response: bool, shared: &Shared) {
-    if has_response && tokio::time::timeout(shared.config.write_timeout, stream.write_all(response)).await.is_err() {
+pub async fn close_gracefully(
+    mut stream: TcpStream,
+    response: &[u8],
+    has_response: bool,
+    shared: &Shared,
+) {
+    if has_response
+        && tokio::time::timeout(shared.config.write_timeout, stream.write_all(response))
+            .await
+            .is_err()
+    {
         return;
     }
     let _ = stream.shutdown().await;

@@ -25,7 +25,12 @@ pub struct Response {
 impl Response {
     /// A response with a body.
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, content_type, body: body.into(), extra: Vec::new() }
+        Response {
+            status,
+            content_type,
+            body: body.into(),
+            extra: Vec::new(),
+        }
     }
 
     /// JSON.
@@ -69,14 +74,21 @@ impl Response {
 }
 
 /// Serves one non-ingest request.
-pub async fn serve(mut stream: TcpStream, head: RequestHead, mut rest: BytesMut, shared: Arc<Shared>) {
+pub async fn serve(
+    mut stream: TcpStream,
+    head: RequestHead,
+    mut rest: BytesMut,
+    shared: Arc<Shared>,
+) {
     let path = head.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = head.method.as_str();
     let response = match (method, segments.as_slice()) {
         ("GET", [""]) => Response::html(pages::index(&shared)),
         ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok"),
-        ("GET", ["metrics"]) => Response::new(200, "text/plain; version=0.0.4", shared.metrics.render()),
+        ("GET", ["metrics"]) => {
+            Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())
+        }
         ("GET", ["api", "streams"]) => Response::json(200, streams_json(&shared)),
         ("GET", ["api", "streams", token]) => match shared.store.inspect(token) {
             Some(json) => Response::json(200, json),
@@ -170,14 +182,24 @@ fn streams_json(shared: &Shared) -> String {
 }
 
 /// Reads a `Content-Length` body of at most `max` bytes.
-pub async fn read_body(stream: &mut TcpStream, head: &RequestHead, rest: &mut BytesMut, max: usize) -> Option<Vec<u8>> {
-    let len: usize = head.field("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()).unwrap_or(0);
+pub async fn read_body(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    rest: &mut BytesMut,
+    max: usize,
+) -> Option<Vec<u8>> {
+    let len: usize = head
+        .field("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+        .unwrap_or(0);
     if len > max {
         return None;
     }
     while rest.len() < len {
         let mut chunk = [0u8; 8192];
-        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk)).await {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+        {
             Ok(Ok(n)) if n > 0 => rest.extend_from_slice(&chunk[..n]),
             _ => return None,
         }

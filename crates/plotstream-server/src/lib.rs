@@ -147,13 +147,20 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Fut
         }
     }
     let drain = shared.config.drain;
-    let _ = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// Binds `addr` with a deep accept backlog (the default 128 stalls connection storms on SYN
 /// retries) and `SO_REUSEADDR` (a restart rebinds at once, S7).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -39,26 +39,41 @@ impl Metrics {
 
     /// Counts a limit breach by L-number.
     pub fn limit_breach(&self, limit: &str) {
-        self.inc("plotstream_limit_breaches_total", format!("limit=\"{limit}\""));
+        self.inc(
+            "plotstream_limit_breaches_total",
+            format!("limit=\"{limit}\""),
+        );
     }
 
     /// Counts a line rejected under `--lenient-lines`, by reason.
     pub fn line_rejected(&self, reason: &str) {
-        self.inc("plotstream_lines_rejected_total", format!("reason=\"{reason}\""));
+        self.inc(
+            "plotstream_lines_rejected_total",
+            format!("reason=\"{reason}\""),
+        );
     }
 
     /// Counts a viewer reset by reason.
     pub fn viewer_reset(&self, reason: &str) {
-        self.inc("plotstream_viewer_resets_total", format!("reason=\"{reason}\""));
+        self.inc(
+            "plotstream_viewer_resets_total",
+            format!("reason=\"{reason}\""),
+        );
     }
 
     /// Counts an injected fault by kind.
     pub fn fault(&self, kind: &str) {
-        self.inc("plotstream_faults_injected_total", format!("kind=\"{kind}\""));
+        self.inc(
+            "plotstream_faults_injected_total",
+            format!("kind=\"{kind}\""),
+        );
     }
 
     fn inc(&self, name: &'static str, labels: String) {
-        let mut map = self.labelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .labelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *map.entry((name, labels)).or_default() += 1;
     }
 
@@ -66,21 +81,48 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let plain = [
-            ("plotstream_connections_open", "gauge", &self.connections_open),
-            ("plotstream_connections_total", "counter", &self.connections_total),
-            ("plotstream_accept_errors_total", "counter", &self.accept_errors),
+            (
+                "plotstream_connections_open",
+                "gauge",
+                &self.connections_open,
+            ),
+            (
+                "plotstream_connections_total",
+                "counter",
+                &self.connections_total,
+            ),
+            (
+                "plotstream_accept_errors_total",
+                "counter",
+                &self.accept_errors,
+            ),
             ("plotstream_streams", "gauge", &self.streams),
             ("plotstream_points_ingested_total", "counter", &self.points),
             ("plotstream_heartbeats_total", "counter", &self.heartbeats),
-            ("plotstream_displaced_lines_total", "counter", &self.displaced_lines),
+            (
+                "plotstream_displaced_lines_total",
+                "counter",
+                &self.displaced_lines,
+            ),
             ("plotstream_takeovers_total", "counter", &self.takeovers),
             ("plotstream_viewers", "gauge", &self.viewers),
-            ("plotstream_viewers_dropped_total", "counter", &self.viewers_dropped),
+            (
+                "plotstream_viewers_dropped_total",
+                "counter",
+                &self.viewers_dropped,
+            ),
         ];
         for (name, kind, v) in plain {
-            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
-        let map = self.labelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .labelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut last = "";
         for ((name, labels), v) in map.iter() {
             if *name != last {

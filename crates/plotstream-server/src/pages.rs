@@ -71,7 +71,9 @@ pub async fn asset(shared: &Shared, file: &str) -> Response {
         _ => return Response::new(404, "text/plain", "not found"),
     };
     match tokio::fs::read(&path).await {
-        Ok(bytes) => Response::new(200, content_type, bytes).header("Cache-Control", "max-age=3600"),
+        Ok(bytes) => {
+            Response::new(200, content_type, bytes).header("Cache-Control", "max-age=3600")
+        }
         // Without a local plotly.js the page falls back to the CDN build.
         Err(_) => Response::new(404, "text/plain", "not found"),
     }

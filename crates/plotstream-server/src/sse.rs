@@ -64,14 +64,26 @@ pub async fn serve(mut stream: TcpStream, head: &RequestHead, token: String, sha
             lag_times.push(now);
             shared.metrics.viewer_reset("lagged");
             if lag_times.len() >= 3 {
-                shared.metrics.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .viewers_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 break;
             }
             pending.clear();
             let missed = sub.last_seq;
             match shared.store.subscribe(&token) {
                 Ok(Some(fresh)) => {
-                    event(&mut out, "reset", &sub.epoch, fresh.last_seq, &format!("{{\"epoch\":\"{}\",\"reason\":\"lagged\",\"after_seq\":{missed}}}", sub.epoch));
+                    event(
+                        &mut out,
+                        "reset",
+                        &sub.epoch,
+                        fresh.last_seq,
+                        &format!(
+                            "{{\"epoch\":\"{}\",\"reason\":\"lagged\",\"after_seq\":{missed}}}",
+                            sub.epoch
+                        ),
+                    );
                     sub = fresh;
                     snapshot_event(&sub, &mut out);
                 }
@@ -143,7 +155,10 @@ async fn write(stream: &mut TcpStream, bytes: &[u8], shared: &Shared) -> bool {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
-            shared.metrics.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .viewers_dropped
+                .fetch_add(1, Ordering::Relaxed);
             false
         }
     }
@@ -154,9 +169,12 @@ fn snapshot_event(sub: &Subscription, out: &mut Vec<u8>) {
 }
 
 fn flush(epoch: &str, pending: &mut Vec<Arc<Fanout>>, out: &mut Vec<u8>) {
-    let (Some(first), Some(last)) = (pending.first(), pending.last()) else { return };
+    let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
+        return;
+    };
     let (from, to) = (first.seq, last.seq);
-    let mut data = format!("{{\"epoch\":\"{epoch}\",\"from_seq\":{from},\"to_seq\":{to},\"data\":[");
+    let mut data =
+        format!("{{\"epoch\":\"{epoch}\",\"from_seq\":{from},\"to_seq\":{to},\"data\":[");
     for (i, u) in pending.iter().enumerate() {
         if i > 0 {
             data.push(',');

@@ -159,7 +159,12 @@ pub type Refusal = Status;
 impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig, metrics: Arc<Metrics>) -> Store {
-        Store { config, inner: Mutex::new(Inner::default()), metrics, next_conn: AtomicU64::new(1) }
+        Store {
+            config,
+            inner: Mutex::new(Inner::default()),
+            metrics,
+            next_conn: AtomicU64::new(1),
+        }
     }
 
     /// The configuration.
@@ -169,7 +174,11 @@ impl Store {
 
     /// A new writer connection identity.
     pub fn new_conn(&self) -> Arc<Conn> {
-        Arc::new(Conn { id: self.next_conn.fetch_add(1, Ordering::Relaxed), displaced: AtomicBool::new(false), kicked: Notify::new() })
+        Arc::new(Conn {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            displaced: AtomicBool::new(false),
+            kicked: Notify::new(),
+        })
     }
 
     /// Registers tokens (figures, `/clientresp`, `POST /api/tokens`), with an optional maxpoints.
@@ -213,10 +222,18 @@ impl Store {
             return Err(Status::LOCKED);
         }
         self.bind_locked(&mut inner, conn, token.as_str())?;
-        let Inner { streams, total_bytes, .. } = &mut *inner;
+        let Inner {
+            streams,
+            total_bytes,
+            ..
+        } = &mut *inner;
         let stream = streams.get_mut(token.as_str()).ok_or(Status::INTERNAL)?;
         let before = stream.bytes;
-        let seq = stream.apply(update, self.config.stream_bytes, *total_bytes >= self.config.total_bytes);
+        let seq = stream.apply(
+            update,
+            self.config.stream_bytes,
+            *total_bytes >= self.config.total_bytes,
+        );
         *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
         self.metrics.points.fetch_add(1, Ordering::Relaxed);
         Ok(seq)
@@ -250,17 +267,30 @@ impl Store {
         }
         let queue = self.config.viewer_queue;
         let per_stream = self.config.viewers_per_stream;
-        let Some(stream) = inner.streams.get_mut(token) else { return Ok(None) };
+        let Some(stream) = inner.streams.get_mut(token) else {
+            return Ok(None);
+        };
         stream.viewers.retain(|v| !v.tx.is_closed());
         if stream.viewers.len() >= per_stream {
             return Err(Status::UNAVAILABLE);
         }
         let (tx, rx) = mpsc::channel(queue);
         let lagged = Arc::new(AtomicBool::new(false));
-        stream.viewers.push(ViewerSlot { tx, lagged: lagged.clone() });
-        let sub = Subscription { snapshot: stream.snapshot_json(), epoch: stream.epoch.clone(), last_seq: stream.last_seq, rx, lagged };
+        stream.viewers.push(ViewerSlot {
+            tx,
+            lagged: lagged.clone(),
+        });
+        let sub = Subscription {
+            snapshot: stream.snapshot_json(),
+            epoch: stream.epoch.clone(),
+            last_seq: stream.last_seq,
+            rx,
+            lagged,
+        };
         inner.n_viewers = inner.streams.values().map(|s| s.viewers.len()).sum();
-        self.metrics.viewers.store(inner.n_viewers as u64, Ordering::Relaxed);
+        self.metrics
+            .viewers
+            .store(inner.n_viewers as u64, Ordering::Relaxed);
         Ok(Some(sub))
     }
 
@@ -325,11 +355,15 @@ impl Store {
             if !self.config.tokens_open && !inner.registered.contains(token) {
                 return Err(Status::NOT_FOUND);
             }
-            if inner.streams.len() >= self.config.max_streams || inner.total_bytes >= self.config.total_bytes {
+            if inner.streams.len() >= self.config.max_streams
+                || inner.total_bytes >= self.config.total_bytes
+            {
                 self.metrics.limit_breach("L26");
                 return Err(Status::UNAVAILABLE);
             }
-            inner.streams.insert(token.to_owned(), Stream::new(self.config.default_maxpoints));
+            inner
+                .streams
+                .insert(token.to_owned(), Stream::new(self.config.default_maxpoints));
             self.metrics.streams.fetch_add(1, Ordering::Relaxed);
         }
         let stream = inner.streams.get_mut(token).ok_or(Status::INTERNAL)?;
@@ -358,7 +392,9 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a torn window: every mutation is
         // completed before any fallible call. Keep serving rather than poisoning forever.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -431,7 +467,11 @@ impl Stream {
         }
         // L24/L25: evict the oldest index until the window fits (I4). Under global pressure the
         // stream keeps its current size instead of growing.
-        let limit = if global_full { start_bytes.min(budget) } else { budget };
+        let limit = if global_full {
+            start_bytes.min(budget)
+        } else {
+            budget
+        };
         if global_full {
             self.budget_limited = true;
         }
@@ -463,7 +503,10 @@ impl Stream {
             write_jcs(&Value::Object(layout.clone()), &mut op);
         }
         op.push(b'}');
-        let fanout = Arc::new(Fanout { seq, json: Bytes::from(op) });
+        let fanout = Arc::new(Fanout {
+            seq,
+            json: Bytes::from(op),
+        });
         self.viewers.retain(|v| !v.tx.is_closed());
         for v in &self.viewers {
             if v.lagged.load(Ordering::Relaxed) {
@@ -492,7 +535,11 @@ impl Stream {
     }
 
     fn first_seq(&self) -> u64 {
-        self.window.values().filter_map(|d| d.front().map(|(s, _)| *s)).min().unwrap_or(self.last_seq + 1)
+        self.window
+            .values()
+            .filter_map(|d| d.front().map(|(s, _)| *s))
+            .min()
+            .unwrap_or(self.last_seq + 1)
     }
 
     /// The window as a JCS object `{attr: [values]}`.
@@ -518,9 +565,20 @@ impl Stream {
             out.push(b'}');
         } else {
             out.pop();
-            let members: Vec<(String, Value)> =
-                self.window.iter().map(|(k, d)| (k.clone(), Value::Array(d.iter().map(|(_, v)| v.clone()).collect()))).collect();
-            plotstream_proto::canonical::write_jcs_object(members.iter().map(|(k, v)| (k.as_str(), v)), out);
+            let members: Vec<(String, Value)> = self
+                .window
+                .iter()
+                .map(|(k, d)| {
+                    (
+                        k.clone(),
+                        Value::Array(d.iter().map(|(_, v)| v.clone()).collect()),
+                    )
+                })
+                .collect();
+            plotstream_proto::canonical::write_jcs_object(
+                members.iter().map(|(k, v)| (k.as_str(), v)),
+                out,
+            );
         }
     }
 

@@ -2,6 +2,8 @@
 //! state, the invariants of §4, viewers, and shutdown. Timers are configured short; no test
 //! sleeps to wait for an outcome, they read until the server answers.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,12 +39,19 @@ impl Server {
         let task = tokio::spawn(plotstream_server::run(vec![listener], config, async move {
             let _ = rx.await;
         }));
-        Server { addr, stop: Some(tx), task }
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+        }
     }
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     async fn connect(&self) -> TcpStream {
@@ -59,7 +68,8 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> Reply {
-        self.exchange(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await
+        self.exchange(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .await
     }
 
     async fn inspect(&self, token: &str) -> serde_json::Value {
@@ -91,7 +101,10 @@ async fn read_reply(s: &mut TcpStream) -> Reply {
             Ok(Ok(0)) => break true,
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(_)) => break false,
-            Err(_) => panic!("no reply within 10 s; got {:?}", String::from_utf8_lossy(&buf)),
+            Err(_) => panic!(
+                "no reply within 10 s; got {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
         }
     };
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -100,10 +113,11 @@ async fn read_reply(s: &mut TcpStream) -> Reply {
 }
 
 fn quick() -> Config {
-    let mut c = Config::default();
-    c.linger = Duration::from_millis(200);
-    c.drain = Duration::from_secs(3);
-    c
+    Config {
+        linger: Duration::from_millis(200),
+        drain: Duration::from_secs(3),
+        ..Config::default()
+    }
 }
 
 #[tokio::test]
@@ -125,7 +139,12 @@ async fn chart_studio_transcript_is_applied_and_answered() {
     let r = read_reply(&mut s).await;
     assert_eq!(r.status, 200);
     assert!(r.fin, "FIN, not a reset");
-    assert!(r.text.ends_with("{\"status\":200,\"message\":\"healthy endpoint disconnect\",\"points\":4}"), "{}", r.text);
+    assert!(
+        r.text
+            .ends_with("{\"status\":200,\"message\":\"healthy endpoint disconnect\",\"points\":4}"),
+        "{}",
+        r.text
+    );
     let st = server.inspect("abcdef1234").await;
     assert_eq!(st["last_seq"], 4);
     assert_eq!(st["window"]["x"], serde_json::json!([7]));
@@ -138,7 +157,12 @@ async fn chart_studio_transcript_is_applied_and_answered() {
 #[tokio::test]
 async fn wire_delivery_whole_split_and_bytewise_agree() {
     let server = Server::start(quick()).await;
-    let body = format!("{}{}{}1\r\n\n\r\n\r\n0\r\n\r\n", point(1), c("{\"x\":3,"), c("\"y\":3}\n"));
+    let body = format!(
+        "{}{}{}1\r\n\n\r\n\r\n0\r\n\r\n",
+        point(1),
+        c("{\"x\":3,"),
+        c("\"y\":3}\n")
+    );
     let mut digests = Vec::new();
     for (i, mode) in ["whole", "split", "bytewise"].iter().enumerate() {
         let token = format!("wire{i}");
@@ -169,17 +193,27 @@ async fn wire_delivery_whole_split_and_bytewise_agree() {
 async fn takeover_gives_the_old_writer_423_and_keeps_order() {
     let server = Server::start(quick()).await;
     let mut x = server.connect().await;
-    x.write_all(format!("{}{}{}", h("tok1"), point(1), point(2)).as_bytes()).await.unwrap();
+    x.write_all(format!("{}{}{}", h("tok1"), point(1), point(2)).as_bytes())
+        .await
+        .unwrap();
     // Wait until X's lines are visible, so the takeover order is known.
-    while server.inspect_maybe("tok1").await.is_none_or(|v| v["last_seq"] != 2) {
+    while server
+        .inspect_maybe("tok1")
+        .await
+        .is_none_or(|v| v["last_seq"] != 2)
+    {
         tokio::task::yield_now().await;
     }
     let mut y = server.connect().await;
-    y.write_all(format!("{}{}", h("tok1"), point(3)).as_bytes()).await.unwrap();
+    y.write_all(format!("{}{}", h("tok1"), point(3)).as_bytes())
+        .await
+        .unwrap();
     let rx = read_reply(&mut x).await;
     assert_eq!(rx.status, 423, "{}", rx.text);
     assert!(rx.fin);
-    y.write_all(format!("{}0\r\n\r\n", point(4)).as_bytes()).await.unwrap();
+    y.write_all(format!("{}0\r\n\r\n", point(4)).as_bytes())
+        .await
+        .unwrap();
     let ry = read_reply(&mut y).await;
     assert_eq!(ry.status, 200);
     let st = server.inspect("tok1").await;
@@ -190,18 +224,30 @@ async fn takeover_gives_the_old_writer_423_and_keeps_order() {
 #[tokio::test]
 async fn reject_mode_refuses_the_second_writer_after_its_head() {
     let mut config = quick();
-    config.store = StoreConfig { takeover: false, ..StoreConfig::default() };
+    config.store = StoreConfig {
+        takeover: false,
+        ..StoreConfig::default()
+    };
     let server = Server::start(config).await;
     let mut x = server.connect().await;
-    x.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes()).await.unwrap();
+    x.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes())
+        .await
+        .unwrap();
     while server.inspect_maybe("tok1").await.is_none() {
         tokio::task::yield_now().await;
     }
-    let ry = server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(9))).await;
+    let ry = server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(9)))
+        .await;
     assert_eq!(ry.status, 423);
-    x.write_all(format!("{}0\r\n\r\n", point(2)).as_bytes()).await.unwrap();
+    x.write_all(format!("{}0\r\n\r\n", point(2)).as_bytes())
+        .await
+        .unwrap();
     assert_eq!(read_reply(&mut x).await.status, 200);
-    assert_eq!(server.inspect("tok1").await["window"]["x"], serde_json::json!([1, 2]));
+    assert_eq!(
+        server.inspect("tok1").await["window"]["x"],
+        serde_json::json!([1, 2])
+    );
     server.stop().await;
 }
 
@@ -212,7 +258,9 @@ async fn one_shot_writers_never_meet_their_own_binding() {
         config.store.takeover = takeover;
         let server = Server::start(config).await;
         for n in 0..100 {
-            let r = server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(n))).await;
+            let r = server
+                .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(n)))
+                .await;
             assert_eq!(r.status, 200, "run {n}: {}", r.text);
         }
         assert_eq!(server.inspect("tok1").await["last_seq"], 100);
@@ -225,26 +273,49 @@ async fn registered_mode_and_issued_tokens() {
     let mut config = quick();
     config.store.tokens_open = false;
     let server = Server::start(config).await;
-    let r = server.exchange(&format!("{}{}0\r\n\r\n", h("nosuch"), point(1))).await;
+    let r = server
+        .exchange(&format!("{}{}0\r\n\r\n", h("nosuch"), point(1)))
+        .await;
     assert_eq!(r.status, 404);
-    assert!(server.get("/api/streams/nosuch").await.status == 404, "no stream was created");
-    let r = server.exchange("POST /api/tokens?count=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(
+        server.get("/api/streams/nosuch").await.status == 404,
+        "no stream was created"
+    );
+    let r = server
+        .exchange("POST /api/tokens?count=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await;
     assert_eq!(r.status, 201);
     let tokens: serde_json::Value = serde_json::from_str(r.body()).unwrap();
     let tokens = tokens["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 3);
     for t in tokens {
         let t = t.as_str().unwrap();
-        assert!(t.len() == 10 && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{t}");
+        assert!(
+            t.len() == 10
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "{t}"
+        );
     }
     let t = tokens[0].as_str().unwrap();
-    let r = server.exchange(&format!("{}{}0\r\n\r\n", h(t), point(1))).await;
+    let r = server
+        .exchange(&format!("{}{}0\r\n\r\n", h(t), point(1)))
+        .await;
     assert_eq!(r.status, 200);
     // C24: an unknown line token gets 404 at that line; earlier lines stay.
-    let body = format!("{}{}{}{}0\r\n\r\n", h(t), point(2), c("{\"x\":1,\"y\":1,\"streamtoken\":\"nosuch\"}\n"), point(3));
+    let body = format!(
+        "{}{}{}{}0\r\n\r\n",
+        h(t),
+        point(2),
+        c("{\"x\":1,\"y\":1,\"streamtoken\":\"nosuch\"}\n"),
+        point(3)
+    );
     let r = server.exchange(&body).await;
     assert_eq!(r.status, 404);
-    assert_eq!(server.inspect(t).await["window"]["x"], serde_json::json!([1, 2]));
+    assert_eq!(
+        server.inspect(t).await["window"]["x"],
+        serde_json::json!([1, 2])
+    );
     server.stop().await;
 }
 
@@ -254,7 +325,9 @@ async fn idle_timeout_408_and_lines_kept() {
     config.limits.idle = Duration::from_millis(300);
     let server = Server::start(config).await;
     let mut s = server.connect().await;
-    s.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes()).await.unwrap();
+    s.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes())
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let r = read_reply(&mut s).await;
     assert_eq!(r.status, 408);
@@ -268,10 +341,16 @@ async fn idle_timeout_408_and_lines_kept() {
 async fn a_client_that_keeps_uploading_still_reads_the_error() {
     let server = Server::start(quick()).await;
     let mut s = server.connect().await;
-    s.write_all(format!("{}{}{}", h("tok1"), point(1), c("{bad\n")).as_bytes()).await.unwrap();
+    s.write_all(format!("{}{}{}", h("tok1"), point(1), c("{bad\n")).as_bytes())
+        .await
+        .unwrap();
     let mut buf = [0u8; 256];
     let n = s.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 422 "), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 422 "),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // Q12: more data after the 422 is drained, not applied, and the close is a FIN.
     let _ = s.write_all(point(2).as_bytes()).await;
     let r = read_reply(&mut s).await;
@@ -285,46 +364,79 @@ async fn lenient_lines_are_counted() {
     let mut config = quick();
     config.lenient_lines = true;
     let server = Server::start(config).await;
-    let body = format!("{}{}{}{}{}0\r\n\r\n", h("tok1"), point(1), point(2), c("{\"x\":1,\"y\":}\n"), point(3));
+    let body = format!(
+        "{}{}{}{}{}0\r\n\r\n",
+        h("tok1"),
+        point(1),
+        point(2),
+        c("{\"x\":1,\"y\":}\n"),
+        point(3)
+    );
     let r = server.exchange(&body).await;
     assert_eq!(r.status, 200);
     assert!(r.body().contains("\"points\":3"));
     let st = server.inspect("tok1").await;
-    assert_eq!((st["last_seq"].as_u64(), st["rejected_lines"].as_u64()), (Some(3), Some(1)));
-    assert!(server.get("/metrics").await.text.contains("plotstream_lines_rejected_total{reason=\"json\"} 1"));
+    assert_eq!(
+        (st["last_seq"].as_u64(), st["rejected_lines"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert!(server
+        .get("/metrics")
+        .await
+        .text
+        .contains("plotstream_lines_rejected_total{reason=\"json\"} 1"));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn routes_and_methods() {
     let server = Server::start(quick()).await;
-    let r = server.exchange("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    let r = server
+        .exchange("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await;
     assert_eq!(r.status, 405);
     assert!(r.text.contains("Allow: POST, GET\r\n"));
-    assert_eq!(server.exchange("POST /foo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await.status, 404);
+    assert_eq!(
+        server
+            .exchange("POST /foo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .status,
+        404
+    );
     assert_eq!(server.get("/healthz").await.status, 200);
-    server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(1))).await;
+    server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(1)))
+        .await;
     let index = server.get("/").await;
     assert!(index.text.contains("href=\"/streams/tok1\""));
     let page = server.get("/streams/tok1").await;
     assert!(page.text.contains("/api/streams/tok1/events"));
-    let list: serde_json::Value = serde_json::from_str(server.get("/api/streams").await.body()).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(server.get("/api/streams").await.body()).unwrap();
     assert_eq!(list[0]["token"], "tok1");
     assert_eq!(server.get("/api/streams/none").await.status, 404);
     // A1: a GET with a token header neither binds nor disturbs the token.
-    let r = server.exchange("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\n\r\n").await;
+    let r = server
+        .exchange("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\n\r\n")
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(server.inspect("tok1").await["writer_connected"], false);
     server.stop().await;
 }
 
 /// Reads SSE events until `until` says stop.
-async fn read_events(s: &mut TcpStream, mut until: impl FnMut(&[(String, serde_json::Value)]) -> bool) -> Vec<(String, serde_json::Value)> {
+async fn read_events(
+    s: &mut TcpStream,
+    mut until: impl FnMut(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
     let mut buf = Vec::new();
     let mut events = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.expect("events in time").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("events in time")
+            .unwrap();
         if n == 0 {
             return events;
         }
@@ -352,7 +464,12 @@ async fn read_events(s: &mut TcpStream, mut until: impl FnMut(&[(String, serde_j
 
 async fn subscribe(server: &Server, token: &str, interval: u64) -> TcpStream {
     let mut s = server.connect().await;
-    s.write_all(format!("GET /api/streams/{token}/events?interval={interval} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("GET /api/streams/{token}/events?interval={interval} HTTP/1.1\r\nHost: x\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -387,11 +504,15 @@ fn covered(events: &[(String, serde_json::Value)]) -> Vec<u64> {
 #[tokio::test]
 async fn a_viewer_attached_first_sees_every_seq_once_in_order() {
     let server = Server::start(quick()).await;
-    server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(0))).await;
+    server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(0)))
+        .await;
     let mut v = subscribe(&server, "tok1", 0).await;
     let mut coalesced = subscribe(&server, "tok1", 50).await;
     let body: String = (1..=200).map(point).collect();
-    let r = server.exchange(&format!("{}{body}0\r\n\r\n", h("tok1"))).await;
+    let r = server
+        .exchange(&format!("{}{body}0\r\n\r\n", h("tok1")))
+        .await;
     assert_eq!(r.status, 200);
     for s in [&mut v, &mut coalesced] {
         let events = read_events(s, |e| covered(e).len() == 200).await;
@@ -405,12 +526,20 @@ async fn a_viewer_attached_first_sees_every_seq_once_in_order() {
 async fn a_late_viewers_first_update_follows_its_snapshot() {
     let server = Server::start(quick()).await;
     let mut w = server.connect().await;
-    w.write_all(format!("{}{}", h("tok1"), (1..=50).map(point).collect::<String>()).as_bytes()).await.unwrap();
-    while server.inspect_maybe("tok1").await.is_none_or(|v| v["last_seq"] != 50) {
+    w.write_all(format!("{}{}", h("tok1"), (1..=50).map(point).collect::<String>()).as_bytes())
+        .await
+        .unwrap();
+    while server
+        .inspect_maybe("tok1")
+        .await
+        .is_none_or(|v| v["last_seq"] != 50)
+    {
         tokio::task::yield_now().await;
     }
     let mut v = subscribe(&server, "tok1", 0).await;
-    w.write_all((51..=60).map(point).collect::<String>().as_bytes()).await.unwrap();
+    w.write_all((51..=60).map(point).collect::<String>().as_bytes())
+        .await
+        .unwrap();
     let events = read_events(&mut v, |e| covered(e).len() == 10).await;
     assert_eq!(events[0].1["last_seq"], 50);
     assert_eq!(events[0].1["window"]["x"].as_array().unwrap().len(), 50);
@@ -422,7 +551,9 @@ async fn a_late_viewers_first_update_follows_its_snapshot() {
 async fn shutdown_ends_writers_with_503_and_viewers_with_reset() {
     let server = Server::start(quick()).await;
     let mut w = server.connect().await;
-    w.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes()).await.unwrap();
+    w.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes())
+        .await
+        .unwrap();
     while server.inspect_maybe("tok1").await.is_none() {
         tokio::task::yield_now().await;
     }
@@ -436,7 +567,10 @@ async fn shutdown_ends_writers_with_503_and_viewers_with_reset() {
     let events = read_events(&mut v, |e| e.iter().any(|(k, _)| k == "reset")).await;
     assert_eq!(events.last().unwrap().1["reason"], "shutdown");
     stopping.await.unwrap();
-    assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
 }
 
 impl Server {

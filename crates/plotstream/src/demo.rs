@@ -20,14 +20,20 @@ struct Conn {
 
 impl Conn {
     async fn open(host: &str, token: &Token, heartbeat: Duration, origin: Instant) -> Result<Conn> {
-        let stream = TcpStream::connect(host).await.with_context(|| format!("cannot connect to {host}"))?;
+        let stream = TcpStream::connect(host)
+            .await
+            .with_context(|| format!("cannot connect to {host}"))?;
         stream.set_nodelay(true)?;
         let mut cfg = WriterConfig::new(Flavour::Python, host, token.clone());
         cfg.heartbeat = Some(heartbeat);
         let now = origin.elapsed();
         let mut writer = Writer::new(cfg, now);
         writer.handle_connected(now);
-        let mut conn = Conn { stream, writer, origin };
+        let mut conn = Conn {
+            stream,
+            writer,
+            origin,
+        };
         conn.flush().await?;
         Ok(conn)
     }
@@ -51,10 +57,9 @@ impl Conn {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => self.writer.handle_eof(now),
         }
-        match self.writer.poll_event() {
-            Some(WriterEvent::Response { status, .. }) => Some(status),
-            None => None,
-        }
+        self.writer
+            .poll_event()
+            .map(|WriterEvent::Response { status, .. }| status)
     }
 
     async fn close(mut self) -> Result<Option<plotstream_proto::Status>> {
@@ -63,7 +68,8 @@ impl Conn {
         self.flush().await?;
         let mut buf = [0u8; 1024];
         loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf)).await??;
+            let n =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf)).await??;
             let now = self.origin.elapsed();
             if n == 0 {
                 self.writer.handle_eof(now);
@@ -78,9 +84,15 @@ impl Conn {
 }
 
 fn host_of(target: &str) -> Result<String> {
-    let rest = target.strip_prefix("http://").context("--target must start with http://")?;
+    let rest = target
+        .strip_prefix("http://")
+        .context("--target must start with http://")?;
     let host = rest.split('/').next().unwrap_or(rest);
-    Ok(if host.contains(':') { host.to_owned() } else { format!("{host}:80") })
+    Ok(if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    })
 }
 
 fn parse_token(token: &str) -> Result<Token> {
@@ -127,7 +139,10 @@ pub async fn demo(target: &str, token: &str, interval: Duration, quiet: Option<(
         let x = wall_clock();
         let update = Update {
             token: None,
-            data: vec![(Str::from_static("x"), Value::Str(Str::from(x))), (Str::from_static("y"), Value::Number(y))],
+            data: vec![
+                (Str::from_static("x"), Value::Str(Str::from(x))),
+                (Str::from_static("y"), Value::Number(y)),
+            ],
             line: Vec::new(),
             layout: None,
         };
@@ -136,7 +151,10 @@ pub async fn demo(target: &str, token: &str, interval: Duration, quiet: Option<(
         let ended = c.ended();
         if failed || ended.is_some() {
             if ended.flatten().is_some_and(|s| !should_reconnect(Some(s))) {
-                bail!("the server ended the demo stream with {:?}", ended.flatten());
+                bail!(
+                    "the server ended the demo stream with {:?}",
+                    ended.flatten()
+                );
             }
             conn = None;
         }
@@ -172,7 +190,10 @@ pub async fn send(target: &str, token: &str, heartbeat: Duration) -> Result<()> 
         }
         conn.flush().await?;
         if let Some(status) = conn.ended() {
-            bail!("the server ended the stream early: {}", status.map_or("no response".to_owned(), |s| s.to_string()));
+            bail!(
+                "the server ended the stream early: {}",
+                status.map_or("no response".to_owned(), |s| s.to_string())
+            );
         }
     }
     let n = conn.writer.n_points();
@@ -181,14 +202,19 @@ pub async fn send(target: &str, token: &str, heartbeat: Duration) -> Result<()> 
             eprintln!("sent {n} lines: {s}");
             Ok(())
         }
-        other => bail!("stream ended with {}", other.map_or("no response".to_owned(), |s| s.to_string())),
+        other => bail!(
+            "stream ended with {}",
+            other.map_or("no response".to_owned(), |s| s.to_string())
+        ),
     }
 }
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, the tutorial's x format.
 fn wall_clock() -> String {
-    let ts = plotstream_proto::update::Timestamp::try_from(SystemTime::now()).unwrap_or(plotstream_proto::update::Timestamp::UNIX_EPOCH);
-    plotstream_proto::update::format_offset(0.0, &plotstream_proto::update::TimeZone::UTC, ts).unwrap_or_default()
+    let ts = plotstream_proto::update::Timestamp::try_from(SystemTime::now())
+        .unwrap_or(plotstream_proto::update::Timestamp::UNIX_EPOCH);
+    plotstream_proto::update::format_offset(0.0, &plotstream_proto::update::TimeZone::UTC, ts)
+        .unwrap_or_default()
 }
 
 /// A small xorshift generator with a Box–Muller normal: demo noise needs no crypto.

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use plotstream_server::{Config, StoreConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "plotstream", version, about = "Self-hosted Plotly streaming: serve, send, demo, token")]
+#[command(
+    name = "plotstream",
+    version,
+    about = "Self-hosted Plotly streaming: serve, send, demo, token"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -143,11 +147,15 @@ struct DemoArgs {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -190,7 +198,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let mut listeners = Vec::new();
     for addr in &args.listen {
-        let l = plotstream_server::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let l =
+            plotstream_server::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
         let local = l.local_addr()?;
         eprintln!("plotstream listening on http://{local}");
         listeners.push(l);
@@ -200,7 +209,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if args.demo {
         let target = base.clone();
         tokio::spawn(async move {
-            if let Err(e) = demo::demo(&target, "demo", Duration::from_millis(100), Some(())).await {
+            if let Err(e) = demo::demo(&target, "demo", Duration::from_millis(100), Some(())).await
+            {
                 tracing::warn!(error = %e, "demo writer stopped");
             }
         });
@@ -225,13 +235,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -244,8 +255,12 @@ async fn shutdown_signal() {
 /// `60s`, `100ms`, `2m`, `1h`, or a plain number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 60s, 100ms, 2m"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 60s, 100ms, 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,

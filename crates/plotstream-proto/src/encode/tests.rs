@@ -11,7 +11,12 @@ use crate::limits::Limits;
 use crate::status::Status;
 use crate::update::parse_update;
 
-const ALL: [Flavour; 4] = [Flavour::Python, Flavour::Node, Flavour::Arduino, Flavour::Raw];
+const ALL: [Flavour; 4] = [
+    Flavour::Python,
+    Flavour::Node,
+    Flavour::Arduino,
+    Flavour::Raw,
+];
 
 fn tok(s: &str) -> Token {
     Token::parse(s.as_bytes()).unwrap()
@@ -28,7 +33,11 @@ fn check(got: Vec<u8>, expected: &[u8]) {
 
 /// A compact line parsed by the server, then re-encoded in `flavour` and framed as one chunk.
 fn update_chunk(flavour: Flavour, compact: &str) -> Vec<u8> {
-    let update = parse_update(&Bytes::copy_from_slice(compact.as_bytes()), &Limits::default()).unwrap();
+    let update = parse_update(
+        &Bytes::copy_from_slice(compact.as_bytes()),
+        &Limits::default(),
+    )
+    .unwrap();
     let mut line = Vec::new();
     encode_update_line(flavour, &update, None, &mut line);
     let mut out = Vec::new();
@@ -41,7 +50,13 @@ fn update_chunk(flavour: Flavour, compact: &str) -> Vec<u8> {
 #[test]
 fn chart_studio_head_and_chunks() {
     let mut out = Vec::new();
-    encode_head(Flavour::Python, "stream.example.org:9999", Some(&tok("abcdef1234")), None, &mut out);
+    encode_head(
+        Flavour::Python,
+        "stream.example.org:9999",
+        Some(&tok("abcdef1234")),
+        None,
+        &mut out,
+    );
     check(
         out,
         b"POST / HTTP/1.1\r\nHost: stream.example.org:9999\r\nAccept-Encoding: identity\r\n\
@@ -52,7 +67,10 @@ fn chart_studio_head_and_chunks() {
         update_chunk(p, r#"{"x":"2026-01-01 10:00:00.000000","y":0.5}"#),
         b"2e\r\n{\"x\": \"2026-01-01 10:00:00.000000\", \"y\": 0.5}\n\r\n",
     );
-    check(update_chunk(p, r#"{"x":[1,2,3],"y":[4,5,6]}"#), b"21\r\n{\"x\": [1, 2, 3], \"y\": [4, 5, 6]}\n\r\n");
+    check(
+        update_chunk(p, r#"{"x":[1,2,3],"y":[4,5,6]}"#),
+        b"21\r\n{\"x\": [1, 2, 3], \"y\": [4, 5, 6]}\n\r\n",
+    );
     check(
         update_chunk(p, r#"{"x":1,"y":2,"layout":{"title":"t"}}"#),
         b"2b\r\n{\"x\": 1, \"y\": 2, \"layout\": {\"title\": \"t\"}}\n\r\n",
@@ -73,7 +91,13 @@ fn chart_studio_head_and_chunks() {
 #[test]
 fn chart_studio_on_port_80_sends_equal_hosts() {
     let mut out = Vec::new();
-    encode_head(Flavour::Python, "stream.plot.ly", Some(&tok("abcdef1234")), None, &mut out);
+    encode_head(
+        Flavour::Python,
+        "stream.plot.ly",
+        Some(&tok("abcdef1234")),
+        None,
+        &mut out,
+    );
     assert_eq!(text(&out).matches("Host: stream.plot.ly\r\n").count(), 2);
     assert_eq!(host_without_port("[::1]:9999"), "[::1]");
     assert_eq!(host_without_port("[::1]"), "[::1]");
@@ -84,7 +108,13 @@ fn chart_studio_on_port_80_sends_equal_hosts() {
 #[test]
 fn node_head_and_first_chunk() {
     let mut out = Vec::new();
-    encode_head(Flavour::Node, "stream.example.org", Some(&tok("abcdef1234")), None, &mut out);
+    encode_head(
+        Flavour::Node,
+        "stream.example.org",
+        Some(&tok("abcdef1234")),
+        None,
+        &mut out,
+    );
     encode_point_chunk(Flavour::Node, Num::Int(0), Num::Float(0.0), None, &mut out);
     encode_close(Flavour::Node, &mut out);
     check(
@@ -99,10 +129,22 @@ fn arduino_head_and_chunks() {
     let (a, z) = (tok("abcdef1234"), tok("zyxwvu9876"));
     let ard = Flavour::Arduino;
     let mut out = Vec::new();
-    encode_head(ard, "arduino.plot.ly", Some(&a), Some("America/Montreal"), &mut out);
+    encode_head(
+        ard,
+        "arduino.plot.ly",
+        Some(&a),
+        Some("America/Montreal"),
+        &mut out,
+    );
     encode_point_chunk(ard, Num::Int(1500), Num::Int(512), Some(&a), &mut out);
     encode_point_chunk(ard, Num::Int(3500), Num::Int(7), Some(&z), &mut out);
-    encode_point_chunk(ard, Num::Int(4_294_967_295), Num::Int(-32768), Some(&a), &mut out);
+    encode_point_chunk(
+        ard,
+        Num::Int(4_294_967_295),
+        Num::Int(-32768),
+        Some(&a),
+        &mut out,
+    );
     encode_close(ard, &mut out);
     check(
         out,
@@ -118,29 +160,59 @@ fn arduino_head_and_chunks() {
     assert!(text(&out).ends_with("Connection: close\r\n\r\n\r\n"));
     // The size is right for any token length, unlike the library's `len(x) + len(y) + 44`.
     let mut out = Vec::new();
-    encode_point_chunk(ard, Num::Int(1500), Num::Float(21.5), Some(&tok("abc")), &mut out);
-    check(out, b"2D\r\n{\"x\": 1500, \"y\": 21.5, \"streamtoken\": \"abc\"}\n\r\n");
+    encode_point_chunk(
+        ard,
+        Num::Int(1500),
+        Num::Float(21.5),
+        Some(&tok("abc")),
+        &mut out,
+    );
+    check(
+        out,
+        b"2D\r\n{\"x\": 1500, \"y\": 21.5, \"streamtoken\": \"abc\"}\n\r\n",
+    );
 }
 
 #[test]
 fn raw_head_line_and_batch() {
     let mut out = Vec::new();
-    encode_head(Flavour::Raw, "127.0.0.1:9999", Some(&tok("abcdef1234")), None, &mut out);
+    encode_head(
+        Flavour::Raw,
+        "127.0.0.1:9999",
+        Some(&tok("abcdef1234")),
+        None,
+        &mut out,
+    );
     check(
         out,
         b"POST / HTTP/1.1\r\nHost: 127.0.0.1:9999\r\nplotly-streamtoken: abcdef1234\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
     let mut out = Vec::new();
-    encode_point_line(Flavour::Raw, Num::Int(1_700_000_000_123), Num::Float(0.5), None, &mut out);
+    encode_point_line(
+        Flavour::Raw,
+        Num::Int(1_700_000_000_123),
+        Num::Float(0.5),
+        None,
+        &mut out,
+    );
     check(out, b"{\"x\":1700000000123,\"y\":0.5}\n");
 
     let mut out = b"prefix".to_vec();
     let mut batch = ChunkBatch::begin(&mut out);
     batch.push_point(Flavour::Raw, Num::Int(1), Num::Float(1.0), None, &mut out);
-    batch.push_point(Flavour::Raw, Num::Int(2), Num::Float(f64::NAN), None, &mut out);
+    batch.push_point(
+        Flavour::Raw,
+        Num::Int(2),
+        Num::Float(f64::NAN),
+        None,
+        &mut out,
+    );
     assert_eq!(batch.n_points(), 2);
     batch.finish(&mut out);
-    check(out, b"prefix0021\r\n{\"x\":1,\"y\":1.0}\n{\"x\":2,\"y\":null}\n\r\n");
+    check(
+        out,
+        b"prefix0021\r\n{\"x\":1,\"y\":1.0}\n{\"x\":2,\"y\":null}\n\r\n",
+    );
 
     let mut out = b"prefix".to_vec();
     ChunkBatch::begin(&mut out).finish(&mut out);
@@ -161,10 +233,19 @@ fn batch_field_widens_past_64_kib() {
     let crlf = out.iter().position(|&b| b == b'\r').unwrap();
     let size = usize::from_str_radix(std::str::from_utf8(&out[..crlf]).unwrap(), 16).unwrap();
     assert_eq!(crlf, 5);
-    assert!(out[..crlf].iter().all(|b| !b.is_ascii_lowercase()), "Arduino sizes are uppercase");
+    assert!(
+        out[..crlf].iter().all(|b| !b.is_ascii_lowercase()),
+        "Arduino sizes are uppercase"
+    );
     assert_eq!(size, out.len() - crlf - 4);
     assert!(out.ends_with(b"}\n\r\n"));
-    assert_eq!(out[crlf + 2..out.len() - 2].iter().filter(|&&b| b == b'\n').count(), n_lines);
+    assert_eq!(
+        out[crlf + 2..out.len() - 2]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count(),
+        n_lines
+    );
 }
 
 #[test]
@@ -182,10 +263,16 @@ fn encode_value_is_compact_and_exact() {
         (Value::Number(f64::NAN), "null"),
         (Value::Null, "null"),
         (Value::Bool(true), "true"),
-        (Value::Str(Str::from("a\"b\\c\n\u{1}é\u{7f}")), "\"a\\\"b\\\\c\\n\\u0001é\u{7f}\""),
+        (
+            Value::Str(Str::from("a\"b\\c\n\u{1}é\u{7f}")),
+            "\"a\\\"b\\\\c\\n\\u0001é\u{7f}\"",
+        ),
         (
             Value::Object(vec![
-                (Str::from("k"), Value::Array(vec![Value::Number(1.0), Value::Bool(false)])),
+                (
+                    Str::from("k"),
+                    Value::Array(vec![Value::Number(1.0), Value::Bool(false)]),
+                ),
                 (Str::from(""), Value::Object(vec![])),
             ]),
             "{\"k\":[1,false],\"\":{}}",
@@ -213,8 +300,14 @@ fn strings_are_escaped_like_each_client() {
         text(&out)
     };
     // Python 3.11 `json.dumps({"x": s})` and node `JSON.stringify({x: s})`.
-    assert_eq!(line(Flavour::Python), "{\"x\": \"\\u00e9\\ud83d\\ude00\\u0001\\u007f\\\"\\\\/\\n\\u2028\\b\\f\\t\\r\"}\n");
-    assert_eq!(line(Flavour::Node), "{\"x\":\"é😀\\u0001\u{7f}\\\"\\\\/\\n\u{2028}\\b\\f\\t\\r\"}\n");
+    assert_eq!(
+        line(Flavour::Python),
+        "{\"x\": \"\\u00e9\\ud83d\\ude00\\u0001\\u007f\\\"\\\\/\\n\\u2028\\b\\f\\t\\r\"}\n"
+    );
+    assert_eq!(
+        line(Flavour::Node),
+        "{\"x\":\"é😀\\u0001\u{7f}\\\"\\\\/\\n\u{2028}\\b\\f\\t\\r\"}\n"
+    );
 }
 
 #[test]
@@ -245,7 +338,11 @@ fn python_floats_match_repr() {
     ];
     for &(v, expected) in cases {
         let mut s = NumScratch::new();
-        assert_eq!(text(s.format(NumStyle::Python, Num::Float(v))), expected, "{v:e}");
+        assert_eq!(
+            text(s.format(NumStyle::Python, Num::Float(v))),
+            expected,
+            "{v:e}"
+        );
     }
 }
 
@@ -278,29 +375,66 @@ fn node_floats_match_number_to_string() {
     ];
     for &(v, expected) in cases {
         let mut s = NumScratch::new();
-        assert_eq!(text(s.format(NumStyle::Js, Num::Float(v))), expected, "{v:e}");
+        assert_eq!(
+            text(s.format(NumStyle::Js, Num::Float(v))),
+            expected,
+            "{v:e}"
+        );
     }
     let mut s = NumScratch::new();
-    assert_eq!(text(s.format(NumStyle::Js, Num::Int(9_007_199_254_740_993))), "9007199254740992");
+    assert_eq!(
+        text(s.format(NumStyle::Js, Num::Int(9_007_199_254_740_993))),
+        "9007199254740992"
+    );
     let mut s = NumScratch::new();
-    assert_eq!(text(s.format(NumStyle::Js, Num::Int(i64::MAX))), "9223372036854776000");
+    assert_eq!(
+        text(s.format(NumStyle::Js, Num::Int(i64::MAX))),
+        "9223372036854776000"
+    );
     let mut s = NumScratch::new();
-    assert_eq!(text(s.format(NumStyle::Raw, Num::Int(i64::MIN))), "-9223372036854775808");
+    assert_eq!(
+        text(s.format(NumStyle::Raw, Num::Int(i64::MIN))),
+        "-9223372036854775808"
+    );
 }
 
 #[test]
 fn heads_are_admitted_with_their_token_and_zone() {
     for flavour in ALL {
         let mut input = Vec::new();
-        encode_head(flavour, "localhost:9999", Some(&tok("abcdef1234")), Some("America/Manaus"), &mut input);
-        encode_point_chunk(flavour, Num::Int(1), Num::Int(2), Some(&tok("abcdef1234")), &mut input);
+        encode_head(
+            flavour,
+            "localhost:9999",
+            Some(&tok("abcdef1234")),
+            Some("America/Manaus"),
+            &mut input,
+        );
+        encode_point_chunk(
+            flavour,
+            Num::Int(1),
+            Num::Int(2),
+            Some(&tok("abcdef1234")),
+            &mut input,
+        );
         encode_close(flavour, &mut input);
         let (events, _) = run_to_end(IngestConfig::default(), &[&input], true);
-        let Some(Event::Head(head)) = events.first() else { panic!("{flavour:?}: {events:?}") };
+        let Some(Event::Head(head)) = events.first() else {
+            panic!("{flavour:?}: {events:?}")
+        };
         let header_token = head.token.as_ref().map(Token::as_str);
-        assert_eq!(header_token, (flavour != Flavour::Arduino).then_some("abcdef1234"), "{flavour:?}");
-        assert_eq!(head.convert_timestamp.as_deref(), Some("America/Manaus"), "{flavour:?}");
-        assert!(matches!(events.last(), Some(Event::End(e)) if e.status == Some(Status::OK) && e.n_points == 1));
+        assert_eq!(
+            header_token,
+            (flavour != Flavour::Arduino).then_some("abcdef1234"),
+            "{flavour:?}"
+        );
+        assert_eq!(
+            head.convert_timestamp.as_deref(),
+            Some("America/Manaus"),
+            "{flavour:?}"
+        );
+        assert!(
+            matches!(events.last(), Some(Event::End(e)) if e.status == Some(Status::OK) && e.n_points == 1)
+        );
     }
 }
 
@@ -308,18 +442,32 @@ fn heads_are_admitted_with_their_token_and_zone() {
 
 #[derive(Debug, Clone)]
 enum Item {
-    Point { x: Num, y: Num, token: Option<Token> },
-    Update { update: Update, token: Option<Token> },
+    Point {
+        x: Num,
+        y: Num,
+        token: Option<Token>,
+    },
+    Update {
+        update: Update,
+        token: Option<Token>,
+    },
     Heartbeat,
 }
 
 fn flavour() -> impl Strategy<Value = Flavour> {
-    prop_oneof![Just(Flavour::Python), Just(Flavour::Node), Just(Flavour::Arduino), Just(Flavour::Raw)]
+    prop_oneof![
+        Just(Flavour::Python),
+        Just(Flavour::Node),
+        Just(Flavour::Arduino),
+        Just(Flavour::Raw)
+    ]
 }
 
 fn finite_f64() -> impl Strategy<Value = f64> {
     prop_oneof![
-        any::<u64>().prop_map(f64::from_bits).prop_filter("finite", |f| f.is_finite()),
+        any::<u64>()
+            .prop_map(f64::from_bits)
+            .prop_filter("finite", |f| f.is_finite()),
         (any::<i32>(), 0..8u32).prop_map(|(m, e)| f64::from(m) / 10f64.powi(e as i32)),
         (any::<f64>(), -9..25i32)
             .prop_filter("finite", |(f, _)| f.is_finite())
@@ -337,7 +485,8 @@ fn num() -> impl Strategy<Value = Num> {
         any::<i64>().prop_map(Num::Int),
         (0..2_000_000_000_000i64).prop_map(Num::Int),
         finite_f64().prop_map(Num::Float),
-        prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)].prop_map(Num::Float),
+        prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)]
+            .prop_map(Num::Float),
     ]
 }
 
@@ -347,7 +496,14 @@ fn token() -> impl Strategy<Value = Token> {
 
 fn string() -> impl Strategy<Value = String> {
     prop::collection::vec(
-        prop_oneof![any::<char>(), Just('"'), Just('\\'), Just('\n'), Just('\u{7f}'), Just('é')],
+        prop_oneof![
+            any::<char>(),
+            Just('"'),
+            Just('\\'),
+            Just('\n'),
+            Just('\u{7f}'),
+            Just('é')
+        ],
         0..12,
     )
     .prop_map(String::from_iter)
@@ -379,7 +535,10 @@ fn members(inner: impl Strategy<Value = Value>) -> impl Strategy<Value = Vec<(St
 
 /// A value allowed for `x`, `y`, `z`, `text` and marker leaves: anything but an object.
 fn attribute() -> impl Strategy<Value = Value> {
-    prop_oneof![scalar(), prop::collection::vec(value(), 0..4).prop_map(Value::Array)]
+    prop_oneof![
+        scalar(),
+        prop::collection::vec(value(), 0..4).prop_map(Value::Array)
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -389,10 +548,12 @@ enum MarkerNode {
 }
 
 fn marker() -> impl Strategy<Value = Vec<(String, MarkerNode)>> {
-    let node = attribute().prop_map(MarkerNode::Leaf).prop_recursive(2, 8, 3, |inner| {
-        prop::collection::btree_map("[a-z]{1,6}", inner, 1..3)
-            .prop_map(|m| MarkerNode::Object(m.into_iter().collect()))
-    });
+    let node = attribute()
+        .prop_map(MarkerNode::Leaf)
+        .prop_recursive(2, 8, 3, |inner| {
+            prop::collection::btree_map("[a-z]{1,6}", inner, 1..3)
+                .prop_map(|m| MarkerNode::Object(m.into_iter().collect()))
+        });
     prop::collection::btree_map("[a-z]{1,6}", node, 1..4).prop_map(|m| m.into_iter().collect())
 }
 
@@ -408,11 +569,23 @@ fn flatten(prefix: &str, members: &[(String, MarkerNode)], out: &mut Vec<(Str, V
 }
 
 fn update() -> impl Strategy<Value = Update> {
-    let attrs = Just(["x", "y", "z", "text"]).prop_shuffle().prop_flat_map(|keys| {
-        (0..=4usize, prop::collection::vec(attribute(), 4))
-            .prop_map(move |(n, values)| keys[..n].iter().map(|k| Str::from(*k)).zip(values).collect::<Vec<_>>())
-    });
-    (attrs, prop::option::of((marker(), any::<prop::sample::Index>())), members(value()), prop::option::of(members(value())))
+    let attrs = Just(["x", "y", "z", "text"])
+        .prop_shuffle()
+        .prop_flat_map(|keys| {
+            (0..=4usize, prop::collection::vec(attribute(), 4)).prop_map(move |(n, values)| {
+                keys[..n]
+                    .iter()
+                    .map(|k| Str::from(*k))
+                    .zip(values)
+                    .collect::<Vec<_>>()
+            })
+        });
+    (
+        attrs,
+        prop::option::of((marker(), any::<prop::sample::Index>())),
+        members(value()),
+        prop::option::of(members(value())),
+    )
         .prop_map(|(mut data, marker, line, layout)| {
             if let Some((tree, at)) = marker {
                 let mut paths = Vec::new();
@@ -420,7 +593,12 @@ fn update() -> impl Strategy<Value = Update> {
                 let at = at.index(data.len() + 1);
                 data.splice(at..at, paths);
             }
-            Update { token: None, data, line, layout }
+            Update {
+                token: None,
+                data,
+                line,
+                layout,
+            }
         })
 }
 
@@ -445,10 +623,12 @@ fn encode_request(flavour: Flavour, items: &[(Item, u8)], head_token: &Token) ->
             }
         }
         match (item, mode % 3) {
-            (Item::Point { x, y, token }, 0) => encode_point_chunk(flavour, *x, *y, token.as_ref(), &mut out),
-            (Item::Point { x, y, token }, 1) => {
-                batch.get_or_insert_with(|| ChunkBatch::begin(&mut out)).push_point(flavour, *x, *y, token.as_ref(), &mut out)
+            (Item::Point { x, y, token }, 0) => {
+                encode_point_chunk(flavour, *x, *y, token.as_ref(), &mut out)
             }
+            (Item::Point { x, y, token }, 1) => batch
+                .get_or_insert_with(|| ChunkBatch::begin(&mut out))
+                .push_point(flavour, *x, *y, token.as_ref(), &mut out),
             (Item::Point { x, y, token }, _) => {
                 let mut line = Vec::new();
                 encode_point_line(flavour, *x, *y, token.as_ref(), &mut line);
@@ -483,16 +663,34 @@ fn expected(flavour: Flavour, item: &Item, head_token: &Token) -> Option<(Token,
     };
     let (update, token) = match item {
         Item::Point { x, y, token } => {
-            let data = vec![(Str::from_static("x"), num(*x)), (Str::from_static("y"), num(*y))];
-            (Update { token: None, data, line: vec![], layout: None }, token.as_ref())
+            let data = vec![
+                (Str::from_static("x"), num(*x)),
+                (Str::from_static("y"), num(*y)),
+            ];
+            (
+                Update {
+                    token: None,
+                    data,
+                    line: vec![],
+                    layout: None,
+                },
+                token.as_ref(),
+            )
         }
-        Item::Update { update, token } => (update.clone(), token.as_ref().or(update.token.as_ref())),
+        Item::Update { update, token } => {
+            (update.clone(), token.as_ref().or(update.token.as_ref()))
+        }
         Item::Heartbeat => return None,
     };
     let mut update = update;
     if flavour == Flavour::Node {
         // JavaScript prints -0 as 0.
-        for (_, v) in update.data.iter_mut().chain(update.line.iter_mut()).chain(update.layout.iter_mut().flatten()) {
+        for (_, v) in update
+            .data
+            .iter_mut()
+            .chain(update.line.iter_mut())
+            .chain(update.layout.iter_mut().flatten())
+        {
             positive_zero(v);
         }
     }
@@ -513,14 +711,20 @@ fn positive_zero(v: &mut Value) {
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.to_bits() == y.to_bits(),
-        (Value::Array(xs), Value::Array(ys)) => xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same(x, y)),
+        (Value::Array(xs), Value::Array(ys)) => {
+            xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same(x, y))
+        }
         (Value::Object(xs), Value::Object(ys)) => same_members(xs, ys),
         _ => a == b,
     }
 }
 
 fn same_members(xs: &[(Str, Value)], ys: &[(Str, Value)]) -> bool {
-    xs.len() == ys.len() && xs.iter().zip(ys).all(|((kx, vx), (ky, vy))| kx == ky && same(vx, vy))
+    xs.len() == ys.len()
+        && xs
+            .iter()
+            .zip(ys)
+            .all(|((kx, vx), (ky, vy))| kx == ky && same(vx, vy))
 }
 
 fn same_update(a: &Update, b: &Update) -> bool {
