@@ -25,7 +25,35 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let sock = socket2::SockRef::from(&stream);
     let _ =
         sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
-    drive(stream, peer, &shared).await;
+    let open = m.connections_open.load(Ordering::Relaxed);
+    let per_peer = {
+        let mut map = shared.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(peer.ip()).or_default();
+        *n += 1;
+        *n
+    };
+    let limit = shared.config.max_connections_per_peer;
+    let too_many = open > shared.config.max_connections as u64;
+    if too_many || (limit > 0 && per_peer > limit) {
+        // L10, L11: refuse fast, with a short linger, so the refusal costs little.
+        m.limit_breach(if too_many { "L10" } else { "L11" });
+        m.response(503);
+        let mut out = Vec::new();
+        plotstream_proto::status::encode_response(Status::UNAVAILABLE, 0, &mut out);
+        let refuse = close_gracefully(stream, &out, true, &shared);
+        let _ = tokio::time::timeout(Duration::from_millis(100), refuse).await;
+    } else {
+        drive(stream, peer, &shared).await;
+    }
+    {
+        let mut map = shared.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&peer.ip());
+            }
+        }
+    }
     m.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 

@@ -51,6 +51,10 @@ pub struct Config {
     pub keepalive: Duration,
     /// L36/L32: write progress.
     pub write_timeout: Duration,
+    /// L10: open connections; past it new ones get 503.
+    pub max_connections: usize,
+    /// L11: open connections per peer address (0 = off).
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Config {
@@ -66,6 +70,8 @@ impl Default for Config {
             drain: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_peer: 256,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct Shared {
     pub origin: Instant,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// Open connections per peer address (L11).
+    pub per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 impl Shared {
@@ -104,6 +112,7 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Fut
         metrics,
         origin: Instant::now(),
         shutdown: stop_rx,
+        per_peer: std::sync::Mutex::default(),
     });
     let mut connections = JoinSet::new();
     let mut accepts = JoinSet::new();

@@ -90,6 +90,9 @@ struct ServeArgs {
     /// A connection without a token must bind one within this long (L29).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     unbound_timeout: Duration,
+    /// Open connections allowed from one peer address (0 = no limit; L11).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_peer: usize,
     /// plotly.js to serve: a file path, or a URL the pages load instead.
     #[arg(long)]
     plotly_js: Option<String>,
@@ -185,6 +188,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.limits.unbound = args.unbound_timeout;
     config.lenient_lines = args.lenient_lines;
     config.public_url = args.public_url;
+    config.max_connections_per_peer = args.max_connections_per_peer;
     config.plotly_js = args.plotly_js;
     if let Some(dir) = args.viewer_dir {
         config.viewer_dir = dir;
