@@ -383,75 +383,117 @@ const RAW: Style = Style {
 
 #[inline(always)]
 fn point_line(style: &Style, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
-    let (mut sx, mut sy) = (NumScratch::new(), NumScratch::new());
-    let xs = sx.format(style.num, x);
-    let ys = sy.format(style.num, y);
-    write_point_line(style, xs, ys, token, out);
+    point::<false>(style, x, y, token, out);
 }
 
 #[inline(always)]
 fn point_chunk(style: &Style, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
+    point::<true>(style, x, y, token, out);
+}
+
+/// Formats both numbers, then assembles the line (and its chunk framing when `CHUNK`) in a
+/// stack buffer with constant-size copies, and appends it with one constant-size copy followed
+/// by a truncation: no `memcpy` call and one capacity check per point.
+#[inline(always)]
+fn point<const CHUNK: bool>(
+    style: &Style,
+    x: Num,
+    y: Num,
+    token: Option<&Token>,
+    out: &mut Vec<u8>,
+) {
     let (mut sx, mut sy) = (NumScratch::new(), NumScratch::new());
     let xs = sx.format(style.num, x);
     let ys = sy.format(style.num, y);
-    let len = style.x_prefix.len()
-        + xs.len()
-        + style.y_prefix.len()
-        + ys.len()
-        + token.map_or(0, |t| style.token_prefix.len() + t.as_str().len() + 1)
-        + 2;
-    // One reservation, then only appends: the size line, the line pieces and CRLF.
-    out.reserve(len + MAX_SIZE_LINE + 2);
-    write_size_line(len, style.upper_hex, out);
-    write_point_line(style, xs, ys, token, out);
-    out.extend_from_slice(b"\r\n");
+    match token {
+        None => assemble::<SHORT_POINT, CHUNK>(style, xs, ys, None, out),
+        Some(t) => assemble::<LONG_POINT, CHUNK>(style, xs, ys, Some(t.as_str().as_bytes()), out),
+    }
 }
 
+/// Invariant: `N` holds the longest point chunk of this shape: numbers are at most 24 bytes
+/// (`-1.2345678901234567e-308`, `-9223372036854775808`), tokens at most 64 (L7), so a chunk is
+/// at most 4 + 6 + 24 + 7 + 24 + 19 + 64 + 1 + 2 + 2 = 153 bytes and its size fits 2 hex digits.
 #[inline(always)]
-fn write_point_line(style: &Style, xs: &[u8], ys: &[u8], token: Option<&Token>, out: &mut Vec<u8>) {
-    out.extend_from_slice(style.x_prefix);
-    out.extend_from_slice(xs);
-    out.extend_from_slice(style.y_prefix);
-    out.extend_from_slice(ys);
+fn assemble<const N: usize, const CHUNK: bool>(
+    style: &Style,
+    xs: &[u8],
+    ys: &[u8],
+    token: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) {
+    let mut buf = [0u8; N];
+    let mut w = 0;
+    if CHUNK {
+        let len = style.x_prefix.len()
+            + xs.len()
+            + style.y_prefix.len()
+            + ys.len()
+            + token.map_or(0, |t| style.token_prefix.len() + t.len() + 1)
+            + 2;
+        let digits = if style.upper_hex {
+            HEX_UPPER
+        } else {
+            HEX_LOWER
+        };
+        if len >= 0x10 {
+            buf[0] = digits[(len >> 4) & 0xf];
+            w = 1;
+        }
+        buf[w] = digits[len & 0xf];
+        buf[w + 1] = b'\r';
+        buf[w + 2] = b'\n';
+        w += 3;
+    }
+    put(&mut buf, &mut w, style.x_prefix);
+    put_short(&mut buf, &mut w, xs);
+    put(&mut buf, &mut w, style.y_prefix);
+    put_short(&mut buf, &mut w, ys);
     if let Some(t) = token {
-        out.extend_from_slice(style.token_prefix);
+        put(&mut buf, &mut w, style.token_prefix);
         // Tokens are `[A-Za-z0-9_-]` (L7): nothing to escape.
-        out.extend_from_slice(t.as_str().as_bytes());
-        out.push(b'"');
+        put_short(&mut buf, &mut w, t);
+        put(&mut buf, &mut w, b"\"");
     }
-    out.extend_from_slice(b"}\n");
+    put(&mut buf, &mut w, if CHUNK { b"}\n\r\n" } else { b"}\n" });
+    let end = out.len() + w;
+    out.extend_from_slice(&buf);
+    out.truncate(end);
 }
 
-/// Appends `n` in hex and CRLF (hyper's `ChunkSize`: digits on the stack, one append). Point
-/// lines are 14–255 bytes long, so one or two digits, as constant-size copies.
+/// Copies a piece whose length is a compile-time constant after inlining.
 #[inline(always)]
-fn write_size_line(n: usize, upper: bool, out: &mut Vec<u8>) {
-    let digits = if upper { HEX_UPPER } else { HEX_LOWER };
-    if n < 0x10 {
-        out.extend_from_slice(&[digits[n], b'\r', b'\n']);
-    } else if n < 0x100 {
-        out.extend_from_slice(&[digits[n >> 4], digits[n & 0xf], b'\r', b'\n']);
-    } else {
-        write_long_size_line(n, digits, out);
-    }
+fn put<const N: usize>(buf: &mut [u8; N], w: &mut usize, piece: &[u8]) {
+    buf[*w..*w + piece.len()].copy_from_slice(piece);
+    *w += piece.len();
 }
 
-#[cold]
-fn write_long_size_line(n: usize, digits: &[u8; 16], out: &mut Vec<u8>) {
-    let mut buf = [0u8; MAX_SIZE_LINE];
-    let mut i = MAX_SIZE_LINE - 2;
-    buf[i] = b'\r';
-    buf[i + 1] = b'\n';
-    let mut v = n;
-    loop {
-        i -= 1;
-        buf[i] = digits[v & 0xf];
-        v >>= 4;
-        if v == 0 {
-            break;
+/// Copies up to 64 bytes of variable length with two overlapping fixed-size moves, as `memcpy`
+/// does inside, but inlined.
+#[inline(always)]
+fn put_short<const N: usize>(buf: &mut [u8; N], w: &mut usize, piece: &[u8]) {
+    let (at, n) = (*w, piece.len());
+    match n {
+        32.. => buf[at..at + n].copy_from_slice(piece),
+        16.. => {
+            buf[at..at + 16].copy_from_slice(&piece[..16]);
+            buf[at + n - 16..at + n].copy_from_slice(&piece[n - 16..]);
+        }
+        8.. => {
+            buf[at..at + 8].copy_from_slice(&piece[..8]);
+            buf[at + n - 8..at + n].copy_from_slice(&piece[n - 8..]);
+        }
+        4.. => {
+            buf[at..at + 4].copy_from_slice(&piece[..4]);
+            buf[at + n - 4..at + n].copy_from_slice(&piece[n - 4..]);
+        }
+        _ => {
+            for (k, &b) in piece.iter().enumerate() {
+                buf[at + k] = b;
+            }
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    *w += n;
 }
 
 fn hex_digits(n: usize) -> usize {
@@ -762,8 +804,10 @@ fn host_without_port(host: &str) -> &str {
 const MARKER_PREFIX: &str = "marker.";
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-/// 16 hex digits and CRLF.
-const MAX_SIZE_LINE: usize = 18;
+/// Stack buffer for a point chunk without a token (at most 4 + 6 + 24 + 7 + 24 + 4 = 69 bytes).
+const SHORT_POINT: usize = 80;
+/// Stack buffer for a point chunk with a token (see [`assemble`]).
+const LONG_POINT: usize = 160;
 const BATCH_SIZE_FIELD: [u8; BATCH_SIZE_DIGITS + 2] = *b"0000\r\n";
 /// 2^53: JavaScript's safe integers, and the integers every `f64` below it holds exactly.
 const MAX_SAFE_INT: u64 = 1 << 53;

@@ -27,7 +27,10 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
     let open = m.connections_open.load(Ordering::Relaxed);
     let per_peer = {
-        let mut map = shared.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = shared
+            .per_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(peer.ip()).or_default();
         *n += 1;
         *n
@@ -46,7 +49,10 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         drive(stream, peer, &shared).await;
     }
     {
-        let mut map = shared.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = shared
+            .per_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = map.get_mut(&peer.ip()) {
             *n -= 1;
             if *n == 0 {
@@ -77,7 +83,15 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                         None => Ok(()),
                     };
                     match admitted {
-                        Ok(()) => ingest.admit(now, SystemTime::now()),
+                        Ok(()) => {
+                            // Logs show a token's fingerprint only (RELIABILITY.md §1.4).
+                            let token = head
+                                .token
+                                .as_ref()
+                                .map(plotstream_proto::Token::fingerprint);
+                            tracing::info!(%peer, token = token.as_deref().unwrap_or("-"), "stream admitted");
+                            ingest.admit(now, SystemTime::now());
+                        }
                         Err(status) => ingest.close_with(status),
                     }
                 }
@@ -105,7 +119,14 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                     ingest.poll_transmit(&mut out);
                     if let Some(status) = end.status {
                         shared.metrics.response(status.code());
-                        tracing::debug!(%peer, status = status.code(), points = end.n_points, reason = ?end.reason, "stream ended");
+                        tracing::info!(
+                            %peer,
+                            status = status.code(),
+                            points = end.n_points,
+                            rejected = end.n_rejected,
+                            reason = ?end.reason,
+                            "request ended"
+                        );
                     }
                     close_gracefully(stream, &out, end.status.is_some(), shared).await;
                     return;

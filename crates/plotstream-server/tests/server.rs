@@ -593,11 +593,15 @@ async fn timers_on_real_sockets() {
     assert_eq!((r.text.as_str(), r.fin), ("", true));
     // E2: the head must complete in time.
     let mut s = server.connect().await;
-    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     assert_eq!(read_reply(&mut s).await.status, 408);
     // E13: heartbeats do not hold a token-less connection.
     let mut s = server.connect().await;
-    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\n\r\n").await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\n\r\n")
+        .await
+        .unwrap();
     assert_eq!(read_reply(&mut s).await.status, 406);
     server.stop().await;
 }
@@ -605,7 +609,9 @@ async fn timers_on_real_sockets() {
 #[tokio::test]
 async fn pipelined_requests_get_one_response() {
     let server = Server::start(quick()).await;
-    let r = server.exchange(&"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(10_000)).await;
+    let r = server
+        .exchange(&"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(10_000))
+        .await;
     assert_eq!(r.text.matches("HTTP/1.1").count(), 1);
     server.stop().await;
 }
@@ -615,17 +621,24 @@ async fn a_lagging_viewer_gets_reset_and_a_snapshot_never_a_gap() {
     let mut config = quick();
     config.store.viewer_queue = 4;
     let server = Server::start(config).await;
-    server.exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(0))).await;
+    server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(0)))
+        .await;
     let mut v = subscribe(&server, "tok1", 0).await;
     // Big replacing lines fill the socket buffers while the viewer reads nothing, so its
     // queue overflows.
     let big = format!("{{\"x\":[{}]}}\n", vec!["1234567.25"; 5_000].join(","));
     let body: String = (0..300).map(|_| c(&big)).collect();
-    let r = server.exchange(&format!("{}{body}0\r\n\r\n", h("tok1"))).await;
+    let r = server
+        .exchange(&format!("{}{body}0\r\n\r\n", h("tok1")))
+        .await;
     assert_eq!(r.status, 200);
     let events = read_events(&mut v, |e| {
-        e.iter().any(|(k, _)| k == "reset") && e.last().is_some_and(|(k, v)| k == "update" && v["to_seq"] == 301)
-            || e.last().is_some_and(|(k, v)| k == "snapshot" && v["last_seq"] == 301)
+        e.iter().any(|(k, _)| k == "reset")
+            && e.last()
+                .is_some_and(|(k, v)| k == "update" && v["to_seq"] == 301)
+            || e.last()
+                .is_some_and(|(k, v)| k == "snapshot" && v["last_seq"] == 301)
     })
     .await;
     let resets: Vec<_> = events.iter().filter(|(k, _)| k == "reset").collect();
@@ -633,18 +646,35 @@ async fn a_lagging_viewer_gets_reset_and_a_snapshot_never_a_gap() {
     assert_eq!(resets[0].1["reason"], "lagged");
     // covered() asserts continuity between each snapshot and the updates after it.
     let _ = covered(&events);
-    let after_reset = events.iter().skip_while(|(k, _)| k != "reset").nth(1).unwrap();
-    assert_eq!(after_reset.0, "snapshot", "a reset is followed by a fresh snapshot");
+    let after_reset = events
+        .iter()
+        .skip_while(|(k, _)| k != "reset")
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        after_reset.0, "snapshot",
+        "a reset is followed by a fresh snapshot"
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn connections_per_peer_are_limited() {
-    let server = Server::start(Config { max_connections_per_peer: 3, ..quick() }).await;
+    let server = Server::start(Config {
+        max_connections_per_peer: 3,
+        ..quick()
+    })
+    .await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut s = server.connect().await;
-        s.write_all(h("tok9").replace("tok9", &format!("t{}", held.len())).as_bytes()).await.unwrap();
+        s.write_all(
+            h("tok9")
+                .replace("tok9", &format!("t{}", held.len()))
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
         held.push(s);
     }
     // The 4th connection from the same address gets 503 (D11), once the server has accepted
@@ -658,7 +688,10 @@ async fn connections_per_peer_are_limited() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(refused.expect("a 503 for the 4th connection").text.contains("Retry-After: 5"));
+    assert!(refused
+        .expect("a 503 for the 4th connection")
+        .text
+        .contains("Retry-After: 5"));
     drop(held);
     let mut ok = false;
     for _ in 0..100 {
