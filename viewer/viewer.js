@@ -17,6 +17,17 @@
   var drawn = false;
   var writerConnected = null;
 
+  // Without plotly.js (no `npm install` in viewer/, and no network for the CDN fallback) nothing
+  // can be drawn; say so instead of showing "live" over an empty page.
+  if (!window.Plotly) {
+    stateEl.textContent = "plotly.js did not load";
+    stateEl.className = "state error";
+    el.className = "plot-error";
+    el.textContent = "plotly.js did not load: run `npm install` in the server's viewer/ directory, " +
+      "or start the server with --plotly-js.";
+    return;
+  }
+
   function setState(s) {
     stateEl.textContent = s.replace("-", " ");
     stateEl.className = "state " + s;

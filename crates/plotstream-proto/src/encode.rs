@@ -422,7 +422,11 @@ fn assemble<const N: usize, const CHUNK: bool>(
     token: Option<&[u8]>,
     out: &mut Vec<u8>,
 ) {
-    let mut buf = [0u8; N];
+    let start = out.len();
+    out.extend_from_slice(&[0u8; N]);
+    let Ok(buf) = <&mut [u8; N]>::try_from(&mut out[start..]) else {
+        return; // Unreachable: exactly N bytes were just appended.
+    };
     let mut w = 0;
     if CHUNK {
         let len = style.x_prefix.len()
@@ -445,20 +449,18 @@ fn assemble<const N: usize, const CHUNK: bool>(
         buf[w + 2] = b'\n';
         w += 3;
     }
-    put(&mut buf, &mut w, style.x_prefix);
-    put_short(&mut buf, &mut w, xs);
-    put(&mut buf, &mut w, style.y_prefix);
-    put_short(&mut buf, &mut w, ys);
+    put(buf, &mut w, style.x_prefix);
+    put_short(buf, &mut w, xs);
+    put(buf, &mut w, style.y_prefix);
+    put_short(buf, &mut w, ys);
     if let Some(t) = token {
-        put(&mut buf, &mut w, style.token_prefix);
+        put(buf, &mut w, style.token_prefix);
         // Tokens are `[A-Za-z0-9_-]` (L7): nothing to escape.
-        put_short(&mut buf, &mut w, t);
-        put(&mut buf, &mut w, b"\"");
+        put_short(buf, &mut w, t);
+        put(buf, &mut w, b"\"");
     }
-    put(&mut buf, &mut w, if CHUNK { b"}\n\r\n" } else { b"}\n" });
-    let end = out.len() + w;
-    out.extend_from_slice(&buf);
-    out.truncate(end);
+    put(buf, &mut w, if CHUNK { b"}\n\r\n" } else { b"}\n" });
+    out.truncate(start + w);
 }
 
 /// Copies a piece whose length is a compile-time constant after inlining.
@@ -506,7 +508,9 @@ struct NumScratch {
     itoa: itoa::Buffer,
     zmij: zmij::Buffer,
     /// A reshaped float; the longest is `-0.00000` plus 17 digits, or 21 digits and a sign.
-    fixed: [u8; 32],
+    /// Only the Python and JavaScript notations need it: left `None` (one byte to initialise)
+    /// on the Raw path.
+    fixed: Option<[u8; 32]>,
 }
 
 impl NumScratch {
@@ -515,7 +519,7 @@ impl NumScratch {
         NumScratch {
             itoa: itoa::Buffer::new(),
             zmij: zmij::Buffer::new(),
-            fixed: [0; 32],
+            fixed: None,
         }
     }
 
@@ -560,8 +564,8 @@ impl NumScratch {
         let s = self.zmij.format_finite(f).as_bytes();
         match style {
             NumStyle::Raw => s,
-            NumStyle::Python => python_repr(s, &mut self.fixed),
-            NumStyle::Js => js_to_string(s, &mut self.fixed),
+            NumStyle::Python => python_repr(s, self.fixed.get_or_insert([0; 32])),
+            NumStyle::Js => js_to_string(s, self.fixed.get_or_insert([0; 32])),
         }
     }
 }

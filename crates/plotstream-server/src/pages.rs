@@ -25,7 +25,7 @@ pub fn index(shared: &Shared) -> String {
     }
     format!(
         "<!doctype html><html><head><meta charset=utf-8><title>plotstream</title>\
-         <link rel=stylesheet href=\"/assets/viewer.css\"></head><body><main>\
+         <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body><main>\
          <h1>plotstream</h1><p>Live streams on this server.</p>\
          <table><thead><tr><th>stream</th><th>last seq</th><th>points</th><th>writer</th><th>viewers</th></tr></thead>\
          <tbody>{rows}</tbody></table></main></body></html>"
@@ -38,7 +38,7 @@ pub fn stream_page(shared: &Shared, token: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=utf-8><title>{token} · plotstream</title>\
          <meta name=viewport content=\"width=device-width, initial-scale=1\">\
-         <link rel=stylesheet href=\"/assets/viewer.css\"></head><body>\
+         <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body>\
          <header><a href=\"/\">plotstream</a> <span class=token>{token}</span>\
          <span id=state class=state>connecting</span> <span id=rate class=rate></span> <span id=count class=rate></span></header>\
          <div id=plot data-events=\"/api/streams/{token}/events\" data-inspect=\"/api/streams/{token}\"></div>\

@@ -111,6 +111,8 @@ pub async fn demo(target: &str, token: &str, interval: Duration, quiet: Option<(
     let origin = Instant::now();
     let mut rng = Rng::seeded();
     let mut ticker = tokio::time::interval(interval);
+    // After a stall, go on at the normal pace rather than bursting points with one timestamp.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::from_millis(100);
     let mut i: u64 = 0;
