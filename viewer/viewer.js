@@ -1,100 +1,166 @@
-// plotstream live viewer: subscribes to the stream's SSE feed, applies the snapshot with
-// Plotly.react and updates with Plotly.extendTraces, redrawing at most 20 times per second.
+// plotstream live viewer. One page follows one stream (/streams/{token}) or every trace of a
+// figure (/~user/n/, data-mode="plot"). It applies snapshots with Plotly.react and updates with
+// Plotly.extendTraces (each trace's maxpoints), redrawing at most 20 times per second, and never
+// shows a silent gap: a sequence break or a reset brings a fresh snapshot.
 (function () {
   "use strict";
   var el = document.getElementById("plot");
   var stateEl = document.getElementById("state");
   var rateEl = document.getElementById("rate");
   var countEl = document.getElementById("count");
-  var maxpoints = 500;
-  var epoch = null;
-  var lastSeq = 0;
-  var queue = { x: [], y: [] };
-  var extra = {};          // other appended attributes: name -> values
-  var replaced = null;     // attribute -> array, from the newest replace
-  var layoutPatch = null;
-  var arrivals = [];       // timestamps of accepted points, for the rate
-  var drawn = false;
-  var writerConnected = null;
+  var plotMode = el.dataset.mode === "plot";
 
   // Without plotly.js (no `npm install` in viewer/, and no network for the CDN fallback) nothing
   // can be drawn; say so instead of showing "live" over an empty page.
   if (!window.Plotly) {
-    stateEl.textContent = "plotly.js did not load";
-    stateEl.className = "state error";
+    if (stateEl) {
+      stateEl.textContent = "plotly.js did not load";
+      stateEl.className = "state error";
+    }
     el.className = "plot-error";
     el.textContent = "plotly.js did not load: run `npm install` in the server's viewer/ directory, " +
       "or start the server with --plotly-js.";
     return;
   }
 
+  var traces = [];         // per plotted trace: {epoch, lastSeq, maxpoints, queue, replaced, line}
+  var baseLayout = {};
+  var layoutPatch = null;
+  var arrivals = [];       // timestamps of accepted points, for the rate
+  var drawn = false;
+  var writerConnected = null;
+  var source = null;
+
   function setState(s) {
+    if (!stateEl) return;
     stateEl.textContent = s.replace("-", " ");
     stateEl.className = "state " + s;
   }
 
-  function traceFrom(window) {
-    var t = { type: "scatter", mode: "lines+markers" };
-    Object.keys(window).forEach(function (k) { t[k] = window[k].slice(); });
-    if (!t.x && t.y) { t.x = t.y.map(function (_, i) { return i; }); }
+  // "marker.color" -> t.marker.color
+  function setPath(obj, path, value) {
+    var parts = path.split(".");
+    for (var i = 0; i < parts.length - 1; i++) {
+      obj[parts[i]] = obj[parts[i]] || {};
+      obj = obj[parts[i]];
+    }
+    obj[parts[parts.length - 1]] = value;
+  }
+
+  function traceFrom(attrs, stream) {
+    var t = Object.assign({ type: "scatter", mode: "lines+markers" }, attrs || {});
+    if (stream) {
+      Object.keys(stream.window).forEach(function (k) { setPath(t, k, stream.window[k].slice()); });
+      Object.keys(stream.line || {}).forEach(function (k) { setPath(t, "line." + k, stream.line[k]); });
+      if (!t.x && t.y) { t.x = t.y.map(function (_, i) { return i; }); }
+    }
     return t;
   }
 
-  function onSnapshot(s) {
-    epoch = s.epoch; lastSeq = s.last_seq; maxpoints = s.maxpoints || 500;
-    queue = { x: [], y: [] }; extra = {}; replaced = null; layoutPatch = null;
-    var layout = Object.assign({ margin: { t: 40, r: 20, b: 40, l: 50 }, uirevision: "keep" }, s.layout || {});
-    Plotly.react(el, [traceFrom(s.window)], layout, { responsive: true });
+  function stateFor(stream) {
+    return {
+      streamed: !!stream,
+      epoch: stream ? stream.epoch : null,
+      lastSeq: stream ? stream.last_seq : 0,
+      maxpoints: stream ? (stream.maxpoints || 500) : 500,
+      queue: {}, replaced: null, line: null
+    };
+  }
+
+  function draw(data, layout) {
+    var l = Object.assign({ margin: { t: 40, r: 20, b: 40, l: 50 }, uirevision: "keep" }, layout);
+    Plotly.react(el, data, l, { responsive: true });
     drawn = true;
-    countEl.textContent = (s.window.y || s.window.x || []).length + " points";
+    updateCount();
+  }
+
+  function onSnapshot(s) {
+    if (plotMode && s.traces) {
+      baseLayout = s.layout || {};
+      traces = s.traces.map(function (t) { return stateFor(t.stream); });
+      var layout = Object.assign({}, baseLayout);
+      s.traces.forEach(function (t) { if (t.stream) { Object.assign(layout, t.stream.layout || {}); } });
+      draw(s.traces.map(function (t) { return traceFrom(t.trace, t.stream); }), layout);
+    } else if (plotMode) {
+      // One trace restarted (reset: lagged or epoch): replace just that trace.
+      var i = s.trace;
+      var old = el.data[i] || {};
+      traces[i] = stateFor(s.stream);
+      var attrs = { type: old.type, mode: old.mode, name: old.name };
+      Plotly.deleteTraces(el, i);
+      Plotly.addTraces(el, traceFrom(attrs, s.stream), i);
+      updateCount();
+    } else {
+      traces = [stateFor(s)];
+      baseLayout = s.layout || {};
+      draw([traceFrom({}, s)], baseLayout);
+    }
   }
 
   function onUpdate(u) {
-    if (u.epoch !== epoch || u.from_seq !== lastSeq + 1) {
+    var i = plotMode ? u.trace : 0;
+    var t = traces[i];
+    if (!t || u.epoch !== t.epoch || u.from_seq !== t.lastSeq + 1) {
       // Never a silent gap: resubscribe for a fresh snapshot.
       source.close(); connect(); return;
     }
-    lastSeq = u.to_seq;
+    t.lastSeq = u.to_seq;
     var now = performance.now();
     u.data.forEach(function (op) {
       if (op.append) {
         Object.keys(op.append).forEach(function (k) {
-          var target = (k === "x" || k === "y") ? queue : extra;
-          (target[k] = target[k] || []).push.apply(target[k], op.append[k]);
+          (t.queue[k] = t.queue[k] || []).push.apply(t.queue[k], op.append[k]);
         });
         arrivals.push(now);
       }
-      if (op.replace) { replaced = Object.assign(replaced || {}, op.replace); }
+      if (op.replace) { t.replaced = Object.assign(t.replaced || {}, op.replace); }
+      if (op.line) { t.line = Object.assign(t.line || {}, op.line); }
       if (op.layout) { layoutPatch = Object.assign(layoutPatch || {}, op.layout); }
     });
   }
 
   function redraw() {
     if (!drawn) return;
-    if (replaced) {
-      var upd = {};
-      Object.keys(replaced).forEach(function (k) { upd[k] = [replaced[k].slice(-maxpoints)]; });
-      Plotly.restyle(el, upd, [0]);
-      replaced = null;
-    }
-    var keys = Object.keys(queue).filter(function (k) { return queue[k].length; })
-      .concat(Object.keys(extra).filter(function (k) { return extra[k].length; }));
-    if (keys.length) {
-      var upd2 = {};
-      keys.forEach(function (k) { upd2[k] = [(queue[k] || extra[k])]; });
-      Plotly.extendTraces(el, upd2, [0], maxpoints);
-      queue = { x: [], y: [] }; extra = {};
-    }
+    traces.forEach(function (t, i) {
+      if (!t.streamed) return;
+      if (t.replaced || t.line) {
+        var upd = {};
+        Object.keys(t.replaced || {}).forEach(function (k) { upd[k] = [t.replaced[k].slice(-t.maxpoints)]; });
+        Object.keys(t.line || {}).forEach(function (k) { upd["line." + k] = t.line[k]; });
+        Plotly.restyle(el, upd, [i]);
+        t.replaced = null; t.line = null;
+      }
+      var keys = Object.keys(t.queue).filter(function (k) { return t.queue[k].length; });
+      if (keys.length) {
+        var trace = el.data[i];
+        var ext = {};
+        keys.forEach(function (k) {
+          // extendTraces needs the attribute to be an array already.
+          var cur = k.split(".").reduce(function (o, p) { return o && o[p]; }, trace);
+          if (!Array.isArray(cur)) {
+            var init = {}; init[k] = [[]];
+            Plotly.restyle(el, init, [i]);
+          }
+          ext[k] = [t.queue[k]];
+        });
+        Plotly.extendTraces(el, ext, [i], t.maxpoints);
+        t.queue = {};
+      }
+    });
     if (layoutPatch) { Plotly.relayout(el, layoutPatch); layoutPatch = null; }
     var now = performance.now();
-    arrivals = arrivals.filter(function (t) { return now - t < 2000; });
-    rateEl.textContent = (arrivals.length / 2).toFixed(1) + " points/s";
-    var trace = el.data && el.data[0];
-    if (trace) { countEl.textContent = ((trace.y || trace.x || []).length) + " points"; }
+    arrivals = arrivals.filter(function (ts) { return now - ts < 2000; });
+    if (rateEl) rateEl.textContent = (arrivals.length / 2).toFixed(1) + " points/s";
+    updateCount();
   }
   setInterval(redraw, 50); // at most 20 redraws per second
 
-  var source = null;
+  function updateCount() {
+    if (!countEl || !el.data) return;
+    var n = el.data.reduce(function (sum, tr) { return sum + ((tr.y || tr.x || []).length); }, 0);
+    countEl.textContent = n + " points";
+  }
+
   function connect() {
     setState("reconnecting");
     source = new EventSource(el.dataset.events);
@@ -109,8 +175,9 @@
   }
   connect();
 
-  // The writer's state, from the inspection route.
+  // The writer's state, from the inspection route (single-stream pages).
   function poll() {
+    if (!el.dataset.inspect) return;
     fetch(el.dataset.inspect).then(function (r) { return r.ok ? r.json() : null; }).then(function (s) {
       if (!s) return;
       writerConnected = s.writer_connected;

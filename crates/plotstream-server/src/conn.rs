@@ -175,8 +175,8 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
             }
             () = sleep => ingest.handle_timeout(shared.now()),
             () = conn.kicked.notified() => {
-                if conn.is_displaced() {
-                    ingest.close_with(Status::LOCKED);
+                if let Some(status) = conn.kick_status() {
+                    ingest.close_with(status);
                 }
             }
             _ = shutdown.changed() => {

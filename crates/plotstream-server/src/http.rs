@@ -96,7 +96,7 @@ pub async fn serve(
         },
         ("GET", ["api", "streams", token, "events"]) => {
             let token = (*token).to_owned();
-            sse::serve(stream, &head, token, shared).await;
+            sse::serve(stream, &head, sse::Feed::Stream(token), shared).await;
             return;
         }
         ("GET", ["streams", token]) => {
@@ -107,6 +107,26 @@ pub async fn serve(
             }
         }
         ("GET", ["assets", file]) => pages::asset(&shared, file).await,
+        ("GET", ["api", "plots", fid, "events"]) => match crate::rest::plot_feed(&shared, fid) {
+            Some(feed) => {
+                sse::serve(stream, &head, feed, shared).await;
+                return;
+            }
+            None => Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#),
+        },
+        ("GET", [user, n] | [user, n, ""]) if user.starts_with('~') => {
+            let user = &user[1..];
+            match crate::rest::page_fid(&shared, user, n) {
+                Some(fid) => {
+                    Response::html(pages::figure_page(&shared, &fid, n.ends_with(".embed")))
+                }
+                None => Response::new(404, "text/html; charset=utf-8", pages::not_found()),
+            }
+        }
+        (_, ["v2", ..]) => crate::rest::serve_v2(&mut stream, &head, &mut rest, &shared).await,
+        ("POST", ["clientresp"]) => {
+            crate::rest::serve_clientresp(&mut stream, &head, &mut rest, &shared).await
+        }
         ("POST", ["api", "tokens"]) => {
             // The body, if any, is not needed; drain what Content-Length announces (bounded).
             let _ = read_body(&mut stream, &head, &mut rest, 64 * 1024).await;

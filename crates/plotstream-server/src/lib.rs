@@ -7,9 +7,11 @@
 #![deny(missing_docs)]
 
 mod conn;
+pub mod files;
 mod http;
 pub mod metrics;
 mod pages;
+mod rest;
 mod sse;
 pub mod store;
 
@@ -89,6 +91,8 @@ pub struct Shared {
     pub origin: Instant,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// Grids and plots of the REST subset.
+    pub files: files::Files,
     /// Open connections per peer address (L11).
     pub per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
@@ -112,6 +116,7 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Fut
         metrics,
         origin: Instant::now(),
         shutdown: stop_rx,
+        files: files::Files::default(),
         per_peer: std::sync::Mutex::default(),
     });
     let mut connections = JoinSet::new();

@@ -20,6 +20,15 @@ pub fn index(shared: &Shared) -> String {
             t = s.token
         ));
     }
+    let mut plots = String::new();
+    for (fid, path) in shared.files.plots() {
+        if let Some((user, n)) = crate::files::split_fid(&fid) {
+            let name = path.map(|p| html_escape(&p)).unwrap_or_default();
+            plots.push_str(&format!(
+                "<li><a href=\"/~{user}/{n}/\">{fid}</a> {name}</li>\n"
+            ));
+        }
+    }
     if rows.is_empty() {
         rows.push_str("<tr><td colspan=5>No streams yet. Point a Plotly streaming client at this server.</td></tr>");
     }
@@ -28,8 +37,38 @@ pub fn index(shared: &Shared) -> String {
          <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body><main>\
          <h1>plotstream</h1><p>Live streams on this server.</p>\
          <table><thead><tr><th>stream</th><th>last seq</th><th>points</th><th>writer</th><th>viewers</th></tr></thead>\
-         <tbody>{rows}</tbody></table></main></body></html>"
+         <tbody>{rows}</tbody></table><h2>Plots</h2><ul>{plots}</ul></main></body></html>"
     )
+}
+
+/// `GET /~{user}/{n}/` and `.embed`: the live view of a figure, every trace.
+pub fn figure_page(shared: &Shared, fid: &str, embed: bool) -> String {
+    let plotly = plotly_src(shared);
+    // fids are `<user>:<n>` with a validated user name and a number.
+    let header = if embed {
+        String::new()
+    } else {
+        format!(
+            "<header><a href=\"/\">plotstream</a> <span class=token>{fid}</span>\
+             <span id=state class=state>connecting</span> <span id=rate class=rate></span> <span id=count class=rate></span></header>"
+        )
+    };
+    let class = if embed { " class=embed" } else { "" };
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>{fid} · plotstream</title>\
+         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
+         <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body{class}>{header}\
+         <div id=plot data-mode=plot data-events=\"/api/plots/{fid}/events\"></div>\
+         <script src=\"{plotly}\"></script>\
+         <script>if(!window.Plotly){{document.write('<script src=\"{CDN_PLOTLY}\"><\\/script>')}}</script>\
+         <script src=\"/assets/viewer.js\"></script></body></html>"
+    )
+}
+
+/// The page for an unknown figure.
+pub fn not_found() -> &'static str {
+    "<!doctype html><html><head><meta charset=utf-8><title>not found · plotstream</title></head>\
+     <body><p>No such plot on this server.</p><p><a href=\"/\">All streams and plots</a></p></body></html>"
 }
 
 /// `GET /streams/{token}`: the live view of one stream.
@@ -77,4 +116,12 @@ pub async fn asset(shared: &Shared, file: &str) -> Response {
         // Without a local plotly.js the page falls back to the CDN build.
         Err(_) => Response::new(404, "text/plain", "not found"),
     }
+}
+
+/// Escapes text for HTML element content.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -1,14 +1,18 @@
 //! Server-Sent Events for viewers (RELIABILITY.md §4.4): `snapshot` first, then `update`
-//! events coalesced by `interval`, `reset` + a fresh snapshot when the viewer lagged, and
-//! `reset` (shutdown) at the end. Every `data:` line is one JSON text whose CR and LF are
-//! escaped by construction, so an event can never be split (C18).
+//! events coalesced by `interval`, `reset` + a fresh snapshot when the viewer lagged or the
+//! stream's history changed, and `reset` (shutdown) at the end. Every `data:` line is one JSON
+//! text whose CR and LF are escaped by construction, so an event can never be split (C18).
+//!
+//! One session serves one stream (`/api/streams/{token}/events`) or every streamed trace of a
+//! figure (`/api/plots/{fid}/events`, whose events carry a `trace` index).
 
+use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use plotstream_proto::head::RequestHead;
-use plotstream_proto::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -18,32 +22,71 @@ use crate::http::Response;
 use crate::store::{Fanout, Subscription, ViewerMsg};
 use crate::Shared;
 
+/// What a session follows.
+#[derive(Debug, Clone)]
+pub enum Feed {
+    /// One stream.
+    Stream(String),
+    /// A figure: its fid, and per trace the token (if streamed) and the trace's static JSON.
+    Plot {
+        /// The figure id.
+        fid: String,
+        /// The figure layout as JSON.
+        layout: String,
+        /// Per trace: token and trace JSON (attributes without data arrays).
+        traces: Vec<(Option<String>, String)>,
+    },
+}
+
+struct Trace {
+    index: usize,
+    token: String,
+    sub: Subscription,
+    pending: Vec<Arc<Fanout>>,
+}
+
 /// Serves one viewer until it leaves, lags three times in 60 s, stalls (L36) or shutdown.
-pub async fn serve(mut stream: TcpStream, head: &RequestHead, token: String, shared: Arc<Shared>) {
+pub async fn serve(mut stream: TcpStream, head: &RequestHead, feed: Feed, shared: Arc<Shared>) {
     let interval = head
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("interval=")))
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(Duration::from_millis(50), Duration::from_millis);
-    let mut sub = match shared.store.subscribe(&token) {
-        Ok(Some(sub)) => sub,
-        Ok(None) => {
-            let r = Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#);
-            close_gracefully(stream, &r.encode(), true, &shared).await;
-            return;
-        }
-        Err(status) => {
-            let r = Response::error(status);
-            close_gracefully(stream, &r.encode(), true, &shared).await;
-            return;
-        }
+    let tokens: Vec<(usize, String)> = match &feed {
+        Feed::Stream(t) => vec![(0, t.clone())],
+        Feed::Plot { traces, .. } => traces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (t, _))| Some((i, t.clone()?)))
+            .collect(),
     };
+    let mut traces = Vec::new();
+    for (index, token) in tokens {
+        match shared.store.subscribe(&token) {
+            Ok(Some(sub)) => traces.push(Trace {
+                index,
+                token,
+                sub,
+                pending: Vec::new(),
+            }),
+            Ok(None) if matches!(feed, Feed::Plot { .. }) => {}
+            Ok(None) => {
+                let r = Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#);
+                close_gracefully(stream, &r.encode(), true, &shared).await;
+                return;
+            }
+            Err(status) => {
+                close_gracefully(stream, &Response::error(status).encode(), true, &shared).await;
+                return;
+            }
+        }
+    }
+    let multi = matches!(feed, Feed::Plot { .. });
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
     );
-    snapshot_event(&sub, &mut out);
-    let mut pending: Vec<Arc<Fanout>> = Vec::new();
+    snapshot_event(&feed, &traces, &mut out);
     let mut last_flush: Option<Instant> = None;
     let mut lag_times: Vec<Instant> = Vec::new();
     let mut shutdown = shared.shutdown.clone();
@@ -57,7 +100,10 @@ pub async fn serve(mut stream: TcpStream, head: &RequestHead, token: String, sha
             }
             out.clear();
         }
-        if sub.lagged.load(Ordering::Acquire) {
+        let lagged: Vec<usize> = (0..traces.len())
+            .filter(|&i| traces[i].sub.lagged.load(Ordering::Acquire))
+            .collect();
+        if !lagged.is_empty() {
             // L35: never a silent gap. Drop what is queued, say so, resubscribe.
             let now = Instant::now();
             lag_times.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
@@ -70,31 +116,24 @@ pub async fn serve(mut stream: TcpStream, head: &RequestHead, token: String, sha
                     .fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            pending.clear();
-            let missed = sub.last_seq;
-            match shared.store.subscribe(&token) {
-                Ok(Some(fresh)) => {
-                    event(
-                        &mut out,
-                        "reset",
-                        &sub.epoch,
-                        fresh.last_seq,
-                        &format!(
-                            "{{\"epoch\":\"{}\",\"reason\":\"lagged\",\"after_seq\":{missed}}}",
-                            sub.epoch
-                        ),
-                    );
-                    sub = fresh;
-                    snapshot_event(&sub, &mut out);
-                }
-                _ => break,
+            if !resubscribe(
+                &shared,
+                &mut traces,
+                &lagged,
+                "lagged",
+                multi,
+                &feed,
+                &mut out,
+            ) {
+                break;
             }
             continue;
         }
-        let flush_at = match (pending.is_empty(), last_flush) {
-            (true, _) => None,
-            (false, Some(t)) => Some(t + interval),
-            (false, None) => Some(Instant::now()),
+        let any_pending = traces.iter().any(|t| !t.pending.is_empty());
+        let flush_at = match (any_pending, last_flush) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t + interval),
+            (true, None) => Some(Instant::now()),
         };
         let flush_sleep = async {
             match flush_at {
@@ -102,32 +141,47 @@ pub async fn serve(mut stream: TcpStream, head: &RequestHead, token: String, sha
                 None => std::future::pending().await,
             }
         };
+        let recv = poll_fn(|cx| {
+            for (i, t) in traces.iter_mut().enumerate() {
+                if let Poll::Ready(msg) = t.sub.rx.poll_recv(cx) {
+                    return Poll::Ready((i, msg));
+                }
+            }
+            Poll::Pending
+        });
         tokio::select! {
-            msg = sub.rx.recv() => match msg {
+            (i, msg) = recv => match msg {
                 Some(ViewerMsg::Update(u)) => {
-                    sub.last_seq = u.seq;
-                    pending.push(u);
-                    while let Ok(ViewerMsg::Update(u)) = sub.rx.try_recv() {
-                        sub.last_seq = u.seq;
-                        pending.push(u);
+                    let t = &mut traces[i];
+                    t.sub.last_seq = u.seq;
+                    t.pending.push(u);
+                    while let Ok(ViewerMsg::Update(u)) = t.sub.rx.try_recv() {
+                        t.sub.last_seq = u.seq;
+                        t.pending.push(u);
                     }
                     // The first update after a quiet period never waits.
                     let quiet = last_flush.is_none_or(|t| t.elapsed() >= interval);
                     if interval.is_zero() || quiet {
-                        flush(&sub.epoch, &mut pending, &mut out);
+                        flush_all(&mut traces, multi, &mut out);
                         last_flush = Some(Instant::now());
                     }
                 }
+                Some(ViewerMsg::Reset("epoch")) => {
+                    flush_all(&mut traces, multi, &mut out);
+                    if !resubscribe(&shared, &mut traces, &[i], "epoch", multi, &feed, &mut out) {
+                        break;
+                    }
+                }
                 Some(ViewerMsg::Reset(reason)) => {
-                    flush(&sub.epoch, &mut pending, &mut out);
-                    event(&mut out, "reset", &sub.epoch, sub.last_seq, &format!("{{\"epoch\":\"{}\",\"reason\":\"{reason}\"}}", sub.epoch));
+                    flush_all(&mut traces, multi, &mut out);
+                    reset_event(&traces[i], reason, multi, &mut out);
                     let _ = write(&mut stream, &out, &shared).await;
                     break;
                 }
                 None => break,
             },
             () = flush_sleep => {
-                flush(&sub.epoch, &mut pending, &mut out);
+                flush_all(&mut traces, multi, &mut out);
                 last_flush = Some(Instant::now());
             }
             _ = keepalive.tick() => out.extend_from_slice(b": keepalive\n\n"),
@@ -138,15 +192,62 @@ pub async fn serve(mut stream: TcpStream, head: &RequestHead, token: String, sha
                 }
             }
             _ = shutdown.changed() => {
-                flush(&sub.epoch, &mut pending, &mut out);
-                event(&mut out, "reset", &sub.epoch, sub.last_seq, &format!("{{\"epoch\":\"{}\",\"reason\":\"shutdown\"}}", sub.epoch));
+                flush_all(&mut traces, multi, &mut out);
+                match traces.first() {
+                    Some(t) => reset_event(t, "shutdown", multi, &mut out),
+                    None => out.extend_from_slice(b"event: reset\ndata: {\"reason\":\"shutdown\"}\n\n"),
+                }
                 let _ = write(&mut stream, &out, &shared).await;
                 break;
             }
         }
     }
     let _ = stream.shutdown().await;
-    let _ = Status::OK;
+}
+
+/// Replaces the subscriptions of `which` traces with fresh ones and announces it: `reset`,
+/// then a snapshot (of that trace for a figure feed, of the stream otherwise).
+fn resubscribe(
+    shared: &Shared,
+    traces: &mut [Trace],
+    which: &[usize],
+    reason: &str,
+    multi: bool,
+    feed: &Feed,
+    out: &mut Vec<u8>,
+) -> bool {
+    for &i in which {
+        let t = &mut traces[i];
+        t.pending.clear();
+        let after = t.sub.last_seq;
+        let Ok(Some(fresh)) = shared.store.subscribe(&t.token) else {
+            return false;
+        };
+        let trace = if multi {
+            format!(",\"trace\":{}", t.index)
+        } else {
+            String::new()
+        };
+        event(
+            out,
+            "reset",
+            &t.sub.epoch,
+            after,
+            &format!(
+                "{{\"epoch\":\"{}\",\"reason\":\"{reason}\",\"after_seq\":{after}{trace}}}",
+                t.sub.epoch
+            ),
+        );
+        t.sub = fresh;
+        if multi {
+            let data = format!("{{\"trace\":{},\"stream\":{}}}", t.index, t.sub.snapshot);
+            event(out, "snapshot", &t.sub.epoch, t.sub.last_seq, &data);
+        }
+    }
+    if !multi {
+        snapshot_event(feed, traces, out);
+    }
+    true
 }
 
 async fn write(stream: &mut TcpStream, bytes: &[u8], shared: &Shared) -> bool {
@@ -164,26 +265,86 @@ async fn write(stream: &mut TcpStream, bytes: &[u8], shared: &Shared) -> bool {
     }
 }
 
-fn snapshot_event(sub: &Subscription, out: &mut Vec<u8>) {
-    event(out, "snapshot", &sub.epoch, sub.last_seq, &sub.snapshot);
+fn snapshot_event(feed: &Feed, traces: &[Trace], out: &mut Vec<u8>) {
+    match feed {
+        Feed::Stream(_) => {
+            if let Some(t) = traces.first() {
+                event(
+                    out,
+                    "snapshot",
+                    &t.sub.epoch,
+                    t.sub.last_seq,
+                    &t.sub.snapshot,
+                );
+            }
+        }
+        Feed::Plot {
+            fid,
+            layout,
+            traces: defs,
+        } => {
+            let mut data = String::from("{\"fid\":");
+            crate::store::push_json_str(&mut data, fid);
+            data.push_str(&format!(",\"layout\":{layout},\"traces\":["));
+            for (i, (_, def)) in defs.iter().enumerate() {
+                if i > 0 {
+                    data.push(',');
+                }
+                let stream = traces
+                    .iter()
+                    .find(|t| t.index == i)
+                    .map_or("null", |t| t.sub.snapshot.as_str());
+                data.push_str(&format!("{{\"trace\":{def},\"stream\":{stream}}}"));
+            }
+            data.push_str("]}");
+            event(out, "snapshot", "plot", 0, &data);
+        }
+    }
 }
 
-fn flush(epoch: &str, pending: &mut Vec<Arc<Fanout>>, out: &mut Vec<u8>) {
-    let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
-        return;
+fn reset_event(t: &Trace, reason: &str, multi: bool, out: &mut Vec<u8>) {
+    let trace = if multi {
+        format!(",\"trace\":{}", t.index)
+    } else {
+        String::new()
     };
-    let (from, to) = (first.seq, last.seq);
-    let mut data =
-        format!("{{\"epoch\":\"{epoch}\",\"from_seq\":{from},\"to_seq\":{to},\"data\":[");
-    for (i, u) in pending.iter().enumerate() {
-        if i > 0 {
-            data.push(',');
+    event(
+        out,
+        "reset",
+        &t.sub.epoch,
+        t.sub.last_seq,
+        &format!(
+            "{{\"epoch\":\"{}\",\"reason\":\"{reason}\"{trace}}}",
+            t.sub.epoch
+        ),
+    );
+}
+
+fn flush_all(traces: &mut [Trace], multi: bool, out: &mut Vec<u8>) {
+    for t in traces.iter_mut() {
+        let (Some(first), Some(last)) = (t.pending.first(), t.pending.last()) else {
+            continue;
+        };
+        let (from, to) = (first.seq, last.seq);
+        let trace = if multi {
+            format!("\"trace\":{},", t.index)
+        } else {
+            String::new()
+        };
+        let mut data = format!(
+            "{{{trace}\"epoch\":\"{}\",\"from_seq\":{from},\"to_seq\":{to},\"data\":[",
+            t.sub.epoch
+        );
+        for (i, u) in t.pending.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str(&String::from_utf8_lossy(&u.json));
         }
-        data.push_str(&String::from_utf8_lossy(&u.json));
+        data.push_str("]}");
+        event(out, "update", &t.sub.epoch, to, &data);
+        t.pending.clear();
     }
-    data.push_str("]}");
-    event(out, "update", epoch, to, &data);
-    pending.clear();
 }
 
 fn event(out: &mut Vec<u8>, kind: &str, epoch: &str, seq: u64, data: &str) {

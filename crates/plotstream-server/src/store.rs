@@ -7,7 +7,7 @@
 //! ingest (M28).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -66,7 +66,9 @@ impl Default for StoreConfig {
 pub struct Conn {
     /// Unique per connection.
     pub id: u64,
-    displaced: AtomicBool,
+    /// The status the connection must end with when it was displaced: 423 after a takeover,
+    /// 449 when its figure stopped naming its token. 0 while it is not displaced.
+    kick: AtomicU16,
     /// Woken when the connection is displaced by a takeover.
     pub kicked: Notify,
 }
@@ -74,7 +76,23 @@ pub struct Conn {
 impl Conn {
     /// True once another connection took one of its tokens (P7).
     pub fn is_displaced(&self) -> bool {
-        self.displaced.load(Ordering::Acquire)
+        self.kick.load(Ordering::Acquire) != 0
+    }
+
+    /// The status to end with, once displaced.
+    pub fn kick_status(&self) -> Option<Status> {
+        match self.kick.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(Status::new(code)),
+        }
+    }
+
+    fn displace(&self, status: Status) {
+        // The first reason wins.
+        let _ = self
+            .kick
+            .compare_exchange(0, status.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.kicked.notify_one();
     }
 }
 
@@ -124,6 +142,8 @@ pub struct Store {
 struct Inner {
     streams: HashMap<String, Stream>,
     registered: HashSet<String>,
+    /// Tokens that a replaced figure no longer names (403).
+    retired: HashSet<String>,
     total_bytes: usize,
     n_viewers: usize,
 }
@@ -176,7 +196,7 @@ impl Store {
     pub fn new_conn(&self) -> Arc<Conn> {
         Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            displaced: AtomicBool::new(false),
+            kick: AtomicU16::new(0),
             kicked: Notify::new(),
         })
     }
@@ -214,12 +234,12 @@ impl Store {
     /// Returns the new seq. A displaced connection's line is discarded and counted (423).
     pub fn apply(&self, conn: &Arc<Conn>, token: &Token, update: &Update) -> Result<u64, Refusal> {
         let mut inner = self.lock();
-        if conn.is_displaced() {
+        if let Some(status) = conn.kick_status() {
             if let Some(s) = inner.streams.get_mut(token.as_str()) {
                 s.displaced_lines += 1;
             }
             self.metrics.displaced_lines.fetch_add(1, Ordering::Relaxed);
-            return Err(Status::LOCKED);
+            return Err(status);
         }
         self.bind_locked(&mut inner, conn, token.as_str())?;
         let Inner {
@@ -350,7 +370,52 @@ impl Store {
         }
     }
 
+    /// Binds `token` to a figure trace (PROTOCOL.md §1.4, §7.5): registers it, sets its
+    /// maxpoints, and restarts its window from the trace's initial arrays. History is lost,
+    /// so the stream gets a new epoch and its viewers a `reset` (epoch) and a fresh snapshot.
+    pub fn bind_trace(&self, token: &str, maxpoints: usize, initial: Vec<(String, Vec<Value>)>) {
+        let mut inner = self.lock();
+        inner.registered.insert(token.to_owned());
+        inner.retired.remove(token);
+        let maxpoints = maxpoints.min(self.config.max_maxpoints);
+        let Inner {
+            streams,
+            total_bytes,
+            ..
+        } = &mut *inner;
+        let stream = streams.entry(token.to_owned()).or_insert_with(|| {
+            self.metrics.streams.fetch_add(1, Ordering::Relaxed);
+            Stream::new(maxpoints)
+        });
+        let before = stream.bytes;
+        let changed = stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty();
+        stream.maxpoints = maxpoints;
+        if changed {
+            stream.restart(initial);
+            for v in &stream.viewers {
+                let _ = v.tx.try_send(ViewerMsg::Reset("epoch"));
+            }
+        }
+        *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
+    }
+
+    /// `token` is no longer named by any figure: a live writer ends with 449, later use gets
+    /// 403 (PROTOCOL.md §4.2, §7.5).
+    pub fn retire_token(&self, token: &str) {
+        let mut inner = self.lock();
+        inner.retired.insert(token.to_owned());
+        inner.registered.remove(token);
+        if let Some(stream) = inner.streams.get_mut(token) {
+            if let Some(w) = stream.writer.take() {
+                w.displace(Status::RETRY_WITH);
+            }
+        }
+    }
+
     fn bind_locked(&self, inner: &mut Inner, conn: &Arc<Conn>, token: &str) -> Result<(), Refusal> {
+        if inner.retired.contains(token) {
+            return Err(Status::FORBIDDEN);
+        }
         if !inner.streams.contains_key(token) {
             if !self.config.tokens_open && !inner.registered.contains(token) {
                 return Err(Status::NOT_FOUND);
@@ -376,8 +441,7 @@ impl Store {
             Some(w) => {
                 // Takeover: the displaced connection stops applying for all its tokens at once,
                 // because its next apply sees the flag under this same lock (I3).
-                w.displaced.store(true, Ordering::Release);
-                w.kicked.notify_one();
+                w.displace(Status::LOCKED);
                 self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
                 stream.writer = Some(conn.clone());
                 Ok(())
@@ -518,6 +582,23 @@ impl Stream {
             }
         }
         seq
+    }
+
+    /// Starts a new history from `initial` arrays (a figure was created or replaced).
+    fn restart(&mut self, initial: Vec<(String, Vec<Value>)>) {
+        self.epoch = new_epoch();
+        self.last_seq = 0;
+        self.window.clear();
+        self.bytes = 0;
+        self.layout.clear();
+        self.line.clear();
+        for (attr, values) in initial {
+            let skip = values.len().saturating_sub(self.maxpoints);
+            let deque: VecDeque<(u64, Value)> =
+                values.into_iter().skip(skip).map(|v| (0, v)).collect();
+            self.bytes += deque.iter().map(|(_, v)| value_bytes(v)).sum::<usize>();
+            self.window.insert(attr, deque);
+        }
     }
 
     fn trim(&mut self) {
