@@ -14,6 +14,7 @@ mod pages;
 mod rest;
 mod sse;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -57,6 +57,16 @@ struct ServeArgs {
     /// Address to listen on; repeat for several (e.g. :80 for unmodified notebooks and :9999).
     #[arg(long, default_value = "127.0.0.1:9999")]
     listen: Vec<SocketAddr>,
+    /// Also accept TLS here (node `plot()` speaks only HTTPS); repeatable. Needs --tls-cert
+    /// and --tls-key (PEM).
+    #[arg(long)]
+    tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// The public origin given to clients and pages (default: http:// + the request's Host).
     #[arg(long)]
     public_url: Option<String>,
@@ -222,7 +232,33 @@ async fn serve(args: ServeArgs) -> Result<()> {
     } else {
         eprintln!("streams: {base}/");
     }
-    plotstream_server::run(listeners, config, shutdown_signal()).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if !args.tls_listen.is_empty() {
+        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            bail!("--tls-listen needs --tls-cert FILE and --tls-key FILE (PEM)");
+        };
+        let tls = plotstream_server::tls::load_config(cert, key).map_err(anyhow::Error::msg)?;
+        let backend = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), first.port());
+        for addr in &args.tls_listen {
+            let l = plotstream_server::bind(*addr)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            eprintln!("plotstream listening on https://{}", l.local_addr()?);
+            tokio::spawn(plotstream_server::tls::serve(
+                l,
+                tls.clone(),
+                backend,
+                stopped(stop_rx.clone()),
+            ));
+        }
+    }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    plotstream_server::run(listeners, config, stopped(stop_rx)).await;
     eprintln!("plotstream stopped");
     Ok(())
 }
