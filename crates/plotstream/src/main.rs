@@ -31,7 +31,7 @@ enum Command {
     ///   plotstream serve --listen 0.0.0.0:80 --listen 0.0.0.0:9999 --public-url http://plot.example.org:9999
     ///   plotstream serve --tokens registered --on-duplicate reject --idle-timeout 30s
     #[command(verbatim_doc_comment)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Stream newline-delimited JSON from stdin to a token, with heartbeats.
     ///
     /// Example:
@@ -171,7 +171,7 @@ fn main() -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Send(args) => demo::send(&args.target, &args.token, args.heartbeat).await,
             Command::Demo(args) => demo::demo(&args.target, &args.token, args.interval, None).await,
             Command::Token { count } => {
