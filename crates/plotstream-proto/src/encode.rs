@@ -6,10 +6,14 @@
 //! notation, so every finite `f64` written by any flavour decodes to identical bits — except
 //! `-0.0` in the [`Flavour::Node`] style, which JavaScript prints as `0`.
 //!
-//! The point chunk is written in one pass: both numbers are formatted into stack buffers first,
-//! which gives the line length, so the size line goes out before the line and nothing is
-//! patched or moved afterwards. [`ChunkBatch`] does not know its length up front: it reserves a
-//! fixed-width size field and fills it in with leading zeros at [`ChunkBatch::finish`].
+//! The point path is the hot one (PRODUCT.md §7). Each flavour gets its own monomorphic copy, so
+//! punctuation is copied in constant-size moves. Both numbers are formatted first, which gives
+//! the line length, so the size line is written before the line and nothing is patched or moved
+//! afterwards. The chunk is assembled in place at the end of `out`: a constant-size zeroed
+//! reservation, constant-size (or two overlapping fixed-size) moves, then a truncation — one
+//! capacity check and no `memcpy` call per point. [`ChunkBatch`] cannot know its length up
+//! front: it reserves a fixed-width size field and fills it in with leading zeros at
+//! [`ChunkBatch::finish`].
 
 use crate::json::Value;
 use crate::update::{Token, Update};
@@ -391,9 +395,7 @@ fn point_chunk(style: &Style, x: Num, y: Num, token: Option<&Token>, out: &mut V
     point::<true>(style, x, y, token, out);
 }
 
-/// Formats both numbers, then assembles the line (and its chunk framing when `CHUNK`) in a
-/// stack buffer with constant-size copies, and appends it with one constant-size copy followed
-/// by a truncation: no `memcpy` call and one capacity check per point.
+/// Formats both numbers, then assembles the line (and its chunk framing when `CHUNK`) in place.
 #[inline(always)]
 fn point<const CHUNK: bool>(
     style: &Style,
@@ -411,6 +413,10 @@ fn point<const CHUNK: bool>(
     }
 }
 
+/// Writes the pieces straight into `out`: `N` zero bytes are appended (constant-size stores),
+/// the pieces are copied over them and `out` is truncated to what was written. Measured against
+/// a stack buffer appended afterwards, this saves the read-back of freshly written bytes.
+///
 /// Invariant: `N` holds the longest point chunk of this shape: numbers are at most 24 bytes
 /// (`-1.2345678901234567e-308`, `-9223372036854775808`), tokens at most 64 (L7), so a chunk is
 /// at most 4 + 6 + 24 + 7 + 24 + 19 + 64 + 1 + 2 + 2 = 153 bytes and its size fits 2 hex digits.
@@ -470,7 +476,7 @@ fn put<const N: usize>(buf: &mut [u8; N], w: &mut usize, piece: &[u8]) {
     *w += piece.len();
 }
 
-/// Copies up to 64 bytes of variable length with two overlapping fixed-size moves, as `memcpy`
+/// Copies a number or token: below 32 bytes with two overlapping fixed-size moves, as `memcpy`
 /// does inside, but inlined.
 #[inline(always)]
 fn put_short<const N: usize>(buf: &mut [u8; N], w: &mut usize, piece: &[u8]) {
@@ -808,9 +814,9 @@ fn host_without_port(host: &str) -> &str {
 const MARKER_PREFIX: &str = "marker.";
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-/// Stack buffer for a point chunk without a token (at most 4 + 6 + 24 + 7 + 24 + 4 = 69 bytes).
+/// Bytes reserved for a point chunk without a token (at most 4 + 6 + 24 + 7 + 24 + 4 = 69).
 const SHORT_POINT: usize = 80;
-/// Stack buffer for a point chunk with a token (see [`assemble`]).
+/// Bytes reserved for a point chunk with a token (see [`assemble`]).
 const LONG_POINT: usize = 160;
 const BATCH_SIZE_FIELD: [u8; BATCH_SIZE_DIGITS + 2] = *b"0000\r\n";
 /// 2^53: JavaScript's safe integers, and the integers every `f64` below it holds exactly.

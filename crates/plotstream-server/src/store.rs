@@ -745,3 +745,119 @@ pub fn push_json_str(out: &mut String, s: &str) {
     write_jcs_string(s, &mut buf);
     out.push_str(&String::from_utf8_lossy(&buf));
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use plotstream_proto::update::parse_update;
+    use plotstream_proto::Limits;
+
+    use super::*;
+
+    fn store(config: StoreConfig) -> (Store, Arc<Conn>) {
+        let s = Store::new(config, Arc::new(Metrics::default()));
+        let c = s.new_conn();
+        (s, c)
+    }
+
+    fn apply(s: &Store, c: &Arc<Conn>, token: &str, line: &str) -> Result<u64, Refusal> {
+        let u = parse_update(&Bytes::copy_from_slice(line.as_bytes()), &Limits::default()).unwrap();
+        s.apply(c, &Token::parse(token.as_bytes()).unwrap(), &u)
+    }
+
+    fn inspect(s: &Store, token: &str) -> serde_json::Value {
+        serde_json::from_str(&s.inspect(token).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn window_keeps_the_newest_maxpoints_and_replaces_arrays() {
+        let (s, c) = store(StoreConfig::default());
+        s.bind_trace("tok1", 3, Vec::new());
+        for n in 1..=5 {
+            apply(&s, &c, "tok1", &format!("{{\"x\":{n},\"y\":{n}}}")).unwrap();
+        }
+        let st = inspect(&s, "tok1");
+        assert_eq!(st["window"]["x"], serde_json::json!([3, 4, 5]));
+        assert_eq!(
+            (
+                st["first_seq"].as_u64(),
+                st["last_seq"].as_u64(),
+                st["count"].as_u64()
+            ),
+            (Some(3), Some(5), Some(3))
+        );
+        apply(&s, &c, "tok1", r#"{"x":[1,2,3,4,5,6],"y":[7]}"#).unwrap();
+        let st = inspect(&s, "tok1");
+        assert_eq!(st["window"]["x"], serde_json::json!([4, 5, 6]));
+        assert_eq!(st["window"]["y"], serde_json::json!([7]));
+        assert_eq!(st["first_seq"], 6);
+    }
+
+    #[test]
+    fn digest_is_sha256_of_the_jcs_window() {
+        let (s, c) = store(StoreConfig::default());
+        apply(&s, &c, "tok1", r#"{"y":-0,"x":1e21}"#).unwrap();
+        let st = inspect(&s, "tok1");
+        let jcs = r#"{"x":[1e+21],"y":[0]}"#;
+        assert_eq!(
+            st["digest"].as_str().unwrap(),
+            hex(&Sha256::digest(jcs.as_bytes()))
+        );
+    }
+
+    #[test]
+    fn byte_budget_evicts_the_oldest_index() {
+        let (s, c) = store(StoreConfig {
+            stream_bytes: 100,
+            ..StoreConfig::default()
+        });
+        for n in 0..50 {
+            apply(
+                &s,
+                &c,
+                "tok1",
+                &format!("{{\"x\":{n},\"y\":\"{}\"}}", "a".repeat(10)),
+            )
+            .unwrap();
+        }
+        let st = inspect(&s, "tok1");
+        assert!(st["bytes"].as_u64().unwrap() <= 100, "{st}");
+        let xs = st["window"]["x"].as_array().unwrap();
+        assert_eq!(xs.last().unwrap(), 49, "eviction only at the old end");
+        assert_eq!(xs.len(), st["window"]["y"].as_array().unwrap().len());
+    }
+
+    #[test]
+    fn retired_tokens_get_449_then_403() {
+        let (s, c) = store(StoreConfig::default());
+        s.bind_trace("tok1", 10, Vec::new());
+        apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
+        s.retire_token("tok1");
+        assert_eq!(c.kick_status(), Some(Status::RETRY_WITH));
+        let c2 = s.new_conn();
+        assert_eq!(apply(&s, &c2, "tok1", r#"{"x":2}"#), Err(Status::FORBIDDEN));
+        s.bind_trace("tok1", 10, Vec::new());
+        assert_eq!(
+            apply(&s, &c2, "tok1", r#"{"x":3}"#),
+            Ok(1),
+            "a new figure restarts the stream"
+        );
+    }
+
+    #[test]
+    fn a_figure_restart_gives_viewers_an_epoch_reset() {
+        let (s, c) = store(StoreConfig::default());
+        apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
+        let mut sub = s.subscribe("tok1").unwrap().unwrap();
+        let epoch = sub.epoch.clone();
+        s.bind_trace("tok1", 80, vec![("x".to_owned(), vec![Value::Number(9.0)])]);
+        assert!(matches!(sub.rx.try_recv(), Ok(ViewerMsg::Reset("epoch"))));
+        let st = inspect(&s, "tok1");
+        assert_ne!(st["epoch"].as_str().unwrap(), epoch);
+        assert_eq!(
+            (st["maxpoints"].as_u64(), st["last_seq"].as_u64()),
+            (Some(80), Some(0))
+        );
+        assert_eq!(st["window"]["x"], serde_json::json!([9]));
+    }
+}
