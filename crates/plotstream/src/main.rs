@@ -44,6 +44,10 @@ enum Command {
     ///   plotstream demo --target http://127.0.0.1:9999 --token demo --interval 100ms
     #[command(verbatim_doc_comment)]
     Demo(DemoArgs),
+    /// Load-test any stream endpoint on an open-loop schedule, with proof nothing was lost.
+    Load(plotstream_load::load::LoadArgs),
+    /// Check any stream endpoint against the protocol and the adversarial catalogue.
+    Conform(plotstream_load::conform::ConformArgs),
     /// Print new stream tokens: 10 characters of [a-z0-9] from the OS random source.
     Token {
         /// How many tokens.
@@ -174,6 +178,8 @@ fn main() -> Result<()> {
             Command::Serve(args) => serve(*args).await,
             Command::Send(args) => demo::send(&args.target, &args.token, args.heartbeat).await,
             Command::Demo(args) => demo::demo(&args.target, &args.token, args.interval, None).await,
+            Command::Load(args) => exit_with(plotstream_load::load::run(args).await?),
+            Command::Conform(args) => exit_with(plotstream_load::conform::run(args).await?),
             Command::Token { count } => {
                 for _ in 0..count {
                     println!("{}", plotstream_server::new_token());
@@ -309,4 +315,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Ends the process with `code` (a CI gate's verdict) once output is flushed.
+fn exit_with(code: i32) -> Result<()> {
+    if code != 0 {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
+    }
+    Ok(())
 }

@@ -1,0 +1,8 @@
+//! `plotstream load` and `plotstream conform`: an open-loop load generator that proves nothing
+//! was lost, and a conformance runner for any Plotly-streaming endpoint. Shaped like oha: the
+//! binary's `main` is thin, each command is `run(opts)` here, one module per concern.
+
+#![deny(missing_docs)]
+
+pub mod conform;
+pub mod load;
