@@ -20,7 +20,7 @@ pub fn points(n: usize) -> Vec<(i64, f64)> {
     let mut x = T0_MS;
     (0..n)
         .map(|_| {
-            x += 1 + (rng.next() % 64) as i64;
+            x += 1 + (rng.next_u64() % 64) as i64;
             (x, rng.unit() * 2000.0 - 1000.0)
         })
         .collect()
@@ -39,7 +39,7 @@ pub struct XorShift(pub u64);
 
 impl XorShift {
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -50,7 +50,7 @@ impl XorShift {
 
     /// A uniform double in [0, 1) with all 53 bits random.
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -300,6 +300,20 @@ impl Ingest {
         self.end(status, EndReason::Driver);
     }
 
+    /// Changes the idle timeout (L28) of this connection from now on, e.g. for a
+    /// per-token override once the head's token is known.
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        self.config.limits.idle = idle;
+    }
+
+    /// Pauses the idle timer while the driver withholds reads on purpose (P8, L31): the time
+    /// from `from` to `now` does not count toward L28.
+    pub fn handle_paused(&mut self, from: Duration, now: Duration) {
+        if let Some(t) = self.last_line_at.as_mut() {
+            *t += now.saturating_sub(from);
+        }
+    }
+
     /// The bytes after a head handed off with [`Event::Request`].
     pub fn take_buffered(&mut self) -> BytesMut {
         std::mem::take(&mut self.buf)

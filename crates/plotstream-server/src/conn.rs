@@ -14,6 +14,7 @@ use plotstream_proto::{Event, Ingest, IngestConfig, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::faults::{self, ConnFaults, FaultKind, LineAction};
 use crate::Shared;
 
 /// Serves one accepted connection to the end.
@@ -73,9 +74,19 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let mut out = Vec::new();
     let mut eof = false;
+    let mut faults = ConnFaults::new(&shared.config.faults, shared.config.seed, conn.id);
+    // The token the simulator scopes faults by: the head's, else the first line's.
+    let mut fault_token: Option<String> = None;
+    let mut stall_until: Option<Duration> = None;
+    // Flaps end writers only, so the timer starts once a head is admitted.
+    let mut flap_at: Option<Duration> = None;
     loop {
         let now = shared.now();
-        while let Some(event) = ingest.poll_event(now) {
+        // A stall withholds everything: neither reads nor buffered lines are processed.
+        while stall_until.is_none_or(|t| now >= t) {
+            let Some(event) = ingest.poll_event(now) else {
+                break;
+            };
             match event {
                 Event::Head(head) => {
                     let admitted = match &head.token {
@@ -91,13 +102,69 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                                 .map(plotstream_proto::Token::fingerprint);
                             tracing::info!(%peer, token = token.as_deref().unwrap_or("-"), "stream admitted");
                             ingest.admit(now, SystemTime::now());
+                            fault_token = head.token.as_ref().map(|t| t.as_str().to_owned());
+                            for f in shared
+                                .config
+                                .faults
+                                .iter()
+                                .filter(|f| f.applies(fault_token.as_deref()))
+                            {
+                                match f.kind {
+                                    FaultKind::IdleTimeout { secs } => {
+                                        shared.metrics.fault(f.name());
+                                        ingest.set_idle_timeout(Duration::from_secs_f64(secs));
+                                    }
+                                    FaultKind::Stall { ms } => {
+                                        shared.metrics.fault(f.name());
+                                        tracing::info!(%peer, ms, "fault: stall");
+                                        stall_until = Some(now + Duration::from_millis(ms));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            flap_at = faults::next_flap(
+                                &shared.config.faults,
+                                fault_token.as_deref(),
+                                now,
+                            );
                         }
                         Err(status) => ingest.close_with(status),
                     }
                 }
                 Event::Update { token, update } => {
+                    if fault_token.is_none() {
+                        fault_token = Some(token.as_str().to_owned());
+                        flap_at =
+                            faults::next_flap(&shared.config.faults, fault_token.as_deref(), now);
+                    }
+                    match faults.before_line(token.as_str()) {
+                        (LineAction::Reset, name) => {
+                            shared.metrics.fault(name.unwrap_or("reset"));
+                            tracing::info!(%peer, "fault: reset");
+                            shared.store.release(&conn);
+                            // The one deliberate reset: SO_LINGER 0, then close.
+                            let _ =
+                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            return;
+                        }
+                        (LineAction::Refuse(status), name) => {
+                            shared.metrics.fault(name.unwrap_or("status"));
+                            tracing::info!(%peer, status = status.code(), "fault: status");
+                            ingest.reject_line(status);
+                            continue;
+                        }
+                        (LineAction::Apply, _) => {}
+                    }
+                    if let Some(delay) = faults.delay(token.as_str()) {
+                        shared.metrics.fault("delay");
+                        tokio::time::sleep(delay).await;
+                    }
                     if let Err(status) = shared.store.apply(&conn, &token, &update) {
                         ingest.reject_line(status);
+                    } else if let Some(status) = faults.after_line(token.as_str()) {
+                        shared.metrics.fault("disconnect");
+                        tracing::info!(%peer, status = status.code(), "fault: disconnect");
+                        ingest.close_with(status);
                     }
                 }
                 Event::Heartbeat => {
@@ -151,8 +218,34 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                 None => std::future::pending().await,
             }
         };
+        let stalled = stall_until.is_some_and(|t| shared.now() < t);
+        let stall_end = async {
+            match stall_until {
+                Some(t) if stalled => tokio::time::sleep_until((shared.origin + t).into()).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let flap = async {
+            match flap_at {
+                Some(t) => tokio::time::sleep_until((shared.origin + t).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            res = stream.readable(), if !eof => {
+            () = stall_end => {
+                // Withheld reads do not count toward the idle timer (P8, L31).
+                if let Some(t) = stall_until.take() {
+                    let stalled_from = t.saturating_sub(stall_ms(&shared.config.faults, fault_token.as_deref()));
+                    ingest.handle_paused(stalled_from, shared.now());
+                }
+            }
+            () = flap => {
+                shared.metrics.fault("flap");
+                tracing::info!(%peer, "fault: flap (healthy disconnect)");
+                flap_at = None;
+                ingest.close_with(Status::OK);
+            }
+            res = stream.readable(), if !eof && !stalled => {
                 if res.is_err() {
                     eof = true;
                     ingest.handle_eof(shared.now());
@@ -173,7 +266,7 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                     }
                 }
             }
-            () = sleep => ingest.handle_timeout(shared.now()),
+            () = sleep, if !stalled => ingest.handle_timeout(shared.now()),
             () = conn.kicked.notified() => {
                 if let Some(status) = conn.kick_status() {
                     ingest.close_with(status);
@@ -228,4 +321,15 @@ fn reason(e: &plotstream_proto::update::UpdateError) -> &'static str {
         UpdateError::Shape(_) => "shape",
         UpdateError::Token => "token",
     }
+}
+
+fn stall_ms(faults: &[faults::Fault], token: Option<&str>) -> Duration {
+    faults
+        .iter()
+        .filter(|f| f.applies(token))
+        .find_map(|f| match f.kind {
+            FaultKind::Stall { ms } => Some(Duration::from_millis(ms)),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

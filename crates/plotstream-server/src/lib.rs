@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod conn;
+pub mod faults;
 pub mod files;
 mod http;
 pub mod metrics;
@@ -58,6 +59,10 @@ pub struct Config {
     pub max_connections: usize,
     /// L11: open connections per peer address (0 = off).
     pub max_connections_per_peer: usize,
+    /// `--fault`: the simulator's faults.
+    pub faults: Vec<faults::Fault>,
+    /// `--seed`: makes injected faults reproducible.
+    pub seed: u64,
 }
 
 impl Default for Config {
@@ -75,6 +80,8 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_connections_per_peer: 256,
+            faults: Vec::new(),
+            seed: 0,
         }
     }
 }

@@ -113,12 +113,14 @@ struct ServeArgs {
     /// The viewer directory (viewer.js, viewer.css, node_modules/plotly.js-dist-min).
     #[arg(long)]
     viewer_dir: Option<PathBuf>,
-    /// Fault injection (not built yet: issue 7).
-    #[arg(long)]
-    fault: Vec<String>,
-    /// Seed for fault injection (not built yet: issue 7).
-    #[arg(long)]
-    seed: Option<u64>,
+    /// Inject a fault (repeatable): disconnect:after=LINES[,status=CODE] | status:code=CODE,prob=P |
+    /// delay:ms=MS[,jitter=MS] | reset:prob=P | stall:ms=MS | idle-timeout:SECONDS |
+    /// flap:every=SECONDS; each may end with ,token=T to affect one token only.
+    #[arg(long, value_parser = parse_fault)]
+    fault: Vec<plotstream_server::faults::Fault>,
+    /// Seed for the faults' random choices: the same seed gives the same fault sequence.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Persistence directory (not built yet).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -202,9 +204,6 @@ fn real_main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    if !args.fault.is_empty() || args.seed.is_some() {
-        bail!("--fault and --seed are not built yet (issue 7)");
-    }
     if args.data_dir.is_some() {
         bail!("--data-dir (persistence) is not built yet");
     }
@@ -215,6 +214,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.limits.unbound = args.unbound_timeout;
     config.lenient_lines = args.lenient_lines;
     config.public_url = args.public_url;
+    config.faults = args.fault;
+    config.seed = args.seed;
     config.max_connections_per_peer = args.max_connections_per_peer;
     config.plotly_js = args.plotly_js;
     if let Some(dir) = args.viewer_dir {
@@ -336,4 +337,8 @@ fn exit_with(code: i32) -> Result<()> {
         std::process::exit(code);
     }
     Ok(())
+}
+
+fn parse_fault(s: &str) -> Result<plotstream_server::faults::Fault, String> {
+    plotstream_server::faults::parse(s)
 }

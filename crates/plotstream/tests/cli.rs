@@ -155,15 +155,29 @@ fn tokens_are_ten_lowercase_alphanumerics() {
 }
 
 #[test]
-fn unbuilt_features_fail_with_a_clear_reason() {
+fn a_malformed_fault_is_a_clear_error() {
     let out = Command::new(BIN)
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--fault",
-            "reset:prob=0.1",
+            "reset:prob=2",
         ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("prob must be within 0..=1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unbuilt_features_fail_with_a_clear_reason() {
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x"])
         .output()
         .unwrap();
     assert!(!out.status.success());
