@@ -12,15 +12,17 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use jiff::{tz::TimeZone, Timestamp};
 
 use crate::chunked::{Chunk, ChunkError, ChunkedDecoder};
 use crate::head::{Framing, HeadError, HeadParser, IngestHead, RequestHead, Route};
 use crate::limits::Limits;
-use crate::lines::{Line, LineError, LineFramer};
+use crate::lines::{Frame, Line, LineError, LineFramer};
 use crate::status::{encode_continue, encode_response, Status};
-use crate::update::{convert_timestamp, parse_update, zone_for, Token, Update, UpdateError};
+use crate::update::{
+    convert_timestamp, parse_update, parse_update_in, zone_for, Token, Update, UpdateError,
+};
 
 /// Connection-level policy the protocol layer applies itself.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,7 @@ pub struct IngestConfig {
 
 /// What the driver must act on.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // boxing `Update` would allocate once per line on the hot path
 pub enum Event {
     /// A head for another route (`GET /`, `/api/...`, `/v2/...`, `POST /clientresp`). The
     /// machine stops; the driver serves it, taking the bytes that followed with
@@ -334,6 +337,7 @@ impl Ingest {
     /// The next event, decoded lazily from buffered input. `None`: nothing to do until more
     /// input, a timeout or a command.
     #[must_use]
+    #[inline]
     pub fn poll_event(&mut self, now: Duration) -> Option<Event> {
         self.last_was_update = false;
         loop {
@@ -424,11 +428,20 @@ impl Ingest {
     }
 
     /// One step of the body: a line event, or `None` after changing state or running dry.
+    #[inline]
     fn poll_body(&mut self, now: Duration) -> Option<Event> {
         loop {
             if !self.data.is_empty() {
-                match self.framer.decode(&mut self.data) {
-                    Ok(Some(line)) => return self.on_line(now, line),
+                match self.framer.next(&mut self.data) {
+                    Ok(Some(Frame::InData { len, consumed })) => {
+                        // Parsed in place: no reference count moves for a numeric point.
+                        let parsed =
+                            parse_update_in(&self.data, &self.data[..len], &self.config.limits);
+                        self.data.advance(consumed);
+                        return self.on_parsed(now, parsed);
+                    }
+                    Ok(Some(Frame::Copied(line))) => return self.on_line(now, Line::Data(line)),
+                    Ok(Some(Frame::Heartbeat)) => return self.on_line(now, Line::Heartbeat),
                     Ok(None) => {}
                     Err(e) => {
                         self.end(Status::CONTENT_TOO_LARGE, EndReason::Line(e));
@@ -478,12 +491,21 @@ impl Ingest {
     }
 
     fn on_line(&mut self, now: Duration, line: Line) -> Option<Event> {
-        self.last_line_at = Some(now);
         let bytes = match line {
-            Line::Heartbeat => return Some(Event::Heartbeat),
+            Line::Heartbeat => {
+                self.last_line_at = Some(now);
+                return Some(Event::Heartbeat);
+            }
             Line::Data(bytes) => bytes,
         };
-        let mut update = match parse_update(&bytes, &self.config.limits) {
+        let parsed = parse_update(&bytes, &self.config.limits);
+        self.on_parsed(now, parsed)
+    }
+
+    #[inline]
+    fn on_parsed(&mut self, now: Duration, parsed: Result<Update, UpdateError>) -> Option<Event> {
+        self.last_line_at = Some(now);
+        let mut update = match parsed {
             Ok(u) => u,
             Err(e) if e.status() == Status::UNPROCESSABLE && self.config.lenient_lines => {
                 self.n_rejected += 1;
@@ -497,7 +519,7 @@ impl Ingest {
         let token = match update
             .token
             .take()
-            .or_else(|| self.head.as_ref().and_then(|h| h.token.clone()))
+            .or_else(|| self.head.as_ref().and_then(|h| h.token))
         {
             Some(t) => t,
             None => {

@@ -124,11 +124,7 @@ impl std::error::Error for JsonError {}
 
 /// Parses `line` (without its LF and CR) as exactly one JSON value, SP/HTAB allowed around it.
 pub fn parse(line: &Bytes, limits: &Limits) -> Result<Value, JsonError> {
-    let mut p = Parser {
-        src: line,
-        pos: 0,
-        limits,
-    };
+    let mut p = Parser::new(line, line, limits);
     p.skip_ws();
     let value = p.value(1)?;
     p.skip_ws();
@@ -140,11 +136,7 @@ pub fn parse(line: &Bytes, limits: &Limits) -> Result<Value, JsonError> {
 
 /// Parses `line` and requires a top-level object; returns its members.
 pub fn parse_object(line: &Bytes, limits: &Limits) -> Result<Vec<(Str, Value)>, JsonError> {
-    let mut p = Parser {
-        src: line,
-        pos: 0,
-        limits,
-    };
+    let mut p = Parser::new(line, line, limits);
     p.skip_ws();
     if p.peek() != Some(b'{') {
         return Err(JsonError::Syntax(p.pos));
@@ -157,28 +149,47 @@ pub fn parse_object(line: &Bytes, limits: &Limits) -> Result<Vec<(Str, Value)>, 
     Ok(members)
 }
 
-struct Parser<'a> {
-    src: &'a Bytes,
+/// A parser over `src`, a slice of `owner`: strings without escapes become zero-copy slices of
+/// `owner`, and nothing else touches its reference count.
+pub(crate) struct Parser<'a> {
+    owner: &'a Bytes,
+    /// Invariant: `src` lies within `owner`.
+    src: &'a [u8],
     /// Invariant: pos <= src.len().
-    pos: usize,
+    pub(crate) pos: usize,
     limits: &'a Limits,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    /// A parser of `src`, which must be a slice of `owner`'s bytes.
+    pub(crate) fn new(owner: &'a Bytes, src: &'a [u8], limits: &'a Limits) -> Parser<'a> {
+        Parser {
+            owner,
+            src,
+            pos: 0,
+            limits,
+        }
+    }
+
+    /// True when every byte was consumed.
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.src.len()
+    }
+
     #[inline]
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.src.get(self.pos).copied()
     }
 
     #[inline]
-    fn skip_ws(&mut self) {
+    pub(crate) fn skip_ws(&mut self) {
         // P4: only SP and HTAB; a CR that survived the line strip is an error (C20).
         while let Some(b' ' | b'\t') = self.peek() {
             self.pos += 1;
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+    pub(crate) fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
         match self.peek() {
             Some(b'{') => Ok(Value::Object(self.object(depth)?)),
             Some(b'[') => self.array(depth),
@@ -200,7 +211,7 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Vec<(Str, Value)>, JsonError> {
+    pub(crate) fn object(&mut self, depth: usize) -> Result<Vec<(Str, Value)>, JsonError> {
         if depth > self.limits.json_depth {
             return Err(JsonError::TooDeep);
         }
@@ -274,30 +285,43 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<f64, JsonError> {
         let start = self.pos;
-        let s = &self.src[..];
+        let s: &'a [u8] = self.src;
         let mut i = start;
         let negative = s[i] == b'-';
         if negative {
             i += 1;
         }
+        // The significant digits as they go by (at most 19 fit a u64), for the fast path.
+        let mut mantissa: u64 = 0;
+        let mut n_significant = 0u32;
+        let mut digit = |d: u8, mantissa: &mut u64| {
+            if *mantissa == 0 && d == b'0' {
+                return; // leading zeros are not significant
+            }
+            n_significant += 1;
+            if n_significant <= 19 {
+                *mantissa = *mantissa * 10 + u64::from(d - b'0');
+            }
+        };
         // int = zero / ( digit1-9 *DIGIT )
         match s.get(i) {
             Some(b'0') => i += 1,
             Some(b'1'..=b'9') => {
-                while let Some(b'0'..=b'9') = s.get(i) {
+                while let Some(&d @ b'0'..=b'9') = s.get(i) {
+                    digit(d, &mut mantissa);
                     i += 1;
                 }
             }
             _ => return Err(JsonError::Number(start)),
         }
-        let int_end = i;
-        let mut simple = true;
+        let mut exp10: i64 = 0;
         // frac = decimal-point 1*DIGIT
         if s.get(i) == Some(&b'.') {
-            simple = false;
             i += 1;
             let digits = i;
-            while let Some(b'0'..=b'9') = s.get(i) {
+            while let Some(&d @ b'0'..=b'9') = s.get(i) {
+                digit(d, &mut mantissa);
+                exp10 -= 1;
                 i += 1;
             }
             if i == digits {
@@ -306,18 +330,21 @@ impl Parser<'_> {
         }
         // exp = e [ minus / plus ] 1*DIGIT
         if let Some(b'e' | b'E') = s.get(i) {
-            simple = false;
             i += 1;
+            let exp_negative = s.get(i) == Some(&b'-');
             if let Some(b'+' | b'-') = s.get(i) {
                 i += 1;
             }
             let digits = i;
-            while let Some(b'0'..=b'9') = s.get(i) {
+            let mut e: i64 = 0;
+            while let Some(&d @ b'0'..=b'9') = s.get(i) {
+                e = (e * 10 + i64::from(d - b'0')).min(1 << 40);
                 i += 1;
             }
             if i == digits {
                 return Err(JsonError::Number(start));
             }
+            exp10 += if exp_negative { -e } else { e };
         }
         // A leading zero followed by more digits ("01") ends the int early; the next byte is then
         // a digit, which no JSON grammar state accepts.
@@ -325,17 +352,17 @@ impl Parser<'_> {
             return Err(JsonError::Number(start));
         }
         self.pos = i;
-        let digits = &s[start + usize::from(negative)..int_end];
-        if simple && digits.len() <= 15 {
-            // Exact: every integer below 10^15 is representable, and so is its negation.
-            let mut n: i64 = 0;
-            for &d in digits {
-                n = n * 10 + i64::from(d - b'0');
-            }
-            #[allow(clippy::cast_precision_loss)] // n < 10^15 < 2^53, exact
-            let f = n as f64;
+        // Clinger's fast path: a mantissa below 2^53 and a power of ten below 10^23 are both
+        // exact doubles, so one multiplication or division is correctly rounded.
+        if n_significant <= 19 && mantissa <= 1 << 53 && (-22..=22).contains(&exp10) {
+            #[allow(clippy::cast_precision_loss)] // mantissa <= 2^53: exact
+            let m = mantissa as f64;
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // |exp10| <= 22
+            let p = POW10[exp10.unsigned_abs() as usize];
+            let f = if exp10 < 0 { m / p } else { m * p };
             return Ok(if negative { -f } else { f });
         }
+        // Anything else through the standard library's correctly rounded parser.
         let text = std::str::from_utf8(&s[start..i]).map_err(|_| JsonError::Number(start))?;
         match text.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(f),
@@ -343,11 +370,20 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<Str, JsonError> {
+    pub(crate) fn string(&mut self) -> Result<Str, JsonError> {
+        Ok(match self.string_raw()? {
+            std::borrow::Cow::Borrowed(raw) => Str(self.owner.slice_ref(raw)),
+            std::borrow::Cow::Owned(v) => Str(Bytes::from(v)),
+        })
+    }
+
+    /// A string's unescaped bytes, borrowed from the input when it had no escapes, without
+    /// touching any reference count (member names on the hot path).
+    pub(crate) fn string_raw(&mut self) -> Result<std::borrow::Cow<'a, [u8]>, JsonError> {
         let start = self.pos;
         self.pos += 1; // '"'
         let body = self.pos;
-        let s = &self.src[..];
+        let s: &'a [u8] = self.src;
         // Fast path: scan for the closing quote; bail to the slow path at the first escape.
         let mut i = body;
         loop {
@@ -358,11 +394,11 @@ impl Parser<'_> {
                     if raw.len() > self.limits.json_string {
                         return Err(JsonError::StringTooLong);
                     }
-                    if std::str::from_utf8(raw).is_err() {
+                    if !raw.is_ascii() && std::str::from_utf8(raw).is_err() {
                         return Err(JsonError::String(start));
                     }
                     self.pos = i + 1;
-                    return Ok(Str(self.src.slice(body..i)));
+                    return Ok(std::borrow::Cow::Borrowed(raw));
                 }
                 Some(b'\\') => break,
                 Some(&c) if c < 0x20 => return Err(JsonError::String(i)),
@@ -417,7 +453,7 @@ impl Parser<'_> {
             return Err(JsonError::String(start));
         }
         self.pos = i;
-        Ok(Str(Bytes::from(out)))
+        Ok(std::borrow::Cow::Owned(out))
     }
 
     /// Reads `XXXX` (and a following `\uXXXX` low surrogate) after `\u`; lone surrogates fail (C12).
@@ -442,6 +478,12 @@ impl Parser<'_> {
         char::from_u32(code).ok_or(JsonError::String(*i))
     }
 }
+
+/// 10^0 ..= 10^22, every one an exact double.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
 
 fn hex4(s: &[u8], at: usize) -> Option<u32> {
     let digits = s.get(at..at + 4)?;

@@ -1,6 +1,6 @@
 //! The NDJSON line framer (RELIABILITY.md P4, L18): zero-copy lines out of decoded body data.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
@@ -10,6 +10,23 @@ pub enum Line {
     /// A line to parse, without its LF and without one CR before the LF.
     Data(Bytes),
     /// An empty or SP/HTAB-only line: resets the idle timer, changes nothing else.
+    Heartbeat,
+}
+
+/// A framed line as [`LineFramer::next`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The line is `data[..len]` (without its LF and a CR before it), still in place; the caller
+    /// advances `data` by `consumed` once done with it.
+    InData {
+        /// Content bytes.
+        len: usize,
+        /// Content, CR and LF.
+        consumed: usize,
+    },
+    /// A line that straddled two slices, copied out (already consumed).
+    Copied(Bytes),
+    /// An empty or SP/HTAB-only line (already consumed).
     Heartbeat,
 }
 
@@ -68,6 +85,22 @@ impl LineFramer {
     /// up (a partial line may be held back). The limit fires as soon as the L18-th byte of a
     /// line arrives without its LF, whatever the segmentation.
     pub fn decode(&mut self, data: &mut Bytes) -> Result<Option<Line>, LineError> {
+        Ok(match self.next(data)? {
+            None => None,
+            Some(Frame::InData { len, consumed }) => {
+                let mut line = data.split_to(consumed);
+                line.truncate(len);
+                Some(Line::Data(line))
+            }
+            Some(Frame::Copied(line)) => Some(Line::Data(line)),
+            Some(Frame::Heartbeat) => Some(Line::Heartbeat),
+        })
+    }
+
+    /// The allocation-free form of [`LineFramer::decode`] for the hot path: a line that lies
+    /// inside `data` is reported as [`Frame::InData`] and left in place, so the caller can parse
+    /// `&data[..len]` without touching a reference count, then `data.advance(consumed)`.
+    pub fn next(&mut self, data: &mut Bytes) -> Result<Option<Frame>, LineError> {
         if self.at_body_start && !self.strip_bom(data) {
             return Ok(None);
         }
@@ -75,23 +108,35 @@ impl LineFramer {
             return Ok(None);
         }
         match memchr::memchr(b'\n', data) {
-            Some(i) => {
-                let line = if self.pending.is_empty() {
-                    if i >= self.max_line {
-                        return Err(LineError::TooLong);
-                    }
-                    let line = data.split_to(i + 1);
-                    line.slice(..i)
+            Some(i) if self.pending.is_empty() => {
+                if i >= self.max_line {
+                    return Err(LineError::TooLong);
+                }
+                let len = if i > 0 && data[i - 1] == b'\r' {
+                    i - 1
                 } else {
-                    if self.pending.len() + i >= self.max_line {
-                        return Err(LineError::TooLong);
-                    }
-                    self.pending.extend_from_slice(&data[..i]);
-                    let _ = data.split_to(i + 1);
-                    self.n_copied += 1;
-                    self.pending.split().freeze()
+                    i
                 };
-                Ok(Some(classify(line)))
+                if is_blank(&data[..len]) {
+                    data.advance(i + 1);
+                    return Ok(Some(Frame::Heartbeat));
+                }
+                Ok(Some(Frame::InData {
+                    len,
+                    consumed: i + 1,
+                }))
+            }
+            Some(i) => {
+                if self.pending.len() + i >= self.max_line {
+                    return Err(LineError::TooLong);
+                }
+                self.pending.extend_from_slice(&data[..i]);
+                data.advance(i + 1);
+                self.n_copied += 1;
+                Ok(Some(match classify(self.pending.split().freeze()) {
+                    Line::Heartbeat => Frame::Heartbeat,
+                    Line::Data(line) => Frame::Copied(line),
+                }))
             }
             None => {
                 if self.pending.len() + data.len() >= self.max_line {

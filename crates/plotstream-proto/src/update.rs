@@ -3,22 +3,40 @@
 use bytes::Bytes;
 pub use jiff::{tz::TimeZone, Timestamp};
 
-use crate::json::{self, JsonError, Str, Value};
+use std::borrow::Cow;
+
+pub use smallvec::{smallvec, SmallVec};
+
+use crate::json::{JsonError, Parser, Str, Value};
 use crate::limits::Limits;
 
 /// A stream token: `[A-Za-z0-9_-]{1,64}` (L7).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Token(Str);
+///
+/// Stored inline (no heap, no reference count): the ingest machine hands one out with every
+/// update, so a clone must cost a copy of at most 65 bytes and nothing more.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token {
+    /// Invariant: `1 <= len <= 64` and `bytes[..len]` matches L7 (ASCII).
+    len: u8,
+    bytes: [u8; 64],
+}
 
 impl Token {
     /// Validates `bytes` against L7.
     pub fn parse(bytes: &[u8]) -> Option<Token> {
-        Token::valid(bytes)
-            .then(|| Token(Str::from(std::str::from_utf8(bytes).unwrap_or_default())))
-    }
-
-    fn from_str_checked(s: Str) -> Option<Token> {
-        Token::valid(s.as_bytes()).then_some(Token(s))
+        if !Token::valid(bytes) {
+            return None;
+        }
+        let mut t = Token {
+            len: 0,
+            bytes: [0; 64],
+        };
+        t.bytes[..bytes.len()].copy_from_slice(bytes);
+        #[allow(clippy::cast_possible_truncation)] // valid() bounds the length by 64
+        {
+            t.len = bytes.len() as u8;
+        }
+        Some(t)
     }
 
     fn valid(bytes: &[u8]) -> bool {
@@ -30,7 +48,8 @@ impl Token {
 
     /// The token text.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        // Invariant: the bytes are ASCII, so this never falls back.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 
     /// A log-safe fingerprint: the first 3 characters and the length (RELIABILITY.md §1.4).
@@ -46,6 +65,9 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// An update's per-point attributes: two inline slots, so `{"x":..,"y":..}` allocates nothing.
+pub type Attrs = SmallVec<[(Str, Value); 2]>;
+
 /// One accepted trace-update line, with `streamtoken` and `type` removed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {
@@ -53,7 +75,7 @@ pub struct Update {
     pub token: Option<Token>,
     /// Per-point attributes in wire order: `x`, `y`, `z`, `text` and flattened `marker.<k>` paths.
     /// A scalar appends one value; an array replaces the whole attribute.
-    pub data: Vec<(Str, Value)>,
+    pub data: Attrs,
     /// Members of `line`, each setting the trace's `line.<k>`.
     pub line: Vec<(Str, Value)>,
     /// `layout`, deep-merged into the figure layout.
@@ -111,53 +133,146 @@ impl From<JsonError> for UpdateError {
 
 /// Parses one data line (no LF, no trailing CR) into an update.
 pub fn parse_update(line: &Bytes, limits: &Limits) -> Result<Update, UpdateError> {
-    let members = match json::parse_object(line, limits) {
-        Ok(m) => m,
-        Err(JsonError::Syntax(0)) => return Err(classify_non_object(line, limits)),
-        Err(e) => return Err(e.into()),
-    };
+    parse_update_in(line, line, limits)
+}
+
+/// Parses `line`, a slice of `owner`'s bytes (a chunk of the body), into an update. String
+/// values become zero-copy slices of `owner`; numbers, member names and known keys touch no
+/// reference count and allocate nothing, so a point line costs no allocation at all.
+///
+/// The line is checked as strict JSON in full before any shape or token error is reported, so
+/// a line that is not JSON is always a JSON error (422).
+#[inline]
+pub fn parse_update_in(owner: &Bytes, line: &[u8], limits: &Limits) -> Result<Update, UpdateError> {
+    let mut p = Parser::new(owner, line, limits);
+    p.skip_ws();
+    if p.peek() != Some(b'{') {
+        return Err(classify_non_object(owner, line, limits));
+    }
+    p.pos += 1;
     let mut update = Update {
         token: None,
-        data: Vec::with_capacity(members.len()),
+        data: SmallVec::new(),
         line: Vec::new(),
         layout: None,
     };
-    for (key, value) in members {
-        match key.as_bytes() {
-            b"x" | b"y" | b"z" | b"text" => {
-                if matches!(value, Value::Object(_)) {
-                    return Err(UpdateError::Shape(static_key(&key)));
+    // Known keys seen (a bit each), and the other names for the duplicate check (C10).
+    let mut seen = 0u8;
+    let mut others: Vec<Cow<'_, [u8]>> = Vec::new();
+    let mut n_members = 0usize;
+    let mut deferred: Option<UpdateError> = None;
+    p.skip_ws();
+    if p.peek() == Some(b'}') {
+        p.pos += 1;
+    } else {
+        loop {
+            p.skip_ws();
+            if p.peek() != Some(b'"') {
+                return Err(JsonError::Syntax(p.pos).into());
+            }
+            let key = p.string_raw()?;
+            p.skip_ws();
+            if p.peek() != Some(b':') {
+                return Err(JsonError::Syntax(p.pos).into());
+            }
+            p.pos += 1;
+            p.skip_ws();
+            let value = p.value(2)?;
+            n_members += 1;
+            if n_members > limits.json_members {
+                return Err(JsonError::TooManyMembers.into());
+            }
+            let bit = match &*key {
+                b"x" => 1,
+                b"y" => 2,
+                b"z" => 4,
+                b"text" => 8,
+                b"marker" => 16,
+                b"line" => 32,
+                b"layout" => 64,
+                b"streamtoken" => 128,
+                _ => 0,
+            };
+            if bit == 0 {
+                // `type` and unknown keys are ignored (§3.3), but must still be distinct.
+                others.push(key);
+            } else {
+                if seen & bit != 0 {
+                    return Err(JsonError::DuplicateName.into());
                 }
-                update.data.push((static_name(&key), value));
+                seen |= bit;
+                if let Err(e) = take_member(&mut update, bit, value) {
+                    deferred.get_or_insert(e);
+                }
             }
-            b"marker" => {
-                let Value::Object(members) = value else {
-                    return Err(UpdateError::Shape("marker"));
-                };
-                flatten_marker("marker", members, &mut update.data);
+            p.skip_ws();
+            match p.peek() {
+                Some(b',') => p.pos += 1,
+                Some(b'}') => {
+                    p.pos += 1;
+                    break;
+                }
+                _ => return Err(JsonError::Syntax(p.pos).into()),
             }
-            b"line" => {
-                let Value::Object(members) = value else {
-                    return Err(UpdateError::Shape("line"));
-                };
-                update.line = members;
-            }
-            b"layout" => {
-                let Value::Object(members) = value else {
-                    return Err(UpdateError::Shape("layout"));
-                };
-                update.layout = Some(members);
-            }
-            b"streamtoken" => {
-                let Value::Str(s) = value else {
-                    return Err(UpdateError::Token);
-                };
-                update.token = Some(Token::from_str_checked(s).ok_or(UpdateError::Token)?);
-            }
-            _ => {} // `type` and unknown keys are ignored (§3.3).
         }
     }
-    Ok(update)
+    p.skip_ws();
+    if !p.at_end() {
+        return Err(JsonError::TrailingBytes(p.pos).into());
+    }
+    if others.len() > 1 {
+        // O(n log n) at worst (F4); known names never collide with these.
+        others.sort_unstable();
+        if others.windows(2).any(|w| w[0] == w[1]) {
+            return Err(JsonError::DuplicateName.into());
+        }
+    }
+    match deferred {
+        Some(e) => Err(e),
+        None => Ok(update),
+    }
+}
+
+fn take_member(update: &mut Update, bit: u8, value: Value) -> Result<(), UpdateError> {
+    match bit {
+        1 | 2 | 4 | 8 => {
+            let name = match bit {
+                1 => "x",
+                2 => "y",
+                4 => "z",
+                _ => "text",
+            };
+            if matches!(value, Value::Object(_)) {
+                return Err(UpdateError::Shape(name));
+            }
+            update.data.push((Str::from_static(name), value));
+        }
+        16 => {
+            let Value::Object(members) = value else {
+                return Err(UpdateError::Shape("marker"));
+            };
+            flatten_marker("marker", members, &mut update.data);
+        }
+        32 => {
+            let Value::Object(members) = value else {
+                return Err(UpdateError::Shape("line"));
+            };
+            update.line = members;
+        }
+        64 => {
+            let Value::Object(members) = value else {
+                return Err(UpdateError::Shape("layout"));
+            };
+            update.layout = Some(members);
+        }
+        _ => {
+            let Value::Str(s) = value else {
+                return Err(UpdateError::Token);
+            };
+            update.token = Some(Token::parse(s.as_bytes()).ok_or(UpdateError::Token)?);
+        }
+    }
+    Ok(())
 }
 
 /// The time zone named by a `plotly-convertTimestamp` value: quotes stripped, unknown names
@@ -223,7 +338,7 @@ pub fn format_offset(millis: f64, zone: &TimeZone, t0: Timestamp) -> Option<Stri
     ))
 }
 
-fn flatten_marker(prefix: &str, members: Vec<(Str, Value)>, out: &mut Vec<(Str, Value)>) {
+fn flatten_marker(prefix: &str, members: Vec<(Str, Value)>, out: &mut Attrs) {
     for (key, value) in members {
         let path = format!("{prefix}.{key}");
         match value {
@@ -234,23 +349,19 @@ fn flatten_marker(prefix: &str, members: Vec<(Str, Value)>, out: &mut Vec<(Str, 
     }
 }
 
-fn static_key(key: &Str) -> &'static str {
-    match key.as_bytes() {
-        b"x" => "x",
-        b"y" => "y",
-        b"z" => "z",
-        _ => "text",
-    }
-}
-
-/// Known attribute names as static strings: no allocation and no reference count per point.
-fn static_name(key: &Str) -> Str {
-    Str::from_static(static_key(key))
-}
-
-fn classify_non_object(line: &Bytes, limits: &Limits) -> UpdateError {
-    match json::parse(line, limits) {
-        Ok(_) => UpdateError::NotObject,
+fn classify_non_object(owner: &Bytes, line: &[u8], limits: &Limits) -> UpdateError {
+    let mut p = Parser::new(owner, line, limits);
+    p.skip_ws();
+    let verdict = p.value(1).and_then(|_| {
+        p.skip_ws();
+        if p.at_end() {
+            Ok(())
+        } else {
+            Err(JsonError::TrailingBytes(p.pos))
+        }
+    });
+    match verdict {
+        Ok(()) => UpdateError::NotObject,
         Err(e) => UpdateError::Json(e),
     }
 }

@@ -171,7 +171,7 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                     shared.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
                 Event::Rejected(e) => {
-                    let token = ingest.head().and_then(|h| h.token.clone());
+                    let token = ingest.head().and_then(|h| h.token);
                     shared.store.count_rejected(token.as_ref());
                     shared.metrics.line_rejected(reason(&e));
                 }

@@ -141,7 +141,7 @@ pub async fn demo(target: &str, token: &str, interval: Duration, quiet: Option<(
         let x = wall_clock();
         let update = Update {
             token: None,
-            data: vec![
+            data: plotstream_proto::update::smallvec![
                 (Str::from_static("x"), Value::Str(Str::from(x))),
                 (Str::from_static("y"), Value::Number(y)),
             ],

@@ -290,7 +290,7 @@ fn strings_are_escaped_like_each_client() {
     let s = "é😀\u{1}\u{7f}\"\\/\n\u{2028}\u{8}\u{c}\t\r";
     let update = Update {
         token: None,
-        data: vec![(Str::from_static("x"), Value::Str(Str::from(s)))],
+        data: smallvec::smallvec![(Str::from_static("x"), Value::Str(Str::from(s)))],
         line: vec![],
         layout: None,
     };
@@ -441,6 +441,7 @@ fn heads_are_admitted_with_their_token_and_zone() {
 // ---- round trips through the ingest state machine -------------------------------------------
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Point {
         x: Num,
@@ -595,7 +596,7 @@ fn update() -> impl Strategy<Value = Update> {
             }
             Update {
                 token: None,
-                data,
+                data: data.into(),
                 line,
                 layout,
             }
@@ -670,7 +671,7 @@ fn expected(flavour: Flavour, item: &Item, head_token: &Token) -> Option<(Token,
             (
                 Update {
                     token: None,
-                    data,
+                    data: data.into(),
                     line: vec![],
                     layout: None,
                 },
