@@ -266,7 +266,7 @@ async fn s3_reset_mid_body_keeps_exactly_the_completed_lines() {
             tokio::task::yield_now().await;
         }
         // Part of the next line, cut anywhere: size line, extension, data, a UTF-8 sequence.
-        let next = format!("1a;ext=v\r\n{{\"x\":\"\u{e9}\u{e9}\",\"y\":77}}\n\r\n");
+        let next = "1a;ext=v\r\n{\"x\":\"\u{e9}\u{e9}\",\"y\":77}\n\r\n".to_owned();
         let cut = rng.below(next.len() as u64 - 1) as usize + 1;
         let cut = (0..=cut)
             .rev()

@@ -696,7 +696,7 @@ fn expected(flavour: Flavour, item: &Item, head_token: &Token) -> Option<(Token,
         }
     }
     update.token = None;
-    Some((token.unwrap_or(head_token).clone(), update))
+    Some((*token.unwrap_or(head_token), update))
 }
 
 fn positive_zero(v: &mut Value) {
@@ -755,10 +755,10 @@ proptest! {
             .into_iter()
             .map(|(item, mode)| match item {
                 Item::Point { x, y, token: None } if flavour == Flavour::Arduino => {
-                    (Item::Point { x, y, token: Some(line_token.clone()) }, mode)
+                    (Item::Point { x, y, token: Some(line_token) }, mode)
                 }
                 Item::Update { update, token: None } if flavour == Flavour::Arduino => {
-                    (Item::Update { update, token: Some(line_token.clone()) }, mode)
+                    (Item::Update { update, token: Some(line_token) }, mode)
                 }
                 other => (other, mode),
             })
@@ -773,7 +773,7 @@ proptest! {
         let got: Vec<(Token, Update)> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Update { token, update } => Some((token.clone(), update.clone())),
+                Event::Update { token, update } => Some((*token, update.clone())),
                 _ => None,
             })
             .collect();

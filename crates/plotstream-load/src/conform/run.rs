@@ -1,0 +1,1243 @@
+//! Running cases: tokens per run, the modes of §7, the expected-outcome sets of §8, and the
+//! drivers for what bytes cannot say.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::sync::Semaphore;
+
+use super::case::{Case, End, Expect, Level, Segmentation, SetupKind, Variant};
+use super::client::{self, Inspection, Viewer};
+use super::target::{splitmix, Target, TokenSource};
+use super::wire::{self, Conn, ConnOpts, ConnResult};
+
+/// Runner options that do not name targets.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Timers of the timer target are the defaults divided by this.
+    pub timer_scale: Option<f64>,
+    /// L11 of the main target, for D11.
+    pub peer_limit: Option<usize>,
+    /// Seed for split positions.
+    pub seed: u64,
+    /// At most this many split positions per variant.
+    pub split_limit: Option<usize>,
+    /// NON-STRICT counts as FAIL.
+    pub strict: bool,
+    /// A limit counter that does not fire fails the case.
+    pub require_limit_counters: bool,
+}
+
+/// Everything a case run needs.
+#[derive(Debug)]
+pub struct Runner {
+    /// Options.
+    pub opts: Opts,
+    /// The default-setup target.
+    pub main: Arc<Target>,
+    /// Targets for `[reg]`, `[len]`, `[rej]`.
+    pub setups: BTreeMap<SetupKind, Arc<Target>>,
+    /// The target whose timers are scaled (group E).
+    pub timers: Option<Arc<Target>>,
+    /// Fresh tokens.
+    pub tokens: TokenSource,
+    /// Bounds concurrent runs.
+    pub jobs: Semaphore,
+}
+
+/// A case's class (RELIABILITY.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Passed.
+    Pass,
+    /// A SHOULD failed.
+    NonStrict,
+    /// An INFO case, recorded.
+    Info,
+    /// A MUST or COMPAT case failed (or any case was inconsistent across modes).
+    Fail,
+    /// A precondition is missing.
+    Skip,
+}
+
+impl Verdict {
+    /// The word printed in reports.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::NonStrict => "NON-STRICT",
+            Verdict::Info => "INFO",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "SKIP",
+        }
+    }
+}
+
+/// What happened to one variant.
+#[derive(Debug, Clone)]
+pub struct VariantReport {
+    /// The variant's name (empty for one-variant cases).
+    pub name: String,
+    /// Pass, or why not.
+    pub outcome: VariantOutcome,
+    /// Per mode: the mode, how many runs, and how many matched.
+    pub modes: Vec<(String, usize, usize)>,
+    /// Every acceptable outcome.
+    pub expected: Vec<String>,
+    /// The outcome of the first run (or of the failing one).
+    pub actual: String,
+    /// The failing run's wire log (or the first run's), as a hex dump.
+    pub wire: String,
+    /// Side remarks (limit counters not observed, after-EOF reactions).
+    pub notes: Vec<String>,
+}
+
+/// A variant's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VariantOutcome {
+    /// Every mode matched.
+    Pass,
+    /// Some run did not match: where and why.
+    Fail(String),
+    /// A mode disagreed with another (fails even INFO cases).
+    Inconsistent(String),
+    /// Not run, or not provable: why.
+    Skip(String),
+}
+
+/// What happened to one case.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    /// Id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Level.
+    pub level: Level,
+    /// Citations.
+    pub anchor: Vec<String>,
+    /// Class.
+    pub verdict: Verdict,
+    /// One line: why it failed or was skipped.
+    pub reason: String,
+    /// Per variant.
+    pub variants: Vec<VariantReport>,
+    /// Wall time.
+    pub duration: Duration,
+    /// The case's note.
+    pub note: Option<String>,
+}
+
+/// One run's observation.
+#[derive(Debug, Default)]
+struct Observation {
+    conns: Vec<(String, ConnResult)>,
+    streams: BTreeMap<String, std::result::Result<Option<Inspection>, String>>,
+    metrics: Option<BTreeMap<String, f64>>,
+    viewer: Option<std::result::Result<usize, String>>,
+}
+
+/// The outcome compared across modes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModeKey {
+    statuses: Vec<Option<u16>>,
+    acc: BTreeMap<String, u64>,
+    rejected: BTreeMap<String, u64>,
+    digest: BTreeMap<String, String>,
+}
+
+enum Match {
+    Yes,
+    No(String),
+    Unobservable(String),
+}
+
+impl Runner {
+    /// Runs one case to its report.
+    pub async fn run_case(self: &Arc<Self>, case: &Arc<Case>) -> CaseReport {
+        let started = Instant::now();
+        let mut report = CaseReport {
+            id: case.id.clone(),
+            title: case.title.clone(),
+            level: case.level,
+            anchor: case.anchor.clone(),
+            verdict: Verdict::Pass,
+            reason: String::new(),
+            variants: Vec::new(),
+            duration: Duration::ZERO,
+            note: case.note.clone(),
+        };
+        if let Some(reason) = &case.skip {
+            report.verdict = Verdict::Skip;
+            report.reason = reason.clone();
+        } else if let Some(driver) = &case.driver {
+            let outcome = match driver.as_str() {
+                "peer_limit" => self.drive_peer_limit(case).await,
+                "issue_tokens" => self.drive_issue_tokens(case).await,
+                other => VariantOutcome::Skip(format!("unknown driver {other}")),
+            };
+            report.variants.push(VariantReport {
+                name: driver.clone(),
+                outcome,
+                modes: Vec::new(),
+                expected: Vec::new(),
+                actual: String::new(),
+                wire: String::new(),
+                notes: Vec::new(),
+            });
+        } else {
+            for v_idx in 0..case.variants.len() {
+                report.variants.push(self.run_variant(case, v_idx).await);
+            }
+        }
+        self.classify(case, &mut report);
+        report.duration = started.elapsed();
+        report
+    }
+
+    fn classify(&self, case: &Case, report: &mut CaseReport) {
+        if report.verdict == Verdict::Skip {
+            return;
+        }
+        let label = |v: &VariantReport| {
+            if v.name.is_empty() {
+                String::new()
+            } else {
+                format!("[{}] ", v.name)
+            }
+        };
+        let failed: Vec<String> = report
+            .variants
+            .iter()
+            .filter_map(|v| match &v.outcome {
+                VariantOutcome::Fail(why) => Some(format!("{}{why}", label(v))),
+                _ => None,
+            })
+            .collect();
+        let inconsistent: Vec<String> = report
+            .variants
+            .iter()
+            .filter_map(|v| match &v.outcome {
+                VariantOutcome::Inconsistent(why) => Some(format!("{}{why}", label(v))),
+                _ => None,
+            })
+            .collect();
+        let skipped: Vec<String> = report
+            .variants
+            .iter()
+            .filter_map(|v| match &v.outcome {
+                VariantOutcome::Skip(why) => Some(format!("{}{why}", label(v))),
+                _ => None,
+            })
+            .collect();
+        if !inconsistent.is_empty() {
+            report.verdict = Verdict::Fail;
+            report.reason = inconsistent.join("; ");
+        } else if !failed.is_empty() {
+            report.verdict = match case.level {
+                Level::Must | Level::Compat => Verdict::Fail,
+                Level::Should if self.opts.strict => Verdict::Fail,
+                Level::Should => Verdict::NonStrict,
+                Level::Info => Verdict::Info,
+            };
+            report.reason = failed.join("; ");
+        } else if !skipped.is_empty() {
+            report.verdict = Verdict::Skip;
+            report.reason = skipped.join("; ");
+        } else if case.level == Level::Info {
+            report.verdict = Verdict::Info;
+        }
+    }
+
+    /// The target for a variant, or why there is none.
+    fn target_for(&self, case: &Case, v: &Variant) -> std::result::Result<Arc<Target>, String> {
+        if case.timers {
+            if self.opts.timer_scale.is_none() {
+                return Err("needs a target with short timers: --timer-scale N (and --target-timers URL, or a --target whose timers are the defaults divided by N); --timer-scale 1 runs in real time".to_owned());
+            }
+            return Ok(self.timers.clone().unwrap_or_else(|| self.main.clone()));
+        }
+        match v.setup.kind() {
+            None => Ok(self.main.clone()),
+            Some(kind) => self.setups.get(&kind).cloned().ok_or_else(|| {
+                format!("needs a target with the {kind} setup: --target-{kind} URL")
+            }),
+        }
+    }
+
+    fn pause_scale(&self, case: &Case) -> f64 {
+        if case.timers {
+            self.opts.timer_scale.unwrap_or(1.0)
+        } else {
+            1.0
+        }
+    }
+
+    /// The response wait for a variant: its `wait_ms`, stretched to cover timer bounds.
+    fn wait_for(&self, case: &Case, v: &Variant) -> Duration {
+        let mut wait = Duration::from_millis(v.wait_ms);
+        if case.timers {
+            for e in v.expect.iter().chain(v.expect_conn.values().flatten()) {
+                if let Some(w) = e.within_ms {
+                    let [_, hi] = self.scaled(case, w);
+                    wait = wait.max(Duration::from_millis(hi + 1000));
+                }
+            }
+        }
+        wait
+    }
+
+    /// `within_ms` for this run: timer bounds shrink with the scale, to ± 100 ms at least.
+    fn scaled(&self, case: &Case, [lo, hi]: [u64; 2]) -> [u64; 2] {
+        let scale = self.pause_scale(case);
+        if scale <= 1.0 {
+            return [lo, hi];
+        }
+        let centre = (lo + hi) as f64 / 2.0 / scale;
+        let half = ((hi - lo) as f64 / 2.0 / scale).max(100.0);
+        [(centre - half).max(0.0) as u64, (centre + half) as u64]
+    }
+
+    async fn run_variant(self: &Arc<Self>, case: &Arc<Case>, v_idx: usize) -> VariantReport {
+        let v = &case.variants[v_idx];
+        let mut report = VariantReport {
+            name: v.name.clone(),
+            outcome: VariantOutcome::Pass,
+            modes: Vec::new(),
+            expected: v.expect.iter().map(ToString::to_string).collect(),
+            actual: String::new(),
+            wire: String::new(),
+            notes: Vec::new(),
+        };
+        for (conn, set) in &v.expect_conn {
+            for e in set {
+                report.expected.push(format!("{conn}: {e}"));
+            }
+        }
+        if let Some(reason) = &v.skip {
+            report.outcome = VariantOutcome::Skip(reason.clone());
+            return report;
+        }
+        let target = match self.target_for(case, v) {
+            Ok(t) => t,
+            Err(reason) => {
+                report.outcome = VariantOutcome::Skip(reason);
+                return report;
+            }
+        };
+        let single_mode = !v.script.is_empty() || v.repeat > 1 || v.parallel > 1;
+        let mut modes: Vec<Segmentation> = v.segmentation.clone();
+        if single_mode {
+            modes.retain(|m| matches!(m, Segmentation::Whole | Segmentation::Timed));
+            modes.truncate(1);
+            if modes.is_empty() {
+                modes.push(Segmentation::Whole);
+            }
+        }
+        let wants_metrics = v.expect.iter().any(Expect::needs_metrics);
+        let mut base: Option<ModeKey> = None;
+        for (mode_idx, mode) in modes.iter().copied().enumerate() {
+            let splits: Vec<Option<usize>> = if mode == Segmentation::Split {
+                match self.split_points(case, v) {
+                    Ok(points) => points.into_iter().map(Some).collect(),
+                    Err(e) => {
+                        report.outcome = VariantOutcome::Fail(format!("cannot build the bytes: {e:#}"));
+                        return report;
+                    }
+                }
+            } else {
+                vec![None]
+            };
+            // The first mode of a variant with metric expectations runs alone on its target, so
+            // that counter deltas belong to it.
+            let exclusive = case.exclusive || (mode_idx == 0 && wants_metrics);
+            let n_runs = splits.len();
+            let mut matched = 0usize;
+            let mut set = tokio::task::JoinSet::new();
+            let mut pending = splits.into_iter();
+            let mut failure: Option<(VariantOutcome, String, String)> = None;
+            // Launch up to `jobs` runs at a time; stop launching at the first failure.
+            let window = if exclusive || mode_idx == 0 && n_runs == 1 { 1 } else { 64 };
+            loop {
+                while set.len() < window && failure.is_none() {
+                    let Some(split) = pending.next() else { break };
+                    set.spawn(run_detached(RunCtx {
+                        runner: self.clone(),
+                        case: case.clone(),
+                        v_idx,
+                        target: target.clone(),
+                        mode,
+                        split,
+                        exclusive: exclusive && mode_idx == 0,
+                    }));
+                }
+                let Some(joined) = set.join_next().await else { break };
+                let Ok((split, res)) = joined else { continue };
+                let label = match split {
+                    Some(k) => format!("{mode} k={k}"),
+                    None => mode.to_string(),
+                };
+                let obs = match res {
+                    Ok(obs) => obs,
+                    Err(e) => {
+                        failure.get_or_insert((
+                            VariantOutcome::Fail(format!("{label}: run failed: {e:#}")),
+                            String::new(),
+                            String::new(),
+                        ));
+                        continue;
+                    }
+                };
+                if report.actual.is_empty() {
+                    report.actual = describe(&obs);
+                    report.wire = obs_wire(&obs);
+                }
+                for (name, c) in &obs.conns {
+                    if let Some(a) = &c.after_eof {
+                        let note = format!("{label}{}: open, then after the runner's EOF: {a}", conn_label(name));
+                        if report.notes.len() < 3 && !report.notes.contains(&note) {
+                            report.notes.push(note);
+                        }
+                    }
+                }
+                match self.check(case, v, &obs) {
+                    (Match::Yes, notes) => {
+                        for n in notes {
+                            if !report.notes.contains(&n) {
+                                report.notes.push(n);
+                            }
+                        }
+                        let key = mode_key(&obs, case.observe_digest);
+                        match &base {
+                            None => {
+                                base = Some(key);
+                                matched += 1;
+                            }
+                            Some(b) if *b == key => matched += 1,
+                            Some(b) => {
+                                failure.get_or_insert((
+                                    VariantOutcome::Inconsistent(format!(
+                                        "{label} differs from the first mode: {} vs {}",
+                                        show_key(&key),
+                                        show_key(b)
+                                    )),
+                                    describe(&obs),
+                                    obs_wire(&obs),
+                                ));
+                            }
+                        }
+                    }
+                    (Match::No(why), _) => {
+                        failure.get_or_insert((
+                            VariantOutcome::Fail(format!("{label}: {why}")),
+                            describe(&obs),
+                            obs_wire(&obs),
+                        ));
+                    }
+                    (Match::Unobservable(why), _) => {
+                        if matches!(report.outcome, VariantOutcome::Pass) {
+                            report.outcome = VariantOutcome::Skip(why);
+                        }
+                        matched += 1;
+                    }
+                }
+            }
+            report.modes.push((mode.to_string(), n_runs, matched));
+            if let Some((outcome, actual, wire)) = failure {
+                report.outcome = outcome;
+                report.actual = actual;
+                report.wire = wire;
+                return report;
+            }
+        }
+        report
+    }
+
+    /// Split positions of §7: every k for inputs up to 4 KiB; else the interesting positions
+    /// near both ends plus 64 seeded random ones; at most `--split-limit`.
+    fn split_points(&self, case: &Case, v: &Variant) -> Result<Vec<usize>> {
+        let Some(program) = &v.bytes else {
+            return Ok(Vec::new());
+        };
+        let subst: Vec<(String, String)> = case
+            .tokens
+            .iter()
+            .map(|(k, len)| (k.clone(), "x".repeat(*len)))
+            .collect();
+        let bytes = super::dsl::payload(&program.eval(&subst)?);
+        let len = bytes.len();
+        if len < 2 {
+            return Ok(Vec::new());
+        }
+        let mut state = self.opts.seed ^ hash(&case.id) ^ hash(&v.name);
+        let mut points: Vec<usize> = if len <= SMALL_INPUT {
+            (1..len).collect()
+        } else {
+            let mut p = BTreeSet::new();
+            for (i, b) in bytes.iter().enumerate() {
+                let near_end = i < EDGE || i + EDGE > len;
+                let interesting = matches!(b, b'\r' | b'\n' | b';' | b'"') || *b >= 0xc0 || *b == 0xef;
+                if near_end && interesting {
+                    for k in i.saturating_sub(1)..=(i + 2) {
+                        p.insert(k);
+                    }
+                }
+            }
+            let mut p: Vec<usize> = p.into_iter().filter(|&k| k > 0 && k < len).collect();
+            if p.len() > MAX_INTERESTING {
+                sample(&mut p, MAX_INTERESTING, &mut state);
+            }
+            for _ in 0..RANDOM_SPLITS {
+                p.push(1 + (splitmix(&mut state) as usize) % (len - 1));
+            }
+            p.sort_unstable();
+            p.dedup();
+            p
+        };
+        if let Some(limit) = self.opts.split_limit {
+            if points.len() > limit {
+                sample(&mut points, limit, &mut state);
+            }
+        }
+        Ok(points)
+    }
+
+    /// Checks one observation against the expected set; returns notes for soft observations.
+    fn check(&self, case: &Case, v: &Variant, obs: &Observation) -> (Match, Vec<String>) {
+        let mut notes = Vec::new();
+        // Stream-level facts that must hold whatever the set says.
+        for (tok, s) in &obs.streams {
+            if let Ok(Some(i)) = s {
+                if let Some(e) = &i.digest_error {
+                    return (Match::No(format!("{tok}: {e}")), notes);
+                }
+            }
+        }
+        if let Some(Err(e)) = &obs.viewer {
+            return (Match::No(format!("viewer: {e}")), notes);
+        }
+        if !v.script.is_empty() {
+            for (name, set) in &v.expect_conn {
+                let Some((_, c)) = obs.conns.iter().find(|(n, _)| n == name) else {
+                    return (Match::No(format!("no connection {name}")), notes);
+                };
+                let mut whys = Vec::new();
+                let ok = set.iter().any(|e| match self.match_conn(case, e, c) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        whys.push(why);
+                        false
+                    }
+                });
+                if !ok {
+                    return (
+                        Match::No(format!("{name}: {} (expected {})", c.describe(), whys.join(" | "))),
+                        notes,
+                    );
+                }
+            }
+        }
+        let mut whys = Vec::new();
+        let mut unobservable = None;
+        for e in &v.expect {
+            let conn_ok = if v.script.is_empty() {
+                let mut n_ok = 0u32;
+                let mut first_err = None;
+                for (_, c) in &obs.conns {
+                    match self.match_conn(case, e, c) {
+                        Ok(()) => n_ok += 1,
+                        Err(why) => {
+                            first_err.get_or_insert(why);
+                        }
+                    }
+                }
+                let need = v.min_pass.min(u32::try_from(obs.conns.len()).unwrap_or(u32::MAX));
+                if n_ok >= need {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} of {} connections matched ({}): {}",
+                        n_ok,
+                        obs.conns.len(),
+                        need,
+                        first_err.unwrap_or_default()
+                    ))
+                }
+            } else {
+                Ok(())
+            };
+            if let Err(why) = conn_ok {
+                whys.push(why);
+                continue;
+            }
+            match self.match_streams(e, obs, &mut notes) {
+                Match::Yes => return (Match::Yes, notes),
+                Match::No(why) => whys.push(why),
+                Match::Unobservable(why) => unobservable = Some(why),
+            }
+        }
+        if let Some(why) = unobservable {
+            return (Match::Unobservable(why), notes);
+        }
+        if v.expect.is_empty() {
+            return (Match::Yes, notes);
+        }
+        (Match::No(whys.join(" | ")), notes)
+    }
+
+    fn match_conn(&self, case: &Case, e: &Expect, c: &ConnResult) -> std::result::Result<(), String> {
+        if let Some(g) = &c.garbage {
+            return Err(format!("unparsable response {g}"));
+        }
+        if let Some(want) = e.status() {
+            if c.status() != want {
+                return Err(format!(
+                    "status {} ≠ {}",
+                    c.status().map_or("none".to_owned(), |s| s.to_string()),
+                    want.map_or("none".to_owned(), |s| s.to_string())
+                ));
+            }
+        }
+        if let Some(r) = &c.response {
+            // P9: every response carries Connection: close and (except SSE) Content-Length.
+            if !r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                return Err(format!("the {} response lacks `Connection: close`", r.status));
+            }
+            if r.header("content-length").is_none() {
+                return Err(format!("the {} response lacks Content-Length", r.status));
+            }
+            if c.extra > 0 {
+                return Err(format!("{} bytes after the response (a second response?)", c.extra));
+            }
+        }
+        if let Some(end) = e.end() {
+            if c.end != end {
+                return Err(format!("end {} ≠ {end}", c.end));
+            }
+        }
+        if let Some(r) = &c.response {
+            for (k, want) in &e.headers {
+                match r.header(k) {
+                    Some(got) if got == want => {}
+                    got => return Err(format!("header {k}: {got:?} ≠ {want:?}")),
+                }
+            }
+            if let Some(b) = &e.body {
+                if r.body != b.as_bytes() {
+                    return Err(format!("body {:?} ≠ {b:?}", String::from_utf8_lossy(&r.body)));
+                }
+            }
+            if let Some(b) = &e.body_contains {
+                if !String::from_utf8_lossy(&r.body).contains(b.as_str()) {
+                    return Err(format!("body {:?} lacks {b:?}", String::from_utf8_lossy(&r.body)));
+                }
+            }
+        } else if !e.headers.is_empty() || e.body.is_some() || e.body_contains.is_some() {
+            return Err("no response to check".to_owned());
+        }
+        if let Some(w) = e.within_ms {
+            let [lo, hi] = if case.timers { self.scaled(case, w) } else { w };
+            match c.status_ms {
+                Some(ms) if (lo..=hi).contains(&ms) => {}
+                Some(ms) => return Err(format!("at {ms} ms, not within {lo}..{hi} ms")),
+                None => return Err(format!("nothing happened, expected within {lo}..{hi} ms")),
+            }
+        }
+        if let Some([lo, hi]) = e.fin_within_ms {
+            match c.fin_ms {
+                Some(ms) if (lo..=hi).contains(&ms) => {}
+                Some(ms) => return Err(format!("FIN {ms} ms after the last write, not within {lo}..{hi} ms")),
+                None => return Err("no FIN".to_owned()),
+            }
+        }
+        if let Some(want) = e.continue_ {
+            if c.continue_ms.is_some() != want {
+                return Err(if want {
+                    "no `100 Continue`".to_owned()
+                } else {
+                    "an unexpected `100 Continue`".to_owned()
+                });
+            }
+        }
+        if let Some([lo, hi]) = e.continue_ms {
+            match c.continue_ms {
+                Some(ms) if (lo..=hi).contains(&ms) => {}
+                Some(ms) => return Err(format!("`100 Continue` after {ms} ms, not within {lo}..{hi} ms")),
+                None => return Err("no `100 Continue`".to_owned()),
+            }
+        }
+        if let Some(min) = e.min_mbps {
+            let ms = c.status_since_first_write_ms.unwrap_or(f64::INFINITY).max(0.001);
+            let mbps = c.bytes_written as f64 / 1e6 / (ms / 1000.0);
+            if mbps < min {
+                return Err(format!("{mbps:.1} MB/s < {min} MB/s ({} bytes in {ms:.0} ms)", c.bytes_written));
+            }
+        }
+        Ok(())
+    }
+
+    fn match_streams(&self, e: &Expect, obs: &Observation, notes: &mut Vec<String>) -> Match {
+        let stream = |tok: &str| -> std::result::Result<Option<&Inspection>, String> {
+            match obs.streams.get(tok) {
+                Some(Ok(i)) => Ok(i.as_ref()),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(format!("{tok} was not inspected")),
+            }
+        };
+        if e.needs_inspection() && obs.streams.values().any(|s| matches!(s, Err(e) if e == NO_INSPECTION)) {
+            return Match::Unobservable(NO_INSPECTION.to_owned());
+        }
+        for (tok, want) in &e.acc {
+            match stream(tok) {
+                Ok(i) => {
+                    let got = i.map_or(0, |i| i.last_seq);
+                    if got != *want {
+                        return Match::No(format!("acc {tok}={got} ≠ {want}"));
+                    }
+                }
+                Err(e) => return Match::No(e),
+            }
+        }
+        if let Some(want) = e.rejected {
+            match stream("tok1") {
+                Ok(i) => {
+                    let got = i.map_or(0, |i| i.rejected_lines);
+                    if got != want {
+                        return Match::No(format!("rejected_lines {got} ≠ {want}"));
+                    }
+                }
+                Err(e) => return Match::No(e),
+            }
+        }
+        for (tok, want) in &e.window {
+            match stream(tok) {
+                Ok(Some(i)) => {
+                    if !json_eq(&i.window, want) {
+                        return Match::No(format!("window[{tok}] {} ≠ {want}", i.window));
+                    }
+                }
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            }
+        }
+        for (tok, want) in &e.window_keys {
+            match stream(tok) {
+                Ok(Some(i)) => {
+                    let got: BTreeSet<&str> = i
+                        .window
+                        .as_object()
+                        .map(|o| o.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    let want_set: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+                    if got != want_set {
+                        return Match::No(format!("window keys of {tok} {got:?} ≠ {want_set:?}"));
+                    }
+                }
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            }
+        }
+        if e.needs_metrics() {
+            let Some(delta) = &obs.metrics else {
+                return Match::Unobservable("needs the target's /metrics".to_owned());
+            };
+            for (k, want) in &e.metrics {
+                let got = delta.get(k).copied().unwrap_or(0.0);
+                if (got - *want as f64).abs() > 0.5 {
+                    return Match::No(format!("Δ{k} = {got} ≠ {want}"));
+                }
+            }
+            if let Some(l) = &e.limit {
+                let k = format!("plotstream_limit_breaches_total{{limit=\"{l}\"}}");
+                let got = delta.get(&k).copied().unwrap_or(0.0);
+                if got < 1.0 {
+                    let note = format!(
+                        "limit {l} fired (by the status) but {k} did not grow (RELIABILITY.md §3)"
+                    );
+                    if self.opts.require_limit_counters {
+                        return Match::No(note);
+                    }
+                    notes.push(note);
+                }
+            }
+        }
+        Match::Yes
+    }
+
+    /// D11: with L11 on, the (limit + 1)th connection from one address gets 503.
+    async fn drive_peer_limit(&self, case: &Case) -> VariantOutcome {
+        let Some(limit) = self.opts.peer_limit.filter(|&l| l > 0) else {
+            return VariantOutcome::Skip(
+                "needs --peer-limit N: the main target's L11 (max connections per peer)".to_owned(),
+            );
+        };
+        let target = self.main.clone();
+        let _guard = target.lock.write().await;
+        // Let connections of earlier cases finish their lingering close.
+        if target.metrics {
+            for _ in 0..100 {
+                let open = client::metrics(target.addr)
+                    .await
+                    .ok()
+                    .and_then(|m| m.get("plotstream_connections_open").copied())
+                    .unwrap_or(1.0);
+                if open <= 1.0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        let opts = ConnOpts {
+            wait: Duration::from_millis(case.variants.first().map_or(2000, |v| v.wait_ms)),
+            keep_writing: false,
+        };
+        let mut held = Vec::new();
+        let mut verdict = VariantOutcome::Pass;
+        for n in 1..=limit + 1 {
+            let conn = match Conn::open(target.addr, opts).await {
+                Ok(c) => c,
+                Err(r) => {
+                    verdict = VariantOutcome::Fail(format!("connection {n}: {}", r.describe()));
+                    break;
+                }
+            };
+            let answered = conn.wait_status(Duration::from_millis(if n <= limit { 20 } else { 1000 })).await;
+            if n <= limit && answered {
+                let r = conn.finish().await;
+                verdict = VariantOutcome::Fail(format!(
+                    "connection {n} of {} was answered: {} (expected only the {}th to get 503)",
+                    limit + 1,
+                    r.describe(),
+                    limit + 1
+                ));
+                break;
+            }
+            if n == limit + 1 {
+                let r = conn.finish().await;
+                if r.status() != Some(503) || r.end != End::Fin {
+                    verdict = VariantOutcome::Fail(format!(
+                        "connection {n}: {} (expected status=503 end=fin)",
+                        r.describe()
+                    ));
+                }
+                break;
+            }
+            held.push(conn);
+        }
+        drop(held);
+        verdict
+    }
+
+    /// Q11: issued tokens are 10 characters of `[a-z0-9]`, unique.
+    async fn drive_issue_tokens(&self, case: &Case) -> VariantOutcome {
+        let target = self.main.clone();
+        if !target.tokens_api {
+            return VariantOutcome::Skip("needs POST /api/tokens on the target".to_owned());
+        }
+        let n = usize::try_from(case.count.unwrap_or(10_000)).unwrap_or(10_000);
+        let _permit = self.jobs.acquire().await;
+        let tokens = match client::issue_tokens(target.addr, n).await {
+            Ok(t) => t,
+            Err(e) => return VariantOutcome::Fail(format!("POST /api/tokens?count={n}: {e:#}")),
+        };
+        if tokens.len() != n {
+            return VariantOutcome::Fail(format!("asked for {n} tokens, got {}", tokens.len()));
+        }
+        if let Some(bad) = tokens
+            .iter()
+            .find(|t| t.len() != 10 || !t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        {
+            return VariantOutcome::Fail(format!("token {bad:?} is not [a-z0-9]{{10}}"));
+        }
+        let unique: BTreeSet<&String> = tokens.iter().collect();
+        if unique.len() != n {
+            return VariantOutcome::Fail(format!("{} duplicate tokens among {n}", n - unique.len()));
+        }
+        VariantOutcome::Pass
+    }
+
+    /// Fresh tokens for every placeholder of `case`.
+    async fn alloc_tokens(&self, case: &Case, target: &Target) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (name, len) in &case.tokens {
+            let token = if target.kind == Some(SetupKind::Registered) && *len == 10 && name != "nosuch" {
+                target.issued().await?
+            } else {
+                self.tokens.random(*len)
+            };
+            out.push((name.clone(), token));
+        }
+        Ok(out)
+    }
+}
+
+/// Everything one run needs, owned, so runs can be spawned.
+struct RunCtx {
+    runner: Arc<Runner>,
+    case: Arc<Case>,
+    v_idx: usize,
+    target: Arc<Target>,
+    mode: Segmentation,
+    split: Option<usize>,
+    exclusive: bool,
+}
+
+impl RunCtx {
+    fn v(&self) -> &Variant {
+        &self.case.variants[self.v_idx]
+    }
+}
+
+async fn run_detached(ctx: RunCtx) -> (Option<usize>, Result<Observation>) {
+    let split = ctx.split;
+    (split, attempt(&ctx).await)
+}
+
+async fn attempt(ctx: &RunCtx) -> Result<Observation> {
+    let (runner, case, v) = (&ctx.runner, &ctx.case, ctx.v());
+    let target = &ctx.target;
+    let _shared;
+    let _excl;
+    let _permit;
+    if ctx.exclusive {
+        _excl = target.lock.write().await;
+    } else {
+        _shared = target.lock.read().await;
+        if !case.timers {
+            _permit = runner.jobs.acquire().await.context("runner closed")?;
+        }
+    }
+    if v.parallel > 1 {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..v.parallel {
+            let single = RunCtx {
+                runner: runner.clone(),
+                case: case.clone(),
+                v_idx: ctx.v_idx,
+                target: target.clone(),
+                mode: ctx.mode,
+                split: ctx.split,
+                exclusive: false,
+            };
+            set.spawn(async move { one_run(&single).await });
+        }
+        let mut all = Observation::default();
+        let mut idx = 0;
+        while let Some(res) = set.join_next().await {
+            let obs = res.context("a parallel run panicked")??;
+            idx += 1;
+            for (name, c) in obs.conns {
+                all.conns.push((format!("#{idx}{name}"), c));
+            }
+            if all.streams.is_empty() {
+                all.streams = obs.streams;
+            }
+        }
+        return Ok(all);
+    }
+    one_run(ctx).await
+}
+
+async fn one_run(ctx: &RunCtx) -> Result<Observation> {
+    let (runner, case, v) = (&ctx.runner, &ctx.case, ctx.v());
+    let target = &ctx.target;
+    let subst = runner.alloc_tokens(case, target).await?;
+    let token_of = |name: &str| {
+        subst
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| name.to_owned())
+    };
+    let wants_metrics = v.expect.iter().any(Expect::needs_metrics) && ctx.exclusive;
+    let before = if wants_metrics && target.metrics {
+        client::metrics(target.addr).await.ok()
+    } else {
+        None
+    };
+    let mut viewer = if v.viewer {
+        Some(Viewer::open(target.addr, &token_of("tok1")).await)
+    } else {
+        None
+    };
+    let opts = ConnOpts {
+        wait: runner.wait_for(case, v),
+        keep_writing: v.keep_writing,
+    };
+    let scale = runner.pause_scale(case);
+    let mut obs = Observation::default();
+    if let Some(program) = &v.bytes {
+        let items = program.eval(&subst)?;
+        let steps = wire::schedule(&items, ctx.mode, ctx.split, scale);
+        for r in 0..v.repeat {
+            let res = wire::run_conn(target.addr, &steps, opts).await;
+            let name = if v.repeat > 1 { format!("#{}", r + 1) } else { String::new() };
+            obs.conns.push((name, res));
+        }
+    } else {
+        obs.conns = run_script(v, target, &subst, opts, scale).await?;
+    }
+    if let Some(viewer) = viewer.as_mut() {
+        obs.viewer = Some(match viewer {
+            Ok(view) => {
+                view.read_for(Duration::from_millis(300)).await;
+                view.check_events().map(|e| e.len()).map_err(|e| format!("{e:#}"))
+            }
+            Err(e) => Err(format!("cannot subscribe: {e:#}")),
+        });
+    }
+    // Inspect every stream an expectation names.
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for e in v.expect.iter().chain(v.expect_conn.values().flatten()) {
+        names.extend(e.acc.keys().map(String::as_str));
+        names.extend(e.window.keys().map(String::as_str));
+        names.extend(e.window_keys.keys().map(String::as_str));
+        if e.rejected.is_some() {
+            names.insert("tok1");
+        }
+    }
+    for name in names {
+        let res = if target.inspection {
+            client::inspect(target.addr, &token_of(name))
+                .await
+                .map_err(|e| format!("{e:#}"))
+        } else {
+            Err(NO_INSPECTION.to_owned())
+        };
+        obs.streams.insert(name.to_owned(), res);
+    }
+    if let Some(before) = before {
+        if let Ok(after) = client::metrics(target.addr).await {
+            let delta = after
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+                .collect();
+            obs.metrics = Some(delta);
+        }
+    }
+    Ok(obs)
+}
+
+async fn run_script(
+    v: &Variant,
+    target: &Target,
+    subst: &[(String, String)],
+    opts: ConnOpts,
+    scale: f64,
+) -> Result<Vec<(String, ConnResult)>> {
+    let mut conns: Vec<(String, Conn)> = Vec::new();
+    let mut done: Vec<(String, ConnResult)> = Vec::new();
+    let token_of = |name: &str| {
+        subst
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| name.to_owned())
+    };
+    for (step, program) in &v.script {
+        if let (Some(name), Some(program)) = (&step.conn, program) {
+            let items = program.eval(subst)?;
+            let steps = wire::schedule(&items, Segmentation::Timed, None, scale);
+            if !conns.iter().any(|(n, _)| n == name) {
+                match Conn::open(target.addr, opts).await {
+                    Ok(c) => conns.push((name.clone(), c)),
+                    Err(r) => {
+                        done.push((name.clone(), *r));
+                        continue;
+                    }
+                }
+            }
+            if let Some((_, c)) = conns.iter_mut().find(|(n, _)| n == name) {
+                c.send(&steps).await;
+            }
+        }
+        if let Some(want) = &step.wait_acc {
+            let deadline = Instant::now() + opts.wait;
+            'poll: loop {
+                let mut all = true;
+                for (tok, n) in want {
+                    let got = client::inspect(target.addr, &token_of(tok))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map_or(0, |i| i.last_seq);
+                    all &= got >= *n;
+                }
+                if all || Instant::now() >= deadline {
+                    break 'poll;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if let Some(name) = &step.wait_status {
+            if let Some((_, c)) = conns.iter().find(|(n, _)| n == name) {
+                c.wait_status(opts.wait).await;
+            }
+        }
+        if let Some(ms) = step.pause {
+            let d = Duration::from_millis((ms as f64 / scale).round() as u64);
+            tokio::time::sleep(d).await;
+        }
+    }
+    let finished = futures_join(conns.into_iter().map(|(n, c)| async move { (n, c.finish().await) })).await;
+    done.extend(finished);
+    Ok(done)
+}
+
+/// Awaits every future concurrently, keeping their order.
+async fn futures_join<F, T>(futs: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn mode_key(obs: &Observation, with_digest: bool) -> ModeKey {
+    let mut key = ModeKey {
+        statuses: obs.conns.iter().map(|(_, c)| c.status()).collect(),
+        acc: BTreeMap::new(),
+        rejected: BTreeMap::new(),
+        digest: BTreeMap::new(),
+    };
+    for (tok, s) in &obs.streams {
+        if let Ok(i) = s {
+            key.acc.insert(tok.clone(), i.as_ref().map_or(0, |i| i.last_seq));
+            key.rejected.insert(tok.clone(), i.as_ref().map_or(0, |i| i.rejected_lines));
+            if with_digest {
+                key.digest.insert(
+                    tok.clone(),
+                    i.as_ref().map_or_else(String::new, |i| i.digest.clone()),
+                );
+            }
+        }
+    }
+    key
+}
+
+fn show_key(k: &ModeKey) -> String {
+    let statuses: Vec<String> = k
+        .statuses
+        .iter()
+        .map(|s| s.map_or("none".to_owned(), |c| c.to_string()))
+        .collect();
+    let mut s = format!("status={}", statuses.join(","));
+    for (t, n) in &k.acc {
+        let _ = write!(s, " acc{{{t}={n}}}");
+    }
+    for (t, n) in &k.rejected {
+        if *n > 0 {
+            let _ = write!(s, " rejected{{{t}={n}}}");
+        }
+    }
+    for (t, d) in &k.digest {
+        let _ = write!(s, " digest{{{t}={}}}", &d[..d.len().min(12)]);
+    }
+    s
+}
+
+fn conn_label(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" {name}")
+    }
+}
+
+/// One line for the report's `Actual:`.
+fn describe(obs: &Observation) -> String {
+    let mut parts: Vec<String> = obs
+        .conns
+        .iter()
+        .take(4)
+        .map(|(n, c)| {
+            if n.is_empty() {
+                c.describe()
+            } else {
+                format!("{n}: {}", c.describe())
+            }
+        })
+        .collect();
+    if obs.conns.len() > 4 {
+        parts.push(format!("… {} connections in all", obs.conns.len()));
+    }
+    for (tok, s) in &obs.streams {
+        match s {
+            Ok(Some(i)) => parts.push(format!(
+                "{tok}: last_seq={} count={} rejected={}",
+                i.last_seq, i.count, i.rejected_lines
+            )),
+            Ok(None) => parts.push(format!("{tok}: no stream")),
+            Err(e) => parts.push(format!("{tok}: {e}")),
+        }
+    }
+    if let Some(v) = &obs.viewer {
+        parts.push(match v {
+            Ok(n) => format!("viewer: {n} well-formed events"),
+            Err(e) => format!("viewer: {e}"),
+        });
+    }
+    parts.join("; ")
+}
+
+fn obs_wire(obs: &Observation) -> String {
+    let mut out = String::new();
+    for (name, c) in obs.conns.iter().take(3) {
+        if !name.is_empty() {
+            let _ = writeln!(out, "  connection {name}:");
+        }
+        out.push_str(&wire::hexdump(&c.log));
+    }
+    out
+}
+
+/// JSON equality with numbers compared as f64 (so 1 = 1.0 and -0 = 0).
+fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::Number(x), V::Number(y)) => x.as_f64() == y.as_f64(),
+        (V::Array(x), V::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (V::Object(x), V::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn sample(points: &mut Vec<usize>, n: usize, state: &mut u64) {
+    // A partial Fisher–Yates shuffle, then back into order.
+    for i in 0..n.min(points.len()) {
+        let j = i + (splitmix(state) as usize) % (points.len() - i);
+        points.swap(i, j);
+    }
+    points.truncate(n);
+    points.sort_unstable();
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The reason a check cannot be made against a target without the inspection route.
+pub const NO_INSPECTION: &str = "needs the inspection route GET /api/streams/{token} (RELIABILITY.md §4.3)";
+/// Inputs up to this size are split at every offset (§7).
+const SMALL_INPUT: usize = 4096;
+/// Interesting positions are taken within this many bytes of either end.
+const EDGE: usize = 256;
+/// At most this many interesting positions per large input.
+const MAX_INTERESTING: usize = 96;
+/// Seeded random positions per large input (§7).
+const RANDOM_SPLITS: usize = 64;

@@ -1,0 +1,486 @@
+//! `--verify`: one viewer per stream on the SSE feed with `interval=0`, and the inspection API
+//! at the end.
+//!
+//! The viewer recognises each point by its `x` (the point index), checks its `y` against
+//! [`value`](super::schedule::value), and counts each distinct point once: a point seen twice
+//! is a duplicate, a point seen after a later one is out of order, a sent point never seen is
+//! lost. Seqs must continue from event to event (I5); a `reset` the server announces is not a
+//! silent gap, and the points it skipped are counted as unobserved rather than lost. At the end
+//! the inspection read gives `last_seq` (compared with the points sent) and `digest`
+//! (compared with an independent JCS of the last `maxpoints` points sent).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::report::Counters;
+use super::schedule::value;
+use super::{jcs, Ctx};
+
+/// What one stream's viewer saw.
+#[derive(Debug, Clone, Default)]
+pub struct Check {
+    /// Subscribed successfully.
+    pub subscribed: bool,
+    /// `seen[i / 64] & (1 << i % 64)`: point `i` was seen.
+    seen: Vec<u64>,
+    /// Largest point index seen so far.
+    max_idx: Option<u64>,
+    /// The seq of the last update applied.
+    last_seq: u64,
+    /// Distinct points seen.
+    pub n_seen: u64,
+    /// Points seen more than once.
+    pub duplicated: u64,
+    /// Points seen after a later point.
+    pub out_of_order: u64,
+    /// Points with a wrong `y`, or an `x` that is no point index.
+    pub corrupted: u64,
+    /// Points inside announced gaps.
+    pub unobserved: u64,
+    /// Updates that did not continue the seq.
+    pub seq_gaps: u64,
+    /// `reset` events.
+    pub resets: u64,
+}
+
+impl Check {
+    /// Distinct points seen among `0..n_sent`.
+    pub fn n_seen_below(&self, n_sent: u64) -> u64 {
+        let full = (n_sent / 64) as usize;
+        let mut n: u64 = self
+            .seen
+            .iter()
+            .take(full)
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+        if let Some(w) = self.seen.get(full) {
+            let rest = n_sent % 64;
+            if rest > 0 {
+                n += u64::from((w & ((1u64 << rest) - 1)).count_ones());
+            }
+        }
+        n
+    }
+
+    /// Records point `x`/`y`; returns true the first time it is seen.
+    fn observe(&mut self, stream_idx: usize, x: f64, y: f64) -> bool {
+        if !(0.0..MAX_POINT_IDX).contains(&x) || x.fract() != 0.0 {
+            self.corrupted += 1;
+            return false;
+        }
+        let i = x as u64;
+        if y.to_bits() != value(stream_idx, i).to_bits() {
+            self.corrupted += 1;
+        }
+        let (word, bit) = ((i / 64) as usize, i % 64);
+        if self.seen.len() <= word {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & (1 << bit) != 0 {
+            self.duplicated += 1;
+            return false;
+        }
+        self.seen[word] |= 1 << bit;
+        self.n_seen += 1;
+        if self.max_idx.is_some_and(|m| i < m) {
+            self.out_of_order += 1;
+        }
+        self.max_idx = Some(self.max_idx.map_or(i, |m| m.max(i)));
+        true
+    }
+}
+
+/// What the run tells a viewer at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Still running.
+    No,
+    /// Stop once the update with this seq arrived.
+    AtSeq(u64),
+    /// Stop now.
+    Now,
+}
+
+/// Follows stream `stream_idx` once its writer opened (`opened`); reports readiness on `ready`
+/// and returns what it saw when `finish` says so.
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    stream_idx: usize,
+    opened: oneshot::Receiver<bool>,
+    ready: oneshot::Sender<bool>,
+    mut finish: watch::Receiver<Finish>,
+) -> Check {
+    let mut check = Check::default();
+    if opened.await != Ok(true) {
+        let _ = ready.send(false);
+        return check;
+    }
+    let token = ctx.tokens[stream_idx].as_str().to_owned();
+    let (mut stream, mut buf) = match subscribe(&ctx, &token).await {
+        Ok(s) => s,
+        Err(kind) => {
+            ctx.counters.error(kind);
+            let _ = ready.send(false);
+            return check;
+        }
+    };
+    check.subscribed = true;
+    Counters::add(&ctx.counters.viewers_subscribed, 1);
+    let _ = ready.send(true);
+    let mut feed = Feed::default();
+    let mut latencies = ctx.counters.e2e_latency.local();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // Events already buffered first (the snapshot may have come with the head).
+        while let Some(event) = feed.next_event(&mut buf) {
+            let now = Instant::now();
+            if !apply(&ctx, stream_idx, &mut check, &event, now, &mut latencies) {
+                return check;
+            }
+        }
+        match *finish.borrow() {
+            Finish::Now => return check,
+            Finish::AtSeq(seq) if check.last_seq >= seq => return check,
+            _ => {}
+        }
+        tokio::select! {
+            res = stream.read(&mut chunk) => match res {
+                Ok(0) | Err(_) => {
+                    ctx.counters.error("viewer_eof");
+                    return check;
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            },
+            changed = finish.changed() => {
+                if changed.is_err() {
+                    return check;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one SSE event; false when the feed is over (`reset` shutdown).
+fn apply(
+    ctx: &Ctx,
+    stream_idx: usize,
+    check: &mut Check,
+    event: &Event,
+    now: Instant,
+    latencies: &mut super::report::LocalLatencies<'_>,
+) -> bool {
+    match event.kind.as_str() {
+        "snapshot" => {
+            let Ok(snap) = serde_json::from_str::<Snapshot>(&event.data) else {
+                ctx.counters.error("viewer_bad_event");
+                return true;
+            };
+            let xs = snap.window.x.unwrap_or_default();
+            let ys = snap.window.y.unwrap_or_default();
+            let count = xs.len().min(ys.len()) as u64;
+            // Window value w holds seq last_seq − count + 1 + w (one value per point update).
+            let first_window_seq = (snap.last_seq + 1).saturating_sub(count);
+            let after = check.last_seq;
+            if first_window_seq > after + 1 {
+                check.unobserved += first_window_seq - after - 1;
+            }
+            for (w, (x, y)) in xs.iter().zip(&ys).enumerate() {
+                if first_window_seq + w as u64 > after && check.observe(stream_idx, *x, *y) {
+                    Counters::add(&ctx.counters.points_verified, 1);
+                }
+            }
+            check.last_seq = snap.last_seq;
+        }
+        "update" => {
+            let Ok(update) = serde_json::from_str::<UpdateEvent>(&event.data) else {
+                ctx.counters.error("viewer_bad_event");
+                return true;
+            };
+            if update.from_seq != check.last_seq + 1 {
+                check.seq_gaps += 1;
+            }
+            let start = *ctx.start.borrow();
+            let k = ctx.schedule.points_per_chunk;
+            let mut n_new = 0;
+            for op in &update.data {
+                if let Some(append) = &op.append {
+                    let xs = append.x.as_deref().unwrap_or_default();
+                    let ys = append.y.as_deref().unwrap_or_default();
+                    for (x, y) in xs.iter().zip(ys) {
+                        if check.observe(stream_idx, *x, *y) {
+                            n_new += 1;
+                            if let (Some(start), true) = (start, ctx.schedule.is_open_loop()) {
+                                let intended = start + ctx.schedule.intended(stream_idx, *x as u64 / k);
+                                latencies.record(now.saturating_duration_since(intended), 1);
+                            }
+                        }
+                    }
+                }
+                if op.replace.is_some() {
+                    check.corrupted += 1; // The generator never replaces.
+                }
+                check.last_seq = op.seq;
+            }
+            check.last_seq = check.last_seq.max(update.to_seq);
+            Counters::add(&ctx.counters.points_verified, n_new);
+        }
+        "reset" => {
+            check.resets += 1;
+            let reason = serde_json::from_str::<Reset>(&event.data)
+                .map(|r| r.reason)
+                .unwrap_or_default();
+            ctx.counters.error(format!("viewer_reset_{reason}"));
+            if reason == "epoch" {
+                // A new history: seqs start again.
+                check.last_seq = 0;
+            }
+            if reason == "shutdown" {
+                return false;
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+/// Opens the SSE feed; a 404 (the head is not admitted yet, or an Arduino stream before its
+/// first line) is retried briefly.
+async fn subscribe(ctx: &Ctx, token: &str) -> Result<(TcpStream, Vec<u8>), &'static str> {
+    let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        let mut stream = match TcpStream::connect(&ctx.target.addr).await {
+            Ok(s) => s,
+            Err(_) => return Err("viewer_connect"),
+        };
+        let _ = stream.set_nodelay(true);
+        let request = format!(
+            "GET /api/streams/{token}/events?interval=0 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            ctx.target.host
+        );
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return Err("viewer_io");
+        }
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let (code, body_at) = loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err("viewer_io"),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => break (resp.code.unwrap_or(0), n),
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Err("viewer_bad_response"),
+            }
+        };
+        match code {
+            200 => return Ok((stream, buf.split_off(body_at))),
+            404 if Instant::now() < deadline && !*ctx.stop.borrow() => {
+                drop(stream);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            _ => return Err("viewer_refused"),
+        }
+    }
+}
+
+/// The inspection read of one stream (RELIABILITY.md §4.3), as far as the verifier needs it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Inspection {
+    /// Seq of the newest update.
+    pub last_seq: u64,
+    /// Values per attribute.
+    pub maxpoints: u64,
+    /// Hex SHA-256 of the window's JCS.
+    pub digest: String,
+}
+
+/// `GET /api/streams/{token}`.
+pub(crate) async fn inspect(ctx: &Ctx, token: &str) -> Result<Inspection, String> {
+    let read = async {
+        let mut stream = TcpStream::connect(&ctx.target.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = format!(
+            "GET /api/streams/{token} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            ctx.target.host
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut text = Vec::new();
+        stream
+            .read_to_end(&mut text)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&text);
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no response head")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(head.lines().next().unwrap_or_default().to_owned());
+        }
+        serde_json::from_str(body).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(INSPECT_TIMEOUT, read)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+/// The digest the server must report after `n_sent` points of stream `stream_idx`, each
+/// accepted once and in order, with a window of `maxpoints`.
+pub fn expected_digest(stream_idx: usize, n_sent: u64, maxpoints: u64) -> String {
+    let first = n_sent.saturating_sub(maxpoints);
+    let xs: Vec<f64> = (first..n_sent).map(|i| i as f64).collect();
+    let ys: Vec<f64> = (first..n_sent).map(|i| value(stream_idx, i)).collect();
+    jcs::window_digest(&xs, &ys)
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Event {
+    kind: String,
+    data: String,
+}
+
+/// The SSE line parser's state between reads.
+#[derive(Debug, Default)]
+struct Feed {
+    kind: String,
+    data: String,
+}
+
+impl Feed {
+    /// The next complete event in `buf`, consuming its lines.
+    fn next_event(&mut self, buf: &mut Vec<u8>) -> Option<Event> {
+        let mut consumed = 0;
+        let mut found = None;
+        while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
+            let line = &buf[consumed..consumed + nl];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            consumed += nl + 1;
+            if line.is_empty() {
+                if !self.kind.is_empty() || !self.data.is_empty() {
+                    found = Some(Event {
+                        kind: std::mem::take(&mut self.kind),
+                        data: std::mem::take(&mut self.data),
+                    });
+                    break;
+                }
+                continue;
+            }
+            let line = String::from_utf8_lossy(line);
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => self.kind = value.to_owned(),
+                "data" => {
+                    if !self.data.is_empty() {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value);
+                }
+                _ => {} // `id`, comments (keepalives)
+            }
+        }
+        buf.drain(..consumed);
+        found
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Attrs {
+    x: Option<Vec<f64>>,
+    y: Option<Vec<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    last_seq: u64,
+    window: Attrs,
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateEvent {
+    from_seq: u64,
+    to_seq: u64,
+    data: Vec<Op>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Op {
+    seq: u64,
+    append: Option<Attrs>,
+    replace: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Reset {
+    reason: String,
+}
+
+/// Point indices above this are corrupt `x` values, not points (bounds the bitmap).
+const MAX_POINT_IDX: f64 = (1u64 << 40) as f64;
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_anywhere() {
+        let wire = b"event: snapshot\nid: e:0\ndata: {\"a\":1}\n\n: keepalive\n\nevent: update\ndata: {\"b\":2}\n\n";
+        for split in 0..wire.len() {
+            let mut feed = Feed::default();
+            let mut buf = wire[..split].to_vec();
+            let mut events = Vec::new();
+            while let Some(e) = feed.next_event(&mut buf) {
+                events.push(e);
+            }
+            buf.extend_from_slice(&wire[split..]);
+            while let Some(e) = feed.next_event(&mut buf) {
+                events.push(e);
+            }
+            assert_eq!(
+                events,
+                [
+                    Event {
+                        kind: "snapshot".into(),
+                        data: "{\"a\":1}".into()
+                    },
+                    Event {
+                        kind: "update".into(),
+                        data: "{\"b\":2}".into()
+                    }
+                ],
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn points_are_counted_once_in_order() {
+        let mut c = Check::default();
+        assert!(c.observe(3, 0.0, value(3, 0)));
+        assert!(c.observe(3, 2.0, value(3, 2)));
+        assert!(c.observe(3, 1.0, value(3, 1)));
+        assert!(!c.observe(3, 2.0, value(3, 2)));
+        assert!(c.observe(3, 64.0, 0.25));
+        assert!(!c.observe(3, 1.5, 0.0));
+        assert_eq!((c.n_seen, c.duplicated, c.out_of_order), (4, 1, 1));
+        assert_eq!(c.corrupted, 2);
+        assert_eq!(c.n_seen_below(3), 3);
+        assert_eq!(c.n_seen_below(64), 3);
+        assert_eq!(c.n_seen_below(65), 4);
+    }
+}
