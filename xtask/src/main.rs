@@ -2,7 +2,8 @@
 //! runs is a subcommand of this binary, so the only prerequisite is cargo.
 //!
 //! ```text
-//! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, fuzz smoke, browser; last line `N passed, M failed`
+//! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, compat, fuzz smoke, browser; last line `N passed, M failed`
+//! cargo xtask compat [FILTER...] [--list] the real Plotly clients against `plotstream serve`
 //! cargo xtask fuzz [TARGET] [--secs N]    run one cargo-fuzz target; without TARGET, list them
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
 //! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
@@ -14,7 +15,9 @@
 mod bench;
 mod browser;
 mod ci;
+mod compat;
 mod fuzz;
+mod soak;
 #[cfg(test)]
 mod tidy;
 mod util;
@@ -42,9 +45,11 @@ fn run() -> Result<ExitCode> {
     let args = util::Args::new(args.collect());
     match command.as_str() {
         "ci" => ci::run(args),
+        "compat" => compat::run(args),
         "fuzz" => fuzz::run(args),
         "bench" => bench::run(args),
         "browser" => browser::run(args),
+        "soak" => soak::run(args),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(ExitCode::SUCCESS)
@@ -57,15 +62,21 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-secs N]           fmt, clippy, every test, a fuzz smoke run (N s per target, default 10),
-                               the browser check;
+  ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, a fuzz smoke run (N s per
+                               target, default 10), the browser check;
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
+  compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6,
+                               Arduino/ESP8266 transcripts) against `plotstream serve`, one line per
+                               case of PROTOCOL.md §9.2; FILTER picks cases by ID or name (`V11`);
+                               installs the clients under <target>/compat
   fuzz [TARGET] [--secs N]     run one cargo-fuzz target for N seconds (default 60), or list targets;
        [-- LIBFUZZER_ARGS]     arguments after `--` go to libFuzzer
   bench [FILTER] [--no-run]    run the criterion benches
        [-- CRITERION_ARGS]     (cargo bench -p plotstream-benches --bench '*' -- FILTER CRITERION_ARGS)
                                and merge their ours/baseline figures into <target>/bench-summary.json;
                                --no-run only summarises results criterion already has
+  soak                         the long profile of the RELIABILITY §6 scenarios and the fault tests
+                               (release, PLOTSTREAM_SOAK=1)
   browser                      build and start `plotstream serve --demo`, open its live view in headless
                                Chromium (xtask/browser/check.mjs) and check that the plot grows;
                                leaves <target>/browser-check.png";
