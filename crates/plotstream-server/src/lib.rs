@@ -189,3 +189,48 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
 }
+
+/// A server on a free loopback port, running inside the current tokio runtime: the mock
+/// endpoint that client libraries and plotstream's own tests start in one line.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Where it listens (`127.0.0.1:<free port>`).
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spawned {
+    /// Binds `127.0.0.1:0` and serves `config` until [`Spawned::stop`].
+    pub async fn start(config: Config) -> std::io::Result<Spawned> {
+        Spawned::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Binds `addr` (a restart on the same port, say) and serves `config`.
+    pub async fn start_on(addr: SocketAddr, config: Config) -> std::io::Result<Spawned> {
+        let listener = bind(addr)?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(vec![listener], config, async move {
+            let _ = rx.await;
+        }));
+        Ok(Spawned {
+            addr,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down gracefully (as on SIGTERM) and waits until every connection is closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}

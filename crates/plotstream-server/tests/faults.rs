@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use plotstream_server::{faults, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 fn h(token: &str) -> String {
     format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: {token}\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -20,7 +19,7 @@ fn point(n: u64) -> String {
     format!("{:x}\r\n{line}\r\n", line.len())
 }
 
-async fn start(specs: &[&str], seed: u64) -> (SocketAddr, oneshot::Sender<()>) {
+async fn start(specs: &[&str], seed: u64) -> (SocketAddr, plotstream_server::Spawned) {
     let config = Config {
         faults: specs.iter().map(|s| faults::parse(s).unwrap()).collect(),
         seed,
@@ -28,13 +27,8 @@ async fn start(specs: &[&str], seed: u64) -> (SocketAddr, oneshot::Sender<()>) {
         drain: Duration::from_secs(2),
         ..Config::default()
     };
-    let listener = plotstream_server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(plotstream_server::run(vec![listener], config, async move {
-        let _ = rx.await;
-    }));
-    (addr, tx)
+    let spawned = plotstream_server::Spawned::start(config).await.unwrap();
+    (spawned.addr, spawned)
 }
 
 /// Reads until the server closes; the status (0 for none) and whether it reset.
@@ -113,7 +107,7 @@ async fn status_faults_refuse_lines_reproducibly() {
                     .0,
             );
         }
-        let _ = stop.send(());
+        stop.stop().await;
         outcomes
     };
     let a = run(7).await;

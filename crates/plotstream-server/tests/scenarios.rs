@@ -15,7 +15,6 @@ use plotstream_server::Config;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 fn soak() -> bool {
     std::env::var_os("PLOTSTREAM_SOAK").is_some()
@@ -35,34 +34,31 @@ fn line(n: u64) -> String {
 
 struct Server {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    spawned: plotstream_server::Spawned,
 }
 
 impl Server {
     async fn start(config: Config) -> Server {
-        Server::start_on("127.0.0.1:0".parse().unwrap(), config).await
-    }
-
-    async fn start_on(addr: SocketAddr, config: Config) -> Server {
-        let listener = plotstream_server::bind(addr).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(plotstream_server::run(vec![listener], config, async move {
-            let _ = rx.await;
-        }));
+        let spawned = plotstream_server::Spawned::start(config).await.unwrap();
         Server {
-            addr,
-            stop: Some(tx),
-            task,
+            addr: spawned.addr,
+            spawned,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task)
+    async fn start_on(addr: SocketAddr, config: Config) -> Server {
+        let spawned = plotstream_server::Spawned::start_on(addr, config)
             .await
-            .unwrap()
+            .unwrap();
+        Server {
+            addr: spawned.addr,
+            spawned,
+        }
+    }
+
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(15), self.spawned.stop())
+            .await
             .unwrap();
     }
 

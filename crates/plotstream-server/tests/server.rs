@@ -10,8 +10,6 @@ use std::time::Duration;
 use plotstream_server::{Config, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 fn h(token: &str) -> String {
     format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: {token}\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -27,30 +25,21 @@ fn point(n: u64) -> String {
 
 struct Server {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    spawned: plotstream_server::Spawned,
 }
 
 impl Server {
     async fn start(config: Config) -> Server {
-        let listener = plotstream_server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(plotstream_server::run(vec![listener], config, async move {
-            let _ = rx.await;
-        }));
+        let spawned = plotstream_server::Spawned::start(config).await.unwrap();
         Server {
-            addr,
-            stop: Some(tx),
-            task,
+            addr: spawned.addr,
+            spawned,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task)
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(15), self.spawned.stop())
             .await
-            .unwrap()
             .unwrap();
     }
 
