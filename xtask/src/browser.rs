@@ -240,7 +240,7 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<bool> {
 
 /// Runs `npm install` in `dir` unless every dependency of its `package.json` is already installed
 /// at exactly the pinned version.
-fn npm_install(dir: &Path) -> Result<()> {
+pub(crate) fn npm_install(dir: &Path) -> Result<()> {
     let manifest_path = dir.join("package.json");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -253,7 +253,7 @@ fn npm_install(dir: &Path) -> Result<()> {
         installed["version"].as_str().map(str::to_owned)
     });
     if stale.is_empty() {
-        println!("browser: {} is current", dir.join("node_modules").display());
+        println!("npm: {} is current", dir.join("node_modules").display());
         return Ok(());
     }
     let mut cmd = Command::new("npm");
@@ -295,7 +295,7 @@ fn parse_listening_port(line: &str) -> Option<u16> {
 }
 
 /// Asks `child` to stop: SIGTERM on Unix, sent to its PID alone; a kill elsewhere.
-fn terminate(child: &mut Child) -> Result<()> {
+pub(crate) fn terminate(child: &mut Child) -> Result<()> {
     if cfg!(unix) {
         let pid = child.id().to_string();
         // A failing kill means the process has just exited on its own; the caller's wait sees it.
@@ -310,7 +310,7 @@ fn terminate(child: &mut Child) -> Result<()> {
 }
 
 /// Waits up to `timeout` for `child`; `None` if it is still running.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {

@@ -2,8 +2,8 @@
 //!
 //! A failing step does not stop the run: every step runs, and the exit status is non-zero if any
 //! failed. The last line printed is `N passed, M failed`, where the test step contributes one
-//! count per test and every other step one count per check (fmt, clippy, each fuzz target).
-//! Later issues append steps (compat suite, conformance suite) to [`steps`].
+//! count per test, the compat step one count per case, and every other step one count per check
+//! (fmt, clippy, each fuzz target). Later issues append steps (conformance suite) to [`steps`].
 
 use std::{
     env,
@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{browser, fuzz, util};
+use crate::{browser, compat, fuzz, util};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(DEFAULT_FUZZ_SECS);
@@ -85,6 +85,11 @@ fn steps() -> Vec<Step> {
             name: "test",
             what: "cargo test --workspace, one count per test",
             run: test,
+        },
+        Step {
+            name: "compat",
+            what: "the real Plotly clients against plotstream serve, one count per case",
+            run: compat,
         },
         Step {
             name: "fuzz",
@@ -219,6 +224,16 @@ fn test(_: &Ctx) -> Result<Outcome> {
         outcome.failed += 1;
     }
     Ok(outcome)
+}
+
+/// Runs the compat suite (xtask/src/compat.rs): each case of PROTOCOL.md §9.2 is one count.
+fn compat(_: &Ctx) -> Result<Outcome> {
+    let tally = compat::suite(&[])?;
+    Ok(Outcome {
+        passed: tally.passed,
+        failed: tally.failed,
+        skipped: None,
+    })
 }
 
 /// Builds and runs every fuzz target for a few seconds each, when cargo-fuzz is available.

@@ -6,6 +6,7 @@
 //! cargo xtask compat [FILTER...] [--list] the real Plotly clients against `plotstream serve`
 //! cargo xtask fuzz [TARGET] [--secs N]    run one cargo-fuzz target; without TARGET, list them
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
+//! cargo xtask bench ingest                plotstream serve under plotstream load, beside TCP and hyper
 //! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
 //! ```
 //!
@@ -13,6 +14,7 @@
 //! `cargo xtask ci`) runs them.
 
 mod bench;
+mod bench_ingest;
 mod browser;
 mod ci;
 mod compat;
@@ -75,6 +77,9 @@ commands:
        [-- CRITERION_ARGS]     (cargo bench -p plotstream-benches --bench '*' -- FILTER CRITERION_ARGS)
                                and merge their ours/baseline figures into <target>/bench-summary.json;
                                --no-run only summarises results criterion already has
+  bench ingest                 plotstream serve (release) under plotstream load with 1, 100 and 10 000
+                               streams, beside the loopback TCP ceiling and a hyper sink; the RSS of
+                               10 000 idle streams; merged into <target>/bench-summary.json (~2 min)
   soak                         the long profile of the RELIABILITY §6 scenarios and the fault tests
                                (release, PLOTSTREAM_SOAK=1)
   browser                      build and start `plotstream serve --demo`, open its live view in headless
