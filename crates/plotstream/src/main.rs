@@ -104,6 +104,9 @@ struct ServeArgs {
     /// A connection without a token must bind one within this long (L29).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     unbound_timeout: Duration,
+    /// After a response, how long to drain the peer's input before closing (L33).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    linger: Duration,
     /// Open connections allowed from one peer address (0 = no limit; L11).
     #[arg(long, default_value_t = 256)]
     max_connections_per_peer: usize,
@@ -217,6 +220,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.faults = args.fault;
     config.seed = args.seed;
     config.max_connections_per_peer = args.max_connections_per_peer;
+    config.linger = args.linger;
     config.plotly_js = args.plotly_js;
     if let Some(dir) = args.viewer_dir {
         config.viewer_dir = dir;
