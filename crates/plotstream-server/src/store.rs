@@ -71,6 +71,9 @@ pub struct Conn {
     kick: AtomicU16,
     /// Woken when the connection is displaced by a takeover.
     pub kicked: Notify,
+    /// The tokens this connection became the writer of, so releasing them costs O(own tokens),
+    /// not O(streams). Only touched under the store lock.
+    bound: Mutex<Vec<String>>,
 }
 
 impl Conn {
@@ -197,6 +200,7 @@ impl Store {
         Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             kick: AtomicU16::new(0),
+            bound: Mutex::new(Vec::new()),
             kicked: Notify::new(),
         })
     }
@@ -271,9 +275,17 @@ impl Store {
     /// is written (P7, M32).
     pub fn release(&self, conn: &Arc<Conn>) {
         let mut inner = self.lock();
-        for stream in inner.streams.values_mut() {
-            if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
-                stream.writer = None;
+        let tokens = std::mem::take(
+            &mut *conn
+                .bound
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for token in tokens {
+            if let Some(stream) = inner.streams.get_mut(&token) {
+                if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
+                    stream.writer = None;
+                }
             }
         }
     }
@@ -444,10 +456,18 @@ impl Store {
                 w.displace(Status::LOCKED);
                 self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
                 stream.writer = Some(conn.clone());
+                conn.bound
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(token.to_owned());
                 Ok(())
             }
             None => {
                 stream.writer = Some(conn.clone());
+                conn.bound
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(token.to_owned());
                 Ok(())
             }
         }
