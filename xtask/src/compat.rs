@@ -16,6 +16,12 @@
 //! the scripts of `xtask/compat/{python,node}`, run with a time limit, their output kept in
 //! `compat/logs/`; the byte-level cases are in [`wire`]. Each case prints one line, `compat ID
 //! name ... ok`, and counts as one passed or failed test.
+//!
+//! Cases F1–F6 (issue 7) drive the same clients through the simulator (`serve --fault`, with a
+//! short `--linger`) and check what each loses and how it recovers against PROTOCOL.md §5:
+//! chart_studio through `disconnect`, `flap`, seeded `status` and `reset`
+//! (`xtask/compat/python/simulator.py` holds the §5.1.3 accounting), node through `disconnect`
+//! with a status and through `delay`, watched by a viewer.
 
 mod wire;
 
@@ -139,8 +145,8 @@ struct Case {
     run: fn(&CaseEnv<'_>) -> Result<Pass>,
 }
 
-/// The cases `filters` pick: a filter shaped like an ID (`V11`, `tutorial`) picks the cases of
-/// that ID, any other one the cases whose name contains it; no filter picks every case.
+/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `tutorial`) picks the cases
+/// of that ID, any other one the cases whose name contains it; no filter picks every case.
 fn selected(filters: &[String]) -> Vec<Case> {
     cases()
         .into_iter()
@@ -149,7 +155,7 @@ fn selected(filters: &[String]) -> Vec<Case> {
                 || filters.iter().any(|filter| {
                     let is_id = filter.eq_ignore_ascii_case("tutorial")
                         || filter.len() > 1
-                            && filter.starts_with(['V', 'v'])
+                            && filter.starts_with(['V', 'v', 'F', 'f'])
                             && filter[1..].bytes().all(|b| b.is_ascii_digit());
                     if is_id {
                         case.id.eq_ignore_ascii_case(filter)
@@ -161,7 +167,8 @@ fn selected(filters: &[String]) -> Vec<Case> {
         .collect()
 }
 
-/// The cases in the order they run: the tutorial, then PROTOCOL.md §9.2's scenarios.
+/// The cases in the order they run: the tutorial, PROTOCOL.md §9.2's scenarios, then the clients
+/// through the simulator's faults.
 fn cases() -> Vec<Case> {
     use Needs::{Node, NodeTls, Python, Wire};
     let case = |id, name, needs, run| Case {
@@ -330,6 +337,42 @@ fn cases() -> Vec<Case> {
         ),
         case("V22", "py.plot with sharing='secret'", Python, v22_secret),
         case("V23", "py.iplot and tls.embed", Python, v23_iplot_embed),
+        case(
+            "F1",
+            "chart_studio through disconnect:after=5: one write lost per end",
+            Python,
+            f1_disconnect,
+        ),
+        case(
+            "F2",
+            "chart_studio through flap:every=1: one write lost per flap",
+            Python,
+            f2_flap,
+        ),
+        case(
+            "F3",
+            "chart_studio through status:code=503 --seed 7, twice: the same losses",
+            Python,
+            f3_status_seeded,
+        ),
+        case(
+            "F4",
+            "chart_studio through reset: the only ConnectionResetError",
+            Python,
+            f4_reset,
+        ),
+        case(
+            "F5",
+            "node stream() through disconnect:after=3,status=408: no reconnect",
+            Node,
+            f5_node_disconnect_408,
+        ),
+        case(
+            "F6",
+            "node stream() through delay:ms=300: every point arrives, late",
+            Node,
+            f6_node_delay,
+        ),
     ]
 }
 
@@ -439,6 +482,63 @@ fn v20_node_plot_tls(env: &CaseEnv<'_>) -> Result<Pass> {
         &server,
         &[("COMPAT_TLS_PORT", tls_port.into())],
     )
+}
+
+// ---- the clients through the simulator's faults (issue 7) ----------------------------------------
+
+fn f1_disconnect(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.server(&["--fault", "disconnect:after=5", "--linger", FAULT_LINGER])?;
+    env.python("f1_disconnect.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn f2_flap(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.server(&["--fault", "flap:every=1", "--linger", FAULT_LINGER])?;
+    env.python("f2_flap.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn f3_status_seeded(env: &CaseEnv<'_>) -> Result<Pass> {
+    // Two fresh servers with the same seed: the script runs the same writes against each.
+    let flags = [
+        "--fault",
+        "status:code=503,prob=0.3",
+        "--seed",
+        "7",
+        "--linger",
+        FAULT_LINGER,
+    ];
+    let first = env.server(&flags)?;
+    let second = env.server(&flags)?;
+    let other = format!("http://{}", second.addr());
+    env.python("f3_status_seeded.py", &[&other], &first, SCRIPT_TIMEOUT)
+}
+
+fn f4_reset(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.server(&[
+        "--fault",
+        "reset:prob=1,token=f4always01",
+        "--fault",
+        "reset:prob=0.5,token=f4half0001",
+        "--seed",
+        "1",
+        "--linger",
+        FAULT_LINGER,
+    ])?;
+    env.python("f4_reset.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn f5_node_disconnect_408(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.server(&[
+        "--fault",
+        "disconnect:after=3,status=408",
+        "--linger",
+        FAULT_LINGER,
+    ])?;
+    env.node("f5_stream_disconnect_408.js", &server, &[])
+}
+
+fn f6_node_delay(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.server(&["--fault", "delay:ms=300"])?;
+    env.node("f6_stream_delay.js", &server, &[])
 }
 
 /// A loopback port that was free a moment ago.
@@ -933,6 +1033,9 @@ const NO_OPENSSL: &str = "openssl not installed";
 /// The tutorial sleeps 5 s, streams for 12 s and imports IPython, numpy and plotly.
 const TUTORIAL_TIMEOUT: Duration = Duration::from_secs(120);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The fault cases' `--linger`: short, so that their writes, spaced by more than it, take
+/// fractions of a second, and none lands inside it (PROTOCOL.md §5.1.3).
+const FAULT_LINGER: &str = "100ms";
 const NODE_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The server drains its connections for up to 10 s after SIGTERM.
@@ -969,6 +1072,10 @@ mod tests {
             let id = format!("V{n}");
             assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
         }
+        for n in 1..=6 {
+            let id = format!("F{n}");
+            assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
+        }
     }
 
     #[test]
@@ -980,6 +1087,8 @@ mod tests {
         assert_eq!(ids(&["v2"]), ["V2"]);
         assert_eq!(ids(&["V11", "tutorial"]), ["tutorial", "V11", "V11"]);
         assert_eq!(ids(&["ESP8266"]), ["V8", "V9"]);
+        assert_eq!(ids(&["f3"]), ["F3"]);
+        assert_eq!(ids(&["through reset"]), ["F4"]);
         assert_eq!(ids(&[]).len(), cases().len());
     }
 
