@@ -78,6 +78,12 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     // The token the simulator scopes faults by: the head's, else the first line's.
     let mut fault_token: Option<String> = None;
     let mut stall_until: Option<Duration> = None;
+    // Lines held by a `delay` fault: (due, token, update), in arrival order.
+    let mut held: std::collections::VecDeque<(
+        Duration,
+        plotstream_proto::Token,
+        plotstream_proto::Update,
+    )> = std::collections::VecDeque::new();
     // Flaps end writers only, so the timer starts once a head is admitted.
     let mut flap_at: Option<Duration> = None;
     loop {
@@ -103,6 +109,11 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                             tracing::info!(%peer, token = token.as_deref().unwrap_or("-"), "stream admitted");
                             ingest.admit(now, SystemTime::now());
                             fault_token = head.token.as_ref().map(|t| t.as_str().to_owned());
+                            if let (Some(t), false) =
+                                (&fault_token, shared.config.faults.is_empty())
+                            {
+                                faults.reseed(shared.config.seed, t, shared.next_token_conn(t));
+                            }
                             for f in shared
                                 .config
                                 .faults
@@ -134,6 +145,13 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                 Event::Update { token, update } => {
                     if fault_token.is_none() {
                         fault_token = Some(token.as_str().to_owned());
+                        if !shared.config.faults.is_empty() {
+                            faults.reseed(
+                                shared.config.seed,
+                                token.as_str(),
+                                shared.next_token_conn(token.as_str()),
+                            );
+                        }
                         flap_at =
                             faults::next_flap(&shared.config.faults, fault_token.as_deref(), now);
                     }
@@ -156,8 +174,11 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                         (LineAction::Apply, _) => {}
                     }
                     if let Some(delay) = faults.delay(token.as_str()) {
+                        // Held from its arrival, in parallel with the lines after it: reading
+                        // and timers go on meanwhile (applied in order by `apply_held`).
                         shared.metrics.fault("delay");
-                        tokio::time::sleep(delay).await;
+                        held.push_back((now + delay, token, update));
+                        continue;
                     }
                     if let Err(status) = shared.store.apply(&conn, &token, &update) {
                         ingest.reject_line(status);
@@ -181,6 +202,18 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                     return;
                 }
                 Event::End(end) => {
+                    // Lines held by a delay fault were accepted: apply them before the status.
+                    while let Some(&(due, _, _)) = held.front() {
+                        tokio::time::sleep_until((shared.origin + due).into()).await;
+                        apply_held(
+                            &mut held,
+                            shared.now(),
+                            shared,
+                            &conn,
+                            &mut ingest,
+                            &mut faults,
+                        );
+                    }
                     // Release bindings before the response is written (P7, M32).
                     shared.store.release(&conn);
                     ingest.poll_transmit(&mut out);
@@ -225,6 +258,13 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                 _ => std::future::pending().await,
             }
         };
+        let held_due = held.front().map(|(due, _, _)| *due);
+        let held_sleep = async {
+            match held_due {
+                Some(t) => tokio::time::sleep_until((shared.origin + t).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let flap = async {
             match flap_at {
                 Some(t) => tokio::time::sleep_until((shared.origin + t).into()).await,
@@ -232,6 +272,7 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
             }
         };
         tokio::select! {
+            () = held_sleep => apply_held(&mut held, shared.now(), shared, &conn, &mut ingest, &mut faults),
             () = stall_end => {
                 // Withheld reads do not count toward the idle timer (P8, L31).
                 if let Some(t) = stall_until.take() {
@@ -332,4 +373,38 @@ fn stall_ms(faults: &[faults::Fault], token: Option<&str>) -> Duration {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// Applies the held lines that are due, in order. A refusal ends the request with its status
+/// and drops the lines held after it, as a refusal at that line would have.
+fn apply_held(
+    held: &mut std::collections::VecDeque<(
+        Duration,
+        plotstream_proto::Token,
+        plotstream_proto::Update,
+    )>,
+    now: Duration,
+    shared: &Shared,
+    conn: &Arc<crate::store::Conn>,
+    ingest: &mut Ingest,
+    faults: &mut ConnFaults<'_>,
+) {
+    while held.front().is_some_and(|(due, _, _)| *due <= now) {
+        let Some((_, token, update)) = held.pop_front() else {
+            break;
+        };
+        match shared.store.apply(conn, &token, &update) {
+            Err(status) => {
+                held.clear();
+                ingest.close_with(status);
+            }
+            Ok(_) => {
+                if let Some(status) = faults.after_line(token.as_str()) {
+                    shared.metrics.fault("disconnect");
+                    held.clear();
+                    ingest.close_with(status);
+                }
+            }
+        }
+    }
 }

@@ -254,6 +254,18 @@ impl<'a> ConnFaults<'a> {
         }
     }
 
+    /// Seeds the random choices from the token and this connection's number among that
+    /// token's connections, so that other traffic (viewers, metrics scrapes, other writers)
+    /// never shifts one writer's fault sequence.
+    pub fn reseed(&mut self, seed: u64, token: &str, nth: u64) {
+        // FNV-1a: stable across platforms and releases, unlike the std hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in token.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.rng = Rng::new(seed ^ h, nth);
+    }
+
     /// Decides for one line of `token`, before it is applied.
     pub fn before_line(&mut self, token: &str) -> (LineAction, Option<&'static str>) {
         for f in self.faults.iter().filter(|f| f.applies(Some(token))) {

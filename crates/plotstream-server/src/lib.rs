@@ -101,6 +101,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Grids and plots of the REST subset.
     pub files: files::Files,
+    /// Writer connections per token so far, for reproducible fault seeds.
+    pub token_conns: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Open connections per peer address (L11).
     pub per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
@@ -109,6 +111,17 @@ impl Shared {
     /// Monotonic time since the server started.
     pub fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    /// The number of this writer connection among `token`'s connections (0, 1, 2…).
+    pub fn next_token_conn(&self, token: &str) -> u64 {
+        let mut map = self
+            .token_conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(token.to_owned()).or_insert(0);
+        *n += 1;
+        *n - 1
     }
 }
 
@@ -125,6 +138,7 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Fut
         origin: Instant::now(),
         shutdown: stop_rx,
         files: files::Files::default(),
+        token_conns: std::sync::Mutex::default(),
         per_peer: std::sync::Mutex::default(),
     });
     let mut connections = JoinSet::new();

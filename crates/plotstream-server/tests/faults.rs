@@ -201,3 +201,51 @@ async fn flap_ends_writers_healthily_and_they_reconnect() {
     }
     assert_eq!(last_seq(addr, "tok1").await, Some(total));
 }
+
+#[tokio::test]
+async fn delay_holds_lines_in_parallel_not_one_after_another() {
+    let (addr, _stop) = start(&["delay:ms=300"], 0).await;
+    let mut w = TcpStream::connect(addr).await.unwrap();
+    w.set_nodelay(true).unwrap();
+    w.write_all(h("tok1").as_bytes()).await.unwrap();
+    let started = Instant::now();
+    for n in 1..=5 {
+        w.write_all(point(n).as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while last_seq(addr, "tok1").await != Some(5) {
+        tokio::task::yield_now().await;
+    }
+    // One after another would take 5 × 300 ms; held in parallel, the last line is visible
+    // about 300 ms after it was sent (≈ 200 + 300 ms after the first).
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(1200),
+        "{elapsed:?}"
+    );
+    w.write_all(b"0\r\n\r\n").await.unwrap();
+    let (status, _, text) = reply(&mut w).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("\"points\":5}"));
+}
+
+#[tokio::test]
+async fn other_traffic_does_not_shift_a_seeded_fault_sequence() {
+    let run = |extra_requests: usize| async move {
+        let (addr, stop) = start(&["status:code=503,prob=0.4"], 7).await;
+        let mut outcomes = Vec::new();
+        for n in 0..20 {
+            for _ in 0..extra_requests {
+                let _ = get(addr, "/healthz").await;
+            }
+            outcomes.push(
+                send(addr, &format!("{}{}0\r\n\r\n", h("tok1"), point(n)))
+                    .await
+                    .0,
+            );
+        }
+        stop.stop().await;
+        outcomes
+    };
+    assert_eq!(run(0).await, run(2).await);
+}
