@@ -28,6 +28,9 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let no_run = args.flag("--no-run");
     let (positional, passthrough) = args.finish()?;
     let filter = positional.first().cloned();
+    if filter.as_deref() == Some("ingest") {
+        return crate::bench_ingest::run();
+    }
 
     let started = SystemTime::now();
     if !no_run {
@@ -214,7 +217,7 @@ fn summarise(measurements: &[Measurement]) -> Vec<Value> {
 }
 
 /// `previous` with every entry named in `fresh` replaced in place, then the new names appended.
-fn merge(previous: Vec<Value>, fresh: Vec<Value>) -> Vec<Value> {
+pub(crate) fn merge(previous: Vec<Value>, fresh: Vec<Value>) -> Vec<Value> {
     let name = |entry: &Value| entry["name"].as_str().map(str::to_owned);
     let mut merged = previous;
     for entry in fresh {
@@ -278,7 +281,7 @@ fn table(entries: &[Value]) -> String {
 
 /// The summary as pretty JSON with each object's keys in reading order: `name`, the times and
 /// ratio, then throughput figures (serde_json's map would sort them alphabetically).
-fn to_json(entries: &[Value]) -> Result<String> {
+pub(crate) fn to_json(entries: &[Value]) -> Result<String> {
     let mut text = String::from("[");
     for (entry_idx, entry) in entries.iter().enumerate() {
         text.push_str(if entry_idx == 0 { "\n  {" } else { ",\n  {" });

@@ -105,11 +105,8 @@ impl Driver {
     /// Wraps a connected socket: head queued, kept lines replayed.
     pub(crate) fn open(&mut self, stream: TcpStream) -> Conn {
         let _ = stream.set_nodelay(true);
-        let mut config = WriterConfig::new(
-            self.options.flavour,
-            self.target.host.clone(),
-            self.token.clone(),
-        );
+        let mut config =
+            WriterConfig::new(self.options.flavour, self.target.host.clone(), self.token);
         config.heartbeat = self.options.heartbeat;
         let now = self.now();
         let mut writer = Writer::new(config, now);
@@ -228,8 +225,8 @@ impl Driver {
                 self.emit(ClientEvent::Lost { n_points: lost });
             }
         }
-        let healthy = conn.opened.elapsed() >= self.options.backoff.max
-            || accepted.is_some_and(|n| n > 0);
+        let healthy =
+            conn.opened.elapsed() >= self.options.backoff.max || accepted.is_some_and(|n| n > 0);
         if healthy {
             self.attempt = 0;
         }

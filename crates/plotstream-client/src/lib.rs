@@ -337,8 +337,10 @@ impl Client {
 
     /// Queues any trace update (arrays replace, scalars append, `layout` patches).
     pub async fn write_update(&self, update: Update) -> Result<(), Error> {
-        self.send(driver::Command::Line(driver::Line::Update(Box::new(update))))
-            .await
+        self.send(driver::Command::Line(driver::Line::Update(Box::new(
+            update,
+        ))))
+        .await
     }
 
     /// Queues a heartbeat now (the driver also sends them on its own).
@@ -366,8 +368,47 @@ impl Client {
         lock(&self.shared.stats).clone()
     }
 
-    /// Events from now on (the first connection's `Connected` is before any subscriber). A
-    /// receiver that falls more than 256 events behind loses the oldest
+    /// Events from now on (the first connection's `Connected` is before any subscriber).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use plotstream_client::{Backoff, Client, ClientEvent, Options};
+    /// use plotstream_proto::Status;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A server that ends streams idle for 200 ms with 408, and a client without heartbeats:
+    /// // the client reports the timeout and reconnects after its first backoff delay.
+    /// let mut config = plotstream_server::Config::default();
+    /// config.limits.idle = Duration::from_millis(200);
+    /// let listener = plotstream_server::bind("127.0.0.1:0".parse()?)?;
+    /// let url = format!("http://{}", listener.local_addr()?);
+    /// tokio::spawn(plotstream_server::run(vec![listener], config, std::future::pending()));
+    ///
+    /// let options = Options {
+    ///     heartbeat: None,
+    ///     backoff: Backoff { initial: Duration::from_millis(10), ..Backoff::default() },
+    ///     ..Options::default()
+    /// };
+    /// let client = Client::connect(&url, "sensor0001", options).await?;
+    /// let mut events = client.events();
+    /// let timeout = ClientEvent::Disconnected {
+    ///     status: Some(Status::REQUEST_TIMEOUT),
+    ///     n_points_sent: 0,
+    ///     n_points_accepted: None,
+    /// };
+    /// assert_eq!(events.recv().await?, timeout);
+    /// assert_eq!(
+    ///     events.recv().await?,
+    ///     ClientEvent::Reconnecting { attempt: 1, delay: Duration::from_millis(10) }
+    /// );
+    /// assert_eq!(events.recv().await?, ClientEvent::Connected { n_connects: 2 });
+    /// assert_eq!(client.stats().n_reconnects, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A receiver that falls more than 256 events behind loses the oldest
     /// (`RecvError::Lagged`); [`Client::stats`] counts everything.
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
         self.events.subscribe()

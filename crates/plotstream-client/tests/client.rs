@@ -125,7 +125,10 @@ async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> 
 }
 
 fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
 }
 
 fn ok_response(n_points: u64) -> Vec<u8> {
@@ -172,7 +175,7 @@ async fn heartbeats_keep_an_idle_stream_open() {
 #[tokio::test]
 async fn an_idle_timeout_is_reported_and_the_client_reconnects() {
     let mut config = quick();
-    config.limits.idle = Duration::from_millis(300);
+    config.limits.idle = Duration::from_millis(600);
     let server = Server::start(config).await;
     let options = Options {
         heartbeat: None,

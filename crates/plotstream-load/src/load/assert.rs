@@ -6,8 +6,8 @@
 //! operand = factor *( "*" factor )
 //! factor  = number [unit] | metric          ; units: us ms s (latencies, in ms), % (÷100), k M
 //! metric  = p50 | p90 | p99 | p999 | max    ; e2e latency with --verify, else send latency
-//!         | send.p99 | e2e.p99 | ...        ; either one explicitly
-//!         | offered_rate | achieved_rate | points_sent | points_verified | lost | duplicated
+//!         | send.p99 | e2e.p99 | server.p99   ; one explicitly (server: from the actual write)
+//!         | offered_rate | achieved_rate | acknowledged_rate | points_sent | points_verified | lost | duplicated
 //!         | out_of_order | corrupted | seq_gaps | digest_mismatches | count_mismatches
 //!         | reconnects | errors | bytes_per_s | status.503 (errors_by_status entries)
 //! ```
@@ -99,9 +99,7 @@ impl Assertion {
                 Factor::Number(n) => expected *= n,
                 Factor::Metric(m) => match metric(report, m) {
                     Some(v) => expected *= v,
-                    None => {
-                        return Some(format!("{}: {m} was not measured{}", self.text, hint(m)))
-                    }
+                    None => return Some(format!("{}: {m} was not measured{}", self.text, hint(m))),
                 },
             }
         }
@@ -158,6 +156,7 @@ fn metric(report: &Report, name: &str) -> Option<f64> {
         }
         _ if name.starts_with("send.") => pick(report.send_latency_ms, &name[5..]),
         _ if name.starts_with("e2e.") => pick(report.e2e_latency_ms, &name[4..]),
+        _ if name.starts_with("server.") => pick(report.server_latency_ms, &name[7..]),
         _ if name.starts_with("status.") => Some(
             report
                 .errors_by_status
@@ -167,6 +166,8 @@ fn metric(report: &Report, name: &str) -> Option<f64> {
         ),
         "offered_rate" => report.offered_rate,
         "achieved_rate" => Some(report.achieved_rate),
+        "acknowledged_rate" => report.acknowledged_rate,
+        "points_acknowledged" => n(report.points_acknowledged),
         "points_sent" => Some(report.points_sent as f64),
         "points_verified" => n(report.points_verified),
         "lost" => n(report.lost),
@@ -185,9 +186,11 @@ fn metric(report: &Report, name: &str) -> Option<f64> {
 
 fn is_metric(name: &str) -> bool {
     const QUANTILES: [&str; 5] = ["p50", "p90", "p99", "p999", "max"];
-    const PLAIN: [&str; 14] = [
+    const PLAIN: [&str; 16] = [
         "offered_rate",
         "achieved_rate",
+        "acknowledged_rate",
+        "points_acknowledged",
         "points_sent",
         "points_verified",
         "lost",
@@ -206,9 +209,10 @@ fn is_metric(name: &str) -> bool {
         || PLAIN.contains(&name)
         || name.strip_prefix("send.").is_some_and(quantile)
         || name.strip_prefix("e2e.").is_some_and(quantile)
-        || name
-            .strip_prefix("status.")
-            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        || name.strip_prefix("server.").is_some_and(quantile)
+        || name.strip_prefix("status.").is_some_and(|s| {
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
 }
 
 fn find_op(s: &str) -> Option<(usize, Op, usize)> {
@@ -299,6 +303,8 @@ mod tests {
             points_scheduled: Some(1000),
             points_sent: 995,
             bytes_sent: 1,
+            points_acknowledged: None,
+            acknowledged_rate: None,
             bytes_per_s: 1.0,
             points_verified: Some(990),
             lost: Some(5),
@@ -328,6 +334,7 @@ mod tests {
                 max: 80.0,
                 count: 990,
             }),
+            server_latency_ms: None,
             interrupted: false,
         }
     }
@@ -340,7 +347,7 @@ mod tests {
 
     #[test]
     fn assertions_hold_or_say_why() {
-        check("p99<50ms", Some("p99<50ms: p99 is 60.000 ms (expected < 50)"));
+        check("p99<50ms", Some("p99<50ms: p99 is 60 ms (expected < 50)"));
         check("p99 < 0.1s", None);
         check("send.p99<1ms", None);
         check("e2e.max<=80", None);
@@ -354,7 +361,10 @@ mod tests {
         check("status.503=2", None);
         check("status.408=0", None);
         check("errors!=0", None);
-        check("points_sent>1k", Some("points_sent>1k: points_sent is 995 (expected > 1000)"));
+        check(
+            "points_sent>1k",
+            Some("points_sent>1k: points_sent is 995 (expected > 1000)"),
+        );
     }
 
     #[test]

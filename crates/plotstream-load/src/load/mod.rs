@@ -207,7 +207,12 @@ pub async fn measure(
                 .with_context(|| format!("invalid token {t:?}: use [A-Za-z0-9_-], at most 64"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let schedule = Schedule::new(args.rate, args.streams, args.points_per_chunk, args.duration);
+    let schedule = Schedule::new(
+        args.rate,
+        args.streams,
+        args.points_per_chunk,
+        args.duration,
+    );
     let (start_tx, start_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
@@ -216,6 +221,9 @@ pub async fn measure(
         schedule,
         tokens,
         counters: Counters::default(),
+        writes: (0..if args.verify { args.streams } else { 0 })
+            .map(|_| std::sync::Mutex::default())
+            .collect(),
         start: start_rx,
         stop: stop_rx,
         verify: args.verify,
@@ -232,8 +240,8 @@ pub async fn measure(
         })
     };
     let (done_tx, done_rx) = watch::channel(false);
-    let progress = (!args.quiet)
-        .then(|| tokio::spawn(printer::progress(ctx.clone(), args.progress, done_rx)));
+    let progress =
+        (!args.quiet).then(|| tokio::spawn(printer::progress(ctx.clone(), args.progress, done_rx)));
 
     // Connect.
     let t0 = Instant::now();
@@ -245,7 +253,12 @@ pub async fn measure(
     for s in 0..n {
         let connect_at = t0 + args.ramp.mul_f64(s as f64 / n as f64);
         let (opened_tx, opened_rx) = oneshot::channel();
-        writers.push(tokio::spawn(writer::run(ctx.clone(), s, connect_at, opened_tx)));
+        writers.push(tokio::spawn(writer::run(
+            ctx.clone(),
+            s,
+            connect_at,
+            opened_tx,
+        )));
         if args.verify {
             let (ready_tx, ready_rx) = oneshot::channel();
             let (finish_tx, finish_rx) = watch::channel(Finish::No);
@@ -308,6 +321,15 @@ pub async fn measure(
     }
     stopper.abort();
 
+    let acked: Option<u64> = outcomes.iter().map(|o| o.n_points_acked).sum();
+    let acked_until = outcomes.iter().filter_map(|o| o.closed_at).max();
+    let acknowledged_rate = acked.zip(acked_until).map(|(n, until)| {
+        n as f64
+            / until
+                .saturating_duration_since(start)
+                .as_secs_f64()
+                .max(1e-9)
+    });
     let c = &ctx.counters;
     let points_sent = Counters::get(&c.points_sent);
     let bytes_sent = Counters::get(&c.bytes_sent);
@@ -330,6 +352,8 @@ pub async fn measure(
         points_scheduled: ctx.schedule.n_points_scheduled(),
         points_sent,
         bytes_sent,
+        points_acknowledged: acked,
+        acknowledged_rate,
         bytes_per_s: bytes_sent as f64 / secs,
         points_verified: verified(v.verified),
         lost: verified(v.lost),
@@ -345,6 +369,7 @@ pub async fn measure(
         errors_by_status,
         send_latency_ms: c.send_latency.percentiles(),
         e2e_latency_ms: c.e2e_latency.percentiles(),
+        server_latency_ms: c.server_latency.percentiles(),
         interrupted: was_interrupted,
     })
 }
@@ -449,6 +474,9 @@ pub(crate) struct Ctx {
     /// Invariant: one token per stream.
     tokens: Vec<Token>,
     counters: Counters,
+    /// With `--verify`, per stream: `(end_chunk_idx, issued)` for each write in flight or not
+    /// yet matched by the viewer, covering chunks from the previous entry's end to `end`.
+    writes: Vec<std::sync::Mutex<std::collections::VecDeque<(u64, Instant)>>>,
     /// The common start time, once every stream is ready.
     start: watch::Receiver<Option<Instant>>,
     /// True on Ctrl-C.

@@ -102,19 +102,30 @@ pub fn text(r: &Report) -> String {
         r.connect_s,
         if r.interrupted { ", interrupted" } else { "" }
     );
-    let offered = r
-        .offered_rate
-        .map_or_else(|| "max".to_owned(), |o| format!("{} points/s", group(o as u64)));
+    let offered = r.offered_rate.map_or_else(
+        || "max".to_owned(),
+        |o| format!("{} points/s", group(o as u64)),
+    );
     let _ = writeln!(s, "  Offered rate:    {offered}");
     let pct = r
         .offered_rate
         .filter(|o| *o > 0.0)
-        .map_or_else(String::new, |o| format!(" ({:.2} %)", 100.0 * r.achieved_rate / o));
+        .map_or_else(String::new, |o| {
+            format!(" ({:.2} %)", 100.0 * r.achieved_rate / o)
+        });
     let _ = writeln!(
         s,
         "  Achieved rate:   {} points/s{pct}",
         group(r.achieved_rate as u64)
     );
+    if let (Some(n), Some(rate)) = (r.points_acknowledged, r.acknowledged_rate) {
+        let _ = writeln!(
+            s,
+            "  Acknowledged:    {} points, {} points/s (by the final 200s)",
+            group(n),
+            group(rate as u64)
+        );
+    }
     let _ = writeln!(
         s,
         "  Points sent:     {}{}",
@@ -155,11 +166,20 @@ pub fn text(r: &Report) -> String {
             n(r.count_mismatches)
         );
     }
-    latency_block(&mut s, "Send latency (intended time -> written)", r.send_latency_ms);
+    latency_block(
+        &mut s,
+        "Send latency (intended time -> written)",
+        r.send_latency_ms,
+    );
     latency_block(
         &mut s,
         "Write -> viewer latency (intended time -> SSE)",
         r.e2e_latency_ms,
+    );
+    latency_block(
+        &mut s,
+        "Server share (write issued -> SSE)",
+        r.server_latency_ms,
     );
     let _ = writeln!(s, "\nErrors:");
     if r.errors_by_status.is_empty() {

@@ -30,7 +30,7 @@ impl Latencies {
     /// The percentiles so far, in milliseconds.
     pub fn percentiles(&self) -> Option<Percentiles> {
         let h = lock(&self.hist);
-        (h.len() > 0).then(|| Percentiles::of(&h))
+        (!h.is_empty()).then(|| Percentiles::of(&h))
     }
 
     /// A task-local buffer that flushes into `self`.
@@ -133,6 +133,9 @@ pub struct Counters {
     pub send_latency: Latencies,
     /// Write → viewer latency from the intended time.
     pub e2e_latency: Latencies,
+    /// Write → viewer latency from when the write was issued: the server's and the viewer
+    /// path's share, without the generator's own lateness.
+    pub server_latency: Latencies,
 }
 
 impl Counters {
@@ -182,6 +185,11 @@ pub struct Report {
     pub points_sent: u64,
     /// Bytes written to sockets.
     pub bytes_sent: u64,
+    /// Points the servers' final `200` bodies acknowledged (`null` unless every stream's did).
+    pub points_acknowledged: Option<u64>,
+    /// Acknowledged points per second, from the start to the last final response: the rate
+    /// the server really ingested, kernel buffers drained (`null` as above).
+    pub acknowledged_rate: Option<f64>,
     /// Bytes per second of `duration_s`.
     pub bytes_per_s: f64,
     /// Distinct sent points a viewer saw (`null` without `--verify`).
@@ -213,6 +221,9 @@ pub struct Report {
     pub send_latency_ms: Option<Percentiles>,
     /// Intended time → seen by the viewer (`--verify`, open-loop rates).
     pub e2e_latency_ms: Option<Percentiles>,
+    /// Write issued → seen by the viewer (`--verify`): `e2e_latency_ms` without the
+    /// generator's own lateness, i.e. what the server and the viewer path add.
+    pub server_latency_ms: Option<Percentiles>,
     /// True when Ctrl-C cut the run short.
     pub interrupted: bool,
 }

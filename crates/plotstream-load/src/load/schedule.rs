@@ -31,9 +31,9 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         Some(b'M') => (&s[..s.len() - 1], 1e6),
         _ => (s, 1.0),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid rate {s:?}: expected points/s (e.g. 20000, 20k, 1M) or max"))?;
+    let n: f64 = num.parse().map_err(|_| {
+        format!("invalid rate {s:?}: expected points/s (e.g. 20000, 20k, 1M) or max")
+    })?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("invalid rate {s:?}: must be a non-negative number"));
     }

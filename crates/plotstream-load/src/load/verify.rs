@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use plotstream_proto::encode::Flavour;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -122,19 +123,41 @@ pub(crate) async fn run(
         return check;
     }
     let token = ctx.tokens[stream_idx].as_str().to_owned();
-    let (mut stream, mut buf) = match subscribe(&ctx, &token).await {
+    // An Arduino stream exists only after its first line (its head names no token), and its
+    // first line waits for the start: subscribe without holding the start back. Points sent
+    // before the subscription arrive in the snapshot.
+    let lazy = ctx.flavour == Flavour::Arduino;
+    let mut ready = Some(ready);
+    if lazy {
+        if let Some(r) = ready.take() {
+            let _ = r.send(true);
+        }
+    }
+    let patience = if lazy {
+        SUBSCRIBE_TIMEOUT + ctx.schedule.duration
+    } else {
+        SUBSCRIBE_TIMEOUT
+    };
+    let (mut stream, mut buf) = match subscribe(&ctx, &token, patience).await {
         Ok(s) => s,
         Err(kind) => {
             ctx.counters.error(kind);
-            let _ = ready.send(false);
+            if let Some(r) = ready.take() {
+                let _ = r.send(false);
+            }
             return check;
         }
     };
     check.subscribed = true;
     Counters::add(&ctx.counters.viewers_subscribed, 1);
-    let _ = ready.send(true);
+    if let Some(r) = ready.take() {
+        let _ = r.send(true);
+    }
     let mut feed = Feed::default();
-    let mut latencies = ctx.counters.e2e_latency.local();
+    let mut latencies = Samples {
+        e2e: ctx.counters.e2e_latency.local(),
+        server: ctx.counters.server_latency.local(),
+    };
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         // Events already buffered first (the snapshot may have come with the head).
@@ -173,7 +196,7 @@ fn apply(
     check: &mut Check,
     event: &Event,
     now: Instant,
-    latencies: &mut super::report::LocalLatencies<'_>,
+    latencies: &mut Samples<'_>,
 ) -> bool {
     match event.kind.as_str() {
         "snapshot" => {
@@ -215,9 +238,17 @@ fn apply(
                     for (x, y) in xs.iter().zip(ys) {
                         if check.observe(stream_idx, *x, *y) {
                             n_new += 1;
+                            let chunk_idx = *x as u64 / k;
                             if let (Some(start), true) = (start, ctx.schedule.is_open_loop()) {
-                                let intended = start + ctx.schedule.intended(stream_idx, *x as u64 / k);
-                                latencies.record(now.saturating_duration_since(intended), 1);
+                                let intended = start + ctx.schedule.intended(stream_idx, chunk_idx);
+                                latencies
+                                    .e2e
+                                    .record(now.saturating_duration_since(intended), 1);
+                            }
+                            if let Some(issued) = write_issued(ctx, stream_idx, chunk_idx) {
+                                latencies
+                                    .server
+                                    .record(now.saturating_duration_since(issued), 1);
                             }
                         }
                     }
@@ -249,10 +280,33 @@ fn apply(
     true
 }
 
+/// The viewer's two latency buffers.
+struct Samples<'a> {
+    e2e: super::report::LocalLatencies<'a>,
+    server: super::report::LocalLatencies<'a>,
+}
+
+/// When the write holding chunk `chunk_idx` was issued, dropping older writes' entries (points
+/// arrive in order; an out-of-order point gets no sample).
+fn write_issued(ctx: &Ctx, stream_idx: usize, chunk_idx: u64) -> Option<Instant> {
+    let writes = ctx.writes.get(stream_idx)?;
+    let mut writes = writes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    while writes.front().is_some_and(|(end, _)| *end <= chunk_idx) {
+        writes.pop_front();
+    }
+    writes.front().map(|(_, issued)| *issued)
+}
+
 /// Opens the SSE feed; a 404 (the head is not admitted yet, or an Arduino stream before its
 /// first line) is retried briefly.
-async fn subscribe(ctx: &Ctx, token: &str) -> Result<(TcpStream, Vec<u8>), &'static str> {
-    let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
+async fn subscribe(
+    ctx: &Ctx,
+    token: &str,
+    patience: Duration,
+) -> Result<(TcpStream, Vec<u8>), &'static str> {
+    let deadline = Instant::now() + patience;
     let mut delay = Duration::from_millis(2);
     loop {
         let mut stream = match TcpStream::connect(&ctx.target.addr).await {

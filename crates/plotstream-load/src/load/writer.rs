@@ -33,6 +33,10 @@ pub struct Outcome {
     pub connected: bool,
     /// When the last data write completed.
     pub sent_until: Option<Instant>,
+    /// Points the final `200` body acknowledged (`"points":N`), when it says.
+    pub n_points_acked: Option<u64>,
+    /// When the final response arrived.
+    pub closed_at: Option<Instant>,
 }
 
 /// Runs stream `stream_idx`: connects at `connect_at`, reports on `opened` (true once the head
@@ -58,7 +62,7 @@ pub(crate) async fn run(
 
     let mut stop = ctx.stop.clone();
     let Some(start) = ctx.wait_start().await else {
-        out.final_status = close(&ctx, &mut conn).await;
+        close(&ctx, &mut conn, &mut out).await;
         return out;
     };
     let schedule = &ctx.schedule;
@@ -71,7 +75,8 @@ pub(crate) async fn run(
     };
     let token = (ctx.flavour == Flavour::Arduino).then(|| &ctx.tokens[stream_idx]);
     let mut latencies = ctx.counters.send_latency.local();
-    let mut buf: Vec<u8> = Vec::with_capacity(MAX_WRITE + 64 * 1024);
+    // Grows to what the rate needs; 10 000 slow streams should not hold 10 000 big buffers.
+    let mut buf: Vec<u8> = Vec::new();
     let mut chunk_idx: u64 = 0;
     let mut last_write = Instant::now();
     let mut backoff = 0u32;
@@ -97,6 +102,10 @@ pub(crate) async fn run(
                 chunk_idx += 1;
             }
             let n_points = (chunk_idx - first) * k;
+            if let Some(writes) = ctx.writes.get(stream_idx) {
+                // Before the write: the viewer may see the points before this task runs again.
+                lock(writes).push_back((chunk_idx, Instant::now()));
+            }
             let written = conn.stream.write_all(&buf).await;
             let done = Instant::now();
             // Counted as sent even if the write failed: the bytes may have reached the server,
@@ -156,7 +165,7 @@ pub(crate) async fn run(
         }
     }
     drop(latencies);
-    out.final_status = close(&ctx, &mut conn).await;
+    close(&ctx, &mut conn, &mut out).await;
     out
 }
 
@@ -181,6 +190,11 @@ pub fn encode_chunk(
         batch.push_point(flavour, point_x(i), y, token, out);
     }
     batch.finish(out);
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A queue of timestamps: still consistent after a panic elsewhere.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn point_x(i: u64) -> Num {
@@ -240,6 +254,11 @@ async fn open(ctx: &Ctx, stream_idx: usize) -> Result<Conn, &'static str> {
         _ => return Err("connect"),
     };
     let _ = stream.set_nodelay(true);
+    if !ctx.schedule.is_open_loop() && !ctx.schedule.is_idle() {
+        // `--rate max`: bound what the kernel buffers per connection, so the run ends soon
+        // after its duration and the acknowledged rate is what the server did in that time.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(MAX_MODE_SNDBUF);
+    }
     let mut head = Vec::with_capacity(256);
     let token = (ctx.flavour != Flavour::Arduino).then(|| &ctx.tokens[stream_idx]);
     // Every flavour's head goes out at connect time (node's real client sends it with the
@@ -304,18 +323,34 @@ async fn recover(
     false
 }
 
-/// Sends the close sequence and reads the final status; a non-200 counts as an error.
-async fn close(ctx: &Ctx, conn: &mut Conn) -> Option<u16> {
+/// Sends the close sequence and reads the final status (and the acknowledged points of a
+/// `200`); a non-200 counts as an error.
+async fn close(ctx: &Ctx, conn: &mut Conn, out: &mut Outcome) {
     let mut bytes = Vec::new();
     encode::encode_close(ctx.flavour, &mut bytes);
     // After a failed write there may still be a response to read.
     let _ = conn.stream.write_all(&bytes).await;
     let status = conn.read_end().await;
-    if status != Some(200) {
+    out.closed_at = Some(Instant::now());
+    if status == Some(200) {
+        out.n_points_acked = acknowledged_points(&conn.response);
+    } else {
         ctx.counters
             .error(status.map_or_else(|| "no_response".to_owned(), |s| s.to_string()));
     }
-    status
+    out.final_status = status;
+}
+
+/// `N` from a body holding `"points":N` (plotstream's `200`, the bench's hyper sink).
+fn acknowledged_points(response: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"points\":";
+    let at = response.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: String = response[at..]
+        .iter()
+        .map(|&b| char::from(b))
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// The status once the response (head and Content-Length body) is complete.
@@ -333,7 +368,13 @@ fn complete_status(buf: &[u8]) -> Option<u16> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
         .unwrap_or(0);
     (buf.len() >= n + len).then_some(code)
 }
@@ -353,6 +394,8 @@ fn backoff_delay(attempt: u32) -> Duration {
     (Duration::from_millis(100) * 2u32.pow(attempt.min(5))).min(Duration::from_secs(2))
 }
 
+/// `SO_SNDBUF` of `--rate max` connections.
+const MAX_MODE_SNDBUF: usize = 256 * 1024;
 /// Bytes encoded per socket write when behind schedule (or at `--rate max`).
 pub const MAX_WRITE: usize = 64 * 1024;
 /// How long past the duration a late writer may go on sending what was due.
@@ -376,6 +419,8 @@ mod tests {
         assert_eq!(complete_status(&r[..r.len() - 1]), None);
         assert_eq!(parse_status(&r[..r.len() - 1]), Some(200));
         assert_eq!(parse_status(b"HTTP/1.1 40"), None);
+        assert_eq!(acknowledged_points(&r), Some(3));
+        assert_eq!(acknowledged_points(b"HTTP/1.1 408 x\r\n\r\ntimeout"), None);
     }
 
     #[test]
@@ -388,6 +433,9 @@ mod tests {
         let text = String::from_utf8(many).unwrap_or_default();
         let xs: Vec<&str> = text.matches("{\"x\": ").collect();
         assert_eq!(xs.len(), 3);
-        assert!(text.contains("{\"x\": 6,") && text.contains("{\"x\": 8,"), "{text}");
+        assert!(
+            text.contains("{\"x\": 6,") && text.contains("{\"x\": 8,"),
+            "{text}"
+        );
     }
 }

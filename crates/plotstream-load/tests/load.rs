@@ -1,0 +1,359 @@
+//! The load generator against the plotstream server on port 0, in small bounded runs: a healthy
+//! server loses nothing (in every client's bytes), a proxy that drops and repeats lines is
+//! caught exactly, and a proxy that delays lines shows up in the write→viewer latency. No test
+//! sleeps to wait for an outcome, and timing bounds are floors the injected fault guarantees.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plotstream_load::load::{measure, Assertion, LoadArgs, Report};
+use plotstream_server::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let listener = plotstream_server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = Config {
+            linger: Duration::from_millis(200),
+            drain: Duration::from_secs(3),
+            max_connections_per_peer: 0,
+            ..Config::default()
+        };
+        let task = tokio::spawn(plotstream_server::run(vec![listener], config, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn load(target: SocketAddr, extra: &[&str]) -> Report {
+    let url = format!("http://{target}");
+    let mut argv = vec!["--target", &url, "--quiet", "--verify"];
+    argv.extend_from_slice(extra);
+    let args = LoadArgs::from_args(argv).unwrap();
+    let run = measure(&args, std::future::pending());
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a bounded run ends within 60 s")
+        .unwrap()
+}
+
+#[track_caller]
+fn assert_clean(r: &Report) {
+    let scheduled = r.points_scheduled.unwrap();
+    assert_eq!(r.points_sent, scheduled, "{}", r.to_json());
+    assert_eq!(r.points_verified, Some(scheduled), "{}", r.to_json());
+    for (name, v) in [
+        ("lost", r.lost),
+        ("duplicated", r.duplicated),
+        ("out_of_order", r.out_of_order),
+        ("corrupted", r.corrupted),
+        ("seq_gaps", r.seq_gaps),
+        ("digest_mismatches", r.digest_mismatches),
+        ("count_mismatches", r.count_mismatches),
+    ] {
+        assert_eq!(v, Some(0), "{name}: {}", r.to_json());
+    }
+    assert!(r.errors_by_status.is_empty(), "{}", r.to_json());
+    assert_eq!(r.send_latency_ms.map(|p| p.count), Some(scheduled));
+    // An Arduino stream exists only after its first line, so its viewer subscribes late and
+    // sees the first points in its snapshot, without a latency sample.
+    let e2e = r.e2e_latency_ms.map_or(0, |p| p.count);
+    if r.client == "arduino" {
+        assert!(e2e <= scheduled && e2e >= scheduled / 2, "{}", r.to_json());
+    } else {
+        assert_eq!(e2e, scheduled, "{}", r.to_json());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_server_loses_nothing() {
+    let server = Server::start().await;
+    // 4 streams × 200 points/s for 1 s.
+    let r = load(
+        server.addr,
+        &["--streams", "4", "--rate", "800", "--duration", "1s"],
+    )
+    .await;
+    assert_eq!(r.points_scheduled, Some(800));
+    assert_clean(&r);
+    for expr in ["lost=0", "duplicated=0", "achieved_rate>=0.5*offered_rate"] {
+        assert_eq!(Assertion::parse(expr).unwrap().check(&r), None, "{expr}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_flavour_is_verified() {
+    let server = Server::start().await;
+    for (client, k) in [
+        ("python", "1"),
+        ("node", "1"),
+        ("arduino", "1"),
+        ("raw", "10"),
+    ] {
+        let r = load(
+            server.addr,
+            &[
+                "--streams",
+                "2",
+                "--rate",
+                "400",
+                "--duration",
+                "500ms",
+                "--client",
+                client,
+                "--points-per-chunk",
+                k,
+            ],
+        )
+        .await;
+        assert_eq!(r.points_scheduled, Some(200), "{client}: {}", r.to_json());
+        assert_eq!(r.client, client);
+        assert_clean(&r);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_and_repeated_lines_are_counted() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(
+        server.addr,
+        Fault::Mangle {
+            drop_every: 10,
+            repeat_every: 7,
+        },
+    )
+    .await;
+    let r = load(
+        proxy.addr,
+        &["--streams", "2", "--rate", "200", "--duration", "1s"],
+    )
+    .await;
+    let dropped = proxy.dropped.load(Ordering::Relaxed);
+    let repeated = proxy.repeated.load(Ordering::Relaxed);
+    assert_eq!(r.points_sent, 200);
+    assert_eq!((dropped, repeated), (20, 26), "100 lines per stream");
+    assert_eq!(r.lost, Some(dropped), "{}", r.to_json());
+    assert_eq!(r.duplicated, Some(repeated), "{}", r.to_json());
+    assert_eq!(r.points_verified, Some(200 - dropped));
+    assert_eq!(r.out_of_order, Some(0));
+    assert_eq!(r.seq_gaps, Some(0), "the server's own seqs have no gap");
+    assert_eq!(r.count_mismatches, Some(2));
+    let failure = Assertion::parse("lost=0").unwrap().check(&r);
+    assert_eq!(
+        failure.as_deref(),
+        Some("lost=0: lost is 20 (expected = 0)")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_delay_shows_in_write_to_viewer_latency() {
+    let server = Server::start().await;
+    let delay = Duration::from_millis(200);
+    let proxy = Proxy::start(server.addr, Fault::Delay(delay)).await;
+    let r = load(
+        proxy.addr,
+        &["--streams", "2", "--rate", "100", "--duration", "1s"],
+    )
+    .await;
+    assert_clean(&r);
+    let e2e = r.e2e_latency_ms.unwrap();
+    // Every line reaches the server at least 200 ms after it was written, which is after its
+    // intended time: no point can be seen sooner.
+    assert!(e2e.p50 >= 200.0, "{e2e:?}");
+    // The proxy's delay is the server side's share, whatever the generator's own lateness.
+    let share = r.server_latency_ms.unwrap();
+    assert!(share.p50 >= 200.0, "{share:?}");
+    assert!(e2e.max < 10_000.0, "{e2e:?}");
+    assert!(
+        Assertion::parse("e2e.p50<200ms")
+            .unwrap()
+            .check(&r)
+            .is_some(),
+        "{e2e:?}"
+    );
+    server.stop().await;
+}
+
+/// What the proxy does to ingest bodies (other requests pass untouched).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Drop every `drop_every`-th data line of a connection, and send every `repeat_every`-th
+    /// (of those not dropped) twice.
+    Mangle { drop_every: u64, repeat_every: u64 },
+    /// Forward every chunk this long after it arrived, in order.
+    Delay(Duration),
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    dropped: Arc<AtomicU64>,
+    repeated: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr, fault: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let repeated = Arc::new(AtomicU64::new(0));
+        let counts = (dropped.clone(), repeated.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    let _ = relay(client, upstream, fault, counts).await;
+                });
+            }
+        });
+        Proxy {
+            addr,
+            dropped,
+            repeated,
+        }
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    (dropped, repeated): (Arc<AtomicU64>, Arc<AtomicU64>),
+) -> std::io::Result<()> {
+    let mut server = TcpStream::connect(upstream).await?;
+    let _ = server.set_nodelay(true);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while buf.len() < 4 {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if !buf.starts_with(b"POST") {
+        server.write_all(&buf).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+        return Ok(());
+    }
+    let (mut client_rd, mut client_wr) = client.into_split();
+    let (mut server_rd, server_wr) = server.into_split();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut server_rd, &mut client_wr).await;
+    });
+    // Forwarding goes through one ordered queue; with a delay each piece waits its turn.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let forwarder = tokio::spawn(async move {
+        let mut server_wr = server_wr;
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if server_wr.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = server_wr.shutdown().await;
+    });
+    let delay = match fault {
+        Fault::Delay(d) => d,
+        Fault::Mangle { .. } => Duration::ZERO,
+    };
+    let send = |bytes: Vec<u8>| {
+        let _ = tx.send((tokio::time::Instant::now() + delay, bytes));
+    };
+    // The head, as is.
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            send(buf.drain(..end + 4).collect());
+            break;
+        }
+        let n = client_rd.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    // Chunks, one at a time: `size CRLF data CRLF`.
+    let mut line_idx: u64 = 0;
+    let mut passthrough = false;
+    loop {
+        while !passthrough {
+            let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let size_text = String::from_utf8_lossy(&buf[..eol]).trim().to_owned();
+            if size_text.is_empty() {
+                send(buf.drain(..eol + 2).collect());
+                continue;
+            }
+            let size = usize::from_str_radix(&size_text, 16).unwrap_or(0);
+            if size == 0 {
+                passthrough = true;
+                break;
+            }
+            if buf.len() < eol + 2 + size + 2 {
+                break;
+            }
+            let piece: Vec<u8> = buf.drain(..eol + 2 + size + 2).collect();
+            let is_heartbeat = size == 1;
+            if let (
+                Fault::Mangle {
+                    drop_every,
+                    repeat_every,
+                },
+                false,
+            ) = (fault, is_heartbeat)
+            {
+                line_idx += 1;
+                if line_idx % drop_every == 0 {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if line_idx % repeat_every == 0 {
+                    repeated.fetch_add(1, Ordering::Relaxed);
+                    send(piece.clone());
+                }
+            }
+            send(piece);
+        }
+        if passthrough && !buf.is_empty() {
+            send(std::mem::take(&mut buf));
+        }
+        let n = client_rd.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    drop(tx);
+    let _ = forwarder.await;
+    Ok(())
+}

@@ -1,0 +1,531 @@
+//! `cargo xtask bench ingest`: `plotstream serve` (release) under `plotstream load` on
+//! loopback, beside two references measured in the same run, and the RSS of idle streams.
+//!
+//! Scenarios (each run is short; the whole bench takes about two minutes):
+//!
+//! | name | load |
+//! |---|---|
+//! | `ingest/tcp_ceiling` | one loopback TCP connection, 64 KiB and 4 KiB writes, no HTTP |
+//! | `ingest/1_stream_bulk` | 1 stream, `--rate max`, 1000 points per chunk |
+//! | `ingest/100_streams_bulk` | 100 streams, `--rate max`, 1000 points per chunk; also against the hyper sink |
+//! | `ingest/100_streams_per_point` | 100 streams, `--rate max`, 1 point per chunk (the Plotly clients' shape); also against the hyper sink |
+//! | `ingest/10000_streams` | 10 000 streams × 10 points/s, `--ramp 1s` |
+//! | `ingest/latency_100x100` | 100 streams × 100 points/s with `--verify`: write → viewer percentiles |
+//! | `ingest/idle_rss_10000` | the server's VmRSS with 10 000 idle streams connected |
+//!
+//! The hyper sink (`crates/plotstream-load/examples/hyper_sink.rs`) reads bodies and counts
+//! bytes, nothing else. Results are merged into `<target>/bench-summary.json` by name and
+//! printed. The load generator runs on the same two cores as the server, as PRODUCT.md §7 says.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::util;
+
+pub(crate) fn run() -> Result<ExitCode> {
+    let started = Instant::now();
+    let mut build = util::cargo([
+        "build",
+        "--release",
+        "-p",
+        "plotstream",
+        "-p",
+        "plotstream-load",
+        "--example",
+        "hyper_sink",
+        "--bin",
+        "plotstream",
+    ]);
+    if !util::run_echoed(&mut build)? {
+        bail!("cargo build --release failed");
+    }
+    let target_dir = util::target_dir();
+    let bin = target_dir.join("release/plotstream");
+    let sink_bin = target_dir.join("release/examples/hyper_sink");
+    let mut results: Vec<Value> = Vec::new();
+
+    println!("\n== loopback TCP ceiling (one connection, 2 s each)");
+    let tcp_64k = tcp_ceiling(64 * 1024, Duration::from_secs(2))?;
+    let tcp_4k = tcp_ceiling(4 * 1024, Duration::from_secs(2))?;
+    println!("64 KiB writes: {tcp_64k:.2} GB/s; 4 KiB writes: {tcp_4k:.2} GB/s");
+    results.push(json!({
+        "name": "ingest/tcp_ceiling",
+        "gb_per_s_64k_writes": tcp_64k,
+        "gb_per_s_4k_writes": tcp_4k,
+    }));
+
+    println!("\n== hyper sink (reference)");
+    let hyper_bulk;
+    let hyper_per_point;
+    {
+        let mut sink = Process::spawn(Command::new(&sink_bin).arg("127.0.0.1:0"), "listening on ")?;
+        let url = format!("http://{}", sink.addr);
+        hyper_bulk = load(
+            &bin,
+            &url,
+            &[
+                "--streams",
+                "100",
+                "--rate",
+                "max",
+                "--points-per-chunk",
+                "1000",
+                "--duration",
+                "5s",
+            ],
+        )?;
+        hyper_per_point = load(
+            &bin,
+            &url,
+            &[
+                "--streams",
+                "100",
+                "--rate",
+                "max",
+                "--points-per-chunk",
+                "1",
+                "--duration",
+                "5s",
+            ],
+        )?;
+        sink.stop();
+    }
+
+    println!("\n== plotstream serve");
+    let mut server = serve(&bin)?;
+    let url = format!("http://{}", server.addr);
+    let one = load(
+        &bin,
+        &url,
+        &[
+            "--streams",
+            "1",
+            "--rate",
+            "max",
+            "--points-per-chunk",
+            "1000",
+            "--duration",
+            "5s",
+        ],
+    )?;
+    results.push(entry("ingest/1_stream_bulk", &one, None, Some(5e6)));
+    let bulk = load(
+        &bin,
+        &url,
+        &[
+            "--streams",
+            "100",
+            "--rate",
+            "max",
+            "--points-per-chunk",
+            "1000",
+            "--duration",
+            "5s",
+        ],
+    )?;
+    results.push(entry(
+        "ingest/100_streams_bulk",
+        &bulk,
+        Some(&hyper_bulk),
+        Some(5e6),
+    ));
+    let per_point = load(
+        &bin,
+        &url,
+        &[
+            "--streams",
+            "100",
+            "--rate",
+            "max",
+            "--points-per-chunk",
+            "1",
+            "--duration",
+            "5s",
+        ],
+    )?;
+    results.push(entry(
+        "ingest/100_streams_per_point",
+        &per_point,
+        Some(&hyper_per_point),
+        Some(300e3),
+    ));
+    let latency = load(
+        &bin,
+        &url,
+        &[
+            "--streams",
+            "100",
+            "--rate",
+            "10000",
+            "--duration",
+            "5s",
+            "--verify",
+        ],
+    )?;
+    let mut lat = entry("ingest/latency_100x100", &latency, None, None);
+    lat["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
+    lat["server_latency_ms"] = latency["server_latency_ms"].clone();
+    lat["lost"] = latency["lost"].clone();
+    lat["target_p99_ms"] = json!(5.0);
+    results.push(lat);
+    server.stop();
+    // A fresh server: L10 allows 10 000 connections, and the previous runs' may still linger.
+    let mut server = serve(&bin)?;
+    let url = format!("http://{}", server.addr);
+    let many = load(
+        &bin,
+        &url,
+        &[
+            "--streams",
+            "10000",
+            "--rate",
+            "100000",
+            "--ramp",
+            "1s",
+            "--duration",
+            "5s",
+        ],
+    )?;
+    let mut many_entry = entry("ingest/10000_streams", &many, None, None);
+    many_entry["connect_s"] = many["connect_s"].clone();
+    results.push(many_entry);
+    server.stop();
+
+    println!("\n== idle streams");
+    results.push(idle_rss(&bin, 10_000)?);
+
+    let summary_path = target_dir.join("bench-summary.json");
+    let previous = match std::fs::read_to_string(&summary_path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON array", summary_path.display()))?,
+        Err(_) => Vec::new(),
+    };
+    let merged = crate::bench::merge(previous, results.clone());
+    std::fs::write(&summary_path, crate::bench::to_json(&merged)?)
+        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    println!();
+    print!("{}", table(&results));
+    println!(
+        "wrote {} ({:.0} s)",
+        summary_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One summary entry from a load report, with the reference's rate and the target when given.
+fn entry(name: &str, report: &Value, reference: Option<&Value>, target: Option<f64>) -> Value {
+    let rate = points_per_s(report);
+    let mut e = json!({
+        "name": name,
+        "points_per_s": rate,
+        "written_points_per_s": report["achieved_rate"],
+        "points_acknowledged": report["points_acknowledged"],
+        "points_sent": report["points_sent"],
+        "mb_per_s": report["bytes_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+        "streams": report["streams"],
+        "points_per_chunk": report["points_per_chunk"],
+        "send_p99_ms": report["send_latency_ms"]["p99"],
+        "errors": report["errors_by_status"],
+    });
+    if let Some(reference) = reference {
+        let hyper = points_per_s(reference);
+        e["hyper_points_per_s"] = json!(hyper);
+        e["ratio_to_hyper"] = json!(if hyper > 0.0 { rate / hyper } else { 0.0 });
+    }
+    if let Some(target) = target {
+        e["target_points_per_s"] = json!(target);
+    }
+    e
+}
+
+/// What the server ingested: the rate its final `200`s acknowledged, else what was written.
+fn points_per_s(report: &Value) -> f64 {
+    report["acknowledged_rate"]
+        .as_f64()
+        .or_else(|| report["achieved_rate"].as_f64())
+        .unwrap_or(0.0)
+}
+
+/// Runs `plotstream load --report json --quiet` and returns its report.
+fn load(bin: &Path, url: &str, args: &[&str]) -> Result<Value> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["load", "--target", url, "--report", "json", "--quiet"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit());
+    println!("$ {}", util::display_command(&cmd));
+    let out = cmd.output().context("cannot run plotstream load")?;
+    let report: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "plotstream load printed no JSON report: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    println!(
+        "  achieved {:.0} points/s ({:.1} MB/s), sent {}, errors {}, send p99 {} ms{}",
+        report["achieved_rate"].as_f64().unwrap_or(0.0),
+        report["bytes_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+        report["points_sent"],
+        report["errors_by_status"],
+        report["send_latency_ms"]["p99"],
+        match report["e2e_latency_ms"]["p99"].as_f64() {
+            Some(p) => format!(
+                ", e2e p50 {} p99 {p} ms, server share p50 {} p99 {} ms, lost {}",
+                report["e2e_latency_ms"]["p50"],
+                report["server_latency_ms"]["p50"],
+                report["server_latency_ms"]["p99"],
+                report["lost"]
+            ),
+            None => String::new(),
+        }
+    );
+    Ok(report)
+}
+
+fn serve(bin: &Path) -> Result<Process> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections-per-peer",
+        "0",
+        "--idle-timeout",
+        "120s",
+    ])
+    .env("RUST_LOG", "warn");
+    Process::spawn(&mut cmd, "plotstream listening on http://")
+}
+
+/// The server's VmRSS before and with `n` idle streams (heads sent, no points) held by
+/// `plotstream load --rate 0`.
+fn idle_rss(bin: &Path, n: usize) -> Result<Value> {
+    let server = serve(bin)?;
+    let before = vm_rss_kib(server.child.id())?;
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "load",
+        "--target",
+        &format!("http://{}", server.addr),
+        "--rate",
+        "0",
+    ])
+    .args([
+        "--streams",
+        &n.to_string(),
+        "--ramp",
+        "1s",
+        "--duration",
+        "8s",
+    ])
+    .args(["--report", "json", "--quiet"])
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped());
+    println!("$ {}", util::display_command(&cmd));
+    let mut holder = cmd.spawn().context("cannot run plotstream load")?;
+    // Count the server's sockets in /proc rather than asking /metrics: at L10 (10 000
+    // connections) one more request would be refused.
+    let t0 = Instant::now();
+    let base = open_fds(server.child.id())?;
+    let mut open = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        open = open_fds(server.child.id())?.saturating_sub(base);
+        if open >= n as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let connected_s = t0.elapsed().as_secs_f64();
+    let with = vm_rss_kib(server.child.id())?;
+    if open < n as u64 {
+        bail!("only {open} of {n} idle streams connected within 8 s");
+    }
+    let _ = holder.wait();
+    let mut server = server;
+    server.stop();
+    let per_stream = (with.saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    println!(
+        "  {open} connections after {connected_s:.1} s: VmRSS {:.1} MiB (before {:.1} MiB, {per_stream:.0} B per stream)",
+        with as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+    Ok(json!({
+        "name": format!("ingest/idle_rss_{n}"),
+        "rss_mib": with as f64 / 1024.0,
+        "rss_before_mib": before as f64 / 1024.0,
+        "bytes_per_stream": per_stream,
+        "connections_open": open,
+        "target_rss_mib": 100.0,
+    }))
+}
+
+fn open_fds(pid: u32) -> Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
+fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/PID/status")
+}
+
+/// Bytes per second through one loopback connection with `write_size` writes for `secs`.
+fn tcp_ceiling(write_size: usize, secs: Duration) -> Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(n),
+                k => n += k as u64,
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr)?;
+    let buf = vec![b'x'; write_size];
+    let t0 = Instant::now();
+    while t0.elapsed() < secs {
+        for _ in 0..64 {
+            s.write_all(&buf)?;
+        }
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let n = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    Ok(n as f64 / t0.elapsed().as_secs_f64() / 1e9)
+}
+
+/// A child process that printed its address; killed on drop.
+struct Process {
+    child: Child,
+    addr: String,
+}
+
+impl Process {
+    /// Starts `cmd` and waits (10 s at most) for a line `<marker><addr>` on stdout or stderr.
+    fn spawn(cmd: &mut Command, marker: &str) -> Result<Process> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", util::display_command(cmd)))?;
+        let (tx, rx) = mpsc::channel();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            let marker = marker.to_owned();
+            // Keep draining the pipe for the process's whole life, so it never blocks on it.
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.split(&marker).nth(1) {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "{} did not say where it listens",
+                    util::display_command(cmd)
+                );
+            }
+        };
+        println!(
+            "started {} on {addr} (pid {})",
+            util::display_command(cmd),
+            child.id()
+        );
+        Ok(Process { child, addr })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn table(results: &[Value]) -> String {
+    let mut out = String::from(
+        "ingest benchmark (loopback, server and load generator on the same 2 cores)\n",
+    );
+    for r in results {
+        let name = r["name"].as_str().unwrap_or("?");
+        let line = if let Some(rate) = r["points_per_s"].as_f64() {
+            let mut l = format!(
+                "{name:<32} {:>12.0} points/s {:>8.1} MB/s",
+                rate,
+                r["mb_per_s"].as_f64().unwrap_or(0.0)
+            );
+            if let Some(h) = r["hyper_points_per_s"].as_f64() {
+                l.push_str(&format!(
+                    "   hyper sink {h:>12.0} points/s (ratio {:.2})",
+                    r["ratio_to_hyper"].as_f64().unwrap_or(0.0)
+                ));
+            }
+            if let Some(t) = r["target_points_per_s"].as_f64() {
+                l.push_str(&format!("   target {t:.0}"));
+            }
+            if let Some(p) = r["e2e_latency_ms"].as_object() {
+                l.push_str(&format!(
+                    "   e2e p50 {} p99 {} max {} ms (target p99 <= 5); server share p50 {} p99 {} ms",
+                    p["p50"],
+                    p["p99"],
+                    p["max"],
+                    r["server_latency_ms"]["p50"],
+                    r["server_latency_ms"]["p99"]
+                ));
+            }
+            l
+        } else if let Some(gb) = r["gb_per_s_64k_writes"].as_f64() {
+            format!(
+                "{name:<32} {gb:.2} GB/s (64 KiB writes), {:.2} GB/s (4 KiB writes)",
+                r["gb_per_s_4k_writes"].as_f64().unwrap_or(0.0)
+            )
+        } else if let Some(rss) = r["rss_mib"].as_f64() {
+            format!(
+                "{name:<32} {rss:.1} MiB RSS with {} idle streams ({:.0} B/stream; target <= 100 MiB)",
+                r["connections_open"],
+                r["bytes_per_stream"].as_f64().unwrap_or(0.0)
+            )
+        } else {
+            name.to_owned()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
