@@ -156,9 +156,12 @@ struct Stream {
     epoch: String,
     last_seq: u64,
     maxpoints: usize,
-    /// Per attribute, the newest values, each tagged with the seq that added it.
+    /// Per attribute, the newest values, each tagged with the seq that added it and its
+    /// `value_bytes` (computed once, so eviction formats nothing).
     /// Invariant: every deque holds at most `maxpoints` values.
-    window: BTreeMap<String, VecDeque<(u64, Value)>>,
+    window: BTreeMap<String, VecDeque<(u64, Value, usize)>>,
+    /// Scratch buffer for JCS lengths (no allocation per value).
+    scratch: Vec<u8>,
     /// JCS bytes of the window's values (L24), kept incrementally.
     bytes: usize,
     budget_limited: bool,
@@ -504,6 +507,7 @@ impl Stream {
             last_seq: 0,
             maxpoints,
             window: BTreeMap::new(),
+            scratch: Vec::new(),
             bytes: 0,
             budget_limited: false,
             layout: Vec::new(),
@@ -519,33 +523,40 @@ impl Stream {
         let start_bytes = self.bytes;
         self.last_seq += 1;
         let seq = self.last_seq;
-        let mut op = Vec::with_capacity(64);
-        op.extend_from_slice(format!("{{\"seq\":{seq}").as_bytes());
         let mut appends: Vec<(&str, &Value)> = Vec::new();
         let mut replaces: Vec<(&str, &Value)> = Vec::new();
         for (attr, value) in &update.data {
-            let deque = self.window.entry(attr.as_str().to_owned()).or_default();
+            let key = attr.as_str();
+            // Allocate the key only the first time an attribute appears.
+            if !self.window.contains_key(key) {
+                self.window.insert(key.to_owned(), VecDeque::new());
+            }
+            let Some(deque) = self.window.get_mut(key) else {
+                continue; // Unreachable: inserted just above.
+            };
             match value {
                 Value::Array(values) => {
-                    for (_, old) in deque.drain(..) {
-                        self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                    for (_, _, n) in deque.drain(..) {
+                        self.bytes = self.bytes.saturating_sub(n);
                     }
                     let skip = values.len().saturating_sub(self.maxpoints);
                     for v in &values[skip..] {
-                        self.bytes += value_bytes(v);
-                        deque.push_back((seq, v.clone()));
+                        let n = value_bytes_with(v, &mut self.scratch);
+                        self.bytes += n;
+                        deque.push_back((seq, v.clone(), n));
                     }
-                    replaces.push((attr.as_str(), value));
+                    replaces.push((key, value));
                 }
                 v => {
-                    self.bytes += value_bytes(v);
-                    deque.push_back((seq, v.clone()));
+                    let n = value_bytes_with(v, &mut self.scratch);
+                    self.bytes += n;
+                    deque.push_back((seq, v.clone(), n));
                     while deque.len() > self.maxpoints {
-                        if let Some((_, old)) = deque.pop_front() {
-                            self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                        if let Some((_, _, old)) = deque.pop_front() {
+                            self.bytes = self.bytes.saturating_sub(old);
                         }
                     }
-                    appends.push((attr.as_str(), v));
+                    appends.push((key, v));
                 }
             }
         }
@@ -561,11 +572,29 @@ impl Stream {
         }
         while self.bytes > limit && self.count() > 0 {
             for deque in self.window.values_mut() {
-                if let Some((_, old)) = deque.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                if let Some((_, _, old)) = deque.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(old);
                 }
             }
         }
+        if !update.line.is_empty() {
+            merge(&mut self.line, &update.line);
+        }
+        if let Some(layout) = &update.layout {
+            merge(&mut self.layout, layout);
+        }
+        // The op is for viewers only: a stream nobody watches (bulk ingest) skips building it.
+        self.viewers.retain(|v| !v.tx.is_closed());
+        if self
+            .viewers
+            .iter()
+            .all(|v| v.lagged.load(Ordering::Relaxed))
+        {
+            return seq;
+        }
+        let mut op = Vec::with_capacity(64);
+        op.extend_from_slice(b"{\"seq\":");
+        op.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         if !appends.is_empty() {
             op.extend_from_slice(b",\"append\":{");
             write_members(&appends, true, &mut op);
@@ -577,12 +606,10 @@ impl Stream {
             op.push(b'}');
         }
         if !update.line.is_empty() {
-            merge(&mut self.line, &update.line);
             op.extend_from_slice(b",\"line\":");
             write_jcs(&Value::Object(update.line.clone()), &mut op);
         }
         if let Some(layout) = &update.layout {
-            merge(&mut self.layout, layout);
             op.extend_from_slice(b",\"layout\":");
             write_jcs(&Value::Object(layout.clone()), &mut op);
         }
@@ -591,7 +618,6 @@ impl Stream {
             seq,
             json: Bytes::from(op),
         });
-        self.viewers.retain(|v| !v.tx.is_closed());
         for v in &self.viewers {
             if v.lagged.load(Ordering::Relaxed) {
                 continue;
@@ -614,9 +640,16 @@ impl Stream {
         self.line.clear();
         for (attr, values) in initial {
             let skip = values.len().saturating_sub(self.maxpoints);
-            let deque: VecDeque<(u64, Value)> =
-                values.into_iter().skip(skip).map(|v| (0, v)).collect();
-            self.bytes += deque.iter().map(|(_, v)| value_bytes(v)).sum::<usize>();
+            let scratch = &mut self.scratch;
+            let deque: VecDeque<(u64, Value, usize)> = values
+                .into_iter()
+                .skip(skip)
+                .map(|v| {
+                    let n = value_bytes_with(&v, scratch);
+                    (0, v, n)
+                })
+                .collect();
+            self.bytes += deque.iter().map(|(_, _, n)| n).sum::<usize>();
             self.window.insert(attr, deque);
         }
     }
@@ -624,8 +657,8 @@ impl Stream {
     fn trim(&mut self) {
         for deque in self.window.values_mut() {
             while deque.len() > self.maxpoints {
-                if let Some((_, old)) = deque.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(value_bytes(&old));
+                if let Some((_, _, old)) = deque.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(old);
                 }
             }
         }
@@ -638,7 +671,7 @@ impl Stream {
     fn first_seq(&self) -> u64 {
         self.window
             .values()
-            .filter_map(|d| d.front().map(|(s, _)| *s))
+            .filter_map(|d| d.front().map(|(s, _, _)| *s))
             .min()
             .unwrap_or(self.last_seq + 1)
     }
@@ -655,7 +688,7 @@ impl Stream {
                 }
                 write_jcs_string(attr, out);
                 out.extend_from_slice(b":[");
-                for (j, (_, v)) in values.iter().enumerate() {
+                for (j, (_, v, _)) in values.iter().enumerate() {
                     if j > 0 {
                         out.push(b',');
                     }
@@ -672,7 +705,7 @@ impl Stream {
                 .map(|(k, d)| {
                     (
                         k.clone(),
-                        Value::Array(d.iter().map(|(_, v)| v.clone()).collect()),
+                        Value::Array(d.iter().map(|(_, v, _)| v.clone()).collect()),
                     )
                 })
                 .collect();
@@ -733,9 +766,12 @@ fn merge(into: &mut Vec<(Str, Value)>, patch: &[(Str, Value)]) {
     }
 }
 
-fn value_bytes(v: &Value) -> usize {
-    // The value's JCS size plus its separating comma.
-    plotstream_proto::canonical::jcs_len(v) + 1
+/// The value's JCS size plus its separating comma, formatted into `scratch` (reused, so no
+/// allocation per value).
+fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
+    scratch.clear();
+    write_jcs(v, scratch);
+    scratch.len() + 1
 }
 
 /// maxpoints as plotly.js reads it (PROTOCOL.md §3.4): truncated, clamped to 0..=max.

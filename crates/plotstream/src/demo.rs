@@ -24,7 +24,7 @@ impl Conn {
             .await
             .with_context(|| format!("cannot connect to {host}"))?;
         stream.set_nodelay(true)?;
-        let mut cfg = WriterConfig::new(Flavour::Python, host, token.clone());
+        let mut cfg = WriterConfig::new(Flavour::Python, host, *token);
         cfg.heartbeat = Some(heartbeat);
         let now = origin.elapsed();
         let mut writer = Writer::new(cfg, now);
