@@ -278,42 +278,43 @@ pub fn should_reconnect(status: Option<Status>) -> bool {
     }
 }
 
-fn response_complete(input: &[u8]) -> bool {
+/// The server's final response as far as it arrived: skips any `100 Continue`, and returns the
+/// status, the body bytes received and whether the `Content-Length` body is complete. `None`
+/// until a whole response head has arrived. Shared by every driver that reads statuses.
+pub fn final_response(input: &[u8]) -> Option<(Status, &[u8], bool)> {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(input) {
-        Ok(httparse::Status::Complete(n)) => {
-            if resp.code == Some(100) {
-                return response_complete(&input[n..]);
-            }
-            let len = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                })
-                .unwrap_or(0);
-            input.len() >= n + len
-        }
-        _ => false,
+    let Ok(httparse::Status::Complete(n)) = resp.parse(input) else {
+        return None;
+    };
+    let code = resp.code?;
+    if code == 100 {
+        return final_response(&input[n..]);
     }
+    let len = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or(0);
+    let body = &input[n..];
+    Some((Status::new(code), body, body.len() >= len))
+}
+
+fn response_complete(input: &[u8]) -> bool {
+    final_response(input).is_some_and(|(_, _, complete)| complete)
 }
 
 fn parse_response(input: &[u8]) -> (Option<Status>, Bytes) {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(input) {
-        Ok(httparse::Status::Complete(n)) => match resp.code {
-            Some(100) => parse_response(&input[n..]),
-            Some(code) => (Some(Status::new(code)), Bytes::copy_from_slice(&input[n..])),
-            None => (None, Bytes::new()),
-        },
-        _ => (None, Bytes::new()),
+    match final_response(input) {
+        Some((status, body, _)) => (Some(status), Bytes::copy_from_slice(body)),
+        None => (None, Bytes::new()),
     }
 }
 

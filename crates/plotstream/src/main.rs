@@ -314,23 +314,9 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// `60s`, `100ms`, `2m`, `1h`, or a plain number of seconds.
+/// `60s`, `100ms`, `2m`, `1h`, or a plain number of seconds (one parser for every command).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 60s, 100ms, 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    plotstream_load::load::parse_duration(s)
 }
 
 /// Ends the process with `code` (a CI gate's verdict) once output is flushed.

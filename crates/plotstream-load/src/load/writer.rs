@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plotstream_proto::encode::{self, ChunkBatch, Flavour, Num};
+use plotstream_proto::writer::final_response;
 use plotstream_proto::writer::should_reconnect;
 use plotstream_proto::Status;
 use tokio::io::AsyncWriteExt;
@@ -355,39 +356,14 @@ fn acknowledged_points(response: &[u8]) -> Option<u64> {
 
 /// The status once the response (head and Content-Length body) is complete.
 fn complete_status(buf: &[u8]) -> Option<u16> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(n)) = resp.parse(buf) else {
-        return None;
-    };
-    let code = resp.code?;
-    if code == 100 {
-        return complete_status(&buf[n..]);
-    }
-    let len = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
-        .unwrap_or(0);
-    (buf.len() >= n + len).then_some(code)
+    final_response(buf)
+        .filter(|(_, _, complete)| *complete)
+        .map(|(s, _, _)| s.code())
 }
 
 /// The status of a response head, complete body or not.
 fn parse_status(buf: &[u8]) -> Option<u16> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if resp.code == Some(100) => parse_status(&buf[n..]),
-        Ok(httparse::Status::Complete(_)) => resp.code,
-        _ => None,
-    }
+    final_response(buf).map(|(s, _, _)| s.code())
 }
 
 fn backoff_delay(attempt: u32) -> Duration {
