@@ -33,6 +33,7 @@ fn main() {
         ));
     }
     out.push_str("];\n");
-    let dest = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("conform_cases.rs");
+    let dest =
+        Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("conform_cases.rs");
     fs::write(dest, out).expect("cannot write conform_cases.rs");
 }

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{browser, compat, fuzz, util};
+use crate::{browser, compat, conform as conform_suite, fuzz, util};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(DEFAULT_FUZZ_SECS);
@@ -85,6 +85,11 @@ fn steps() -> Vec<Step> {
             name: "test",
             what: "cargo test --workspace, one count per test",
             run: test,
+        },
+        Step {
+            name: "conform",
+            what: "plotstream conform against plotstream serve, and its calibration",
+            run: conform,
         },
         Step {
             name: "compat",
@@ -232,6 +237,16 @@ fn compat(_: &Ctx) -> Result<Outcome> {
     Ok(Outcome {
         passed: tally.passed,
         failed: tally.failed,
+        skipped: None,
+    })
+}
+
+/// The conformance suite against our server (one check) and its calibration (one check).
+fn conform(_: &Ctx) -> Result<Outcome> {
+    let (suite, calibration) = conform_suite::check(false, &[])?;
+    Ok(Outcome {
+        passed: u64::from(suite) + u64::from(calibration),
+        failed: u64::from(!suite) + u64::from(!calibration),
         skipped: None,
     })
 }

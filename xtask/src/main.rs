@@ -4,6 +4,7 @@
 //! ```text
 //! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, compat, fuzz smoke, browser; last line `N passed, M failed`
 //! cargo xtask compat [FILTER...] [--list] the real Plotly clients against `plotstream serve`
+//! cargo xtask conform [--release]         the conformance catalogue against `plotstream serve`, and its calibration
 //! cargo xtask fuzz [TARGET] [--secs N]    run one cargo-fuzz target; without TARGET, list them
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
 //! cargo xtask bench ingest                plotstream serve under plotstream load, beside TCP and hyper
@@ -18,6 +19,7 @@ mod bench_ingest;
 mod browser;
 mod ci;
 mod compat;
+mod conform;
 mod fuzz;
 mod soak;
 #[cfg(test)]
@@ -47,6 +49,7 @@ fn run() -> Result<ExitCode> {
     let args = util::Args::new(args.collect());
     match command.as_str() {
         "ci" => ci::run(args),
+        "conform" => conform::run(args),
         "compat" => compat::run(args),
         "fuzz" => fuzz::run(args),
         "bench" => bench::run(args),
@@ -71,6 +74,9 @@ commands:
                                Arduino/ESP8266 transcripts) against `plotstream serve`, one line per
                                case of PROTOCOL.md §9.2; FILTER picks cases by ID or name (`V11`);
                                installs the clients under <target>/compat
+  conform [--release]          start plotstream serve (five setups) and run `plotstream conform` against it;
+       [-- CONFORM_ARGS]       every MUST and COMPAT case must pass; then the calibration against a broken
+                               endpoint (cargo test -p plotstream-load --test conform_calibration)
   fuzz [TARGET] [--secs N]     run one cargo-fuzz target for N seconds (default 60), or list targets;
        [-- LIBFUZZER_ARGS]     arguments after `--` go to libFuzzer
   bench [FILTER] [--no-run]    run the criterion benches

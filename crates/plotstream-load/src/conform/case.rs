@@ -376,6 +376,8 @@ struct CaseFile {
     wait_ms: Option<u64>,
     #[serde(default)]
     exclusive: bool,
+    #[serde(default)]
+    quiet: bool,
     note: Option<String>,
     driver: Option<String>,
     count: Option<u64>,
@@ -399,6 +401,7 @@ struct VariantBody {
     parallel: Option<u32>,
     keep_writing: Option<bool>,
     viewer: Option<bool>,
+    optimized: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -430,8 +433,10 @@ pub struct Case {
     pub skip: Option<String>,
     /// Pauses and timing bounds are timer-relative and scale with `--timer-scale`.
     pub timers: bool,
-    /// No other run may be in flight while this case runs.
+    /// No other run may be in flight while this case runs, not even its own (one at a time).
     pub exclusive: bool,
+    /// Latency bounds: run while no other case runs (its own runs may overlap).
+    pub quiet: bool,
     /// Free text shown with the verdict.
     pub note: Option<String>,
     /// A named driver for what bytes cannot say (`peer_limit`, `issue_tokens`).
@@ -477,6 +482,8 @@ pub struct Variant {
     pub keep_writing: bool,
     /// Watch the stream through an SSE viewer and check its framing.
     pub viewer: bool,
+    /// A performance floor that holds for optimized builds only.
+    pub optimized: bool,
 }
 
 impl Case {
@@ -489,9 +496,20 @@ impl Case {
     pub fn needs_inspection(&self) -> bool {
         self.variants.iter().any(|v| {
             v.expect.iter().any(Expect::needs_inspection)
-                || !v.script.is_empty()
-                    && v.script.iter().any(|(s, _)| s.wait_acc.is_some())
+                || !v.script.is_empty() && v.script.iter().any(|(s, _)| s.wait_acc.is_some())
         })
+    }
+
+    /// Whether the case must run with no other case in flight: it says so (`exclusive`,
+    /// `quiet`), reads `/metrics` deltas, or drives connection limits.
+    pub fn needs_exclusive(&self) -> bool {
+        self.exclusive
+            || self.quiet
+            || self.driver.as_deref() == Some("peer_limit")
+            || self
+                .variants
+                .iter()
+                .any(|v| v.expect.iter().any(Expect::needs_metrics))
     }
 
     /// The number after the group letter, for sorting.
@@ -507,7 +525,10 @@ pub fn catalogue() -> Result<Vec<Case>> {
         let case = parse_case(text).with_context(|| format!("cases/{file}"))?;
         let expected_file = format!("{}.toml", case.id);
         if *file != expected_file {
-            bail!("cases/{file} holds case {}; name it {expected_file}", case.id);
+            bail!(
+                "cases/{file} holds case {}; name it {expected_file}",
+                case.id
+            );
         }
         cases.push(case);
     }
@@ -567,7 +588,10 @@ pub fn parse_case(text: &str) -> Result<Case> {
     for v in raw {
         let setup = v.setup.unwrap_or_else(|| file.setup.clone());
         if setup.n_special() > 1 {
-            bail!("variant {:?}: at most one of registered, lenient, reject", v.name);
+            bail!(
+                "variant {:?}: at most one of registered, lenient, reject",
+                v.name
+            );
         }
         let bytes = v
             .body
@@ -589,16 +613,29 @@ pub fn parse_case(text: &str) -> Result<Case> {
             }
             script.push((step, program));
         }
-        if bytes.is_some() == !script.is_empty() {
+        if bytes.is_some() != script.is_empty() {
             bail!("variant {:?}: exactly one of bytes and script", v.name);
         }
         if v.body.expect.is_empty() && v.body.expect_conn.is_empty() && v.skip.is_none() {
             bail!("variant {:?}: no expect", v.name);
         }
-        for e in v.body.expect.iter().chain(v.body.expect_conn.values().flatten()) {
-            for t in e.acc.keys().chain(e.window.keys()).chain(e.window_keys.keys()) {
+        for e in v
+            .body
+            .expect
+            .iter()
+            .chain(v.body.expect_conn.values().flatten())
+        {
+            for t in e
+                .acc
+                .keys()
+                .chain(e.window.keys())
+                .chain(e.window_keys.keys())
+            {
                 if !tokens.contains_key(t) {
-                    bail!("variant {:?}: `{t}` is not a declared token placeholder", v.name);
+                    bail!(
+                        "variant {:?}: `{t}` is not a declared token placeholder",
+                        v.name
+                    );
                 }
             }
         }
@@ -606,9 +643,7 @@ pub fn parse_case(text: &str) -> Result<Case> {
         variants.push(Variant {
             name: v.name,
             setup,
-            segmentation: v
-                .segmentation
-                .unwrap_or_else(|| base_segmentation.clone()),
+            segmentation: v.segmentation.unwrap_or_else(|| base_segmentation.clone()),
             wait_ms: v.wait_ms.unwrap_or(base_wait),
             skip: v.skip,
             bytes,
@@ -621,6 +656,7 @@ pub fn parse_case(text: &str) -> Result<Case> {
             parallel: v.body.parallel.unwrap_or(1).max(1),
             keep_writing: v.body.keep_writing.unwrap_or(false),
             viewer: v.body.viewer.unwrap_or(false),
+            optimized: v.body.optimized.unwrap_or(false),
         });
     }
     let observe_digest = file
@@ -636,6 +672,7 @@ pub fn parse_case(text: &str) -> Result<Case> {
         skip: file.skip,
         timers: file.timers,
         exclusive: file.exclusive,
+        quiet: file.quiet,
         note: file.note,
         driver: file.driver,
         count: file.count,

@@ -78,8 +78,6 @@ impl Program {
     }
 }
 
-/// The §5 head `H`.
-pub const H: &str = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\nTransfer-Encoding: chunked\r\n\r\n";
 /// `P1` of §5.
 pub const P1: &str = "{\"x\":1,\"y\":1}\n";
 /// `P2` of §5.
@@ -137,7 +135,10 @@ impl Parser<'_> {
             self.skip_ws();
             match self.peek() {
                 None if close.is_none() => return Ok(nodes),
-                None => bail!("unexpected end of program, expected `{}`", close_char(close)),
+                None => bail!(
+                    "unexpected end of program, expected `{}`",
+                    close_char(close)
+                ),
                 Some(b) if Some(b) == close => {
                     self.pos += 1;
                     return Ok(nodes);
@@ -277,8 +278,8 @@ impl Parser<'_> {
                     .src
                     .get(self.pos..self.pos + 2)
                     .context("short \\x escape")?;
-                let v = u8::from_str_radix(std::str::from_utf8(hex)?, 16)
-                    .context("bad \\x escape")?;
+                let v =
+                    u8::from_str_radix(std::str::from_utf8(hex)?, 16).context("bad \\x escape")?;
                 self.pos += 2;
                 out.push(v);
             }
@@ -318,10 +319,7 @@ impl Parser<'_> {
     fn number(&mut self) -> Result<u64> {
         self.skip_ws();
         let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|b| b.is_ascii_digit() || b == b'_')
-        {
+        while self.peek().is_some_and(|b| b.is_ascii_digit() || b == b'_') {
             self.pos += 1;
         }
         let text: String = std::str::from_utf8(&self.src[start..self.pos])?
@@ -414,8 +412,15 @@ fn eval_seq(nodes: &[Node], subst: &Subst, out: &mut Vec<Item>) -> Result<()> {
                 let mut once = Vec::new();
                 eval_seq(inner, subst, &mut once)?;
                 let once = merge(once);
-                for _ in 0..*n {
-                    out.extend(once.iter().cloned());
+                let n = usize::try_from(*n)?;
+                match once.as_slice() {
+                    // The common case, bytes only: one allocation, not n.
+                    [Item::Bytes(b)] => out.push(Item::Bytes(b.repeat(n))),
+                    _ => {
+                        for _ in 0..n {
+                            out.extend(once.iter().cloned());
+                        }
+                    }
                 }
             }
             Node::PadTo(n, inner) => {
@@ -558,6 +563,8 @@ fn merge(items: Vec<Item>) -> Vec<Item> {
 mod tests {
     use super::*;
 
+    const H: &str = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\nTransfer-Encoding: chunked\r\n\r\n";
+
     #[track_caller]
     fn check(program: &str, expected: &[u8]) {
         let items = Program::parse(program).unwrap().eval(&[]).unwrap();
@@ -591,7 +598,10 @@ mod tests {
             r"H[+X-A: a\rb]",
             b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\nTransfer-Encoding: chunked\r\nX-A: a\rb\r\n\r\n",
         );
-        check("Hn", b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        check(
+            "Hn",
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
     }
 
     #[test]
@@ -603,13 +613,14 @@ mod tests {
     #[test]
     fn substitution_happens_before_framing() {
         let p = Program::parse(r#"H c("{\"streamtoken\":\"tok1\"}\n")"#).unwrap();
-        let items = p
-            .eval(&[("tok1".into(), "abcdefghij".into())])
-            .unwrap();
+        let items = p.eval(&[("tok1".into(), "abcdefghij".into())]).unwrap();
         let bytes = payload(&items);
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("plotly-streamtoken: abcdefghij\r\n"));
-        assert!(text.ends_with("1e\r\n{\"streamtoken\":\"abcdefghij\"}\n\r\n"), "{text}");
+        assert!(
+            text.ends_with("1d\r\n{\"streamtoken\":\"abcdefghij\"}\n\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,14 +1,321 @@
-//! The conformance runner (PRODUCT.md §6, RELIABILITY.md §8). Not built yet (issue 6).
+//! The conformance runner (PRODUCT.md §6, RELIABILITY.md §7–§8), shaped like h2spec and the
+//! Autobahn|Testsuite: numbered cases with requirement levels, exact bytes, segmentation modes and
+//! sets of acceptable outcomes, run against any Plotly-streaming endpoint.
+//!
+//! Data flow: `case` loads the TOML catalogue (embedded by `build.rs`) → `dsl` turns a case's
+//! bytes into items with fresh tokens → `wire` cuts them into writes per mode and runs one
+//! loopback connection → `client` reads the inspection route and `/metrics` → `run` matches
+//! the observation against the expected set and across modes → `report` prints, writes JUnit
+//! and JSON.
+
+mod case;
+mod client;
+mod dsl;
+mod jcs;
+mod report;
+mod run;
+mod target;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::Semaphore;
+
+pub use case::{catalogue, Case, Level};
+pub use run::{CaseReport, Verdict};
+
+use case::SetupKind;
+use run::{Opts, Runner};
+use target::{Target, TokenSource};
 
 /// `plotstream conform` options.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ConformArgs {
-    /// The endpoint, e.g. http://127.0.0.1:9999.
+    /// The endpoint, e.g. http://127.0.0.1:9999, running the default setup (open tokens, strict
+    /// lines, takeover).
+    #[arg(long, required_unless_present = "list")]
+    pub target: Option<String>,
+    /// An endpoint running `--tokens registered`, for `[reg]` cases (else they are skipped).
+    #[arg(long, value_name = "URL")]
+    pub target_registered: Option<String>,
+    /// An endpoint running `--lenient-lines`, for `[len]` cases.
+    #[arg(long, value_name = "URL")]
+    pub target_lenient: Option<String>,
+    /// An endpoint running `--on-duplicate reject`, for `[rej]` cases.
+    #[arg(long, value_name = "URL")]
+    pub target_reject: Option<String>,
+    /// An endpoint whose timers are the defaults divided by --timer-scale, for group E (and
+    /// V3, V11, D9). Without it, --timer-scale applies to --target.
+    #[arg(long, value_name = "URL")]
+    pub target_timers: Option<String>,
+    /// The timer target's L1, L2, L28, L29 are 60 s, 10 s, 60 s, 60 s divided by N; timer
+    /// cases scale their pauses and bounds (± 100 ms at least). Without it group E is skipped.
+    #[arg(long, value_name = "N")]
+    pub timer_scale: Option<f64>,
+    /// The main target's L11 (connections per peer address), for D11.
+    #[arg(long, value_name = "N")]
+    pub peer_limit: Option<usize>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write one JSON report per case into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub json: Option<PathBuf>,
+    /// A failing SHOULD case fails the run (like h2spec -S).
     #[arg(long)]
-    pub target: String,
+    pub strict: bool,
+    /// Run only these cases (an id like B5, or a group letter like E); repeatable.
+    #[arg(long = "case", value_name = "ID")]
+    pub cases: Vec<String>,
+    /// List the catalogue and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Print a hex dump of both directions for failing cases (with -v, for every case).
+    #[arg(long)]
+    pub hexdump: bool,
+    /// Print every variant's expected and actual outcome and modes.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Seed for the random split positions of large inputs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Concurrent runs (connections) at most.
+    #[arg(long, default_value_t = 32)]
+    pub jobs: usize,
+    /// At most this many split positions per variant (default: every offset up to 4 KiB, §7).
+    #[arg(long, value_name = "N")]
+    pub split_limit: Option<usize>,
+    /// A limit whose breach counter (`plotstream_limit_breaches_total`) does not grow fails the
+    /// case; by default it is a note.
+    #[arg(long)]
+    pub require_limit_counters: bool,
+    /// The targets are debug (unoptimized) builds: skip the throughput floors (B24), which are
+    /// set for release builds.
+    #[arg(long)]
+    pub unoptimized_target: bool,
 }
 
-/// Runs `plotstream conform`; returns the process exit code.
-pub async fn run(_args: ConformArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("plotstream conform is not built yet (issue 6)")
+impl ConformArgs {
+    /// Parses `plotstream conform` arguments (without the program and subcommand names), for
+    /// tests and embedders: `ConformArgs::from_args(["--target", url, "--case", "B5"])`.
+    pub fn from_args<I, T>(args: I) -> Result<ConformArgs>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ConformArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("conform"))
+            .chain(args.into_iter().map(Into::into));
+        let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
+        Ok(cli.args)
+    }
+
+    /// The catalogue narrowed by `--case`.
+    pub fn selected_cases(&self) -> Result<Vec<Case>> {
+        select(self)
+    }
+}
+
+/// Runs `plotstream conform`; returns the process exit code (0 only when nothing failed).
+pub async fn run(args: ConformArgs) -> anyhow::Result<i32> {
+    let cases = select(&args)?;
+    if args.list {
+        for c in &cases {
+            let variants = c.variants.len();
+            println!(
+                "{:<4} {:<6} {}{}",
+                c.id,
+                c.level.to_string(),
+                c.title,
+                if variants > 1 {
+                    format!(" ({variants} variants)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        println!("{} cases", cases.len());
+        return Ok(0);
+    }
+    let reports = run_cases(&args, cases, true).await?;
+    let t = report::Totals::of(&reports);
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report::junit(&reports))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &args.json {
+        report::write_json(dir, &reports)?;
+    }
+    let notes: Vec<String> = reports.iter().flat_map(report::case_notes).collect();
+    if !notes.is_empty() {
+        println!();
+        println!("notes ({}):", notes.len());
+        for n in &notes {
+            println!("  {n}");
+        }
+    }
+    println!();
+    println!("{}", t.breakdown());
+    println!("{}", t.last_line());
+    Ok(if report::failed(&reports) { 1 } else { 0 })
+}
+
+/// Runs the selected cases against the targets of `args` and returns their reports, in
+/// catalogue order; with `print`, each case's block is printed as soon as it and every case
+/// before it are done.
+pub async fn run_cases(
+    args: &ConformArgs,
+    cases: Vec<Case>,
+    print: bool,
+) -> Result<Vec<CaseReport>> {
+    let Some(main_url) = &args.target else {
+        bail!("--target URL is required");
+    };
+    let tokens = TokenSource::new();
+    let main = Arc::new(Target::probe(main_url, None, &tokens).await?);
+    let mut setups = BTreeMap::new();
+    for (kind, url) in [
+        (SetupKind::Registered, &args.target_registered),
+        (SetupKind::Lenient, &args.target_lenient),
+        (SetupKind::Reject, &args.target_reject),
+    ] {
+        if let Some(url) = url {
+            setups.insert(
+                kind,
+                Arc::new(Target::probe(url, Some(kind), &tokens).await?),
+            );
+        }
+    }
+    let timers = match &args.target_timers {
+        Some(url) => Some(Arc::new(Target::probe(url, None, &tokens).await?)),
+        None => None,
+    };
+    if print {
+        println!("plotstream conform: {} cases", cases.len());
+        println!("  target: {}", main.describe());
+        for t in setups.values().chain(timers.iter()) {
+            println!("  target: {}", t.describe());
+        }
+        if let Some(s) = args.timer_scale {
+            println!("  timers: the defaults divided by {s}");
+        }
+        println!();
+    }
+    let runner = Arc::new(Runner {
+        opts: Opts {
+            timer_scale: args.timer_scale.filter(|s| *s > 0.0),
+            peer_limit: args.peer_limit,
+            seed: args.seed,
+            split_limit: args.split_limit,
+            strict: args.strict,
+            require_limit_counters: args.require_limit_counters,
+            unoptimized: args.unoptimized_target,
+        },
+        main,
+        setups,
+        timers,
+        tokens,
+        jobs: Semaphore::new(args.jobs.max(1)),
+    });
+    let started = Instant::now();
+    // Three phases. 1: every ordinary case at once (the semaphore bounds the connections).
+    // 2: cases that need their target to themselves (metric deltas, connection limits,
+    // latency bounds), one at a time. 3: timer cases, together, on the timer target, started
+    // with phase 2 (which is light), so that their ± 100 ms bounds measure the target and not a
+    // loaded machine. Reports still print in catalogue order.
+    let phase_of = |c: &Case| {
+        if c.timers {
+            3
+        } else if c.needs_exclusive() {
+            2
+        } else {
+            1
+        }
+    };
+    let timers_apart = args.target_timers.is_some();
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(1u8);
+    let phase_tx = Arc::new(phase_tx);
+    let mut handles = Vec::new();
+    let mut by_phase: [Vec<tokio::sync::oneshot::Receiver<()>>; 4] = Default::default();
+    let order = Arc::new(tokio::sync::Mutex::new(()));
+    for case in cases {
+        let runner = runner.clone();
+        let phase = phase_of(&case);
+        let case = Arc::new(case);
+        let mut phase_rx = phase_rx.clone();
+        let order = order.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        by_phase[usize::from(phase)].push(done_rx);
+        handles.push(tokio::spawn(async move {
+            let _ = phase_rx.wait_for(|now| *now >= phase).await;
+            let report = if phase == 2 {
+                let _alone = order.lock().await;
+                runner.run_case(&case).await
+            } else {
+                runner.run_case(&case).await
+            };
+            let _ = done_tx.send(());
+            report
+        }));
+    }
+    let [_, first, second, _] = by_phase;
+    tokio::spawn(async move {
+        for rx in first {
+            let _ = rx.await;
+        }
+        // Timer cases use their own target when there is one, so they may overlap phase 2.
+        phase_tx.send_replace(if timers_apart { 3 } else { 2 });
+        for rx in second {
+            let _ = rx.await;
+        }
+        phase_tx.send_replace(3);
+    });
+    let mut reports = Vec::with_capacity(handles.len());
+    for h in handles {
+        let r = h.await.context("a case panicked")?;
+        if print {
+            print!("{}", report::case_text(&r, args.verbose, args.hexdump));
+        }
+        reports.push(r);
+    }
+    if print {
+        println!("(ran in {:.1} s)", started.elapsed().as_secs_f64());
+    }
+    Ok(reports)
+}
+
+/// The catalogue, narrowed by `--case`.
+fn select(args: &ConformArgs) -> Result<Vec<Case>> {
+    let all = catalogue()?;
+    if args.cases.is_empty() {
+        return Ok(all);
+    }
+    for want in &args.cases {
+        if !all.iter().any(|c| c.id == *want || c.group() == want) {
+            bail!("no case or group {want:?} in the catalogue (see --list)");
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|c| args.cases.iter().any(|w| c.id == *w || c.group() == w))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_loads() {
+        let cases = catalogue().unwrap();
+        assert!(!cases.is_empty());
+    }
 }

@@ -29,6 +29,8 @@ pub struct Opts {
     pub strict: bool,
     /// A limit counter that does not fire fails the case.
     pub require_limit_counters: bool,
+    /// The targets are unoptimized builds: throughput floors are skipped.
+    pub unoptimized: bool,
 }
 
 /// Everything a case run needs.
@@ -138,6 +140,10 @@ struct Observation {
     streams: BTreeMap<String, std::result::Result<Option<Inspection>, String>>,
     metrics: Option<BTreeMap<String, f64>>,
     viewer: Option<std::result::Result<usize, String>>,
+    /// The tokens were used by earlier runs: counts are deltas, windows are not comparable.
+    reused: bool,
+    /// Counters were wanted but the target has no `/metrics`.
+    metrics_missing: bool,
 }
 
 /// The outcome compared across modes.
@@ -147,6 +153,16 @@ struct ModeKey {
     acc: BTreeMap<String, u64>,
     rejected: BTreeMap<String, u64>,
     digest: BTreeMap<String, String>,
+}
+
+impl ModeKey {
+    /// Equal statuses, counts and rejections, and equal digests where both runs have them.
+    fn same_as(&self, other: &ModeKey) -> bool {
+        self.statuses == other.statuses
+            && self.acc == other.acc
+            && self.rejected == other.rejected
+            && (self.digest.is_empty() || other.digest.is_empty() || self.digest == other.digest)
+    }
 }
 
 enum Match {
@@ -189,8 +205,35 @@ impl Runner {
                 notes: Vec::new(),
             });
         } else {
-            for v_idx in 0..case.variants.len() {
-                report.variants.push(self.run_variant(case, v_idx).await);
+            if case.needs_exclusive() {
+                for v_idx in 0..case.variants.len() {
+                    report.variants.push(self.run_variant(case, v_idx).await);
+                }
+            } else {
+                // Variants use their own tokens, so they may overlap.
+                let handles: Vec<_> = (0..case.variants.len())
+                    .map(|v_idx| {
+                        let this = self.clone();
+                        let case = case.clone();
+                        tokio::spawn(async move { this.run_variant(&case, v_idx).await })
+                    })
+                    .collect();
+                for h in handles {
+                    match h.await {
+                        Ok(r) => report.variants.push(r),
+                        Err(e) => report.variants.push(VariantReport {
+                            name: String::new(),
+                            outcome: VariantOutcome::Fail(format!(
+                                "the variant's task failed: {e}"
+                            )),
+                            modes: Vec::new(),
+                            expected: Vec::new(),
+                            actual: String::new(),
+                            wire: String::new(),
+                            notes: Vec::new(),
+                        }),
+                    }
+                }
             }
         }
         self.classify(case, &mut report);
@@ -321,6 +364,12 @@ impl Runner {
             report.outcome = VariantOutcome::Skip(reason.clone());
             return report;
         }
+        if v.optimized && self.opts.unoptimized {
+            report.outcome = VariantOutcome::Skip(
+                "a throughput floor for optimized builds; the targets are declared unoptimized (--unoptimized-target)".to_owned(),
+            );
+            return report;
+        }
         let target = match self.target_for(case, v) {
             Ok(t) => t,
             Err(reason) => {
@@ -338,119 +387,157 @@ impl Runner {
             }
         }
         let wants_metrics = v.expect.iter().any(Expect::needs_metrics);
-        let mut base: Option<ModeKey> = None;
+        // Every (mode, split) run of the variant; the first one is the base the others must
+        // agree with.
+        let mut runs: Vec<(usize, Segmentation, Option<usize>)> = Vec::new();
         for (mode_idx, mode) in modes.iter().copied().enumerate() {
-            let splits: Vec<Option<usize>> = if mode == Segmentation::Split {
+            if mode == Segmentation::Split {
                 match self.split_points(case, v) {
-                    Ok(points) => points.into_iter().map(Some).collect(),
+                    Ok(points) => {
+                        runs.extend(points.into_iter().map(|k| (mode_idx, mode, Some(k))))
+                    }
                     Err(e) => {
-                        report.outcome = VariantOutcome::Fail(format!("cannot build the bytes: {e:#}"));
+                        report.outcome =
+                            VariantOutcome::Fail(format!("cannot build the bytes: {e:#}"));
                         return report;
                     }
                 }
             } else {
-                vec![None]
+                runs.push((mode_idx, mode, None));
+            }
+        }
+        let mut counts: Vec<(usize, usize)> = vec![(0, 0); modes.len()];
+        for (mode_idx, _, _) in &runs {
+            counts[*mode_idx].0 += 1;
+        }
+        // The base run goes first and alone when it reads counters (so the deltas are its own)
+        // or the case wants one run at a time; the rest overlap.
+        let alone_first = case.exclusive || wants_metrics;
+        let window = if case.exclusive { 1 } else { SPLIT_WINDOW };
+        let open_outcome = v.expect.iter().any(|e| e.end() == Some(End::Open));
+        let n_slots = if open_outcome {
+            OPEN_SPLIT_SLOTS
+        } else {
+            SPLIT_SLOTS
+        };
+        let slots: Vec<Arc<Slot>> = (0..n_slots).map(|_| Arc::new(Slot::default())).collect();
+        let mut keys: Vec<(String, usize, ModeKey)> = Vec::new();
+        let mut failure: Option<(VariantOutcome, String, String)> = None;
+        let mut set = tokio::task::JoinSet::new();
+        let mut pending = runs.into_iter().enumerate();
+        loop {
+            let limit = if alone_first && keys.is_empty() && failure.is_none() {
+                1
+            } else {
+                window
             };
-            // The first mode of a variant with metric expectations runs alone on its target, so
-            // that counter deltas belong to it.
-            let exclusive = case.exclusive || (mode_idx == 0 && wants_metrics);
-            let n_runs = splits.len();
-            let mut matched = 0usize;
-            let mut set = tokio::task::JoinSet::new();
-            let mut pending = splits.into_iter();
-            let mut failure: Option<(VariantOutcome, String, String)> = None;
-            // Launch up to `jobs` runs at a time; stop launching at the first failure.
-            let window = if exclusive || mode_idx == 0 && n_runs == 1 { 1 } else { 64 };
-            loop {
-                while set.len() < window && failure.is_none() {
-                    let Some(split) = pending.next() else { break };
-                    set.spawn(run_detached(RunCtx {
+            while set.len() < limit && failure.is_none() {
+                let Some((run_idx, (mode_idx, mode, split))) = pending.next() else {
+                    break;
+                };
+                let slot = split.map(|_| slots[run_idx % slots.len()].clone());
+                set.spawn(run_detached(
+                    (run_idx, mode_idx),
+                    RunCtx {
                         runner: self.clone(),
                         case: case.clone(),
                         v_idx,
                         target: target.clone(),
                         mode,
                         split,
-                        exclusive: exclusive && mode_idx == 0,
-                    }));
+                        exclusive: alone_first && run_idx == 0,
+                        slot,
+                    },
+                ));
+                if alone_first && run_idx == 0 {
+                    break;
                 }
-                let Some(joined) = set.join_next().await else { break };
-                let Ok((split, res)) = joined else { continue };
-                let label = match split {
-                    Some(k) => format!("{mode} k={k}"),
-                    None => mode.to_string(),
-                };
-                let obs = match res {
-                    Ok(obs) => obs,
-                    Err(e) => {
-                        failure.get_or_insert((
-                            VariantOutcome::Fail(format!("{label}: run failed: {e:#}")),
-                            String::new(),
-                            String::new(),
-                        ));
-                        continue;
-                    }
-                };
-                if report.actual.is_empty() {
-                    report.actual = describe(&obs);
-                    report.wire = obs_wire(&obs);
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let Ok(((run_idx, mode_idx), split, res)) = joined else {
+                continue;
+            };
+            let mode = modes[mode_idx];
+            let label = match split {
+                Some(k) => format!("{mode} k={k}"),
+                None => mode.to_string(),
+            };
+            let obs = match res {
+                Ok(obs) => obs,
+                Err(e) => {
+                    failure.get_or_insert((
+                        VariantOutcome::Fail(format!("{label}: run failed: {e:#}")),
+                        String::new(),
+                        String::new(),
+                    ));
+                    continue;
                 }
-                for (name, c) in &obs.conns {
-                    if let Some(a) = &c.after_eof {
-                        let note = format!("{label}{}: open, then after the runner's EOF: {a}", conn_label(name));
-                        if report.notes.len() < 3 && !report.notes.contains(&note) {
-                            report.notes.push(note);
-                        }
-                    }
-                }
-                match self.check(case, v, &obs) {
-                    (Match::Yes, notes) => {
-                        for n in notes {
-                            if !report.notes.contains(&n) {
-                                report.notes.push(n);
-                            }
-                        }
-                        let key = mode_key(&obs, case.observe_digest);
-                        match &base {
-                            None => {
-                                base = Some(key);
-                                matched += 1;
-                            }
-                            Some(b) if *b == key => matched += 1,
-                            Some(b) => {
-                                failure.get_or_insert((
-                                    VariantOutcome::Inconsistent(format!(
-                                        "{label} differs from the first mode: {} vs {}",
-                                        show_key(&key),
-                                        show_key(b)
-                                    )),
-                                    describe(&obs),
-                                    obs_wire(&obs),
-                                ));
-                            }
-                        }
-                    }
-                    (Match::No(why), _) => {
-                        failure.get_or_insert((
-                            VariantOutcome::Fail(format!("{label}: {why}")),
-                            describe(&obs),
-                            obs_wire(&obs),
-                        ));
-                    }
-                    (Match::Unobservable(why), _) => {
-                        if matches!(report.outcome, VariantOutcome::Pass) {
-                            report.outcome = VariantOutcome::Skip(why);
-                        }
-                        matched += 1;
+            };
+            if run_idx == 0 {
+                report.actual = describe(&obs);
+                report.wire = obs_wire(&obs);
+            }
+            for (name, c) in &obs.conns {
+                if let Some(a) = &c.after_eof {
+                    let note = format!(
+                        "{label}{}: open, then after the runner's EOF: {a}",
+                        conn_label(name)
+                    );
+                    if report.notes.len() < 3 && !report.notes.contains(&note) {
+                        report.notes.push(note);
                     }
                 }
             }
-            report.modes.push((mode.to_string(), n_runs, matched));
-            if let Some((outcome, actual, wire)) = failure {
-                report.outcome = outcome;
-                report.actual = actual;
-                report.wire = wire;
-                return report;
+            match self.check(case, v, &obs) {
+                (Match::Yes, notes) => {
+                    for n in notes {
+                        if !report.notes.contains(&n) {
+                            report.notes.push(n);
+                        }
+                    }
+                    counts[mode_idx].1 += 1;
+                    let key = mode_key(&obs, case.observe_digest && !obs.reused);
+                    keys.push((label, run_idx, key));
+                }
+                (Match::No(why), _) => {
+                    failure.get_or_insert((
+                        VariantOutcome::Fail(format!("{label}: {why}")),
+                        describe(&obs),
+                        obs_wire(&obs),
+                    ));
+                    // The first failure is the verdict; runs still in flight are not needed.
+                    set.abort_all();
+                }
+                (Match::Unobservable(why), _) => {
+                    if matches!(report.outcome, VariantOutcome::Pass) {
+                        report.outcome = VariantOutcome::Skip(why);
+                    }
+                    counts[mode_idx].1 += 1;
+                }
+            }
+        }
+        report.modes = modes
+            .iter()
+            .zip(&counts)
+            .map(|(m, (n, ok))| (m.to_string(), *n, *ok))
+            .collect();
+        if let Some((outcome, actual, wire)) = failure {
+            report.outcome = outcome;
+            report.actual = actual;
+            report.wire = wire;
+            return report;
+        }
+        // §7: every mode gives the same outcome as the first run.
+        keys.sort_by_key(|(_, run_idx, _)| *run_idx);
+        if let Some(((_, _, base), rest)) = keys.split_first() {
+            if let Some((label, _, key)) = rest.iter().find(|(_, _, k)| !k.same_as(base)) {
+                report.outcome = VariantOutcome::Inconsistent(format!(
+                    "{label} differs from the first mode: {} vs {}",
+                    show_key(key),
+                    show_key(base)
+                ));
             }
         }
         report
@@ -479,7 +566,8 @@ impl Runner {
             let mut p = BTreeSet::new();
             for (i, b) in bytes.iter().enumerate() {
                 let near_end = i < EDGE || i + EDGE > len;
-                let interesting = matches!(b, b'\r' | b'\n' | b';' | b'"') || *b >= 0xc0 || *b == 0xef;
+                let interesting =
+                    matches!(b, b'\r' | b'\n' | b';' | b'"') || *b >= 0xc0 || *b == 0xef;
                 if near_end && interesting {
                     for k in i.saturating_sub(1)..=(i + 2) {
                         p.insert(k);
@@ -534,7 +622,11 @@ impl Runner {
                 });
                 if !ok {
                     return (
-                        Match::No(format!("{name}: {} (expected {})", c.describe(), whys.join(" | "))),
+                        Match::No(format!(
+                            "{name}: {} (expected {})",
+                            c.describe(),
+                            whys.join(" | ")
+                        )),
                         notes,
                     );
                 }
@@ -554,7 +646,9 @@ impl Runner {
                         }
                     }
                 }
-                let need = v.min_pass.min(u32::try_from(obs.conns.len()).unwrap_or(u32::MAX));
+                let need = v
+                    .min_pass
+                    .min(u32::try_from(obs.conns.len()).unwrap_or(u32::MAX));
                 if n_ok >= need {
                     Ok(())
                 } else {
@@ -588,7 +682,12 @@ impl Runner {
         (Match::No(whys.join(" | ")), notes)
     }
 
-    fn match_conn(&self, case: &Case, e: &Expect, c: &ConnResult) -> std::result::Result<(), String> {
+    fn match_conn(
+        &self,
+        case: &Case,
+        e: &Expect,
+        c: &ConnResult,
+    ) -> std::result::Result<(), String> {
         if let Some(g) = &c.garbage {
             return Err(format!("unparsable response {g}"));
         }
@@ -603,14 +702,23 @@ impl Runner {
         }
         if let Some(r) = &c.response {
             // P9: every response carries Connection: close and (except SSE) Content-Length.
-            if !r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
-                return Err(format!("the {} response lacks `Connection: close`", r.status));
+            if !r
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            {
+                return Err(format!(
+                    "the {} response lacks `Connection: close`",
+                    r.status
+                ));
             }
             if r.header("content-length").is_none() {
                 return Err(format!("the {} response lacks Content-Length", r.status));
             }
             if c.extra > 0 {
-                return Err(format!("{} bytes after the response (a second response?)", c.extra));
+                return Err(format!(
+                    "{} bytes after the response (a second response?)",
+                    c.extra
+                ));
             }
         }
         if let Some(end) = e.end() {
@@ -627,12 +735,18 @@ impl Runner {
             }
             if let Some(b) = &e.body {
                 if r.body != b.as_bytes() {
-                    return Err(format!("body {:?} ≠ {b:?}", String::from_utf8_lossy(&r.body)));
+                    return Err(format!(
+                        "body {:?} ≠ {b:?}",
+                        String::from_utf8_lossy(&r.body)
+                    ));
                 }
             }
             if let Some(b) = &e.body_contains {
                 if !String::from_utf8_lossy(&r.body).contains(b.as_str()) {
-                    return Err(format!("body {:?} lacks {b:?}", String::from_utf8_lossy(&r.body)));
+                    return Err(format!(
+                        "body {:?} lacks {b:?}",
+                        String::from_utf8_lossy(&r.body)
+                    ));
                 }
             }
         } else if !e.headers.is_empty() || e.body.is_some() || e.body_contains.is_some() {
@@ -649,7 +763,11 @@ impl Runner {
         if let Some([lo, hi]) = e.fin_within_ms {
             match c.fin_ms {
                 Some(ms) if (lo..=hi).contains(&ms) => {}
-                Some(ms) => return Err(format!("FIN {ms} ms after the last write, not within {lo}..{hi} ms")),
+                Some(ms) => {
+                    return Err(format!(
+                        "FIN {ms} ms after the last write, not within {lo}..{hi} ms"
+                    ))
+                }
                 None => return Err("no FIN".to_owned()),
             }
         }
@@ -665,15 +783,25 @@ impl Runner {
         if let Some([lo, hi]) = e.continue_ms {
             match c.continue_ms {
                 Some(ms) if (lo..=hi).contains(&ms) => {}
-                Some(ms) => return Err(format!("`100 Continue` after {ms} ms, not within {lo}..{hi} ms")),
+                Some(ms) => {
+                    return Err(format!(
+                        "`100 Continue` after {ms} ms, not within {lo}..{hi} ms"
+                    ))
+                }
                 None => return Err("no `100 Continue`".to_owned()),
             }
         }
         if let Some(min) = e.min_mbps {
-            let ms = c.status_since_first_write_ms.unwrap_or(f64::INFINITY).max(0.001);
+            let ms = c
+                .status_since_first_write_ms
+                .unwrap_or(f64::INFINITY)
+                .max(0.001);
             let mbps = c.bytes_written as f64 / 1e6 / (ms / 1000.0);
             if mbps < min {
-                return Err(format!("{mbps:.1} MB/s < {min} MB/s ({} bytes in {ms:.0} ms)", c.bytes_written));
+                return Err(format!(
+                    "{mbps:.1} MB/s < {min} MB/s ({} bytes in {ms:.0} ms)",
+                    c.bytes_written
+                ));
             }
         }
         Ok(())
@@ -687,7 +815,12 @@ impl Runner {
                 None => Err(format!("{tok} was not inspected")),
             }
         };
-        if e.needs_inspection() && obs.streams.values().any(|s| matches!(s, Err(e) if e == NO_INSPECTION)) {
+        if e.needs_inspection()
+            && obs
+                .streams
+                .values()
+                .any(|s| matches!(s, Err(e) if e == NO_INSPECTION))
+        {
             return Match::Unobservable(NO_INSPECTION.to_owned());
         }
         for (tok, want) in &e.acc {
@@ -713,6 +846,9 @@ impl Runner {
             }
         }
         for (tok, want) in &e.window {
+            if obs.reused {
+                break;
+            }
             match stream(tok) {
                 Ok(Some(i)) => {
                     if !json_eq(&i.window, want) {
@@ -724,6 +860,9 @@ impl Runner {
             }
         }
         for (tok, want) in &e.window_keys {
+            if obs.reused {
+                break;
+            }
             match stream(tok) {
                 Ok(Some(i)) => {
                     let got: BTreeSet<&str> = i
@@ -741,8 +880,12 @@ impl Runner {
             }
         }
         if e.needs_metrics() {
-            let Some(delta) = &obs.metrics else {
+            // Counters are read in the first mode only (run alone on its target).
+            if obs.metrics_missing && !e.metrics.is_empty() {
                 return Match::Unobservable("needs the target's /metrics".to_owned());
+            }
+            let Some(delta) = &obs.metrics else {
+                return Match::Yes;
             };
             for (k, want) in &e.metrics {
                 let got = delta.get(k).copied().unwrap_or(0.0);
@@ -775,10 +918,9 @@ impl Runner {
             );
         };
         let target = self.main.clone();
-        let _guard = target.lock.write().await;
         // Let connections of earlier cases finish their lingering close.
         if target.metrics {
-            for _ in 0..100 {
+            for _ in 0..40 {
                 let open = client::metrics(target.addr)
                     .await
                     .ok()
@@ -795,6 +937,7 @@ impl Runner {
         let opts = ConnOpts {
             wait: Duration::from_millis(case.variants.first().map_or(2000, |v| v.wait_ms)),
             keep_writing: false,
+            after_eof: false,
         };
         let mut held = Vec::new();
         let mut verdict = VariantOutcome::Pass;
@@ -806,7 +949,9 @@ impl Runner {
                     break;
                 }
             };
-            let answered = conn.wait_status(Duration::from_millis(if n <= limit { 20 } else { 1000 })).await;
+            let answered = conn
+                .wait_status(Duration::from_millis(if n <= limit { 20 } else { 1000 }))
+                .await;
             if n <= limit && answered {
                 let r = conn.finish().await;
                 verdict = VariantOutcome::Fail(format!(
@@ -848,15 +993,20 @@ impl Runner {
         if tokens.len() != n {
             return VariantOutcome::Fail(format!("asked for {n} tokens, got {}", tokens.len()));
         }
-        if let Some(bad) = tokens
-            .iter()
-            .find(|t| t.len() != 10 || !t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-        {
+        if let Some(bad) = tokens.iter().find(|t| {
+            t.len() != 10
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }) {
             return VariantOutcome::Fail(format!("token {bad:?} is not [a-z0-9]{{10}}"));
         }
         let unique: BTreeSet<&String> = tokens.iter().collect();
         if unique.len() != n {
-            return VariantOutcome::Fail(format!("{} duplicate tokens among {n}", n - unique.len()));
+            return VariantOutcome::Fail(format!(
+                "{} duplicate tokens among {n}",
+                n - unique.len()
+            ));
         }
         VariantOutcome::Pass
     }
@@ -865,11 +1015,12 @@ impl Runner {
     async fn alloc_tokens(&self, case: &Case, target: &Target) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for (name, len) in &case.tokens {
-            let token = if target.kind == Some(SetupKind::Registered) && *len == 10 && name != "nosuch" {
-                target.issued().await?
-            } else {
-                self.tokens.random(*len)
-            };
+            let token =
+                if target.kind == Some(SetupKind::Registered) && *len == 10 && name != "nosuch" {
+                    target.issued().await?
+                } else {
+                    self.tokens.random(*len)
+                };
             out.push((name.clone(), token));
         }
         Ok(out)
@@ -885,6 +1036,15 @@ struct RunCtx {
     mode: Segmentation,
     split: Option<usize>,
     exclusive: bool,
+    /// Reused tokens (split runs): counts are deltas, windows are not checked.
+    slot: Option<Arc<Slot>>,
+}
+
+/// A set of tokens that split runs reuse one at a time, so that a full run creates a few
+/// thousand streams rather than one per run (L26 caps a server at 10 000).
+#[derive(Debug, Default)]
+struct Slot {
+    tokens: tokio::sync::Mutex<Option<Vec<(String, String)>>>,
 }
 
 impl RunCtx {
@@ -893,25 +1053,20 @@ impl RunCtx {
     }
 }
 
-async fn run_detached(ctx: RunCtx) -> (Option<usize>, Result<Observation>) {
+async fn run_detached<T>(tag: T, ctx: RunCtx) -> (T, Option<usize>, Result<Observation>) {
     let split = ctx.split;
-    (split, attempt(&ctx).await)
+    (tag, split, attempt(&ctx).await)
 }
 
 async fn attempt(ctx: &RunCtx) -> Result<Observation> {
     let (runner, case, v) = (&ctx.runner, &ctx.case, ctx.v());
     let target = &ctx.target;
-    let _shared;
-    let _excl;
-    let _permit;
-    if ctx.exclusive {
-        _excl = target.lock.write().await;
+    // Exclusive cases run in a phase of their own (see `run_cases`), one run at a time.
+    let _permit = if ctx.exclusive || case.timers {
+        None
     } else {
-        _shared = target.lock.read().await;
-        if !case.timers {
-            _permit = runner.jobs.acquire().await.context("runner closed")?;
-        }
-    }
+        Some(runner.jobs.acquire().await.context("runner closed")?)
+    };
     if v.parallel > 1 {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..v.parallel {
@@ -923,6 +1078,7 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
                 mode: ctx.mode,
                 split: ctx.split,
                 exclusive: false,
+                slot: None,
             };
             set.spawn(async move { one_run(&single).await });
         }
@@ -946,7 +1102,20 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
 async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     let (runner, case, v) = (&ctx.runner, &ctx.case, ctx.v());
     let target = &ctx.target;
-    let subst = runner.alloc_tokens(case, target).await?;
+    let mut slot_guard = match &ctx.slot {
+        Some(slot) => Some(slot.tokens.lock().await),
+        None => None,
+    };
+    let subst = match slot_guard.as_deref_mut() {
+        Some(Some(tokens)) => tokens.clone(),
+        Some(empty) => {
+            let tokens = runner.alloc_tokens(case, target).await?;
+            *empty = Some(tokens.clone());
+            tokens
+        }
+        None => runner.alloc_tokens(case, target).await?,
+    };
+    let reused = slot_guard.is_some();
     let token_of = |name: &str| {
         subst
             .iter()
@@ -960,38 +1129,9 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     } else {
         None
     };
-    let mut viewer = if v.viewer {
-        Some(Viewer::open(target.addr, &token_of("tok1")).await)
-    } else {
-        None
-    };
-    let opts = ConnOpts {
-        wait: runner.wait_for(case, v),
-        keep_writing: v.keep_writing,
-    };
-    let scale = runner.pause_scale(case);
-    let mut obs = Observation::default();
-    if let Some(program) = &v.bytes {
-        let items = program.eval(&subst)?;
-        let steps = wire::schedule(&items, ctx.mode, ctx.split, scale);
-        for r in 0..v.repeat {
-            let res = wire::run_conn(target.addr, &steps, opts).await;
-            let name = if v.repeat > 1 { format!("#{}", r + 1) } else { String::new() };
-            obs.conns.push((name, res));
-        }
-    } else {
-        obs.conns = run_script(v, target, &subst, opts, scale).await?;
-    }
-    if let Some(viewer) = viewer.as_mut() {
-        obs.viewer = Some(match viewer {
-            Ok(view) => {
-                view.read_for(Duration::from_millis(300)).await;
-                view.check_events().map(|e| e.len()).map_err(|e| format!("{e:#}"))
-            }
-            Err(e) => Err(format!("cannot subscribe: {e:#}")),
-        });
-    }
-    // Inspect every stream an expectation names.
+    let metrics_missing = wants_metrics && before.is_none();
+    // Every stream an expectation names is inspected after the run (and before it, when the
+    // tokens are reused, to count what the run added).
     let mut names: BTreeSet<&str> = BTreeSet::new();
     for e in v.expect.iter().chain(v.expect_conn.values().flatten()) {
         names.extend(e.acc.keys().map(String::as_str));
@@ -1001,16 +1141,75 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
             names.insert("tok1");
         }
     }
-    for name in names {
-        let res = if target.inspection {
-            client::inspect(target.addr, &token_of(name))
+    let mut baselines: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    if reused && target.inspection {
+        for name in &names {
+            if let Ok(Some(i)) = client::inspect_counts(target.addr, &token_of(name)).await {
+                baselines.insert(name, (i.last_seq, i.rejected_lines));
+            }
+        }
+    }
+    let opts = ConnOpts {
+        wait: runner.wait_for(case, v),
+        keep_writing: v.keep_writing,
+        after_eof: ctx.split.is_none(),
+    };
+    let scale = runner.pause_scale(case);
+    let mut obs = Observation::default();
+    if let Some(program) = &v.bytes {
+        let items = program.eval(&subst)?;
+        let steps = wire::schedule(&items, ctx.mode, ctx.split, scale);
+        for r in 0..v.repeat {
+            let res = wire::run_conn(target.addr, &steps, opts).await;
+            let name = if v.repeat > 1 {
+                format!("#{}", r + 1)
+            } else {
+                String::new()
+            };
+            obs.conns.push((name, res));
+        }
+    } else {
+        obs.conns = run_script(v, target, &subst, opts, scale).await?;
+    }
+    if v.viewer && ctx.split.is_none() {
+        // A viewer subscribing now gets the window in its snapshot: every value the run stored
+        // must travel as one `data:` line of JSON. (The SSE side does not depend on how the
+        // ingest bytes were split, so split runs skip it.)
+        obs.viewer = Some(match Viewer::open(target.addr, &token_of("tok1")).await {
+            Ok(view) => match view.check_events() {
+                Ok(events) if events.is_empty() => Err("no SSE event".to_owned()),
+                Ok(events) => Ok(events.len()),
+                Err(e) => Err(format!("{e:#}")),
+            },
+            Err(e) => Err(format!("cannot subscribe: {e:#}")),
+        });
+    }
+    for name in &names {
+        let res = if !target.inspection {
+            Err(NO_INSPECTION.to_owned())
+        } else if reused {
+            // Reused tokens: counts only (windows hold earlier runs' data).
+            client::inspect_counts(target.addr, &token_of(name))
                 .await
                 .map_err(|e| format!("{e:#}"))
         } else {
-            Err(NO_INSPECTION.to_owned())
+            client::inspect(target.addr, &token_of(name))
+                .await
+                .map_err(|e| format!("{e:#}"))
         };
-        obs.streams.insert(name.to_owned(), res);
+        // Reused tokens: what this run added.
+        let res = match (res, baselines.get(*name)) {
+            (Ok(Some(mut i)), Some((seq, rejected))) => {
+                i.last_seq -= (*seq).min(i.last_seq);
+                i.rejected_lines -= (*rejected).min(i.rejected_lines);
+                Ok(Some(i))
+            }
+            (res, _) => res,
+        };
+        obs.streams.insert((*name).to_owned(), res);
     }
+    obs.reused = reused;
+    obs.metrics_missing = metrics_missing;
     if let Some(before) = before {
         if let Ok(after) = client::metrics(target.addr).await {
             let delta = after
@@ -1084,7 +1283,12 @@ async fn run_script(
             tokio::time::sleep(d).await;
         }
     }
-    let finished = futures_join(conns.into_iter().map(|(n, c)| async move { (n, c.finish().await) })).await;
+    let finished = futures_join(
+        conns
+            .into_iter()
+            .map(|(n, c)| async move { (n, c.finish().await) }),
+    )
+    .await;
     done.extend(finished);
     Ok(done)
 }
@@ -1114,8 +1318,10 @@ fn mode_key(obs: &Observation, with_digest: bool) -> ModeKey {
     };
     for (tok, s) in &obs.streams {
         if let Ok(i) = s {
-            key.acc.insert(tok.clone(), i.as_ref().map_or(0, |i| i.last_seq));
-            key.rejected.insert(tok.clone(), i.as_ref().map_or(0, |i| i.rejected_lines));
+            key.acc
+                .insert(tok.clone(), i.as_ref().map_or(0, |i| i.last_seq));
+            key.rejected
+                .insert(tok.clone(), i.as_ref().map_or(0, |i| i.rejected_lines));
             if with_digest {
                 key.digest.insert(
                     tok.clone(),
@@ -1208,9 +1414,13 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value as V;
     match (a, b) {
         (V::Number(x), V::Number(y)) => x.as_f64() == y.as_f64(),
-        (V::Array(x), V::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (V::Array(x), V::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
         (V::Object(x), V::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -1228,16 +1438,25 @@ fn sample(points: &mut Vec<usize>, n: usize, state: &mut u64) {
 
 fn hash(s: &str) -> u64 {
     // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The reason a check cannot be made against a target without the inspection route.
-pub const NO_INSPECTION: &str = "needs the inspection route GET /api/streams/{token} (RELIABILITY.md §4.3)";
+pub const NO_INSPECTION: &str =
+    "needs the inspection route GET /api/streams/{token} (RELIABILITY.md §4.3)";
 /// Inputs up to this size are split at every offset (§7).
 const SMALL_INPUT: usize = 4096;
 /// Interesting positions are taken within this many bytes of either end.
 const EDGE: usize = 256;
 /// At most this many interesting positions per large input.
 const MAX_INTERESTING: usize = 96;
+/// Token sets reused by the split runs of one variant (and so split runs in flight per variant).
+const SPLIT_SLOTS: usize = 4;
+/// The same for variants whose runs mostly wait (an `open` outcome).
+const OPEN_SPLIT_SLOTS: usize = 16;
+/// Runs of one variant launched at a time (they then queue on slots and the job semaphore).
+const SPLIT_WINDOW: usize = 64;
 /// Seeded random positions per large input (§7).
 const RANDOM_SPLITS: usize = 64;

@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use tokio::sync::RwLock;
 
 use super::case::SetupKind;
 use super::client;
@@ -27,8 +26,6 @@ pub struct Target {
     pub metrics: bool,
     /// `POST /api/tokens` issues tokens (needed in registered mode).
     pub tokens_api: bool,
-    /// Exclusive cases take this for writing; every other run reads it.
-    pub lock: RwLock<()>,
     /// Issued, not yet used tokens (registered mode).
     pool: tokio::sync::Mutex<Vec<String>>,
 }
@@ -56,7 +53,6 @@ impl Target {
             inspection: false,
             metrics,
             tokens_api,
-            lock: RwLock::new(()),
             pool: tokio::sync::Mutex::new(Vec::new()),
         };
         // One line to a fresh token, then read it back.
@@ -65,8 +61,7 @@ impl Target {
         } else {
             tokens.random(10)
         };
-        let items = Program::parse("H c(P1) END")?
-            .eval(&[("tok1".to_owned(), token.clone())])?;
+        let items = Program::parse("H c(P1) END")?.eval(&[("tok1".to_owned(), token.clone())])?;
         let steps = wire::schedule(&items, super::case::Segmentation::Whole, None, 1.0);
         let res = wire::run_conn(
             addr,
@@ -74,11 +69,13 @@ impl Target {
             ConnOpts {
                 wait: PROBE_TIMEOUT,
                 keep_writing: false,
+                after_eof: false,
             },
         )
         .await;
         if res.status() == Some(200) {
-            target.inspection = matches!(client::inspect(addr, &token).await, Ok(Some(i)) if i.last_seq == 1);
+            target.inspection =
+                matches!(client::inspect(addr, &token).await, Ok(Some(i)) if i.last_seq == 1);
         }
         Ok(target)
     }
@@ -94,7 +91,12 @@ impl Target {
 
     /// What the target lacks for a case that needs `inspection` and `metrics`.
     pub fn describe(&self) -> String {
-        let mut s = format!("{} ({})", self.url, self.kind.map_or("default setup".to_owned(), |k| format!("{k}")));
+        let mut s = format!(
+            "{} ({})",
+            self.url,
+            self.kind
+                .map_or("default setup".to_owned(), |k| format!("{k}"))
+        );
         let mut has = Vec::new();
         if self.inspection {
             has.push("inspection");
@@ -163,16 +165,21 @@ pub async fn resolve(url: &str) -> Result<SocketAddr> {
         bail!("target {url:?}: only http:// URLs are supported (terminate TLS in front)");
     };
     let authority = rest.split('/').next().unwrap_or_default();
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) && !authority.ends_with(']') {
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        && !authority.ends_with(']')
+    {
         authority.to_owned()
     } else {
         format!("{authority}:80")
     };
-    tokio::net::lookup_host(&with_port)
+    let addr = tokio::net::lookup_host(&with_port)
         .await
         .with_context(|| format!("cannot resolve {with_port}"))?
         .next()
-        .with_context(|| format!("{with_port} resolves to nothing"))
+        .with_context(|| format!("{with_port} resolves to nothing"))?;
+    Ok(addr)
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -110,6 +110,8 @@ pub struct ConnOpts {
     pub wait: Duration,
     /// Keep writing after the final response (E8); otherwise the schedule stops there.
     pub keep_writing: bool,
+    /// When the outcome is `open`, half-close and log what the server does next.
+    pub after_eof: bool,
 }
 
 /// The direction of a logged segment.
@@ -174,8 +176,6 @@ pub struct ConnResult {
     pub garbage: Option<String>,
     /// A write that failed or stalled, and why.
     pub write_error: Option<String>,
-    /// When the program sent nothing but the server ended the connection first.
-    pub first_write_at: Option<Duration>,
     /// Milliseconds from connect to the final status.
     pub status_since_first_write_ms: Option<f64>,
     /// What happened after the runner half-closed a connection that was still open.
@@ -210,6 +210,9 @@ impl ConnResult {
         }
         if let Some(g) = &self.garbage {
             let _ = write!(s, " unparsable response: {g}");
+        }
+        if let Some(e) = &self.write_error {
+            let _ = write!(s, " ({e})");
         }
         if let Some(e) = &self.after_eof {
             let _ = write!(s, " [after the runner's EOF: {e}]");
@@ -259,6 +262,8 @@ pub struct Conn {
     eof_sent: bool,
     reset: bool,
     stopped: bool,
+    /// A write failed because the server reset the connection.
+    write_reset: bool,
 }
 
 impl Conn {
@@ -267,7 +272,12 @@ impl Conn {
         let t0 = Instant::now();
         let stream = match tokio::time::timeout(opts.wait, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(Box::new(failed_connect(t0, &format!("connect failed: {e}")))),
+            Ok(Err(e)) => {
+                return Err(Box::new(failed_connect(
+                    t0,
+                    &format!("connect failed: {e}"),
+                )))
+            }
             Err(_) => return Err(Box::new(failed_connect(t0, "connect timed out"))),
         };
         let _ = stream.set_nodelay(true);
@@ -318,14 +328,17 @@ impl Conn {
             eof_sent: false,
             reset: false,
             stopped: false,
+            write_reset: false,
         })
     }
 
     /// Sends `steps`; stops early once the server answered (unless `keep_writing`) or ended
     /// the connection, or a write fails.
     pub async fn send(&mut self, steps: &[Step]) {
+        // A client that keeps writing (E8, Q12) stops only when a write fails.
         let keep_writing = self.opts.keep_writing;
-        let stop = move |s: &ReadState| s.ended.is_some() || (!keep_writing && s.final_at.is_some());
+        let stop =
+            move |s: &ReadState| !keep_writing && (s.ended.is_some() || s.final_at.is_some());
         let mut rx = self.rx.clone();
         for step in steps {
             if self.stopped || self.reset || stop(&rx.borrow()) {
@@ -337,6 +350,13 @@ impl Conn {
                     self.first_write_at.get_or_insert(started - self.t0);
                     let stall = self.opts.wait.max(Duration::from_secs(5));
                     let write = tokio::time::timeout(stall, self.wr.write_all(bytes));
+                    // `wait_for` also ends when the reader is gone (after EOF); only a true
+                    // predicate means "stop".
+                    let answered = async {
+                        if keep_writing || rx.wait_for(|s| stop(s)).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    };
                     tokio::select! {
                         res = write => match res {
                             Ok(Ok(())) => {
@@ -348,6 +368,10 @@ impl Conn {
                                 self.out_log.push((started, Dir::Out, bytes.clone()));
                                 self.out_log.push((Instant::now(), Dir::Event, format!("write error: {e}").into_bytes()));
                                 self.write_error = Some(format!("write failed: {e}"));
+                                self.write_reset |= matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                                );
                                 self.stopped = true;
                             }
                             Err(_) => {
@@ -356,7 +380,7 @@ impl Conn {
                                 self.stopped = true;
                             }
                         },
-                        _ = rx.wait_for(|s| stop(s)) => {
+                        () = answered => {
                             self.out_log.push((started, Dir::Out, bytes.clone()));
                             self.out_log.push((Instant::now(), Dir::Event, b"write abandoned: the server answered".to_vec()));
                             self.stopped = true;
@@ -364,28 +388,37 @@ impl Conn {
                     }
                 }
                 Step::Pause(d) => {
+                    let answered = async {
+                        if keep_writing || rx.wait_for(|s| stop(s)).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    };
                     tokio::select! {
                         () = tokio::time::sleep(*d) => {}
-                        _ = rx.wait_for(|s| stop(s)) => self.stopped = true,
+                        () = answered => self.stopped = true,
                     }
                 }
                 Step::Eof => {
                     let _ = self.wr.shutdown().await;
                     self.eof_sent = true;
-                    self.out_log.push((Instant::now(), Dir::Event, b"client EOF".to_vec()));
+                    self.out_log
+                        .push((Instant::now(), Dir::Event, b"client EOF".to_vec()));
                     self.write_ends.push(Instant::now());
                 }
                 Step::Rst => {
                     let sock = socket2::SockRef::from(self.wr.as_ref());
                     let _ = sock.set_linger(Some(Duration::ZERO));
-                    self.out_log.push((Instant::now(), Dir::Event, b"client RST".to_vec()));
+                    self.out_log
+                        .push((Instant::now(), Dir::Event, b"client RST".to_vec()));
                     self.reset = true;
                 }
                 Step::Mark => self.origin = Some(Instant::now()),
                 Step::AwaitContinue => {
                     let _ = tokio::time::timeout(
                         self.opts.wait,
-                        rx.wait_for(|s| s.continue_at.is_some() || s.final_at.is_some() || s.ended.is_some()),
+                        rx.wait_for(|s| {
+                            s.continue_at.is_some() || s.final_at.is_some() || s.ended.is_some()
+                        }),
                     )
                     .await;
                 }
@@ -396,9 +429,13 @@ impl Conn {
     /// Whether a final response arrived within `timeout`.
     pub async fn wait_status(&self, timeout: Duration) -> bool {
         let mut rx = self.rx.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|s| s.final_at.is_some() || s.ended.is_some()))
-            .await
-            .is_ok()
+        let answered = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| s.final_at.is_some() || s.ended.is_some()),
+        )
+        .await
+        .is_ok();
+        answered
     }
 
     /// Waits for the outcome: the response and the end, each up to the wait. A connection
@@ -419,6 +456,7 @@ impl Conn {
             bytes_written,
             eof_sent,
             reset,
+            write_reset,
             ..
         } = self;
         let last_write = write_ends.last().copied().unwrap_or(t0);
@@ -431,7 +469,19 @@ impl Conn {
             reader.abort();
             let _ = reader.await;
             let s = rx.borrow().clone();
-            return finish(t0, s, out_log, origin, &write_ends, last_write, write_error, first_write_at, bytes_written, None, None);
+            return finish(
+                t0,
+                s,
+                out_log,
+                origin,
+                &write_ends,
+                last_write,
+                write_error,
+                first_write_at,
+                bytes_written,
+                None,
+                None,
+            );
         }
         let mut rx_e = rx.clone();
         let responded = tokio::time::timeout(
@@ -442,18 +492,22 @@ impl Conn {
         .is_ok();
         if responded {
             let _ = tokio::time::timeout(opts.wait, rx_e.wait_for(|s| s.ended.is_some())).await;
+        } else if !eof_sent && !opts.after_eof {
+            forced_end = Some(End::Open);
+            snapshot = Some(rx.borrow().clone());
         } else if !eof_sent {
             let before = rx.borrow().clone();
             let _ = wr.shutdown().await;
-            let reacted = tokio::time::timeout(AFTER_EOF_WAIT, rx_e.wait_for(|s| s.ended.is_some()))
-                .await
-                .is_ok();
+            let reacted =
+                tokio::time::timeout(AFTER_EOF_WAIT, rx_e.wait_for(|s| s.ended.is_some()))
+                    .await
+                    .is_ok();
             let s = rx.borrow().clone();
             let got = s.bytes.len() - before.bytes.len();
-            let status = s
-                .complete
-                .as_ref()
-                .map_or_else(|| "no response".to_owned(), |(r, _)| format!("status {}", r.status));
+            let status = s.complete.as_ref().map_or_else(
+                || "no response".to_owned(),
+                |(r, _)| format!("status {}", r.status),
+            );
             after_eof = Some(if reacted {
                 format!("{status}, {got} bytes, then the end")
             } else {
@@ -465,7 +519,28 @@ impl Conn {
         reader.abort();
         let s = snapshot.unwrap_or_else(|| rx.borrow().clone());
         drop(wr);
-        finish(t0, s, out_log, origin, &write_ends, last_write, write_error, first_write_at, bytes_written, after_eof, forced_end)
+        // A client that kept writing learns of a reset from its writes, after the reader saw
+        // the FIN: that is a reset all the same (M8).
+        if opts.keep_writing && write_reset && forced_end.is_none() {
+            forced_end = Some(if s.complete.is_some() {
+                End::RstAfterStatus
+            } else {
+                End::Rst
+            });
+        }
+        finish(
+            t0,
+            s,
+            out_log,
+            origin,
+            &write_ends,
+            last_write,
+            write_error,
+            first_write_at,
+            bytes_written,
+            after_eof,
+            forced_end,
+        )
     }
 }
 
@@ -537,7 +612,6 @@ fn finish(
         extra,
         garbage: s.garbage,
         write_error,
-        first_write_at,
         status_since_first_write_ms,
         after_eof,
         log: log
@@ -562,7 +636,6 @@ fn failed_connect(t0: Instant, why: &str) -> ConnResult {
         extra: 0,
         garbage: Some(why.to_owned()),
         write_error: None,
-        first_write_at: None,
         status_since_first_write_ms: None,
         after_eof: None,
         log: vec![LogEntry {
@@ -586,7 +659,10 @@ fn parse_progress(s: &mut ReadState, now: Instant) {
             return;
         }
         if !b"HTTP/1.".starts_with(&buf[..buf.len().min(7)]) {
-            s.garbage = Some(format!("{:?}", String::from_utf8_lossy(&buf[..buf.len().min(40)])));
+            s.garbage = Some(format!(
+                "{:?}",
+                String::from_utf8_lossy(&buf[..buf.len().min(40)])
+            ));
             return;
         }
         let Some(head_len) = find(buf, b"\r\n\r\n").map(|i| i + 4) else {
@@ -666,18 +742,36 @@ pub fn hexdump(log: &[LogEntry]) -> String {
         };
         let secs = entry.at.as_secs_f64();
         if entry.dir == Dir::Event {
-            let _ = writeln!(out, "  {secs:9.4} {arrow} {}", String::from_utf8_lossy(&entry.bytes));
+            let _ = writeln!(
+                out,
+                "  {secs:9.4} {arrow} {}",
+                String::from_utf8_lossy(&entry.bytes)
+            );
             continue;
         }
         let _ = writeln!(out, "  {secs:9.4} {arrow} {} bytes", entry.bytes.len());
         const MAX: usize = 512;
-        for (row_idx, row) in entry.bytes[..entry.bytes.len().min(MAX)].chunks(16).enumerate() {
+        for (row_idx, row) in entry.bytes[..entry.bytes.len().min(MAX)]
+            .chunks(16)
+            .enumerate()
+        {
             let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
             let text: String = row
                 .iter()
-                .map(|&b| if (0x20..0x7f).contains(&b) { char::from(b) } else { '.' })
+                .map(|&b| {
+                    if (0x20..0x7f).contains(&b) {
+                        char::from(b)
+                    } else {
+                        '.'
+                    }
+                })
                 .collect();
-            let _ = writeln!(out, "             {:06x}  {:<47}  {text}", row_idx * 16, hex.join(" "));
+            let _ = writeln!(
+                out,
+                "             {:06x}  {:<47}  {text}",
+                row_idx * 16,
+                hex.join(" ")
+            );
         }
         if entry.bytes.len() > MAX {
             let _ = writeln!(out, "             … {} more bytes", entry.bytes.len() - MAX);
@@ -687,7 +781,7 @@ pub fn hexdump(log: &[LogEntry]) -> String {
 }
 
 /// How long to watch a connection after the runner half-closed it (for the log only).
-const AFTER_EOF_WAIT: Duration = Duration::from_millis(500);
+const AFTER_EOF_WAIT: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
@@ -718,11 +812,26 @@ mod tests {
     #[test]
     fn modes_cut_where_they_should() {
         let i = items();
-        assert_eq!(writes(&schedule(&i, Segmentation::Whole, None, 1.0)), ["abcde", "<100>", "f", "Eof"]);
-        assert_eq!(writes(&schedule(&i, Segmentation::Timed, None, 2.0)), ["abc", "de", "<50>", "f", "Eof"]);
-        assert_eq!(writes(&schedule(&i, Segmentation::Split, Some(2), 1.0)), ["ab", "cde", "<100>", "f", "Eof"]);
-        assert_eq!(writes(&schedule(&i, Segmentation::Split, Some(3), 1.0)), ["abc", "de", "<100>", "f", "Eof"]);
-        assert_eq!(writes(&schedule(&i, Segmentation::Split, Some(4), 1.0)), ["abcd", "e", "<100>", "f", "Eof"]);
+        assert_eq!(
+            writes(&schedule(&i, Segmentation::Whole, None, 1.0)),
+            ["abcde", "<100>", "f", "Eof"]
+        );
+        assert_eq!(
+            writes(&schedule(&i, Segmentation::Timed, None, 2.0)),
+            ["abc", "de", "<50>", "f", "Eof"]
+        );
+        assert_eq!(
+            writes(&schedule(&i, Segmentation::Split, Some(2), 1.0)),
+            ["ab", "cde", "<100>", "f", "Eof"]
+        );
+        assert_eq!(
+            writes(&schedule(&i, Segmentation::Split, Some(3), 1.0)),
+            ["abc", "de", "<100>", "f", "Eof"]
+        );
+        assert_eq!(
+            writes(&schedule(&i, Segmentation::Split, Some(4), 1.0)),
+            ["abcd", "e", "<100>", "f", "Eof"]
+        );
         assert_eq!(
             writes(&schedule(&i, Segmentation::Bytewise, None, 1.0)),
             ["a", "b", "c", "d", "e", "<100>", "f", "Eof"]
@@ -731,15 +840,22 @@ mod tests {
 
     #[test]
     fn responses_parse_with_interim_and_extra_bytes() {
-        let mut s = ReadState::default();
-        s.bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nokHTTP".to_vec();
+        let mut s = ReadState {
+            bytes: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nokHTTP".to_vec(),
+            ..ReadState::default()
+        };
         parse_progress(&mut s, Instant::now());
         assert!(s.continue_at.is_some());
         let (r, used) = s.complete.clone().unwrap();
-        assert_eq!((r.status, r.body.as_slice(), r.header("connection")), (200, &b"ok"[..], Some("close")));
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.header("connection")),
+            (200, &b"ok"[..], Some("close"))
+        );
         assert_eq!(s.bytes.len() - used, 4);
-        let mut g = ReadState::default();
-        g.bytes = b"garbage".to_vec();
+        let mut g = ReadState {
+            bytes: b"garbage".to_vec(),
+            ..ReadState::default()
+        };
         parse_progress(&mut g, Instant::now());
         assert!(g.garbage.is_some());
     }

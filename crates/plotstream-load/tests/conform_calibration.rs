@@ -1,0 +1,120 @@
+//! Calibration of `plotstream conform` (RELIABILITY.md §8): the suite must fail on an endpoint
+//! that breaks the rules, and pass on `plotstream-server`, for the same named cases.
+//!
+//! The broken endpoint (`broken_endpoint/`) is a proxy in front of a real server whose chunked
+//! decoder reads an empty size line as the end of the body, accepts a bare LF after a size,
+//! drops lines that are not JSON, and resets the connection after every error response.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod broken_endpoint;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use plotstream_load::conform::{self, ConformArgs, Verdict};
+
+/// Cases each mutation must make fail, with the mutation that does it.
+const MUST_FAIL: &[(&str, &str)] = &[
+    (
+        "B5",
+        "empty size line read as the last-chunk (the Arduino CRLF loses the data)",
+    ),
+    (
+        "B7",
+        "empty size line read as the last-chunk (200 instead of an unclean end)",
+    ),
+    ("B9", "bare LF accepted after a chunk size"),
+    ("C5", "a bad JSON line accepted"),
+    ("C7", "a reset right after the 422"),
+    ("A2", "a reset right after the 405"),
+    ("Q12", "a bad JSON line accepted, and a reset after errors"),
+];
+
+/// Cases the proxy does not disturb: they pass through it, which shows the failures above come
+/// from the mutations and not from the proxy.
+const MUST_PASS: &[&str] = &["C1", "B23", "A14", "Q13"];
+
+async fn start_server(lenient_lines: bool) -> SocketAddr {
+    let listener = plotstream_server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = plotstream_server::Config {
+        lenient_lines,
+        ..plotstream_server::Config::default()
+    };
+    tokio::spawn(plotstream_server::run(
+        vec![listener],
+        config,
+        std::future::pending::<()>(),
+    ));
+    addr
+}
+
+async fn verdicts(
+    target: SocketAddr,
+    lenient: SocketAddr,
+    ids: &[&str],
+) -> BTreeMap<String, (Verdict, String)> {
+    let mut argv = vec![
+        "--target".to_owned(),
+        format!("http://{target}"),
+        "--target-lenient".to_owned(),
+        format!("http://{lenient}"),
+    ];
+    for id in ids {
+        argv.push("--case".to_owned());
+        argv.push((*id).to_owned());
+    }
+    let args = ConformArgs::from_args(argv).unwrap();
+    let cases = args.selected_cases().unwrap();
+    conform::run_cases(&args, cases, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.clone(), (r.verdict, r.reason.clone())))
+        .collect()
+}
+
+fn ids() -> Vec<&'static str> {
+    MUST_FAIL
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(MUST_PASS.iter().copied())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broken_endpoint_fails_the_named_cases() {
+    let server = start_server(false).await;
+    let lenient = start_server(true).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broken = listener.local_addr().unwrap();
+    tokio::spawn(broken_endpoint::serve(listener, server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broken_lenient = listener.local_addr().unwrap();
+    tokio::spawn(broken_endpoint::serve(listener, lenient));
+
+    let got = verdicts(broken, broken_lenient, &ids()).await;
+    for (id, mutation) in MUST_FAIL {
+        let (verdict, reason) = &got[*id];
+        assert_eq!(
+            *verdict,
+            Verdict::Fail,
+            "{id} must fail against the broken endpoint ({mutation}); got {verdict:?}: {reason}"
+        );
+    }
+    for id in MUST_PASS {
+        let (verdict, reason) = &got[*id];
+        assert_eq!(*verdict, Verdict::Pass, "{id} through the proxy: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_cases_pass_against_plotstream_server() {
+    let server = start_server(false).await;
+    let lenient = start_server(true).await;
+    let got = verdicts(server, lenient, &ids()).await;
+    for (id, (verdict, reason)) in &got {
+        assert_eq!(*verdict, Verdict::Pass, "{id}: {reason}");
+    }
+}

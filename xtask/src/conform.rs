@@ -1,0 +1,363 @@
+//! `cargo xtask conform`: the conformance suite (RELIABILITY.md §5, §8) against our own
+//! `plotstream serve`, plus its calibration against a deliberately broken endpoint.
+//!
+//! 1. Builds `plotstream` (debug, or release with `--release`) and starts five servers on free
+//!    loopback ports: the default setup, `--tokens registered`, `--lenient-lines`,
+//!    `--on-duplicate reject`, and one whose timers are the defaults divided by 20 for group E.
+//! 2. Runs `plotstream conform` against them; every MUST and COMPAT case must pass. JUnit XML and
+//!    per-case JSON land in `<target>/conform/`.
+//! 3. Stops the servers (SIGTERM by PID, then a kill if they linger).
+//! 4. Runs `cargo test -p plotstream-load --test conform_calibration`, which starts the broken
+//!    endpoint (`crates/plotstream-load/tests/broken_endpoint/`) and asserts that the cases its
+//!    mutations break do fail, and pass against the real server.
+//!
+//! The CI step counts two checks: the suite and the calibration.
+
+use std::{
+    collections::VecDeque,
+    env,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, ExitCode, ExitStatus, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
+    let release = args.flag("--release");
+    let (positional, passthrough) = args.finish()?;
+    if let Some(extra) = positional.first() {
+        bail!("`conform` takes no positional argument, got `{extra}`");
+    }
+    let (suite, calibration) = check(release, &passthrough)?;
+    println!(
+        "conform: suite against plotstream serve {}, calibration {}",
+        verdict(suite),
+        verdict(calibration)
+    );
+    Ok(if suite && calibration {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs the suite and the calibration; `(suite passed, calibration passed)`. `extra` goes to
+/// `plotstream conform` (for example `--case B5 -v`).
+pub(crate) fn check(release: bool, extra: &[String]) -> Result<(bool, bool)> {
+    let suite = suite(release, extra)?;
+    let calibration = util::run_echoed(&mut util::cargo([
+        "test",
+        "-p",
+        "plotstream-load",
+        "--test",
+        "conform_calibration",
+    ]))?;
+    Ok((suite, calibration))
+}
+
+fn suite(release: bool, extra: &[String]) -> Result<bool> {
+    let mut build = util::cargo(["build", "-p", "plotstream"]);
+    if release {
+        build.arg("--release");
+    }
+    if !util::run_echoed(&mut build)? {
+        bail!("cargo build -p plotstream failed");
+    }
+    let target_dir = util::target_dir();
+    let binary = target_dir
+        .join(if release { "release" } else { "debug" })
+        .join(format!("plotstream{}", env::consts::EXE_SUFFIX));
+    let out_dir = target_dir.join("conform");
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+
+    let mut servers = Vec::new();
+    for (name, flags) in SERVERS {
+        servers.push(Server::start(&binary, name, flags)?);
+    }
+    let url = |name: &str| {
+        servers
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| format!("http://127.0.0.1:{}", s.port))
+            .unwrap_or_default()
+    };
+    let mut cmd = Command::new(&binary);
+    cmd.arg("conform")
+        .args(["--target", &url("default")])
+        .args(["--target-registered", &url("registered")])
+        .args(["--target-lenient", &url("lenient")])
+        .args(["--target-reject", &url("reject")])
+        .args(["--target-timers", &url("timers")])
+        .args(["--timer-scale", TIMER_SCALE])
+        .args(["--peer-limit", PEER_LIMIT])
+        .arg("--junit")
+        .arg(out_dir.join("junit.xml"))
+        .arg("--json")
+        .arg(out_dir.join("cases"))
+        .args(extra)
+        .env("NO_COLOR", "1");
+    if !release {
+        // B24's 50 MB/s floor is set for release builds.
+        cmd.arg("--unoptimized-target");
+    }
+    println!("$ {}", util::display_command(&cmd));
+    let status = run_with_timeout(&mut cmd, SUITE_TIMEOUT);
+    let mut stopped_cleanly = true;
+    for server in &mut servers {
+        if let Err(err) = server.stop() {
+            println!("conform: {err:#}");
+            stopped_cleanly = false;
+        }
+    }
+    let passed = match status {
+        Ok(status) => status.success(),
+        Err(err) => {
+            println!("conform: {err:#}");
+            false
+        }
+    };
+    if !passed || !stopped_cleanly {
+        for server in &servers {
+            println!(
+                "conform: the last lines of the {} server's log:",
+                server.name
+            );
+            for line in server.log() {
+                println!("  | {line}");
+            }
+        }
+    }
+    println!(
+        "conform: JUnit XML at {}",
+        out_dir.join("junit.xml").display()
+    );
+    Ok(passed && stopped_cleanly)
+}
+
+/// The servers the suite needs: name and extra `serve` flags.
+const SERVERS: &[(&str, &[&str])] = &[
+    ("default", &[]),
+    ("registered", &["--tokens", "registered"]),
+    ("lenient", &["--lenient-lines"]),
+    ("reject", &["--on-duplicate", "reject"]),
+    (
+        "timers",
+        &[
+            "--idle-timeout",
+            "3s",
+            "--head-timeout",
+            "500ms",
+            "--pre-head-timeout",
+            "3s",
+            "--unbound-timeout",
+            "3s",
+        ],
+    ),
+];
+/// The timers server runs L1, L2, L28 and L29 at the defaults divided by this.
+const TIMER_SCALE: &str = "20";
+/// The default `--max-connections-per-peer` (L11), which D11 checks.
+const PEER_LIMIT: &str = "256";
+
+/// A running `plotstream serve`, stopped by PID when dropped.
+#[derive(Debug)]
+struct Server {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    /// The last lines of its stderr.
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Server {
+    fn start(binary: &Path, name: &'static str, flags: &[&str]) -> Result<Server> {
+        let mut cmd = Command::new(binary);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        println!("$ {}", util::display_command(&cmd));
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .context("the server has no stderr pipe")?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (lines_tx, lines_rx) = mpsc::channel();
+        let reader_log = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut log) = reader_log.lock() {
+                    if log.len() == LOG_LINES {
+                        log.pop_front();
+                    }
+                    log.push_back(line.clone());
+                }
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut server = Server {
+            name,
+            child,
+            port: 0,
+            log,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(port) = parse_listening_port(&line) {
+                        server.port = port;
+                        println!("conform: the {name} server listens on 127.0.0.1:{port}");
+                        return Ok(server);
+                    }
+                }
+                Err(_) => bail!(
+                    "the {name} server did not print its port within {} s; its log:\n{}",
+                    START_TIMEOUT.as_secs(),
+                    server.log().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM to its PID, then a kill if it is still there after [`STOP_TIMEOUT`].
+    fn stop(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        terminate(&mut self.child)?;
+        if wait_timeout(&mut self.child, STOP_TIMEOUT)?.is_some() {
+            return Ok(());
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!(
+            "the {} server did not stop within {} s of SIGTERM and was killed",
+            self.name,
+            STOP_TIMEOUT.as_secs()
+        )
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|log| log.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "passed"
+    } else {
+        "FAILED"
+    }
+}
+
+/// Runs `cmd` with inherited stdio and waits up to `timeout`; a run that takes longer is
+/// stopped (SIGTERM, then a kill) and is an error.
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<ExitStatus> {
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", util::display_command(cmd)))?;
+    if let Some(status) = wait_timeout(&mut child, timeout)? {
+        return Ok(status);
+    }
+    terminate(&mut child)?;
+    if wait_timeout(&mut child, STOP_TIMEOUT)?.is_none() {
+        child.kill()?;
+        child.wait()?;
+    }
+    bail!(
+        "`plotstream conform` did not finish within {} s",
+        timeout.as_secs()
+    )
+}
+
+/// The port of `plotstream listening on http://127.0.0.1:PORT`.
+fn parse_listening_port(line: &str) -> Option<u16> {
+    let addr = line
+        .trim()
+        .strip_prefix("plotstream listening on http://")?;
+    let (_, port) = addr.rsplit_once(':')?;
+    port.parse().ok()
+}
+
+/// SIGTERM to `child`'s PID alone (never by name); a kill where there are no signals.
+fn terminate(child: &mut Child) -> Result<()> {
+    if cfg!(unix) {
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("cannot run kill")?;
+        Ok(())
+    } else {
+        child.kill().context("cannot stop the child process")
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The servers drain for up to 10 s after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The whole suite takes about two minutes on two cores; this only catches a hang.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+const LOG_LINES: usize = 40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_lines_give_the_port() {
+        assert_eq!(
+            parse_listening_port("plotstream listening on http://127.0.0.1:41523"),
+            Some(41523)
+        );
+        assert_eq!(parse_listening_port("streams: http://127.0.0.1:1/"), None);
+    }
+
+    #[test]
+    fn server_names_are_unique() {
+        for (idx, (name, _)) in SERVERS.iter().enumerate() {
+            assert!(SERVERS[..idx].iter().all(|(other, _)| other != name));
+        }
+    }
+}
