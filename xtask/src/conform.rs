@@ -101,6 +101,8 @@ fn suite(release: bool, extra: &[String]) -> Result<bool> {
         .arg(out_dir.join("junit.xml"))
         .arg("--json")
         .arg(out_dir.join("cases"))
+        // Every limit of RELIABILITY.md §3 must show in /metrics when it fires.
+        .arg("--require-limit-counters")
         .args(extra)
         .env("NO_COLOR", "1");
     if !release {

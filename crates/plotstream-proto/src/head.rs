@@ -207,7 +207,9 @@ impl HeadParser {
         }
         self.scanned = buf.len();
         let pending = buf.len() - self.line_start;
-        if !self.seen_request_line && pending > limits.request_line + 1 {
+        // L3 counts the line without its CRLF: a trailing CR may still be the line end.
+        let allowed = limits.request_line + usize::from(buf.last() == Some(&b'\r'));
+        if !self.seen_request_line && pending > allowed {
             return Err(HeadError::RequestLineTooLong);
         }
         if buf.len() > limits.head_bytes {
@@ -496,7 +498,16 @@ mod tests {
             parse_all(format!("{}\r\n", line(8193)).as_bytes()),
             Err(HeadError::RequestLineTooLong)
         );
-        // Detected before the line ends.
+        // Detected as the 8 193rd byte arrives, before the line ends.
+        assert_eq!(
+            parse_all(&line(8193).as_bytes()[..8194]),
+            Err(HeadError::RequestLineTooLong)
+        );
+        assert_eq!(
+            parse_all(&line(8192).as_bytes()[..8193]),
+            Ok(None),
+            "8 192 bytes and a CR may still end well"
+        );
         assert_eq!(
             parse_all(&line(8193).as_bytes()[..8195]),
             Err(HeadError::RequestLineTooLong)

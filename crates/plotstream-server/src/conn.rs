@@ -195,6 +195,9 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                     let token = ingest.head().and_then(|h| h.token);
                     shared.store.count_rejected(token.as_ref());
                     shared.metrics.line_rejected(reason(&e));
+                    if let Some(limit) = limit_of(&plotstream_proto::EndReason::Update(e)) {
+                        shared.metrics.limit_breach(limit);
+                    }
                 }
                 Event::Request(head) => {
                     let rest = ingest.take_buffered();
@@ -219,6 +222,9 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                     // Release bindings before the response is written (P7, M32).
                     shared.store.release(&conn);
                     ingest.poll_transmit(&mut out);
+                    if let Some(limit) = limit_of(&end.reason) {
+                        shared.metrics.limit_breach(limit);
+                    }
                     if let Some(status) = end.status {
                         shared.metrics.response(status.code());
                         tracing::info!(
@@ -420,3 +426,33 @@ fn apply_held(
 
 /// Reads up to this many bytes are copied into an exact-size buffer (see `drive`).
 const SMALL_READ: usize = 1024;
+
+/// The L-number of RELIABILITY.md §3 behind an end, for `plotstream_limit_breaches_total`.
+fn limit_of(reason: &plotstream_proto::EndReason) -> Option<&'static str> {
+    use plotstream_proto::chunked::ChunkError;
+    use plotstream_proto::head::HeadError;
+    use plotstream_proto::json::JsonError;
+    use plotstream_proto::update::UpdateError;
+    use plotstream_proto::EndReason;
+    Some(match reason {
+        EndReason::PreHeadTimeout => "L1",
+        EndReason::HeadTimeout => "L2",
+        EndReason::Head(HeadError::RequestLineTooLong) => "L3",
+        EndReason::Head(HeadError::TooLarge) => "L4",
+        EndReason::Head(HeadError::TooManyFields) => "L5",
+        EndReason::Head(HeadError::BodyTooLarge) => "L6",
+        EndReason::Chunk(ChunkError::SizeOverflow) => "L12",
+        EndReason::Chunk(ChunkError::ExtensionTooLong) => "L14",
+        EndReason::Chunk(ChunkError::TooManyEmptyLines) => "L15",
+        EndReason::Chunk(ChunkError::OverheadBudget) => "L16",
+        EndReason::Chunk(ChunkError::TrailersTooLarge) => "L17",
+        EndReason::Line(_) => "L18",
+        EndReason::Update(UpdateError::Json(JsonError::TooDeep)) => "L19",
+        EndReason::Update(UpdateError::Json(JsonError::StringTooLong)) => "L20",
+        EndReason::Update(UpdateError::Json(JsonError::TooManyMembers)) => "L21",
+        EndReason::Update(UpdateError::Json(JsonError::ArrayTooLong)) => "L22",
+        EndReason::IdleTimeout => "L28",
+        EndReason::Unbound => "L29",
+        _ => return None,
+    })
+}

@@ -693,3 +693,28 @@ async fn connections_per_peer_are_limited() {
     assert!(ok, "admitted again once the others closed");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn limit_breaches_are_counted_by_l_number() {
+    let server = Server::start(quick()).await;
+    let long = format!("{{\"x\":\"{}\"}}\n", "A".repeat(70_000));
+    assert_eq!(
+        server
+            .exchange(&format!("{}{}", h("tok1"), c(&long)))
+            .await
+            .status,
+        413
+    );
+    let ext = format!("{}1;{}\r\n\n\r\n", h("tok2"), "a".repeat(5000));
+    assert_eq!(server.exchange(&ext).await.status, 400);
+    let metrics = server.get("/metrics").await.text;
+    assert!(
+        metrics.contains("plotstream_limit_breaches_total{limit=\"L18\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plotstream_limit_breaches_total{limit=\"L14\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
