@@ -11,10 +11,9 @@
 
 use std::{
     env,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, ExitStatus, Stdio},
-    sync::{mpsc, Arc, Mutex},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -114,7 +113,7 @@ struct Server {
     child: Child,
     port: u16,
     /// Every stderr line so far, printed when the check fails.
-    log: Arc<Mutex<Vec<String>>>,
+    log: util::SharedLog,
 }
 
 impl Server {
@@ -130,25 +129,7 @@ impl Server {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .context("the server has no stderr pipe")?;
-
-        // The reader drains stderr for the server's whole life, so that its log never blocks it.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (lines_tx, lines_rx) = mpsc::channel();
-        let reader_log = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut log) = reader_log.lock() {
-                    log.push(line.clone());
-                }
-                // The receiver is gone once the port is known; the log still gets every line.
-                let _ = lines_tx.send(line);
-            }
-        });
+        let (log, lines_rx) = util::drain_stderr(&mut child, usize::MAX)?;
 
         let mut server = Server {
             child,
@@ -199,7 +180,7 @@ impl Server {
     }
 
     fn log(&self) -> Vec<String> {
-        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+        util::log_lines(&self.log)
     }
 }
 

@@ -30,12 +30,11 @@ use std::{
     env,
     ffi::OsString,
     fs,
-    io::{BufRead, BufReader, Write},
+    io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
-    sync::{mpsc, Arc, Mutex},
-    thread,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -763,7 +762,7 @@ impl CaseEnv<'_> {
 
     fn print_server_logs(&self) {
         for (name, log) in self.servers.borrow().iter() {
-            let lines = log.lock().map(|log| log.clone()).unwrap_or_default();
+            let lines = util::log_lines(log);
             println!("    {name}, last {SERVER_LOG_TAIL} lines of its log:");
             for line in &lines[lines.len().saturating_sub(SERVER_LOG_TAIL)..] {
                 println!("      | {line}");
@@ -773,7 +772,7 @@ impl CaseEnv<'_> {
 }
 
 /// A server's stderr lines, filled by its reader thread.
-type SharedLog = Arc<Mutex<Vec<String>>>;
+use util::SharedLog;
 
 /// A file-name-safe name of a case: `v11-idle-408-node-reports-it-mid-stream`.
 fn slug(case: &Case) -> String {
@@ -931,23 +930,7 @@ impl Server {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .context("the server has no stderr pipe")?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (lines_tx, lines_rx) = mpsc::channel();
-        let reader_log = Arc::clone(&log);
-        // Drains stderr for the server's whole life, so that its log never blocks it.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut log) = reader_log.lock() {
-                    log.push(line.clone());
-                }
-                let _ = lines_tx.send(line);
-            }
-        });
+        let (log, lines_rx) = util::drain_stderr(&mut child, usize::MAX)?;
         let mut server = Server {
             child,
             plain: Vec::new(),
@@ -992,7 +975,7 @@ impl Server {
     }
 
     fn log(&self) -> Vec<String> {
-        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+        util::log_lines(&self.log)
     }
 }
 

@@ -14,12 +14,9 @@
 //! The CI step counts two checks: the suite and the calibration.
 
 use std::{
-    collections::VecDeque,
     env,
-    io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, ExitCode, ExitStatus, Stdio},
-    sync::{mpsc, Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -175,7 +172,7 @@ struct Server {
     child: Child,
     port: u16,
     /// The last lines of its stderr.
-    log: Arc<Mutex<VecDeque<String>>>,
+    log: util::SharedLog,
 }
 
 impl Server {
@@ -192,25 +189,7 @@ impl Server {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .context("the server has no stderr pipe")?;
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (lines_tx, lines_rx) = mpsc::channel();
-        let reader_log = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut log) = reader_log.lock() {
-                    if log.len() == LOG_LINES {
-                        log.pop_front();
-                    }
-                    log.push_back(line.clone());
-                }
-                let _ = lines_tx.send(line);
-            }
-        });
+        let (log, lines_rx) = util::drain_stderr(&mut child, LOG_LINES)?;
         let mut server = Server {
             name,
             child,

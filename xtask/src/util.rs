@@ -213,6 +213,47 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
+/// A child's stderr lines, newest last, at most the number given to [`drain_stderr`].
+pub type SharedLog = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
+/// Takes `child`'s stderr and drains it on a thread for the child's whole life, so that its
+/// logging never blocks it: every line is kept in the returned log (the newest `keep`) and also
+/// sent to the returned receiver, which callers read until they found what they wait for.
+pub fn drain_stderr(
+    child: &mut std::process::Child,
+    keep: usize,
+) -> Result<(SharedLog, std::sync::mpsc::Receiver<String>)> {
+    use std::io::BufRead as _;
+    let stderr = child
+        .stderr
+        .take()
+        .context("the child has no stderr pipe")?;
+    let log: SharedLog = std::sync::Arc::default();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let reader_log = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut log) = reader_log.lock() {
+                if log.len() == keep {
+                    log.pop_front();
+                }
+                log.push_back(line.clone());
+            }
+            // The receiver may be gone once the caller found its line; the log still grows.
+            let _ = lines_tx.send(line);
+        }
+    });
+    Ok((log, lines_rx))
+}
+
+/// A copy of a [`SharedLog`]'s lines.
+pub fn log_lines(log: &SharedLog) -> Vec<String> {
+    log.lock()
+        .map(|log| log.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
