@@ -141,7 +141,7 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines_rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(port) = parse_listening_port(&line) {
+                    if let Some(port) = util::parse_listening_port(&line) {
                         server.port = port;
                         println!("browser: the demo server listens on 127.0.0.1:{port}");
                         return Ok(server);
@@ -167,7 +167,7 @@ impl Server {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
-        terminate(&mut self.child)?;
+        util::terminate(&mut self.child)?;
         if let Some(status) = wait_timeout(&mut self.child, STOP_TIMEOUT)? {
             return Ok(status);
         }
@@ -211,7 +211,7 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<bool> {
         util::display_command(cmd),
         timeout.as_secs()
     );
-    terminate(&mut child)?;
+    util::terminate(&mut child)?;
     if wait_timeout(&mut child, STOP_TIMEOUT)?.is_none() {
         child.kill()?;
         child.wait()?;
@@ -266,30 +266,6 @@ fn stale_dependencies(
         .collect()
 }
 
-/// The port of `plotstream listening on http://127.0.0.1:PORT`.
-fn parse_listening_port(line: &str) -> Option<u16> {
-    let addr = line
-        .trim()
-        .strip_prefix("plotstream listening on http://")?;
-    let (_, port) = addr.rsplit_once(':')?;
-    port.parse().ok()
-}
-
-/// Asks `child` to stop: SIGTERM on Unix, sent to its PID alone; a kill elsewhere.
-pub(crate) fn terminate(child: &mut Child) -> Result<()> {
-    if cfg!(unix) {
-        let pid = child.id().to_string();
-        // A failing kill means the process has just exited on its own; the caller's wait sees it.
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("cannot run kill")?;
-        Ok(())
-    } else {
-        child.kill().context("cannot stop the child process")
-    }
-}
-
 /// Waits up to `timeout` for `child`; `None` if it is still running.
 pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
@@ -330,7 +306,7 @@ mod tests {
 
     #[track_caller]
     fn check_port(line: &str, expected: Option<u16>) {
-        assert_eq!(parse_listening_port(line), expected, "line: {line:?}");
+        assert_eq!(util::parse_listening_port(line), expected, "line: {line:?}");
     }
 
     #[test]

@@ -985,7 +985,7 @@ impl Drop for Server {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
-        let _ = browser::terminate(&mut self.child);
+        let _ = util::terminate(&mut self.child);
         if !matches!(
             browser::wait_timeout(&mut self.child, STOP_TIMEOUT),
             Ok(Some(_))

@@ -201,7 +201,7 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines_rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(port) = parse_listening_port(&line) {
+                    if let Some(port) = util::parse_listening_port(&line) {
                         server.port = port;
                         println!("conform: the {name} server listens on 127.0.0.1:{port}");
                         return Ok(server);
@@ -221,7 +221,7 @@ impl Server {
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
-        terminate(&mut self.child)?;
+        util::terminate(&mut self.child)?;
         if wait_timeout(&mut self.child, STOP_TIMEOUT)?.is_some() {
             return Ok(());
         }
@@ -267,7 +267,7 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<ExitStatus> 
     if let Some(status) = wait_timeout(&mut child, timeout)? {
         return Ok(status);
     }
-    terminate(&mut child)?;
+    util::terminate(&mut child)?;
     if wait_timeout(&mut child, STOP_TIMEOUT)?.is_none() {
         child.kill()?;
         child.wait()?;
@@ -276,29 +276,6 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<ExitStatus> 
         "`plotstream conform` did not finish within {} s",
         timeout.as_secs()
     )
-}
-
-/// The port of `plotstream listening on http://127.0.0.1:PORT`.
-fn parse_listening_port(line: &str) -> Option<u16> {
-    let addr = line
-        .trim()
-        .strip_prefix("plotstream listening on http://")?;
-    let (_, port) = addr.rsplit_once(':')?;
-    port.parse().ok()
-}
-
-/// SIGTERM to `child`'s PID alone (never by name); a kill where there are no signals.
-fn terminate(child: &mut Child) -> Result<()> {
-    if cfg!(unix) {
-        let pid = child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("cannot run kill")?;
-        Ok(())
-    } else {
-        child.kill().context("cannot stop the child process")
-    }
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
@@ -329,10 +306,13 @@ mod tests {
     #[test]
     fn listening_lines_give_the_port() {
         assert_eq!(
-            parse_listening_port("plotstream listening on http://127.0.0.1:41523"),
+            util::parse_listening_port("plotstream listening on http://127.0.0.1:41523"),
             Some(41523)
         );
-        assert_eq!(parse_listening_port("streams: http://127.0.0.1:1/"), None);
+        assert_eq!(
+            util::parse_listening_port("streams: http://127.0.0.1:1/"),
+            None
+        );
     }
 
     #[test]

@@ -254,6 +254,30 @@ pub fn log_lines(log: &SharedLog) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Asks `child` to stop: SIGTERM on Unix, sent to its PID alone; a kill elsewhere.
+pub(crate) fn terminate(child: &mut std::process::Child) -> Result<()> {
+    if cfg!(unix) {
+        let pid = child.id().to_string();
+        // A failing kill means the process has just exited on its own; the caller's wait sees it.
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("cannot run kill")?;
+        Ok(())
+    } else {
+        child.kill().context("cannot stop the child process")
+    }
+}
+
+/// The port of `plotstream listening on http://127.0.0.1:PORT`.
+pub(crate) fn parse_listening_port(line: &str) -> Option<u16> {
+    let addr = line
+        .trim()
+        .strip_prefix("plotstream listening on http://")?;
+    let (_, port) = addr.rsplit_once(':')?;
+    port.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
