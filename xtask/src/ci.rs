@@ -55,6 +55,12 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
         .unwrap_or(0);
     for (name, outcome, secs) in &results {
         println!("  {name:<10} {:<width$} {secs:>7.1} s", outcome.describe());
+        // What failed, repeated here: a reader of only the log's tail must see it.
+        if outcome.failed > 0 {
+            for line in &outcome.details {
+                println!("      | {line}");
+            }
+        }
         total.passed += outcome.passed;
         total.failed += outcome.failed;
     }
@@ -132,6 +138,8 @@ struct Outcome {
     failed: u64,
     /// Why the step did not run, if it was skipped.
     skipped: Option<String>,
+    /// What failed, in the step's own words (see `util::FailureLines`).
+    details: Vec<String>,
 }
 
 impl Outcome {
@@ -205,6 +213,7 @@ fn test(_: &Ctx) -> Result<Outcome> {
         .context("cargo test has no stdout pipe")?;
 
     let mut outcome = Outcome::default();
+    let mut failures = util::FailureLines::default();
     let mut out = std::io::stdout().lock();
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
@@ -215,7 +224,9 @@ fn test(_: &Ctx) -> Result<Outcome> {
         }
         out.write_all(&line)?;
         out.flush()?;
-        if let Some((passed, failed)) = parse_test_result(&String::from_utf8_lossy(&line)) {
+        let text = String::from_utf8_lossy(&line);
+        failures.see(&text);
+        if let Some((passed, failed)) = parse_test_result(&text) {
             outcome.passed += passed;
             outcome.failed += failed;
         }
@@ -228,6 +239,7 @@ fn test(_: &Ctx) -> Result<Outcome> {
         println!("test: cargo test failed ({status}) without a failing test result; counted as one failure");
         outcome.failed += 1;
     }
+    outcome.details = failures.into_lines();
     Ok(outcome)
 }
 
@@ -238,16 +250,19 @@ fn compat(_: &Ctx) -> Result<Outcome> {
         passed: tally.passed,
         failed: tally.failed,
         skipped: None,
+        details: tally.failures,
     })
 }
 
 /// The conformance suite against our server (one check) and its calibration (one check).
 fn conform(_: &Ctx) -> Result<Outcome> {
-    let (suite, calibration) = conform_suite::check(false, &[])?;
+    let checked = conform_suite::check(false, &[])?;
+    let (suite, calibration) = (checked.suite, checked.calibration);
     Ok(Outcome {
         passed: u64::from(suite) + u64::from(calibration),
         failed: u64::from(!suite) + u64::from(!calibration),
         skipped: None,
+        details: checked.failures,
     })
 }
 

@@ -63,11 +63,13 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
 }
 
 /// What the suite contributes to `cargo xtask ci`: one count per case.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
     pub(crate) passed: u64,
     pub(crate) failed: u64,
     pub(crate) skipped: u64,
+    /// `ID name: first line of the error` for each failed case.
+    pub(crate) failures: Vec<String>,
 }
 
 /// Prepares the clients and runs every case whose `ID name` contains one of `filters` (all cases
@@ -104,6 +106,12 @@ pub(crate) fn suite(filters: &[String]) -> Result<Tally> {
             }
             Err(err) => {
                 println!("FAILED ({secs:.1} s)");
+                let first = format!("{err:#}");
+                tally.failures.push(format!(
+                    "compat {}: {}",
+                    case_env.slug,
+                    first.lines().next().unwrap_or_default()
+                ));
                 for line in format!("{err:#}").lines() {
                     println!("    {line}");
                 }

@@ -31,7 +31,9 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     if let Some(extra) = positional.first() {
         bail!("`conform` takes no positional argument, got `{extra}`");
     }
-    let (suite, calibration) = check(release, &passthrough)?;
+    let Checked {
+        suite, calibration, ..
+    } = check(release, &passthrough)?;
     println!(
         "conform: suite against plotstream serve {}, calibration {}",
         verdict(suite),
@@ -44,21 +46,38 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     })
 }
 
-/// Runs the suite and the calibration; `(suite passed, calibration passed)`. `extra` goes to
-/// `plotstream conform` (for example `--case B5 -v`).
-pub(crate) fn check(release: bool, extra: &[String]) -> Result<(bool, bool)> {
-    let suite = suite(release, extra)?;
-    let calibration = util::run_echoed(&mut util::cargo([
+/// What [`check`] found.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The suite passed against `plotstream serve`.
+    pub(crate) suite: bool,
+    /// The calibration against the broken endpoint passed.
+    pub(crate) calibration: bool,
+    /// The failed cases and tests, in their own words.
+    pub(crate) failures: Vec<String>,
+}
+
+/// Runs the suite and the calibration. `extra` goes to `plotstream conform` (for example
+/// `--case B5 -v`).
+pub(crate) fn check(release: bool, extra: &[String]) -> Result<Checked> {
+    let (suite, mut failures) = suite(release, extra)?;
+    let (calibration, more) = util::run_teed(&mut util::cargo([
         "test",
         "-p",
         "plotstream-load",
         "--test",
         "conform_calibration",
     ]))?;
-    Ok((suite, calibration))
+    failures.extend(more);
+    Ok(Checked {
+        suite,
+        calibration,
+        failures,
+    })
 }
 
-fn suite(release: bool, extra: &[String]) -> Result<bool> {
+/// Runs the suite; `(passed, failure lines)`.
+fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
     let mut build = util::cargo(["build", "-p", "plotstream"]);
     if release {
         build.arg("--release");
@@ -107,7 +126,8 @@ fn suite(release: bool, extra: &[String]) -> Result<bool> {
         cmd.arg("--unoptimized-target");
     }
     println!("$ {}", util::display_command(&cmd));
-    let status = run_with_timeout(&mut cmd, SUITE_TIMEOUT);
+    cmd.stdout(Stdio::piped());
+    let (status, failures) = run_with_timeout(&mut cmd, SUITE_TIMEOUT);
     let mut stopped_cleanly = true;
     for server in &mut servers {
         if let Err(err) = server.stop() {
@@ -137,7 +157,7 @@ fn suite(release: bool, extra: &[String]) -> Result<bool> {
         "conform: JUnit XML at {}",
         out_dir.join("junit.xml").display()
     );
-    Ok(passed && stopped_cleanly)
+    Ok((passed && stopped_cleanly, failures))
 }
 
 /// The servers the suite needs: name and extra `serve` flags.
@@ -260,15 +280,32 @@ fn verdict(ok: bool) -> &'static str {
 
 /// Runs `cmd` with inherited stdio and waits up to `timeout`; a run that takes longer is
 /// stopped (SIGTERM, then a kill) and is an error.
-fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<ExitStatus> {
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", util::display_command(cmd)))?;
-    if let Some(status) = wait_timeout(&mut child, timeout)? {
+/// Runs `cmd` (its stdout piped) to its end or `timeout`; its status, and the failure lines of
+/// its stdout (echoed as it runs).
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Result<ExitStatus>, Vec<String>) {
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let err = anyhow::Error::new(err)
+                .context(format!("cannot start `{}`", util::display_command(cmd)));
+            return (Err(err), Vec::new());
+        }
+    };
+    let tee = util::tee_stdout(&mut child);
+    let status = wait_or_stop(&mut child, timeout);
+    let failures = match tee {
+        Ok(tee) => tee.join().unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    (status, failures)
+}
+
+fn wait_or_stop(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+    if let Some(status) = wait_timeout(child, timeout)? {
         return Ok(status);
     }
-    util::terminate(&mut child)?;
-    if wait_timeout(&mut child, STOP_TIMEOUT)?.is_none() {
+    util::terminate(child)?;
+    if wait_timeout(child, STOP_TIMEOUT)?.is_none() {
         child.kill()?;
         child.wait()?;
     }

@@ -278,9 +278,123 @@ pub(crate) fn parse_listening_port(line: &str) -> Option<u16> {
     port.parse().ok()
 }
 
+/// The lines of a step's output worth repeating in the CI summary, where a reader of only the
+/// end of the log sees them: a failed conformance case with its reasons, a panicking test with
+/// its message, a failed compat case with its error.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLines {
+    lines: Vec<String>,
+    /// Lines still to keep after a match (its indented details, a panic's message).
+    follow: usize,
+}
+
+impl FailureLines {
+    /// At most this many lines per step; each cut to `WIDTH` characters.
+    const MAX: usize = 30;
+    const WIDTH: usize = 400;
+
+    pub(crate) fn see(&mut self, line: &str) {
+        let line = line.trim_end();
+        let starts_failure = line.starts_with("FAIL ")
+            || line.starts_with("FAILED")
+            || line.contains("panicked at")
+            || (line.contains(": FAILED (") && !line.starts_with("    "));
+        let keep = if starts_failure {
+            self.follow = 3;
+            true
+        } else if self.follow > 0 && !line.trim().is_empty() {
+            self.follow -= 1;
+            true
+        } else {
+            self.follow = 0;
+            false
+        };
+        if keep && self.lines.len() < Self::MAX {
+            self.lines.push(line.chars().take(Self::WIDTH).collect());
+        }
+    }
+
+    pub(crate) fn into_lines(self) -> Vec<String> {
+        self.lines
+    }
+}
+
+/// Echoes the child's piped stdout line by line on a thread; the thread returns the
+/// [`FailureLines`] it saw.
+pub(crate) fn tee_stdout(
+    child: &mut std::process::Child,
+) -> Result<std::thread::JoinHandle<Vec<String>>> {
+    use std::io::{BufRead, Write};
+    let stdout = child
+        .stdout
+        .take()
+        .context("the child has no stdout pipe")?;
+    Ok(std::thread::spawn(move || {
+        let mut failures = FailureLines::default();
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+            failures.see(&String::from_utf8_lossy(&line));
+        }
+        failures.into_lines()
+    }))
+}
+
+/// Runs `cmd` like [`run_echoed`], keeping its [`FailureLines`]: `(succeeded, failure lines)`.
+pub(crate) fn run_teed(cmd: &mut Command) -> Result<(bool, Vec<String>)> {
+    println!("$ {}", display_command(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", display_command(cmd)))?;
+    let tee = tee_stdout(&mut child)?;
+    let status = child.wait().context("cannot wait for the child")?;
+    let lines = tee.join().unwrap_or_default();
+    Ok((status.success(), lines))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_lines_keep_failed_cases_and_panics_with_their_details() {
+        let mut f = FailureLines::default();
+        for line in [
+            "PASS       A1   MUST   fine (3 ms)",
+            "FAIL       E2   MUST   head deadline (612 ms)",
+            "           at 612 ms, not within 400..600 ms",
+            "",
+            "test ok_test ... ok",
+            "thread 'x' (12) panicked at tests/a.rs:3:5:",
+            "assertion `left == right` failed: E9 late",
+            "  left: Fail",
+            " right: Pass",
+            "note: run with `RUST_BACKTRACE=1`",
+            "PASS       A2   MUST   fine (3 ms)",
+        ] {
+            f.see(line);
+        }
+        assert_eq!(
+            f.into_lines(),
+            [
+                "FAIL       E2   MUST   head deadline (612 ms)",
+                "           at 612 ms, not within 400..600 ms",
+                "thread 'x' (12) panicked at tests/a.rs:3:5:",
+                "assertion `left == right` failed: E9 late",
+                "  left: Fail",
+                " right: Pass",
+            ]
+        );
+    }
 
     #[test]
     fn manifest_entries_follow_tables() {

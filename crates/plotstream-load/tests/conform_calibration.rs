@@ -31,6 +31,13 @@ const MUST_FAIL: &[(&str, &str)] = &[
     ("Q12", "a bad JSON line accepted, and a reset after errors"),
 ];
 
+/// SHOULD cases whose timing bound the endpoint misses every time: a quiet rerun must not hide
+/// that, so they are NON-STRICT.
+const MUST_MISS: &[(&str, &str)] = &[
+    ("A19", "every `100 Continue` 300 ms late"),
+    ("E9", "every `100 Continue` 300 ms late"),
+];
+
 /// Cases the proxy does not disturb: they pass through it, which shows the failures above come
 /// from the mutations and not from the proxy.
 const MUST_PASS: &[&str] = &["C1", "B23", "A14", "Q13"];
@@ -78,6 +85,7 @@ async fn verdicts(
 fn ids() -> Vec<&'static str> {
     MUST_FAIL
         .iter()
+        .chain(MUST_MISS)
         .map(|(id, _)| *id)
         .chain(MUST_PASS.iter().copied())
         .collect()
@@ -89,10 +97,18 @@ async fn the_broken_endpoint_fails_the_named_cases() {
     let lenient = start_server(true).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let broken = listener.local_addr().unwrap();
-    tokio::spawn(broken_endpoint::serve(listener, server));
+    tokio::spawn(broken_endpoint::serve(
+        listener,
+        server,
+        broken_endpoint::ALWAYS_LATE,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let broken_lenient = listener.local_addr().unwrap();
-    tokio::spawn(broken_endpoint::serve(listener, lenient));
+    tokio::spawn(broken_endpoint::serve(
+        listener,
+        lenient,
+        broken_endpoint::ALWAYS_LATE,
+    ));
 
     let got = verdicts(broken, broken_lenient, &ids()).await;
     for (id, mutation) in MUST_FAIL {
@@ -103,10 +119,57 @@ async fn the_broken_endpoint_fails_the_named_cases() {
             "{id} must fail against the broken endpoint ({mutation}); got {verdict:?}: {reason}"
         );
     }
+    for (id, mutation) in MUST_MISS {
+        let (verdict, reason) = &got[*id];
+        assert_eq!(
+            *verdict,
+            Verdict::NonStrict,
+            "{id} must miss its timing bound ({mutation}), quiet rerun or not; got {verdict:?}: {reason}"
+        );
+        assert!(reason.contains("quiet rerun"), "{id}: {reason}");
+    }
     for id in MUST_PASS {
         let (verdict, reason) = &got[*id];
         assert_eq!(*verdict, Verdict::Pass, "{id} through the proxy: {reason}");
     }
+}
+
+/// A timing bound missed once (a loaded machine) is judged on a quiet rerun: the case passes and
+/// the report says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timing_miss_that_does_not_recur_passes_with_a_note() {
+    let server = start_server(false).await;
+    let lenient = start_server(true).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let late_once = listener.local_addr().unwrap();
+    tokio::spawn(broken_endpoint::serve(
+        listener,
+        server,
+        broken_endpoint::Lateness {
+            delay: std::time::Duration::from_millis(300),
+            times: 1,
+        },
+    ));
+    let argv = [
+        "--target".to_owned(),
+        format!("http://{late_once}"),
+        "--target-lenient".to_owned(),
+        format!("http://{lenient}"),
+        "--case".to_owned(),
+        "E9".to_owned(),
+    ];
+    let args = ConformArgs::from_args(argv).unwrap();
+    let cases = args.selected_cases().unwrap();
+    let reports = conform::run_cases(&args, cases, false).await.unwrap();
+    let e9 = &reports[0];
+    assert_eq!(e9.verdict, Verdict::Pass, "{}", e9.reason);
+    let notes: Vec<&String> = e9.variants.iter().flat_map(|v| &v.notes).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("met it on a quiet rerun") && n.contains("100 Continue")),
+        "the report must say that the first run was late: {notes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -718,3 +718,43 @@ async fn limit_breaches_are_counted_by_l_number() {
     );
     server.stop().await;
 }
+
+/// P9, L33: a client still inside a long write when the server answers (D8: 10 000 pipelined
+/// requests in one write; E8) must still read the status. Past the 64 KiB drain the server stops
+/// reading but keeps the socket until the linger time is up, so a client that reads late still
+/// finds the response before any reset.
+#[tokio::test]
+async fn a_client_that_reads_late_after_a_big_write_still_gets_the_status() {
+    let mut config = quick();
+    config.linger = Duration::from_millis(1500);
+    let server = Server::start(config).await;
+    let mut s = server.connect().await;
+    let one = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    // ~350 kB: well past the 64 KiB drain, and within the socket buffers of loopback.
+    let pipelined = one.repeat(10_000);
+    let (mut rd, mut wr) = s.split();
+    let write = async {
+        let _ = wr.write_all(pipelined.as_bytes()).await;
+    };
+    let read_late = async {
+        // The client is busy (writing, or descheduled) for a while before it reads.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf
+    };
+    let ((), got) = tokio::join!(write, read_late);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 "),
+        "the status was lost to a reset: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(s);
+    server.stop().await;
+}

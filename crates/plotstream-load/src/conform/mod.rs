@@ -209,6 +209,8 @@ pub async fn run_cases(
         }
         println!();
     }
+    // A quiet rerun acquires every permit at once, so the count must fit a u32.
+    let jobs = u32::try_from(args.jobs.clamp(1, 4096)).unwrap_or(1);
     let runner = Arc::new(Runner {
         opts: Opts {
             timer_scale: args.timer_scale.filter(|s| *s > 0.0),
@@ -223,7 +225,8 @@ pub async fn run_cases(
         setups,
         timers,
         tokens,
-        jobs: Semaphore::new(args.jobs.max(1)),
+        jobs: Semaphore::new(jobs as usize),
+        jobs_total: jobs,
     });
     let started = Instant::now();
     // Three phases. 1: every ordinary case at once (the semaphore bounds the connections).

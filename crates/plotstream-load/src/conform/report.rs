@@ -63,6 +63,9 @@ impl Totals {
     }
 }
 
+/// Every note about a quiet rerun (`run.rs`) contains this.
+pub const RERUN_MARK: &str = "quiet rerun";
+
 /// The stdout block of one case: a line, plus details on failure (and on request).
 pub fn case_text(r: &CaseReport, verbose: bool, hexdump: bool) -> String {
     let mut out = format!(
@@ -86,7 +89,10 @@ pub fn case_text(r: &CaseReport, verbose: bool, hexdump: bool) -> String {
             v.outcome,
             VariantOutcome::Fail(_) | VariantOutcome::Inconsistent(_)
         );
-        if !(verbose || bad && failing) {
+        // A timing bound met only on a quiet rerun is shown even when the case passed: a target
+        // that is late under load should know it.
+        let reran = |n: &String| n.contains(RERUN_MARK);
+        if !(verbose || bad && failing || v.notes.iter().any(reran)) {
             continue;
         }
         let name = if v.name.is_empty() {
@@ -117,7 +123,7 @@ pub fn case_text(r: &CaseReport, verbose: bool, hexdump: bool) -> String {
             }
         }
         for n in &v.notes {
-            if verbose || bad {
+            if verbose || bad || reran(n) {
                 let _ = writeln!(out, "      note: {n}");
             }
         }

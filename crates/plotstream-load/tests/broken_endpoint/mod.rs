@@ -10,29 +10,55 @@
 //! - a line that is not JSON is dropped, so the body "accepts" it (P5 broken).
 //!
 //! And whenever the real server answers with an error, the proxy relays the response and then
-//! resets the connection (SO_LINGER 0) instead of closing gracefully (M8). Everything else is
-//! relayed untouched, so cases that do not meet a mutation pass.
+//! resets the connection (SO_LINGER 0) instead of closing gracefully (M8). It also holds back
+//! the first [`Lateness::times`] `100 Continue` responses by [`Lateness::delay`], which
+//! calibrates the runner's timing bounds and their quiet rerun. Everything else is relayed
+//! untouched, so cases that do not meet a mutation pass.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
+/// How the endpoint delays its `100 Continue` responses.
+#[derive(Debug, Clone, Copy)]
+pub struct Lateness {
+    /// Added before each delayed `100 Continue`.
+    pub delay: Duration,
+    /// How many `100 Continue` responses are delayed, counted over the endpoint's life.
+    pub times: usize,
+}
+
+/// Every `100 Continue` 300 ms late: far outside the 100 ms bound of A19 and E9.
+pub const ALWAYS_LATE: Lateness = Lateness {
+    delay: Duration::from_millis(300),
+    times: usize::MAX,
+};
+
 /// Serves the broken endpoint on `listener`, forwarding to `backend`, until dropped.
-pub async fn serve(listener: TcpListener, backend: SocketAddr) {
+pub async fn serve(listener: TcpListener, backend: SocketAddr, lateness: Lateness) {
+    let continues = Arc::new(AtomicUsize::new(0));
     loop {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
+        let continues = continues.clone();
         tokio::spawn(async move {
-            let _ = handle(client, backend).await;
+            let _ = handle(client, backend, lateness, &continues).await;
         });
     }
 }
 
-async fn handle(mut client: TcpStream, backend: SocketAddr) -> std::io::Result<()> {
+async fn handle(
+    mut client: TcpStream,
+    backend: SocketAddr,
+    lateness: Lateness,
+    continues: &AtomicUsize,
+) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     // The head, as the client sent it.
     let mut buf = Vec::new();
@@ -78,6 +104,12 @@ async fn handle(mut client: TcpStream, backend: SocketAddr) -> std::io::Result<(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if response.is_empty()
+            && chunk[..n].starts_with(b"HTTP/1.1 100")
+            && continues.fetch_add(1, Ordering::Relaxed) < lateness.times
+        {
+            tokio::time::sleep(lateness.delay).await;
+        }
         response.extend_from_slice(&chunk[..n]);
         client_wr.write_all(&chunk[..n]).await?;
         if final_status(&response).is_some_and(|s| s >= 400) && complete(&response) {
