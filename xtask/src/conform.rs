@@ -127,11 +127,12 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
     }
     println!("$ {}", util::display_command(&cmd));
     cmd.stdout(Stdio::piped());
-    let (status, failures) = run_with_timeout(&mut cmd, SUITE_TIMEOUT);
+    let (status, mut failures) = run_with_timeout(&mut cmd, SUITE_TIMEOUT);
     let mut stopped_cleanly = true;
     for server in &mut servers {
         if let Err(err) = server.stop() {
             println!("conform: {err:#}");
+            failures.push(format!("conform: {err:#}"));
             stopped_cleanly = false;
         }
     }
@@ -139,6 +140,7 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         Ok(status) => status.success(),
         Err(err) => {
             println!("conform: {err:#}");
+            failures.push(format!("conform: {err:#}"));
             false
         }
     };
