@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use plotstream_benches::unit_points;
 use plotstream_proto::chunked::{encode_chunk, encode_end, Chunk, ChunkedDecoder};
 use plotstream_proto::encode::{encode_head, encode_point_line, Flavour, Num};
@@ -31,12 +31,12 @@ struct Input {
     n_points: u64,
 }
 
-fn input() -> Input {
-    let mut data = Vec::with_capacity(BODY_BYTES + 64);
+fn input(body_bytes: usize) -> Input {
+    let mut data = Vec::with_capacity(body_bytes + 64);
     let mut n_points = 0;
     let mut i = 0;
     let points = unit_points(1 << 16);
-    while data.len() < BODY_BYTES {
+    while data.len() < body_bytes {
         let (x, y) = points[i % points.len()];
         encode_point_line(
             Flavour::Raw,
@@ -82,8 +82,9 @@ fn ours(request: &[u8]) -> (u64, Option<Status>) {
         while let Some(event) = ingest.poll_event(now) {
             match event {
                 Event::Head(_) => ingest.admit(now, SystemTime::UNIX_EPOCH),
-                Event::Update { update, .. } => {
-                    black_box(&update);
+                // By reference, as the server does: moving the `Update` out would copy it.
+                Event::Update { ref update, .. } => {
+                    black_box(update);
                     n_updates += 1;
                 }
                 Event::End(end) => status = end.status,
@@ -185,7 +186,7 @@ fn framing(body: &[u8]) -> u64 {
 }
 
 fn decode(c: &mut Criterion) {
-    let input = input();
+    let input = input(BODY_BYTES);
     let body = &input.request[input.head_len..];
     // Check the three paths agree before timing them.
     assert_eq!(ours(&input.request), (input.n_points, Some(Status::OK)));
@@ -205,4 +206,24 @@ fn decode(c: &mut Criterion) {
 }
 
 criterion_group!(benches, decode);
-criterion_main!(benches);
+
+/// `DECODE_ONCE=ours|baseline|framing|input` runs that path once over a 4 MiB body instead of timing
+/// it, for instruction counts: `valgrind --tool=callgrind target/release/deps/decode-* --bench`.
+fn main() {
+    if let Ok(which) = std::env::var("DECODE_ONCE") {
+        let input = input(4 * 1024 * 1024);
+        let n = match which.as_str() {
+            "ours" => ours(&input.request).0,
+            "baseline" => baseline(&input.request),
+            "framing" => framing(&input.request[input.head_len..]),
+            // Building the input alone, to subtract from the others.
+            "input" => input.n_points,
+            other => panic!("DECODE_ONCE={other}: ours, baseline, framing or input"),
+        };
+        assert_eq!(n, input.n_points);
+        println!("{which}: {n} lines");
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -294,12 +294,12 @@ impl<'a> Parser<'a> {
         // The significant digits as they go by (at most 19 fit a u64), for the fast path.
         let mut mantissa: u64 = 0;
         let mut n_significant = 0u32;
-        let mut digit = |d: u8, mantissa: &mut u64| {
+        let digit = |d: u8, mantissa: &mut u64, n_significant: &mut u32| {
             if *mantissa == 0 && d == b'0' {
                 return; // leading zeros are not significant
             }
-            n_significant += 1;
-            if n_significant <= 19 {
+            *n_significant += 1;
+            if *n_significant <= 19 {
                 *mantissa = *mantissa * 10 + u64::from(d - b'0');
             }
         };
@@ -307,8 +307,20 @@ impl<'a> Parser<'a> {
         match s.get(i) {
             Some(b'0') => i += 1,
             Some(b'1'..=b'9') => {
-                while let Some(&d @ b'0'..=b'9') = s.get(i) {
-                    digit(d, &mut mantissa);
+                loop {
+                    // Eight digits at a time while they still fit the 19 of the mantissa.
+                    if mantissa != 0 && n_significant <= 11 {
+                        if let Some(v) = eight_digits(s, i) {
+                            mantissa = mantissa * 100_000_000 + v;
+                            n_significant += 8;
+                            i += 8;
+                            continue;
+                        }
+                    }
+                    let Some(&d @ b'0'..=b'9') = s.get(i) else {
+                        break;
+                    };
+                    digit(d, &mut mantissa, &mut n_significant);
                     i += 1;
                 }
             }
@@ -319,8 +331,20 @@ impl<'a> Parser<'a> {
         if s.get(i) == Some(&b'.') {
             i += 1;
             let digits = i;
-            while let Some(&d @ b'0'..=b'9') = s.get(i) {
-                digit(d, &mut mantissa);
+            loop {
+                if mantissa != 0 && n_significant <= 11 {
+                    if let Some(v) = eight_digits(s, i) {
+                        mantissa = mantissa * 100_000_000 + v;
+                        n_significant += 8;
+                        exp10 -= 8;
+                        i += 8;
+                        continue;
+                    }
+                }
+                let Some(&d @ b'0'..=b'9') = s.get(i) else {
+                    break;
+                };
+                digit(d, &mut mantissa, &mut n_significant);
                 exp10 -= 1;
                 i += 1;
             }
@@ -361,6 +385,13 @@ impl<'a> Parser<'a> {
             let p = POW10[exp10.unsigned_abs() as usize];
             let f = if exp10 < 0 { m / p } else { m * p };
             return Ok(if negative { -f } else { f });
+        }
+        // Up to 19 digits at other scales (full-precision values like 0.12345678901234567):
+        // exact integer arithmetic, correctly rounded.
+        if n_significant <= 19 {
+            if let Some(f) = exact_from_parts(mantissa, exp10) {
+                return Ok(if negative { -f } else { f });
+            }
         }
         // Anything else through the standard library's correctly rounded parser.
         let text = std::str::from_utf8(&s[start..i]).map_err(|_| JsonError::Number(start))?;
@@ -479,6 +510,69 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// The value of the eight ASCII digits at `s[i..i + 8]`, or `None` if there are fewer than eight
+/// bytes or any is not a digit (SWAR, as in fast_float's `parse_eight_digits_unrolled`).
+#[inline]
+fn eight_digits(s: &[u8], i: usize) -> Option<u64> {
+    let bytes: [u8; 8] = s.get(i..i + 8)?.try_into().ok()?;
+    let v = u64::from_le_bytes(bytes);
+    // Every byte in 0x30..=0x39: the high nibble is 3, and adding 6 does not carry out of it.
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    if v & HIGH != ZEROS || v.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    // Byte k (little-endian) holds the k-th digit; combine pairs, then quads, then the halves.
+    let v = v - ZEROS;
+    let v = (v * 10) + (v >> 8);
+    let v = ((v & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32))
+        + ((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32)))
+        >> 32;
+    Some(v)
+}
+
+/// `mantissa × 10^exp10`, correctly rounded (to nearest, ties to even), for `mantissa < 2^64`
+/// and `-21 <= exp10 <= 19`; `None` outside that range.
+///
+/// Positive scales multiply in `u128` (exact) and convert once; Rust's integer-to-float `as` is
+/// correctly rounded. Negative scales divide a left-aligned `u128` numerator by `10^-exp10`: the
+/// quotient keeps at least 57 bits, so with the remainder folded into its lowest bit as a sticky
+/// bit the one conversion rounds exactly as the real quotient would, and the power-of-two scale
+/// that follows is exact (the result stays far above the subnormals).
+fn exact_from_parts(mantissa: u64, exp10: i64) -> Option<f64> {
+    if mantissa == 0 {
+        return Some(0.0);
+    }
+    let e = usize::try_from(exp10.unsigned_abs()).ok()?;
+    if exp10 >= 0 {
+        let p = *POW10_U128.get(e).filter(|_| e <= 19)?;
+        #[allow(clippy::cast_precision_loss)] // correctly rounded by definition of `as`
+        return Some((u128::from(mantissa) * p) as f64);
+    }
+    let d = *POW10_U128.get(e).filter(|_| e <= 21)?;
+    let shift = 64 + mantissa.leading_zeros();
+    let n = u128::from(mantissa) << shift;
+    let (q, r) = (n / d, n % d);
+    // 10^21 < 2^70 and n >= 2^127, so q >= 2^57: bit 0 lies below the rounding position.
+    let q = q | u128::from(r != 0);
+    #[allow(clippy::cast_precision_loss)] // correctly rounded by definition of `as`
+    let f = q as f64;
+    // 2^-shift, shift in 64..=127: a normal double.
+    let scale = f64::from_bits(u64::from(1023 - shift) << 52);
+    Some(f * scale)
+}
+
+/// 10^0 ..= 10^21 as integers.
+const POW10_U128: [u128; 22] = {
+    let mut t = [1u128; 22];
+    let mut i = 1;
+    while i < 22 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
 /// 10^0 ..= 10^22, every one an exact double.
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -516,6 +610,74 @@ fn check_distinct(members: &[(Str, Value)]) -> Result<(), JsonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn number_of(text: &str) -> f64 {
+        match parse(&Bytes::copy_from_slice(text.as_bytes()), &Limits::default()) {
+            Ok(Value::Number(f)) => f,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    /// Exactly halfway between two doubles, and one digit either side: ties go to even.
+    #[test]
+    fn long_mantissas_round_to_nearest_even() {
+        // 2^53 + 1 is halfway between 2^53 and 2^53 + 2: the tie goes to 2^53 (even).
+        for text in [
+            "9007199254740993",
+            "9007199254740993e0",
+            "90071992547409930e-1",
+            "9007199254740995",
+            "0.9007199254740993",
+            "0.12345678901234567",
+            "1844674407370955161.5e-1",
+            "1e-21",
+            "9999999999999999999e-21",
+            "9999999999999999999e19",
+        ] {
+            let want: f64 = text.parse().unwrap();
+            assert_eq!(number_of(text).to_bits(), want.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
+    fn eight_digits_at_a_time() {
+        assert_eq!(eight_digits(b"12345678", 0), Some(12_345_678));
+        assert_eq!(eight_digits(b"x00000009", 1), Some(9));
+        assert_eq!(eight_digits(b"99999999", 0), Some(99_999_999));
+        assert_eq!(eight_digits(b"1234567", 0), None);
+        for bad in [
+            b"1234567:",
+            b"123/5678",
+            b"1234 678",
+            b"12345.78",
+            b"e2345678",
+        ] {
+            assert_eq!(eight_digits(bad, 0), None, "{:?}", bad);
+        }
+    }
+
+    proptest::proptest! {
+        /// Any digit string in a number: the same value as the standard library's parser, and
+        /// the same bytes consumed (fraction and exponent included).
+        #[test]
+        fn digit_runs_match_std(int in "[1-9][0-9]{0,24}", frac in "[0-9]{0,24}", exp in -30i32..30) {
+            let text = if frac.is_empty() { format!("{int}e{exp}") } else { format!("{int}.{frac}e{exp}") };
+            let want: f64 = text.parse().unwrap();
+            proptest::prop_assert_eq!(number_of(&text).to_bits(), want.to_bits(), "{}", text);
+            let text = format!("-0.{frac}1");
+            let want: f64 = text.parse().unwrap();
+            proptest::prop_assert_eq!(number_of(&text).to_bits(), want.to_bits(), "{}", text);
+        }
+
+        /// Every mantissa of up to 19 digits at every scale the integer path takes: the same
+        /// bits as the standard library's correctly rounded parser.
+        #[test]
+        fn integer_path_matches_std(m in 0u64..=9_999_999_999_999_999_999, e in -21i64..=19) {
+            let text = format!("{m}e{e}");
+            let want: f64 = text.parse().unwrap();
+            proptest::prop_assert_eq!(number_of(&text).to_bits(), want.to_bits(), "{}", text);
+        }
+    }
 
     #[track_caller]
     fn check(input: &[u8], expected: Result<(), JsonError>) {

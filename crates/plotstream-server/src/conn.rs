@@ -142,7 +142,11 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                         Err(status) => ingest.close_with(status),
                     }
                 }
-                Event::Update { token, update } => {
+                // By reference: moving a whole `Update` out of the event costs a copy per line.
+                Event::Update {
+                    ref token,
+                    ref update,
+                } => {
                     if fault_token.is_none() {
                         fault_token = Some(token.as_str().to_owned());
                         if !shared.config.faults.is_empty() {
@@ -177,10 +181,10 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                         // Held from its arrival, in parallel with the lines after it: reading
                         // and timers go on meanwhile (applied in order by `apply_held`).
                         shared.metrics.fault("delay");
-                        held.push_back((now + delay, token, update));
+                        held.push_back((now + delay, *token, update.clone()));
                         continue;
                     }
-                    if let Err(status) = shared.store.apply(&conn, &token, &update) {
+                    if let Err(status) = shared.store.apply(&conn, token, update) {
                         ingest.reject_line(status);
                     } else if let Some(status) = faults.after_line(token.as_str()) {
                         shared.metrics.fault("disconnect");
