@@ -167,6 +167,16 @@ impl ModeKey {
     }
 }
 
+impl Match {
+    /// Why it did not match (empty for `Yes`).
+    fn into_reason(self) -> String {
+        match self {
+            Match::Yes => String::new(),
+            Match::No(why) | Match::Late(why) | Match::Unobservable(why) => why,
+        }
+    }
+}
+
 enum Match {
     Yes,
     /// Everything but a timing bound matched (see [`Timing`]).
@@ -426,6 +436,8 @@ impl Runner {
         };
         let slots: Vec<Arc<Slot>> = (0..n_slots).map(|_| Arc::new(Slot::default())).collect();
         let mut keys: Vec<(String, usize, ModeKey)> = Vec::new();
+        // Quiet reruns started for this variant (at most `MAX_RERUNS`).
+        let mut reruns = 0;
         let mut failure: Option<(VariantOutcome, String, String)> = None;
         let mut set = tokio::task::JoinSet::new();
         let mut pending = runs.into_iter().enumerate();
@@ -512,7 +524,10 @@ impl Runner {
                     let key = mode_key(&obs, case.observe_digest && !obs.reused);
                     keys.push((label, run_idx, key));
                 }
-                (Match::Late(why), _) if first_miss.is_none() && failure.is_none() => {
+                (Match::Late(why), _)
+                    if first_miss.is_none() && failure.is_none() && reruns < MAX_RERUNS =>
+                {
+                    reruns += 1;
                     // A timing bound missed while other runs loaded the machine: the bound is
                     // judged on one quiet rerun (fresh tokens, every job permit held).
                     set.spawn(run_detached(
@@ -530,7 +545,9 @@ impl Runner {
                         },
                     ));
                 }
-                (Match::No(why) | Match::Late(why), _) => {
+                (m @ (Match::No(_) | Match::Late(_)), _) => {
+                    let late = matches!(m, Match::Late(_));
+                    let why = m.into_reason();
                     let why = match &first_miss {
                         Some(first) => {
                             format!(
@@ -538,6 +555,10 @@ impl Runner {
                                 super::report::RERUN_MARK
                             )
                         }
+                        None if late => format!(
+                            "{why} (not rerun: {MAX_RERUNS} runs of this variant already needed a {})",
+                            super::report::RERUN_MARK
+                        ),
                         None => why,
                     };
                     failure.get_or_insert((
@@ -1551,6 +1572,9 @@ const EDGE: usize = 256;
 const MAX_INTERESTING: usize = 96;
 /// Token sets reused by the split runs of one variant (and so split runs in flight per variant).
 const SPLIT_SLOTS: usize = 4;
+/// Quiet reruns per variant at most: a target late in more runs than this fails without more
+/// waiting (an endpoint late every time would otherwise be rerun once per split position).
+const MAX_RERUNS: usize = 8;
 /// The same for variants whose runs mostly wait (an `open` outcome).
 const OPEN_SPLIT_SLOTS: usize = 16;
 /// Runs of one variant launched at a time (they then queue on slots and the job semaphore).
