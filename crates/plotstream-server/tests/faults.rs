@@ -249,3 +249,31 @@ async fn other_traffic_does_not_shift_a_seeded_fault_sequence() {
     };
     assert_eq!(run(0).await, run(2).await);
 }
+
+/// A reset that fires in the middle of one read's lines, after earlier lines of that read were
+/// applied under the store lock the driver batches them with: the reset still happens, the
+/// lines before it stay applied, and the server goes on serving (no lock held twice).
+// Two workers: a driver that deadlocked on the store lock would block one, and the timeouts
+// below, on the other, turn the hang into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_lines_of_the_same_read_keeps_them_and_serves_on() {
+    let body: String = (1..=40).map(point).collect();
+    // Seeds until one resets after some lines of the one read rather than at the first.
+    for seed in 0..50 {
+        let (addr, _stop) = start(&["reset:prob=0.3"], seed).await;
+        let (status, reset, _) = tokio::time::timeout(
+            Duration::from_secs(5),
+            send(addr, &format!("{}{body}", h("tok1"))),
+        )
+        .await
+        .expect("the reset must not hang the connection");
+        assert_eq!((status, reset), (0, true));
+        let applied = tokio::time::timeout(Duration::from_secs(5), last_seq(addr, "tok1"))
+            .await
+            .expect("the server must still answer after the reset");
+        if applied.is_some_and(|n| n >= 1) {
+            return;
+        }
+    }
+    panic!("no seed reset after the first line of a read");
+}
