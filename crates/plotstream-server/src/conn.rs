@@ -88,78 +88,50 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let mut flap_at: Option<Duration> = None;
     loop {
         let now = shared.now();
-        // The lines of one read are applied under one store lock (`store::Batch`); events that
-        // end the loop with an `.await` are handled after it, once the lock is released.
-        let mut last = None;
-        {
-            let mut batch = shared.store.batch();
-            // A stall withholds everything: neither reads nor buffered lines are processed.
-            while stall_until.is_none_or(|t| now >= t) {
-                let Some(event) = ingest.poll_event(now) else {
-                    break;
-                };
-                match event {
-                    Event::Head(head) => {
-                        let admitted = match &head.token {
-                            Some(token) => batch.unlocked().bind(&conn, token),
-                            None => Ok(()),
-                        };
-                        match admitted {
-                            Ok(()) => {
-                                // Logs show a token's fingerprint only (RELIABILITY.md §1.4).
-                                let token = head
-                                    .token
-                                    .as_ref()
-                                    .map(plotstream_proto::Token::fingerprint);
-                                tracing::info!(%peer, token = token.as_deref().unwrap_or("-"), "stream admitted");
-                                ingest.admit(now, SystemTime::now());
-                                fault_token = head.token.as_ref().map(|t| t.as_str().to_owned());
-                                if let (Some(t), false) =
-                                    (&fault_token, shared.config.faults.is_empty())
-                                {
-                                    faults.reseed(shared.config.seed, t, shared.next_token_conn(t));
-                                }
-                                for f in shared
-                                    .config
-                                    .faults
-                                    .iter()
-                                    .filter(|f| f.applies(fault_token.as_deref()))
-                                {
-                                    match f.kind {
-                                        FaultKind::IdleTimeout { secs } => {
-                                            shared.metrics.fault(f.name());
-                                            ingest.set_idle_timeout(Duration::from_secs_f64(secs));
-                                        }
-                                        FaultKind::Stall { ms } => {
-                                            shared.metrics.fault(f.name());
-                                            tracing::info!(%peer, ms, "fault: stall");
-                                            stall_until = Some(now + Duration::from_millis(ms));
-                                        }
-                                        _ => {}
-                                    }
-                                }
-                                flap_at = faults::next_flap(
-                                    &shared.config.faults,
-                                    fault_token.as_deref(),
-                                    now,
-                                );
+        // A stall withholds everything: neither reads nor buffered lines are processed.
+        while stall_until.is_none_or(|t| now >= t) {
+            let Some(event) = ingest.poll_event(now) else {
+                break;
+            };
+            match event {
+                Event::Head(head) => {
+                    let admitted = match &head.token {
+                        Some(token) => shared.store.bind(&conn, token),
+                        None => Ok(()),
+                    };
+                    match admitted {
+                        Ok(()) => {
+                            // Logs show a token's fingerprint only (RELIABILITY.md §1.4).
+                            let token = head
+                                .token
+                                .as_ref()
+                                .map(plotstream_proto::Token::fingerprint);
+                            tracing::info!(%peer, token = token.as_deref().unwrap_or("-"), "stream admitted");
+                            ingest.admit(now, SystemTime::now());
+                            fault_token = head.token.as_ref().map(|t| t.as_str().to_owned());
+                            if let (Some(t), false) =
+                                (&fault_token, shared.config.faults.is_empty())
+                            {
+                                faults.reseed(shared.config.seed, t, shared.next_token_conn(t));
                             }
-                            Err(status) => ingest.close_with(status),
-                        }
-                    }
-                    // By reference: moving a whole `Update` out of the event costs a copy per line.
-                    Event::Update {
-                        ref token,
-                        ref update,
-                    } => {
-                        if fault_token.is_none() {
-                            fault_token = Some(token.as_str().to_owned());
-                            if !shared.config.faults.is_empty() {
-                                faults.reseed(
-                                    shared.config.seed,
-                                    token.as_str(),
-                                    shared.next_token_conn(token.as_str()),
-                                );
+                            for f in shared
+                                .config
+                                .faults
+                                .iter()
+                                .filter(|f| f.applies(fault_token.as_deref()))
+                            {
+                                match f.kind {
+                                    FaultKind::IdleTimeout { secs } => {
+                                        shared.metrics.fault(f.name());
+                                        ingest.set_idle_timeout(Duration::from_secs_f64(secs));
+                                    }
+                                    FaultKind::Stall { ms } => {
+                                        shared.metrics.fault(f.name());
+                                        tracing::info!(%peer, ms, "fault: stall");
+                                        stall_until = Some(now + Duration::from_millis(ms));
+                                    }
+                                    _ => {}
+                                }
                             }
                             flap_at = faults::next_flap(
                                 &shared.config.faults,
@@ -167,99 +139,111 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                                 now,
                             );
                         }
-                        match faults.before_line(token.as_str()) {
-                            (LineAction::Reset, name) => {
-                                shared.metrics.fault(name.unwrap_or("reset"));
-                                tracing::info!(%peer, "fault: reset");
-                                batch.unlocked().release(&conn);
-                                // The one deliberate reset: SO_LINGER 0, then close.
-                                let _ = socket2::SockRef::from(&stream)
-                                    .set_linger(Some(Duration::ZERO));
-                                return;
-                            }
-                            (LineAction::Refuse(status), name) => {
-                                shared.metrics.fault(name.unwrap_or("status"));
-                                tracing::info!(%peer, status = status.code(), "fault: status");
-                                ingest.reject_line(status);
-                                continue;
-                            }
-                            (LineAction::Apply, _) => {}
+                        Err(status) => ingest.close_with(status),
+                    }
+                }
+                // By reference: moving a whole `Update` out of the event costs a copy per line.
+                Event::Update {
+                    ref token,
+                    ref update,
+                } => {
+                    if fault_token.is_none() {
+                        fault_token = Some(token.as_str().to_owned());
+                        if !shared.config.faults.is_empty() {
+                            faults.reseed(
+                                shared.config.seed,
+                                token.as_str(),
+                                shared.next_token_conn(token.as_str()),
+                            );
                         }
-                        if let Some(delay) = faults.delay(token.as_str()) {
-                            // Held from its arrival, in parallel with the lines after it: reading
-                            // and timers go on meanwhile (applied in order by `apply_held`).
-                            shared.metrics.fault("delay");
-                            held.push_back((now + delay, *token, update.clone()));
+                        flap_at =
+                            faults::next_flap(&shared.config.faults, fault_token.as_deref(), now);
+                    }
+                    match faults.before_line(token.as_str()) {
+                        (LineAction::Reset, name) => {
+                            shared.metrics.fault(name.unwrap_or("reset"));
+                            tracing::info!(%peer, "fault: reset");
+                            shared.store.release(&conn);
+                            // The one deliberate reset: SO_LINGER 0, then close.
+                            let _ =
+                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            return;
+                        }
+                        (LineAction::Refuse(status), name) => {
+                            shared.metrics.fault(name.unwrap_or("status"));
+                            tracing::info!(%peer, status = status.code(), "fault: status");
+                            ingest.reject_line(status);
                             continue;
                         }
-                        if let Err(status) = batch.apply(&conn, token, update) {
-                            ingest.reject_line(status);
-                        } else if let Some(status) = faults.after_line(token.as_str()) {
-                            shared.metrics.fault("disconnect");
-                            tracing::info!(%peer, status = status.code(), "fault: disconnect");
-                            ingest.close_with(status);
-                        }
+                        (LineAction::Apply, _) => {}
                     }
-                    Event::Heartbeat => {
-                        shared.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    if let Some(delay) = faults.delay(token.as_str()) {
+                        // Held from its arrival, in parallel with the lines after it: reading
+                        // and timers go on meanwhile (applied in order by `apply_held`).
+                        shared.metrics.fault("delay");
+                        held.push_back((now + delay, *token, update.clone()));
+                        continue;
                     }
-                    Event::Rejected(e) => {
-                        let token = ingest.head().and_then(|h| h.token);
-                        batch.unlocked().count_rejected(token.as_ref());
-                        shared.metrics.line_rejected(reason(&e));
-                        if let Some(limit) = limit_of(&plotstream_proto::EndReason::Update(e)) {
-                            shared.metrics.limit_breach(limit);
-                        }
+                    if let Err(status) = shared.store.apply(&conn, token, update) {
+                        ingest.reject_line(status);
+                    } else if let Some(status) = faults.after_line(token.as_str()) {
+                        shared.metrics.fault("disconnect");
+                        tracing::info!(%peer, status = status.code(), "fault: disconnect");
+                        ingest.close_with(status);
                     }
-                    ev @ (Event::Request(_) | Event::End(_)) => {
-                        last = Some(ev);
-                        break;
+                }
+                Event::Heartbeat => {
+                    shared.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Rejected(e) => {
+                    let token = ingest.head().and_then(|h| h.token);
+                    shared.store.count_rejected(token.as_ref());
+                    shared.metrics.line_rejected(reason(&e));
+                    if let Some(limit) = limit_of(&plotstream_proto::EndReason::Update(e)) {
+                        shared.metrics.limit_breach(limit);
                     }
+                }
+                Event::Request(head) => {
+                    let rest = ingest.take_buffered();
+                    // Boxed: the HTTP routes' future is large and rare; inline, its size would
+                    // be reserved in every ingest connection's task.
+                    Box::pin(crate::http::serve(stream, head, rest, shared.clone())).await;
+                    return;
+                }
+                Event::End(end) => {
+                    // Lines held by a delay fault were accepted: apply them before the status.
+                    while let Some(&(due, _, _)) = held.front() {
+                        tokio::time::sleep_until((shared.origin + due).into()).await;
+                        apply_held(
+                            &mut held,
+                            shared.now(),
+                            shared,
+                            &conn,
+                            &mut ingest,
+                            &mut faults,
+                        );
+                    }
+                    // Release bindings before the response is written (P7, M32).
+                    shared.store.release(&conn);
+                    ingest.poll_transmit(&mut out);
+                    if let Some(limit) = limit_of(&end.reason) {
+                        shared.metrics.limit_breach(limit);
+                    }
+                    if let Some(status) = end.status {
+                        shared.metrics.response(status.code());
+                        tracing::info!(
+                            %peer,
+                            status = status.code(),
+                            points = end.n_points,
+                            rejected = end.n_rejected,
+                            reason = ?end.reason,
+                            "request ended"
+                        );
+                    }
+                    Box::pin(close_gracefully(stream, &out, end.status.is_some(), shared)).await;
+                    return;
                 }
             }
-        } // The batch's lock is released here, before any `.await`.
-        match last {
-            Some(Event::Request(head)) => {
-                let rest = ingest.take_buffered();
-                // Boxed: the HTTP routes' future is large and rare; inline, its size would
-                // be reserved in every ingest connection's task.
-                Box::pin(crate::http::serve(stream, head, rest, shared.clone())).await;
-                return;
-            }
-            Some(Event::End(end)) => {
-                // Lines held by a delay fault were accepted: apply them before the status.
-                while let Some(&(due, _, _)) = held.front() {
-                    tokio::time::sleep_until((shared.origin + due).into()).await;
-                    apply_held(
-                        &mut held,
-                        shared.now(),
-                        shared,
-                        &conn,
-                        &mut ingest,
-                        &mut faults,
-                    );
-                }
-                // Release bindings before the response is written (P7, M32).
-                shared.store.release(&conn);
-                ingest.poll_transmit(&mut out);
-                if let Some(limit) = limit_of(&end.reason) {
-                    shared.metrics.limit_breach(limit);
-                }
-                if let Some(status) = end.status {
-                    shared.metrics.response(status.code());
-                    tracing::info!(
-                        %peer,
-                        status = status.code(),
-                        points = end.n_points,
-                        rejected = end.n_rejected,
-                        reason = ?end.reason,
-                        "request ended"
-                    );
-                }
-                Box::pin(close_gracefully(stream, &out, end.status.is_some(), shared)).await;
-                return;
-            }
-            _ => {}
         }
         ingest.poll_transmit(&mut out);
         if !out.is_empty() {

@@ -245,14 +245,6 @@ impl Store {
         self.apply_locked(&mut inner, conn, token, update)
     }
 
-    /// A run of applies under one lock, taken at the first apply (see [`Batch`]).
-    pub fn batch(&self) -> Batch<'_> {
-        Batch {
-            store: self,
-            guard: None,
-        }
-    }
-
     fn apply_locked(
         &self,
         inner: &mut Inner,
@@ -511,40 +503,6 @@ impl Store {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Applies under one lock: a connection's driver applies every line of one read through a
-/// `Batch`, so a bulk writer takes the store lock once per read instead of once per line (the
-/// per-line lock was the server's top cost with 100 bulk writers on 2 cores).
-///
-/// The lock is taken at the first [`Batch::apply`] and held until [`Batch::unlocked`] or the
-/// drop. Any other store call while a batch holds the lock would deadlock, so code that holds a
-/// `Batch` reaches the store only through [`Batch::unlocked`]. A `Batch` is `!Send`: the
-/// compiler refuses to keep one across an `.await`.
-#[derive(Debug)]
-pub struct Batch<'a> {
-    store: &'a Store,
-    guard: Option<MutexGuard<'a, Inner>>,
-}
-
-impl<'a> Batch<'a> {
-    /// [`Store::apply`], under the batch's lock.
-    pub fn apply(
-        &mut self,
-        conn: &Arc<Conn>,
-        token: &Token,
-        update: &Update,
-    ) -> Result<u64, Refusal> {
-        let store = self.store;
-        let inner = self.guard.get_or_insert_with(|| store.lock());
-        store.apply_locked(inner, conn, token, update)
-    }
-
-    /// Releases the lock (if held) and gives the store for any other call.
-    pub fn unlocked(&mut self) -> &'a Store {
-        self.guard = None;
-        self.store
     }
 }
 

@@ -251,8 +251,8 @@ async fn other_traffic_does_not_shift_a_seeded_fault_sequence() {
 }
 
 /// A reset that fires in the middle of one read's lines, after earlier lines of that read were
-/// applied under the store lock the driver batches them with: the reset still happens, the
-/// lines before it stay applied, and the server goes on serving (no lock held twice).
+/// applied: the reset still happens, the lines before it stay applied, and the server goes on
+/// serving (a driver that touched the store while holding its lock would hang here).
 // Two workers: a driver that deadlocked on the store lock would block one, and the timeouts
 // below, on the other, turn the hang into a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
