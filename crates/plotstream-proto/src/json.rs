@@ -294,63 +294,23 @@ impl<'a> Parser<'a> {
         // The significant digits as they go by (at most 19 fit a u64), for the fast path.
         let mut mantissa: u64 = 0;
         let mut n_significant = 0u32;
-        let digit = |d: u8, mantissa: &mut u64, n_significant: &mut u32| {
-            if *mantissa == 0 && d == b'0' {
-                return; // leading zeros are not significant
-            }
-            *n_significant += 1;
-            if *n_significant <= 19 {
-                *mantissa = *mantissa * 10 + u64::from(d - b'0');
-            }
-        };
         // int = zero / ( digit1-9 *DIGIT )
         match s.get(i) {
             Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => {
-                loop {
-                    // Eight digits at a time while they still fit the 19 of the mantissa.
-                    if mantissa != 0 && n_significant <= 11 {
-                        if let Some(v) = eight_digits(s, i) {
-                            mantissa = mantissa * 100_000_000 + v;
-                            n_significant += 8;
-                            i += 8;
-                            continue;
-                        }
-                    }
-                    let Some(&d @ b'0'..=b'9') = s.get(i) else {
-                        break;
-                    };
-                    digit(d, &mut mantissa, &mut n_significant);
-                    i += 1;
-                }
-            }
+            Some(b'1'..=b'9') => i = digit_run(s, i, &mut mantissa, &mut n_significant),
             _ => return Err(JsonError::Number(start)),
         }
         let mut exp10: i64 = 0;
         // frac = decimal-point 1*DIGIT
         if s.get(i) == Some(&b'.') {
             i += 1;
-            let digits = i;
-            loop {
-                if mantissa != 0 && n_significant <= 11 {
-                    if let Some(v) = eight_digits(s, i) {
-                        mantissa = mantissa * 100_000_000 + v;
-                        n_significant += 8;
-                        exp10 -= 8;
-                        i += 8;
-                        continue;
-                    }
-                }
-                let Some(&d @ b'0'..=b'9') = s.get(i) else {
-                    break;
-                };
-                digit(d, &mut mantissa, &mut n_significant);
-                exp10 -= 1;
-                i += 1;
-            }
-            if i == digits {
+            let end = digit_run(s, i, &mut mantissa, &mut n_significant);
+            if end == i {
                 return Err(JsonError::Number(start));
             }
+            // Every fraction digit scales the mantissa down by ten (at most L19's line bytes).
+            exp10 -= i64::try_from(end - i).map_err(|_| JsonError::Number(start))?;
+            i = end;
         }
         // exp = e [ minus / plus ] 1*DIGIT
         if let Some(b'e' | b'E') = s.get(i) {
@@ -507,6 +467,34 @@ impl<'a> Parser<'a> {
             c => c,
         };
         char::from_u32(code).ok_or(JsonError::String(*i))
+    }
+}
+
+/// Reads the digits from `s[i..]` into `mantissa` (leading zeros are not significant; digits
+/// past the 19th are counted in `n_significant` but not added) and returns the index after them.
+/// Eight digits at a time while they still fit the 19 of the mantissa.
+#[inline(always)] // both call sites are the hot number path
+fn digit_run(s: &[u8], mut i: usize, mantissa: &mut u64, n_significant: &mut u32) -> usize {
+    loop {
+        if *mantissa != 0 && *n_significant <= 11 {
+            if let Some(v) = eight_digits(s, i) {
+                *mantissa = *mantissa * 100_000_000 + v;
+                *n_significant += 8;
+                i += 8;
+                continue;
+            }
+        }
+        let Some(&d @ b'0'..=b'9') = s.get(i) else {
+            return i;
+        };
+        i += 1;
+        if *mantissa == 0 && d == b'0' {
+            continue;
+        }
+        *n_significant += 1;
+        if *n_significant <= 19 {
+            *mantissa = *mantissa * 10 + u64::from(d - b'0');
+        }
     }
 }
 

@@ -174,7 +174,7 @@ pub async fn serve(mut stream: TcpStream, head: &RequestHead, feed: Feed, shared
                 }
                 Some(ViewerMsg::Reset(reason)) => {
                     flush_all(&mut traces, multi, &mut out);
-                    reset_event(&traces[i], reason, multi, &mut out);
+                    reset_event(&traces[i], reason, None, multi, &mut out);
                     let _ = write(&mut stream, &out, &shared).await;
                     break;
                 }
@@ -194,7 +194,7 @@ pub async fn serve(mut stream: TcpStream, head: &RequestHead, feed: Feed, shared
             _ = shutdown.changed() => {
                 flush_all(&mut traces, multi, &mut out);
                 match traces.first() {
-                    Some(t) => reset_event(t, "shutdown", multi, &mut out),
+                    Some(t) => reset_event(t, "shutdown", None, multi, &mut out),
                     None => out.extend_from_slice(b"event: reset\ndata: {\"reason\":\"shutdown\"}\n\n"),
                 }
                 let _ = write(&mut stream, &out, &shared).await;
@@ -223,21 +223,7 @@ fn resubscribe(
         let Ok(Some(fresh)) = shared.store.subscribe(&t.token) else {
             return false;
         };
-        let trace = if multi {
-            format!(",\"trace\":{}", t.index)
-        } else {
-            String::new()
-        };
-        event(
-            out,
-            "reset",
-            &t.sub.epoch,
-            after,
-            &format!(
-                "{{\"epoch\":\"{}\",\"reason\":\"{reason}\",\"after_seq\":{after}{trace}}}",
-                t.sub.epoch
-            ),
-        );
+        reset_event(t, reason, Some(after), multi, out);
         t.sub = fresh;
         if multi {
             let data = format!("{{\"trace\":{},\"stream\":{}}}", t.index, t.sub.snapshot);
@@ -302,7 +288,9 @@ fn snapshot_event(feed: &Feed, traces: &[Trace], out: &mut Vec<u8>) {
     }
 }
 
-fn reset_event(t: &Trace, reason: &str, multi: bool, out: &mut Vec<u8>) {
+/// A `reset` event for `t` at its current seq; `after_seq` when a fresh snapshot follows.
+fn reset_event(t: &Trace, reason: &str, after_seq: Option<u64>, multi: bool, out: &mut Vec<u8>) {
+    let after = after_seq.map_or(String::new(), |a| format!(",\"after_seq\":{a}"));
     let trace = if multi {
         format!(",\"trace\":{}", t.index)
     } else {
@@ -314,7 +302,7 @@ fn reset_event(t: &Trace, reason: &str, multi: bool, out: &mut Vec<u8>) {
         &t.sub.epoch,
         t.sub.last_seq,
         &format!(
-            "{{\"epoch\":\"{}\",\"reason\":\"{reason}\"{trace}}}",
+            "{{\"epoch\":\"{}\",\"reason\":\"{reason}\"{after}{trace}}}",
             t.sub.epoch
         ),
     );

@@ -242,16 +242,7 @@ impl Store {
     /// Returns the new seq. A displaced connection's line is discarded and counted (423).
     pub fn apply(&self, conn: &Arc<Conn>, token: &Token, update: &Update) -> Result<u64, Refusal> {
         let mut inner = self.lock();
-        self.apply_locked(&mut inner, conn, token, update)
-    }
-
-    fn apply_locked(
-        &self,
-        inner: &mut Inner,
-        conn: &Arc<Conn>,
-        token: &Token,
-        update: &Update,
-    ) -> Result<u64, Refusal> {
+        let inner = &mut *inner;
         if let Some(status) = conn.kick_status() {
             if let Some(s) = inner.streams.get_mut(token.as_str()) {
                 s.displaced_lines += 1;

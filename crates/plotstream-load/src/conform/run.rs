@@ -266,30 +266,26 @@ impl Runner {
                 format!("[{}] ", v.name)
             }
         };
-        let failed: Vec<String> = report
-            .variants
-            .iter()
-            .filter_map(|v| match &v.outcome {
-                VariantOutcome::Fail(why) => Some(format!("{}{why}", label(v))),
-                _ => None,
-            })
-            .collect();
-        let inconsistent: Vec<String> = report
-            .variants
-            .iter()
-            .filter_map(|v| match &v.outcome {
-                VariantOutcome::Inconsistent(why) => Some(format!("{}{why}", label(v))),
-                _ => None,
-            })
-            .collect();
-        let skipped: Vec<String> = report
-            .variants
-            .iter()
-            .filter_map(|v| match &v.outcome {
-                VariantOutcome::Skip(why) => Some(format!("{}{why}", label(v))),
-                _ => None,
-            })
-            .collect();
+        // The labelled reasons of the variants whose outcome `pick` selects.
+        let reasons = |pick: fn(&VariantOutcome) -> Option<&String>| -> Vec<String> {
+            report
+                .variants
+                .iter()
+                .filter_map(|v| pick(&v.outcome).map(|why| format!("{}{why}", label(v))))
+                .collect()
+        };
+        let failed = reasons(|o| match o {
+            VariantOutcome::Fail(why) => Some(why),
+            _ => None,
+        });
+        let inconsistent = reasons(|o| match o {
+            VariantOutcome::Inconsistent(why) => Some(why),
+            _ => None,
+        });
+        let skipped = reasons(|o| match o {
+            VariantOutcome::Skip(why) => Some(why),
+            _ => None,
+        });
         if !inconsistent.is_empty() {
             report.verdict = Verdict::Fail;
             report.reason = inconsistent.join("; ");
