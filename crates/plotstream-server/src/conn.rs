@@ -344,6 +344,11 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
 /// PROTOCOL.md §4.4: write the response (giving up after L32 without progress), half-close so
 /// the FIN follows at once, then read and discard until EOF, 2 s or 64 KiB, and close. Never
 /// a reset while inside those bounds.
+///
+/// Past the 64 KiB bound nothing more is read, but the socket is kept until the 2 s are up:
+/// closing with unread input resets the connection, and a reset discards every response byte
+/// the kernel has not sent yet, which for a response larger than the socket buffers (a `GET /`
+/// listing thousands of streams) is most of it (D8 failed so on the CI machine).
 pub async fn close_gracefully(
     mut stream: TcpStream,
     response: &[u8],
@@ -365,12 +370,17 @@ pub async fn close_gracefully(
     while drained < 64 * 1024 {
         tokio::select! {
             res = stream.read(&mut sink) => match res {
-                Ok(0) | Err(_) => break,
+                // Nothing unread is left behind: the close is a FIN, and the kernel still
+                // delivers what it has not sent.
+                Ok(0) | Err(_) => return,
                 Ok(n) => drained += n,
             },
-            () = &mut linger => break,
+            () = &mut linger => return,
         }
     }
+    // The drain bound is spent with input still coming: hold the socket, unread, for the rest
+    // of the linger time so the client can take the whole response before the reset.
+    linger.await;
 }
 
 fn reason(e: &plotstream_proto::update::UpdateError) -> &'static str {

@@ -720,17 +720,31 @@ async fn limit_breaches_are_counted_by_l_number() {
 }
 
 /// P9, L33: a client still inside a long write when the server answers (D8: 10 000 pipelined
-/// requests in one write; E8) must still read the status. Past the 64 KiB drain the server stops
-/// reading but keeps the socket until the linger time is up, so a client that reads late still
-/// finds the response before any reset.
+/// requests in one write; E8) must still read the whole response, even one far larger than the
+/// socket buffers. Past the 64 KiB drain the server stops reading, but it closes (a reset, as
+/// input is left unread) only once the client has acknowledged every response byte: a reset
+/// discards whatever the server had not sent yet. The CI machine's D8 failed exactly so: its
+/// `GET /` listed 170 kB of streams and the client got a reset instead of a status.
 #[tokio::test]
-async fn a_client_that_reads_late_after_a_big_write_still_gets_the_status() {
+async fn a_client_that_reads_late_after_a_big_write_still_gets_the_whole_response() {
     let mut config = quick();
     config.linger = Duration::from_millis(1500);
+    config.limits.json_string = 64 * 1024;
     let server = Server::start(config).await;
+    // A window of ~600 kB: 12 points whose `text` is 50 000 characters.
+    let mut body = h("big");
+    for n in 0..12 {
+        body.push_str(&c(&format!(
+            "{{\"x\":{n},\"y\":{n},\"text\":\"{}\"}}\n",
+            "A".repeat(50_000)
+        )));
+    }
+    body.push_str("0\r\n\r\n");
+    assert_eq!(server.exchange(&body).await.status, 200);
+
     let mut s = server.connect().await;
-    let one = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    // ~350 kB: well past the 64 KiB drain, and within the socket buffers of loopback.
+    let one = "GET /api/streams/big HTTP/1.1\r\nHost: x\r\n\r\n";
+    // ~430 kB: well past the 64 KiB drain.
     let pipelined = one.repeat(10_000);
     let (mut rd, mut wr) = s.split();
     let write = async {
@@ -741,7 +755,7 @@ async fn a_client_that_reads_late_after_a_big_write_still_gets_the_status() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        loop {
             match rd.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -750,10 +764,25 @@ async fn a_client_that_reads_late_after_a_big_write_still_gets_the_status() {
         buf
     };
     let ((), got) = tokio::join!(write, read_late);
+    let text = String::from_utf8_lossy(&got);
     assert!(
-        got.starts_with(b"HTTP/1.1 200 "),
+        text.starts_with("HTTP/1.1 200 "),
         "the status was lost to a reset: {:?}",
-        String::from_utf8_lossy(&got)
+        &text[..text.len().min(200)]
+    );
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length > 600_000, "{length}");
+    assert_eq!(
+        body.len(),
+        length,
+        "the response was cut short by a reset after {} of {length} body bytes",
+        body.len()
     );
     drop(s);
     server.stop().await;
