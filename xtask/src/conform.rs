@@ -1,9 +1,10 @@
 //! `cargo xtask conform`: the conformance suite (RELIABILITY.md §5, §8) against our own
 //! `plotstream serve`, plus its calibration against a deliberately broken endpoint.
 //!
-//! 1. Builds `plotstream` (debug, or release with `--release`) and starts five servers on free
+//! 1. Builds `plotstream` (debug, or release with `--release`) and starts six servers on free
 //!    loopback ports: the default setup, `--tokens registered`, `--lenient-lines`,
-//!    `--on-duplicate reject`, and one whose timers are the defaults divided by 20 for group E.
+//!    `--on-duplicate reject`, one whose timers are the defaults divided by 20 for group E, and
+//!    one under `ulimit -n 256` for D2 (EMFILE).
 //! 2. Runs `plotstream conform` against them; every MUST and COMPAT case must pass. JUnit XML and
 //!    per-case JSON land in `<target>/conform/`.
 //! 3. Stops the servers (SIGTERM by PID, then a kill if they linger).
@@ -95,8 +96,9 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
 
     let mut servers = Vec::new();
     for (name, flags) in SERVERS {
-        servers.push(Server::start(&binary, name, flags)?);
+        servers.push(Server::start(&binary, name, flags, None)?);
     }
+    servers.push(Server::start(&binary, "fd-limited", &[], Some(FD_LIMIT))?);
     let url = |name: &str| {
         servers
             .iter()
@@ -113,6 +115,8 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         .args(["--target-timers", &url("timers")])
         .args(["--timer-scale", TIMER_SCALE])
         .args(["--peer-limit", PEER_LIMIT])
+        .args(["--target-fd-limited", &url("fd-limited")])
+        .args(["--fd-limit", FD_LIMIT])
         .arg("--junit")
         .arg(out_dir.join("junit.xml"))
         .arg("--json")
@@ -186,6 +190,8 @@ const SERVERS: &[(&str, &[&str])] = &[
 const TIMER_SCALE: &str = "20";
 /// The default `--max-connections-per-peer` (L11), which D11 checks.
 const PEER_LIMIT: &str = "256";
+/// The open-file limit of the sixth server, which D2 (EMFILE in the accept loop) needs.
+const FD_LIMIT: &str = "256";
 
 /// A running `plotstream serve`, stopped by PID when dropped.
 #[derive(Debug)]
@@ -198,8 +204,24 @@ struct Server {
 }
 
 impl Server {
-    fn start(binary: &Path, name: &'static str, flags: &[&str]) -> Result<Server> {
-        let mut cmd = Command::new(binary);
+    /// Starts `plotstream serve` with `flags`; with `nofile`, under that RLIMIT_NOFILE (set by
+    /// `sh`, which then `exec`s the server, so the PID stays the server's).
+    fn start(
+        binary: &Path,
+        name: &'static str,
+        flags: &[&str],
+        nofile: Option<&str>,
+    ) -> Result<Server> {
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                sh
+            }
+            None => Command::new(binary),
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(flags)
             .env("RUST_LOG", "warn")

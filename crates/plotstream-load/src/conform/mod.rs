@@ -59,6 +59,13 @@ pub struct ConformArgs {
     /// The main target's L11 (connections per peer address), for D11.
     #[arg(long, value_name = "N")]
     pub peer_limit: Option<usize>,
+    /// An endpoint started under a low open-file limit (`ulimit -n 256`), for D2: the accept
+    /// loop must survive EMFILE. Without it D2 is skipped.
+    #[arg(long, value_name = "URL")]
+    pub target_fd_limited: Option<String>,
+    /// The open-file limit (RLIMIT_NOFILE) of --target-fd-limited; D2 opens 25/16 of it.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub fd_limit: usize,
     /// Write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -198,10 +205,18 @@ pub async fn run_cases(
         Some(url) => Some(Arc::new(Target::probe(url, None, &tokens).await?)),
         None => None,
     };
+    let fd_limited = match &args.target_fd_limited {
+        Some(url) => Some(Arc::new(Target::probe(url, None, &tokens).await?)),
+        None => None,
+    };
     if print {
         println!("plotstream conform: {} cases", cases.len());
         println!("  target: {}", main.describe());
-        for t in setups.values().chain(timers.iter()) {
+        for t in setups
+            .values()
+            .chain(timers.iter())
+            .chain(fd_limited.iter())
+        {
             println!("  target: {}", t.describe());
         }
         if let Some(s) = args.timer_scale {
@@ -215,6 +230,7 @@ pub async fn run_cases(
         opts: Opts {
             timer_scale: args.timer_scale.filter(|s| *s > 0.0),
             peer_limit: args.peer_limit,
+            fd_limit: args.fd_limit,
             seed: args.seed,
             split_limit: args.split_limit,
             strict: args.strict,
@@ -224,6 +240,7 @@ pub async fn run_cases(
         main,
         setups,
         timers,
+        fd_limited,
         tokens,
         jobs: Semaphore::new(jobs as usize),
         jobs_total: jobs,

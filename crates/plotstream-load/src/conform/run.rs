@@ -21,6 +21,8 @@ pub struct Opts {
     pub timer_scale: Option<f64>,
     /// L11 of the main target, for D11.
     pub peer_limit: Option<usize>,
+    /// RLIMIT_NOFILE of the fd-limited target, for D2.
+    pub fd_limit: usize,
     /// Seed for split positions.
     pub seed: u64,
     /// At most this many split positions per variant.
@@ -44,6 +46,8 @@ pub struct Runner {
     pub setups: BTreeMap<SetupKind, Arc<Target>>,
     /// The target whose timers are scaled (group E).
     pub timers: Option<Arc<Target>>,
+    /// The target started under a low RLIMIT_NOFILE (D2).
+    pub fd_limited: Option<Arc<Target>>,
     /// Fresh tokens.
     pub tokens: TokenSource,
     /// Bounds concurrent runs.
@@ -204,9 +208,11 @@ impl Runner {
             report.verdict = Verdict::Skip;
             report.reason = reason.clone();
         } else if let Some(driver) = &case.driver {
+            let mut notes = Vec::new();
             let outcome = match driver.as_str() {
                 "peer_limit" => self.drive_peer_limit(case).await,
                 "issue_tokens" => self.drive_issue_tokens(case).await,
+                "emfile" => self.drive_emfile(&mut notes).await,
                 other => VariantOutcome::Skip(format!("unknown driver {other}")),
             };
             report.variants.push(VariantReport {
@@ -216,7 +222,7 @@ impl Runner {
                 expected: Vec::new(),
                 actual: String::new(),
                 wire: String::new(),
-                notes: Vec::new(),
+                notes,
             });
         } else {
             if case.needs_exclusive() {
@@ -1072,6 +1078,169 @@ impl Runner {
         verdict
     }
 
+    /// D2 (L39, the S12 pressure): against a target started under RLIMIT_NOFILE N, open 25/16 N
+    /// connections (400 for 256), so that `accept` fails with EMFILE for a while. A writer
+    /// admitted before the pressure must still be served to its 200 while it lasts; after
+    /// half the connections close, a new stream must get its 200 within 1 s; and the target's
+    /// `plotstream_accept_errors_total` must grow, so a target that never ran out of
+    /// descriptors cannot pass. A miss of only the 1 s bound is retried once, alone.
+    async fn drive_emfile(&self, notes: &mut Vec<String>) -> VariantOutcome {
+        let Some(target) = self.fd_limited.clone() else {
+            return VariantOutcome::Skip(
+                "needs --target-fd-limited URL: an endpoint started under RLIMIT_NOFILE (ulimit -n 256), as in the S12 scenario"
+                    .to_owned(),
+            );
+        };
+        match self.emfile_round(&target, notes).await {
+            Err(EmfileMiss::Late(first)) => {
+                // Every permit: nothing else of the suite runs beside the rerun.
+                let _all = self.jobs.acquire_many(self.jobs_total).await;
+                match self.emfile_round(&target, notes).await {
+                    Ok(()) => {
+                        notes.push(format!(
+                            "{} (the first round was late: {first})",
+                            super::report::RERUN_MARK
+                        ));
+                        VariantOutcome::Pass
+                    }
+                    Err(EmfileMiss::Late(why) | EmfileMiss::Broken(why)) => {
+                        VariantOutcome::Fail(format!("{why} (first round: {first})"))
+                    }
+                }
+            }
+            Err(EmfileMiss::Broken(why)) => VariantOutcome::Fail(why),
+            Ok(()) => VariantOutcome::Pass,
+        }
+    }
+
+    async fn emfile_round(
+        &self,
+        target: &Target,
+        notes: &mut Vec<String>,
+    ) -> Result<(), EmfileMiss> {
+        use tokio::io::AsyncWriteExt;
+        let addr = target.addr;
+        let errors = || async {
+            client::metrics(addr)
+                .await
+                .ok()
+                .and_then(|m| m.get("plotstream_accept_errors_total").copied())
+        };
+        let errors_before = if target.metrics { errors().await } else { None };
+        let head = |token: &str| {
+            format!("POST / HTTP/1.1\r\nHost: {addr}\r\nplotly-streamtoken: {token}\r\nTransfer-Encoding: chunked\r\n\r\n")
+        };
+        let line = |n: u32| {
+            let l = format!("{{\"x\":{n},\"y\":{n}}}\n");
+            format!("{:x}\r\n{l}\r\n", l.len())
+        };
+        let broken = |why: String| EmfileMiss::Broken(why);
+        // A writer admitted before the pressure.
+        let writer_token = self.tokens.random(10);
+        let mut writer = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| broken(format!("the writer could not connect: {e}")))?;
+        writer
+            .write_all(format!("{}{}", head(&writer_token), line(1)).as_bytes())
+            .await
+            .map_err(|e| broken(format!("the writer's first write failed: {e}")))?;
+        if target.inspection {
+            let seen = tokio::time::timeout(Duration::from_secs(5), async {
+                while !matches!(client::inspect(addr, &writer_token).await, Ok(Some(i)) if i.last_seq >= 1)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            if seen.is_err() {
+                return Err(broken(
+                    "the writer's first line did not show within 5 s".to_owned(),
+                ));
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // The pressure: more connections than the target has descriptors.
+        let n = self.opts.fd_limit.max(16) * 25 / 16;
+        let mut held = Vec::with_capacity(n);
+        let mut refused = 0usize;
+        for _ in 0..n {
+            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(s)) => held.push(s),
+                _ => refused += 1,
+            }
+        }
+        if held.len() < self.opts.fd_limit {
+            return Err(broken(format!(
+                "only {} of {n} connections opened ({refused} failed here, not at the target?)",
+                held.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The established writer is still served while accept() fails.
+        let writer_status = async {
+            writer
+                .write_all(format!("{}0\r\n\r\n", line(2)).as_bytes())
+                .await?;
+            read_status(&mut writer, Duration::from_secs(5)).await
+        }
+        .await;
+        match writer_status {
+            Ok(Some(200)) => {}
+            other => {
+                return Err(broken(format!(
+                    "the writer admitted before the pressure got {other:?} instead of 200 while {} connections were open",
+                    held.len()
+                )))
+            }
+        }
+        // Half the connections go; a new stream must be admitted within 1 s.
+        let close = held.len() / 2;
+        drop(held.drain(..close));
+        let started = Instant::now();
+        let token = self.tokens.random(10);
+        let status = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.write_all(format!("{}{}0\r\n\r\n", head(&token), line(1)).as_bytes())
+                .await?;
+            read_status(&mut s, Duration::from_secs(5)).await
+        }
+        .await;
+        let took = started.elapsed();
+        drop(held);
+        if !matches!(status, Ok(Some(200))) {
+            return Err(broken(format!(
+                "after {close} of the connections closed, a new stream got {status:?} instead of 200"
+            )));
+        }
+        let errors_after = if target.metrics { errors().await } else { None };
+        match (errors_before, errors_after) {
+            (Some(before), Some(after)) if after > before => notes.push(format!(
+                "{} accept errors; a new stream was admitted {} ms after {close} closes",
+                after - before,
+                took.as_millis()
+            )),
+            (Some(_), Some(_)) => {
+                return Err(broken(format!(
+                    "plotstream_accept_errors_total did not grow: the target never ran out of descriptors (is it under RLIMIT_NOFILE {}?)",
+                    self.opts.fd_limit
+                )))
+            }
+            _ => notes.push(
+                "the target shows no plotstream_accept_errors_total: EMFILE is not observable".to_owned(),
+            ),
+        }
+        if took > Duration::from_secs(1) {
+            return Err(EmfileMiss::Late(format!(
+                "a new stream was admitted {} ms after {close} closes (bound 1 000 ms)",
+                took.as_millis()
+            )));
+        }
+        Ok(())
+    }
+
     /// Q11: issued tokens are 10 characters of `[a-z0-9]`, unique.
     async fn drive_issue_tokens(&self, case: &Case) -> VariantOutcome {
         let target = self.main.clone();
@@ -1577,3 +1746,34 @@ const OPEN_SPLIT_SLOTS: usize = 16;
 const SPLIT_WINDOW: usize = 64;
 /// Seeded random positions per large input (§7).
 const RANDOM_SPLITS: usize = 64;
+
+/// Why a D2 round did not pass.
+enum EmfileMiss {
+    /// Only the 1 s admission bound was missed.
+    Late(String),
+    /// Anything else.
+    Broken(String),
+}
+
+/// Reads until EOF (or `wait`) and returns the response's status code, if one came.
+async fn read_status(
+    s: &mut tokio::net::TcpStream,
+    wait: Duration,
+) -> std::io::Result<Option<u16>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let _ = tokio::time::timeout(wait, async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    Ok(buf
+        .get(9..12)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse().ok()))
+}
