@@ -6,10 +6,23 @@ use crate::Shared;
 
 const CDN_PLOTLY: &str = "https://cdn.plot.ly/plotly-2.35.2.min.js";
 
-/// `GET /`: the streams, with links to their live views.
+/// Rows of the stream table on `GET /`.
+pub const INDEX_ROWS: usize = 500;
+
+/// `GET /`: the streams (live ones first, at most [`INDEX_ROWS`]) and the plots.
 pub fn index(shared: &Shared) -> String {
+    let mut streams = shared.store.list();
+    // Streams with a writer first (the live ones a visitor looks for), then by token; at most
+    // INDEX_ROWS rows, so the page stays small with 10 000 streams (the API lists them all).
+    streams.sort_by(|a, b| {
+        b.writer_connected
+            .cmp(&a.writer_connected)
+            .then_with(|| a.token.cmp(&b.token))
+    });
+    let more = streams.len().saturating_sub(INDEX_ROWS);
+    streams.truncate(INDEX_ROWS);
     let mut rows = String::new();
-    for s in shared.store.list() {
+    for s in streams {
         // Stream tokens were validated against L7 before they could create a stream.
         rows.push_str(&format!(
             "<tr><td><a href=\"/streams/{t}\">{t}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
@@ -31,6 +44,11 @@ pub fn index(shared: &Shared) -> String {
     }
     if rows.is_empty() {
         rows.push_str("<tr><td colspan=5>No streams yet. Point a Plotly streaming client at this server.</td></tr>");
+    }
+    if more > 0 {
+        rows.push_str(&format!(
+            "<tr><td colspan=5>and {more} more streams: <a href=\"/api/streams\">/api/streams</a> lists them all.</td></tr>"
+        ));
     }
     format!(
         "<!doctype html><html><head><meta charset=utf-8><title>plotstream</title>\

@@ -377,6 +377,37 @@ async fn lenient_lines_are_counted() {
     server.stop().await;
 }
 
+/// `GET /` stays small with thousands of streams: live streams first, at most 500 rows, and a
+/// pointer to the API for the rest.
+#[tokio::test]
+async fn the_index_lists_live_streams_first_and_at_most_500() {
+    let server = Server::start(quick()).await;
+    for i in 0..520 {
+        server
+            .exchange(&format!(
+                "{}{}0\r\n\r\n",
+                h(&format!("done{i:04}")),
+                point(1)
+            ))
+            .await;
+    }
+    // A live writer whose token sorts after all the others.
+    let mut live = server.connect().await;
+    live.write_all(format!("{}{}", h("zzlive"), point(1)).as_bytes())
+        .await
+        .unwrap();
+    while server.get("/api/streams/zzlive").await.status != 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let index = server.get("/").await;
+    assert_eq!(index.text.matches("<tr><td><a href=").count(), 500);
+    let first = index.text.find("href=\"/streams/").unwrap();
+    assert!(index.text[first..].starts_with("href=\"/streams/zzlive\""));
+    assert!(index.text.contains("and 21 more streams"), "{}", index.text);
+    drop(live);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn routes_and_methods() {
     let server = Server::start(quick()).await;
