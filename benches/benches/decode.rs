@@ -8,17 +8,18 @@
 //!   counting `Event::Update`s; every update is fully parsed (zero-copy, exact `f64`).
 //! - `baseline`: `httparse::parse_chunk_size` to find each chunk, `split` at `\n` with a carry
 //!   `Vec` for straddling lines, `serde_json::from_slice::<serde_json::Value>` per line.
-//! - `framing`: `ChunkedDecoder` + `LineFramer` alone over the body, no JSON (bytes/s).
+//! - `framing`: `ChunkedDecoder` + `LineFramer` alone over the body, no JSON (bytes/s), driven as
+//!   `Ingest` drives them: `LineFramer::next` hands out each line in place (no `Bytes` per line).
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use plotstream_benches::unit_points;
 use plotstream_proto::chunked::{encode_chunk, encode_end, Chunk, ChunkedDecoder};
 use plotstream_proto::encode::{encode_head, encode_point_line, Flavour, Num};
-use plotstream_proto::lines::LineFramer;
+use plotstream_proto::lines::{Frame, LineFramer};
 use plotstream_proto::{Event, Ingest, IngestConfig, Limits, Status, Token};
 
 const BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -82,9 +83,9 @@ fn ours(request: &[u8]) -> (u64, Option<Status>) {
         while let Some(event) = ingest.poll_event(now) {
             match event {
                 Event::Head(_) => ingest.admit(now, SystemTime::UNIX_EPOCH),
-                // By reference, as the server does: moving the `Update` out would copy it.
-                Event::Update { ref update, .. } => {
-                    black_box(update);
+                // As the server does: the update is read in place.
+                Event::Update { .. } => {
+                    black_box(ingest.update());
                     n_updates += 1;
                 }
                 Event::End(end) => status = end.status,
@@ -171,12 +172,22 @@ fn framing(body: &[u8]) -> u64 {
         buf.extend_from_slice(piece);
         loop {
             match decoder.decode(&mut buf).expect("valid framing") {
-                Some(Chunk::Data(mut data)) => {
-                    while let Some(line) = framer.decode(&mut data).expect("short lines") {
-                        black_box(&line);
-                        n_lines += 1;
+                // As `Ingest` frames: each line in place (`next`), then `advance`; a line that
+                // straddles two chunks comes out copied.
+                Some(Chunk::Data(mut data)) => loop {
+                    match framer.next(&mut data).expect("short lines") {
+                        Some(Frame::InData { len, consumed }) => {
+                            black_box(&data[..len]);
+                            data.advance(consumed);
+                        }
+                        Some(Frame::Copied(line)) => {
+                            black_box(&line);
+                        }
+                        Some(Frame::Heartbeat) => {}
+                        None => break,
                     }
-                }
+                    n_lines += 1;
+                },
                 Some(Chunk::End) => return n_lines,
                 None => break,
             }

@@ -20,9 +20,7 @@ use crate::head::{Framing, HeadError, HeadParser, IngestHead, RequestHead, Route
 use crate::limits::Limits;
 use crate::lines::{Frame, Line, LineError, LineFramer};
 use crate::status::{encode_continue, encode_response, Status};
-use crate::update::{
-    convert_timestamp, parse_update, parse_update_in, zone_for, Token, Update, UpdateError,
-};
+use crate::update::{convert_timestamp, parse_update_into, zone_for, Token, Update, UpdateError};
 
 /// Connection-level policy the protocol layer applies itself.
 #[derive(Debug, Clone, Default)]
@@ -34,9 +32,13 @@ pub struct IngestConfig {
 }
 
 /// What the driver must act on.
+///
+/// [`Ingest::poll_event`] gives `Event` (`U = ()`): an update stays inside the machine, read with
+/// [`Ingest::update`], so no line moves its ~300-byte [`Update`] through returns (measured:
+/// four `memcpy`s a line). [`run_to_end`] and other recorders keep `Event<Update>`, built with
+/// [`Event::with_update`].
 #[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)] // boxing `Update` would allocate once per line on the hot path
-pub enum Event {
+pub enum Event<U = ()> {
     /// A head for another route (`GET /`, `/api/...`, `/v2/...`, `POST /clientresp`). The
     /// machine stops; the driver serves it, taking the bytes that followed with
     /// [`Ingest::take_buffered`].
@@ -49,8 +51,9 @@ pub enum Event {
     Update {
         /// The line's `streamtoken`, else the head's token.
         token: Token,
-        /// The update, `streamtoken` removed, `x` converted when the head asked for it.
-        update: Update,
+        /// The update, `streamtoken` removed, `x` converted when the head asked for it: `()`
+        /// from `poll_event` (see [`Ingest::update`]), the update itself in a recording.
+        update: U,
     },
     /// An empty or whitespace-only line.
     Heartbeat,
@@ -59,6 +62,24 @@ pub enum Event {
     /// The request is over. Write [`Ingest::poll_transmit`]'s bytes (none for a silent close),
     /// half-close, linger, close (PROTOCOL.md §4.4). No further events follow.
     End(End),
+}
+
+impl Event {
+    /// This event as a recording keeps it: an `Update` gets `update()` (the machine's
+    /// [`Ingest::update`], cloned); every other event is unchanged.
+    pub fn with_update(self, update: impl FnOnce() -> Update) -> Event<Update> {
+        match self {
+            Event::Request(head) => Event::Request(head),
+            Event::Head(head) => Event::Head(head),
+            Event::Update { token, update: () } => Event::Update {
+                token,
+                update: update(),
+            },
+            Event::Heartbeat => Event::Heartbeat,
+            Event::Rejected(e) => Event::Rejected(e),
+            Event::End(end) => Event::End(end),
+        }
+    }
 }
 
 /// How a request ended.
@@ -126,6 +147,8 @@ pub struct Ingest {
     bound: bool,
     /// The last event was an update the driver may still refuse.
     last_was_update: bool,
+    /// The update of the last [`Event::Update`], parsed in place (see [`Ingest::update`]).
+    update: Update,
     eof: bool,
     n_points: u64,
     n_rejected: u64,
@@ -172,6 +195,7 @@ impl Ingest {
             last_line_at: None,
             bound: false,
             last_was_update: false,
+            update: Update::default(),
             eof: false,
             n_points: 0,
             n_rejected: 0,
@@ -317,6 +341,13 @@ impl Ingest {
         }
     }
 
+    /// The update of the last [`Event::Update`] that [`Ingest::poll_event`] returned: its
+    /// `streamtoken` taken out (the event carries the effective token), `x` converted when the
+    /// head asked for it. Valid until the next `poll_event`.
+    pub fn update(&self) -> &Update {
+        &self.update
+    }
+
     /// The bytes after a head handed off with [`Event::Request`].
     pub fn take_buffered(&mut self) -> BytesMut {
         std::mem::take(&mut self.buf)
@@ -434,9 +465,14 @@ impl Ingest {
             if !self.data.is_empty() {
                 match self.framer.next(&mut self.data) {
                     Ok(Some(Frame::InData { len, consumed })) => {
-                        // Parsed in place: no reference count moves for a numeric point.
-                        let parsed =
-                            parse_update_in(&self.data, &self.data[..len], &self.config.limits);
+                        // Parsed in place: no reference count moves for a numeric point,
+                        // and the update is built where the driver will read it.
+                        let parsed = parse_update_into(
+                            &self.data,
+                            &self.data[..len],
+                            &self.config.limits,
+                            &mut self.update,
+                        );
                         self.data.advance(consumed);
                         return self.on_parsed(now, parsed);
                     }
@@ -478,6 +514,9 @@ impl Ingest {
     }
 
     fn on_dry(&mut self) -> Option<Event> {
+        // Out of input: the last update's string slices must not keep the read buffer alive
+        // while the connection idles.
+        self.update.clear();
         if self.eof {
             self.end(Status::BAD_REQUEST, EndReason::UncleanEnd);
         }
@@ -498,15 +537,15 @@ impl Ingest {
             }
             Line::Data(bytes) => bytes,
         };
-        let parsed = parse_update(&bytes, &self.config.limits);
+        let parsed = parse_update_into(&bytes, &bytes, &self.config.limits, &mut self.update);
         self.on_parsed(now, parsed)
     }
 
     #[inline]
-    fn on_parsed(&mut self, now: Duration, parsed: Result<Update, UpdateError>) -> Option<Event> {
+    fn on_parsed(&mut self, now: Duration, parsed: Result<(), UpdateError>) -> Option<Event> {
         self.last_line_at = Some(now);
-        let mut update = match parsed {
-            Ok(u) => u,
+        match parsed {
+            Ok(()) => {}
             Err(e) if e.status() == Status::UNPROCESSABLE && self.config.lenient_lines => {
                 self.n_rejected += 1;
                 return Some(Event::Rejected(e));
@@ -516,7 +555,8 @@ impl Ingest {
                 return None;
             }
         };
-        let token = match update
+        let token = match self
+            .update
             .token
             .take()
             .or_else(|| self.head.as_ref().and_then(|h| h.token))
@@ -528,12 +568,12 @@ impl Ingest {
             }
         };
         if let Some((zone, t0)) = &self.zone {
-            convert_timestamp(&mut update, zone, *t0);
+            convert_timestamp(&mut self.update, zone, *t0);
         }
         self.bound = true;
         self.n_points += 1;
         self.last_was_update = true;
-        Some(Event::Update { token, update })
+        Some(Event::Update { token, update: () })
     }
 
     fn end(&mut self, status: Status, reason: EndReason) {
@@ -588,17 +628,21 @@ impl Ingest {
 /// Feeds a whole request through a fresh machine with a permissive driver (every head admitted,
 /// every line accepted), delivering `input` in `pieces` as the peer would, then EOF.
 /// Used by tests, fuzzing and benches.
-pub fn run_to_end(config: IngestConfig, pieces: &[&[u8]], eof: bool) -> (Vec<Event>, Vec<u8>) {
+pub fn run_to_end(
+    config: IngestConfig,
+    pieces: &[&[u8]],
+    eof: bool,
+) -> (Vec<Event<Update>>, Vec<u8>) {
     let now = Duration::ZERO;
     let mut ingest = Ingest::new(config, now);
     let mut events = Vec::new();
     let mut out = Vec::new();
-    let drain = |ingest: &mut Ingest, events: &mut Vec<Event>| {
+    let drain = |ingest: &mut Ingest, events: &mut Vec<Event<Update>>| {
         while let Some(ev) = ingest.poll_event(now) {
             if let Event::Head(_) = ev {
                 ingest.admit(now, SystemTime::UNIX_EPOCH);
             }
-            events.push(ev);
+            events.push(ev.with_update(|| ingest.update().clone()));
         }
     };
     for piece in pieces {

@@ -24,10 +24,11 @@
 //!   lines::LineFramer ─ split at LF, strip one CR, BOM at body start, L18
 //!                      │  Bytes: a slice of the chunk, or one copy if the line straddled
 //!                      ▼
-//!   update::parse_update ─ json::parse_object (strict, L19–L22), streamtoken, key rules,
-//!                      │   convertTimestamp
+//!   update::parse_update_into ─ json (strict, L19–L22), streamtoken, key rules,
+//!                      │   convertTimestamp; built in place inside the machine
 //!                      ▼
-//!  Ingest::poll_event(now) ──► Event::Update / Heartbeat / Rejected / End
+//!  Ingest::poll_event(now) ──► Event::Update (read it with Ingest::update) / Heartbeat /
+//!                              Rejected / End
 //!  Ingest::poll_transmit   ──► `100 Continue`, the final response (status::encode_response)
 //!  Ingest::poll_timeout    ──► the next deadline (L1, L2, L28, L29)
 //! ```
@@ -57,7 +58,8 @@
 //!     match event {
 //!         // The driver would check the token registry and holders here.
 //!         Event::Head(_) => ingest.admit(now, SystemTime::UNIX_EPOCH),
-//!         Event::Update { token, update } => points.push((token, update)),
+//!         // The update is read in place, until the next `poll_event`.
+//!         Event::Update { token, .. } => points.push((token, ingest.update().clone())),
 //!         Event::End(end) => status = end.status,
 //!         _ => {}
 //!     }

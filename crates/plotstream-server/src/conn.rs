@@ -142,11 +142,8 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                         Err(status) => ingest.close_with(status),
                     }
                 }
-                // By reference: moving a whole `Update` out of the event costs a copy per line.
-                Event::Update {
-                    ref token,
-                    ref update,
-                } => {
+                // The update stays in the machine (`ingest.update()`): no copy per line.
+                Event::Update { ref token, .. } => {
                     if fault_token.is_none() {
                         fault_token = Some(token.as_str().to_owned());
                         if !shared.config.faults.is_empty() {
@@ -177,6 +174,7 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                         }
                         (LineAction::Apply, _) => {}
                     }
+                    let update = ingest.update();
                     if let Some(delay) = faults.delay(token.as_str()) {
                         // Held from its arrival, in parallel with the lines after it: reading
                         // and timers go on meanwhile (applied in order by `apply_held`).
