@@ -7,7 +7,7 @@
 
 use std::{
     env,
-    io::{BufRead, BufReader, Write},
+    io::Write,
     process::{ExitCode, Stdio},
     time::Instant,
 };
@@ -213,25 +213,12 @@ fn test(_: &Ctx) -> Result<Outcome> {
         .context("cargo test has no stdout pipe")?;
 
     let mut outcome = Outcome::default();
-    let mut failures = util::FailureLines::default();
-    let mut out = std::io::stdout().lock();
-    let mut reader = BufReader::new(stdout);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        out.write_all(&line)?;
-        out.flush()?;
-        let text = String::from_utf8_lossy(&line);
-        failures.see(&text);
-        if let Some((passed, failed)) = parse_test_result(&text) {
+    let details = util::echo_lines(stdout, |text| {
+        if let Some((passed, failed)) = parse_test_result(text) {
             outcome.passed += passed;
             outcome.failed += failed;
         }
-    }
-    drop(out);
+    });
 
     let status = child.wait().context("cannot wait for cargo test")?;
     if !status.success() && outcome.failed == 0 {
@@ -239,7 +226,7 @@ fn test(_: &Ctx) -> Result<Outcome> {
         println!("test: cargo test failed ({status}) without a failing test result; counted as one failure");
         outcome.failed += 1;
     }
-    outcome.details = failures.into_lines();
+    outcome.details = details;
     Ok(outcome)
 }
 

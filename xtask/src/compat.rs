@@ -106,13 +106,13 @@ pub(crate) fn suite(filters: &[String]) -> Result<Tally> {
             }
             Err(err) => {
                 println!("FAILED ({secs:.1} s)");
-                let first = format!("{err:#}");
+                let text = format!("{err:#}");
                 tally.failures.push(format!(
                     "compat {}: {}",
                     case_env.slug,
-                    first.lines().next().unwrap_or_default()
+                    text.lines().next().unwrap_or_default()
                 ));
-                for line in format!("{err:#}").lines() {
+                for line in text.lines() {
                     println!("    {line}");
                 }
                 case_env.print_server_logs();

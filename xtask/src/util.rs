@@ -319,33 +319,38 @@ impl FailureLines {
     }
 }
 
-/// Echoes the child's piped stdout line by line on a thread; the thread returns the
+/// Echoes `stdout` line by line until EOF, handing each line to `on_line`; returns the
 /// [`FailureLines`] it saw.
+pub(crate) fn echo_lines(stdout: impl std::io::Read, mut on_line: impl FnMut(&str)) -> Vec<String> {
+    use std::io::{BufRead, Write};
+    let mut failures = FailureLines::default();
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+        let text = String::from_utf8_lossy(&line);
+        failures.see(&text);
+        on_line(&text);
+    }
+    failures.into_lines()
+}
+
+/// [`echo_lines`] of the child's piped stdout, on a thread.
 pub(crate) fn tee_stdout(
     child: &mut std::process::Child,
 ) -> Result<std::thread::JoinHandle<Vec<String>>> {
-    use std::io::{BufRead, Write};
     let stdout = child
         .stdout
         .take()
         .context("the child has no stdout pipe")?;
-    Ok(std::thread::spawn(move || {
-        let mut failures = FailureLines::default();
-        let mut reader = std::io::BufReader::new(stdout);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&line);
-            let _ = out.flush();
-            failures.see(&String::from_utf8_lossy(&line));
-        }
-        failures.into_lines()
-    }))
+    Ok(std::thread::spawn(move || echo_lines(stdout, |_| {})))
 }
 
 /// Runs `cmd` like [`run_echoed`], keeping its [`FailureLines`]: `(succeeded, failure lines)`.

@@ -91,24 +91,23 @@ fn ids() -> Vec<&'static str> {
         .collect()
 }
 
+/// Starts the broken endpoint in front of `backend` on a free port.
+async fn broken_in_front_of(
+    backend: std::net::SocketAddr,
+    lateness: broken_endpoint::Lateness,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(broken_endpoint::serve(listener, backend, lateness));
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broken_endpoint_fails_the_named_cases() {
     let server = start_server(false).await;
     let lenient = start_server(true).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let broken = listener.local_addr().unwrap();
-    tokio::spawn(broken_endpoint::serve(
-        listener,
-        server,
-        broken_endpoint::ALWAYS_LATE,
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let broken_lenient = listener.local_addr().unwrap();
-    tokio::spawn(broken_endpoint::serve(
-        listener,
-        lenient,
-        broken_endpoint::ALWAYS_LATE,
-    ));
+    let broken = broken_in_front_of(server, broken_endpoint::ALWAYS_LATE).await;
+    let broken_lenient = broken_in_front_of(lenient, broken_endpoint::ALWAYS_LATE).await;
 
     let got = verdicts(broken, broken_lenient, &ids()).await;
     for (id, mutation) in MUST_FAIL {
@@ -140,16 +139,14 @@ async fn the_broken_endpoint_fails_the_named_cases() {
 async fn a_timing_miss_that_does_not_recur_passes_with_a_note() {
     let server = start_server(false).await;
     let lenient = start_server(true).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let late_once = listener.local_addr().unwrap();
-    tokio::spawn(broken_endpoint::serve(
-        listener,
+    let late_once = broken_in_front_of(
         server,
         broken_endpoint::Lateness {
             delay: std::time::Duration::from_millis(300),
             times: 1,
         },
-    ));
+    )
+    .await;
     let argv = [
         "--target".to_owned(),
         format!("http://{late_once}"),

@@ -443,6 +443,18 @@ impl Runner {
         let mut failure: Option<(VariantOutcome, String, String)> = None;
         let mut set = tokio::task::JoinSet::new();
         let mut pending = runs.into_iter().enumerate();
+        // One run's context; a quiet rerun holds every permit and takes fresh tokens (no slot).
+        let run_ctx = |run_idx: usize, mode, split, quiet: bool, slot| RunCtx {
+            runner: self.clone(),
+            case: case.clone(),
+            v_idx,
+            target: target.clone(),
+            mode,
+            split,
+            exclusive: alone_first && run_idx == 0,
+            quiet,
+            slot,
+        };
         loop {
             let limit = if alone_first && keys.is_empty() && failure.is_none() {
                 1
@@ -456,17 +468,7 @@ impl Runner {
                 let slot = split.map(|_| slots[run_idx % slots.len()].clone());
                 set.spawn(run_detached(
                     (run_idx, mode_idx, None),
-                    RunCtx {
-                        runner: self.clone(),
-                        case: case.clone(),
-                        v_idx,
-                        target: target.clone(),
-                        mode,
-                        split,
-                        exclusive: alone_first && run_idx == 0,
-                        quiet: false,
-                        slot,
-                    },
+                    run_ctx(run_idx, mode, split, false, slot),
                 ));
                 if alone_first && run_idx == 0 {
                     break;
@@ -534,17 +536,7 @@ impl Runner {
                     // judged on one quiet rerun (fresh tokens, every job permit held).
                     set.spawn(run_detached(
                         (run_idx, mode_idx, Some(why)),
-                        RunCtx {
-                            runner: self.clone(),
-                            case: case.clone(),
-                            v_idx,
-                            target: target.clone(),
-                            mode,
-                            split,
-                            exclusive: alone_first && run_idx == 0,
-                            quiet: true,
-                            slot: None,
-                        },
+                        run_ctx(run_idx, mode, split, true, None),
                     ));
                 }
                 (m @ (Match::No(_) | Match::Late(_)), _) => {
@@ -1128,7 +1120,7 @@ impl Runner {
             let l = format!("{{\"x\":{n},\"y\":{n}}}\n");
             format!("{:x}\r\n{l}\r\n", l.len())
         };
-        let broken = |why: String| EmfileMiss::Broken(why);
+        let broken = EmfileMiss::Broken;
         // A writer admitted before the pressure.
         let writer_token = self.tokens.random(10);
         let mut writer = tokio::net::TcpStream::connect(addr)
