@@ -11,34 +11,41 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use plotstream_proto::{Event, Ingest, IngestConfig, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::faults::{self, ConnFaults, FaultKind, LineAction};
+use crate::transport::{close_gracefully, Io};
 use crate::Shared;
 
-/// Serves one accepted connection to the end.
-pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted connection to the end: counts it (L10, L11, by its real address on
+/// every transport), completes the TLS handshake for a TLS listener, then drives it.
+pub async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    shared: Arc<Shared>,
+) {
     let m = &shared.metrics;
     m.connections_total.fetch_add(1, Ordering::Relaxed);
-    m.connections_open.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.set_nodelay(true);
-    let sock = socket2::SockRef::from(&stream);
+    // Undone on drop, whichever way this task ends: no path can leave the counts wrong.
+    let open = crate::guard::ConnGuard::new(&shared, peer.ip());
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(&tcp);
     let _ =
         sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
-    let open = m.connections_open.load(Ordering::Relaxed);
-    let per_peer = {
-        let mut map = shared
-            .per_peer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(peer.ip()).or_default();
-        *n += 1;
-        *n
-    };
     let limit = shared.config.max_connections_per_peer;
-    let too_many = open > shared.config.max_connections as u64;
-    if too_many || (limit > 0 && per_peer > limit) {
+    let too_many = open.n_open > shared.config.max_connections as u64;
+    let refused = too_many || (limit > 0 && open.n_from_peer > limit);
+    let stream = match Io::accept(tcp, tls.as_ref(), shared.config.limits.head_deadline).await {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            return;
+        }
+    };
+    if refused {
         // L10, L11: refuse fast, with a short linger, so the refusal costs little.
         m.limit_breach(if too_many { "L10" } else { "L11" });
         m.response(503);
@@ -49,22 +56,9 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     } else {
         drive(stream, peer, &shared).await;
     }
-    {
-        let mut map = shared
-            .per_peer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&peer.ip()) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&peer.ip());
-            }
-        }
-    }
-    m.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
     let config = IngestConfig {
         limits: shared.config.limits.clone(),
         lenient_lines: shared.config.lenient_lines,
@@ -162,8 +156,7 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                             tracing::info!(%peer, "fault: reset");
                             shared.store.release(&conn);
                             // The one deliberate reset: SO_LINGER 0, then close.
-                            let _ =
-                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            stream.reset_on_close();
                             return;
                         }
                         (LineAction::Refuse(status), name) => {
@@ -296,34 +289,24 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                 flap_at = None;
                 ingest.close_with(Status::OK);
             }
-            res = stream.readable(), if !eof && !stalled => {
-                if res.is_err() {
+            res = stream.read_chunk(), if !eof && !stalled => match res {
+                Ok(buf) if buf.is_empty() => {
                     eof = true;
                     ingest.handle_eof(shared.now());
-                    continue;
                 }
-                // Allocate only when data is ready, so idle connections hold no buffer.
-                let mut buf = BytesMut::with_capacity(16 * 1024);
-                match stream.try_read_buf(&mut buf) {
-                    Ok(0) => {
-                        eof = true;
-                        ingest.handle_eof(shared.now());
-                    }
-                    Ok(n) if n <= SMALL_READ => {
-                        // A head, a heartbeat or one point: hand the machine a right-sized
-                        // copy, so the 16 KiB read buffer is freed now instead of being kept
-                        // by an idle connection (10 000 idle streams held 16.9 KB each).
-                        let mut small = BytesMut::from(&buf[..]);
-                        ingest.handle_input(shared.now(), &mut small);
-                    }
-                    Ok(_) => ingest.handle_input(shared.now(), &mut buf),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        eof = true;
-                        ingest.handle_eof(shared.now());
-                    }
+                Ok(buf) if buf.len() <= SMALL_READ => {
+                    // A head, a heartbeat or one point: hand the machine a right-sized copy,
+                    // so the 16 KiB read buffer is freed now instead of being kept by an idle
+                    // connection (10 000 idle streams held 16.9 KB each).
+                    let mut small = BytesMut::from(&buf[..]);
+                    ingest.handle_input(shared.now(), &mut small);
                 }
-            }
+                Ok(mut buf) => ingest.handle_input(shared.now(), &mut buf),
+                Err(_) => {
+                    eof = true;
+                    ingest.handle_eof(shared.now());
+                }
+            },
             () = sleep, if !stalled => ingest.handle_timeout(shared.now()),
             () = conn.kicked.notified() => {
                 if let Some(status) = conn.kick_status() {
@@ -337,48 +320,6 @@ async fn drive(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
             }
         }
     }
-}
-
-/// PROTOCOL.md §4.4: write the response (giving up after L32 without progress), half-close so
-/// the FIN follows at once, then read and discard until EOF, 2 s or 64 KiB, and close. Never
-/// a reset while inside those bounds.
-///
-/// Past the 64 KiB bound nothing more is read, but the socket is kept until the 2 s are up:
-/// closing with unread input resets the connection, and a reset discards every response byte
-/// the kernel has not sent yet, which for a response larger than the socket buffers (a `GET /`
-/// listing thousands of streams) is most of it (D8 failed so on the CI machine).
-pub async fn close_gracefully(
-    mut stream: TcpStream,
-    response: &[u8],
-    has_response: bool,
-    shared: &Shared,
-) {
-    if has_response
-        && tokio::time::timeout(shared.config.write_timeout, stream.write_all(response))
-            .await
-            .is_err()
-    {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    let mut drained = 0usize;
-    let mut sink = [0u8; 4096];
-    let linger = tokio::time::sleep(shared.config.linger);
-    tokio::pin!(linger);
-    while drained < 64 * 1024 {
-        tokio::select! {
-            res = stream.read(&mut sink) => match res {
-                // Nothing unread is left behind: the close is a FIN, and the kernel still
-                // delivers what it has not sent.
-                Ok(0) | Err(_) => return,
-                Ok(n) => drained += n,
-            },
-            () = &mut linger => return,
-        }
-    }
-    // The drain bound is spent with input still coming: hold the socket, unread, for the rest
-    // of the linger time so the client can take the whole response before the reset.
-    linger.await;
 }
 
 fn reason(e: &plotstream_proto::update::UpdateError) -> &'static str {

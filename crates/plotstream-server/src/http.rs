@@ -8,10 +8,9 @@ use bytes::BytesMut;
 use plotstream_proto::head::RequestHead;
 use plotstream_proto::Status;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
-use crate::conn::close_gracefully;
 use crate::store::push_json_str;
+use crate::transport::{close_gracefully, Io};
 use crate::{pages, sse, Shared};
 
 /// A complete response.
@@ -74,12 +73,7 @@ impl Response {
 }
 
 /// Serves one non-ingest request.
-pub async fn serve(
-    mut stream: TcpStream,
-    head: RequestHead,
-    mut rest: BytesMut,
-    shared: Arc<Shared>,
-) {
+pub async fn serve(mut stream: Io, head: RequestHead, mut rest: BytesMut, shared: Arc<Shared>) {
     let path = head.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = head.method.as_str();
@@ -203,7 +197,7 @@ fn streams_json(shared: &Shared) -> String {
 
 /// Reads a `Content-Length` body of at most `max` bytes.
 pub async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut Io,
     head: &RequestHead,
     rest: &mut BytesMut,
     max: usize,

@@ -9,6 +9,7 @@
 mod conn;
 pub mod faults;
 pub mod files;
+mod guard;
 mod http;
 pub mod metrics;
 mod pages;
@@ -16,6 +17,7 @@ mod rest;
 mod sse;
 pub mod store;
 pub mod tls;
+pub mod transport;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use plotstream_proto::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::ServerConfig;
 
 pub use http::new_token;
 pub use metrics::Metrics;
@@ -125,10 +128,30 @@ impl Shared {
     }
 }
 
+/// A bound listener, plain or TLS (terminated in this process, so TLS peers are counted and
+/// limited by their own address).
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// `Some` for a TLS listener.
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+}
+
 /// Serves `listeners` until `shutdown` completes, then stops accepting at once, ends every
 /// writer with 503 at its next line boundary and every viewer with `reset` (shutdown), and
 /// returns when all connections are closed or the drain time (L34) is over.
-pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listeners: impl IntoIterator<Item = impl Into<Listener>>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) {
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -144,6 +167,7 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Fut
     let mut connections = JoinSet::new();
     let mut accepts = JoinSet::new();
     for listener in listeners {
+        let Listener { tcp: listener, tls } = listener.into();
         let shared = shared.clone();
         let mut stop = shared.shutdown.clone();
         accepts.spawn(async move {
@@ -153,7 +177,7 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: impl Fut
                     res = listener.accept() => match res {
                         Ok((stream, peer)) => {
                             let shared = shared.clone();
-                            conns.spawn(conn::handle(stream, peer, shared));
+                            conns.spawn(conn::handle(stream, peer, tls.clone(), shared));
                         }
                         Err(e) => {
                             // L39: never exit, never spin on EMFILE.

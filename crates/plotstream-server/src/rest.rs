@@ -2,13 +2,13 @@
 //! (PROTOCOL.md §8): enough for `py.plot`, `py.iplot`, `py.sign_in`, node `plot()` and the
 //! Arduino `init()` to run unchanged, storing figures and binding their stream tokens.
 
+use crate::transport::Io;
 use bytes::BytesMut;
 use plotstream_proto::head::RequestHead;
 use plotstream_proto::json::Str;
 use plotstream_proto::{Token, Value};
 use serde_json::{json, Value as Json};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use crate::files::{random_id, split_fid, Plot};
 use crate::http::Response;
@@ -20,7 +20,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Serves a `/v2/...` request.
 pub async fn serve_v2(
-    stream: &mut TcpStream,
+    stream: &mut Io,
     head: &RequestHead,
     rest: &mut BytesMut,
     shared: &Shared,
@@ -116,7 +116,7 @@ pub async fn serve_v2(
 
 /// Serves `POST /clientresp` (PROTOCOL.md §8): always 200 with `error` a string.
 pub async fn serve_clientresp(
-    stream: &mut TcpStream,
+    stream: &mut Io,
     head: &RequestHead,
     rest: &mut BytesMut,
     shared: &Shared,
@@ -389,11 +389,7 @@ pub fn to_value(j: &Json) -> Value {
 
 /// PROTOCOL.md §8.4: read Content-Length bytes; if `args` and `kwargs` do not parse yet (the
 /// Arduino advertises 24 bytes too few), read on to the first CRLF, at most 4 KiB and 2 s more.
-async fn read_clientresp_body(
-    stream: &mut TcpStream,
-    head: &RequestHead,
-    rest: &mut BytesMut,
-) -> String {
+async fn read_clientresp_body(stream: &mut Io, head: &RequestHead, rest: &mut BytesMut) -> String {
     let mut body = crate::http::read_body(stream, head, rest, MAX_BODY)
         .await
         .unwrap_or_default();

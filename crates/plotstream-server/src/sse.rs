@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use plotstream_proto::head::RequestHead;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::conn::close_gracefully;
 use crate::http::Response;
 use crate::store::{Fanout, Subscription, ViewerMsg};
+use crate::transport::{close_gracefully, Io};
 use crate::Shared;
 
 /// What a session follows.
@@ -46,7 +45,7 @@ struct Trace {
 }
 
 /// Serves one viewer until it leaves, lags three times in 60 s, stalls (L36) or shutdown.
-pub async fn serve(mut stream: TcpStream, head: &RequestHead, feed: Feed, shared: Arc<Shared>) {
+pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<Shared>) {
     let interval = head
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("interval=")))
@@ -236,7 +235,7 @@ fn resubscribe(
     true
 }
 
-async fn write(stream: &mut TcpStream, bytes: &[u8], shared: &Shared) -> bool {
+async fn write(stream: &mut Io, bytes: &[u8], shared: &Shared) -> bool {
     // L36: a viewer that takes nothing for 10 s is dropped.
     match tokio::time::timeout(shared.config.write_timeout, stream.write_all(bytes)).await {
         Ok(Ok(())) => true,

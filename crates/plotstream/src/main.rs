@@ -238,9 +238,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             plotstream_server::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
         let local = l.local_addr()?;
         eprintln!("plotstream listening on http://{local}");
-        listeners.push(l);
+        listeners.push(plotstream_server::Listener::from(l));
     }
-    let first = listeners[0].local_addr()?;
+    let first = listeners[0].tcp.local_addr()?;
     let base = format!("http://{}", display_addr(first));
     if args.demo {
         let target = base.clone();
@@ -263,17 +263,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
             bail!("--tls-listen needs --tls-cert FILE and --tls-key FILE (PEM)");
         };
         let tls = plotstream_server::tls::load_config(cert, key).map_err(anyhow::Error::msg)?;
-        let backend = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), first.port());
         for addr in &args.tls_listen {
             let l = plotstream_server::bind(*addr)
                 .with_context(|| format!("cannot listen on {addr}"))?;
             eprintln!("plotstream listening on https://{}", l.local_addr()?);
-            tokio::spawn(plotstream_server::tls::serve(
-                l,
-                tls.clone(),
-                backend,
-                stopped(stop_rx.clone()),
-            ));
+            listeners.push(plotstream_server::Listener {
+                tcp: l,
+                tls: Some(tls.clone()),
+            });
         }
     }
     tokio::spawn(async move {
