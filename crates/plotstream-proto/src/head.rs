@@ -367,24 +367,44 @@ fn framing(head: &RequestHead, limits: &Limits) -> Result<Framing, HeadError> {
         }
         return Ok(Framing::Chunked);
     }
+    match single_content_length(head)? {
+        None => Err(HeadError::NoFraming),
+        Some(n) if n > limits.content_length => Err(HeadError::BodyTooLarge),
+        Some(n) => Ok(Framing::Length(n)),
+    }
+}
+
+/// The body length of a request to a route that takes bodies by `Content-Length` only (the
+/// REST subset, `/clientresp`), under P2's rules: `Transfer-Encoding` in any form is refused
+/// (`Framing`), `Content-Length` must be one field of `1*DIGIT` that fits u64, and over `max`
+/// it is `BodyTooLarge` before any body byte is read. No `Content-Length` is an empty body.
+pub fn content_length(head: &RequestHead, max: u64) -> Result<u64, HeadError> {
+    if head.field("transfer-encoding").is_some() {
+        return Err(HeadError::Framing);
+    }
+    match single_content_length(head)? {
+        Some(n) if n > max => Err(HeadError::BodyTooLarge),
+        n => Ok(n.unwrap_or(0)),
+    }
+}
+
+/// P2: one `Content-Length` field of `1*DIGIT` that fits u64; repeats, lists and signs are
+/// `Framing`.
+fn single_content_length(head: &RequestHead) -> Result<Option<u64>, HeadError> {
     let mut cl_fields = head.fields("content-length");
     match (cl_fields.next(), cl_fields.next()) {
-        (None, _) => Err(HeadError::NoFraming),
+        (None, _) => Ok(None),
         (Some(_), Some(_)) => Err(HeadError::Framing),
         (Some(v), None) => {
             if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
                 return Err(HeadError::Framing);
             }
-            let n = v
-                .iter()
+            v.iter()
                 .try_fold(0u64, |acc, d| {
                     acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
                 })
-                .ok_or(HeadError::Framing)?;
-            if n > limits.content_length {
-                return Err(HeadError::BodyTooLarge);
-            }
-            Ok(Framing::Length(n))
+                .map(Some)
+                .ok_or(HeadError::Framing)
         }
     }
 }

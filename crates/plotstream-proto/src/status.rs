@@ -68,8 +68,11 @@ impl Status {
         match self.0 {
             100 => "Continue",
             200 => "OK",
+            201 => "Created",
+            204 => "No Content",
             308 => "Permanent Redirect",
             400 => "Bad Request",
+            401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",

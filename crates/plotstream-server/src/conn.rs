@@ -64,7 +64,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
         lenient_lines: shared.config.lenient_lines,
     };
     let mut ingest = Ingest::new(config, shared.now());
-    let conn = shared.store.new_conn();
+    let conn = shared.store.new_conn_from(Some(peer.ip()));
     let mut shutdown = shared.shutdown.clone();
     let mut out = Vec::new();
     let mut eof = false;
@@ -198,7 +198,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     let rest = ingest.take_buffered();
                     // Boxed: the HTTP routes' future is large and rare; inline, its size would
                     // be reserved in every ingest connection's task.
-                    Box::pin(crate::http::serve(stream, head, rest, shared.clone())).await;
+                    Box::pin(crate::http::serve(stream, head, rest, shared.clone(), peer)).await;
                     return;
                 }
                 Event::End(end) => {

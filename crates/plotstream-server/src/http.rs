@@ -2,6 +2,7 @@
 //! One request per connection; every response carries `Connection: close` and, except SSE,
 //! `Content-Length`, followed by the graceful close (RELIABILITY.md P9).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -47,6 +48,11 @@ impl Response {
         Response::new(status.code(), "text/plain", status.message())
     }
 
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.extra.push((name, value.into()));
@@ -72,65 +78,89 @@ impl Response {
     }
 }
 
-/// Serves one non-ingest request.
-pub async fn serve(mut stream: Io, head: RequestHead, mut rest: BytesMut, shared: Arc<Shared>) {
+/// Serves one non-ingest request from `peer`.
+pub async fn serve(
+    mut stream: Io,
+    head: RequestHead,
+    mut rest: BytesMut,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) {
     let path = head.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = head.method.as_str();
+    // Keys mode never shows or accepts a write token where a read id will do (pages, feeds,
+    // listings, inspection); open mode still takes tokens, which are names there.
+    let keys_mode = shared.config.store.users.is_some();
+    let not_found = || Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#);
     let response = match (method, segments.as_slice()) {
         ("GET", [""]) => Response::html(pages::index(&shared)),
         ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok"),
         ("GET", ["metrics"]) => {
             Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())
         }
-        ("GET", ["api", "streams"]) => Response::json(200, streams_json(&shared)),
-        ("GET", ["api", "streams", token]) => match shared.store.inspect(token) {
+        ("GET", ["api", "streams"]) => Response::json(200, streams_json(&shared, !keys_mode)),
+        ("GET", ["api", "streams", id]) => match shared
+            .store
+            .resolve(id, !keys_mode)
+            .and_then(|token| shared.store.inspect(&token, !keys_mode))
+        {
             Some(json) => Response::json(200, json),
-            None => Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#),
+            None => not_found(),
         },
-        ("GET", ["api", "streams", token, "events"]) => {
-            let token = (*token).to_owned();
-            sse::serve(stream, &head, sse::Feed::Stream(token), shared).await;
-            return;
-        }
-        ("GET", ["streams", token]) => {
-            if plotstream_proto::Token::parse(token.as_bytes()).is_some() {
-                Response::html(pages::stream_page(&shared, token))
-            } else {
-                Response::error(Status::NOT_FOUND)
-            }
-        }
-        ("GET", ["assets", file]) => pages::asset(&shared, file).await,
-        ("GET", ["api", "plots", fid, "events"]) => match crate::rest::plot_feed(&shared, fid) {
-            Some(feed) => {
-                sse::serve(stream, &head, feed, shared).await;
+        ("GET", ["api", "streams", id, "events"]) => match shared.store.resolve(id, !keys_mode) {
+            Some(token) => {
+                sse::serve(stream, &head, sse::Feed::Stream(token), shared).await;
                 return;
             }
-            None => Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#),
+            None => not_found(),
         },
-        ("GET", [user, n] | [user, n, ""]) if user.starts_with('~') => {
-            let user = &user[1..];
-            match crate::rest::page_fid(&shared, user, n) {
-                Some(fid) => {
-                    Response::html(pages::figure_page(&shared, &fid, n.ends_with(".embed")))
+        // The page addresses its feeds by the id it was opened with: a read id (keys mode), or
+        // in open mode also a token, even one that has not streamed yet.
+        ("GET", ["streams", id])
+            if shared.store.resolve(id, !keys_mode).is_some()
+                || (!keys_mode && plotstream_proto::Token::parse(id.as_bytes()).is_some()) =>
+        {
+            Response::html(pages::stream_page(&shared, id))
+        }
+        ("GET", ["streams", _]) => Response::error(Status::NOT_FOUND),
+        ("GET", ["assets", file]) => pages::asset(&shared, file).await,
+        ("GET", ["api", "plots", fid, "events"]) => {
+            match crate::rest::visible_plot(&shared, &head, fid) {
+                Some(plot) => {
+                    let feed = crate::rest::plot_feed(&shared, fid, &plot);
+                    sse::serve(stream, &head, feed, shared).await;
+                    return;
                 }
+                None => not_found(),
+            }
+        }
+        ("GET", [user, n] | [user, n, ""]) if user.starts_with('~') => {
+            let fid = crate::rest::page_fid(&user[1..], n);
+            let share_key = head
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("share_key=")));
+            match fid.filter(|fid| crate::rest::visible_plot(&shared, &head, fid).is_some()) {
+                Some(fid) => Response::html(pages::figure_page(
+                    &shared,
+                    &fid,
+                    share_key,
+                    n.ends_with(".embed"),
+                )),
                 None => Response::new(404, "text/html; charset=utf-8", pages::not_found()),
             }
         }
-        (_, ["v2", ..]) => crate::rest::serve_v2(&mut stream, &head, &mut rest, &shared).await,
+        (_, ["v2", ..]) => {
+            crate::rest::serve_v2(&mut stream, &head, &mut rest, &shared, peer.ip()).await
+        }
         ("POST", ["clientresp"]) => {
-            crate::rest::serve_clientresp(&mut stream, &head, &mut rest, &shared).await
+            crate::rest::serve_clientresp(&mut stream, &head, &mut rest, &shared, peer.ip()).await
         }
         ("POST", ["api", "tokens"]) => {
-            // The body, if any, is not needed; drain what Content-Length announces (bounded).
-            let _ = read_body(&mut stream, &head, &mut rest, 64 * 1024).await;
-            let count = head
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("count=")))
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(1)
-                .clamp(1, 10_000);
-            Response::json(201, issue_tokens(&shared, count))
+            match read_body(&mut stream, &head, &mut rest, 64 * 1024, &shared).await {
+                Ok(_) => post_tokens(&shared, &head, peer),
+                Err(r) => r,
+            }
         }
         ("POST", _) => Response::error(Status::NOT_FOUND),
         ("GET", _) => Response::new(404, "text/plain", "not found"),
@@ -140,9 +170,49 @@ pub async fn serve(mut stream: Io, head: RequestHead, mut rest: BytesMut, shared
     close_gracefully(stream, &response.encode(), true, &shared).await;
 }
 
+/// `POST /api/tokens?count=N` (at most L53 a call). In keys mode the caller's credentials are
+/// required and the tokens are written to the users file as theirs. Without users, only a
+/// loopback peer (the operator on the machine) may issue tokens, which registered mode then
+/// admits: an anonymous peer on the network can no longer mint write capabilities.
+fn post_tokens(shared: &Shared, head: &RequestHead, peer: SocketAddr) -> Response {
+    let count = head
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("count=")))
+        .map_or(Some(1), |n| n.parse::<usize>().ok());
+    let Some(count) = count.filter(|n| (1..=MAX_TOKENS_PER_CALL).contains(n)) else {
+        return crate::rest::error(
+            400,
+            &format!("count must be 1 to {MAX_TOKENS_PER_CALL} (L53)"),
+        );
+    };
+    if let Some(users) = &shared.config.store.users {
+        let user = match crate::rest::caller(shared, head) {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                return crate::rest::error(401, "Authentication credentials were not provided.")
+            }
+            Err(r) => return r,
+        };
+        return match users.issue_tokens(&user, count) {
+            Ok(tokens) => Response::json(201, serde_json::json!({ "tokens": tokens }).to_string()),
+            Err(e) => crate::rest::error(403, &e.to_string()),
+        };
+    }
+    if !peer.ip().is_loopback() {
+        return crate::rest::error(
+            403,
+            "tokens are issued to loopback peers, or with credentials in keys mode (--users)",
+        );
+    }
+    match issue_tokens(shared, count) {
+        Some(body) => Response::json(201, body),
+        None => crate::rest::error(403, "registered token limit reached (L26)"),
+    }
+}
+
 /// Issues `count` tokens of exactly 10 `[a-z0-9]` characters from the OS CSPRNG (L8), unique
-/// among registered tokens, and registers them.
-pub fn issue_tokens(shared: &Shared, count: usize) -> String {
+/// among registered tokens, and registers them; `None` once the registered set is full.
+pub fn issue_tokens(shared: &Shared, count: usize) -> Option<String> {
     let mut out = String::from("{\"tokens\":[");
     for i in 0..count {
         let token = loop {
@@ -151,14 +221,14 @@ pub fn issue_tokens(shared: &Shared, count: usize) -> String {
                 break t;
             }
         };
-        shared.store.register(&token, None);
+        shared.store.register(&token).ok()?;
         if i > 0 {
             out.push(',');
         }
         push_json_str(&mut out, &token);
     }
     out.push_str("]}");
-    out
+    Some(out)
 }
 
 /// One token: 10 characters of `[a-z0-9]`, unbiased (rejection sampling).
@@ -178,14 +248,20 @@ pub fn new_token() -> String {
     token
 }
 
-fn streams_json(shared: &Shared) -> String {
+/// `GET /api/streams`: every stream with its read `id`; its write `token` only when
+/// `show_tokens` (open mode).
+fn streams_json(shared: &Shared, show_tokens: bool) -> String {
     let mut out = String::from("[");
     for (i, s) in shared.store.list().iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str("{\"token\":");
-        push_json_str(&mut out, &s.token);
+        out.push_str("{\"id\":");
+        push_json_str(&mut out, &s.read_id);
+        if show_tokens {
+            out.push_str(",\"token\":");
+            push_json_str(&mut out, &s.token);
+        }
         out.push_str(&format!(
             ",\"last_seq\":{},\"count\":{},\"writer_connected\":{},\"viewers\":{}}}",
             s.last_seq, s.count, s.writer_connected, s.n_viewers
@@ -195,28 +271,64 @@ fn streams_json(shared: &Shared) -> String {
     out
 }
 
-/// Reads a `Content-Length` body of at most `max` bytes.
+/// Reads a REST body: `Content-Length` framing only, by P2's rules (a duplicate
+/// `Content-Length` or any `Transfer-Encoding` is 400, as on the ingest route), at most `max`
+/// bytes (L45, 413 before any byte is read), within L44 for the whole body (a body trickled
+/// byte by byte no longer holds a connection and its buffer open), and within the server's
+/// budget of REST bytes in flight (L50, 503 with `Retry-After`).
 pub async fn read_body(
     stream: &mut Io,
     head: &RequestHead,
     rest: &mut BytesMut,
-    max: usize,
-) -> Option<Vec<u8>> {
-    let len: usize = head
-        .field("content-length")
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
-        .unwrap_or(0);
-    if len > max {
-        return None;
-    }
-    while rest.len() < len {
+    max: u64,
+    shared: &Shared,
+) -> Result<Vec<u8>, Response> {
+    use plotstream_proto::head::HeadError;
+    let len = match plotstream_proto::head::content_length(head, max) {
+        Ok(n) => n,
+        Err(HeadError::BodyTooLarge) => {
+            shared.metrics.limit_breach("L45");
+            return Err(crate::rest::error(413, "request body too large (L45)"));
+        }
+        Err(_) => return Err(crate::rest::error(400, "invalid request framing")),
+    };
+    // `max` fits in memory; so does `len` below it.
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+    let _permit = if kib == 0 {
+        None
+    } else {
+        match shared.rest_budget.clone().try_acquire_many_owned(kib) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                shared.metrics.limit_breach("L50");
+                return Err(
+                    crate::rest::error(503, "server busy, retry (L50)").header("Retry-After", "1")
+                );
+            }
+        }
+    };
+    let deadline = tokio::time::Instant::now() + REST_BODY_DEADLINE;
+    let mut body = Vec::with_capacity(len.min(rest.len().max(64 * 1024)));
+    let take = rest.len().min(len);
+    body.extend_from_slice(&rest.split_to(take));
+    while body.len() < len {
         let mut chunk = [0u8; 8192];
-        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-        {
-            Ok(Ok(n)) if n > 0 => rest.extend_from_slice(&chunk[..n]),
-            _ => return None,
+        let want = (len - body.len()).min(chunk.len());
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+            Ok(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Err(crate::rest::error(400, "request body ended early")),
+            Err(_) => {
+                shared.metrics.limit_breach("L44");
+                return Err(crate::rest::error(408, "request body too slow (L44)"));
+            }
         }
     }
-    Some(rest.split_to(len).to_vec())
+    Ok(body)
 }
+
+/// L44: a REST body must arrive whole within this long.
+pub const REST_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// L53: tokens issued by one `POST /api/tokens`.
+pub const MAX_TOKENS_PER_CALL: usize = 100;

@@ -18,6 +18,7 @@ mod sse;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct Config {
     pub faults: Vec<faults::Fault>,
     /// `--seed`: makes injected faults reproducible.
     pub seed: u64,
+    /// L46–L48: the REST file registry's budgets.
+    pub files: files::FileLimits,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             max_connections_per_peer: 256,
             faults: Vec::new(),
             seed: 0,
+            files: files::FileLimits::default(),
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Grids and plots of the REST subset.
     pub files: files::Files,
+    /// L50: REST body bytes in flight, in KiB permits.
+    pub rest_budget: Arc<tokio::sync::Semaphore>,
     /// Writer connections per token so far, for reproducible fault seeds.
     pub token_conns: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Open connections per peer address (L11).
@@ -156,16 +162,18 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         store: Store::new(config.store.clone(), metrics.clone()),
+        files: files::Files::new(config.files),
+        rest_budget: Arc::new(tokio::sync::Semaphore::new(REST_BYTES_IN_FLIGHT_KIB)),
         config,
         metrics,
         origin: Instant::now(),
         shutdown: stop_rx,
-        files: files::Files::default(),
         token_conns: std::sync::Mutex::default(),
         per_peer: std::sync::Mutex::default(),
     });
     let mut connections = JoinSet::new();
     let mut accepts = JoinSet::new();
+    let housekeeping = tokio::spawn(housekeeping(shared.clone()));
     for listener in listeners {
         let Listener { tcp: listener, tls } = listener.into();
         let shared = shared.clone();
@@ -195,6 +203,7 @@ pub async fn run(
         });
     }
     shutdown.await;
+    housekeeping.abort();
     tracing::info!("shutting down: listeners closed, draining connections");
     let _ = stop_tx.send(true);
     shared.store.shutdown_viewers();
@@ -212,6 +221,33 @@ pub async fn run(
     })
     .await;
 }
+
+/// Periodic work: L27's idle-stream eviction, and re-reading a changed users file so that a
+/// removed user's tokens stop streaming.
+async fn housekeeping(shared: Arc<Shared>) {
+    let ttl = shared.config.store.idle_stream_ttl;
+    let sweep_every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let mut sweep = tokio::time::interval(sweep_every);
+    let mut users = tokio::time::interval(users::REFRESH);
+    loop {
+        tokio::select! {
+            _ = sweep.tick() => {
+                let gone = shared.store.evict_idle(Instant::now());
+                if gone > 0 {
+                    tracing::info!(gone, "evicted idle streams (L27)");
+                }
+            }
+            _ = users.tick() => {
+                if let Some(u) = &shared.config.store.users {
+                    u.refresh();
+                }
+            }
+        }
+    }
+}
+
+/// L50: REST body bytes in flight over all connections, in KiB (64 MiB).
+const REST_BYTES_IN_FLIGHT_KIB: usize = 64 * 1024;
 
 /// Binds `addr` with a deep accept backlog (the default 128 stalls connection storms on SYN
 /// retries) and `SO_REUSEADDR` (a restart rebinds at once, S7).

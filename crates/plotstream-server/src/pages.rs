@@ -24,17 +24,24 @@ pub fn index(shared: &Shared) -> String {
     let mut rows = String::new();
     for s in streams {
         // Stream tokens were validated against L7 before they could create a stream.
+        // Keys mode lists read ids only, never a write token.
+        let t = if shared.config.store.users.is_some() {
+            &s.read_id
+        } else {
+            &s.token
+        };
         rows.push_str(&format!(
             "<tr><td><a href=\"/streams/{t}\">{t}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             s.last_seq,
             s.count,
             if s.writer_connected { "connected" } else { "-" },
             s.n_viewers,
-            t = s.token
         ));
     }
     let mut plots = String::new();
-    for (fid, path) in shared.files.plots() {
+    let (listed, _more_plots) = shared.files.plots(false, INDEX_ROWS);
+    for entry in listed {
+        let (fid, path) = (entry.fid, entry.path);
         if let Some((user, n)) = crate::files::split_fid(&fid) {
             let name = path.map(|p| html_escape(&p)).unwrap_or_default();
             plots.push_str(&format!(
@@ -60,7 +67,11 @@ pub fn index(shared: &Shared) -> String {
 }
 
 /// `GET /~{user}/{n}/` and `.embed`: the live view of a figure, every trace.
-pub fn figure_page(shared: &Shared, fid: &str, embed: bool) -> String {
+pub fn figure_page(shared: &Shared, fid: &str, share_key: Option<&str>, embed: bool) -> String {
+    // The feed needs the same key the page was opened with.
+    let key = share_key
+        .filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map_or(String::new(), |k| format!("?share_key={k}"));
     let plotly = plotly_src(shared);
     // fids are `<user>:<n>` with a validated user name and a number.
     let header = if embed {
@@ -76,7 +87,7 @@ pub fn figure_page(shared: &Shared, fid: &str, embed: bool) -> String {
         "<!doctype html><html><head><meta charset=utf-8><title>{fid} · plotstream</title>\
          <meta name=viewport content=\"width=device-width, initial-scale=1\">\
          <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body{class}>{header}\
-         <div id=plot data-mode=plot data-events=\"/api/plots/{fid}/events\"></div>\
+         <div id=plot data-mode=plot data-events=\"/api/plots/{fid}/events{key}\"></div>\
          <script src=\"{plotly}\"></script>\
          <script>if(!window.Plotly){{document.write('<script src=\"{CDN_PLOTLY}\"><\\/script>')}}</script>\
          <script src=\"/assets/viewer.js\"></script></body></html>"

@@ -1,22 +1,31 @@
 //! The Chart Studio v2 REST subset (PROTOCOL.md §7) and the legacy `POST /clientresp`
 //! (PROTOCOL.md §8): enough for `py.plot`, `py.iplot`, `py.sign_in`, node `plot()` and the
 //! Arduino `init()` to run unchanged, storing figures and binding their stream tokens.
+//!
+//! Who may do what (docs/security.md): in keys mode (`serve --users FILE`) every v2 call
+//! authenticates with the Basic `username:api_key` that chart_studio sends and `/clientresp`
+//! with its `un`/`key` fields; without `--users` the Basic user name is taken as a claim
+//! (loopback-only by default, protected mode). Either way only a file's owner changes it, a
+//! figure binds only tokens no other user's figure streams to (in keys mode: only its owner's
+//! tokens), and every check happens before any effect.
 
-use crate::transport::Io;
+use std::net::IpAddr;
+
 use bytes::BytesMut;
 use plotstream_proto::head::RequestHead;
 use plotstream_proto::json::Str;
-use plotstream_proto::{Token, Value};
+use plotstream_proto::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 use tokio::io::AsyncReadExt;
 
-use crate::files::{random_id, split_fid, Plot};
-use crate::http::Response;
+use crate::files::{random_id, split_fid, stream_token, FileError, Plot};
+use crate::http::{read_body, Response};
 use crate::store::clamp_maxpoints;
+use crate::transport::Io;
+use crate::users::{valid_username, AuthError};
 use crate::Shared;
-
-/// L: REST bodies up to 16 MiB (PROTOCOL.md §7.6 rule 7).
-const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Serves a `/v2/...` request.
 pub async fn serve_v2(
@@ -24,32 +33,41 @@ pub async fn serve_v2(
     head: &RequestHead,
     rest: &mut BytesMut,
     shared: &Shared,
+    peer: IpAddr,
 ) -> Response {
-    let user = user_of(head);
     let path = head.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches("/v2/").split('/').collect();
-    let body = match crate::http::read_body(stream, head, rest, MAX_BODY).await {
-        Some(b) => b,
-        None => return error(413, "request body too large"),
+    let body = match read_body(stream, head, rest, MAX_BODY, shared).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
-    let parsed: Json = if body.is_empty() {
-        Json::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or(Json::Null)
+    let user = match caller(shared, head) {
+        Ok(Some(u)) => u,
+        Ok(None) if shared.config.store.users.is_some() => {
+            return error(401, "Authentication credentials were not provided.")
+        }
+        Ok(None) => "anonymous".to_owned(),
+        Err(r) => return r,
     };
     match (head.method.as_str(), segments.as_slice()) {
         ("GET", ["users", "current"]) => {
             Response::json(200, json!({ "username": user }).to_string())
         }
         ("POST", ["folders"]) => {
+            let parsed: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
             let Some(p) = parsed.get("path").and_then(Json::as_str) else {
                 return error(400, "path is required");
             };
-            let created = shared.files.make_folder(&user, p);
-            Response::json(
-                if created { 201 } else { 200 },
-                json!({"file": {"filetype": "fold", "path": p}}).to_string(),
-            )
+            if !valid_path(p) {
+                return error(400, "invalid path");
+            }
+            match shared.files.make_folder(&user, p) {
+                Ok(created) => Response::json(
+                    if created { 201 } else { 200 },
+                    json!({"file": {"filetype": "fold", "path": p}}).to_string(),
+                ),
+                Err(e) => file_error(e),
+            }
         }
         ("GET", ["files", "lookup"]) => {
             let p = head
@@ -68,46 +86,71 @@ pub async fn serve_v2(
                 None => error(404, "Not found"),
             }
         }
-        ("DELETE", ["grids", fid]) => {
-            shared.files.delete(fid);
-            Response::new(204, "application/json", "")
-        }
+        ("DELETE", ["grids", fid]) => match shared.files.delete_grid(&user, fid) {
+            Ok(()) => Response::new(204, "application/json", ""),
+            Err(e) => file_error(e),
+        },
         ("POST", ["grids"]) => {
-            let Some(cols) = parsed.pointer("/data/cols").and_then(Json::as_object) else {
+            let Ok(grid) = serde_json::from_slice::<GridBody>(&body) else {
                 return error(400, "data.cols is required");
             };
-            let (fid, cols) = shared.files.create_grid(&user, file_path(&parsed), cols);
-            let cols: Vec<Json> = cols
-                .into_iter()
-                .map(|(name, uid)| json!({"name": name, "uid": uid}))
-                .collect();
-            let url = web_url(shared, head, &fid);
-            Response::json(
-                201,
-                json!({"file": {"fid": fid, "filetype": "grid", "web_url": url, "cols": cols}})
-                    .to_string(),
-            )
+            let Some(path) = file_path(grid.filename.as_deref(), grid.parent_path.as_deref())
+            else {
+                return error(400, "invalid filename");
+            };
+            let mut cols: Vec<(String, GridCol)> = grid.data.cols.into_iter().collect();
+            cols.sort_by_key(|(_, c)| c.order.unwrap_or(u64::MAX));
+            let cols = cols.into_iter().map(|(name, c)| (name, c.data)).collect();
+            let world_readable = grid.world_readable.unwrap_or(true);
+            match shared.files.create_grid(&user, path, world_readable, cols) {
+                Ok((fid, cols)) => {
+                    let cols: Vec<Json> = cols
+                        .into_iter()
+                        .map(|(name, uid)| json!({"name": name, "uid": uid}))
+                        .collect();
+                    let url = web_url(shared, head, &fid);
+                    Response::json(
+                        201,
+                        json!({"file": {"fid": fid, "filetype": "grid", "web_url": url, "cols": cols}})
+                            .to_string(),
+                    )
+                }
+                Err(e) => file_error(e),
+            }
         }
         ("POST", ["plots"]) => {
-            let Some(plot) = plot_from(&parsed, shared) else {
-                return error(400, "figure.data is required");
+            let (plot, path) = match plot_from(&body) {
+                Ok(p) => p,
+                Err(r) => return r,
             };
-            let fid = shared
-                .files
-                .create_plot(&user, file_path(&parsed), plot.clone());
-            bind_figure(shared, &plot, None);
+            if let Err(r) = check_figure(shared, &user, &plot) {
+                return r;
+            }
+            let fid = match shared.files.create_plot(&user, path, plot.clone()) {
+                Ok(fid) => fid,
+                Err(e) => return file_error(e),
+            };
+            if let Err(r) = bind_figure(shared, &user, &fid, &plot, None, peer) {
+                return r;
+            }
             Response::json(201, file_json(shared, head, &fid, &plot).to_string())
         }
         ("PUT", ["plots", fid]) => {
-            let Some(plot) = plot_from(&parsed, shared) else {
-                return error(400, "figure.data is required");
+            let (plot, _) = match plot_from(&body) {
+                Ok(p) => p,
+                Err(r) => return r,
             };
-            match shared.files.replace_plot(fid, plot.clone()) {
-                Some(old) => {
-                    bind_figure(shared, &plot, Some(&old));
+            if let Err(r) = check_figure(shared, &user, &plot) {
+                return r;
+            }
+            match shared.files.replace_plot(&user, fid, plot.clone()) {
+                Ok(old) => {
+                    if let Err(r) = bind_figure(shared, &user, fid, &plot, Some(&old), peer) {
+                        return r;
+                    }
                     Response::json(200, file_json(shared, head, fid, &plot).to_string())
                 }
-                None => error(404, "Not found"),
+                Err(e) => file_error(e),
             }
         }
         _ => error(404, "Not found"),
@@ -120,8 +163,12 @@ pub async fn serve_clientresp(
     head: &RequestHead,
     rest: &mut BytesMut,
     shared: &Shared,
+    peer: IpAddr,
 ) -> Response {
-    let body = read_clientresp_body(stream, head, rest).await;
+    let body = match read_clientresp_body(stream, head, rest, shared).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let fields = split_form(&body);
     let field = |k: &str| {
         fields
@@ -129,10 +176,27 @@ pub async fn serve_clientresp(
             .find(|(n, _)| *n == k)
             .map(|(_, v)| v.as_str())
     };
-    let user = field("un")
-        .filter(|u| !u.is_empty())
-        .unwrap_or("anonymous")
-        .to_owned();
+    let failed = |message: &str| {
+        let body =
+            json!({"url": "", "message": "", "warning": "", "filename": "", "error": message});
+        Response::json(200, body.to_string())
+    };
+    let user = match field("un").filter(|u| !u.is_empty()) {
+        Some(u) if !valid_username(u) => {
+            return failed("invalid user name: use 1 to 64 characters of [A-Za-z0-9_.-]")
+        }
+        Some(u) => u.to_owned(),
+        None if shared.config.store.users.is_some() => return failed("missing un and key"),
+        None => "anonymous".to_owned(),
+    };
+    if let Some(users) = &shared.config.store.users {
+        if users
+            .authenticate(&user, field("key").unwrap_or(""))
+            .is_err()
+        {
+            return failed("invalid username or api key");
+        }
+    }
     let args = field("args")
         .and_then(parse_json_lenient)
         .unwrap_or(Json::Null);
@@ -142,21 +206,32 @@ pub async fn serve_clientresp(
     let traces = match args {
         Json::Array(a) => a,
         obj @ Json::Object(_) => vec![obj],
-        _ => {
-            let body = json!({"url": "", "message": "", "warning": "", "filename": "", "error": "args must be a JSON array of traces"});
-            return Response::json(200, body.to_string());
-        }
+        _ => return failed("args must be a JSON array of traces"),
     };
     let filename = kwargs
         .get("filename")
         .and_then(Json::as_str)
         .unwrap_or("plot from API")
         .to_owned();
+    if !valid_path(&filename) {
+        return failed("invalid filename");
+    }
+    let to_raw = |j: &Json| RawValue::from_string(j.to_string()).ok();
     let plot = Plot {
-        data: traces,
-        layout: kwargs.get("layout").cloned().unwrap_or(json!({})),
+        traces: traces.iter().filter_map(to_raw).collect(),
+        layout: kwargs
+            .get("layout")
+            .and_then(to_raw)
+            .unwrap_or_else(empty_object),
         share_key: None,
+        world_readable: kwargs
+            .get("world_readable")
+            .and_then(Json::as_bool)
+            .unwrap_or(true),
     };
+    if let Err(r) = check_figure(shared, &user, &plot) {
+        return failed(&error_message(&r));
+    }
     let fileopt = kwargs
         .get("fileopt")
         .and_then(Json::as_str)
@@ -165,19 +240,27 @@ pub async fn serve_clientresp(
         .then(|| shared.files.lookup(&user, &filename))
         .flatten();
     let fid = match existing.filter(|f| f.filetype == "plot") {
-        Some(f) => {
-            if let Some(old) = shared.files.replace_plot(&f.fid, plot.clone()) {
-                bind_figure(shared, &plot, Some(&old));
+        Some(f) => match shared.files.replace_plot(&user, &f.fid, plot.clone()) {
+            Ok(old) => {
+                if let Err(r) = bind_figure(shared, &user, &f.fid, &plot, Some(&old), peer) {
+                    return failed(&error_message(&r));
+                }
+                f.fid
             }
-            f.fid
-        }
-        None => {
-            let fid = shared
-                .files
-                .create_plot(&user, Some(filename.clone()), plot.clone());
-            bind_figure(shared, &plot, None);
-            fid
-        }
+            Err(e) => return failed(e.status().1),
+        },
+        None => match shared
+            .files
+            .create_plot(&user, Some(filename.clone()), plot.clone())
+        {
+            Ok(fid) => {
+                if let Err(r) = bind_figure(shared, &user, &fid, &plot, None, peer) {
+                    return failed(&error_message(&r));
+                }
+                fid
+            }
+            Err(e) => return failed(e.status().1),
+        },
     };
     let url = web_url(shared, head, &fid);
     let url = url.trim_end_matches('/');
@@ -196,15 +279,37 @@ pub async fn serve_clientresp(
     Response::json(200, body.to_string())
 }
 
-/// The figure page's feed: the layout and, per trace, its token and static attributes.
-pub fn plot_feed(shared: &Shared, fid: &str) -> Option<crate::sse::Feed> {
+/// The figure `fid` if the request may see it: world-readable, or `?share_key=` matches, or
+/// the caller is its owner (Basic credentials, checked in keys mode). Unknown and hidden
+/// figures look the same (404), so fids cannot be probed.
+pub fn visible_plot(shared: &Shared, head: &RequestHead, fid: &str) -> Option<Plot> {
     let plot = shared.files.plot(fid)?;
+    if plot.world_readable {
+        return Some(plot);
+    }
+    let given = head
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("share_key=")));
+    if let (Some(key), Some(given)) = (&plot.share_key, given) {
+        if constant_time_eq(key.as_bytes(), given.as_bytes()) {
+            return Some(plot);
+        }
+    }
+    let (owner, _) = split_fid(fid)?;
+    match caller(shared, head) {
+        Ok(Some(u)) if u == owner && shared.config.store.users.is_some() => Some(plot),
+        _ => None,
+    }
+}
+
+/// The figure page's feed: the layout and, per trace, its token and static attributes.
+pub fn plot_feed(shared: &Shared, fid: &str, plot: &Plot) -> crate::sse::Feed {
+    let owner = split_fid(fid).map_or("", |(u, _)| u);
     let traces = plot
-        .data
-        .iter()
+        .traces()
         .map(|t| {
-            let token = stream_token(t);
-            let mut attrs = t.clone();
+            let token = stream_token(&t);
+            let mut attrs = t;
             if let Some(obj) = attrs.as_object_mut() {
                 obj.remove("stream");
                 if token.is_some() {
@@ -213,31 +318,92 @@ pub fn plot_feed(shared: &Shared, fid: &str) -> Option<crate::sse::Feed> {
                         obj.remove(k);
                     }
                 } else {
-                    resolve_srcs(shared, obj);
+                    resolve_srcs(shared, owner, obj);
                 }
             }
             (token, attrs.to_string())
         })
         .collect();
-    Some(crate::sse::Feed::Plot {
+    crate::sse::Feed::Plot {
         fid: fid.to_owned(),
-        layout: plot.layout.to_string(),
+        layout: plot.layout.get().to_owned(),
         traces,
-    })
+    }
 }
 
-/// The `/~user/n` page's fid, if the plot exists.
-pub fn page_fid(shared: &Shared, user: &str, n: &str) -> Option<String> {
+/// `/~user/n` → the fid `user:n`, if both parts are well formed.
+pub fn page_fid(user: &str, n: &str) -> Option<String> {
     let n = n.trim_end_matches(".embed");
     let fid = format!("{user}:{n}");
-    split_fid(&fid)?;
-    shared.files.plot(&fid).map(|_| fid)
+    split_fid(&fid).is_some().then_some(fid)
 }
 
-fn bind_figure(shared: &Shared, plot: &Plot, old: Option<&Plot>) {
+/// The authenticated (keys mode) or claimed (open mode) user of a request; `Ok(None)` when
+/// it sent no credentials. Wrong credentials in keys mode are a 401 whatever the route.
+pub fn caller(shared: &Shared, head: &RequestHead) -> Result<Option<String>, Response> {
+    let Some((user, key)) = basic_credentials(head) else {
+        return Ok(None);
+    };
+    match &shared.config.store.users {
+        Some(users) => match users.authenticate(&user, &key) {
+            Ok(u) => Ok(Some(u)),
+            Err(AuthError::Missing | AuthError::Wrong) => {
+                Err(error(401, "Invalid username or API key."))
+            }
+        },
+        None if valid_username(&user) => Ok(Some(user)),
+        None => Err(error(
+            400,
+            "user names are 1 to 64 characters of [A-Za-z0-9_.-]",
+        )),
+    }
+}
+
+/// Everything a figure must satisfy before anything is stored or bound: at most L42 traces;
+/// every streamed token free of other users' figures; in keys mode, owned by `user`.
+fn check_figure(shared: &Shared, user: &str, plot: &Plot) -> Result<(), Response> {
+    if plot.traces.len() > MAX_TRACES {
+        return Err(error(
+            400,
+            &format!("a figure has at most {MAX_TRACES} traces (L42)"),
+        ));
+    }
+    let snapshot = shared.config.store.users.as_ref().map(|u| u.snapshot());
+    for token in plot.tokens() {
+        if let Some(snap) = &snapshot {
+            if snap.owner_of(&token) != Some(user) {
+                return Err(error(
+                    403,
+                    "a figure may stream only its owner's stream ids",
+                ));
+            }
+        }
+        if shared.files.token_claimed_by_other(user, &token).is_some() {
+            return Err(error(
+                403,
+                "this stream id is used by another user's figure",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Binds the figure's streamed traces. A token the replaced figure named restarts from the
+/// new data (a re-run, PROTOCOL.md §7.5); a token new to this figure adopts its stream as it
+/// is, so naming a live stream never wipes it. Tokens the figure dropped, and that no other
+/// figure of the owner names, end with 449, then 403.
+fn bind_figure(
+    shared: &Shared,
+    user: &str,
+    fid: &str,
+    plot: &Plot,
+    old: Option<&Plot>,
+    peer: IpAddr,
+) -> Result<(), Response> {
+    let old_tokens = old.map(Plot::tokens).unwrap_or_default();
     let mut kept = Vec::new();
-    for trace in &plot.data {
-        let Some(token) = stream_token(trace) else {
+    for trace in plot.traces() {
+        let Some(token) = stream_token(&trace) else {
             continue;
         };
         let maxpoints = trace
@@ -246,45 +412,51 @@ fn bind_figure(shared: &Shared, plot: &Plot, old: Option<&Plot>) {
             .map_or(shared.config.store.default_maxpoints, |mp| {
                 clamp_maxpoints(mp, shared.config.store.max_maxpoints)
             });
-        let mut initial = Vec::new();
-        for attr in ["x", "y", "z", "text"] {
-            let values = match trace.get(attr) {
-                Some(Json::Array(a)) => Some(Json::Array(a.clone())),
-                _ => trace
-                    .get(format!("{attr}src"))
-                    .and_then(Json::as_str)
-                    .and_then(|r| shared.files.column(r)),
-            };
-            if let Some(Json::Array(values)) = values {
-                if !values.is_empty() {
-                    initial.push((attr.to_owned(), values.iter().map(to_value).collect()));
-                }
-            }
+        let restart = old_tokens.contains(&token) || shared.store.read_id(&token).is_none();
+        let initial = restart.then(|| initial_data(shared, user, &trace));
+        if shared
+            .store
+            .bind_trace(&token, maxpoints, initial, Some(peer))
+            .is_err()
+        {
+            return Err(error(403, "stream limit reached (L26, L43)"));
         }
-        shared.store.bind_trace(&token, maxpoints, initial);
         kept.push(token);
     }
-    for trace in old.map(|p| p.data.as_slice()).unwrap_or_default() {
-        if let Some(token) = stream_token(trace) {
-            if !kept.contains(&token) {
-                shared.store.retire_token(&token);
+    for token in old_tokens {
+        if !kept.contains(&token) && !shared.files.names_token(user, &token, fid) {
+            shared.store.retire_token(&token);
+        }
+    }
+    Ok(())
+}
+
+fn initial_data(shared: &Shared, user: &str, trace: &Json) -> Vec<(String, Vec<Value>)> {
+    let mut initial = Vec::new();
+    for attr in ["x", "y", "z", "text"] {
+        let values = match trace.get(attr) {
+            Some(Json::Array(a)) => Some(Json::Array(a.clone())),
+            _ => trace
+                .get(format!("{attr}src"))
+                .and_then(Json::as_str)
+                .and_then(|r| shared.files.column(user, r)),
+        };
+        if let Some(Json::Array(values)) = values {
+            if !values.is_empty() {
+                initial.push((attr.to_owned(), values.iter().map(to_value).collect()));
             }
         }
     }
+    initial
 }
 
-fn stream_token(trace: &Json) -> Option<String> {
-    let t = trace.pointer("/stream/token")?.as_str()?;
-    Token::parse(t.as_bytes()).map(|_| t.to_owned())
-}
-
-fn resolve_srcs(shared: &Shared, obj: &mut serde_json::Map<String, Json>) {
+fn resolve_srcs(shared: &Shared, owner: &str, obj: &mut serde_json::Map<String, Json>) {
     for attr in ["x", "y", "z", "text"] {
         if obj.get(attr).is_none() {
             if let Some(data) = obj
                 .get(&format!("{attr}src"))
                 .and_then(Json::as_str)
-                .and_then(|r| shared.files.column(r))
+                .and_then(|r| shared.files.column(owner, r))
             {
                 obj.insert(attr.to_owned(), data);
             }
@@ -292,18 +464,55 @@ fn resolve_srcs(shared: &Shared, obj: &mut serde_json::Map<String, Json>) {
     }
 }
 
-fn plot_from(body: &Json, _shared: &Shared) -> Option<Plot> {
-    let figure = body.get("figure")?;
-    let data = figure.get("data")?.as_array()?.clone();
-    let share = body
-        .get("share_key_enabled")
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
-    Some(Plot {
-        data,
-        layout: figure.get("layout").cloned().unwrap_or(json!({})),
-        share_key: share.then(|| random_id(22)),
-    })
+#[derive(Deserialize)]
+struct PlotBody {
+    figure: FigureBody,
+    filename: Option<String>,
+    parent_path: Option<String>,
+    world_readable: Option<bool>,
+    share_key_enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct FigureBody {
+    data: Vec<Box<RawValue>>,
+    layout: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct GridBody {
+    data: GridData,
+    filename: Option<String>,
+    parent_path: Option<String>,
+    world_readable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct GridData {
+    cols: std::collections::BTreeMap<String, GridCol>,
+}
+
+#[derive(Deserialize)]
+struct GridCol {
+    data: Box<RawValue>,
+    order: Option<u64>,
+}
+
+/// Parses a plot body without building a `Value` of its data (kept as the text sent).
+fn plot_from(body: &[u8]) -> Result<(Plot, Option<String>), Response> {
+    let Ok(b) = serde_json::from_slice::<PlotBody>(body) else {
+        return Err(error(400, "figure.data is required"));
+    };
+    let Some(path) = file_path(b.filename.as_deref(), b.parent_path.as_deref()) else {
+        return Err(error(400, "invalid filename"));
+    };
+    let plot = Plot {
+        traces: b.figure.data,
+        layout: b.figure.layout.unwrap_or_else(empty_object),
+        share_key: b.share_key_enabled.unwrap_or(false).then(|| random_id(22)),
+        world_readable: b.world_readable.unwrap_or(true),
+    };
+    Ok((plot, path))
 }
 
 fn file_json(shared: &Shared, head: &RequestHead, fid: &str, plot: &Plot) -> Json {
@@ -314,12 +523,22 @@ fn file_json(shared: &Shared, head: &RequestHead, fid: &str, plot: &Plot) -> Jso
     json!({ "file": file })
 }
 
-fn file_path(body: &Json) -> Option<String> {
-    let name = body.get("filename")?.as_str()?;
-    Some(match body.get("parent_path").and_then(Json::as_str) {
+/// `parent_path/filename`: `Some(None)` without a filename, `None` if invalid.
+fn file_path(name: Option<&str>, parent: Option<&str>) -> Option<Option<String>> {
+    let Some(name) = name else {
+        return Some(None);
+    };
+    let path = match parent {
         Some(parent) if !parent.is_empty() => format!("{parent}/{name}"),
         _ => name.to_owned(),
-    })
+    };
+    valid_path(&path).then_some(Some(path))
+}
+
+/// File and folder paths: at most 512 bytes, no control characters (they reach pages, where
+/// the templates escape them, and logs).
+fn valid_path(p: &str) -> bool {
+    p.len() <= 512 && !p.chars().any(char::is_control)
 }
 
 /// `{public origin}/~<user>/<n>/` (PROTOCOL.md §7.6 rule 4).
@@ -342,33 +561,47 @@ pub fn origin(shared: &Shared, head: &RequestHead) -> String {
     }
 }
 
-fn error(status: u16, message: &str) -> Response {
+/// A Chart Studio error: 4xx, JSON `{"errors":[{"message":...}]}` (PROTOCOL.md §7.6).
+pub fn error(status: u16, message: &str) -> Response {
     Response::json(
         status,
         json!({"errors": [{"message": message}]}).to_string(),
     )
 }
 
-/// The user of `Authorization: Basic` (or `plotly-authorization`, preferred when present).
-fn user_of(head: &RequestHead) -> String {
+fn error_message(r: &Response) -> String {
+    serde_json::from_slice::<Json>(r.body())
+        .ok()
+        .and_then(|j| j.pointer("/errors/0/message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "refused".to_owned())
+}
+
+fn file_error(e: FileError) -> Response {
+    let (status, message) = e.status();
+    error(status, message)
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_default()
+}
+
+/// `(user, key)` of `Authorization: Basic` (or `plotly-authorization`, preferred when
+/// present, PROTOCOL.md §7.3).
+fn basic_credentials(head: &RequestHead) -> Option<(String, String)> {
     let value = head
         .field("plotly-authorization")
-        .or_else(|| head.field("authorization"));
-    value
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        })
-        .and_then(|b64| base64_decode(b64.trim()))
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|pair| pair.split(':').next().map(str::to_owned))
-        .filter(|u| {
-            !u.is_empty()
-                && u.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-        })
-        .unwrap_or_else(|| "anonymous".to_owned())
+        .or_else(|| head.field("authorization"))?;
+    let v = std::str::from_utf8(value).ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let raw = String::from_utf8(base64_decode(b64.trim())?).ok()?;
+    let (user, key) = raw.split_once(':')?;
+    Some((user.to_owned(), key.to_owned()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// JSON → the proto's value type (numbers as f64, P11).
@@ -389,10 +622,13 @@ pub fn to_value(j: &Json) -> Value {
 
 /// PROTOCOL.md §8.4: read Content-Length bytes; if `args` and `kwargs` do not parse yet (the
 /// Arduino advertises 24 bytes too few), read on to the first CRLF, at most 4 KiB and 2 s more.
-async fn read_clientresp_body(stream: &mut Io, head: &RequestHead, rest: &mut BytesMut) -> String {
-    let mut body = crate::http::read_body(stream, head, rest, MAX_BODY)
-        .await
-        .unwrap_or_default();
+async fn read_clientresp_body(
+    stream: &mut Io,
+    head: &RequestHead,
+    rest: &mut BytesMut,
+    shared: &Shared,
+) -> Result<String, Response> {
+    let mut body = read_body(stream, head, rest, MAX_BODY, shared).await?;
     let complete = |b: &[u8]| {
         let text = String::from_utf8_lossy(b);
         let fields = split_form(&text);
@@ -424,7 +660,7 @@ async fn read_clientresp_body(stream: &mut Io, head: &RequestHead, rest: &mut By
             body.truncate(i);
         }
     }
-    String::from_utf8_lossy(&body).into_owned()
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Splits at `&` only before a known key, keeping values raw (PROTOCOL.md §8.4).
@@ -516,6 +752,13 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// L45: REST and `/clientresp` bodies up to 16 MiB (PROTOCOL.md §7.6 rule 7).
+pub const MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// L42: traces per figure (one figure with 10 001 streamed traces made 10 001 streams and
+/// 10 001 viewer subscriptions per page view).
+pub const MAX_TRACES: usize = 256;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,5 +791,16 @@ mod tests {
             base64_decode("ZGVtbzpkZW1va2V5MTIz").unwrap(),
             b"demo:demokey123"
         );
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(file_path(None, None), Some(None));
+        assert_eq!(
+            file_path(Some("n"), Some("a/b")),
+            Some(Some("a/b/n".to_owned()))
+        );
+        assert_eq!(file_path(Some("a\nb"), None), None);
+        assert_eq!(file_path(Some(&"x".repeat(513)), None), None);
     }
 }

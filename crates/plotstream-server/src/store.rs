@@ -7,8 +7,10 @@
 //! ingest (M28).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plotstream_proto::canonical::{write_jcs, write_jcs_string};
@@ -19,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Metrics;
+use crate::users::Users;
 
 /// Store-wide policy.
 #[derive(Debug, Clone)]
@@ -43,6 +46,14 @@ pub struct StoreConfig {
     pub viewers_per_stream: usize,
     /// L37: viewers in total.
     pub viewers_total: usize,
+    /// L27: a stream created by ingest with no writer, no viewer and no figure or owner is
+    /// dropped after this long (its next writer starts a new epoch).
+    pub idle_stream_ttl: Duration,
+    /// L43: new streams one peer address may create in a burst (0 = no limit); the allowance
+    /// refills at this many per hour.
+    pub new_streams_per_peer: u32,
+    /// Keys mode (`serve --users FILE`): only tokens some user owns may stream.
+    pub users: Option<Arc<Users>>,
 }
 
 impl Default for StoreConfig {
@@ -58,6 +69,9 @@ impl Default for StoreConfig {
             viewer_queue: 1024,
             viewers_per_stream: 1000,
             viewers_total: 10_000,
+            idle_stream_ttl: Duration::from_secs(3600),
+            new_streams_per_peer: 1000,
+            users: None,
         }
     }
 }
@@ -67,6 +81,8 @@ impl Default for StoreConfig {
 pub struct Conn {
     /// Unique per connection.
     pub id: u64,
+    /// The peer's address, for the per-peer creation allowance (L43).
+    pub peer: Option<IpAddr>,
     /// The status the connection must end with when it was displaced: 423 after a takeover,
     /// 449 when its figure stopped naming its token. 0 while it is not displaced.
     kick: AtomicU16,
@@ -150,10 +166,18 @@ struct Inner {
     retired: HashSet<String>,
     total_bytes: usize,
     n_viewers: usize,
+    /// Read id → token: pages and feeds address a stream without its write token.
+    by_read_id: HashMap<String, String>,
+    /// L43: per peer address, (allowance left, when it was last refilled).
+    allowance: HashMap<IpAddr, (f64, Instant)>,
 }
 
 #[derive(Debug)]
 struct Stream {
+    /// The id pages and feeds use (12 random `[a-z0-9]`): never the write token.
+    read_id: String,
+    /// When the stream last had a writer or a viewer (L27).
+    idle_since: Instant,
     epoch: String,
     last_seq: u64,
     maxpoints: usize,
@@ -201,29 +225,30 @@ impl Store {
 
     /// A new writer connection identity.
     pub fn new_conn(&self) -> Arc<Conn> {
+        self.new_conn_from(None)
+    }
+
+    /// A new writer connection identity for a connection from `peer`.
+    pub fn new_conn_from(&self, peer: Option<IpAddr>) -> Arc<Conn> {
         Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            peer,
             kick: AtomicU16::new(0),
             bound: Mutex::new(Vec::new()),
             kicked: Notify::new(),
         })
     }
 
-    /// Registers tokens (figures, `/clientresp`, `POST /api/tokens`), with an optional maxpoints.
-    pub fn register(&self, token: &str, maxpoints: Option<f64>) {
+    /// Registers a token (`POST /api/tokens` in registered mode). The registered set is bounded
+    /// like the stream table (L26): past it, 503.
+    pub fn register(&self, token: &str) -> Result<(), Refusal> {
         let mut inner = self.lock();
-        inner.registered.insert(token.to_owned());
-        if let Some(mp) = maxpoints {
-            let mp = clamp_maxpoints(mp, self.config.max_maxpoints);
-            if let Some(stream) = inner.streams.get_mut(token) {
-                stream.maxpoints = mp;
-                stream.trim();
-            } else {
-                let stream = Stream::new(mp);
-                inner.streams.insert(token.to_owned(), stream);
-                self.metrics.streams.fetch_add(1, Ordering::Relaxed);
-            }
+        if !inner.registered.contains(token) && inner.registered.len() >= self.config.max_streams {
+            self.metrics.limit_breach("L26");
+            return Err(Status::UNAVAILABLE);
         }
+        inner.registered.insert(token.to_owned());
+        Ok(())
     }
 
     /// True if `token` is registered.
@@ -300,6 +325,7 @@ impl Store {
             if let Some(stream) = inner.streams.get_mut(&token) {
                 if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
                     stream.writer = None;
+                    stream.idle_since = Instant::now();
                 }
             }
         }
@@ -341,8 +367,9 @@ impl Store {
         Ok(Some(sub))
     }
 
-    /// The inspection object of RELIABILITY.md §4.3, as JSON.
-    pub fn inspect(&self, token: &str) -> Option<String> {
+    /// The inspection object of RELIABILITY.md §4.3, as JSON, with the stream's read `id`;
+    /// `token` is `null` unless `show_token` (keys mode never shows a write token).
+    pub fn inspect(&self, token: &str, show_token: bool) -> Option<String> {
         let inner = self.lock();
         let s = inner.streams.get(token)?;
         let mut window = Vec::new();
@@ -350,7 +377,13 @@ impl Store {
         let digest = hex(&Sha256::digest(&window));
         let mut out = String::with_capacity(window.len() + 256);
         out.push_str("{\"token\":");
-        push_json_str(&mut out, token);
+        if show_token {
+            push_json_str(&mut out, token);
+        } else {
+            out.push_str("null");
+        }
+        out.push_str(",\"id\":");
+        push_json_str(&mut out, &s.read_id);
         out.push_str(&format!(
             ",\"epoch\":\"{}\",\"first_seq\":{},\"last_seq\":{},\"count\":{},\"maxpoints\":{},\"bytes\":{},\"budget_limited\":{},\"writer_connected\":{},\"rejected_lines\":{},\"displaced_lines\":{},\"window\":",
             s.epoch,
@@ -377,6 +410,7 @@ impl Store {
             .iter()
             .map(|(t, s)| StreamSummary {
                 token: t.clone(),
+                read_id: s.read_id.clone(),
                 last_seq: s.last_seq,
                 count: s.count(),
                 writer_connected: s.writer.is_some(),
@@ -397,33 +431,153 @@ impl Store {
         }
     }
 
-    /// Binds `token` to a figure trace (PROTOCOL.md §1.4, §7.5): registers it, sets its
-    /// maxpoints, and restarts its window from the trace's initial arrays. History is lost,
+    /// Binds `token` to a figure trace (PROTOCOL.md §1.4, §7.5): registers it and sets its
+    /// maxpoints. With `initial` the window restarts from the trace's arrays: history is lost,
     /// so the stream gets a new epoch and its viewers a `reset` (epoch) and a fresh snapshot.
-    pub fn bind_trace(&self, token: &str, maxpoints: usize, initial: Vec<(String, Vec<Value>)>) {
+    /// Without, an existing stream is adopted as it is. A new stream counts against L25, L26
+    /// and `peer`'s allowance (L43) like any other.
+    pub fn bind_trace(
+        &self,
+        token: &str,
+        maxpoints: usize,
+        initial: Option<Vec<(String, Vec<Value>)>>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
+        let maxpoints = maxpoints.min(self.config.max_maxpoints);
+        if !inner.streams.contains_key(token) {
+            self.create_locked(inner, token, maxpoints, peer)?;
+        }
         inner.registered.insert(token.to_owned());
         inner.retired.remove(token);
-        let maxpoints = maxpoints.min(self.config.max_maxpoints);
         let Inner {
             streams,
             total_bytes,
             ..
-        } = &mut *inner;
-        let stream = streams.entry(token.to_owned()).or_insert_with(|| {
-            self.metrics.streams.fetch_add(1, Ordering::Relaxed);
-            Stream::new(maxpoints)
-        });
+        } = inner;
+        let stream = streams.get_mut(token).ok_or(Status::INTERNAL)?;
         let before = stream.bytes;
-        let changed = stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty();
         stream.maxpoints = maxpoints;
-        if changed {
-            stream.restart(initial);
-            for v in &stream.viewers {
-                let _ = v.tx.try_send(ViewerMsg::Reset("epoch"));
+        match initial {
+            Some(initial)
+                if stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty() =>
+            {
+                stream.restart(initial, self.config.stream_bytes);
+                for v in &stream.viewers {
+                    let _ = v.tx.try_send(ViewerMsg::Reset("epoch"));
+                }
             }
+            _ => stream.trim(),
         }
         *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
+        Ok(())
+    }
+
+    /// Resolves what a page or feed URL names: a read id, or (`allow_token`, open mode) a
+    /// write token. Returns the token.
+    pub fn resolve(&self, id: &str, allow_token: bool) -> Option<String> {
+        let inner = self.lock();
+        if let Some(t) = inner.by_read_id.get(id) {
+            return Some(t.clone());
+        }
+        (allow_token && inner.streams.contains_key(id)).then(|| id.to_owned())
+    }
+
+    /// The read id of `token`'s stream.
+    pub fn read_id(&self, token: &str) -> Option<String> {
+        self.lock().streams.get(token).map(|s| s.read_id.clone())
+    }
+
+    /// L27: drops streams that ingest created and nobody has written, watched or bound to a
+    /// figure for `idle_stream_ttl`. Returns how many went.
+    pub fn evict_idle(&self, now: Instant) -> usize {
+        let ttl = self.config.idle_stream_ttl;
+        let mut inner = self.lock();
+        let Inner {
+            streams,
+            registered,
+            by_read_id,
+            total_bytes,
+            ..
+        } = &mut *inner;
+        let mut gone = 0;
+        streams.retain(|token, s| {
+            s.viewers.retain(|v| !v.tx.is_closed());
+            if s.writer.is_some() || !s.viewers.is_empty() {
+                s.idle_since = now;
+                return true;
+            }
+            let owned = registered.contains(token)
+                || self
+                    .config
+                    .users
+                    .as_ref()
+                    .is_some_and(|u| u.snapshot().owner_of(token).is_some());
+            if owned || now.saturating_duration_since(s.idle_since) < ttl {
+                return true;
+            }
+            by_read_id.remove(&s.read_id);
+            *total_bytes = total_bytes.saturating_sub(s.bytes);
+            gone += 1;
+            false
+        });
+        if gone > 0 {
+            self.metrics
+                .streams
+                .fetch_sub(gone as u64, Ordering::Relaxed);
+            for _ in 0..gone {
+                self.metrics.limit_breach("L27");
+            }
+        }
+        gone
+    }
+
+    /// Creates `token`'s stream: L26 (streams), L25 (bytes), L43 (`peer`'s allowance).
+    fn create_locked(
+        &self,
+        inner: &mut Inner,
+        token: &str,
+        maxpoints: usize,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        if inner.streams.len() >= self.config.max_streams
+            || inner.total_bytes >= self.config.total_bytes
+        {
+            self.metrics.limit_breach("L26");
+            return Err(Status::UNAVAILABLE);
+        }
+        let per_hour = self.config.new_streams_per_peer;
+        if let (Some(ip), true) = (peer, per_hour > 0) {
+            let now = Instant::now();
+            let burst = f64::from(per_hour);
+            if inner.allowance.len() >= ALLOWANCE_PEERS {
+                // Full buckets carry no information: forget them first.
+                inner.allowance.retain(|_, (left, at)| {
+                    *left + now.duration_since(*at).as_secs_f64() * burst / 3600.0 < burst
+                });
+            }
+            let (left, at) = inner.allowance.entry(ip).or_insert((burst, now));
+            *left = (*left + now.duration_since(*at).as_secs_f64() * burst / 3600.0).min(burst);
+            *at = now;
+            if *left < 1.0 {
+                self.metrics.limit_breach("L43");
+                return Err(Status::UNAVAILABLE);
+            }
+            *left -= 1.0;
+        }
+        let read_id = loop {
+            let id = crate::files::random_id(12);
+            if !inner.by_read_id.contains_key(&id) {
+                break id;
+            }
+        };
+        inner.by_read_id.insert(read_id.clone(), token.to_owned());
+        inner
+            .streams
+            .insert(token.to_owned(), Stream::new(maxpoints, read_id));
+        self.metrics.streams.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// `token` is no longer named by any figure: a live writer ends with 449, later use gets
@@ -443,20 +597,20 @@ impl Store {
         if inner.retired.contains(token) {
             return Err(Status::FORBIDDEN);
         }
-        if !inner.streams.contains_key(token) {
-            if !self.config.tokens_open && !inner.registered.contains(token) {
+        if let Some(users) = &self.config.users {
+            // Keys mode: only a token some user owns streams (a removed user's tokens stop).
+            if users.snapshot().owner_of(token).is_none() {
                 return Err(Status::NOT_FOUND);
             }
-            if inner.streams.len() >= self.config.max_streams
-                || inner.total_bytes >= self.config.total_bytes
+        }
+        if !inner.streams.contains_key(token) {
+            if !self.config.tokens_open
+                && self.config.users.is_none()
+                && !inner.registered.contains(token)
             {
-                self.metrics.limit_breach("L26");
-                return Err(Status::UNAVAILABLE);
+                return Err(Status::NOT_FOUND);
             }
-            inner
-                .streams
-                .insert(token.to_owned(), Stream::new(self.config.default_maxpoints));
-            self.metrics.streams.fetch_add(1, Ordering::Relaxed);
+            self.create_locked(inner, token, self.config.default_maxpoints, conn.peer)?;
         }
         let stream = inner.streams.get_mut(token).ok_or(Status::INTERNAL)?;
         match &stream.writer {
@@ -502,6 +656,8 @@ impl Store {
 pub struct StreamSummary {
     /// The token.
     pub token: String,
+    /// The read id (pages and feeds).
+    pub read_id: String,
     /// The newest seq.
     pub last_seq: u64,
     /// Window length.
@@ -513,8 +669,10 @@ pub struct StreamSummary {
 }
 
 impl Stream {
-    fn new(maxpoints: usize) -> Stream {
+    fn new(maxpoints: usize, read_id: String) -> Stream {
         Stream {
+            read_id,
+            idle_since: Instant::now(),
             epoch: new_epoch(),
             last_seq: 0,
             maxpoints,
@@ -643,7 +801,7 @@ impl Stream {
     }
 
     /// Starts a new history from `initial` arrays (a figure was created or replaced).
-    fn restart(&mut self, initial: Vec<(String, Vec<Value>)>) {
+    fn restart(&mut self, initial: Vec<(String, Vec<Value>)>, budget: usize) {
         self.epoch = new_epoch();
         self.last_seq = 0;
         self.window.clear();
@@ -663,6 +821,14 @@ impl Stream {
                 .collect();
             self.bytes += deque.iter().map(|(_, _, n)| n).sum::<usize>();
             self.window.insert(attr, deque);
+        }
+        // L24 holds for a figure's initial data too: evict the oldest index until it fits.
+        while self.bytes > budget && self.count() > 0 {
+            for deque in self.window.values_mut() {
+                if let Some((_, _, old)) = deque.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(old);
+                }
+            }
         }
     }
 
@@ -799,6 +965,9 @@ fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
     scratch.len() + 1
 }
 
+/// L43: peers whose creation allowance is remembered before full buckets are forgotten.
+const ALLOWANCE_PEERS: usize = 65_536;
+
 /// maxpoints as plotly.js reads it (PROTOCOL.md §3.4): truncated, clamped to 0..=max.
 pub fn clamp_maxpoints(mp: f64, max: usize) -> usize {
     if !mp.is_finite() || mp <= 0.0 {
@@ -881,13 +1050,13 @@ mod tests {
     }
 
     fn inspect(s: &Store, token: &str) -> serde_json::Value {
-        serde_json::from_str(&s.inspect(token).unwrap()).unwrap()
+        serde_json::from_str(&s.inspect(token, true).unwrap()).unwrap()
     }
 
     #[test]
     fn window_keeps_the_newest_maxpoints_and_replaces_arrays() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 3, Vec::new());
+        s.bind_trace("tok1", 3, Some(Vec::new()), None).unwrap();
         for n in 1..=5 {
             apply(&s, &c, "tok1", &format!("{{\"x\":{n},\"y\":{n}}}")).unwrap();
         }
@@ -945,13 +1114,13 @@ mod tests {
     #[test]
     fn retired_tokens_get_449_then_403() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 10, Vec::new());
+        s.bind_trace("tok1", 10, Some(Vec::new()), None).unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         s.retire_token("tok1");
         assert_eq!(c.kick_status(), Some(Status::RETRY_WITH));
         let c2 = s.new_conn();
         assert_eq!(apply(&s, &c2, "tok1", r#"{"x":2}"#), Err(Status::FORBIDDEN));
-        s.bind_trace("tok1", 10, Vec::new());
+        s.bind_trace("tok1", 10, Some(Vec::new()), None).unwrap();
         assert_eq!(
             apply(&s, &c2, "tok1", r#"{"x":3}"#),
             Ok(1),
@@ -965,7 +1134,13 @@ mod tests {
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let mut sub = s.subscribe("tok1").unwrap().unwrap();
         let epoch = sub.epoch.clone();
-        s.bind_trace("tok1", 80, vec![("x".to_owned(), vec![Value::Number(9.0)])]);
+        s.bind_trace(
+            "tok1",
+            80,
+            Some(vec![("x".to_owned(), vec![Value::Number(9.0)])]),
+            None,
+        )
+        .unwrap();
         assert!(matches!(sub.rx.try_recv(), Ok(ViewerMsg::Reset("epoch"))));
         let st = inspect(&s, "tok1");
         assert_ne!(st["epoch"].as_str().unwrap(), epoch);

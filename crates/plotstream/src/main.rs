@@ -48,6 +48,15 @@ enum Command {
     Load(plotstream_load::load::LoadArgs),
     /// Check any stream endpoint against the protocol and the adversarial catalogue.
     Conform(plotstream_load::conform::ConformArgs),
+    /// Manage the accounts of keys mode (`serve --users FILE`): user name, API key, stream ids.
+    ///
+    /// Examples:
+    ///   plotstream user add demo --users users.jsonl
+    ///   plotstream user add demo --users users.jsonl --api-key demokey123 --stream-ids 2
+    ///   plotstream user rotate-key demo --users users.jsonl
+    ///   plotstream user list --users users.jsonl
+    #[command(verbatim_doc_comment)]
+    User(UserArgs),
     /// Print new stream tokens: 10 characters of [a-z0-9] from the OS random source.
     Token {
         /// How many tokens.
@@ -124,9 +133,68 @@ struct ServeArgs {
     /// Seed for the faults' random choices: the same seed gives the same fault sequence.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keys mode: accounts from this users file (`plotstream user add NAME --users FILE`).
+    /// REST calls authenticate with the user name and API key chart_studio sends, only a
+    /// file's owner changes it, only users' stream ids stream, and no page or listing shows a
+    /// write token. Needed to listen beyond loopback (or pass --open).
+    #[arg(long)]
+    users: Option<PathBuf>,
+    /// Allow listening on non-loopback addresses without --users: anyone who can reach the
+    /// server can then create streams and plots (protected mode is the default).
+    #[arg(long)]
+    open: bool,
+    /// New streams one peer address may create in a burst; the allowance refills at this
+    /// many per hour (L43; 0 = no limit, e.g. for load tests with many streams).
+    #[arg(long, default_value_t = 1000)]
+    new_streams_per_peer: u32,
+    /// Streams created by ingest that nobody writes to or watches are dropped after this long
+    /// (L27).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    idle_stream_ttl: Duration,
     /// Persistence directory (not built yet).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct UserArgs {
+    #[command(subcommand)]
+    action: UserAction,
+    /// The users file that `plotstream serve --users FILE` reads (created if missing).
+    #[arg(long, global = true)]
+    users: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create a user; prints {"username", "api_key", "stream_ids"} as one JSON line. The key is
+    /// shown only here: the file keeps a salted hash.
+    Add {
+        /// `[A-Za-z0-9_.-]{1,64}`.
+        name: String,
+        /// How many stream tokens to issue to the user.
+        #[arg(long, default_value_t = 5)]
+        stream_ids: usize,
+        /// Use this key instead of a random one (at least 10 characters), e.g. the one an
+        /// existing ~/.plotly/.credentials holds.
+        #[arg(long)]
+        api_key: Option<String>,
+    },
+    /// List users and their stream ids (never keys).
+    List,
+    /// Remove a user: their key and stream ids stop working.
+    Remove {
+        /// The user.
+        name: String,
+    },
+    /// Give a user a new API key; the old one stops working at once. Prints the new key.
+    RotateKey {
+        /// The user.
+        name: String,
+        /// Use this key instead of a random one (at least 10 characters).
+        #[arg(long)]
+        api_key: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -196,6 +264,7 @@ fn real_main() -> Result<()> {
             Command::Demo(args) => demo::demo(&args.target, &args.token, args.interval, None).await,
             Command::Load(args) => exit_with(plotstream_load::load::run(args).await?),
             Command::Conform(args) => exit_with(plotstream_load::conform::run(args).await?),
+            Command::User(args) => user(args),
             Command::Token { count } => {
                 for _ in 0..count {
                     println!("{}", plotstream_server::new_token());
@@ -206,9 +275,130 @@ fn real_main() -> Result<()> {
     })
 }
 
+fn user(args: UserArgs) -> Result<()> {
+    use plotstream_server::users::{self, UserRecord, UsersError};
+    let Some(path) = args.users else {
+        bail!("--users FILE is required (the file `plotstream serve --users FILE` reads)");
+    };
+    let chosen_key = |key: Option<String>| -> Result<String> {
+        match key {
+            Some(k) if k.chars().count() < users::MIN_KEY_LEN => {
+                bail!(
+                    "an API key needs at least {} characters",
+                    users::MIN_KEY_LEN
+                )
+            }
+            Some(k) if k.chars().any(|c| c.is_control() || c == ':') => {
+                bail!("an API key may not contain ':' or control characters")
+            }
+            Some(k) => Ok(k),
+            None => Ok(users::new_api_key()),
+        }
+    };
+    match args.action {
+        UserAction::Add {
+            name,
+            stream_ids,
+            api_key,
+        } => {
+            if !users::valid_username(&name) {
+                bail!("user names are 1 to 64 characters of [A-Za-z0-9_.-]");
+            }
+            if stream_ids > users::MAX_TOKENS_PER_USER {
+                bail!(
+                    "at most {} stream ids per user (L49)",
+                    users::MAX_TOKENS_PER_USER
+                );
+            }
+            let key = chosen_key(api_key)?;
+            let tokens = users::modify(&path, |all| {
+                if all.iter().any(|u| u.username == name) {
+                    return Err(UsersError::Refused(format!("user {name} exists")));
+                }
+                let taken: std::collections::HashSet<&String> =
+                    all.iter().flat_map(|u| &u.stream_ids).collect();
+                let mut tokens = Vec::new();
+                while tokens.len() < stream_ids {
+                    let t = plotstream_server::new_token();
+                    if !taken.contains(&t) && !tokens.contains(&t) {
+                        tokens.push(t);
+                    }
+                }
+                all.push(UserRecord::new(&name, &key, tokens.clone()));
+                Ok(tokens)
+            })?;
+            println!(
+                "{}",
+                serde_json::json!({"username": name, "api_key": key, "stream_ids": tokens})
+            );
+        }
+        UserAction::List => {
+            for u in users::load(&path)? {
+                println!(
+                    "{}",
+                    serde_json::json!({"username": u.username, "stream_ids": u.stream_ids})
+                );
+            }
+        }
+        UserAction::Remove { name } => {
+            users::modify(&path, |all| {
+                let before = all.len();
+                all.retain(|u| u.username != name);
+                if all.len() == before {
+                    return Err(UsersError::Refused(format!("no user {name}")));
+                }
+                Ok(())
+            })?;
+            eprintln!("removed {name}");
+        }
+        UserAction::RotateKey { name, api_key } => {
+            let key = chosen_key(api_key)?;
+            users::modify(&path, |all| {
+                let u = all
+                    .iter_mut()
+                    .find(|u| u.username == name)
+                    .ok_or_else(|| UsersError::Refused(format!("no user {name}")))?;
+                u.set_key(&key);
+                Ok(())
+            })?;
+            println!("{}", serde_json::json!({"username": name, "api_key": key}));
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     if args.data_dir.is_some() {
         bail!("--data-dir (persistence) is not built yet");
+    }
+    let users = match &args.users {
+        Some(path) => Some(std::sync::Arc::new(
+            plotstream_server::users::Users::open(path).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    // Protected mode (Redis's model): without accounts, serve loopback only unless told.
+    if users.is_none() && !args.open {
+        if let Some(addr) = args
+            .listen
+            .iter()
+            .chain(&args.tls_listen)
+            .find(|a| !a.ip().is_loopback())
+        {
+            bail!(
+                "refusing to listen on {addr} without accounts (protected mode): anyone who can \
+                 reach it could create, replace and read every stream and plot. Add a user with \
+                 `plotstream user add NAME --users users.jsonl` and pass `--users users.jsonl`, \
+                 or pass --open to serve the network without accounts"
+            );
+        }
+    }
+    if let Some(u) = &users {
+        eprintln!(
+            "keys mode: {} users from {}",
+            u.snapshot().len(),
+            u.path().display()
+        );
     }
     let mut config = Config::default();
     config.limits.idle = args.idle_timeout;
@@ -230,6 +420,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         takeover: matches!(args.on_duplicate, OnDuplicate::Takeover),
         default_maxpoints: args.default_maxpoints.min(args.max_maxpoints),
         max_maxpoints: args.max_maxpoints,
+        new_streams_per_peer: args.new_streams_per_peer,
+        idle_stream_ttl: args.idle_stream_ttl,
+        users,
         ..StoreConfig::default()
     };
     let mut listeners = Vec::new();
