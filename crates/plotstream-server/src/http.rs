@@ -308,7 +308,7 @@ pub async fn read_body(
             }
         }
     };
-    let deadline = tokio::time::Instant::now() + REST_BODY_DEADLINE;
+    let deadline = tokio::time::Instant::now() + shared.config.rest_body_deadline;
     let mut body = Vec::with_capacity(len.min(rest.len().max(64 * 1024)));
     let take = rest.len().min(len);
     body.extend_from_slice(&rest.split_to(take));
@@ -326,9 +326,6 @@ pub async fn read_body(
     }
     Ok(body)
 }
-
-/// L44: a REST body must arrive whole within this long.
-pub const REST_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// L53: tokens issued by one `POST /api/tokens`.
 pub const MAX_TOKENS_PER_CALL: usize = 100;

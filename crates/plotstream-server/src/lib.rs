@@ -67,6 +67,8 @@ pub struct Config {
     pub faults: Vec<faults::Fault>,
     /// `--seed`: makes injected faults reproducible.
     pub seed: u64,
+    /// L44: a REST body must arrive whole within this long.
+    pub rest_body_deadline: Duration,
     /// L46–L48: the REST file registry's budgets.
     pub files: files::FileLimits,
 }
@@ -88,6 +90,7 @@ impl Default for Config {
             max_connections_per_peer: 256,
             faults: Vec::new(),
             seed: 0,
+            rest_body_deadline: Duration::from_secs(30),
             files: files::FileLimits::default(),
         }
     }

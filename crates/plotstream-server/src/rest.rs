@@ -388,10 +388,10 @@ fn check_figure(shared: &Shared, user: &str, plot: &Plot) -> Result<(), Response
     Ok(())
 }
 
-/// Binds the figure's streamed traces. A token the replaced figure named restarts from the
-/// new data (a re-run, PROTOCOL.md §7.5); a token new to this figure adopts its stream as it
-/// is, so naming a live stream never wipes it. Tokens the figure dropped, and that no other
-/// figure of the owner names, end with 449, then 403.
+/// Binds the figure's streamed traces (`Store::bind_trace`: a re-run restarts the streams
+/// the figure claims; another user's live stream is adopted, never wiped). Tokens the figure
+/// dropped, and that no other figure of the owner names, end with 449, then 403, if this
+/// owner's figure claimed them.
 fn bind_figure(
     shared: &Shared,
     user: &str,
@@ -412,11 +412,11 @@ fn bind_figure(
             .map_or(shared.config.store.default_maxpoints, |mp| {
                 clamp_maxpoints(mp, shared.config.store.max_maxpoints)
             });
-        let restart = old_tokens.contains(&token) || shared.store.read_id(&token).is_none();
-        let initial = restart.then(|| initial_data(shared, user, &trace));
+        let rerun = old_tokens.contains(&token);
+        let initial = initial_data(shared, user, &trace);
         if shared
             .store
-            .bind_trace(&token, maxpoints, initial, Some(peer))
+            .bind_trace(&token, maxpoints, initial, rerun, user, Some(peer))
             .is_err()
         {
             return Err(error(403, "stream limit reached (L26, L43)"));
@@ -425,7 +425,7 @@ fn bind_figure(
     }
     for token in old_tokens {
         if !kept.contains(&token) && !shared.files.names_token(user, &token, fid) {
-            shared.store.retire_token(&token);
+            shared.store.retire_token(&token, user);
         }
     }
     Ok(())

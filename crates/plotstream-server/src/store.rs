@@ -174,6 +174,9 @@ struct Inner {
 
 #[derive(Debug)]
 struct Stream {
+    /// The user whose figure created (or, in keys mode, owns) the stream: only its figures
+    /// reshape or retire it.
+    claimed_by: Option<String>,
     /// The id pages and feeds use (12 random `[a-z0-9]`): never the write token.
     read_id: String,
     /// When the stream last had a writer or a viewer (L27).
@@ -431,44 +434,56 @@ impl Store {
         }
     }
 
-    /// Binds `token` to a figure trace (PROTOCOL.md §1.4, §7.5): registers it and sets its
-    /// maxpoints. With `initial` the window restarts from the trace's arrays: history is lost,
-    /// so the stream gets a new epoch and its viewers a `reset` (epoch) and a fresh snapshot.
-    /// Without, an existing stream is adopted as it is. A new stream counts against L25, L26
-    /// and `peer`'s allowance (L43) like any other.
+    /// Binds `token` to a trace of `owner`'s figure (PROTOCOL.md §1.4, §7.5) and registers it.
+    ///
+    /// A figure claims the stream it creates (and, in keys mode, any stream of a token its
+    /// owner holds). Only the claimant's figure changes the stream: sets its maxpoints and, on
+    /// a re-run (`rerun`: the replaced figure named the token too), restarts its window from
+    /// `initial` (a new epoch; viewers get `reset` (epoch) and a fresh snapshot). Anyone
+    /// else's figure adopts the stream as it is: naming a live stream never wipes or trims it.
+    /// A new stream counts against L25, L26 and `peer`'s allowance (L43) like any other.
     pub fn bind_trace(
         &self,
         token: &str,
         maxpoints: usize,
-        initial: Option<Vec<(String, Vec<Value>)>>,
+        initial: Vec<(String, Vec<Value>)>,
+        rerun: bool,
+        owner: &str,
         peer: Option<IpAddr>,
     ) -> Result<(), Refusal> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let maxpoints = maxpoints.min(self.config.max_maxpoints);
-        if !inner.streams.contains_key(token) {
+        let created = !inner.streams.contains_key(token);
+        if created {
             self.create_locked(inner, token, maxpoints, peer)?;
         }
         inner.registered.insert(token.to_owned());
-        inner.retired.remove(token);
+        // A retired token named again starts over, like a re-run.
+        let rerun = inner.retired.remove(token) || rerun;
         let Inner {
             streams,
             total_bytes,
             ..
         } = inner;
         let stream = streams.get_mut(token).ok_or(Status::INTERNAL)?;
+        if created || self.config.users.is_some() {
+            stream.claimed_by = Some(owner.to_owned());
+        }
+        if stream.claimed_by.as_deref() != Some(owner) {
+            return Ok(());
+        }
         let before = stream.bytes;
         stream.maxpoints = maxpoints;
-        match initial {
-            Some(initial)
-                if stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty() =>
-            {
-                stream.restart(initial, self.config.stream_bytes);
-                for v in &stream.viewers {
-                    let _ = v.tx.try_send(ViewerMsg::Reset("epoch"));
-                }
+        if (created || rerun)
+            && (stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty())
+        {
+            stream.restart(initial, self.config.stream_bytes);
+            for v in &stream.viewers {
+                let _ = v.tx.try_send(ViewerMsg::Reset("epoch"));
             }
-            _ => stream.trim(),
+        } else {
+            stream.trim();
         }
         *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
         Ok(())
@@ -580,10 +595,18 @@ impl Store {
         Ok(())
     }
 
-    /// `token` is no longer named by any figure: a live writer ends with 449, later use gets
-    /// 403 (PROTOCOL.md §4.2, §7.5).
-    pub fn retire_token(&self, token: &str) {
+    /// `token` is no longer named by any figure of `owner`: if `owner`'s figure claimed its
+    /// stream, a live writer ends with 449 and later use gets 403 (PROTOCOL.md §4.2, §7.5).
+    /// A stream claimed by nobody else's figure is left alone.
+    pub fn retire_token(&self, token: &str, owner: &str) {
         let mut inner = self.lock();
+        if inner
+            .streams
+            .get(token)
+            .is_some_and(|s| s.claimed_by.as_deref() != Some(owner))
+        {
+            return;
+        }
         inner.retired.insert(token.to_owned());
         inner.registered.remove(token);
         if let Some(stream) = inner.streams.get_mut(token) {
@@ -671,6 +694,7 @@ pub struct StreamSummary {
 impl Stream {
     fn new(maxpoints: usize, read_id: String) -> Stream {
         Stream {
+            claimed_by: None,
             read_id,
             idle_since: Instant::now(),
             epoch: new_epoch(),
@@ -1056,7 +1080,8 @@ mod tests {
     #[test]
     fn window_keeps_the_newest_maxpoints_and_replaces_arrays() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 3, Some(Vec::new()), None).unwrap();
+        s.bind_trace("tok1", 3, Vec::new(), false, "u", None)
+            .unwrap();
         for n in 1..=5 {
             apply(&s, &c, "tok1", &format!("{{\"x\":{n},\"y\":{n}}}")).unwrap();
         }
@@ -1112,15 +1137,35 @@ mod tests {
     }
 
     #[test]
+    fn another_users_figure_adopts_a_live_stream_without_wiping_or_retiring_it() {
+        let (s, c) = store(StoreConfig::default());
+        s.bind_trace("tok1", 500, Vec::new(), false, "victim", None)
+            .unwrap();
+        apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
+        let before = inspect(&s, "tok1");
+        s.bind_trace("tok1", 1, vec![("x".into(), vec![])], true, "mallory", None)
+            .unwrap();
+        s.retire_token("tok1", "mallory");
+        let after = inspect(&s, "tok1");
+        assert_eq!(before["epoch"], after["epoch"]);
+        assert_eq!(after["maxpoints"], 500);
+        assert_eq!(after["window"]["x"], serde_json::json!([1]));
+        assert_eq!(c.kick_status(), None);
+        assert_eq!(apply(&s, &c, "tok1", r#"{"x":2}"#), Ok(2));
+    }
+
+    #[test]
     fn retired_tokens_get_449_then_403() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 10, Some(Vec::new()), None).unwrap();
+        s.bind_trace("tok1", 10, Vec::new(), false, "u", None)
+            .unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
-        s.retire_token("tok1");
+        s.retire_token("tok1", "u");
         assert_eq!(c.kick_status(), Some(Status::RETRY_WITH));
         let c2 = s.new_conn();
         assert_eq!(apply(&s, &c2, "tok1", r#"{"x":2}"#), Err(Status::FORBIDDEN));
-        s.bind_trace("tok1", 10, Some(Vec::new()), None).unwrap();
+        s.bind_trace("tok1", 10, Vec::new(), false, "u", None)
+            .unwrap();
         assert_eq!(
             apply(&s, &c2, "tok1", r#"{"x":3}"#),
             Ok(1),
@@ -1131,13 +1176,17 @@ mod tests {
     #[test]
     fn a_figure_restart_gives_viewers_an_epoch_reset() {
         let (s, c) = store(StoreConfig::default());
+        s.bind_trace("tok1", 500, Vec::new(), false, "u", None)
+            .unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let mut sub = s.subscribe("tok1").unwrap().unwrap();
         let epoch = sub.epoch.clone();
         s.bind_trace(
             "tok1",
             80,
-            Some(vec![("x".to_owned(), vec![Value::Number(9.0)])]),
+            vec![("x".to_owned(), vec![Value::Number(9.0)])],
+            true,
+            "u",
             None,
         )
         .unwrap();

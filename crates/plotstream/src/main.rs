@@ -151,6 +151,18 @@ struct ServeArgs {
     /// (L27).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     idle_stream_ttl: Duration,
+    /// A REST or /clientresp body must arrive whole within this long (L44).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    rest_body_timeout: Duration,
+    /// Files (grids, plots, folders) one user may keep (L46).
+    #[arg(long, default_value_t = 1000)]
+    max_files_per_user: usize,
+    /// Megabytes of figures and grids one user may keep (L47).
+    #[arg(long, default_value_t = 64)]
+    user_quota_mb: usize,
+    /// Megabytes of figures and grids all users together may keep (L48).
+    #[arg(long, default_value_t = 512)]
+    rest_quota_mb: usize,
     /// Persistence directory (not built yet).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -411,6 +423,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.seed = args.seed;
     config.max_connections_per_peer = args.max_connections_per_peer;
     config.linger = args.linger;
+    config.rest_body_deadline = args.rest_body_timeout;
+    config.files = plotstream_server::files::FileLimits {
+        files_per_user: args.max_files_per_user,
+        bytes_per_user: args.user_quota_mb << 20,
+        bytes_total: args.rest_quota_mb << 20,
+    };
     config.plotly_js = args.plotly_js;
     if let Some(dir) = args.viewer_dir {
         config.viewer_dir = dir;
