@@ -39,7 +39,7 @@ pub fn index(shared: &Shared) -> String {
         ));
     }
     let mut plots = String::new();
-    let (listed, _more_plots) = shared.files.plots(false, INDEX_ROWS);
+    let (listed, more_plots) = shared.files.plots(false, INDEX_ROWS);
     for entry in listed {
         let (fid, path) = (entry.fid, entry.path);
         if let Some((user, n)) = crate::files::split_fid(&fid) {
@@ -48,6 +48,9 @@ pub fn index(shared: &Shared) -> String {
                 "<li><a href=\"/~{user}/{n}/\">{fid}</a> {name}</li>\n"
             ));
         }
+    }
+    if more_plots > 0 {
+        plots.push_str(&format!("<li>and {more_plots} more plots</li>"));
     }
     if rows.is_empty() {
         rows.push_str("<tr><td colspan=5>No streams yet. Point a Plotly streaming client at this server.</td></tr>");

@@ -20,6 +20,7 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_plotstream");
 
 /// A running `plotstream serve`, stopped (by PID) on drop.
+#[allow(missing_debug_implementations)]
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
@@ -227,6 +228,7 @@ pub fn user_cmd(users: &Path, args: &[&str]) -> serde_json::Value {
 }
 
 /// A user's credentials as `user add` printed them.
+#[derive(Debug)]
 pub struct Account {
     pub name: String,
     pub key: String,
