@@ -333,11 +333,11 @@ async fn relay(
             ) = (fault, is_heartbeat)
             {
                 line_idx += 1;
-                if line_idx % drop_every == 0 {
+                if line_idx.is_multiple_of(drop_every) {
                     dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                if line_idx % repeat_every == 0 {
+                if line_idx.is_multiple_of(repeat_every) {
                     repeated.fetch_add(1, Ordering::Relaxed);
                     send(piece.clone());
                 }

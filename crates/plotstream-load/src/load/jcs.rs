@@ -53,7 +53,7 @@ fn even_on_ties(f: f64, digits: &mut Vec<u8>, exp: &mut i32) {
     let (mantissa, long_exp) = long.split_once('e').unwrap_or((&long, "0"));
     let exact: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
     let is_tie = exact.get(n) == Some(&b'5') && exact[n + 1..].iter().all(|&d| d == b'0');
-    if !is_tie || digits.last().is_some_and(|d| (d - b'0') % 2 == 0) {
+    if !is_tie || digits.last().is_some_and(|d| (d - b'0').is_multiple_of(2)) {
         return;
     }
     let floor = &exact[..n];
