@@ -38,9 +38,13 @@ impl Response {
         Response::new(status, "application/json", body)
     }
 
-    /// HTML.
-    pub fn html(body: impl Into<Vec<u8>>) -> Response {
-        Response::new(200, "text/html; charset=utf-8", body)
+    /// HTML, with the headers every page carries: `csp` (from [`pages::csp`]), no MIME
+    /// sniffing, and no `Referer` (page URLs may hold share keys and tokens).
+    pub fn html(status: u16, body: impl Into<Vec<u8>>, csp: String) -> Response {
+        Response::new(status, "text/html; charset=utf-8", body)
+            .header("Content-Security-Policy", csp)
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Referrer-Policy", "no-referrer")
     }
 
     /// A plain-text error with the legacy message of `status`.
@@ -84,7 +88,7 @@ pub async fn serve(
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = head.method.as_str();
     let response = match (method, segments.as_slice()) {
-        ("GET", [""]) => Response::html(pages::index(&shared)),
+        ("GET", [""]) => pages::index(&shared),
         ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok"),
         ("GET", ["metrics"]) => {
             Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())
@@ -101,7 +105,7 @@ pub async fn serve(
         }
         ("GET", ["streams", token]) => {
             if plotstream_proto::Token::parse(token.as_bytes()).is_some() {
-                Response::html(pages::stream_page(&shared, token))
+                pages::stream_page(&shared, token)
             } else {
                 Response::error(Status::NOT_FOUND)
             }
@@ -116,11 +120,10 @@ pub async fn serve(
         },
         ("GET", [user, n] | [user, n, ""]) if user.starts_with('~') => {
             let user = &user[1..];
+            let embed = n.ends_with(".embed");
             match crate::rest::page_fid(&shared, user, n) {
-                Some(fid) => {
-                    Response::html(pages::figure_page(&shared, &fid, n.ends_with(".embed")))
-                }
-                None => Response::new(404, "text/html; charset=utf-8", pages::not_found()),
+                Some(fid) => pages::figure_page(&shared, &fid, embed),
+                None => pages::not_found(&shared, embed),
             }
         }
         (_, ["v2", ..]) => crate::rest::serve_v2(&mut stream, &head, &mut rest, &shared).await,
