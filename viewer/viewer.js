@@ -10,16 +10,16 @@
   var countEl = document.getElementById("count");
   var plotMode = el.dataset.mode === "plot";
 
-  // Without plotly.js (no `npm install` in viewer/, and no network for the CDN fallback) nothing
-  // can be drawn; say so instead of showing "live" over an empty page.
+  // The server serves the plotly.js built into it; only a `--plotly-js` file or URL that cannot
+  // be loaded leaves the page without one. Say so instead of showing "live" over an empty page.
   if (!window.Plotly) {
     if (stateEl) {
       stateEl.textContent = "plotly.js did not load";
       stateEl.className = "state error";
     }
     el.className = "plot-error";
-    el.textContent = "plotly.js did not load: run `npm install` in the server's viewer/ directory, " +
-      "or start the server with --plotly-js.";
+    el.textContent = "plotly.js did not load: check the server's --plotly-js option " +
+      "(the browser console names the failed request).";
     return;
   }
 
@@ -47,8 +47,69 @@
     obj[parts[parts.length - 1]] = value;
   }
 
+  // plotly.js 3 dropped attributes that figures written for plotly.js 1 and 2 still carry, and
+  // the old clients send layouts and traces as their users wrote them: a string `title` (now
+  // `title.text`), `titlefont`/`titleside`/`titleposition`/`titleoffset` (now under `title`),
+  // `autotick` (now `tickmode`), `bardir` (now `orientation`) and `annotations[].ref` (now
+  // `xref`/`yref`). This rewrites them, in place, into their v3 forms.
+  var TITLE_PARTS = { titlefont: "font", titleside: "side", titleposition: "position", titleoffset: "offset" };
+  var OPAQUE = { customdata: true, meta: true, ids: true }; // user data, never plotly.js attributes
+
+  function modernize(obj) {
+    if (Array.isArray(obj)) {
+      // Data arrays hold numbers or strings; only arrays of containers (annotations…) are walked.
+      if (obj.length && obj[0] !== null && typeof obj[0] === "object") { obj.forEach(modernize); }
+      return obj;
+    }
+    if (obj === null || typeof obj !== "object") return obj;
+    if (typeof obj.title === "string" || typeof obj.title === "number") { obj.title = { text: String(obj.title) }; }
+    Object.keys(TITLE_PARTS).forEach(function (old) {
+      if (obj[old] === undefined) return;
+      if (obj.title === null || typeof obj.title !== "object") { obj.title = {}; }
+      if (obj.title[TITLE_PARTS[old]] === undefined) { obj.title[TITLE_PARTS[old]] = obj[old]; }
+      delete obj[old];
+    });
+    if (obj.autotick !== undefined) {
+      if (obj.tickmode === undefined) { obj.tickmode = obj.autotick ? "auto" : "linear"; }
+      delete obj.autotick;
+    }
+    if (obj.bardir !== undefined) {
+      if (obj.orientation === undefined) { obj.orientation = obj.bardir; }
+      delete obj.bardir;
+    }
+    if (Array.isArray(obj.annotations)) {
+      obj.annotations.forEach(function (a) {
+        if (a && a.ref !== undefined) {
+          if (a.xref === undefined) { a.xref = a.ref; }
+          if (a.yref === undefined) { a.yref = a.ref; }
+          delete a.ref;
+        }
+      });
+    }
+    Object.keys(obj).forEach(function (k) {
+      if (!OPAQUE[k] && obj[k] !== null && typeof obj[k] === "object") { modernize(obj[k]); }
+    });
+    return obj;
+  }
+
+  // A relayout patch names attributes by path, and setting a container replaces it whole:
+  // "title": "t" -> "title.text", "yaxis.titlefont" -> "yaxis.title.font".
+  function modernizePatch(patch) {
+    var out = {};
+    Object.keys(patch).forEach(function (k) {
+      var m = /^(.*\.)?(title|titlefont|titleside|titleposition|titleoffset)$/.exec(k);
+      var v = patch[k];
+      if (m && m[2] === "title" && (typeof v === "string" || typeof v === "number")) {
+        out[k + ".text"] = String(v); return;
+      }
+      if (m && m[2] !== "title") { out[(m[1] || "") + "title." + TITLE_PARTS[m[2]]] = v; return; }
+      out[k] = v;
+    });
+    return modernize(out);
+  }
+
   function traceFrom(attrs, stream) {
-    var t = Object.assign({ type: "scatter", mode: "lines+markers" }, attrs || {});
+    var t = modernize(Object.assign({ type: "scatter", mode: "lines+markers" }, attrs || {}));
     if (stream) {
       Object.keys(stream.window).forEach(function (k) { setPath(t, k, stream.window[k].slice()); });
       Object.keys(stream.line || {}).forEach(function (k) { setPath(t, "line." + k, stream.line[k]); });
@@ -68,7 +129,7 @@
   }
 
   function draw(data, layout) {
-    var l = Object.assign({ margin: { t: 40, r: 20, b: 40, l: 50 }, uirevision: "keep" }, layout);
+    var l = modernize(Object.assign({ margin: { t: 40, r: 20, b: 40, l: 50 }, uirevision: "keep" }, layout));
     Plotly.react(el, data, l, { responsive: true });
     drawn = true;
     updateCount();
@@ -147,7 +208,7 @@
         t.queue = {};
       }
     });
-    if (layoutPatch) { Plotly.relayout(el, layoutPatch); layoutPatch = null; }
+    if (layoutPatch) { Plotly.relayout(el, modernizePatch(layoutPatch)); layoutPatch = null; }
     var now = performance.now();
     arrivals = arrivals.filter(function (ts) { return now - ts < 2000; });
     if (rateEl) rateEl.textContent = (arrivals.length / 2).toFixed(1) + " points/s";

@@ -2,12 +2,18 @@
 //!
 //! Builds `plotstream`, starts `plotstream serve --demo` on a free port, and runs
 //! `xtask/browser/check.mjs` (playwright-core driving the system's headless Chromium) against
-//! `/streams/demo`. The check passes when the plot has a trace that grows over three seconds,
-//! `#state` says `live` and `#rate` shows a positive rate. It leaves a full-page screenshot in
-//! `<target dir>/browser-check.png`.
+//! it. The check passes when, on `/streams/demo`, the plot has a trace that grows over three
+//! seconds, `#state` says `live` and `#rate` shows a positive rate; when a figure made through
+//! `POST /clientresp` with a plotly.js 2 layout and an HTML-injecting file name draws its points
+//! and titles, and the index shows that name as text without running it; when the figure's
+//! `.embed` page can be framed from another origin and its full page cannot; and when no page
+//! logged a Content-Security-Policy violation or a console error, or requested anything from
+//! another origin. It leaves full-page screenshots in `<target dir>/browser-check.png` (the
+//! live view) and `browser-check-figure.png`.
 //!
 //! Playwright never downloads a browser here: the check needs Chromium from the system (`.ci/run`
-//! installs it) and node with npm; without them the CI step is skipped, not failed.
+//! installs it) and node with npm; without them the CI step is skipped, not failed. plotly.js
+//! comes from the server's binary, so nothing is installed for the viewer.
 
 use std::{
     env,
@@ -59,7 +65,6 @@ pub(crate) fn check_available() -> Result<PathBuf, &'static str> {
 /// start). The server is stopped on every path, including errors.
 pub(crate) fn check(chromium: &Path) -> Result<bool> {
     let root = util::project_root();
-    npm_install(&root.join("viewer"))?;
     npm_install(&root.join("xtask/browser"))?;
     if !util::run_echoed(&mut util::cargo(["build", "-p", "plotstream"]))? {
         bail!("cargo build -p plotstream failed");
@@ -69,14 +74,17 @@ pub(crate) fn check(chromium: &Path) -> Result<bool> {
         .join("debug")
         .join(format!("plotstream{}", env::consts::EXE_SUFFIX));
     let screenshot = target_dir.join(SCREENSHOT_FILE);
+    // check.mjs names the figure page's screenshot after the first one.
+    let figure_screenshot = target_dir.join(FIGURE_SCREENSHOT_FILE);
     // A screenshot of an earlier run must not pass for this one's.
     let _ = std::fs::remove_file(&screenshot);
+    let _ = std::fs::remove_file(&figure_screenshot);
 
     let mut server = Server::start(&binary)?;
-    let url = format!("http://127.0.0.1:{}/streams/demo", server.port);
+    let origin = format!("http://127.0.0.1:{}", server.port);
     let mut node = Command::new("node");
     node.arg(root.join("xtask/browser/check.mjs"))
-        .arg(&url)
+        .arg(&origin)
         .arg(&screenshot)
         .env("CHROMIUM_PATH", chromium)
         .current_dir(&root);
@@ -101,8 +109,10 @@ pub(crate) fn check(chromium: &Path) -> Result<bool> {
             println!("  | {line}");
         }
     }
-    if screenshot.is_file() {
-        println!("browser: screenshot at {}", screenshot.display());
+    for path in [&screenshot, &figure_screenshot] {
+        if path.is_file() {
+            println!("browser: screenshot at {}", path.display());
+        }
     }
     Ok(passed && stopped_cleanly)
 }
@@ -290,8 +300,10 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 const SYSTEM_CHROMIUM: &str = "/usr/bin/chromium";
 const SCREENSHOT_FILE: &str = "browser-check.png";
-/// check.mjs gives the page 20 s to draw and watches it for 3 s; the rest is Chromium's start.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+const FIGURE_SCREENSHOT_FILE: &str = "browser-check-figure.png";
+/// check.mjs gives each of its three pages and the framing check 20 s to draw (about 10 s in
+/// all when they do) and watches the live view for 3 s; the rest is Chromium's start.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 /// The binary is built before it starts, so printing its port takes milliseconds.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The server drains its connections for up to 10 s after SIGTERM (`Config::drain`).

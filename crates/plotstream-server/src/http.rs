@@ -38,9 +38,13 @@ impl Response {
         Response::new(status, "application/json", body)
     }
 
-    /// HTML.
-    pub fn html(body: impl Into<Vec<u8>>) -> Response {
-        Response::new(200, "text/html; charset=utf-8", body)
+    /// HTML, with the headers every page carries: `csp` (from [`pages::csp`]), no MIME
+    /// sniffing, and no `Referer` (page URLs may hold share keys and tokens).
+    pub fn html(status: u16, body: impl Into<Vec<u8>>, csp: String) -> Response {
+        Response::new(status, "text/html; charset=utf-8", body)
+            .header("Content-Security-Policy", csp)
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Referrer-Policy", "no-referrer")
     }
 
     /// A plain-text error with the legacy message of `status`.
@@ -94,7 +98,7 @@ pub async fn serve(
     let keys_mode = shared.config.store.users.is_some();
     let not_found = || Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#);
     let response = match (method, segments.as_slice()) {
-        ("GET", [""]) => Response::html(pages::index(&shared)),
+        ("GET", [""]) => pages::index(&shared),
         ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok"),
         ("GET", ["metrics"]) => {
             Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())
@@ -121,7 +125,7 @@ pub async fn serve(
             if shared.store.resolve(id, !keys_mode).is_some()
                 || (!keys_mode && plotstream_proto::Token::parse(id.as_bytes()).is_some()) =>
         {
-            Response::html(pages::stream_page(&shared, id))
+            pages::stream_page(&shared, id)
         }
         ("GET", ["streams", _]) => Response::error(Status::NOT_FOUND),
         ("GET", ["assets", file]) => pages::asset(&shared, file).await,
@@ -136,18 +140,14 @@ pub async fn serve(
             }
         }
         ("GET", [user, n] | [user, n, ""]) if user.starts_with('~') => {
+            let embed = n.ends_with(".embed");
             let fid = crate::rest::page_fid(&user[1..], n);
             let share_key = head
                 .query()
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("share_key=")));
             match fid.filter(|fid| crate::rest::visible_plot(&shared, &head, fid).is_some()) {
-                Some(fid) => Response::html(pages::figure_page(
-                    &shared,
-                    &fid,
-                    share_key,
-                    n.ends_with(".embed"),
-                )),
-                None => Response::new(404, "text/html; charset=utf-8", pages::not_found()),
+                Some(fid) => pages::figure_page(&shared, &fid, share_key, embed),
+                None => pages::not_found(&shared, embed),
             }
         }
         (_, ["v2", ..]) => {

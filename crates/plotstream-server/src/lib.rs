@@ -34,6 +34,7 @@ use tokio_rustls::rustls::ServerConfig;
 
 pub use http::new_token;
 pub use metrics::Metrics;
+pub use pages::PlotlyJs;
 pub use store::{Store, StoreConfig};
 
 /// Everything `plotstream serve` can be told.
@@ -47,10 +48,11 @@ pub struct Config {
     pub lenient_lines: bool,
     /// `--public-url`: the origin given to clients and pages; else `http://` + Host.
     pub public_url: Option<String>,
-    /// Where plotly.js comes from: a file to serve at `/assets/plotly.min.js`, or a URL.
-    pub plotly_js: Option<String>,
-    /// The `viewer/` directory (its JS, CSS and `node_modules/plotly.js-dist-min`).
-    pub viewer_dir: PathBuf,
+    /// `--plotly-js`: where the pages' plotly.js comes from (the copy in the binary by default).
+    pub plotly_js: PlotlyJs,
+    /// `--viewer-dir`: a development override; `viewer.js` and `viewer.css` are read from this
+    /// directory at every request instead of the copies in the binary.
+    pub viewer_dir: Option<PathBuf>,
     /// L33: lingering close, time.
     pub linger: Duration,
     /// L34: shutdown drain.
@@ -80,8 +82,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             lenient_lines: false,
             public_url: None,
-            plotly_js: None,
-            viewer_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../viewer")),
+            plotly_js: PlotlyJs::Embedded,
+            viewer_dir: None,
             linger: Duration::from_secs(2),
             drain: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),

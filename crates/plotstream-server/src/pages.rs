@@ -1,16 +1,185 @@
-//! HTML pages and static assets. Peer data never reaches the HTML: pages carry only validated
-//! tokens (L7: `[A-Za-z0-9_-]`), and the browser fetches data as JSON over SSE.
+//! HTML pages and static assets.
+//!
+//! Every page is an askama template (`templates/*.html`) rendered from a plain view model:
+//! askama HTML-escapes every interpolated value, so a user name, a file name or a fid can never
+//! become markup, whatever was or was not checked upstream. Rendering is pure; gathering what a
+//! page shows is a separate function. No page carries inline script, and every HTML response
+//! carries the policy of [`csp`].
+//!
+//! The assets come from the binary: plotly.js v3.0.1 from the `plotly` crate, `viewer.js`,
+//! `viewer.css` and plotly.js's licence from `viewer/`. `--viewer-dir` reads the viewer's two
+//! files from disk instead (development), `--plotly-js` serves another plotly.js or loads it
+//! from a URL.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use askama::Template;
+use sha2::{Digest, Sha256};
 
 use crate::http::Response;
 use crate::Shared;
 
-const CDN_PLOTLY: &str = "https://cdn.plot.ly/plotly-2.35.2.min.js";
-
-/// Rows of the stream table on `GET /`.
+/// Rows of the stream table, and of the plot list, on `GET /`.
 pub const INDEX_ROWS: usize = 500;
 
-/// `GET /`: the streams (live ones first, at most [`INDEX_ROWS`]) and the plots.
-pub fn index(shared: &Shared) -> String {
+/// The version of the plotly.js embedded in the binary (the `plotly` crate's `plotly_embed_js`).
+pub const PLOTLY_JS_VERSION: &str = "3.0.1";
+
+/// Where the pages' plotly.js comes from (`--plotly-js PATH|URL`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PlotlyJs {
+    /// The copy in the binary (plotly.js [`PLOTLY_JS_VERSION`]), served at
+    /// `/assets/plotly-<version>.min.js` and cached for a year.
+    #[default]
+    Embedded,
+    /// A file served at `/assets/plotly.min.js` instead.
+    File(PathBuf),
+    /// A URL the pages load; the Content-Security-Policy allows exactly its origin.
+    Url {
+        /// The URL as given.
+        url: String,
+        /// `scheme://host[:port]` of `url`.
+        origin: String,
+    },
+}
+
+impl FromStr for PlotlyJs {
+    type Err = String;
+
+    /// An `http://` or `https://` URL, else a file path.
+    fn from_str(s: &str) -> Result<PlotlyJs, String> {
+        let lower = s.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Ok(PlotlyJs::File(PathBuf::from(s)));
+        }
+        let (scheme, rest) = s.split_once("://").ok_or("not a URL")?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        // The origin goes into a header and a policy: only what a host and port may hold, so it
+        // can neither end the directive (`;`, `,`, space) nor the header (CR, LF).
+        let valid = !authority.is_empty()
+            && !authority.contains('@')
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+        if !valid {
+            return Err(format!(
+                "{s:?}: the URL's host must be a plain host[:port] (letters, digits, `-._:[]`)"
+            ));
+        }
+        if s.bytes().any(|b| b.is_ascii_control() || b == b'"') {
+            return Err(format!("{s:?}: control characters or quotes in the URL"));
+        }
+        Ok(PlotlyJs::Url {
+            url: s.to_owned(),
+            origin: format!("{}://{}", scheme.to_ascii_lowercase(), authority),
+        })
+    }
+}
+
+/// Who may show a page in a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Only pages of this server (`frame-ancestors 'self'`): the index and full views.
+    SameOrigin,
+    /// Any site: `.embed` pages, which notebooks (`py.iplot`, `tls.embed`) put in an iframe.
+    Anywhere,
+}
+
+/// The Content-Security-Policy of every page: scripts only from this server (and the origin of
+/// `--plotly-js URL`), no inline script, no eval, no plugin, no third-party connection.
+///
+/// `style-src` allows inline styles: plotly.js inserts its rules into a `<style>` element it
+/// creates. Inline style cannot run script; inline script stays forbidden.
+pub fn csp(plotly: &PlotlyJs, framing: Framing) -> String {
+    let mut script_src = String::from("'self'");
+    if let PlotlyJs::Url { origin, .. } = plotly {
+        script_src.push(' ');
+        script_src.push_str(origin);
+    }
+    let mut policy = format!(
+        "default-src 'self'; script-src {script_src}; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'none'"
+    );
+    if framing == Framing::SameOrigin {
+        policy.push_str("; frame-ancestors 'self'");
+    }
+    policy
+}
+
+/// What `GET /` shows.
+#[derive(Debug, Clone, Default, Template)]
+#[template(path = "index.html")]
+pub struct IndexPage {
+    /// The streams, in display order; at most [`INDEX_ROWS`].
+    pub streams: Vec<StreamRow>,
+    /// Streams left out.
+    pub more_streams: usize,
+    /// The plots, in display order; at most [`INDEX_ROWS`].
+    pub plots: Vec<PlotRow>,
+    /// Plots left out.
+    pub more_plots: usize,
+}
+
+/// A row of the index's stream table.
+#[derive(Debug, Clone)]
+pub struct StreamRow {
+    /// The stream token.
+    pub token: String,
+    /// The newest seq.
+    pub last_seq: u64,
+    /// Points in the window.
+    pub n_points: usize,
+    /// A writer holds the token.
+    pub writer_connected: bool,
+    /// Subscribed viewers.
+    pub n_viewers: usize,
+}
+
+/// An entry of the index's plot list.
+#[derive(Debug, Clone)]
+pub struct PlotRow {
+    /// The figure page (`/~<user>/<n>/`).
+    pub href: String,
+    /// The link text (the fid).
+    pub label: String,
+    /// The file name, or empty.
+    pub name: String,
+}
+
+/// The live view of one stream or one figure.
+#[derive(Debug, Clone, Template)]
+#[template(path = "viewer.html")]
+pub struct ViewerPage {
+    /// The token or fid, in the title and header.
+    pub name: String,
+    /// Without header, framable from anywhere (`.embed`).
+    pub embed: bool,
+    /// `plot` for a figure (every trace); none for a single stream.
+    pub mode: Option<&'static str>,
+    /// The SSE feed.
+    pub events: String,
+    /// The inspection route polled for the writer's state (single streams).
+    pub inspect: Option<String>,
+    /// Where plotly.js is loaded from.
+    pub plotly_src: String,
+}
+
+/// The page for an unknown figure.
+#[derive(Debug, Clone, Copy, Default, Template)]
+#[template(path = "not_found.html")]
+pub struct NotFoundPage;
+
+/// `GET /`: the streams (live ones first) and the plots, each list capped at [`INDEX_ROWS`].
+pub fn index(shared: &Shared) -> Response {
+    render(shared, 200, &index_rows(shared), Framing::SameOrigin)
+}
+
+/// What the index shows, gathered from the store and the file registry; kept apart from
+/// rendering so that which rows a visitor sees can change on its own.
+pub fn index_rows(shared: &Shared) -> IndexPage {
     let mut streams = shared.store.list();
     // Streams with a writer first (the live ones a visitor looks for), then by token; at most
     // INDEX_ROWS rows, so the page stays small with 10 000 streams (the API lists them all).
@@ -19,141 +188,219 @@ pub fn index(shared: &Shared) -> String {
             .cmp(&a.writer_connected)
             .then_with(|| a.token.cmp(&b.token))
     });
-    let more = streams.len().saturating_sub(INDEX_ROWS);
-    streams.truncate(INDEX_ROWS);
-    let mut rows = String::new();
-    for s in streams {
-        // Stream tokens were validated against L7 before they could create a stream.
-        // Keys mode lists read ids only, never a write token.
-        let t = if shared.config.store.users.is_some() {
-            &s.read_id
-        } else {
-            &s.token
-        };
-        rows.push_str(&format!(
-            "<tr><td><a href=\"/streams/{t}\">{t}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            s.last_seq,
-            s.count,
-            if s.writer_connected { "connected" } else { "-" },
-            s.n_viewers,
-        ));
+    let more_streams = streams.len().saturating_sub(INDEX_ROWS);
+    let streams = streams
+        .into_iter()
+        .take(INDEX_ROWS)
+        .map(|s| StreamRow {
+            // Keys mode lists read ids only, never a write token.
+            token: if shared.config.store.users.is_some() {
+                s.read_id
+            } else {
+                s.token
+            },
+            last_seq: s.last_seq,
+            n_points: s.count,
+            writer_connected: s.writer_connected,
+            n_viewers: s.n_viewers,
+        })
+        .collect();
+    // World-readable plots only: private and secret plots are never listed.
+    let (plots, more_plots) = shared.files.plots(false, INDEX_ROWS);
+    let plots = plots
+        .into_iter()
+        .filter_map(|p| {
+            let (user, n) = crate::files::split_fid(&p.fid)?;
+            Some(PlotRow {
+                href: format!("/~{user}/{n}/"),
+                label: p.fid.clone(),
+                name: p.path.unwrap_or_default(),
+            })
+        })
+        .collect();
+    IndexPage {
+        streams,
+        more_streams,
+        plots,
+        more_plots,
     }
-    let mut plots = String::new();
-    let (listed, more_plots) = shared.files.plots(false, INDEX_ROWS);
-    for entry in listed {
-        let (fid, path) = (entry.fid, entry.path);
-        if let Some((user, n)) = crate::files::split_fid(&fid) {
-            let name = path.map(|p| html_escape(&p)).unwrap_or_default();
-            plots.push_str(&format!(
-                "<li><a href=\"/~{user}/{n}/\">{fid}</a> {name}</li>\n"
-            ));
-        }
-    }
-    if more_plots > 0 {
-        plots.push_str(&format!("<li>and {more_plots} more plots</li>"));
-    }
-    if rows.is_empty() {
-        rows.push_str("<tr><td colspan=5>No streams yet. Point a Plotly streaming client at this server.</td></tr>");
-    }
-    if more > 0 {
-        rows.push_str(&format!(
-            "<tr><td colspan=5>and {more} more streams: <a href=\"/api/streams\">/api/streams</a> lists them all.</td></tr>"
-        ));
-    }
-    format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>plotstream</title>\
-         <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body><main>\
-         <h1>plotstream</h1><p>Live streams on this server.</p>\
-         <table><thead><tr><th>stream</th><th>last seq</th><th>points</th><th>writer</th><th>viewers</th></tr></thead>\
-         <tbody>{rows}</tbody></table><h2>Plots</h2><ul>{plots}</ul></main></body></html>"
-    )
-}
-
-/// `GET /~{user}/{n}/` and `.embed`: the live view of a figure, every trace.
-pub fn figure_page(shared: &Shared, fid: &str, share_key: Option<&str>, embed: bool) -> String {
-    // The feed needs the same key the page was opened with.
-    let key = share_key
-        .filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .map_or(String::new(), |k| format!("?share_key={k}"));
-    let plotly = plotly_src(shared);
-    // fids are `<user>:<n>` with a validated user name and a number.
-    let header = if embed {
-        String::new()
-    } else {
-        format!(
-            "<header><a href=\"/\">plotstream</a> <span class=token>{fid}</span>\
-             <span id=state class=state>connecting</span> <span id=rate class=rate></span> <span id=count class=rate></span></header>"
-        )
-    };
-    let class = if embed { " class=embed" } else { "" };
-    format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>{fid} · plotstream</title>\
-         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
-         <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body{class}>{header}\
-         <div id=plot data-mode=plot data-events=\"/api/plots/{fid}/events{key}\"></div>\
-         <script src=\"{plotly}\"></script>\
-         <script>if(!window.Plotly){{document.write('<script src=\"{CDN_PLOTLY}\"><\\/script>')}}</script>\
-         <script src=\"/assets/viewer.js\"></script></body></html>"
-    )
-}
-
-/// The page for an unknown figure.
-pub fn not_found() -> &'static str {
-    "<!doctype html><html><head><meta charset=utf-8><title>not found · plotstream</title></head>\
-     <body><p>No such plot on this server.</p><p><a href=\"/\">All streams and plots</a></p></body></html>"
 }
 
 /// `GET /streams/{token}`: the live view of one stream.
-pub fn stream_page(shared: &Shared, token: &str) -> String {
-    let plotly = plotly_src(shared);
-    format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>{token} · plotstream</title>\
-         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
-         <link rel=icon href=\"data:,\"><link rel=stylesheet href=\"/assets/viewer.css\"></head><body>\
-         <header><a href=\"/\">plotstream</a> <span class=token>{token}</span>\
-         <span id=state class=state>connecting</span> <span id=rate class=rate></span> <span id=count class=rate></span></header>\
-         <div id=plot data-events=\"/api/streams/{token}/events\" data-inspect=\"/api/streams/{token}\"></div>\
-         <script src=\"{plotly}\"></script>\
-         <script>if(!window.Plotly){{document.write('<script src=\"{CDN_PLOTLY}\"><\\/script>')}}</script>\
-         <script src=\"/assets/viewer.js\"></script></body></html>"
-    )
-}
-
-fn plotly_src(shared: &Shared) -> String {
-    match &shared.config.plotly_js {
-        Some(p) if p.starts_with("http://") || p.starts_with("https://") => p.clone(),
-        _ => "/assets/plotly.min.js".to_owned(),
-    }
-}
-
-/// `GET /assets/{file}`: the viewer's files and plotly.js.
-pub async fn asset(shared: &Shared, file: &str) -> Response {
-    let dir = &shared.config.viewer_dir;
-    let (path, content_type) = match file {
-        "viewer.js" => (dir.join("viewer.js"), "text/javascript; charset=utf-8"),
-        "viewer.css" => (dir.join("viewer.css"), "text/css; charset=utf-8"),
-        "plotly.min.js" => {
-            let path = match &shared.config.plotly_js {
-                Some(p) if !p.starts_with("http") => p.into(),
-                _ => dir.join("node_modules/plotly.js-dist-min/plotly.min.js"),
-            };
-            (path, "text/javascript; charset=utf-8")
-        }
-        _ => return Response::new(404, "text/plain", "not found"),
+pub fn stream_page(shared: &Shared, token: &str) -> Response {
+    let page = ViewerPage {
+        name: token.to_owned(),
+        embed: false,
+        mode: None,
+        events: format!("/api/streams/{token}/events"),
+        inspect: Some(format!("/api/streams/{token}")),
+        plotly_src: plotly_src(&shared.config.plotly_js),
     };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => {
-            Response::new(200, content_type, bytes).header("Cache-Control", "max-age=3600")
-        }
-        // Without a local plotly.js the page falls back to the CDN build.
-        Err(_) => Response::new(404, "text/plain", "not found"),
+    render(shared, 200, &page, Framing::SameOrigin)
+}
+
+/// `GET /~{user}/{n}/` and `.embed`: the live view of a figure, every trace. A secret plot's
+/// feed needs the same `share_key` the page was opened with.
+pub fn figure_page(shared: &Shared, fid: &str, share_key: Option<&str>, embed: bool) -> Response {
+    let key = share_key
+        .filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map_or(String::new(), |k| format!("?share_key={k}"));
+    let page = ViewerPage {
+        name: fid.to_owned(),
+        embed,
+        mode: Some("plot"),
+        events: format!("/api/plots/{fid}/events{key}"),
+        inspect: None,
+        plotly_src: plotly_src(&shared.config.plotly_js),
+    };
+    render(shared, 200, &page, framing(embed))
+}
+
+/// `404` for an unknown figure; framable like the `.embed` page it stands for.
+pub fn not_found(shared: &Shared, embed: bool) -> Response {
+    render(shared, 404, &NotFoundPage, framing(embed))
+}
+
+/// `GET /assets/{file}`: plotly.js, its licence and the viewer's files.
+pub async fn asset(shared: &Shared, file: &str) -> Response {
+    let viewer_dir = shared.config.viewer_dir.as_deref();
+    match file {
+        _ if file == versioned_plotly_name() => embedded_plotly(IMMUTABLE),
+        "plotly.min.js" => match &shared.config.plotly_js {
+            PlotlyJs::File(path) => from_disk(path, JS, SHORT_CACHE).await,
+            PlotlyJs::Embedded | PlotlyJs::Url { .. } => embedded_plotly(SHORT_CACHE),
+        },
+        "plotly.js.LICENSE.txt" => asset_response(TEXT, PLOTLY_JS_LICENSE.as_bytes(), SHORT_CACHE),
+        "viewer.js" => match viewer_dir {
+            Some(dir) => from_disk(&dir.join("viewer.js"), JS, NO_CACHE).await,
+            None => asset_response(JS, VIEWER_JS.as_bytes(), SHORT_CACHE),
+        },
+        "viewer.css" => match viewer_dir {
+            Some(dir) => from_disk(&dir.join("viewer.css"), CSS, NO_CACHE).await,
+            None => asset_response(CSS, VIEWER_CSS.as_bytes(), SHORT_CACHE),
+        },
+        _ => Response::new(404, TEXT, "not found"),
     }
 }
 
-/// Escapes text for HTML element content.
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// `/assets/viewer.css?v=<hash of the embedded file>`: a new binary's pages never get a cached
+/// older stylesheet. (With `--viewer-dir` the file is served `no-cache`, so the URL needs no
+/// other version.)
+pub fn viewer_css_href() -> &'static str {
+    static HREF: LazyLock<String> =
+        LazyLock::new(|| format!("/assets/viewer.css?v={}", short_hash(VIEWER_CSS)));
+    &HREF
 }
+
+/// `/assets/viewer.js?v=<hash of the embedded file>`, as [`viewer_css_href`].
+pub fn viewer_js_href() -> &'static str {
+    static HREF: LazyLock<String> =
+        LazyLock::new(|| format!("/assets/viewer.js?v={}", short_hash(VIEWER_JS)));
+    &HREF
+}
+
+/// The body of the first `<script type="text/javascript">…</script>` of `sources`, the string
+/// `plotly::Plot::offline_js_sources()` returns (plotly.js, then MathJax's tex-svg).
+///
+/// Invariant: a script inlined in HTML cannot contain `</script>` (it would end the element),
+/// so the first one after the opening tag ends plotly.js.
+fn cut_first_script(sources: &str) -> Option<&str> {
+    const OPEN: &str = "<script type=\"text/javascript\">";
+    let start = sources.find(OPEN)? + OPEN.len();
+    let len = sources[start..].find("</script>")?;
+    Some(&sources[start..start + len])
+}
+
+fn render(shared: &Shared, status: u16, page: &impl Template, framing: Framing) -> Response {
+    match page.render() {
+        Ok(body) => Response::html(status, body, csp(&shared.config.plotly_js, framing)),
+        // Only a failing Display impl fails a render; the view models hold strings and numbers.
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page failed");
+            Response::new(500, TEXT, "internal error")
+        }
+    }
+}
+
+fn framing(embed: bool) -> Framing {
+    if embed {
+        Framing::Anywhere
+    } else {
+        Framing::SameOrigin
+    }
+}
+
+fn plotly_src(plotly: &PlotlyJs) -> String {
+    match plotly {
+        PlotlyJs::Embedded => format!("/assets/{}", versioned_plotly_name()),
+        PlotlyJs::File(_) => "/assets/plotly.min.js".to_owned(),
+        PlotlyJs::Url { url, .. } => url.clone(),
+    }
+}
+
+fn versioned_plotly_name() -> &'static str {
+    static NAME: LazyLock<String> = LazyLock::new(|| format!("plotly-{PLOTLY_JS_VERSION}.min.js"));
+    &NAME
+}
+
+/// plotly.js v3.0.1 (MIT, Copyright (c) 2021 Plotly, Inc; the licence is
+/// `viewer/LICENSE-plotly.js.txt`, served at `/assets/plotly.js.LICENSE.txt`), cut once from
+/// the copy the `plotly` crate embeds with its `plotly_embed_js` feature. `None` only if that
+/// crate changed its output; a test pins it.
+static PLOTLY_JS: LazyLock<Option<String>> =
+    LazyLock::new(|| cut_first_script(&plotly::Plot::offline_js_sources()).map(str::to_owned));
+
+fn embedded_plotly(cache: &'static str) -> Response {
+    match PLOTLY_JS.as_deref() {
+        Some(js) => asset_response(JS, js.as_bytes(), cache),
+        None => {
+            tracing::error!("the plotly crate's embedded plotly.js could not be found");
+            Response::new(500, TEXT, "plotly.js is missing from this build")
+        }
+    }
+}
+
+fn asset_response(content_type: &'static str, body: &[u8], cache: &'static str) -> Response {
+    Response::new(200, content_type, body)
+        .header("Cache-Control", cache)
+        .header("X-Content-Type-Options", "nosniff")
+}
+
+async fn from_disk(
+    path: &std::path::Path,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => asset_response(content_type, &bytes, cache),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "asset not readable");
+            Response::new(404, TEXT, "not found")
+        }
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `text`.
+fn short_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+static VIEWER_JS: &str = include_str!("../../../viewer/viewer.js");
+static VIEWER_CSS: &str = include_str!("../../../viewer/viewer.css");
+static PLOTLY_JS_LICENSE: &str = include_str!("../../../viewer/LICENSE-plotly.js.txt");
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+/// A versioned URL never changes content.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const SHORT_CACHE: &str = "public, max-age=3600";
+/// `--viewer-dir`: every reload shows the file as it is on disk.
+const NO_CACHE: &str = "no-cache";
+
+#[cfg(test)]
+mod tests;

@@ -818,3 +818,202 @@ async fn a_client_that_reads_late_after_a_big_write_still_gets_the_whole_respons
     drop(s);
     server.stop().await;
 }
+
+impl Reply {
+    /// The value of header `name` (case-insensitive), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        let head = self.text.split_once("\r\n\r\n").map_or("", |(h, _)| h);
+        head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Creates a plot through `POST /clientresp` as chart_studio does (the form is sent raw, as
+/// the server reads it).
+async fn create_plot(server: &Server, user: &str, filename: &str) -> Reply {
+    let body = format!(
+        "un={user}&args=[{{\"x\":[1,2],\"y\":[3,4]}}]&kwargs={{\"filename\":\"{filename}\",\"fileopt\":\"new\"}}"
+    );
+    server
+        .exchange(&format!(
+            "POST /clientresp HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await
+}
+
+/// Every page carries the Content-Security-Policy and loads scripts only by `src` from this
+/// server; user names and file names come out escaped; only `.embed` pages (and their 404)
+/// may be framed by other sites.
+#[tokio::test]
+async fn pages_carry_the_policy_and_no_inline_script() {
+    let server = Server::start(quick()).await;
+    server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(1)))
+        .await;
+    let hostile_user = "<b>u\"'";
+    let hostile_name = "<img src=x onerror=window.__xss=1>";
+    assert_eq!(
+        create_plot(&server, hostile_user, hostile_name)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(create_plot(&server, "alice", "fine").await.status, 200);
+
+    let cases = [
+        ("/", 200, false),
+        ("/streams/tok1", 200, false),
+        ("/~alice/1/", 200, false),
+        ("/~alice/1.embed", 200, true),
+        ("/~alice/9/", 404, false),
+        ("/~alice/9.embed", 404, true),
+    ];
+    for (path, status, embed) in cases {
+        let r = server.get(path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text);
+        let csp = r.header("Content-Security-Policy").unwrap_or_else(|| {
+            panic!("{path}: no Content-Security-Policy: {}", r.text);
+        });
+        assert!(
+            csp.starts_with("default-src 'self'; script-src 'self'; "),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-eval"), "{path}: {csp}");
+        assert_eq!(
+            csp.contains("frame-ancestors 'self'"),
+            !embed,
+            "{path}: {csp}"
+        );
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(r.header("Referrer-Policy"), Some("no-referrer"), "{path}");
+        for (i, _) in r.body().match_indices("<script") {
+            assert!(
+                r.body()[i..].starts_with("<script src=\"/assets/"),
+                "{path}: a script not loaded from /assets/: {}",
+                r.body()
+            );
+        }
+        assert!(!r.body().contains(hostile_name), "{path}: {}", r.body());
+    }
+    let index = server.get("/").await;
+    assert!(
+        index
+            .body()
+            .contains("&#60;img src=x onerror=window.__xss=1&#62;"),
+        "{}",
+        index.body()
+    );
+    assert!(
+        index
+            .body()
+            .contains("href=\"/~&#60;b&#62;u&#34;&#39;/1/\""),
+        "{}",
+        index.body()
+    );
+    assert!(!index.body().contains(hostile_user));
+    let figure = server.get("/~alice/1/").await;
+    assert!(figure
+        .body()
+        .contains("<script src=\"/assets/plotly-3.0.1.min.js\"></script>"));
+    server.stop().await;
+}
+
+/// plotly.js, its licence and the viewer's files come from the binary.
+#[tokio::test]
+async fn assets_come_from_the_binary() {
+    let server = Server::start(quick()).await;
+    let cases = [
+        (
+            "/assets/plotly-3.0.1.min.js",
+            "public, max-age=31536000, immutable",
+            "/**\n* plotly.js v3.0.1\n",
+        ),
+        (
+            "/assets/plotly.min.js",
+            "public, max-age=3600",
+            "/**\n* plotly.js v3.0.1\n",
+        ),
+        (
+            "/assets/plotly.js.LICENSE.txt",
+            "public, max-age=3600",
+            "The MIT License (MIT)\n\nCopyright (c) 2021 Plotly, Inc\n",
+        ),
+        (
+            "/assets/viewer.js?v=0123",
+            "public, max-age=3600",
+            "// plotstream live viewer.",
+        ),
+        ("/assets/viewer.css", "public, max-age=3600", "body {"),
+    ];
+    for (path, cache, start) in cases {
+        let r = server.get(path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("Cache-Control"), Some(cache), "{path}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(
+            r.body().starts_with(start),
+            "{path}: {:?}",
+            &r.body()[..r.body().len().min(80)]
+        );
+    }
+    let js = server.get("/assets/plotly-3.0.1.min.js").await;
+    assert_eq!(js.body().len(), 4_653_932);
+    assert_eq!(server.get("/assets/node_modules").await.status, 404);
+    server.stop().await;
+}
+
+/// `--plotly-js URL`: the pages load it, and the policy allows exactly its origin.
+#[tokio::test]
+async fn a_plotly_js_url_is_loaded_and_allowed() {
+    let config = Config {
+        plotly_js: "https://cdn.example:8443/plotly-3.0.1.min.js"
+            .parse()
+            .unwrap(),
+        ..quick()
+    };
+    let server = Server::start(config).await;
+    let r = server.get("/streams/tok1").await;
+    assert!(
+        r.body()
+            .contains("<script src=\"https://cdn.example:8443/plotly-3.0.1.min.js\"></script>"),
+        "{}",
+        r.body()
+    );
+    let csp = r.header("Content-Security-Policy").unwrap();
+    assert!(
+        csp.contains("; script-src 'self' https://cdn.example:8443; "),
+        "{csp}"
+    );
+    server.stop().await;
+}
+
+/// `GET /` stays small with thousands of plots too (20 000 anonymous plots once made it 5.2 MB).
+#[tokio::test]
+async fn the_index_lists_at_most_500_plots() {
+    let server = Server::start(quick()).await;
+    for i in 0..503 {
+        assert_eq!(
+            create_plot(&server, "anon", &format!("p{i}")).await.status,
+            200
+        );
+    }
+    let index = server.get("/").await;
+    assert_eq!(index.body().matches("<li><a href=\"/~anon/").count(), 500);
+    assert!(
+        index.body().contains("and 3 more plots"),
+        "{}",
+        index.body()
+    );
+    server.stop().await;
+}

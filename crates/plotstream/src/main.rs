@@ -119,10 +119,12 @@ struct ServeArgs {
     /// Open connections allowed from one peer address (0 = no limit; L11).
     #[arg(long, default_value_t = 256)]
     max_connections_per_peer: usize,
-    /// plotly.js to serve: a file path, or a URL the pages load instead.
+    /// plotly.js for the pages: a file to serve, or an http(s) URL the pages load instead (the
+    /// Content-Security-Policy then allows its origin). Default: plotly.js 3.0.1, built in.
     #[arg(long)]
-    plotly_js: Option<String>,
-    /// The viewer directory (viewer.js, viewer.css, node_modules/plotly.js-dist-min).
+    plotly_js: Option<plotstream_server::PlotlyJs>,
+    /// Development: read viewer.js and viewer.css from this directory (e.g. `viewer/`) at every
+    /// request instead of the copies built in.
     #[arg(long)]
     viewer_dir: Option<PathBuf>,
     /// Inject a fault (repeatable): disconnect:after=LINES[,status=CODE] | status:code=CODE,prob=P |
@@ -429,10 +431,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         bytes_per_user: args.user_quota_mb << 20,
         bytes_total: args.rest_quota_mb << 20,
     };
-    config.plotly_js = args.plotly_js;
-    if let Some(dir) = args.viewer_dir {
-        config.viewer_dir = dir;
-    }
+    config.plotly_js = args.plotly_js.unwrap_or_default();
+    config.viewer_dir = args.viewer_dir;
     config.store = StoreConfig {
         tokens_open: matches!(args.tokens, Tokens::Open),
         takeover: matches!(args.on_duplicate, OnDuplicate::Takeover),
