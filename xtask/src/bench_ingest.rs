@@ -298,6 +298,8 @@ fn serve(bin: &Path) -> Result<Process> {
         "127.0.0.1:0",
         "--max-connections-per-peer",
         "0",
+        "--new-streams-per-peer",
+        "0",
         "--idle-timeout",
         "120s",
     ])

@@ -222,13 +222,21 @@ impl Server {
             }
             None => Command::new(binary),
         };
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(flags)
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        // The suite is one peer that creates thousands of streams on purpose: no L43
+        // allowance (the security suite checks L43).
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--new-streams-per-peer",
+            "0",
+        ])
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         println!("$ {}", util::display_command(&cmd));
         let mut child = cmd
             .spawn()
