@@ -206,7 +206,7 @@ fn post_tokens(shared: &Shared, head: &RequestHead, peer: SocketAddr) -> Respons
     }
     match issue_tokens(shared, count) {
         Some(body) => Response::json(201, body),
-        None => crate::rest::error(403, "registered token limit reached (L26)"),
+        None => crate::rest::error(403, "registered token limit reached (L54)"),
     }
 }
 

@@ -30,8 +30,12 @@ def run():
     for page in (url, embed):
         status, body = harness.http_get(page)
         check(status == 200, "GET %s answered %d" % (page, status))
-        check('data-events="/api/plots/%s/events"' % fid in body, "GET %s is not the figure's page: %s" % (page, body[:300]))
-    return "%s and its .embed are served" % url
+        # The feed of a secret plot carries the same key as the page.
+        events = 'data-events="/api/plots/%s/events?share_key=%s"' % (fid, match.group(2))
+        check(events in body, "GET %s is not the figure's page: %s" % (page, body[:300]))
+        status, _ = harness.http_get(page.replace("share_key=", "share_key=x"))
+        check(status == 404, "GET %s with a wrong share key answered %d" % (page, status))
+    return "%s and its .embed are served, and only with the key" % url
 
 
 if __name__ == "__main__":
