@@ -24,7 +24,8 @@ pub struct Metrics {
     pub displaced_lines: AtomicU64,
     /// Counter: takeovers.
     pub takeovers: AtomicU64,
-    /// Gauge: subscribed viewers.
+    /// Gauge: live viewer subscriptions (one per stream a session follows), counted by
+    /// `ViewerGuard`s: the L37 total.
     pub viewers: AtomicU64,
     /// Counter: viewers dropped (L35 third lag, L36).
     pub viewers_dropped: AtomicU64,

@@ -218,12 +218,10 @@ fn resubscribe(
     for &i in which {
         let t = &mut traces[i];
         t.pending.clear();
-        let after = t.sub.last_seq;
-        let Ok(Some(fresh)) = shared.store.subscribe(&t.token) else {
+        reset_event(t, reason, Some(t.sub.last_seq), multi, out);
+        if !shared.store.resubscribe(&t.token, &mut t.sub) {
             return false;
-        };
-        reset_event(t, reason, Some(after), multi, out);
-        t.sub = fresh;
+        }
         if multi {
             let data = format!("{{\"trace\":{},\"stream\":{}}}", t.index, t.sub.snapshot);
             event(out, "snapshot", &t.sub.epoch, t.sub.last_seq, &data);

@@ -18,6 +18,7 @@ use plotstream_proto::{Status, Token, Update, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
+use crate::guard::ViewerGuard;
 use crate::metrics::Metrics;
 
 /// Store-wide policy.
@@ -39,9 +40,11 @@ pub struct StoreConfig {
     pub max_streams: usize,
     /// L35: viewer queue length in events.
     pub viewer_queue: usize,
-    /// L37: viewers per stream.
+    /// L37: viewers per stream (default 1 000); the next subscribe gets 503.
     pub viewers_per_stream: usize,
-    /// L37: viewers in total.
+    /// L37: viewer subscriptions in total (default 10 000; a figure feed takes one per
+    /// streamed trace); the next subscribe gets 503. Each subscription holds a guard that gives
+    /// its slot back when it is dropped, on every path, and `plotstream_viewers` is that count.
     pub viewers_total: usize,
 }
 
@@ -131,6 +134,8 @@ pub struct Subscription {
     pub rx: mpsc::Receiver<ViewerMsg>,
     /// Set when the queue overflowed: the viewer must reset and resubscribe (I5).
     pub lagged: Arc<AtomicBool>,
+    /// Its place in the L37 count, given back when the subscription is dropped.
+    _slot: ViewerGuard,
 }
 
 /// The store.
@@ -149,7 +154,6 @@ struct Inner {
     /// Tokens that a replaced figure no longer names (403).
     retired: HashSet<String>,
     total_bytes: usize,
-    n_viewers: usize,
 }
 
 #[derive(Debug)]
@@ -306,39 +310,50 @@ impl Store {
     }
 
     /// Subscribes a viewer: the snapshot and the registration are atomic, so the first update
-    /// received covers `last_seq + 1` (I5). `None` for an unknown stream.
+    /// received covers `last_seq + 1` (I5). `None` for an unknown stream; 503 past either L37
+    /// bound. The subscription holds its viewer slot until it is dropped.
     pub fn subscribe(&self, token: &str) -> Result<Option<Subscription>, Refusal> {
         let mut inner = self.lock();
-        if inner.n_viewers >= self.config.viewers_total {
-            return Err(Status::UNAVAILABLE);
-        }
-        let queue = self.config.viewer_queue;
-        let per_stream = self.config.viewers_per_stream;
         let Some(stream) = inner.streams.get_mut(token) else {
             return Ok(None);
         };
         stream.viewers.retain(|v| !v.tx.is_closed());
-        if stream.viewers.len() >= per_stream {
+        if stream.viewers.len() >= self.config.viewers_per_stream {
+            self.metrics.limit_breach("L37");
             return Err(Status::UNAVAILABLE);
         }
-        let (tx, rx) = mpsc::channel(queue);
-        let lagged = Arc::new(AtomicBool::new(false));
-        stream.viewers.push(ViewerSlot {
-            tx,
-            lagged: lagged.clone(),
-        });
-        let sub = Subscription {
+        let Some(slot) = ViewerGuard::new(&self.metrics, self.config.viewers_total) else {
+            self.metrics.limit_breach("L37");
+            return Err(Status::UNAVAILABLE);
+        };
+        let (rx, lagged) = stream.add_viewer(self.config.viewer_queue);
+        Ok(Some(Subscription {
             snapshot: stream.snapshot_json(),
             epoch: stream.epoch.clone(),
             last_seq: stream.last_seq,
             rx,
             lagged,
+            _slot: slot,
+        }))
+    }
+
+    /// Replaces `sub` (of `token`) with a fresh subscription after a reset, keeping its viewer
+    /// slot: its queue is dropped first, under the same lock, so a viewer at either L37 bound
+    /// can always resubscribe. False if the stream is gone.
+    pub fn resubscribe(&self, token: &str, sub: &mut Subscription) -> bool {
+        let mut inner = self.lock();
+        let Some(stream) = inner.streams.get_mut(token) else {
+            return false;
         };
-        inner.n_viewers = inner.streams.values().map(|s| s.viewers.len()).sum();
-        self.metrics
-            .viewers
-            .store(inner.n_viewers as u64, Ordering::Relaxed);
-        Ok(Some(sub))
+        sub.rx.close();
+        stream.viewers.retain(|v| !v.tx.is_closed());
+        let (rx, lagged) = stream.add_viewer(self.config.viewer_queue);
+        sub.snapshot = stream.snapshot_json();
+        sub.epoch.clone_from(&stream.epoch);
+        sub.last_seq = stream.last_seq;
+        sub.rx = rx;
+        sub.lagged = lagged;
+        true
     }
 
     /// The inspection object of RELIABILITY.md §4.3, as JSON.
@@ -529,6 +544,17 @@ impl Stream {
             rejected_lines: 0,
             displaced_lines: 0,
         }
+    }
+
+    /// Registers a viewer queue of `capacity` events; returns its receiving end.
+    fn add_viewer(&mut self, capacity: usize) -> (mpsc::Receiver<ViewerMsg>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let lagged = Arc::new(AtomicBool::new(false));
+        self.viewers.push(ViewerSlot {
+            tx,
+            lagged: lagged.clone(),
+        });
+        (rx, lagged)
     }
 
     fn apply(&mut self, update: &Update, budget: usize, global_full: bool) -> u64 {
@@ -957,6 +983,32 @@ mod tests {
             Ok(1),
             "a new figure restarts the stream"
         );
+    }
+
+    /// L37 counts live subscriptions: a dropped one gives its slot back at once, and a
+    /// resubscription keeps its own, so a viewer at the limit can always reset.
+    #[test]
+    fn viewer_slots_are_held_by_subscriptions() {
+        let (s, c) = store(StoreConfig {
+            viewers_total: 2,
+            viewers_per_stream: 1,
+            ..StoreConfig::default()
+        });
+        apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
+        apply(&s, &c, "tok2", r#"{"x":1}"#).unwrap();
+        let viewers = |s: &Store| s.metrics.viewers.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            let mut a = s.subscribe("tok1").unwrap().unwrap();
+            assert_eq!(s.subscribe("tok1").err(), Some(Status::UNAVAILABLE));
+            let b = s.subscribe("tok2").unwrap().unwrap();
+            assert_eq!(viewers(&s), 2);
+            assert!(s.resubscribe("tok1", &mut a), "at both limits");
+            assert_eq!(viewers(&s), 2);
+            drop(b);
+            assert_eq!(viewers(&s), 1);
+            drop(a);
+            assert_eq!(viewers(&s), 0);
+        }
     }
 
     #[test]

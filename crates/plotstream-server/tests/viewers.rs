@@ -1,0 +1,232 @@
+//! The SSE viewer path over real loopback sockets: viewer slots (L37) come back when viewers
+//! leave. Waits are bounded and end on what the
+//! server reports (`/metrics`, events), never on a fixed sleep.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use plotstream_server::{Config, Spawned};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Events = Vec<(String, serde_json::Value)>;
+
+fn h(token: &str) -> String {
+    format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: {token}\r\nTransfer-Encoding: chunked\r\n\r\n")
+}
+
+fn c(s: &str) -> String {
+    format!("{:x}\r\n{s}\r\n", s.len())
+}
+
+fn point(n: u64) -> String {
+    c(&format!("{{\"x\":{n},\"y\":{n}}}\n"))
+}
+
+fn quick() -> Config {
+    Config {
+        linger: Duration::from_millis(200),
+        drain: Duration::from_secs(3),
+        ..Config::default()
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    spawned: Spawned,
+}
+
+impl Server {
+    async fn start(config: Config) -> Server {
+        let spawned = Spawned::start(config).await.unwrap();
+        Server {
+            addr: spawned.addr,
+            spawned,
+        }
+    }
+
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(15), self.spawned.stop())
+            .await
+            .unwrap();
+    }
+
+    async fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends `bytes` on a fresh connection and reads until the server closes.
+    async fn exchange(&self, bytes: &str) -> (u16, String) {
+        let mut s = self.connect().await;
+        s.write_all(bytes.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+            .await
+            .expect("a reply in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    async fn metric(&self, name: &str) -> Option<u64> {
+        let (_, text) = self
+            .exchange("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits (bounded) until `plotstream_viewers` reads `n`.
+    async fn wait_viewers(&self, n: u64) {
+        let mut last = None;
+        for _ in 0..2_000 {
+            last = self.metric("plotstream_viewers").await;
+            if last == Some(n) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("plotstream_viewers stuck at {last:?}, expected {n}");
+    }
+
+    /// Opens an SSE feed; returns the status and, for a 200, the socket after the head.
+    async fn open(&self, path: &str, stream: TcpStream) -> (u16, TcpStream) {
+        let mut s = stream;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b))
+                .await
+                .expect("a head in time")
+                .unwrap();
+            head.push(b[0]);
+        }
+        let status = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
+        if status == 200 {
+            assert!(head.starts_with(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"));
+        }
+        (status, s)
+    }
+
+    async fn events(&self, path: &str) -> (u16, TcpStream) {
+        let s = self.connect().await;
+        self.open(path, s).await
+    }
+
+    /// A figure (`POST /v2/plots`) with one streamed trace per token; returns its fid.
+    async fn figure(&self, tokens: &[&str]) -> String {
+        let data: Vec<_> = tokens
+            .iter()
+            .map(|t| serde_json::json!({"type": "scatter", "x": [], "y": [], "stream": {"token": t, "maxpoints": 50}}))
+            .collect();
+        let body = serde_json::json!({"figure": {"data": data, "layout": {}}, "filename": "f"})
+            .to_string();
+        let (status, text) = self
+            .exchange(&format!(
+                "POST /v2/plots HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
+            .await;
+        assert_eq!(status, 201, "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        json["file"]["fid"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Reads SSE events until `until` says stop.
+async fn read_events(s: &mut TcpStream, until: impl FnMut(&Events) -> bool) -> Events {
+    let mut events = Vec::new();
+    read_more(s, &mut events, until).await;
+    events
+}
+
+/// Reads SSE events onto `events` until `until` says stop. Events end at a blank line, and
+/// the server writes whole events, so a read never ends inside one that matters here.
+async fn read_more(s: &mut TcpStream, events: &mut Events, mut until: impl FnMut(&Events) -> bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("events in time; got {} so far", events.len()))
+            .unwrap();
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let raw = String::from_utf8(buf.drain(..end + 2).collect()).unwrap();
+            let mut kind = String::new();
+            let mut data = String::new();
+            for line in raw.lines() {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = d.to_owned();
+                }
+            }
+            if !kind.is_empty() {
+                events.push((kind, serde_json::from_str(&data).unwrap()));
+            }
+        }
+        if until(events) {
+            return;
+        }
+    }
+}
+
+/// Finding 4: the viewer total (L37) was recomputed on subscribe and never decremented when a
+/// viewer left, so after `viewers_total` subscriptions in all (a figure feed takes one per
+/// streamed trace) every later subscribe got 503 until a restart, and `plotstream_viewers`
+/// stayed at its last value.
+#[tokio::test]
+async fn viewer_slots_come_back_when_viewers_leave() {
+    let mut config = quick();
+    config.store.viewers_total = 3;
+    let server = Server::start(config).await;
+    let (status, _) = server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(1)))
+        .await;
+    assert_eq!(status, 200);
+    let fid = server.figure(&["fig1", "fig2", "fig3"]).await;
+    for _ in 0..4 {
+        // One figure feed takes a slot per streamed trace: all three.
+        let (status, feed) = server.events(&format!("/api/plots/{fid}/events")).await;
+        assert_eq!(status, 200);
+        server.wait_viewers(3).await;
+        let (status, _) = server.events("/api/streams/tok1/events").await;
+        assert_eq!(status, 503, "L37: the fourth viewer in total");
+        drop(feed);
+        server.wait_viewers(0).await;
+        // Up to the limit, then one over it, then back to zero.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (status, v) = server.events("/api/streams/tok1/events").await;
+            assert_eq!(status, 200);
+            held.push(v);
+        }
+        assert_eq!(server.events("/api/streams/tok1/events").await.0, 503);
+        drop(held);
+        server.wait_viewers(0).await;
+    }
+    let (status, mut v) = server.events("/api/streams/tok1/events").await;
+    assert_eq!(
+        status, 200,
+        "a viewer is admitted after many have come and gone"
+    );
+    let events = read_events(&mut v, |e| !e.is_empty()).await;
+    assert_eq!(events[0].0, "snapshot");
+    server.wait_viewers(1).await;
+    drop(v);
+    server.wait_viewers(0).await;
+    server.stop().await;
+}
