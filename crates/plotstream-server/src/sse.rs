@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::http::Response;
-use crate::store::{Fanout, Subscription, ViewerMsg};
+use crate::metrics::Metrics;
+use crate::store::{Fanout, Store, Subscription, ViewerMsg};
 use crate::transport::{close_gracefully, Io};
 use crate::Shared;
 
@@ -80,66 +81,29 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
             }
         }
     }
-    let multi = matches!(feed, Feed::Plot { .. });
-    let mut out = Vec::with_capacity(4096);
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
-    );
-    snapshot_event(&feed, &traces, &mut out);
-    let mut last_flush: Option<Instant> = None;
-    let mut lag_times: Vec<Instant> = Vec::new();
+    let mut session = Session::new(feed, traces, interval);
     let mut shutdown = shared.shutdown.clone();
     let mut keepalive = tokio::time::interval(shared.config.keepalive);
     keepalive.tick().await;
     let mut probe = [0u8; 64];
     loop {
-        if !out.is_empty() {
-            if !write(&mut stream, &out, &shared).await {
+        if !session.out.is_empty() {
+            if !write(&mut stream, &session.out, &shared).await {
                 break;
             }
-            out.clear();
+            session.out.clear();
         }
-        let lagged: Vec<usize> = (0..traces.len())
-            .filter(|&i| traces[i].sub.lagged.load(Ordering::Acquire))
-            .collect();
-        if !lagged.is_empty() {
-            // L35: never a silent gap. Drop what is queued, say so, resubscribe.
-            let now = Instant::now();
-            lag_times.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-            lag_times.push(now);
-            shared.metrics.viewer_reset("lagged");
-            if lag_times.len() >= 3 {
-                shared
-                    .metrics
-                    .viewers_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            if !resubscribe(
-                &shared,
-                &mut traces,
-                &lagged,
-                "lagged",
-                multi,
-                &feed,
-                &mut out,
-            ) {
-                break;
-            }
-            continue;
+        if session.handle_lagged(&shared.store, &shared.metrics, Instant::now()) == Flow::Close {
+            break;
         }
-        let any_pending = traces.iter().any(|t| !t.pending.is_empty());
-        let flush_at = match (any_pending, last_flush) {
-            (false, _) => None,
-            (true, Some(t)) => Some(t + interval),
-            (true, None) => Some(Instant::now()),
-        };
+        let flush_at = session.poll_timeout(Instant::now());
         let flush_sleep = async {
             match flush_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
+        let traces = &mut session.traces;
         let recv = poll_fn(|cx| {
             for (i, t) in traces.iter_mut().enumerate() {
                 if let Poll::Ready(msg) = t.sub.rx.poll_recv(cx) {
@@ -148,89 +112,192 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
             }
             Poll::Pending
         });
-        tokio::select! {
-            (i, msg) = recv => match msg {
-                Some(ViewerMsg::Update(u)) => {
-                    let t = &mut traces[i];
-                    t.sub.last_seq = u.seq;
-                    t.pending.push(u);
-                    while let Ok(ViewerMsg::Update(u)) = t.sub.rx.try_recv() {
-                        t.sub.last_seq = u.seq;
-                        t.pending.push(u);
-                    }
-                    // The first update after a quiet period never waits.
-                    let quiet = last_flush.is_none_or(|t| t.elapsed() >= interval);
-                    if interval.is_zero() || quiet {
-                        flush_all(&mut traces, multi, &mut out);
-                        last_flush = Some(Instant::now());
-                    }
-                }
-                Some(ViewerMsg::Reset("epoch")) => {
-                    flush_all(&mut traces, multi, &mut out);
-                    if !resubscribe(&shared, &mut traces, &[i], "epoch", multi, &feed, &mut out) {
-                        break;
-                    }
-                }
-                Some(ViewerMsg::Reset(reason)) => {
-                    flush_all(&mut traces, multi, &mut out);
-                    reset_event(&traces[i], reason, None, multi, &mut out);
-                    let _ = write(&mut stream, &out, &shared).await;
-                    break;
-                }
-                None => break,
-            },
+        let flow = tokio::select! {
+            (i, msg) = recv => session.handle_msg(&shared.store, i, msg, Instant::now()),
             () = flush_sleep => {
-                flush_all(&mut traces, multi, &mut out);
-                last_flush = Some(Instant::now());
+                session.handle_timeout(Instant::now());
+                Flow::Continue
             }
-            _ = keepalive.tick() => out.extend_from_slice(b": keepalive\n\n"),
+            _ = keepalive.tick() => {
+                session.out.extend_from_slice(b": keepalive\n\n");
+                Flow::Continue
+            }
             res = stream.read(&mut probe) => {
                 // A viewer sends nothing after its head; EOF or an error means it left.
                 if matches!(res, Ok(0) | Err(_)) {
                     break;
                 }
+                Flow::Continue
             }
             _ = shutdown.changed() => {
-                flush_all(&mut traces, multi, &mut out);
-                match traces.first() {
-                    Some(t) => reset_event(t, "shutdown", None, multi, &mut out),
-                    None => out.extend_from_slice(b"event: reset\ndata: {\"reason\":\"shutdown\"}\n\n"),
-                }
-                let _ = write(&mut stream, &out, &shared).await;
-                break;
+                session.handle_shutdown();
+                Flow::Close
             }
+        };
+        if flow == Flow::Close {
+            if !session.out.is_empty() {
+                let _ = write(&mut stream, &session.out, &shared).await;
+            }
+            break;
         }
     }
     let _ = stream.shutdown().await;
 }
 
-/// Replaces the subscriptions of `which` traces with fresh ones and announces it: `reset`,
-/// then a snapshot (of that trace for a figure feed, of the stream otherwise).
-fn resubscribe(
-    shared: &Shared,
-    traces: &mut [Trace],
-    which: &[usize],
-    reason: &str,
+/// What the driver does after an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+enum Flow {
+    /// Go on serving.
+    Continue,
+    /// Write what is in `out`, then close.
+    Close,
+}
+
+/// One viewer session without I/O, in quinn's shape: queued messages, the flush timer and
+/// shutdown come in through `handle_*`, SSE bytes go out through `out`, and `poll_timeout`
+/// says when the coalesced updates are due. The driver in [`serve`] owns the socket.
+struct Session {
+    feed: Feed,
     multi: bool,
-    feed: &Feed,
-    out: &mut Vec<u8>,
-) -> bool {
-    for &i in which {
-        let t = &mut traces[i];
-        t.pending.clear();
-        reset_event(t, reason, Some(t.sub.last_seq), multi, out);
-        if !shared.store.resubscribe(&t.token, &mut t.sub) {
-            return false;
-        }
-        if multi {
-            let data = format!("{{\"trace\":{},\"stream\":{}}}", t.index, t.sub.snapshot);
-            event(out, "snapshot", &t.sub.epoch, t.sub.last_seq, &data);
+    traces: Vec<Trace>,
+    interval: Duration,
+    last_flush: Option<Instant>,
+    lag_times: Vec<Instant>,
+    /// SSE bytes for the socket.
+    out: Vec<u8>,
+}
+
+impl Session {
+    /// A session for `traces` (already subscribed): the response head and the snapshot.
+    fn new(feed: Feed, traces: Vec<Trace>, interval: Duration) -> Session {
+        let mut out = Vec::with_capacity(4096);
+        out.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
+        );
+        snapshot_event(&feed, &traces, &mut out);
+        Session {
+            multi: matches!(feed, Feed::Plot { .. }),
+            feed,
+            traces,
+            interval,
+            last_flush: None,
+            lag_times: Vec::new(),
+            out,
         }
     }
-    if !multi {
-        snapshot_event(feed, traces, out);
+
+    /// When the pending updates are due, if any are pending.
+    fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.traces.iter().all(|t| t.pending.is_empty()) {
+            return None;
+        }
+        Some(self.last_flush.map_or(now, |t| t + self.interval))
     }
-    true
+
+    /// L35: a trace whose queue overflowed gets `reset` (lagged) and a fresh snapshot, never a
+    /// silent gap; the third time in 60 s the viewer is dropped.
+    fn handle_lagged(&mut self, store: &Store, metrics: &Metrics, now: Instant) -> Flow {
+        let lagged: Vec<usize> = (0..self.traces.len())
+            .filter(|&i| self.traces[i].sub.lagged.load(Ordering::Acquire))
+            .collect();
+        if lagged.is_empty() {
+            return Flow::Continue;
+        }
+        self.lag_times
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        self.lag_times.push(now);
+        metrics.viewer_reset("lagged");
+        if self.lag_times.len() >= 3 {
+            metrics.viewers_dropped.fetch_add(1, Ordering::Relaxed);
+            self.out.clear();
+            return Flow::Close;
+        }
+        self.resubscribe(store, &lagged, "lagged")
+    }
+
+    /// A message received from trace `i`'s queue, then whatever else is queued there.
+    fn handle_msg(
+        &mut self,
+        store: &Store,
+        i: usize,
+        msg: Option<ViewerMsg>,
+        now: Instant,
+    ) -> Flow {
+        match msg {
+            Some(ViewerMsg::Update(u)) => {
+                let t = &mut self.traces[i];
+                t.sub.last_seq = u.seq;
+                t.pending.push(u);
+                while let Ok(ViewerMsg::Update(u)) = t.sub.rx.try_recv() {
+                    t.sub.last_seq = u.seq;
+                    t.pending.push(u);
+                }
+                // The first update after a quiet period never waits.
+                let quiet = self
+                    .last_flush
+                    .is_none_or(|t| now.duration_since(t) >= self.interval);
+                if self.interval.is_zero() || quiet {
+                    self.handle_timeout(now);
+                }
+                Flow::Continue
+            }
+            Some(ViewerMsg::Reset("epoch")) => {
+                flush_all(&mut self.traces, self.multi, &mut self.out);
+                self.resubscribe(store, &[i], "epoch")
+            }
+            Some(ViewerMsg::Reset(reason)) => {
+                flush_all(&mut self.traces, self.multi, &mut self.out);
+                reset_event(&self.traces[i], reason, None, self.multi, &mut self.out);
+                Flow::Close
+            }
+            None => Flow::Close,
+        }
+    }
+
+    /// The flush timer fired: every pending update goes out.
+    fn handle_timeout(&mut self, now: Instant) {
+        flush_all(&mut self.traces, self.multi, &mut self.out);
+        self.last_flush = Some(now);
+    }
+
+    /// The server is stopping: what is pending, then `reset` (shutdown).
+    fn handle_shutdown(&mut self) {
+        flush_all(&mut self.traces, self.multi, &mut self.out);
+        match self.traces.first() {
+            Some(t) => reset_event(t, "shutdown", None, self.multi, &mut self.out),
+            None => self
+                .out
+                .extend_from_slice(b"event: reset\ndata: {\"reason\":\"shutdown\"}\n\n"),
+        }
+    }
+
+    /// Replaces the subscriptions of `which` traces with fresh ones and announces it: `reset`,
+    /// then a snapshot (of that trace for a figure feed, of the stream otherwise).
+    fn resubscribe(&mut self, store: &Store, which: &[usize], reason: &str) -> Flow {
+        for &i in which {
+            let t = &mut self.traces[i];
+            t.pending.clear();
+            reset_event(t, reason, Some(t.sub.last_seq), self.multi, &mut self.out);
+            if !store.resubscribe(&t.token, &mut t.sub) {
+                return Flow::Close;
+            }
+            if self.multi {
+                let data = format!("{{\"trace\":{},\"stream\":{}}}", t.index, t.sub.snapshot);
+                event(
+                    &mut self.out,
+                    "snapshot",
+                    &t.sub.epoch,
+                    t.sub.last_seq,
+                    &data,
+                );
+            }
+        }
+        if !self.multi {
+            snapshot_event(&self.feed, &self.traces, &mut self.out);
+        }
+        Flow::Continue
+    }
 }
 
 async fn write(stream: &mut Io, bytes: &[u8], shared: &Shared) -> bool {
