@@ -216,7 +216,9 @@ impl Session {
         self.resubscribe(store, &lagged, "lagged")
     }
 
-    /// A message received from trace `i`'s queue, then whatever else is queued there.
+    /// A message received from trace `i`'s queue, then everything else queued there. Every
+    /// message is handled, a `Reset` behind updates included: a drain that stopped at (and so
+    /// dropped) a queued reset sent the next epoch's updates under the old epoch (I5).
     fn handle_msg(
         &mut self,
         store: &Store,
@@ -224,35 +226,44 @@ impl Session {
         msg: Option<ViewerMsg>,
         now: Instant,
     ) -> Flow {
-        match msg {
-            Some(ViewerMsg::Update(u)) => {
-                let t = &mut self.traces[i];
-                t.sub.last_seq = u.seq;
-                t.pending.push(u);
-                while let Ok(ViewerMsg::Update(u)) = t.sub.rx.try_recv() {
+        let Some(mut msg) = msg else {
+            return Flow::Close;
+        };
+        loop {
+            match msg {
+                ViewerMsg::Update(u) => {
+                    let t = &mut self.traces[i];
                     t.sub.last_seq = u.seq;
                     t.pending.push(u);
                 }
-                // The first update after a quiet period never waits.
-                let quiet = self
-                    .last_flush
-                    .is_none_or(|t| now.duration_since(t) >= self.interval);
-                if self.interval.is_zero() || quiet {
-                    self.handle_timeout(now);
+                ViewerMsg::Reset("epoch") => {
+                    // The updates before it belong to the old epoch: out they go, then the
+                    // reset and a snapshot of the new one; its queue is a fresh one.
+                    flush_all(&mut self.traces, self.multi, &mut self.out);
+                    if self.resubscribe(store, &[i], "epoch") == Flow::Close {
+                        return Flow::Close;
+                    }
                 }
-                Flow::Continue
+                ViewerMsg::Reset(reason) => {
+                    flush_all(&mut self.traces, self.multi, &mut self.out);
+                    reset_event(&self.traces[i], reason, None, self.multi, &mut self.out);
+                    return Flow::Close;
+                }
             }
-            Some(ViewerMsg::Reset("epoch")) => {
-                flush_all(&mut self.traces, self.multi, &mut self.out);
-                self.resubscribe(store, &[i], "epoch")
+            match self.traces[i].sub.rx.try_recv() {
+                Ok(next) => msg = next,
+                // Empty, or closed (the next receive says so).
+                Err(_) => break,
             }
-            Some(ViewerMsg::Reset(reason)) => {
-                flush_all(&mut self.traces, self.multi, &mut self.out);
-                reset_event(&self.traces[i], reason, None, self.multi, &mut self.out);
-                Flow::Close
-            }
-            None => Flow::Close,
         }
+        // The first update after a quiet period never waits.
+        let quiet = self
+            .last_flush
+            .is_none_or(|t| now.duration_since(t) >= self.interval);
+        if (self.interval.is_zero() || quiet) && self.traces.iter().any(|t| !t.pending.is_empty()) {
+            self.handle_timeout(now);
+        }
+        Flow::Continue
     }
 
     /// The flush timer fired: every pending update goes out.
@@ -402,4 +413,234 @@ fn flush_all(traces: &mut [Trace], multi: bool, out: &mut Vec<u8>) {
 fn event(out: &mut Vec<u8>, kind: &str, epoch: &str, seq: u64, data: &str) {
     debug_assert!(!data.contains('\n') && !data.contains('\r'));
     out.extend_from_slice(format!("event: {kind}\nid: {epoch}:{seq}\ndata: {data}\n\n").as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use plotstream_proto::update::parse_update;
+    use plotstream_proto::{Limits, Token};
+
+    use super::*;
+    use crate::store::{Conn, StoreConfig};
+
+    type Events = Vec<(String, String, serde_json::Value)>;
+
+    struct Fixture {
+        store: Store,
+        metrics: Arc<Metrics>,
+        conn: Arc<Conn>,
+    }
+
+    impl Fixture {
+        fn new(config: StoreConfig) -> Fixture {
+            let metrics = Arc::new(Metrics::default());
+            let store = Store::new(config, metrics.clone());
+            let conn = store.new_conn();
+            Fixture {
+                store,
+                metrics,
+                conn,
+            }
+        }
+
+        fn apply(&self, token: &str, line: &str) -> u64 {
+            let u =
+                parse_update(&Bytes::copy_from_slice(line.as_bytes()), &Limits::default()).unwrap();
+            self.store
+                .apply(&self.conn, &Token::parse(token.as_bytes()).unwrap(), &u)
+                .unwrap()
+        }
+
+        /// A session following one stream.
+        fn session(&self, token: &str, interval: Duration) -> Session {
+            let sub = self.store.subscribe(token).unwrap().unwrap();
+            let trace = Trace {
+                index: 0,
+                token: token.to_owned(),
+                sub,
+                pending: Vec::new(),
+            };
+            Session::new(Feed::Stream(token.to_owned()), vec![trace], interval)
+        }
+
+        /// Does what the driver does with everything queued, as if each message arrived when
+        /// the session was ready for it; stops at `Close`.
+        fn pump(&self, session: &mut Session, now: Instant) -> Flow {
+            loop {
+                if session.handle_lagged(&self.store, &self.metrics, now) == Flow::Close {
+                    return Flow::Close;
+                }
+                let ready = session
+                    .traces
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, t)| Some((i, t.sub.rx.try_recv().ok()?)));
+                let Some((i, msg)) = ready else {
+                    return Flow::Continue;
+                };
+                if session.handle_msg(&self.store, i, Some(msg), now) == Flow::Close {
+                    return Flow::Close;
+                }
+            }
+        }
+    }
+
+    /// The session's output as `(event, id, data)`, after the response head.
+    fn events(out: &[u8]) -> Events {
+        let text = std::str::from_utf8(out).unwrap();
+        let body = text.split_once("\r\n\r\n").map_or(text, |(_, b)| b);
+        body.split("\n\n")
+            .filter(|e| e.starts_with("event: "))
+            .map(|e| {
+                let field = |name: &str| {
+                    e.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let data = field("data: ");
+                (
+                    field("event: "),
+                    field("id: "),
+                    serde_json::from_str(&data).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// I5 over a session's output: each update starts right after the snapshot or update
+    /// before it, carries that snapshot's epoch in its data and its id, and its ops are the
+    /// seqs it claims. Returns the seqs covered.
+    #[track_caller]
+    fn check_continuity(events: &Events) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        let mut next = None;
+        let mut epoch = None;
+        for (kind, id, v) in events {
+            match kind.as_str() {
+                "snapshot" => {
+                    next = v["last_seq"].as_u64().map(|s| s + 1);
+                    epoch = v["epoch"].as_str().map(str::to_owned);
+                }
+                "update" => {
+                    let (from, to) = (v["from_seq"].as_u64(), v["to_seq"].as_u64());
+                    assert_eq!(from, next, "gap or duplicate at {v}");
+                    assert_eq!(v["epoch"].as_str(), epoch.as_deref(), "epoch of {v}");
+                    assert_eq!(
+                        id,
+                        &format!("{}:{}", epoch.as_deref().unwrap(), to.unwrap())
+                    );
+                    let ops: Vec<u64> = v["data"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|op| op["seq"].as_u64().unwrap())
+                        .collect();
+                    assert_eq!(ops, (from.unwrap()..=to.unwrap()).collect::<Vec<_>>());
+                    seqs.extend(ops);
+                    next = to.map(|t| t + 1);
+                }
+                _ => {}
+            }
+        }
+        seqs
+    }
+
+    fn kinds(events: &Events) -> Vec<&str> {
+        events.iter().map(|(k, _, _)| k.as_str()).collect()
+    }
+
+    /// Finding 13: the drain loop `while let Ok(ViewerMsg::Update(u)) = rx.try_recv()` took a
+    /// queued `Reset` out of the queue and dropped it, so after a figure re-bound the token
+    /// the viewer got the new epoch's updates under the old epoch, seq going backwards.
+    #[test]
+    fn a_queued_epoch_reset_is_never_swallowed() {
+        for interval in [Duration::ZERO, Duration::from_millis(50)] {
+            let f = Fixture::new(StoreConfig::default());
+            f.apply("tok1", r#"{"x":1}"#);
+            let mut session = f.session("tok1", interval);
+            let old = session.traces[0].sub.epoch.clone();
+            for n in 2..=4 {
+                f.apply("tok1", &format!("{{\"x\":{n}}}"));
+            }
+            f.store.bind_trace("tok1", 100, Vec::new());
+            for n in 1..=2 {
+                assert_eq!(f.apply("tok1", &format!("{{\"x\":{}}}", 100 + n)), n);
+            }
+            let now = Instant::now();
+            assert_eq!(f.pump(&mut session, now), Flow::Continue);
+            session.handle_timeout(now + interval);
+            let events = events(&session.out);
+            assert_eq!(
+                kinds(&events),
+                ["snapshot", "update", "reset", "snapshot"],
+                "{events:?}"
+            );
+            let (_, _, reset) = &events[2];
+            assert_eq!(
+                (reset["reason"].as_str(), reset["epoch"].as_str()),
+                (Some("epoch"), Some(old.as_str()))
+            );
+            let (_, _, snapshot) = &events[3];
+            assert_ne!(snapshot["epoch"].as_str(), Some(old.as_str()));
+            assert_eq!(
+                snapshot["last_seq"], 2,
+                "the snapshot covers the new epoch's updates"
+            );
+            assert_eq!(snapshot["window"]["x"], serde_json::json!([101, 102]));
+            assert_eq!(check_continuity(&events), [2, 3, 4]);
+        }
+    }
+
+    /// An epoch reset that finds the viewer's queue full cannot be queued: the viewer is marked
+    /// lagged instead, so it still gets `reset` and a snapshot of the new epoch before any of
+    /// the new epoch's updates (it used to drain the old updates, then take the new epoch's
+    /// under the old one).
+    #[test]
+    fn an_epoch_reset_that_finds_the_queue_full_is_a_lagged_reset() {
+        let f = Fixture::new(StoreConfig {
+            viewer_queue: 2,
+            ..StoreConfig::default()
+        });
+        f.apply("tok1", r#"{"x":1}"#);
+        let mut session = f.session("tok1", Duration::ZERO);
+        f.apply("tok1", r#"{"x":2}"#);
+        f.apply("tok1", r#"{"x":3}"#);
+        f.store.bind_trace("tok1", 100, Vec::new());
+        let now = Instant::now();
+        assert_eq!(f.pump(&mut session, now), Flow::Continue);
+        f.apply("tok1", r#"{"x":101}"#);
+        assert_eq!(f.pump(&mut session, now), Flow::Continue);
+        let events = events(&session.out);
+        assert_eq!(
+            kinds(&events),
+            ["snapshot", "reset", "snapshot", "update"],
+            "{events:?}"
+        );
+        assert_eq!(events[1].2["reason"], "lagged");
+        assert_ne!(events[2].2["epoch"], events[0].2["epoch"]);
+        assert_eq!(check_continuity(&events), [1]);
+    }
+
+    /// The shutdown reset is not lost behind queued updates either.
+    #[test]
+    fn a_queued_shutdown_reset_is_never_swallowed() {
+        let f = Fixture::new(StoreConfig::default());
+        f.apply("tok1", r#"{"x":1}"#);
+        let mut session = f.session("tok1", Duration::from_millis(50));
+        for n in 2..=4 {
+            f.apply("tok1", &format!("{{\"x\":{n}}}"));
+        }
+        f.store.shutdown_viewers();
+        assert_eq!(f.pump(&mut session, Instant::now()), Flow::Close);
+        let events = events(&session.out);
+        assert_eq!(
+            kinds(&events),
+            ["snapshot", "update", "reset"],
+            "{events:?}"
+        );
+        assert_eq!(events[2].2["reason"], "shutdown");
+        assert_eq!(check_continuity(&events), [2, 3, 4]);
+    }
 }

@@ -40,6 +40,8 @@ pub struct StoreConfig {
     pub max_streams: usize,
     /// L35: viewer queue length in events.
     pub viewer_queue: usize,
+    /// L35: viewer queue length in bytes (enforced from the next commit on).
+    pub viewer_queue_bytes: usize,
     /// L37: viewers per stream (default 1 000); the next subscribe gets 503.
     pub viewers_per_stream: usize,
     /// L37: viewer subscriptions in total (default 10 000; a figure feed takes one per
@@ -59,6 +61,7 @@ impl Default for StoreConfig {
             total_bytes: 1 << 30,
             max_streams: 10_000,
             viewer_queue: 1024,
+            viewer_queue_bytes: 1 << 20,
             viewers_per_stream: 1000,
             viewers_total: 10_000,
         }
@@ -435,7 +438,11 @@ impl Store {
         if changed {
             stream.restart(initial);
             for v in &stream.viewers {
-                let _ = v.tx.try_send(ViewerMsg::Reset("epoch"));
+                // A full queue cannot take the reset: lagged, the viewer resets all the same
+                // (with a snapshot of the new epoch), before any update of the new epoch.
+                if v.tx.try_send(ViewerMsg::Reset("epoch")).is_err() {
+                    v.lagged.store(true, Ordering::Release);
+                }
             }
         }
         *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);

@@ -1,5 +1,5 @@
 //! The SSE viewer path over real loopback sockets: viewer slots (L37) come back when viewers
-//! leave. Waits are bounded and end on what the
+//! leave, and a reset queued behind updates reaches the viewer. Waits are bounded and end on what the
 //! server reports (`/metrics`, events), never on a fixed sleep.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -153,6 +153,7 @@ async fn read_events(s: &mut TcpStream, until: impl FnMut(&Events) -> bool) -> E
 /// the server writes whole events, so a read never ends inside one that matters here.
 async fn read_more(s: &mut TcpStream, events: &mut Events, mut until: impl FnMut(&Events) -> bool) {
     let mut buf = Vec::new();
+    let mut scanned = 0usize;
     let mut chunk = [0u8; 65536];
     loop {
         let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
@@ -163,7 +164,13 @@ async fn read_more(s: &mut TcpStream, events: &mut Events, mut until: impl FnMut
             return;
         }
         buf.extend_from_slice(&chunk[..n]);
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        // Scan only what is new (and the byte before it): an 8 MB event comes in 64 KiB reads.
+        while let Some(end) = buf[scanned.saturating_sub(1)..]
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map(|p| p + scanned.saturating_sub(1))
+        {
+            scanned = 0;
             let raw = String::from_utf8(buf.drain(..end + 2).collect()).unwrap();
             let mut kind = String::new();
             let mut data = String::new();
@@ -178,10 +185,38 @@ async fn read_more(s: &mut TcpStream, events: &mut Events, mut until: impl FnMut
                 events.push((kind, serde_json::from_str(&data).unwrap()));
             }
         }
+        scanned = buf.len();
         if until(events) {
             return;
         }
     }
+}
+
+/// I5: the seqs covered by update events, each update checked to start right after the
+/// snapshot or update before it, and to carry that snapshot's epoch.
+fn covered(events: &Events) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut expect_next = None;
+    let mut epoch = None;
+    for (kind, v) in events {
+        match kind.as_str() {
+            "snapshot" => {
+                expect_next = v["last_seq"].as_u64().map(|s| s + 1);
+                epoch = Some(v["epoch"].clone());
+            }
+            "update" => {
+                let from = v["from_seq"].as_u64().unwrap();
+                assert_eq!(Some(from), expect_next, "gap or duplicate at {v}");
+                assert_eq!(Some(&v["epoch"]), epoch.as_ref(), "epoch of {v}");
+                for op in v["data"].as_array().unwrap() {
+                    seqs.push(op["seq"].as_u64().unwrap());
+                }
+                expect_next = Some(v["to_seq"].as_u64().unwrap() + 1);
+            }
+            _ => {}
+        }
+    }
+    seqs
 }
 
 /// Finding 4: the viewer total (L37) was recomputed on subscribe and never decremented when a
@@ -228,5 +263,73 @@ async fn viewer_slots_come_back_when_viewers_leave() {
     server.wait_viewers(1).await;
     drop(v);
     server.wait_viewers(0).await;
+    server.stop().await;
+}
+
+/// Finding 13 over HTTP: a viewer behind on its socket has updates queued, then a figure
+/// re-binds its token (`reset` epoch queued behind them), then the new epoch's first updates.
+/// The session's drain used to take the reset out of the queue and drop it, so the new
+/// epoch's seq 1, 2, 3 came under the old epoch, seq going backwards.
+#[tokio::test]
+async fn an_epoch_reset_queued_behind_updates_reaches_the_viewer() {
+    let mut config = quick();
+    // Room for the whole backlog: this viewer must be behind, not lagged.
+    config.store.viewer_queue_bytes = 64 << 20;
+    let server = Server::start(config).await;
+    server.figure(&["tok1"]).await;
+    let (status, _) = server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(1)))
+        .await;
+    assert_eq!(status, 200);
+    let (_, mut v) = server.events("/api/streams/tok1/events?interval=0").await;
+    // ~8 MB of updates: more than the socket buffers take (on loopback the server's send
+    // buffer grows to 4 MiB, the viewer's receive buffer starts at 128 KiB).
+    // The session takes them in one batch (it was woken by the first, and this test's runtime
+    // runs tasks in wake-up order, so before this exchange's reply) and blocks writing them.
+    let big = format!("{{\"y\":[{}]}}\n", vec!["1234567.25"; 5_000].join(","));
+    let body: String = (0..150).map(|_| c(&big)).collect();
+    let (status, _) = server
+        .exchange(&format!("{}{body}0\r\n\r\n", h("tok1")))
+        .await;
+    assert_eq!(status, 200);
+    // These queue behind the blocked write, and the reset queues behind them.
+    let body: String = (152..=155).map(point).collect();
+    let (status, _) = server
+        .exchange(&format!("{}{body}0\r\n\r\n", h("tok1")))
+        .await;
+    assert_eq!(status, 200);
+    server.figure(&["tok1"]).await;
+    let (status, _) = server
+        .exchange(&format!(
+            "{}{}0\r\n\r\n",
+            h("tok1"),
+            (1001..=1003).map(point).collect::<String>()
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let done = |e: &Events| {
+        e.last().is_some_and(|(k, v)| match k.as_str() {
+            "update" => {
+                v["data"].as_array().unwrap().last().unwrap()["append"]["x"]
+                    == serde_json::json!([1003])
+            }
+            "snapshot" => {
+                v["window"]["x"].as_array().and_then(|x| x.last()) == Some(&serde_json::json!(1003))
+            }
+            _ => false,
+        })
+    };
+    let events = read_events(&mut v, done).await;
+    let _ = covered(&events);
+    let reset = events.iter().position(|(k, _)| k == "reset");
+    let reset = reset.unwrap_or_else(|| {
+        panic!(
+            "no reset in {:?}",
+            events.iter().map(|e| &e.0).collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(events[reset].1["reason"], "epoch");
+    assert_eq!(events[reset + 1].0, "snapshot");
+    assert_ne!(events[reset + 1].1["epoch"], events[0].1["epoch"]);
     server.stop().await;
 }
