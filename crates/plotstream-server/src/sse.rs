@@ -5,20 +5,31 @@
 //!
 //! One session serves one stream (`/api/streams/{token}/events`) or every streamed trace of a
 //! figure (`/api/plots/{fid}/events`, whose events carry a `trace` index).
+//!
+//! What one session holds is bounded while its socket takes nothing (L35): an update is
+//! encoded once by the fan-out and shared (`Bytes`) by every viewer's queue, pending list and
+//! output; a lone update goes out as its shared event, and coalesced or figure-feed events
+//! frame the shared ops with a few bytes of their own. Every update counts against its
+//! viewer's byte bound until it is written to the socket, and the session writes its output
+//! before it takes more from its queue, so a viewer whose socket is full is lagged (`reset`
+//! and a fresh snapshot) instead of accumulating output.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
+use plotstream_proto::canonical::write_jcs_string;
 use plotstream_proto::head::RequestHead;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::http::Response;
 use crate::metrics::Metrics;
-use crate::store::{Fanout, Store, Subscription, ViewerMsg};
+use crate::store::{Fanout, Store, StoreConfig, Subscription, ViewerMsg};
 use crate::transport::{close_gracefully, Io};
 use crate::Shared;
 
@@ -36,13 +47,6 @@ pub enum Feed {
         /// Per trace: token and trace JSON (attributes without data arrays).
         traces: Vec<(Option<String>, String)>,
     },
-}
-
-struct Trace {
-    index: usize,
-    token: String,
-    sub: Subscription,
-    pending: Vec<Arc<Fanout>>,
 }
 
 /// Serves one viewer until it leaves, lags three times in 60 s, stalls (L36) or shutdown.
@@ -63,12 +67,7 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
     let mut traces = Vec::new();
     for (index, token) in tokens {
         match shared.store.subscribe(&token) {
-            Ok(Some(sub)) => traces.push(Trace {
-                index,
-                token,
-                sub,
-                pending: Vec::new(),
-            }),
+            Ok(Some(sub)) => traces.push(Trace::new(index, token, sub)),
             Ok(None) if matches!(feed, Feed::Plot { .. }) => {}
             Ok(None) => {
                 let r = Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#);
@@ -81,17 +80,18 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
             }
         }
     }
-    let mut session = Session::new(feed, traces, interval);
+    let mut session = Session::new(feed, traces, interval, shared.store.config());
     let mut shutdown = shared.shutdown.clone();
     let mut keepalive = tokio::time::interval(shared.config.keepalive);
     keepalive.tick().await;
     let mut probe = [0u8; 64];
+    let mut staging = Vec::new();
     loop {
         if !session.out.is_empty() {
-            if !write(&mut stream, &session.out, &shared).await {
+            if !write_out(&mut stream, &mut session.out, &mut staging, &shared).await {
                 break;
             }
-            session.out.clear();
+            session.handle_written();
         }
         if session.handle_lagged(&shared.store, &shared.metrics, Instant::now()) == Flow::Close {
             break;
@@ -119,7 +119,7 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
                 Flow::Continue
             }
             _ = keepalive.tick() => {
-                session.out.extend_from_slice(b": keepalive\n\n");
+                session.out.push(Bytes::from_static(b": keepalive\n\n"));
                 Flow::Continue
             }
             res = stream.read(&mut probe) => {
@@ -136,7 +136,7 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
         };
         if flow == Flow::Close {
             if !session.out.is_empty() {
-                let _ = write(&mut stream, &session.out, &shared).await;
+                let _ = write_out(&mut stream, &mut session.out, &mut staging, &shared).await;
             }
             break;
         }
@@ -154,33 +154,97 @@ enum Flow {
     Close,
 }
 
+/// One followed stream of a session.
+struct Trace {
+    /// Its index in the figure (0 for a single-stream feed).
+    index: usize,
+    token: String,
+    sub: Subscription,
+    /// Updates received and not yet flushed into the output, oldest first.
+    pending: Vec<Arc<Fanout>>,
+    /// Their L35 bytes.
+    pending_bytes: usize,
+    /// L35 bytes flushed into the output and not yet written; given back to the queue once
+    /// they are.
+    unwritten_bytes: usize,
+}
+
+impl Trace {
+    fn new(index: usize, token: String, sub: Subscription) -> Trace {
+        Trace {
+            index,
+            token,
+            sub,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            unwritten_bytes: 0,
+        }
+    }
+}
+
+/// SSE bytes on their way to the socket, in order: shared chunks (updates, snapshots) and the
+/// session's own framing. Nothing here is a per-viewer copy of an update.
+#[derive(Debug, Default)]
+struct Outbox {
+    chunks: VecDeque<Bytes>,
+}
+
+impl Outbox {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+    }
+
+    /// Everything in order, as one buffer.
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+}
+
 /// One viewer session without I/O, in quinn's shape: queued messages, the flush timer and
 /// shutdown come in through `handle_*`, SSE bytes go out through `out`, and `poll_timeout`
-/// says when the coalesced updates are due. The driver in [`serve`] owns the socket.
+/// says when the coalesced updates are due. The driver in [`serve`] owns the socket, writes
+/// `out` whole before it receives again, and then calls `handle_written`.
 struct Session {
     feed: Feed,
     multi: bool,
     traces: Vec<Trace>,
     interval: Duration,
+    /// L35: pending updates are flushed early at this many, or at `max_pending_bytes`: half
+    /// of each bound, so a viewer that reads keeps the other half for what queues meanwhile.
+    max_pending: usize,
+    max_pending_bytes: usize,
     last_flush: Option<Instant>,
     lag_times: Vec<Instant>,
     /// SSE bytes for the socket.
-    out: Vec<u8>,
+    out: Outbox,
 }
 
 impl Session {
     /// A session for `traces` (already subscribed): the response head and the snapshot.
-    fn new(feed: Feed, traces: Vec<Trace>, interval: Duration) -> Session {
-        let mut out = Vec::with_capacity(4096);
-        out.extend_from_slice(
+    fn new(feed: Feed, traces: Vec<Trace>, interval: Duration, config: &StoreConfig) -> Session {
+        let mut out = Outbox::default();
+        out.push(Bytes::from_static(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
-        );
+        ));
         snapshot_event(&feed, &traces, &mut out);
         Session {
             multi: matches!(feed, Feed::Plot { .. }),
             feed,
             traces,
             interval,
+            max_pending: (config.viewer_queue / 2).max(1),
+            max_pending_bytes: (config.viewer_queue_bytes / 2).max(1),
             last_flush: None,
             lag_times: Vec::new(),
             out,
@@ -199,7 +263,7 @@ impl Session {
     /// silent gap; the third time in 60 s the viewer is dropped.
     fn handle_lagged(&mut self, store: &Store, metrics: &Metrics, now: Instant) -> Flow {
         let lagged: Vec<usize> = (0..self.traces.len())
-            .filter(|&i| self.traces[i].sub.lagged.load(Ordering::Acquire))
+            .filter(|&i| self.traces[i].sub.queue.is_lagged())
             .collect();
         if lagged.is_empty() {
             return Flow::Continue;
@@ -208,6 +272,7 @@ impl Session {
             .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
         self.lag_times.push(now);
         metrics.viewer_reset("lagged");
+        metrics.limit_breach("L35");
         if self.lag_times.len() >= 3 {
             metrics.viewers_dropped.fetch_add(1, Ordering::Relaxed);
             self.out.clear();
@@ -218,7 +283,9 @@ impl Session {
 
     /// A message received from trace `i`'s queue, then everything else queued there. Every
     /// message is handled, a `Reset` behind updates included: a drain that stopped at (and so
-    /// dropped) a queued reset sent the next epoch's updates under the old epoch (I5).
+    /// dropped) a queued reset sent the next epoch's updates under the old epoch (I5). Once
+    /// the pending updates reach half an L35 bound they are flushed and the drain stops, so
+    /// the driver writes them before it takes more.
     fn handle_msg(
         &mut self,
         store: &Store,
@@ -234,18 +301,25 @@ impl Session {
                 ViewerMsg::Update(u) => {
                     let t = &mut self.traces[i];
                     t.sub.last_seq = u.seq;
+                    t.pending_bytes += u.n_bytes();
                     t.pending.push(u);
+                    if t.pending.len() >= self.max_pending
+                        || t.pending_bytes >= self.max_pending_bytes
+                    {
+                        self.handle_timeout(now);
+                        return Flow::Continue;
+                    }
                 }
                 ViewerMsg::Reset("epoch") => {
                     // The updates before it belong to the old epoch: out they go, then the
                     // reset and a snapshot of the new one; its queue is a fresh one.
-                    flush_all(&mut self.traces, self.multi, &mut self.out);
+                    self.flush_all();
                     if self.resubscribe(store, &[i], "epoch") == Flow::Close {
                         return Flow::Close;
                     }
                 }
                 ViewerMsg::Reset(reason) => {
-                    flush_all(&mut self.traces, self.multi, &mut self.out);
+                    self.flush_all();
                     reset_event(&self.traces[i], reason, None, self.multi, &mut self.out);
                     return Flow::Close;
                 }
@@ -268,18 +342,63 @@ impl Session {
 
     /// The flush timer fired: every pending update goes out.
     fn handle_timeout(&mut self, now: Instant) {
-        flush_all(&mut self.traces, self.multi, &mut self.out);
+        self.flush_all();
         self.last_flush = Some(now);
+    }
+
+    /// The driver wrote all of `out`: its updates stop counting against the L35 byte bound.
+    fn handle_written(&mut self) {
+        for t in &mut self.traces {
+            t.sub.queue.release(std::mem::take(&mut t.unwritten_bytes));
+        }
     }
 
     /// The server is stopping: what is pending, then `reset` (shutdown).
     fn handle_shutdown(&mut self) {
-        flush_all(&mut self.traces, self.multi, &mut self.out);
+        self.flush_all();
         match self.traces.first() {
             Some(t) => reset_event(t, "shutdown", None, self.multi, &mut self.out),
-            None => self
-                .out
-                .extend_from_slice(b"event: reset\ndata: {\"reason\":\"shutdown\"}\n\n"),
+            None => self.out.push(Bytes::from_static(
+                b"event: reset\ndata: {\"reason\":\"shutdown\"}\n\n",
+            )),
+        }
+    }
+
+    /// Every trace's pending updates become one `update` event each: a lone update of a
+    /// single-stream feed is its shared event, others are framed here around the shared ops.
+    fn flush_all(&mut self) {
+        for t in &mut self.traces {
+            let (Some(first), Some(last)) = (t.pending.first(), t.pending.last()) else {
+                continue;
+            };
+            if !self.multi && t.pending.len() == 1 {
+                self.out.push(first.event.clone());
+            } else {
+                let mut head = event_head("update", &t.sub.epoch, last.seq);
+                head.push(b'{');
+                if self.multi {
+                    head.extend_from_slice(b"\"trace\":");
+                    head.extend_from_slice(itoa::Buffer::new().format(t.index).as_bytes());
+                    head.push(b',');
+                }
+                head.extend_from_slice(b"\"epoch\":\"");
+                head.extend_from_slice(t.sub.epoch.as_bytes());
+                head.extend_from_slice(b"\",\"from_seq\":");
+                head.extend_from_slice(itoa::Buffer::new().format(first.seq).as_bytes());
+                head.extend_from_slice(b",\"to_seq\":");
+                head.extend_from_slice(itoa::Buffer::new().format(last.seq).as_bytes());
+                head.extend_from_slice(b",\"data\":[");
+                self.out.push(Bytes::from(head));
+                for (k, u) in t.pending.iter().enumerate() {
+                    if k > 0 {
+                        self.out.push(Bytes::from_static(b","));
+                    }
+                    self.out.push(u.op.clone());
+                }
+                self.out.push(Bytes::from_static(b"]}\n\n"));
+            }
+            t.pending.clear();
+            t.unwritten_bytes += std::mem::take(&mut t.pending_bytes);
         }
     }
 
@@ -289,19 +408,21 @@ impl Session {
         for &i in which {
             let t = &mut self.traces[i];
             t.pending.clear();
+            t.pending_bytes = 0;
+            // The old queue goes with its count; what it had in `out` is written all the same.
+            t.unwritten_bytes = 0;
             reset_event(t, reason, Some(t.sub.last_seq), self.multi, &mut self.out);
             if !store.resubscribe(&t.token, &mut t.sub) {
                 return Flow::Close;
             }
             if self.multi {
-                let data = format!("{{\"trace\":{},\"stream\":{}}}", t.index, t.sub.snapshot);
-                event(
-                    &mut self.out,
-                    "snapshot",
-                    &t.sub.epoch,
-                    t.sub.last_seq,
-                    &data,
-                );
+                let mut head = event_head("snapshot", &t.sub.epoch, t.sub.last_seq);
+                head.extend_from_slice(b"{\"trace\":");
+                head.extend_from_slice(itoa::Buffer::new().format(t.index).as_bytes());
+                head.extend_from_slice(b",\"stream\":");
+                self.out.push(Bytes::from(head));
+                self.out.push(t.sub.snapshot.clone());
+                self.out.push(Bytes::from_static(b"}\n\n"));
             }
         }
         if !self.multi {
@@ -311,32 +432,75 @@ impl Session {
     }
 }
 
-async fn write(stream: &mut Io, bytes: &[u8], shared: &Shared) -> bool {
-    // L36: a viewer that takes nothing for 10 s is dropped.
-    match tokio::time::timeout(shared.config.write_timeout, stream.write_all(bytes)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
+/// Writes all of `out`. Chunks of at least [`DIRECT_WRITE`] bytes are written in place; runs
+/// of smaller ones are gathered into `staging` (at most [`STAGING`] bytes, reused), so framing
+/// costs no system call of its own. L36: a write that makes no progress for `write_timeout`
+/// drops the viewer.
+async fn write_out(
+    stream: &mut Io,
+    out: &mut Outbox,
+    staging: &mut Vec<u8>,
+    shared: &Shared,
+) -> bool {
+    loop {
+        let single = out.chunks.len() == 1;
+        let Some(front) = out.chunks.front_mut() else {
+            return true;
+        };
+        if front.len() >= DIRECT_WRITE || single {
+            let Some(n) = write_some(stream, front, shared).await else {
+                return false;
+            };
+            front.advance(n);
+            if front.is_empty() {
+                out.chunks.pop_front();
+            }
+            continue;
+        }
+        staging.clear();
+        while let Some(chunk) = out.chunks.front() {
+            if !staging.is_empty() && staging.len() + chunk.len() > STAGING {
+                break;
+            }
+            staging.extend_from_slice(chunk);
+            out.chunks.pop_front();
+        }
+        let mut done = 0;
+        while done < staging.len() {
+            let Some(n) = write_some(stream, &staging[done..], shared).await else {
+                return false;
+            };
+            done += n;
+        }
+    }
+}
+
+/// One write that makes progress within L36, or `None` (the viewer is gone or dropped).
+async fn write_some(stream: &mut Io, bytes: &[u8], shared: &Shared) -> Option<usize> {
+    match tokio::time::timeout(shared.config.write_timeout, stream.write(bytes)).await {
+        Ok(Ok(n)) if n > 0 => Some(n),
+        Ok(_) => None,
         Err(_) => {
             shared
                 .metrics
                 .viewers_dropped
                 .fetch_add(1, Ordering::Relaxed);
-            false
+            None
         }
     }
 }
 
-fn snapshot_event(feed: &Feed, traces: &[Trace], out: &mut Vec<u8>) {
+fn snapshot_event(feed: &Feed, traces: &[Trace], out: &mut Outbox) {
     match feed {
         Feed::Stream(_) => {
             if let Some(t) = traces.first() {
-                event(
-                    out,
+                out.push(Bytes::from(event_head(
                     "snapshot",
                     &t.sub.epoch,
                     t.sub.last_seq,
-                    &t.sub.snapshot,
-                );
+                )));
+                out.push(t.sub.snapshot.clone());
+                out.push(Bytes::from_static(b"\n\n"));
             }
         }
         Feed::Plot {
@@ -344,76 +508,73 @@ fn snapshot_event(feed: &Feed, traces: &[Trace], out: &mut Vec<u8>) {
             layout,
             traces: defs,
         } => {
-            let mut data = String::from("{\"fid\":");
-            crate::store::push_json_str(&mut data, fid);
-            data.push_str(&format!(",\"layout\":{layout},\"traces\":["));
+            let mut text = event_head("snapshot", "plot", 0);
+            text.extend_from_slice(b"{\"fid\":");
+            write_jcs_string(fid, &mut text);
+            text.extend_from_slice(b",\"layout\":");
+            text.extend_from_slice(layout.as_bytes());
+            text.extend_from_slice(b",\"traces\":[");
             for (i, (_, def)) in defs.iter().enumerate() {
                 if i > 0 {
-                    data.push(',');
+                    text.push(b',');
                 }
-                let stream = traces
-                    .iter()
-                    .find(|t| t.index == i)
-                    .map_or("null", |t| t.sub.snapshot.as_str());
-                data.push_str(&format!("{{\"trace\":{def},\"stream\":{stream}}}"));
+                text.extend_from_slice(b"{\"trace\":");
+                text.extend_from_slice(def.as_bytes());
+                text.extend_from_slice(b",\"stream\":");
+                match traces.iter().find(|t| t.index == i) {
+                    // The stream's snapshot is shared, not copied.
+                    Some(t) => {
+                        out.push(Bytes::from(std::mem::take(&mut text)));
+                        out.push(t.sub.snapshot.clone());
+                        text.push(b'}');
+                    }
+                    None => text.extend_from_slice(b"null}"),
+                }
             }
-            data.push_str("]}");
-            event(out, "snapshot", "plot", 0, &data);
+            text.extend_from_slice(b"]}\n\n");
+            out.push(Bytes::from(text));
         }
     }
 }
 
 /// A `reset` event for `t` at its current seq; `after_seq` when a fresh snapshot follows.
-fn reset_event(t: &Trace, reason: &str, after_seq: Option<u64>, multi: bool, out: &mut Vec<u8>) {
-    let after = after_seq.map_or(String::new(), |a| format!(",\"after_seq\":{a}"));
-    let trace = if multi {
-        format!(",\"trace\":{}", t.index)
-    } else {
-        String::new()
-    };
-    event(
-        out,
-        "reset",
-        &t.sub.epoch,
-        t.sub.last_seq,
-        &format!(
-            "{{\"epoch\":\"{}\",\"reason\":\"{reason}\"{after}{trace}}}",
-            t.sub.epoch
-        ),
-    );
-}
-
-fn flush_all(traces: &mut [Trace], multi: bool, out: &mut Vec<u8>) {
-    for t in traces.iter_mut() {
-        let (Some(first), Some(last)) = (t.pending.first(), t.pending.last()) else {
-            continue;
-        };
-        let (from, to) = (first.seq, last.seq);
-        let trace = if multi {
-            format!("\"trace\":{},", t.index)
-        } else {
-            String::new()
-        };
-        let mut data = format!(
-            "{{{trace}\"epoch\":\"{}\",\"from_seq\":{from},\"to_seq\":{to},\"data\":[",
-            t.sub.epoch
-        );
-        for (i, u) in t.pending.iter().enumerate() {
-            if i > 0 {
-                data.push(',');
-            }
-            data.push_str(&String::from_utf8_lossy(&u.json));
-        }
-        data.push_str("]}");
-        event(out, "update", &t.sub.epoch, to, &data);
-        t.pending.clear();
+fn reset_event(t: &Trace, reason: &str, after_seq: Option<u64>, multi: bool, out: &mut Outbox) {
+    let mut text = event_head("reset", &t.sub.epoch, t.sub.last_seq);
+    text.extend_from_slice(b"{\"epoch\":\"");
+    text.extend_from_slice(t.sub.epoch.as_bytes());
+    text.extend_from_slice(b"\",\"reason\":");
+    write_jcs_string(reason, &mut text);
+    if let Some(after) = after_seq {
+        text.extend_from_slice(b",\"after_seq\":");
+        text.extend_from_slice(itoa::Buffer::new().format(after).as_bytes());
     }
+    if multi {
+        text.extend_from_slice(b",\"trace\":");
+        text.extend_from_slice(itoa::Buffer::new().format(t.index).as_bytes());
+    }
+    text.extend_from_slice(b"}\n\n");
+    out.push(Bytes::from(text));
 }
 
-fn event(out: &mut Vec<u8>, kind: &str, epoch: &str, seq: u64, data: &str) {
-    debug_assert!(!data.contains('\n') && !data.contains('\r'));
-    out.extend_from_slice(format!("event: {kind}\nid: {epoch}:{seq}\ndata: {data}\n\n").as_bytes());
+/// `event: <kind>`, `id: <epoch>:<seq>` and the start of the `data:` line; the caller adds
+/// one JSON text and the blank line.
+fn event_head(kind: &str, epoch: &str, seq: u64) -> Vec<u8> {
+    let mut head = Vec::with_capacity(128);
+    head.extend_from_slice(b"event: ");
+    head.extend_from_slice(kind.as_bytes());
+    head.extend_from_slice(b"\nid: ");
+    head.extend_from_slice(epoch.as_bytes());
+    head.push(b':');
+    head.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    head.extend_from_slice(b"\ndata: ");
+    head
 }
+
+/// Chunks this large are written in place, not gathered (a snapshot, a big update).
+const DIRECT_WRITE: usize = 4 * 1024;
+/// The most bytes of small chunks gathered into one write: what one session holds besides
+/// the shared chunks while its socket is full.
+const STAGING: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -455,13 +616,13 @@ mod tests {
         /// A session following one stream.
         fn session(&self, token: &str, interval: Duration) -> Session {
             let sub = self.store.subscribe(token).unwrap().unwrap();
-            let trace = Trace {
-                index: 0,
-                token: token.to_owned(),
-                sub,
-                pending: Vec::new(),
-            };
-            Session::new(Feed::Stream(token.to_owned()), vec![trace], interval)
+            let trace = Trace::new(0, token.to_owned(), sub);
+            Session::new(
+                Feed::Stream(token.to_owned()),
+                vec![trace],
+                interval,
+                self.store.config(),
+            )
         }
 
         /// Does what the driver does with everything queued, as if each message arrived when
@@ -484,6 +645,36 @@ mod tests {
                 }
             }
         }
+
+        /// As `pump`, for a viewer whose socket takes everything: the output is written to
+        /// `socket` before each message, as the driver does.
+        fn pump_writing(&self, session: &mut Session, socket: &mut Vec<u8>, now: Instant) {
+            loop {
+                write(session, socket);
+                assert_eq!(
+                    session.handle_lagged(&self.store, &self.metrics, now),
+                    Flow::Continue
+                );
+                write(session, socket);
+                let ready = session
+                    .traces
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, t)| Some((i, t.sub.rx.try_recv().ok()?)));
+                let Some((i, msg)) = ready else {
+                    return;
+                };
+                let flow = session.handle_msg(&self.store, i, Some(msg), now);
+                assert_eq!(flow, Flow::Continue);
+            }
+        }
+    }
+
+    /// The driver's write: all of the output goes to `socket`.
+    fn write(session: &mut Session, socket: &mut Vec<u8>) {
+        socket.extend(session.out.to_vec());
+        session.out.clear();
+        session.handle_written();
     }
 
     /// The session's output as `(event, id, data)`, after the response head.
@@ -571,7 +762,7 @@ mod tests {
             let now = Instant::now();
             assert_eq!(f.pump(&mut session, now), Flow::Continue);
             session.handle_timeout(now + interval);
-            let events = events(&session.out);
+            let events = events(&session.out.to_vec());
             assert_eq!(
                 kinds(&events),
                 ["snapshot", "update", "reset", "snapshot"],
@@ -612,7 +803,7 @@ mod tests {
         assert_eq!(f.pump(&mut session, now), Flow::Continue);
         f.apply("tok1", r#"{"x":101}"#);
         assert_eq!(f.pump(&mut session, now), Flow::Continue);
-        let events = events(&session.out);
+        let events = events(&session.out.to_vec());
         assert_eq!(
             kinds(&events),
             ["snapshot", "reset", "snapshot", "update"],
@@ -621,6 +812,105 @@ mod tests {
         assert_eq!(events[1].2["reason"], "lagged");
         assert_ne!(events[2].2["epoch"], events[0].2["epoch"]);
         assert_eq!(check_continuity(&events), [1]);
+    }
+
+    /// Finding 7 (and L35): with a long interval, a viewer that reads everything used to grow
+    /// its pending list 1:1 with ingest until the interval was up. It is flushed early at half
+    /// of either L35 bound.
+    #[test]
+    fn pending_updates_are_flushed_early_at_half_a_bound() {
+        for (config, line) in [
+            // The event bound: 8 pending.
+            (
+                StoreConfig {
+                    viewer_queue: 16,
+                    ..StoreConfig::default()
+                },
+                "{\"x\":1}".to_owned(),
+            ),
+            // The byte bound: 2 KiB pending, lines of ~300 bytes.
+            (
+                StoreConfig {
+                    viewer_queue_bytes: 4096,
+                    ..StoreConfig::default()
+                },
+                format!("{{\"x\":[{}]}}", vec!["123.5"; 40].join(",")),
+            ),
+        ] {
+            let f = Fixture::new(config);
+            f.apply("tok1", &line);
+            let mut session = f.session("tok1", Duration::from_secs(5));
+            let (max_pending, max_bytes) = (session.max_pending, session.max_pending_bytes);
+            let mut socket = Vec::new();
+            let now = Instant::now();
+            for _ in 0..100 {
+                f.apply("tok1", &line);
+                f.pump_writing(&mut session, &mut socket, now);
+                let t = &session.traces[0];
+                assert!(t.pending.len() < max_pending, "{} pending", t.pending.len());
+                assert!(
+                    t.pending_bytes < max_bytes,
+                    "{} bytes pending",
+                    t.pending_bytes
+                );
+                assert!(!t.sub.queue.is_lagged());
+            }
+            assert!(session
+                .poll_timeout(now)
+                .is_some_and(|at| at <= now + Duration::from_secs(5)));
+            session.handle_timeout(now + Duration::from_secs(5));
+            write(&mut session, &mut socket);
+            let events = events(&socket);
+            assert_eq!(check_continuity(&events), (2..=101).collect::<Vec<_>>());
+            for (_, _, v) in events.iter().filter(|(k, _, _)| k == "update") {
+                let n = v["data"].as_array().unwrap().len();
+                assert!(n <= max_pending, "an update of {n}");
+            }
+        }
+    }
+
+    /// L35's byte bound covers what the session has taken but not written: a viewer whose
+    /// socket takes nothing is lagged once its unwritten output reaches the bound, though its
+    /// queue is empty every time (it used to keep accumulating output).
+    #[test]
+    fn unwritten_output_counts_against_the_byte_bound() {
+        const BOUND: usize = 4096;
+        let f = Fixture::new(StoreConfig {
+            viewer_queue_bytes: BOUND,
+            ..StoreConfig::default()
+        });
+        f.apply("tok1", r#"{"x":0}"#);
+        let mut session = f.session("tok1", Duration::ZERO);
+        let now = Instant::now();
+        let line = format!("{{\"x\":[{}]}}", vec!["123.5"; 40].join(","));
+        let mut n_lines = 0;
+        loop {
+            assert!(n_lines < 100, "never lagged");
+            f.apply("tok1", &line);
+            n_lines += 1;
+            if session.traces[0].sub.queue.is_lagged() {
+                break;
+            }
+            // The session takes everything queued; the socket takes nothing.
+            assert_eq!(f.pump(&mut session, now), Flow::Continue);
+            assert!(session.traces[0].sub.queue.n_bytes() <= BOUND);
+            assert!(session.traces[0].sub.rx.is_empty());
+        }
+        assert!(n_lines > 3, "lagged after {n_lines} lines");
+        // Once the socket takes bytes again: the backlog, then reset and a snapshot.
+        let mut socket = Vec::new();
+        f.pump_writing(&mut session, &mut socket, now);
+        f.apply("tok1", &line);
+        f.pump_writing(&mut session, &mut socket, now);
+        let events = events(&socket);
+        let kinds = kinds(&events);
+        assert_eq!(
+            &kinds[kinds.len() - 4..],
+            ["update", "reset", "snapshot", "update"]
+        );
+        assert_eq!(events[kinds.len() - 3].2["reason"], "lagged");
+        let _ = check_continuity(&events);
+        assert!(f.metrics.viewer_queued_bytes_max.load(Ordering::Relaxed) <= BOUND as u64);
     }
 
     /// The shutdown reset is not lost behind queued updates either.
@@ -634,7 +924,7 @@ mod tests {
         }
         f.store.shutdown_viewers();
         assert_eq!(f.pump(&mut session, Instant::now()), Flow::Close);
-        let events = events(&session.out);
+        let events = events(&session.out.to_vec());
         assert_eq!(
             kinds(&events),
             ["snapshot", "update", "reset"],

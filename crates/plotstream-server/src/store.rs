@@ -7,7 +7,7 @@
 //! ingest (M28).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -38,9 +38,19 @@ pub struct StoreConfig {
     pub total_bytes: usize,
     /// L26: streams.
     pub max_streams: usize,
-    /// L35: viewer queue length in events.
+    /// L35: a viewer's queue in events (default 1 024): the updates fanned out to it and not
+    /// yet taken by its session. Past it the viewer is lagged: `reset` (lagged) and a fresh
+    /// snapshot, never a silent gap (I5). Its session flushes its coalesced updates early once
+    /// half of this many are pending, rather than letting them grow.
     pub viewer_queue: usize,
-    /// L35: viewer queue length in bytes (enforced from the next commit on).
+    /// L35: a viewer's queue in bytes (default 1 MiB), whichever of the two bounds comes
+    /// first: the encoded size of every update fanned out to it and not yet written to its
+    /// socket, whether still queued, pending in its session or in the session's output. So a
+    /// viewer whose socket is full holds at most this much, however fast the stream. Past it the
+    /// viewer is lagged, as for the event bound; its session flushes early at half of it. One
+    /// update larger than the bound is still taken by an empty queue. The updates are encoded
+    /// once and shared by every viewer, so this bounds what one viewer pins, not a copy; the
+    /// snapshot a reset sends is not counted (L24 and L41 bound it, one per trace at a time).
     pub viewer_queue_bytes: usize,
     /// L37: viewers per stream (default 1 000); the next subscribe gets 503.
     pub viewers_per_stream: usize,
@@ -109,34 +119,105 @@ impl Conn {
 /// One event queued to a viewer.
 #[derive(Debug, Clone)]
 pub enum ViewerMsg {
-    /// One accepted update: its seq and its JSON op (`{"seq":..,"append":{..},...}`).
+    /// One accepted update, encoded once for every viewer.
     Update(Arc<Fanout>),
     /// The stream's history was lost (`epoch`) or the server is stopping (`shutdown`).
     Reset(&'static str),
 }
 
-/// An update as fanned out, serialised once for every viewer.
+/// An update as fanned out: encoded once, when someone watches, and shared by every viewer's
+/// queue, session and output (reference-counted `Bytes`, never copied per viewer).
 #[derive(Debug)]
 pub struct Fanout {
     /// The update's seq.
     pub seq: u64,
-    /// The JSON op.
-    pub json: Bytes,
+    /// The whole SSE `update` event that carries this update alone, as a single-stream feed
+    /// sends it: `event: update`, `id: <epoch>:<seq>`, and
+    /// `data: {"epoch":..,"from_seq":seq,"to_seq":seq,"data":[<op>]}`.
+    pub event: Bytes,
+    /// The JSON op (`{"seq":..,"append":{..},...}`), a slice of `event`, which coalesced and
+    /// figure-feed events frame.
+    pub op: Bytes,
+}
+
+impl Fanout {
+    /// What the update counts against a viewer's L35 byte bound.
+    pub fn n_bytes(&self) -> usize {
+        self.event.len()
+    }
+}
+
+/// The part of a viewer's queue that the fan-out and the viewer's session share (L35).
+#[derive(Debug)]
+pub struct ViewerQueue {
+    /// Set when the queue overflowed: the viewer must reset and resubscribe (I5). Nothing is
+    /// queued to it from then on.
+    lagged: AtomicBool,
+    /// Bytes fanned out and not yet written to the viewer's socket (added by the fan-out,
+    /// given back by the session once written).
+    /// Invariant: at most `max_bytes`, or one update's bytes.
+    n_bytes: AtomicUsize,
+    /// L35: the byte bound.
+    max_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl ViewerQueue {
+    /// True once the queue overflowed.
+    pub fn is_lagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire)
+    }
+
+    /// Bytes counted now: queued, pending and unwritten.
+    pub fn n_bytes(&self) -> usize {
+        self.n_bytes.load(Ordering::Acquire)
+    }
+
+    /// Gives back `n` counted bytes, written to the socket (or dropped with the queue).
+    pub fn release(&self, n: usize) {
+        let _ = self
+            .n_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    fn mark_lagged(&self) {
+        self.lagged.store(true, Ordering::Release);
+    }
+
+    /// Counts `n` more bytes, unless that passes the bound (then the caller marks the viewer
+    /// lagged). Only the fan-out adds, under the store lock, and the session only subtracts, so
+    /// the check cannot race into going over.
+    fn try_reserve(&self, n: usize) -> bool {
+        let before = self.n_bytes.load(Ordering::Acquire);
+        let after = before.saturating_add(n);
+        if before > 0 && after > self.max_bytes {
+            return false;
+        }
+        self.n_bytes.fetch_add(n, Ordering::AcqRel);
+        let peak = &self.metrics.viewer_queued_bytes_max;
+        let after = u64::try_from(after).unwrap_or(u64::MAX);
+        if after > peak.load(Ordering::Relaxed) {
+            peak.fetch_max(after, Ordering::Relaxed);
+        }
+        true
+    }
 }
 
 /// What a viewer gets when it subscribes.
 #[derive(Debug)]
 pub struct Subscription {
     /// The snapshot event's JSON (`{epoch, first_seq, last_seq, maxpoints, window, layout}`).
-    pub snapshot: String,
+    pub snapshot: Bytes,
     /// The stream's epoch.
     pub epoch: String,
     /// The snapshot's `last_seq`; the first update covers `last_seq + 1`.
     pub last_seq: u64,
     /// Later updates.
     pub rx: mpsc::Receiver<ViewerMsg>,
-    /// Set when the queue overflowed: the viewer must reset and resubscribe (I5).
-    pub lagged: Arc<AtomicBool>,
+    /// Its lag flag and byte count (L35), shared with the fan-out.
+    pub queue: Arc<ViewerQueue>,
     /// Its place in the L37 count, given back when the subscription is dropped.
     _slot: ViewerGuard,
 }
@@ -184,7 +265,7 @@ struct Stream {
 #[derive(Debug)]
 struct ViewerSlot {
     tx: mpsc::Sender<ViewerMsg>,
-    lagged: Arc<AtomicBool>,
+    queue: Arc<ViewerQueue>,
 }
 
 /// Why the store refused something.
@@ -329,13 +410,13 @@ impl Store {
             self.metrics.limit_breach("L37");
             return Err(Status::UNAVAILABLE);
         };
-        let (rx, lagged) = stream.add_viewer(self.config.viewer_queue);
+        let (rx, queue) = self.add_viewer(stream);
         Ok(Some(Subscription {
-            snapshot: stream.snapshot_json(),
+            snapshot: Bytes::from(stream.snapshot_json()),
             epoch: stream.epoch.clone(),
             last_seq: stream.last_seq,
             rx,
-            lagged,
+            queue,
             _slot: slot,
         }))
     }
@@ -350,13 +431,29 @@ impl Store {
         };
         sub.rx.close();
         stream.viewers.retain(|v| !v.tx.is_closed());
-        let (rx, lagged) = stream.add_viewer(self.config.viewer_queue);
-        sub.snapshot = stream.snapshot_json();
+        let (rx, queue) = self.add_viewer(stream);
+        sub.snapshot = Bytes::from(stream.snapshot_json());
         sub.epoch.clone_from(&stream.epoch);
         sub.last_seq = stream.last_seq;
         sub.rx = rx;
-        sub.lagged = lagged;
+        sub.queue = queue;
         true
+    }
+
+    /// Registers a viewer queue with `stream` (L35 bounds); returns the viewer's ends.
+    fn add_viewer(&self, stream: &mut Stream) -> (mpsc::Receiver<ViewerMsg>, Arc<ViewerQueue>) {
+        let (tx, rx) = mpsc::channel(self.config.viewer_queue);
+        let queue = Arc::new(ViewerQueue {
+            lagged: AtomicBool::new(false),
+            n_bytes: AtomicUsize::new(0),
+            max_bytes: self.config.viewer_queue_bytes,
+            metrics: self.metrics.clone(),
+        });
+        stream.viewers.push(ViewerSlot {
+            tx,
+            queue: queue.clone(),
+        });
+        (rx, queue)
     }
 
     /// The inspection object of RELIABILITY.md §4.3, as JSON.
@@ -441,7 +538,7 @@ impl Store {
                 // A full queue cannot take the reset: lagged, the viewer resets all the same
                 // (with a snapshot of the new epoch), before any update of the new epoch.
                 if v.tx.try_send(ViewerMsg::Reset("epoch")).is_err() {
-                    v.lagged.store(true, Ordering::Release);
+                    v.queue.mark_lagged();
                 }
             }
         }
@@ -553,17 +650,6 @@ impl Stream {
         }
     }
 
-    /// Registers a viewer queue of `capacity` events; returns its receiving end.
-    fn add_viewer(&mut self, capacity: usize) -> (mpsc::Receiver<ViewerMsg>, Arc<AtomicBool>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let lagged = Arc::new(AtomicBool::new(false));
-        self.viewers.push(ViewerSlot {
-            tx,
-            lagged: lagged.clone(),
-        });
-        (rx, lagged)
-    }
-
     fn apply(&mut self, update: &Update, budget: usize, global_full: bool) -> u64 {
         let start_bytes = self.bytes;
         self.last_seq += 1;
@@ -630,49 +716,79 @@ impl Stream {
         }
         // The op is for viewers only: a stream nobody watches (bulk ingest) skips building it.
         self.viewers.retain(|v| !v.tx.is_closed());
-        if self
-            .viewers
-            .iter()
-            .all(|v| v.lagged.load(Ordering::Relaxed))
-        {
+        if self.viewers.iter().all(|v| v.queue.is_lagged()) {
             return seq;
         }
-        let mut op = Vec::with_capacity(64);
-        op.extend_from_slice(b"{\"seq\":");
-        op.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-        if !appends.is_empty() {
-            op.extend_from_slice(b",\"append\":{");
-            write_members(&appends, true, &mut op);
-            op.push(b'}');
-        }
-        if !replaces.is_empty() {
-            op.extend_from_slice(b",\"replace\":{");
-            write_members(&replaces, false, &mut op);
-            op.push(b'}');
-        }
-        if !update.line.is_empty() {
-            op.extend_from_slice(b",\"line\":");
-            write_jcs(&Value::Object(update.line.clone()), &mut op);
-        }
-        if let Some(layout) = &update.layout {
-            op.extend_from_slice(b",\"layout\":");
-            write_jcs(&Value::Object(layout.clone()), &mut op);
-        }
-        op.push(b'}');
-        let fanout = Arc::new(Fanout {
-            seq,
-            json: Bytes::from(op),
-        });
+        let fanout = Arc::new(self.encode_update(seq, update, &appends, &replaces));
+        let n_bytes = fanout.n_bytes();
         for v in &self.viewers {
-            if v.lagged.load(Ordering::Relaxed) {
+            if v.queue.is_lagged() {
                 continue;
             }
-            if v.tx.try_send(ViewerMsg::Update(fanout.clone())).is_err() {
-                // L35: never block ingest on a viewer; it resets and resubscribes (I5).
-                v.lagged.store(true, Ordering::Release);
+            // L35, either bound: never block ingest on a viewer; it resets and resubscribes
+            // (I5).
+            if !v.queue.try_reserve(n_bytes)
+                || v.tx.try_send(ViewerMsg::Update(fanout.clone())).is_err()
+            {
+                v.queue.mark_lagged();
             }
         }
         seq
+    }
+
+    /// The SSE event of one update, for viewers (see [`Fanout`]): encoded once, the op a slice
+    /// of it.
+    fn encode_update(
+        &self,
+        seq: u64,
+        update: &Update,
+        appends: &[(&str, &Value)],
+        replaces: &[(&str, &Value)],
+    ) -> Fanout {
+        let mut seq_buf = itoa::Buffer::new();
+        let seq_text = seq_buf.format(seq).as_bytes();
+        let mut ev = Vec::with_capacity(160);
+        ev.extend_from_slice(b"event: update\nid: ");
+        ev.extend_from_slice(self.epoch.as_bytes());
+        ev.push(b':');
+        ev.extend_from_slice(seq_text);
+        ev.extend_from_slice(b"\ndata: {\"epoch\":\"");
+        ev.extend_from_slice(self.epoch.as_bytes());
+        ev.extend_from_slice(b"\",\"from_seq\":");
+        ev.extend_from_slice(seq_text);
+        ev.extend_from_slice(b",\"to_seq\":");
+        ev.extend_from_slice(seq_text);
+        ev.extend_from_slice(b",\"data\":[");
+        let op_start = ev.len();
+        ev.extend_from_slice(b"{\"seq\":");
+        ev.extend_from_slice(seq_text);
+        if !appends.is_empty() {
+            ev.extend_from_slice(b",\"append\":{");
+            write_members(appends, true, &mut ev);
+            ev.push(b'}');
+        }
+        if !replaces.is_empty() {
+            ev.extend_from_slice(b",\"replace\":{");
+            write_members(replaces, false, &mut ev);
+            ev.push(b'}');
+        }
+        if !update.line.is_empty() {
+            ev.extend_from_slice(b",\"line\":");
+            write_jcs(&Value::Object(update.line.clone()), &mut ev);
+        }
+        if let Some(layout) = &update.layout {
+            ev.extend_from_slice(b",\"layout\":");
+            write_jcs(&Value::Object(layout.clone()), &mut ev);
+        }
+        ev.push(b'}');
+        let op_end = ev.len();
+        ev.extend_from_slice(b"]}\n\n");
+        let event = Bytes::from(ev);
+        Fanout {
+            seq,
+            op: event.slice(op_start..op_end),
+            event,
+        }
     }
 
     /// Starts a new history from `initial` arrays (a figure was created or replaced).

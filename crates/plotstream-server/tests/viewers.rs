@@ -1,5 +1,6 @@
 //! The SSE viewer path over real loopback sockets: viewer slots (L37) come back when viewers
-//! leave, and a reset queued behind updates reaches the viewer. Waits are bounded and end on what the
+//! leave, a viewer that stops reading holds at most the L35 byte bound, and a reset queued
+//! behind updates reaches the viewer. Waits are bounded and end on what the
 //! server reports (`/metrics`, events), never on a fixed sleep.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use plotstream_server::{Config, Spawned};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 type Events = Vec<(String, serde_json::Value)>;
 
@@ -263,6 +264,74 @@ async fn viewer_slots_come_back_when_viewers_leave() {
     server.wait_viewers(1).await;
     drop(v);
     server.wait_viewers(0).await;
+    server.stop().await;
+}
+
+/// A socket whose receive buffer is tiny, so a viewer that does not read fills it at once.
+async fn tiny_window(addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Finding 6: viewers that never read each held their own copy of the whole backlog (200 of
+/// them and 11 MB of ingest peaked at 1.2–1.5 GiB). L35 bounds a viewer's queue at 1 024
+/// events OR 1 MiB: here at 64 KiB, with lines of ~10 kB and fewer lines than the event bound,
+/// so only the byte bound can fire. Every viewer's queued bytes (queue, pending and unwritten
+/// output) stay within it, and a viewer that reads late gets `reset` (lagged) and a snapshot,
+/// never a gap.
+#[tokio::test]
+async fn a_viewer_that_does_not_read_holds_at_most_the_byte_bound() {
+    const BOUND: u64 = 64 * 1024;
+    const LINES: u64 = 900;
+    let mut config = quick();
+    config.store.viewer_queue_bytes = 64 * 1024;
+    config.write_timeout = Duration::from_secs(60);
+    let server = Server::start(config).await;
+    let (status, _) = server
+        .exchange(&format!("{}{}0\r\n\r\n", h("tok1"), point(0)))
+        .await;
+    assert_eq!(status, 200);
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        let s = tiny_window(server.addr).await;
+        idle.push(
+            server
+                .open("/api/streams/tok1/events?interval=0", s)
+                .await
+                .1,
+        );
+    }
+    let s = tiny_window(server.addr).await;
+    let (_, mut late) = server.open("/api/streams/tok1/events?interval=0", s).await;
+    // ~9 MB of SSE per viewer, far more than its socket buffers and its bound.
+    let line = format!("{{\"x\":[{}]}}\n", vec!["1234567.25"; 900].join(","));
+    let body: String = (0..LINES).map(|_| c(&line)).collect();
+    let (status, _) = server
+        .exchange(&format!("{}{body}0\r\n\r\n", h("tok1")))
+        .await;
+    assert_eq!(status, 200, "ingest never waits on a viewer");
+    let last = LINES + 1;
+    let events = read_events(&mut late, |e| {
+        e.last().is_some_and(|(k, v)| {
+            (k == "update" && v["to_seq"] == last) || (k == "snapshot" && v["last_seq"] == last)
+        })
+    })
+    .await;
+    let resets: Vec<_> = events.iter().filter(|(k, _)| k == "reset").collect();
+    assert!(!resets.is_empty(), "the late reader lagged (byte bound)");
+    assert!(resets.iter().all(|(_, v)| v["reason"] == "lagged"));
+    let after = events.iter().skip_while(|(k, _)| k != "reset").nth(1);
+    assert_eq!(after.map(|(k, _)| k.as_str()), Some("snapshot"));
+    // Continuity across every snapshot (I5).
+    let _ = covered(&events);
+    let peak = server
+        .metric("plotstream_viewer_queued_bytes_max")
+        .await
+        .expect("the queued-bytes gauge");
+    assert!(peak > 0, "the viewers queued something");
+    assert!(peak <= BOUND, "a viewer queued {peak} bytes, over {BOUND}");
+    drop(idle);
     server.stop().await;
 }
 
