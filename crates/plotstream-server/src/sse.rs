@@ -913,6 +913,102 @@ mod tests {
         assert!(f.metrics.viewer_queued_bytes_max.load(Ordering::Relaxed) <= BOUND as u64);
     }
 
+    /// A figure feed frames the shared ops with its trace index: coalesced and lone updates,
+    /// and a lagged trace's reset and snapshot, are each one JSON text.
+    #[test]
+    fn a_figure_feed_frames_the_shared_ops_per_trace() {
+        let f = Fixture::new(StoreConfig {
+            viewer_queue: 4,
+            ..StoreConfig::default()
+        });
+        f.apply("tok1", r#"{"x":1}"#);
+        f.apply("tok2", r#"{"x":1}"#);
+        let feed = Feed::Plot {
+            fid: "me:1".to_owned(),
+            layout: r#"{"title":"t"}"#.to_owned(),
+            traces: vec![
+                (Some("tok1".to_owned()), r#"{"type":"scatter"}"#.to_owned()),
+                (None, r#"{"type":"bar","y":[1]}"#.to_owned()),
+                (Some("tok2".to_owned()), r#"{"type":"scatter"}"#.to_owned()),
+            ],
+        };
+        let traces = vec![
+            Trace::new(
+                0,
+                "tok1".to_owned(),
+                f.store.subscribe("tok1").unwrap().unwrap(),
+            ),
+            Trace::new(
+                2,
+                "tok2".to_owned(),
+                f.store.subscribe("tok2").unwrap().unwrap(),
+            ),
+        ];
+        let mut session = Session::new(feed, traces, Duration::ZERO, f.store.config());
+        let mut socket = Vec::new();
+        let now = Instant::now();
+        f.apply("tok1", r#"{"x":2}"#);
+        f.apply("tok1", r#"{"x":3}"#);
+        f.apply("tok2", r#"{"x":2,"layout":{"title":"u"}}"#);
+        f.pump_writing(&mut session, &mut socket, now);
+        // tok2 overflows its queue of 4 while the session is away.
+        for n in 3..=8 {
+            f.apply("tok2", &format!("{{\"x\":{n}}}"));
+        }
+        f.pump_writing(&mut session, &mut socket, now);
+        f.apply("tok2", r#"{"x":9}"#);
+        f.pump_writing(&mut session, &mut socket, now);
+        let events = events(&socket);
+        assert_eq!(
+            kinds(&events),
+            ["snapshot", "update", "update", "reset", "snapshot", "update"],
+            "{events:?}"
+        );
+        let snapshot = &events[0].2;
+        assert_eq!(snapshot["fid"], "me:1");
+        assert_eq!(snapshot["traces"][1]["stream"], serde_json::Value::Null);
+        assert_eq!(
+            snapshot["traces"][2]["stream"]["window"]["x"],
+            serde_json::json!([1])
+        );
+        let (a, b) = (&events[1].2, &events[2].2);
+        assert_eq!(
+            (
+                a["trace"].as_u64(),
+                a["from_seq"].as_u64(),
+                a["to_seq"].as_u64()
+            ),
+            (Some(0), Some(2), Some(3))
+        );
+        assert_eq!(
+            (b["trace"].as_u64(), b["from_seq"].as_u64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(b["data"][0]["layout"]["title"], "u");
+        assert_eq!(
+            (
+                events[3].2["trace"].as_u64(),
+                events[3].2["reason"].as_str()
+            ),
+            (Some(2), Some("lagged"))
+        );
+        let again = &events[4].2;
+        assert_eq!(
+            (
+                again["trace"].as_u64(),
+                again["stream"]["last_seq"].as_u64()
+            ),
+            (Some(2), Some(8))
+        );
+        assert_eq!(
+            (
+                events[5].2["trace"].as_u64(),
+                events[5].2["from_seq"].as_u64()
+            ),
+            (Some(2), Some(9))
+        );
+    }
+
     /// The shutdown reset is not lost behind queued updates either.
     #[test]
     fn a_queued_shutdown_reset_is_never_swallowed() {
