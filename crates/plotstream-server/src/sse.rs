@@ -51,11 +51,7 @@ pub enum Feed {
 
 /// Serves one viewer until it leaves, lags three times in 60 s, stalls (L36) or shutdown.
 pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<Shared>) {
-    let interval = head
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("interval=")))
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(Duration::from_millis(50), Duration::from_millis);
+    let interval = interval_of(head.query(), shared.store.config().viewer_interval_max);
     let tokens: Vec<(usize, String)> = match &feed {
         Feed::Stream(t) => vec![(0, t.clone())],
         Feed::Plot { traces, .. } => traces
@@ -142,6 +138,16 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// `?interval=MS`: the coalescing interval, at most `max` (L35 note: a viewer that asked for
+/// years grew its pending updates with ingest, and `u64::MAX` overflowed the deadline); 50 ms
+/// when absent or not a whole number.
+fn interval_of(query: Option<&str>, max: Duration) -> Duration {
+    query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("interval=")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_INTERVAL, |ms| Duration::from_millis(ms).min(max))
 }
 
 /// What the driver does after an input.
@@ -570,6 +576,8 @@ fn event_head(kind: &str, epoch: &str, seq: u64) -> Vec<u8> {
     head
 }
 
+/// The coalescing interval when a viewer asks for none.
+const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
 /// Chunks this large are written in place, not gathered (a snapshot, a big update).
 const DIRECT_WRITE: usize = 4 * 1024;
 /// The most bytes of small chunks gathered into one write: what one session holds besides
@@ -911,6 +919,30 @@ mod tests {
         assert_eq!(events[kinds.len() - 3].2["reason"], "lagged");
         let _ = check_continuity(&events);
         assert!(f.metrics.viewer_queued_bytes_max.load(Ordering::Relaxed) <= BOUND as u64);
+    }
+
+    /// `?interval=` is clamped to L35's note (5 s by default); what does not parse is 50 ms.
+    #[test]
+    fn interval_is_clamped_and_defaults_to_50_ms() {
+        let max = Duration::from_secs(5);
+        let ms = Duration::from_millis;
+        for (query, expected) in [
+            (None, ms(50)),
+            (Some("interval=0"), ms(0)),
+            (Some("interval=10"), ms(10)),
+            (Some("a=1&interval=4999"), ms(4_999)),
+            (Some("interval=5000"), max),
+            (Some("interval=5001"), max),
+            (Some("interval=1000000000000"), max),
+            (Some("interval=18446744073709551615"), max),
+            (Some("interval=18446744073709551616"), ms(50)),
+            (Some("interval=-1"), ms(50)),
+            (Some("interval=1.5"), ms(50)),
+            (Some("interval="), ms(50)),
+            (Some("interval=abc"), ms(50)),
+        ] {
+            assert_eq!(interval_of(query, max), expected, "{query:?}");
+        }
     }
 
     /// A figure feed frames the shared ops with its trace index: coalesced and lone updates,

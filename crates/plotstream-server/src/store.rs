@@ -52,6 +52,11 @@ pub struct StoreConfig {
     /// once and shared by every viewer, so this bounds what one viewer pins, not a copy; the
     /// snapshot a reset sends is not counted (L24 and L41 bound it, one per trace at a time).
     pub viewer_queue_bytes: usize,
+    /// L35 (note): the longest coalescing interval a viewer may ask for with `?interval=MS`
+    /// (default 5 s); longer ones are clamped to it, and a value that is not a whole number of
+    /// milliseconds means the 50 ms default. A viewer that reads everything flushes at least
+    /// this often, and earlier at half an L35 bound.
+    pub viewer_interval_max: std::time::Duration,
     /// L37: viewers per stream (default 1 000); the next subscribe gets 503.
     pub viewers_per_stream: usize,
     /// L37: viewer subscriptions in total (default 10 000; a figure feed takes one per
@@ -72,6 +77,7 @@ impl Default for StoreConfig {
             max_streams: 10_000,
             viewer_queue: 1024,
             viewer_queue_bytes: 1 << 20,
+            viewer_interval_max: std::time::Duration::from_secs(5),
             viewers_per_stream: 1000,
             viewers_total: 10_000,
         }

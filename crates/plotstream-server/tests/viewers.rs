@@ -1,6 +1,6 @@
 //! The SSE viewer path over real loopback sockets: viewer slots (L37) come back when viewers
-//! leave, a viewer that stops reading holds at most the L35 byte bound, and a reset queued
-//! behind updates reaches the viewer. Waits are bounded and end on what the
+//! leave, a viewer that stops reading holds at most the L35 byte bound, and a viewer's
+//! `?interval=` cannot postpone its updates for ever. Waits are bounded and end on what the
 //! server reports (`/metrics`, events), never on a fixed sleep.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -332,6 +332,56 @@ async fn a_viewer_that_does_not_read_holds_at_most_the_byte_bound() {
     assert!(peak > 0, "the viewers queued something");
     assert!(peak <= BOUND, "a viewer queued {peak} bytes, over {BOUND}");
     drop(idle);
+    server.stop().await;
+}
+
+/// Finding 7: `?interval=1000000000000` postponed every update after the first by 31 years
+/// while the pending buffer grew with ingest (and `interval=18446744073709551615` overflowed
+/// the deadline). The interval is clamped to 5 s, so the next update arrives within 5 s.
+#[tokio::test(start_paused = true)]
+async fn a_huge_interval_still_delivers_within_five_seconds() {
+    let server = Server::start(quick()).await;
+    let mut w = server.connect().await;
+    w.write_all(format!("{}{}", h("tok1"), point(1)).as_bytes())
+        .await
+        .unwrap();
+    let (status, mut v) = loop {
+        let (status, v) = server
+            .events("/api/streams/tok1/events?interval=1000000000000")
+            .await;
+        if status != 404 {
+            break (status, v);
+        }
+    };
+    assert_eq!(status, 200);
+    let mut events = read_events(&mut v, |e| !e.is_empty()).await;
+    let next = events[0].1["last_seq"].as_u64().unwrap() + 1;
+    // The first update after a quiet period never waits.
+    w.write_all(point(next).as_bytes()).await.unwrap();
+    read_more(&mut v, &mut events, |e| covered(e).len() == 1).await;
+    assert_eq!(covered(&events), [next]);
+    let start = tokio::time::Instant::now();
+    w.write_all(point(next + 1).as_bytes()).await.unwrap();
+    read_more(&mut v, &mut events, |e| covered(e).len() == 2).await;
+    assert_eq!(covered(&events), [next, next + 1]);
+    let waited = start.elapsed();
+    assert!(
+        waited <= Duration::from_millis(5_100),
+        "the second update waited {waited:?}"
+    );
+    assert!(waited >= Duration::from_secs(4), "coalesced: {waited:?}");
+    // Out of range values are clamped too, and unparsable ones mean the 50 ms default.
+    for q in ["18446744073709551615", "-1", "abc", ""] {
+        let (status, mut v) = server
+            .events(&format!("/api/streams/tok1/events?interval={q}"))
+            .await;
+        assert_eq!(status, 200, "interval={q}");
+        assert_eq!(
+            read_events(&mut v, |e| !e.is_empty()).await[0].0,
+            "snapshot"
+        );
+    }
+    drop(w);
     server.stop().await;
 }
 
