@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use plotstream_proto::canonical::{write_jcs, write_jcs_string};
@@ -264,6 +264,9 @@ struct Stream {
     line: Vec<(Str, Value)>,
     writer: Option<Arc<Conn>>,
     viewers: Vec<ViewerSlot>,
+    /// The snapshot last handed to a viewer, kept only while a viewer still holds it: viewers
+    /// that subscribe at the same point share one copy of a window of up to L24's 4 MiB.
+    snapshot: SharedSnapshot,
     rejected_lines: u64,
     displaced_lines: u64,
 }
@@ -272,6 +275,28 @@ struct Stream {
 struct ViewerSlot {
     tx: mpsc::Sender<ViewerMsg>,
     queue: Arc<ViewerQueue>,
+}
+
+/// The snapshot a stream last handed out, without keeping it alive: only viewers hold it
+/// (their `Bytes`), so an idle stream keeps no second copy of its window.
+///
+/// Invariant: while the key matches, the snapshot is current. Every change to what a snapshot
+/// shows moves its seq (`Stream::apply`, including L24/L25 eviction), its maxpoints (`trim`
+/// after a new maxpoints) or restarts the stream (`restart` clears this).
+#[derive(Debug, Default)]
+struct SharedSnapshot {
+    /// `(last_seq, maxpoints)` when it was taken.
+    key: Option<(u64, usize)>,
+    text: Weak<Vec<u8>>,
+}
+
+/// The owner of a shared snapshot's bytes, for `Bytes::from_owner`.
+struct SnapshotText(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SnapshotText {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Why the store refused something.
@@ -418,7 +443,7 @@ impl Store {
         };
         let (rx, queue) = self.add_viewer(stream);
         Ok(Some(Subscription {
-            snapshot: Bytes::from(stream.snapshot_json()),
+            snapshot: stream.shared_snapshot(),
             epoch: stream.epoch.clone(),
             last_seq: stream.last_seq,
             rx,
@@ -438,7 +463,7 @@ impl Store {
         sub.rx.close();
         stream.viewers.retain(|v| !v.tx.is_closed());
         let (rx, queue) = self.add_viewer(stream);
-        sub.snapshot = Bytes::from(stream.snapshot_json());
+        sub.snapshot = stream.shared_snapshot();
         sub.epoch.clone_from(&stream.epoch);
         sub.last_seq = stream.last_seq;
         sub.rx = rx;
@@ -651,6 +676,7 @@ impl Stream {
             line: Vec::new(),
             writer: None,
             viewers: Vec::new(),
+            snapshot: SharedSnapshot::default(),
             rejected_lines: 0,
             displaced_lines: 0,
         }
@@ -799,6 +825,7 @@ impl Stream {
 
     /// Starts a new history from `initial` arrays (a figure was created or replaced).
     fn restart(&mut self, initial: Vec<(String, Vec<Value>)>) {
+        self.snapshot = SharedSnapshot::default();
         self.epoch = new_epoch();
         self.last_seq = 0;
         self.window.clear();
@@ -881,6 +908,23 @@ impl Stream {
                 out,
             );
         }
+    }
+
+    /// The snapshot's JSON, shared with the viewers that got it at this same point (see
+    /// [`SharedSnapshot`]).
+    fn shared_snapshot(&mut self) -> Bytes {
+        let key = (self.last_seq, self.maxpoints);
+        if self.snapshot.key == Some(key) {
+            if let Some(text) = self.snapshot.text.upgrade() {
+                return Bytes::from_owner(SnapshotText(text));
+            }
+        }
+        let text = Arc::new(self.snapshot_json().into_bytes());
+        self.snapshot = SharedSnapshot {
+            key: Some(key),
+            text: Arc::downgrade(&text),
+        };
+        Bytes::from_owner(SnapshotText(text))
     }
 
     fn snapshot_json(&self) -> String {
@@ -1138,6 +1182,37 @@ mod tests {
             drop(a);
             assert_eq!(viewers(&s), 0);
         }
+    }
+
+    /// Viewers that subscribe at the same point share one snapshot; anything that changes
+    /// what a snapshot shows gives the next viewer a new one.
+    #[test]
+    fn viewers_share_a_snapshot_while_it_is_current() {
+        let (s, c) = store(StoreConfig::default());
+        for n in 1..=5 {
+            apply(&s, &c, "tok1", &format!("{{\"x\":{n}}}")).unwrap();
+        }
+        let a = s.subscribe("tok1").unwrap().unwrap();
+        let b = s.subscribe("tok1").unwrap().unwrap();
+        assert_eq!(a.snapshot.as_ptr(), b.snapshot.as_ptr(), "one copy");
+        let json = |sub: &Subscription| -> serde_json::Value {
+            serde_json::from_slice(&sub.snapshot).unwrap()
+        };
+        apply(&s, &c, "tok1", r#"{"x":6}"#).unwrap();
+        let after_apply = s.subscribe("tok1").unwrap().unwrap();
+        assert_eq!(json(&after_apply)["last_seq"], 6);
+        s.register("tok1", Some(2.0));
+        let after_trim = s.subscribe("tok1").unwrap().unwrap();
+        assert_eq!(json(&after_trim)["window"]["x"], serde_json::json!([5, 6]));
+        s.bind_trace("tok1", 2, Vec::new());
+        let after_restart = s.subscribe("tok1").unwrap().unwrap();
+        assert_ne!(json(&after_restart)["epoch"], json(&a)["epoch"]);
+        assert_eq!(json(&after_restart)["last_seq"], 0);
+        // The same key in a new epoch: never the old epoch's snapshot.
+        s.bind_trace("tok1", 2, vec![("x".to_owned(), vec![Value::Number(7.0)])]);
+        let again = s.subscribe("tok1").unwrap().unwrap();
+        assert_eq!(json(&again)["window"]["x"], serde_json::json!([7]));
+        assert_eq!(json(&a)["last_seq"], 5, "a held snapshot never changes");
     }
 
     #[test]
