@@ -538,6 +538,7 @@ impl Store {
         let inner = self.lock();
         for s in inner.streams.values() {
             for v in &s.viewers {
+                // A full queue drops it: the session also watches the shutdown signal.
                 let _ = v.tx.try_send(ViewerMsg::Reset("shutdown"));
             }
         }
