@@ -92,6 +92,10 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
         if session.handle_lagged(&shared.store, &shared.metrics, Instant::now()) == Flow::Close {
             break;
         }
+        if !session.out.is_empty() {
+            // A reset and its snapshot go out now, not with the next update or keepalive.
+            continue;
+        }
         let flush_at = session.poll_timeout(Instant::now());
         let flush_sleep = async {
             match flush_at {
