@@ -388,8 +388,8 @@ fn check_figure(shared: &Shared, user: &str, plot: &Plot) -> Result<(), Response
     Ok(())
 }
 
-/// Binds the figure's streamed traces (`Store::bind_trace`: a re-run restarts the streams
-/// the figure claims; another user's live stream is adopted, never wiped). Tokens the figure
+/// Binds the figure's streamed traces (`Store::bind_trace`: the streams its owner's figures
+/// claim restart from the figure's data; another user's live stream is adopted, never wiped). Tokens the figure
 /// dropped, and that no other figure of the owner names, end with 449, then 403, if this
 /// owner's figure claimed them.
 fn bind_figure(
@@ -412,11 +412,10 @@ fn bind_figure(
             .map_or(shared.config.store.default_maxpoints, |mp| {
                 clamp_maxpoints(mp, shared.config.store.max_maxpoints)
             });
-        let rerun = old_tokens.contains(&token);
         let initial = initial_data(shared, user, &trace);
         if shared
             .store
-            .bind_trace(&token, maxpoints, initial, rerun, user, Some(peer))
+            .bind_trace(&token, maxpoints, initial, user, Some(peer))
             .is_err()
         {
             return Err(error(403, "stream limit reached (L26, L43)"));
