@@ -407,6 +407,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
             );
         }
     }
+    if users.is_some() && args.demo {
+        bail!(
+            "--demo streams to the token `demo`, which keys mode (--users) does not admit; \
+             run the demo without --users, or stream to a user's token with `plotstream demo --token`"
+        );
+    }
     if let Some(u) = &users {
         eprintln!(
             "keys mode: {} users from {}",
