@@ -24,7 +24,7 @@ use crate::files::{random_id, split_fid, stream_token, FileError, Plot};
 use crate::http::{read_body, Response};
 use crate::store::clamp_maxpoints;
 use crate::transport::Io;
-use crate::users::{valid_username, AuthError};
+use crate::users::valid_username;
 use crate::Shared;
 
 /// Serves a `/v2/...` request.
@@ -192,7 +192,7 @@ pub async fn serve_clientresp(
     if let Some(users) = &shared.config.store.users {
         if users
             .authenticate(&user, field("key").unwrap_or(""))
-            .is_err()
+            .is_none()
         {
             return failed("invalid username or api key");
         }
@@ -346,10 +346,8 @@ pub fn caller(shared: &Shared, head: &RequestHead) -> Result<Option<String>, Res
     };
     match &shared.config.store.users {
         Some(users) => match users.authenticate(&user, &key) {
-            Ok(u) => Ok(Some(u)),
-            Err(AuthError::Missing | AuthError::Wrong) => {
-                Err(error(401, "Invalid username or API key."))
-            }
+            Some(u) => Ok(Some(u)),
+            None => Err(error(401, "Invalid username or API key.")),
         },
         None if valid_username(&user) => Ok(Some(user)),
         None => Err(error(
