@@ -1,7 +1,8 @@
 """V22: py.plot with sharing='secret' (PROTOCOL.md §7.4, §7.6 rule 5, §7.7).
 
 The plot answer carries a share_key; py.plot returns `.../~demo/N?share_key=K`, which the viewer serves,
-as it serves `.../~demo/N.embed?share_key=K`.
+as it serves `.../~demo/N.embed?share_key=K`. The page's feed carries the key too, since a secret
+figure's feed needs it.
 """
 
 import re
@@ -30,7 +31,8 @@ def run():
     for page in (url, embed):
         status, body = harness.http_get(page)
         check(status == 200, "GET %s answered %d" % (page, status))
-        check('data-events="/api/plots/%s/events"' % fid in body, "GET %s is not the figure's page: %s" % (page, body[:300]))
+        feed = 'data-events="/api/plots/%s/events?share_key=%s"' % (fid, match.group(2))
+        check(feed in body, "GET %s is not the figure's page with its keyed feed: %s" % (page, body[:600]))
     return "%s and its .embed are served" % url
 
 
