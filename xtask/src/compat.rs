@@ -758,7 +758,7 @@ impl CaseEnv<'_> {
             &self.env.binary,
             &users,
             "demo",
-            "demokey123",
+            Some("demokey123"),
             2,
         ))?;
         if account.stream_ids.len() != 2 {

@@ -277,22 +277,23 @@ pub(crate) struct Account {
     pub(crate) stream_ids: Vec<String>,
 }
 
-/// `plotstream user add NAME --users FILE --api-key KEY --stream-ids N` with the real binary
-/// (it creates `users` if missing); run it with [`run_user_add`].
+/// `plotstream user add NAME --users FILE [--api-key KEY] --stream-ids N` with the real binary
+/// (it creates `users` if missing; without a key it makes a random one); run it with
+/// [`run_user_add`].
 pub(crate) fn user_add_command(
     binary: &Path,
     users: &Path,
     name: &str,
-    api_key: &str,
+    api_key: Option<&str>,
     n_stream_ids: usize,
 ) -> Command {
     let mut cmd = Command::new(binary);
-    cmd.args(["user", "add", name, "--users"]).arg(users).args([
-        "--api-key",
-        api_key,
-        "--stream-ids",
-        &n_stream_ids.to_string(),
-    ]);
+    cmd.args(["user", "add", name, "--users"])
+        .arg(users)
+        .args(["--stream-ids", &n_stream_ids.to_string()]);
+    if let Some(key) = api_key {
+        cmd.args(["--api-key", key]);
+    }
     cmd
 }
 
