@@ -38,7 +38,13 @@ pub async fn handle(
     let limit = shared.config.max_connections_per_peer;
     let too_many = open.n_open > shared.config.max_connections as u64;
     let refused = too_many || (limit > 0 && open.n_from_peer > limit);
-    let stream = match Io::accept(tcp, tls.as_ref(), shared.config.limits.head_deadline).await {
+    // A refused TLS peer gets its 503 too, but only a short handshake to get it.
+    let handshake = if refused {
+        Duration::from_secs(1).min(shared.config.limits.head_deadline)
+    } else {
+        shared.config.limits.head_deadline
+    };
+    let stream = match Io::accept(tcp, tls.as_ref(), handshake).await {
         Ok(io) => io,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "tls handshake failed");

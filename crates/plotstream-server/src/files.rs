@@ -478,19 +478,7 @@ fn random_fid_number() -> u64 {
 
 /// `n` characters of `[a-z0-9]` from the OS random source.
 pub fn random_id(n: usize) -> String {
-    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(n);
-    while out.len() < n {
-        let mut b = [0u8; 16];
-        let _ = getrandom::fill(&mut b);
-        for byte in b {
-            // 252 = 7 × 36: reject the tail so every character is equally likely.
-            if byte < 252 && out.len() < n {
-                out.push(char::from(ALPHABET[usize::from(byte % 36)]));
-            }
-        }
-    }
-    out
+    crate::random::chars(crate::random::LOWER_DIGITS, n)
 }
 
 #[cfg(test)]

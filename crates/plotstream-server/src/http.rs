@@ -206,7 +206,7 @@ fn post_tokens(shared: &Shared, head: &RequestHead, peer: SocketAddr) -> Respons
     }
     match issue_tokens(shared, count) {
         Some(body) => Response::json(201, body),
-        None => crate::rest::error(403, "registered token limit reached (L26)"),
+        None => crate::rest::error(403, "registered token limit reached (L54)"),
     }
 }
 
@@ -231,21 +231,9 @@ pub fn issue_tokens(shared: &Shared, count: usize) -> Option<String> {
     Some(out)
 }
 
-/// One token: 10 characters of `[a-z0-9]`, unbiased (rejection sampling).
+/// One token: 10 characters of `[a-z0-9]` from the OS CSPRNG (L8).
 pub fn new_token() -> String {
-    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut token = String::with_capacity(10);
-    while token.len() < 10 {
-        let mut b = [0u8; 16];
-        let _ = getrandom::fill(&mut b);
-        for byte in b {
-            // 252 = 7 × 36: reject the tail so every character is equally likely.
-            if byte < 252 && token.len() < 10 {
-                token.push(char::from(ALPHABET[usize::from(byte % 36)]));
-            }
-        }
-    }
-    token
+    crate::random::chars(crate::random::LOWER_DIGITS, 10)
 }
 
 /// `GET /api/streams`: every stream with its read `id`; its write `token` only when

@@ -13,6 +13,7 @@ mod guard;
 mod http;
 pub mod metrics;
 mod pages;
+mod random;
 mod rest;
 mod sse;
 pub mod store;

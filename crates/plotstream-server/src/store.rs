@@ -40,6 +40,9 @@ pub struct StoreConfig {
     pub total_bytes: usize,
     /// L26: streams.
     pub max_streams: usize,
+    /// L54: tokens registered by `POST /api/tokens` without accounts (a registered token that
+    /// never streams costs a few dozen bytes; the set must still end somewhere).
+    pub max_registered: usize,
     /// L35: viewer queue length in events.
     pub viewer_queue: usize,
     /// L37: viewers per stream.
@@ -66,6 +69,7 @@ impl Default for StoreConfig {
             stream_bytes: 4 * 1024 * 1024,
             total_bytes: 1 << 30,
             max_streams: 10_000,
+            max_registered: 100_000,
             viewer_queue: 1024,
             viewers_per_stream: 1000,
             viewers_total: 10_000,
@@ -243,11 +247,12 @@ impl Store {
     }
 
     /// Registers a token (`POST /api/tokens` in registered mode). The registered set is bounded
-    /// like the stream table (L26): past it, 503.
+    /// (L54): past it, 503.
     pub fn register(&self, token: &str) -> Result<(), Refusal> {
         let mut inner = self.lock();
-        if !inner.registered.contains(token) && inner.registered.len() >= self.config.max_streams {
-            self.metrics.limit_breach("L26");
+        if !inner.registered.contains(token) && inner.registered.len() >= self.config.max_registered
+        {
+            self.metrics.limit_breach("L54");
             return Err(Status::UNAVAILABLE);
         }
         inner.registered.insert(token.to_owned());
@@ -1152,6 +1157,18 @@ mod tests {
         assert_eq!(after["window"]["x"], serde_json::json!([1]));
         assert_eq!(c.kick_status(), None);
         assert_eq!(apply(&s, &c, "tok1", r#"{"x":2}"#), Ok(2));
+    }
+
+    #[test]
+    fn the_registered_set_is_bounded_at_l54() {
+        let (s, _) = store(StoreConfig {
+            max_registered: 2,
+            ..StoreConfig::default()
+        });
+        assert_eq!(s.register("a"), Ok(()));
+        assert_eq!(s.register("b"), Ok(()));
+        assert_eq!(s.register("a"), Ok(()), "registering again takes no room");
+        assert_eq!(s.register("c"), Err(Status::UNAVAILABLE));
     }
 
     #[test]

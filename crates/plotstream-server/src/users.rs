@@ -372,21 +372,8 @@ pub fn new_api_key() -> String {
     random_alnum(24)
 }
 
-/// `n` characters of `[A-Za-z0-9]`, unbiased (rejection sampling).
 fn random_alnum(n: usize) -> String {
-    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(n);
-    while out.len() < n {
-        let mut b = [0u8; 32];
-        let _ = getrandom::fill(&mut b);
-        for byte in b {
-            // 248 = 4 × 62: reject the tail so every character is equally likely.
-            if byte < 248 && out.len() < n {
-                out.push(char::from(ALPHABET[usize::from(byte % 62)]));
-            }
-        }
-    }
-    out
+    crate::random::chars(crate::random::ALNUM, n)
 }
 
 fn key_hash(salt: &str, key: &str) -> String {

@@ -1,8 +1,7 @@
 """V22: py.plot with sharing='secret' (PROTOCOL.md §7.4, §7.6 rule 5, §7.7).
 
 The plot answer carries a share_key; py.plot returns `.../~demo/N?share_key=K`, which the viewer serves,
-as it serves `.../~demo/N.embed?share_key=K`. The page's feed carries the key too, since a secret
-figure's feed needs it.
+as it serves `.../~demo/N.embed?share_key=K`.
 """
 
 import re
@@ -31,9 +30,12 @@ def run():
     for page in (url, embed):
         status, body = harness.http_get(page)
         check(status == 200, "GET %s answered %d" % (page, status))
-        feed = 'data-events="/api/plots/%s/events?share_key=%s"' % (fid, match.group(2))
-        check(feed in body, "GET %s is not the figure's page with its keyed feed: %s" % (page, body[:600]))
-    return "%s and its .embed are served" % url
+        # The feed of a secret plot carries the same key as the page.
+        events = 'data-events="/api/plots/%s/events?share_key=%s"' % (fid, match.group(2))
+        check(events in body, "GET %s is not the figure's page: %s" % (page, body[:300]))
+        status, _ = harness.http_get(page.replace("share_key=", "share_key=x"))
+        check(status == 404, "GET %s with a wrong share key answered %d" % (page, status))
+    return "%s and its .embed are served, and only with the key" % url
 
 
 if __name__ == "__main__":

@@ -152,29 +152,39 @@ pub async fn inspect(addr: SocketAddr, token: &str) -> Result<Option<Inspection>
     }
 }
 
-/// Issues `n` registered tokens through `POST /api/tokens?count=n`.
+/// Issues `n` registered tokens through `POST /api/tokens?count=k`, in calls of at most
+/// [`TOKENS_PER_CALL`] (plotstream's L53; a server may cap a call, not the total).
 pub async fn issue_tokens(addr: SocketAddr, n: usize) -> Result<Vec<String>> {
-    let (status, body) = request(
-        addr,
-        "POST",
-        &format!("/api/tokens?count={n}"),
-        b"",
-        Duration::from_secs(30),
-    )
-    .await?;
-    if !(200..300).contains(&status) {
-        bail!("POST /api/tokens answered {status}");
+    let mut tokens = Vec::with_capacity(n);
+    while tokens.len() < n {
+        let k = (n - tokens.len()).min(TOKENS_PER_CALL);
+        let (status, body) = request(
+            addr,
+            "POST",
+            &format!("/api/tokens?count={k}"),
+            b"",
+            Duration::from_secs(30),
+        )
+        .await?;
+        if !(200..300).contains(&status) {
+            bail!("POST /api/tokens?count={k} answered {status}");
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).context("tokens body is not JSON")?;
+        let batch = v
+            .get("tokens")
+            .and_then(serde_json::Value::as_array)
+            .context("tokens body has no `tokens` array")?;
+        if batch.is_empty() {
+            bail!("POST /api/tokens?count={k} issued no token");
+        }
+        tokens.extend(batch.iter().filter_map(|t| t.as_str().map(str::to_owned)));
     }
-    let v: serde_json::Value = serde_json::from_slice(&body).context("tokens body is not JSON")?;
-    let tokens = v
-        .get("tokens")
-        .and_then(serde_json::Value::as_array)
-        .context("tokens body has no `tokens` array")?
-        .iter()
-        .filter_map(|t| t.as_str().map(str::to_owned))
-        .collect();
     Ok(tokens)
 }
+
+/// Tokens asked for in one `POST /api/tokens`.
+const TOKENS_PER_CALL: usize = 100;
 
 /// Every sample of `GET /metrics`, keyed by `name{labels}`.
 pub async fn metrics(addr: SocketAddr) -> Result<BTreeMap<String, f64>> {
