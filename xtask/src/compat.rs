@@ -159,8 +159,9 @@ struct Case {
     run: fn(&CaseEnv<'_>) -> Result<Pass>,
 }
 
-/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `tutorial`) picks the cases
-/// of that ID, any other one the cases whose name contains it; no filter picks every case.
+/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `K2`, `tutorial`) picks
+/// the cases of that ID, any other one the cases whose name contains it; no filter picks every
+/// case.
 fn selected(filters: &[String]) -> Vec<Case> {
     cases()
         .into_iter()
