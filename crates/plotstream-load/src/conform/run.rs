@@ -877,12 +877,8 @@ impl Runner {
                 }
             }
             for b in &e.body_lacks {
-                let b = text(b);
-                if let Some(at) = body.find(b.as_str()) {
-                    return Err(format!(
-                        "body has {b:?} at byte {at}: {}",
-                        excerpt(&body[at.saturating_sub(EXCERPT / 2)..])
-                    ));
+                if let Some(why) = unwanted(&body, &text(b)) {
+                    return Err(why);
                 }
             }
             if let Some(want) = e.inline_script {
@@ -1729,6 +1725,20 @@ fn inline_script(html: &str) -> Option<String> {
     None
 }
 
+/// Why `body` fails `body_lacks = [unwanted]`: where `unwanted` occurs, with the text around it.
+fn unwanted(body: &str, unwanted: &str) -> Option<String> {
+    let at = body.find(unwanted)?;
+    // From a little before it, on a character boundary (0 always is one).
+    let from = (0..=at.saturating_sub(EXCERPT / 2))
+        .rev()
+        .find(|&idx| body.is_char_boundary(idx))
+        .unwrap_or(0);
+    Some(format!(
+        "body has {unwanted:?} at byte {at}: {}",
+        excerpt(&body[from..])
+    ))
+}
+
 /// At most [`EXCERPT`] characters of `text`, quoted.
 fn excerpt(text: &str) -> String {
     let cut: String = text.chars().take(EXCERPT).collect();
@@ -2025,6 +2035,19 @@ mod tests {
         );
         assert!(inline_script("<script>x").is_some(), "an unclosed script");
         assert_eq!(inline_script("<p>no scripts</p>"), None);
+    }
+
+    #[test]
+    fn unwanted_text_is_shown_in_place_whatever_the_characters_before_it() {
+        // 603 - 150 falls inside an "é": the excerpt starts one byte earlier.
+        let body = format!("{}<b>abcdef1234</b>", "é".repeat(EXCERPT));
+        let why = unwanted(&body, "abcdef1234").expect("it is there");
+        assert!(
+            why.starts_with("body has \"abcdef1234\" at byte 603: \"é"),
+            "{why}"
+        );
+        assert!(why.contains("é<b>abcdef1234</b>"), "{why}");
+        assert_eq!(unwanted(&body, "zyxwvu9876"), None);
     }
 
     #[test]
