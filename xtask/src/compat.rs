@@ -22,6 +22,12 @@
 //! chart_studio through `disconnect`, `flap`, seeded `status` and `reset`
 //! (`xtask/compat/python/simulator.py` holds the §5.1.3 accounting), node through `disconnect`
 //! with a status and through `delay`, watched by a viewer.
+//!
+//! Cases K1–K5 run the same clients against keys mode (`serve --users FILE`): the users file is
+//! made by the real binary (`plotstream user add demo --users FILE --api-key demokey123
+//! --stream-ids 2`), and the account it prints reaches the scripts as `COMPAT_USERNAME`,
+//! `COMPAT_API_KEY` and `COMPAT_STREAM_IDS`. They check `py.plot`, `py.Stream`, the embed and
+//! secret URLs with the right key, and what chart_studio and node show for a wrong one.
 
 mod wire;
 
@@ -96,6 +102,7 @@ pub(crate) fn suite(filters: &[String]) -> Result<Tally> {
             env: &env,
             slug: slug(&case),
             servers: RefCell::new(Vec::new()),
+            account: RefCell::new(None),
         };
         let result = (case.run)(&case_env);
         let secs = case_started.elapsed().as_secs_f64();
@@ -152,8 +159,9 @@ struct Case {
     run: fn(&CaseEnv<'_>) -> Result<Pass>,
 }
 
-/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `tutorial`) picks the cases
-/// of that ID, any other one the cases whose name contains it; no filter picks every case.
+/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `K2`, `tutorial`) picks
+/// the cases of that ID, any other one the cases whose name contains it; no filter picks every
+/// case.
 fn selected(filters: &[String]) -> Vec<Case> {
     cases()
         .into_iter()
@@ -162,7 +170,7 @@ fn selected(filters: &[String]) -> Vec<Case> {
                 || filters.iter().any(|filter| {
                     let is_id = filter.eq_ignore_ascii_case("tutorial")
                         || filter.len() > 1
-                            && filter.starts_with(['V', 'v', 'F', 'f'])
+                            && filter.starts_with(['V', 'v', 'F', 'f', 'K', 'k'])
                             && filter[1..].bytes().all(|b| b.is_ascii_digit());
                     if is_id {
                         case.id.eq_ignore_ascii_case(filter)
@@ -174,8 +182,8 @@ fn selected(filters: &[String]) -> Vec<Case> {
         .collect()
 }
 
-/// The cases in the order they run: the tutorial, PROTOCOL.md §9.2's scenarios, then the clients
-/// through the simulator's faults.
+/// The cases in the order they run: the tutorial, PROTOCOL.md §9.2's scenarios, the clients
+/// through the simulator's faults, then the clients against keys mode.
 fn cases() -> Vec<Case> {
     use Needs::{Node, NodeTls, Python, Wire};
     let case = |id, name, needs, run| Case {
@@ -380,6 +388,36 @@ fn cases() -> Vec<Case> {
             Node,
             f6_node_delay,
         ),
+        case(
+            "K1",
+            "keys mode: py.plot first run and re-run, py.Stream to the user's stream id",
+            Python,
+            k1_keys_plot_stream,
+        ),
+        case(
+            "K2",
+            "keys mode: py.iplot and tls.embed, the embed URL over HTTP",
+            Python,
+            k2_keys_embed,
+        ),
+        case(
+            "K3",
+            "keys mode: sharing='secret' is served with its share_key, 404 without",
+            Python,
+            k3_keys_secret,
+        ),
+        case(
+            "K4",
+            "keys mode: chart_studio with a wrong key raises PlotlyRequestError 401",
+            Python,
+            k4_keys_wrong_key,
+        ),
+        case(
+            "K5",
+            "keys mode: node plot() with a wrong key, then the right one",
+            NodeTls,
+            k5_node_plot_keys,
+        ),
     ]
 }
 
@@ -548,6 +586,56 @@ fn f6_node_delay(env: &CaseEnv<'_>) -> Result<Pass> {
     env.node("f6_stream_delay.js", &server, &[])
 }
 
+// ---- the clients against keys mode (`serve --users FILE`) -----------------------------------------
+
+fn k1_keys_plot_stream(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("k1_keys_plot_stream.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn k2_keys_embed(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("k2_keys_embed.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn k3_keys_secret(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("k3_keys_secret.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn k4_keys_wrong_key(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("k4_keys_wrong_key.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn k5_node_plot_keys(env: &CaseEnv<'_>) -> Result<Pass> {
+    let Ok((cert, key)) = &env.env.tls else {
+        bail!("no certificate");
+    };
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let server = env.keys_server(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ])?;
+    let tls_port = server
+        .tls
+        .first()
+        .context("the server has no TLS listener")?
+        .port()
+        .to_string();
+    env.node(
+        "k5_plot_keys.js",
+        &server,
+        &[("COMPAT_TLS_PORT", tls_port.into())],
+    )
+}
+
 /// A loopback port that was free a moment ago.
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a free port")?;
@@ -642,6 +730,8 @@ struct CaseEnv<'a> {
     slug: String,
     /// The logs of the servers this case started, printed if it fails.
     servers: RefCell<Vec<(String, SharedLog)>>,
+    /// The keys-mode account of [`CaseEnv::keys_server`], given to every client script.
+    account: RefCell<Option<util::Account>>,
 }
 
 impl CaseEnv<'_> {
@@ -652,6 +742,37 @@ impl CaseEnv<'_> {
             .borrow_mut()
             .push((server.describe(), Arc::clone(&server.log)));
         Ok(server)
+    }
+
+    /// Starts `plotstream serve --users FILE` with `flags`, FILE made by the real binary as
+    /// docs/clients.md says: `plotstream user add demo --users FILE --api-key demokey123
+    /// --stream-ids 2`. The account it printed goes to the case's client scripts.
+    fn keys_server(&self, flags: &[&str]) -> Result<Server> {
+        let dir = self.env.work.join("users");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let users = dir.join(format!("{}.jsonl", self.slug));
+        if users.exists() {
+            fs::remove_file(&users)
+                .with_context(|| format!("cannot remove {}", users.display()))?;
+        }
+        let account = util::run_user_add(&mut util::user_add_command(
+            &self.env.binary,
+            &users,
+            "demo",
+            Some("demokey123"),
+            2,
+        ))?;
+        if account.stream_ids.len() != 2 {
+            bail!(
+                "`plotstream user add --stream-ids 2` issued {:?}",
+                account.stream_ids
+            );
+        }
+        *self.account.borrow_mut() = Some(account);
+        let users = users.to_string_lossy().into_owned();
+        let mut all = vec!["--users", users.as_str()];
+        all.extend_from_slice(flags);
+        self.server(&all)
     }
 
     /// Runs a script of `xtask/compat/python` with the venv against `server`.
@@ -704,13 +825,19 @@ impl CaseEnv<'_> {
         self.run_script(cmd, NODE_TIMEOUT)
     }
 
-    /// What every client script gets: the server, a scratch home, and no proxy for loopback.
+    /// What every client script gets: the server, a scratch home, no proxy for loopback, and in
+    /// keys mode the account.
     fn client_env(&self, cmd: &mut Command, server: &Server, home: &Path) {
         cmd.env("COMPAT_SERVER", format!("http://{}", server.addr()))
             .env("HOME", home)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
             .stdin(Stdio::null());
+        if let Some(account) = self.account.borrow().as_ref() {
+            cmd.env("COMPAT_USERNAME", &account.username)
+                .env("COMPAT_API_KEY", &account.api_key)
+                .env("COMPAT_STREAM_IDS", account.stream_ids.join(","));
+        }
     }
 
     /// An empty `compat/home/<case>` directory.
@@ -1067,6 +1194,10 @@ mod tests {
             let id = format!("F{n}");
             assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
         }
+        for n in 1..=5 {
+            let id = format!("K{n}");
+            assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
+        }
     }
 
     #[test]
@@ -1080,6 +1211,8 @@ mod tests {
         assert_eq!(ids(&["ESP8266"]), ["V8", "V9"]);
         assert_eq!(ids(&["f3"]), ["F3"]);
         assert_eq!(ids(&["through reset"]), ["F4"]);
+        assert_eq!(ids(&["k4", "V21"]), ["V21", "K4"]);
+        assert_eq!(ids(&["keys mode"]), ["K1", "K2", "K3", "K4", "K5"]);
         assert_eq!(ids(&[]).len(), cases().len());
     }
 

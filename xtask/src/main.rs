@@ -72,10 +72,12 @@ commands:
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
   compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6,
                                Arduino/ESP8266 transcripts) against `plotstream serve`, one line per
-                               case of PROTOCOL.md §9.2; FILTER picks cases by ID or name (`V11`);
+                               case of PROTOCOL.md §9.2 (and K1-K5, keys mode); FILTER picks cases
+                               by ID or name (`V11`);
                                installs the clients under <target>/compat
-  conform [--release]          start plotstream serve (five setups) and run `plotstream conform` against it;
-       [-- CONFORM_ARGS]       every MUST and COMPAT case must pass; then the calibration against a broken
+  conform [--release]          start plotstream serve (seven setups, keys mode among them) and run
+       [-- CONFORM_ARGS]       `plotstream conform` against it; every MUST and COMPAT case, and group K
+                               against keys mode, must pass; then the calibration against a broken
                                endpoint (cargo test -p plotstream-load --test conform_calibration)
   fuzz [TARGET] [--secs N]     run one cargo-fuzz target for N seconds (default 60), or list targets;
        [-- LIBFUZZER_ARGS]     arguments after `--` go to libFuzzer

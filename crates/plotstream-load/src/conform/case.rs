@@ -64,7 +64,7 @@ impl fmt::Display for Segmentation {
     }
 }
 
-/// The server configuration a case needs (`[reg]`, `[len]`, `[rej]` in §5).
+/// The server configuration a case needs (`[reg]`, `[len]`, `[rej]` in §5; accounts for group K).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Setup {
@@ -77,6 +77,9 @@ pub struct Setup {
     /// `takeover` (default) or `reject`.
     #[serde(default)]
     pub on_duplicate: DuplicateMode,
+    /// The target has accounts (group K): `--target-accounts`, else `--target`.
+    #[serde(default)]
+    pub accounts: bool,
     /// Tokens the target must know in registered mode. The runner registers fresh tokens for
     /// every placeholder of length 10, so this is documentation.
     #[serde(default)]
@@ -125,6 +128,8 @@ impl Setup {
             Some(SetupKind::Lenient)
         } else if self.on_duplicate == DuplicateMode::Reject {
             Some(SetupKind::Reject)
+        } else if self.accounts {
+            Some(SetupKind::Accounts)
         } else {
             None
         }
@@ -134,6 +139,7 @@ impl Setup {
         usize::from(self.tokens == TokensMode::Registered)
             + usize::from(self.lines == LinesMode::Lenient)
             + usize::from(self.on_duplicate == DuplicateMode::Reject)
+            + usize::from(self.accounts)
     }
 }
 
@@ -146,6 +152,8 @@ pub enum SetupKind {
     Lenient,
     /// `--on-duplicate reject`.
     Reject,
+    /// Accounts (plotstream: `serve --users FILE`); `--target` when no accounts target is given.
+    Accounts,
 }
 
 impl fmt::Display for SetupKind {
@@ -154,6 +162,7 @@ impl fmt::Display for SetupKind {
             SetupKind::Registered => "registered",
             SetupKind::Lenient => "lenient",
             SetupKind::Reject => "reject",
+            SetupKind::Accounts => "accounts",
         })
     }
 }
@@ -234,6 +243,15 @@ pub struct Expect {
     pub body: Option<String>,
     /// A substring of the response body.
     pub body_contains: Option<String>,
+    /// Substrings the response body must not contain (a write token, a raw hostile name).
+    #[serde(default)]
+    pub body_lacks: Vec<String>,
+    /// Response headers that must be present with a value containing this (`""`: present).
+    #[serde(default)]
+    pub headers_contain: BTreeMap<String, String>,
+    /// `false`: no `<script>` element of the (HTML) body has content, every script comes from
+    /// its `src`; `true`: some element has.
+    pub inline_script: Option<bool>,
     /// The exact inspection `window` per token placeholder.
     #[serde(default)]
     pub window: BTreeMap<String, serde_json::Value>,
@@ -320,6 +338,15 @@ impl fmt::Display for Expect {
         if let Some(b) = &self.body_contains {
             parts.push(format!("body~{b:?}"));
         }
+        for b in &self.body_lacks {
+            parts.push(format!("body!~{b:?}"));
+        }
+        for (k, v) in &self.headers_contain {
+            parts.push(format!("{k}~{v:?}"));
+        }
+        if let Some(i) = self.inline_script {
+            parts.push(format!("inline-script={i}"));
+        }
         for (k, v) in &self.window {
             parts.push(format!("window[{k}]={v}"));
         }
@@ -353,6 +380,11 @@ pub struct ScriptStep {
     pub wait_status: Option<String>,
     /// Sleep this many milliseconds.
     pub pause: Option<u64>,
+    /// After this step's send, wait for `conn`'s response (which ends the connection for the
+    /// script) and bind each variable `$name` to the string its body holds at the JSON pointer
+    /// (`{ fid = "/file/fid" }`); an absolute URL binds its path and query, what a request line
+    /// names. Later steps and the expectations may use them.
+    pub capture: Option<BTreeMap<String, String>>,
 }
 
 /// One case file.
@@ -484,10 +516,15 @@ pub struct Variant {
     pub viewer: bool,
     /// A performance floor that holds for optimized builds only.
     pub optimized: bool,
+    /// The bytes or expectations use the account (`$user`, `$key`, `$auth`, …): without
+    /// `--credentials` the variant is skipped.
+    pub needs_credentials: bool,
+    /// The bytes or expectations use `$sid`: without `--stream-id` the variant is skipped.
+    pub needs_stream_id: bool,
 }
 
 impl Case {
-    /// The group: the id's letter (`A`–`E`, `Q`, `V`).
+    /// The group: the id's letter (`A`–`E`, `Q`, `V`, `K`).
     pub fn group(&self) -> &str {
         &self.id[..1]
     }
@@ -501,11 +538,13 @@ impl Case {
     }
 
     /// Whether the case must run with no other case in flight: it says so (`exclusive`,
-    /// `quiet`), reads `/metrics` deltas, or drives connection limits.
+    /// `quiet`), reads `/metrics` deltas, drives connection limits, or streams to the one
+    /// `$sid` (two writers on one stream id would take it over from each other).
     pub fn needs_exclusive(&self) -> bool {
         self.exclusive
             || self.quiet
             || self.driver.as_deref() == Some("peer_limit")
+            || self.variants.iter().any(|v| v.needs_stream_id)
             || self
                 .variants
                 .iter()
@@ -518,7 +557,7 @@ impl Case {
     }
 }
 
-/// Every case of the catalogue, in catalogue order (A–E, Q, V; by number).
+/// Every case of the catalogue, in catalogue order (A–E, Q, V, K; by number).
 pub fn catalogue() -> Result<Vec<Case>> {
     let mut cases = Vec::new();
     for (file, text) in CASE_FILES {
@@ -539,13 +578,8 @@ pub fn catalogue() -> Result<Vec<Case>> {
 /// Parses one case file.
 pub fn parse_case(text: &str) -> Result<Case> {
     let file: CaseFile = toml::from_str(text)?;
-    if !file
-        .id
-        .chars()
-        .next()
-        .is_some_and(|c| "ABCDEQV".contains(c))
-    {
-        bail!("id {} is not in groups A–E, Q or V", file.id);
+    if !file.id.chars().next().is_some_and(|c| GROUPS.contains(c)) {
+        bail!("id {} is not in groups A–E, Q, V or K", file.id);
     }
     let mut tokens: BTreeMap<String, usize> = [("tok1", 10), ("tok2", 10), ("nosuch", 10)]
         .into_iter()
@@ -639,6 +673,8 @@ pub fn parse_case(text: &str) -> Result<Case> {
                 }
             }
         }
+        let (needs_credentials, needs_stream_id) =
+            check_variables(&v.body).with_context(|| format!("variant {:?}: variables", v.name))?;
         let repeat = v.body.repeat.unwrap_or(1).max(1);
         variants.push(Variant {
             name: v.name,
@@ -657,6 +693,8 @@ pub fn parse_case(text: &str) -> Result<Case> {
             keep_writing: v.body.keep_writing.unwrap_or(false),
             viewer: v.body.viewer.unwrap_or(false),
             optimized: v.body.optimized.unwrap_or(false),
+            needs_credentials,
+            needs_stream_id,
         });
     }
     let observe_digest = file
@@ -681,9 +719,86 @@ pub fn parse_case(text: &str) -> Result<Case> {
     })
 }
 
-fn group_rank(g: &str) -> usize {
-    "ABCDEQV".find(g).unwrap_or(usize::MAX)
+/// Checks that every variable a variant uses is an account variable or a capture of an earlier
+/// step whose connection no later step sends on; returns whether it uses the credentials and
+/// whether it uses the stream id.
+fn check_variables(body: &VariantBody) -> Result<(bool, bool)> {
+    let mut known: Vec<String> = ACCOUNT_VARIABLES
+        .iter()
+        .map(|v| (*v).to_owned())
+        .chain(std::iter::once(STREAM_ID_VARIABLE.to_owned()))
+        .collect();
+    let mut used: Vec<String> = Vec::new();
+    let mut use_text = |text: &str, known: &[String]| -> Result<()> {
+        for v in super::dsl::variables(text) {
+            if !known.contains(&v) {
+                bail!("`{v}` is neither an account variable nor captured by an earlier step");
+            }
+            used.push(v);
+        }
+        Ok(())
+    };
+    if let Some(bytes) = &body.bytes {
+        use_text(bytes, &known)?;
+    }
+    let steps = body.script.as_deref().unwrap_or_default();
+    let mut ended: Vec<&str> = Vec::new();
+    for step in steps {
+        if let (Some(conn), Some(send)) = (&step.conn, &step.send) {
+            if ended.contains(&conn.as_str()) {
+                bail!("connection {conn} sends after its response was captured");
+            }
+            use_text(send, &known)?;
+        }
+        if let Some(capture) = &step.capture {
+            let Some(conn) = &step.conn else {
+                bail!("a capture step needs conn");
+            };
+            ended.push(conn);
+            for (name, pointer) in capture {
+                if !pointer.is_empty() && !pointer.starts_with('/') {
+                    bail!("capture {name}: {pointer:?} is not a JSON pointer");
+                }
+                let var = format!("${name}");
+                if known.contains(&var) || super::dsl::variables(&var) != [var.clone()] {
+                    bail!("capture {name}: name a new variable of [A-Za-z0-9_]");
+                }
+                known.push(var);
+            }
+        }
+    }
+    for e in body
+        .expect
+        .iter()
+        .chain(body.expect_conn.values().flatten())
+    {
+        let texts = e
+            .body
+            .iter()
+            .chain(&e.body_contains)
+            .chain(&e.body_lacks)
+            .chain(e.headers.values())
+            .chain(e.headers_contain.values());
+        for text in texts {
+            use_text(text, &known)?;
+        }
+    }
+    let credentials = used.iter().any(|v| ACCOUNT_VARIABLES.contains(&v.as_str()));
+    let stream_id = used.iter().any(|v| v == STREAM_ID_VARIABLE);
+    Ok((credentials, stream_id))
 }
+
+fn group_rank(g: &str) -> usize {
+    GROUPS.find(g).unwrap_or(usize::MAX)
+}
+
+/// The groups, in catalogue order: RELIABILITY.md §5 (A–E, Q), PROTOCOL.md §9.2 (V), and
+/// accounts and ownership (K).
+const GROUPS: &str = "ABCDEQVK";
+/// The variables of `--credentials USER:KEY` (see the DSL).
+pub const ACCOUNT_VARIABLES: [&str; 5] = ["$user", "$key", "$auth", "$wrong_key", "$wrong_auth"];
+/// The variable of `--stream-id TOKEN`.
+pub const STREAM_ID_VARIABLE: &str = "$sid";
 
 /// The response wait of §5: "the runner waits for a response (2 s, scaled)".
 pub const DEFAULT_WAIT_MS: u64 = 2000;

@@ -298,4 +298,39 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `base64(user:key)` (RFC 4648, padded): what follows `Basic ` in the `Authorization` that
+/// chart_studio sends (PROTOCOL.md §7.3).
+pub fn basic(user: &str, key: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{user}:{key}").into_bytes();
+    let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
+    for group in raw.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (idx, b)| n | u32::from(*b) << (16 - 8 * idx));
+        for idx in 0..4 {
+            if idx <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * idx) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_base64_of_user_colon_key() {
+        assert_eq!(basic("demo", "demokey123"), "ZGVtbzpkZW1va2V5MTIz");
+        assert_eq!(basic("a", ""), "YTo=");
+        assert_eq!(basic("ab", ""), "YWI6");
+        assert_eq!(basic("", ""), "Og==");
+    }
+}

@@ -10,6 +10,7 @@
 //! | `Hcl(n)` | the §5 Content-Length head |
 //! | `P1`, `P2`, `END` | the §5 constants |
 //! | `c(…)` | one chunk: lowercase hex length, CRLF, the bytes, CRLF |
+//! | `body(…)` | a Content-Length body: `Content-Length: n`, the CRLF that ends the field and the empty line that ends the head, then the n bytes (REST requests) |
 //! | `rep(n, …)` | the inner program n times |
 //! | `padto(n, …)` | the inner bytes repeated (the last copy cut) until the enclosing sequence is n bytes long |
 //! | `nums(a, b)` | `a,a+1,…,b` in decimal |
@@ -23,6 +24,16 @@
 //! Token placeholders (`tok1`, `tok2`, `nosuch` and those a case declares) are replaced in every
 //! literal and head *before* chunk sizes and pads are computed, so a fresh token of another
 //! length still gives exact framing.
+//!
+//! Variables, `$` and a name, are replaced the same way (group K, accounts and ownership):
+//!
+//! | variable | value |
+//! | --- | --- |
+//! | `$user`, `$key` | the user and API key of `--credentials USER:KEY` |
+//! | `$auth` | `base64(user:key)`, the value of a Basic `Authorization` after `Basic ` |
+//! | `$wrong_key`, `$wrong_auth` | a key that is not the user's (the key with `-wrong` appended), and its Basic value |
+//! | `$sid` | the stream id of `--stream-id TOKEN`, one the user owns |
+//! | `$name` | what an earlier script step captured from its response (`capture = { name = "/json/pointer" }`) |
 
 use std::fmt::Write as _;
 
@@ -110,6 +121,7 @@ enum Node {
     Head(Vec<Mod>),
     Hcl(u64),
     Chunk(Vec<Node>),
+    Body(Vec<Node>),
     Rep(u64, Vec<Node>),
     PadTo(u64, Vec<Node>),
     Drip(u64, u64, Vec<Node>),
@@ -197,6 +209,10 @@ impl Parser<'_> {
             "c" => {
                 self.open()?;
                 Node::Chunk(self.seq(Some(b')'))?)
+            }
+            "body" => {
+                self.open()?;
+                Node::Body(self.seq(Some(b')'))?)
             }
             "rep" | "padto" | "drip" => {
                 self.open()?;
@@ -408,6 +424,12 @@ fn eval_seq(nodes: &[Node], subst: &Subst, out: &mut Vec<Item>) -> Result<()> {
                 chunk.extend_from_slice(b"\r\n");
                 out.push(Item::Bytes(chunk));
             }
+            Node::Body(inner) => {
+                let data = pure_bytes(inner, subst, "body(…)")?;
+                let mut body = format!("Content-Length: {}\r\n\r\n", data.len()).into_bytes();
+                body.extend_from_slice(&data);
+                out.push(Item::Bytes(body));
+            }
             Node::Rep(n, inner) => {
                 let mut once = Vec::new();
                 eval_seq(inner, subst, &mut once)?;
@@ -526,6 +548,36 @@ fn head(mods: &[Mod]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Every variable (`$name`) `text` names, in order of first use.
+pub fn variables(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count();
+        let name = format!("${}", &rest[..len]);
+        if len > 0 && !out.contains(&name) {
+            out.push(name);
+        }
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// `text` with every placeholder and variable of `subst` replaced (expected bodies and headers
+/// name them as the bytes do).
+pub fn substitute_text(text: &str, subst: &[(String, String)]) -> String {
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = subst
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    pairs.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    String::from_utf8_lossy(&substitute(text.as_bytes(), &pairs)).into_owned()
+}
+
 fn substitute(bytes: &[u8], subst: &Subst) -> Vec<u8> {
     if subst.is_empty() {
         return bytes.to_vec();
@@ -624,6 +676,36 @@ mod tests {
     }
 
     #[test]
+    fn bodies_carry_their_length_after_substitution() {
+        let p = Program::parse(r#""PUT /v2/plots/$fid HTTP/1.1\r\n" body("{\"token\":\"$sid\"}")"#)
+            .unwrap();
+        let subst = [
+            ("$fid".to_owned(), "demo:123456789012".to_owned()),
+            ("$sid".to_owned(), "abcdef1234".to_owned()),
+        ];
+        let text = String::from_utf8(payload(&p.eval(&subst).unwrap())).unwrap();
+        assert_eq!(
+            text,
+            "PUT /v2/plots/demo:123456789012 HTTP/1.1\r\nContent-Length: 22\r\n\r\n{\"token\":\"abcdef1234\"}"
+        );
+        check("body()", b"Content-Length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn variables_are_named_once_and_substituted_longest_first() {
+        assert_eq!(
+            variables("a $auth b $wrong_auth $auth $ $fid."),
+            ["$auth", "$wrong_auth", "$fid"]
+        );
+        let subst = [
+            ("$auth".to_owned(), "A".to_owned()),
+            ("$wrong_auth".to_owned(), "W".to_owned()),
+            ("tok1".to_owned(), "t".to_owned()),
+        ];
+        assert_eq!(substitute_text("$auth/$wrong_auth/tok1", &subst), "A/W/t");
+    }
+
+    #[test]
     fn timing_items() {
         let items = Program::parse("\"a\" pause(5) | drip(7, \"bc\") eof")
             .unwrap()
@@ -645,7 +727,15 @@ mod tests {
 
     #[test]
     fn errors_are_reported() {
-        for bad in ["c(", "\"abc", "H[x", "foo", "rep(x, \"a\")", "c(pause(1))"] {
+        for bad in [
+            "c(",
+            "\"abc",
+            "H[x",
+            "foo",
+            "rep(x, \"a\")",
+            "c(pause(1))",
+            "body(eof)",
+        ] {
             let r = Program::parse(bad).and_then(|p| p.eval(&[]));
             assert!(r.is_err(), "{bad} parsed");
         }

@@ -281,6 +281,7 @@ fn group_name(g: &str) -> &'static str {
         "E" => "E timing",
         "Q" => "Q real-client quirks",
         "V" => "V real-client scenarios",
+        "K" => "K accounts and ownership",
         _ => "other",
     }
 }

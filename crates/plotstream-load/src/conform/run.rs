@@ -29,10 +29,16 @@ pub struct Opts {
     pub split_limit: Option<usize>,
     /// NON-STRICT counts as FAIL.
     pub strict: bool,
+    /// NON-STRICT counts as FAIL for these cases (ids or group letters).
+    pub strict_cases: Vec<String>,
     /// A limit counter that does not fire fails the case.
     pub require_limit_counters: bool,
     /// The targets are unoptimized builds: throughput floors are skipped.
     pub unoptimized: bool,
+    /// A user of the accounts target and its API key (`$user`, `$key`, `$auth`, …).
+    pub credentials: Option<(String, String)>,
+    /// A stream id that user owns (`$sid`).
+    pub stream_id: Option<String>,
 }
 
 /// Everything a case run needs.
@@ -150,6 +156,8 @@ struct Observation {
     reused: bool,
     /// Counters were wanted but the target has no `/metrics`.
     metrics_missing: bool,
+    /// The run's placeholders and variables (captures included), for the expectations.
+    subst: Vec<(String, String)>,
 }
 
 /// The outcome compared across modes.
@@ -298,7 +306,16 @@ impl Runner {
         } else if !failed.is_empty() {
             report.verdict = match case.level {
                 Level::Must | Level::Compat => Verdict::Fail,
-                Level::Should if self.opts.strict => Verdict::Fail,
+                Level::Should
+                    if self.opts.strict
+                        || self
+                            .opts
+                            .strict_cases
+                            .iter()
+                            .any(|w| *w == case.id || w == case.group()) =>
+                {
+                    Verdict::Fail
+                }
                 Level::Should => Verdict::NonStrict,
                 Level::Info => Verdict::Info,
             };
@@ -321,6 +338,12 @@ impl Runner {
         }
         match v.setup.kind() {
             None => Ok(self.main.clone()),
+            // Any endpoint with accounts will do: a third party's main target has them.
+            Some(SetupKind::Accounts) => Ok(self
+                .setups
+                .get(&SetupKind::Accounts)
+                .unwrap_or(&self.main)
+                .clone()),
             Some(kind) => self.setups.get(&kind).cloned().ok_or_else(|| {
                 format!("needs a target with the {kind} setup: --target-{kind} URL")
             }),
@@ -378,6 +401,18 @@ impl Runner {
         }
         if let Some(reason) = &v.skip {
             report.outcome = VariantOutcome::Skip(reason.clone());
+            return report;
+        }
+        if v.needs_credentials && self.opts.credentials.is_none() {
+            report.outcome = VariantOutcome::Skip(
+                "needs --credentials USER:KEY: a user of the target with accounts".to_owned(),
+            );
+            return report;
+        }
+        if v.needs_stream_id && self.opts.stream_id.is_none() {
+            report.outcome = VariantOutcome::Skip(
+                "needs --stream-id TOKEN: a stream id the --credentials user owns".to_owned(),
+            );
             return report;
         }
         if v.optimized && self.opts.unoptimized {
@@ -700,15 +735,15 @@ impl Runner {
                     return (Match::No(format!("no connection {name}")), notes);
                 };
                 let mut whys = Vec::new();
-                let ok = set
-                    .iter()
-                    .any(|e| match self.match_conn(case, e, c, timing) {
-                        Ok(()) => true,
-                        Err(why) => {
-                            whys.push(why);
-                            false
-                        }
-                    });
+                let ok =
+                    set.iter()
+                        .any(|e| match self.match_conn(case, e, c, timing, &obs.subst) {
+                            Ok(()) => true,
+                            Err(why) => {
+                                whys.push(why);
+                                false
+                            }
+                        });
                 if !ok {
                     return (
                         Match::No(format!(
@@ -726,7 +761,7 @@ impl Runner {
         for e in &v.expect {
             let conn_ok = if v.script.is_empty() {
                 let (n_ok, first_err) = count_matching(&obs.conns, e, &v.expect, |alt, (_, c)| {
-                    self.match_conn(case, alt, c, timing)
+                    self.match_conn(case, alt, c, timing, &obs.subst)
                 });
                 let need = v
                     .min_pass
@@ -770,7 +805,10 @@ impl Runner {
         e: &Expect,
         c: &ConnResult,
         timing: Timing,
+        subst: &[(String, String)],
     ) -> std::result::Result<(), String> {
+        // Expected texts name placeholders and variables as the bytes do.
+        let text = |t: &str| super::dsl::substitute_text(t, subst);
         if let Some(g) = &c.garbage {
             return Err(format!("unparsable response {g}"));
         }
@@ -811,28 +849,54 @@ impl Runner {
         }
         if let Some(r) = &c.response {
             for (k, want) in &e.headers {
+                let want = text(want);
                 match r.header(k) {
                     Some(got) if got == want => {}
                     got => return Err(format!("header {k}: {got:?} ≠ {want:?}")),
                 }
             }
+            for (k, want) in &e.headers_contain {
+                let want = text(want);
+                match r.header(k) {
+                    Some(got) if got.contains(want.as_str()) => {}
+                    Some(got) => return Err(format!("header {k}: {got:?} lacks {want:?}")),
+                    None => return Err(format!("no header {k}")),
+                }
+            }
+            let body = String::from_utf8_lossy(&r.body);
             if let Some(b) = &e.body {
-                if r.body != b.as_bytes() {
-                    return Err(format!(
-                        "body {:?} ≠ {b:?}",
-                        String::from_utf8_lossy(&r.body)
-                    ));
+                let b = text(b);
+                if body != b {
+                    return Err(format!("body {} ≠ {b:?}", excerpt(&body)));
                 }
             }
             if let Some(b) = &e.body_contains {
-                if !String::from_utf8_lossy(&r.body).contains(b.as_str()) {
-                    return Err(format!(
-                        "body {:?} lacks {b:?}",
-                        String::from_utf8_lossy(&r.body)
-                    ));
+                let b = text(b);
+                if !body.contains(b.as_str()) {
+                    return Err(format!("body {} lacks {b:?}", excerpt(&body)));
                 }
             }
-        } else if !e.headers.is_empty() || e.body.is_some() || e.body_contains.is_some() {
+            for b in &e.body_lacks {
+                if let Some(why) = unwanted(&body, &text(b)) {
+                    return Err(why);
+                }
+            }
+            if let Some(want) = e.inline_script {
+                match (inline_script(&body), want) {
+                    (Some(script), false) => {
+                        return Err(format!("an inline script: {}", excerpt(&script)))
+                    }
+                    (None, true) => return Err("no inline script".to_owned()),
+                    _ => {}
+                }
+            }
+        } else if !e.headers.is_empty()
+            || !e.headers_contain.is_empty()
+            || e.body.is_some()
+            || e.body_contains.is_some()
+            || !e.body_lacks.is_empty()
+            || e.inline_script.is_some()
+        {
             return Err("no response to check".to_owned());
         }
         // Under `Timing::Ignore` an event must still happen, at any time.
@@ -1260,6 +1324,25 @@ impl Runner {
         VariantOutcome::Pass
     }
 
+    /// The account variables of `--credentials` and `--stream-id` (see the DSL).
+    fn account_variables(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some((user, key)) = &self.opts.credentials {
+            let wrong_key = format!("{key}-wrong");
+            out.extend([
+                ("$user".to_owned(), user.clone()),
+                ("$key".to_owned(), key.clone()),
+                ("$auth".to_owned(), client::basic(user, key)),
+                ("$wrong_auth".to_owned(), client::basic(user, &wrong_key)),
+                ("$wrong_key".to_owned(), wrong_key),
+            ]);
+        }
+        if let Some(sid) = &self.opts.stream_id {
+            out.push(("$sid".to_owned(), sid.clone()));
+        }
+        out
+    }
+
     /// Fresh tokens for every placeholder of `case`.
     async fn alloc_tokens(&self, case: &Case, target: &Target) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
@@ -1362,6 +1445,9 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
             if all.streams.is_empty() {
                 all.streams = obs.streams;
             }
+            if all.subst.is_empty() {
+                all.subst = obs.subst;
+            }
         }
         return Ok(all);
     }
@@ -1384,6 +1470,10 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
         }
         None => runner.alloc_tokens(case, target).await?,
     };
+    let subst: Vec<(String, String)> = subst
+        .into_iter()
+        .chain(runner.account_variables())
+        .collect();
     let reused = slot_guard.is_some();
     let token_of = |name: &str| {
         subst
@@ -1425,6 +1515,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     };
     let scale = runner.pause_scale(case);
     let mut obs = Observation::default();
+    let mut captured = Vec::new();
     if let Some(program) = &v.bytes {
         let items = program.eval(&subst)?;
         let steps = wire::schedule(&items, ctx.mode, ctx.split, scale);
@@ -1438,7 +1529,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
             obs.conns.push((name, res));
         }
     } else {
-        obs.conns = run_script(v, target, &subst, opts, scale).await?;
+        (obs.conns, captured) = run_script(v, target, &subst, opts, scale).await?;
     }
     if v.viewer && ctx.split.is_none() {
         // A viewer subscribing now gets the window in its snapshot: every value the run stored
@@ -1479,6 +1570,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     }
     obs.reused = reused;
     obs.metrics_missing = metrics_missing;
+    obs.subst = subst.iter().cloned().chain(captured).collect();
     if let Some(before) = before {
         if let Ok(after) = client::metrics(target.addr).await {
             let delta = after
@@ -1491,15 +1583,18 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     Ok(obs)
 }
 
+/// Runs a variant's script; returns every connection's result and the variables its steps
+/// captured.
 async fn run_script(
     v: &Variant,
     target: &Target,
     subst: &[(String, String)],
     opts: ConnOpts,
     scale: f64,
-) -> Result<Vec<(String, ConnResult)>> {
+) -> Result<(Vec<(String, ConnResult)>, Vec<(String, String)>)> {
     let mut conns: Vec<(String, Conn)> = Vec::new();
     let mut done: Vec<(String, ConnResult)> = Vec::new();
+    let mut captured: Vec<(String, String)> = Vec::new();
     let token_of = |name: &str| {
         subst
             .iter()
@@ -1509,7 +1604,8 @@ async fn run_script(
     };
     for (step, program) in &v.script {
         if let (Some(name), Some(program)) = (&step.conn, program) {
-            let items = program.eval(subst)?;
+            let all: Vec<(String, String)> = subst.iter().chain(&captured).cloned().collect();
+            let items = program.eval(&all)?;
             let steps = wire::schedule(&items, Segmentation::Timed, None, scale);
             if !conns.iter().any(|(n, _)| n == name) {
                 match Conn::open(target.addr, opts).await {
@@ -1551,6 +1647,22 @@ async fn run_script(
             let d = Duration::from_millis((ms as f64 / scale).round() as u64);
             tokio::time::sleep(d).await;
         }
+        if let (Some(name), Some(capture)) = (&step.conn, &step.capture) {
+            let res = match conns.iter().position(|(n, _)| n == name) {
+                Some(idx) => conns.remove(idx).1.finish().await,
+                None => match done.iter().find(|(n, _)| n == name) {
+                    Some((_, res)) => res.clone(),
+                    None => anyhow::bail!("capture: no connection {name}"),
+                },
+            };
+            for (var, pointer) in capture {
+                let value = capture_value(&res, pointer).with_context(|| {
+                    format!("capture ${var} at {pointer:?} of {name}'s response")
+                })?;
+                captured.push((format!("${var}"), value));
+            }
+            done.push((name.clone(), res));
+        }
     }
     let finished = futures_join(
         conns
@@ -1559,7 +1671,82 @@ async fn run_script(
     )
     .await;
     done.extend(finished);
-    Ok(done)
+    Ok((done, captured))
+}
+
+/// The string at `pointer` of a response's JSON body; an absolute URL gives its path and
+/// query, which is what a request line names.
+fn capture_value(res: &ConnResult, pointer: &str) -> Result<String> {
+    let Some(r) = &res.response else {
+        anyhow::bail!("no response: {}", res.describe());
+    };
+    let json: serde_json::Value = serde_json::from_slice(&r.body).with_context(|| {
+        format!(
+            "status {}, the body is not JSON: {}",
+            r.status,
+            excerpt(&String::from_utf8_lossy(&r.body))
+        )
+    })?;
+    let Some(value) = json.pointer(pointer).and_then(serde_json::Value::as_str) else {
+        anyhow::bail!(
+            "status {}, no string there: {}",
+            r.status,
+            excerpt(&String::from_utf8_lossy(&r.body))
+        );
+    };
+    Ok(url_path(value).unwrap_or(value).to_owned())
+}
+
+/// The path and query of an absolute `http://` or `https://` URL.
+fn url_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    Some(rest.find('/').map_or("/", |at| &rest[at..]))
+}
+
+/// The `<script>` element of an HTML text whose content is not blank (an inline script), if any.
+fn inline_script(html: &str) -> Option<String> {
+    // ASCII lowering keeps every byte offset.
+    let lower = html.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(start) = lower[from..].find("<script").map(|at| at + from) {
+        let open_end = lower[start..]
+            .find('>')
+            .map_or(lower.len(), |at| at + start + 1);
+        let close = lower[open_end..]
+            .find("</script")
+            .map_or(lower.len(), |at| at + open_end);
+        if !html[open_end..close].trim().is_empty() {
+            return Some(html[start..close].to_owned());
+        }
+        from = close.max(start + 1);
+    }
+    None
+}
+
+/// Why `body` fails `body_lacks = [unwanted]`: where `unwanted` occurs, with the text around it.
+fn unwanted(body: &str, unwanted: &str) -> Option<String> {
+    let at = body.find(unwanted)?;
+    // From a little before it, on a character boundary (0 always is one).
+    let from = (0..=at.saturating_sub(EXCERPT / 2))
+        .rev()
+        .find(|&idx| body.is_char_boundary(idx))
+        .unwrap_or(0);
+    Some(format!(
+        "body has {unwanted:?} at byte {at}: {}",
+        excerpt(&body[from..])
+    ))
+}
+
+/// At most [`EXCERPT`] characters of `text`, quoted.
+fn excerpt(text: &str) -> String {
+    let cut: String = text.chars().take(EXCERPT).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
 }
 
 /// Awaits every future concurrently, keeping their order.
@@ -1732,6 +1919,8 @@ const OPEN_SPLIT_SLOTS: usize = 16;
 const SPLIT_WINDOW: usize = 64;
 /// Seeded random positions per large input (§7).
 const RANDOM_SPLITS: usize = 64;
+/// Characters of a body quoted in a failure.
+const EXCERPT: usize = 300;
 
 /// Why a D2 round did not pass.
 enum EmfileMiss {
@@ -1832,6 +2021,47 @@ mod tests {
             count_matching(&[End::RstAfterStatus], &set[0], &set, by_end).0,
             0
         );
+    }
+
+    #[test]
+    fn inline_scripts_are_found_and_sourced_ones_are_not() {
+        let page = r#"<head><script src="/assets/viewer.js?v=1"></script><SCRIPT
+            src="/a.js">  </SCRIPT></head><body>"#;
+        assert_eq!(inline_script(page), None);
+        let inline = format!("{page}<script type=\"module\">alert(1)</script>");
+        assert_eq!(
+            inline_script(&inline).as_deref(),
+            Some("<script type=\"module\">alert(1)")
+        );
+        assert!(inline_script("<script>x").is_some(), "an unclosed script");
+        assert_eq!(inline_script("<p>no scripts</p>"), None);
+    }
+
+    #[test]
+    fn unwanted_text_is_shown_in_place_whatever_the_characters_before_it() {
+        // 603 - 150 falls inside an "é": the excerpt starts one byte earlier.
+        let body = format!("{}<b>abcdef1234</b>", "é".repeat(EXCERPT));
+        let why = unwanted(&body, "abcdef1234").expect("it is there");
+        assert!(
+            why.starts_with("body has \"abcdef1234\" at byte 603: \"é"),
+            "{why}"
+        );
+        assert!(why.contains("é<b>abcdef1234</b>"), "{why}");
+        assert_eq!(unwanted(&body, "zyxwvu9876"), None);
+    }
+
+    #[test]
+    fn captured_urls_keep_their_path_and_query() {
+        assert_eq!(
+            url_path("http://127.0.0.1:9/~demo/123456789012/"),
+            Some("/~demo/123456789012/")
+        );
+        assert_eq!(
+            url_path("https://h/~d/1?share_key=k"),
+            Some("/~d/1?share_key=k")
+        );
+        assert_eq!(url_path("http://h"), Some("/"));
+        assert_eq!(url_path("demo:1"), None);
     }
 
     #[test]
