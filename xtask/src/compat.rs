@@ -170,7 +170,7 @@ fn selected(filters: &[String]) -> Vec<Case> {
                 || filters.iter().any(|filter| {
                     let is_id = filter.eq_ignore_ascii_case("tutorial")
                         || filter.len() > 1
-                            && filter.starts_with(['V', 'v', 'F', 'f', 'K', 'k'])
+                            && filter.starts_with(['V', 'v', 'F', 'f', 'U', 'u'])
                             && filter[1..].bytes().all(|b| b.is_ascii_digit());
                     if is_id {
                         case.id.eq_ignore_ascii_case(filter)
@@ -389,34 +389,34 @@ fn cases() -> Vec<Case> {
             f6_node_delay,
         ),
         case(
-            "K1",
+            "U1",
             "keys mode: py.plot first run and re-run, py.Stream to the user's stream id",
             Python,
-            k1_keys_plot_stream,
+            u1_keys_plot_stream,
         ),
         case(
-            "K2",
+            "U2",
             "keys mode: py.iplot and tls.embed, the embed URL over HTTP",
             Python,
-            k2_keys_embed,
+            u2_keys_embed,
         ),
         case(
-            "K3",
+            "U3",
             "keys mode: sharing='secret' is served with its share_key, 404 without",
             Python,
-            k3_keys_secret,
+            u3_keys_secret,
         ),
         case(
-            "K4",
+            "U4",
             "keys mode: chart_studio with a wrong key raises PlotlyRequestError 401",
             Python,
-            k4_keys_wrong_key,
+            u4_keys_wrong_key,
         ),
         case(
-            "K5",
+            "U5",
             "keys mode: node plot() with a wrong key, then the right one",
             NodeTls,
-            k5_node_plot_keys,
+            u5_node_plot_keys,
         ),
     ]
 }
@@ -588,27 +588,27 @@ fn f6_node_delay(env: &CaseEnv<'_>) -> Result<Pass> {
 
 // ---- the clients against keys mode (`serve --users FILE`) -----------------------------------------
 
-fn k1_keys_plot_stream(env: &CaseEnv<'_>) -> Result<Pass> {
+fn u1_keys_plot_stream(env: &CaseEnv<'_>) -> Result<Pass> {
     let server = env.keys_server(&[])?;
-    env.python("k1_keys_plot_stream.py", &[], &server, SCRIPT_TIMEOUT)
+    env.python("u1_keys_plot_stream.py", &[], &server, SCRIPT_TIMEOUT)
 }
 
-fn k2_keys_embed(env: &CaseEnv<'_>) -> Result<Pass> {
+fn u2_keys_embed(env: &CaseEnv<'_>) -> Result<Pass> {
     let server = env.keys_server(&[])?;
-    env.python("k2_keys_embed.py", &[], &server, SCRIPT_TIMEOUT)
+    env.python("u2_keys_embed.py", &[], &server, SCRIPT_TIMEOUT)
 }
 
-fn k3_keys_secret(env: &CaseEnv<'_>) -> Result<Pass> {
+fn u3_keys_secret(env: &CaseEnv<'_>) -> Result<Pass> {
     let server = env.keys_server(&[])?;
-    env.python("k3_keys_secret.py", &[], &server, SCRIPT_TIMEOUT)
+    env.python("u3_keys_secret.py", &[], &server, SCRIPT_TIMEOUT)
 }
 
-fn k4_keys_wrong_key(env: &CaseEnv<'_>) -> Result<Pass> {
+fn u4_keys_wrong_key(env: &CaseEnv<'_>) -> Result<Pass> {
     let server = env.keys_server(&[])?;
-    env.python("k4_keys_wrong_key.py", &[], &server, SCRIPT_TIMEOUT)
+    env.python("u4_keys_wrong_key.py", &[], &server, SCRIPT_TIMEOUT)
 }
 
-fn k5_node_plot_keys(env: &CaseEnv<'_>) -> Result<Pass> {
+fn u5_node_plot_keys(env: &CaseEnv<'_>) -> Result<Pass> {
     let Ok((cert, key)) = &env.env.tls else {
         bail!("no certificate");
     };
@@ -630,7 +630,7 @@ fn k5_node_plot_keys(env: &CaseEnv<'_>) -> Result<Pass> {
         .port()
         .to_string();
     env.node(
-        "k5_plot_keys.js",
+        "u5_plot_keys.js",
         &server,
         &[("COMPAT_TLS_PORT", tls_port.into())],
     )
@@ -1195,7 +1195,7 @@ mod tests {
             assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
         }
         for n in 1..=5 {
-            let id = format!("K{n}");
+            let id = format!("U{n}");
             assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
         }
     }
@@ -1211,8 +1211,8 @@ mod tests {
         assert_eq!(ids(&["ESP8266"]), ["V8", "V9"]);
         assert_eq!(ids(&["f3"]), ["F3"]);
         assert_eq!(ids(&["through reset"]), ["F4"]);
-        assert_eq!(ids(&["k4", "V21"]), ["V21", "K4"]);
-        assert_eq!(ids(&["keys mode"]), ["K1", "K2", "K3", "K4", "K5"]);
+        assert_eq!(ids(&["u4", "V21"]), ["V21", "U4"]);
+        assert_eq!(ids(&["keys mode"]), ["U1", "U2", "U3", "U4", "U5"]);
         assert_eq!(ids(&[]).len(), cases().len());
     }
 

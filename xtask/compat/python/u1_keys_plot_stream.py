@@ -1,4 +1,4 @@
-"""K1: keys mode (`serve --users FILE`): py.plot of the tutorial's figure, a first run and a re-run, then
+"""U1: keys mode (`serve --users FILE`): py.plot of the tutorial's figure, a first run and a re-run, then
 py.Stream writes to the user's stream id (PROTOCOL.md §7.3, §7.4).
 
 The credentials are the ones `plotstream user add demo --api-key demokey123 --stream-ids 2` printed, so

@@ -1,5 +1,5 @@
 'use strict';
-// K5: keys mode (`serve --users FILE`): node `plot()` posts `un` and `key` to /clientresp over HTTPS
+// U5: keys mode (`serve --users FILE`): node `plot()` posts `un` and `key` to /clientresp over HTTPS
 // (COMPAT_TLS_PORT), first with a wrong key, then with the one `plotstream user add` printed.
 // Wrong: the server answers 200 with a non-empty `error` and no `stream-status`, so node calls back
 // with an Error whose message is that `error` (its `statusCode` is the HTTP 200, its `body` the
