@@ -1,4 +1,4 @@
-//! Embeds the conformance case catalogue (`cases/*.toml`, RELIABILITY.md §8) in the binary:
+//! Embeds the conformance case catalogue (`cases/*.toml`, docs/reliability.md §8) in the binary:
 //! writes `$OUT_DIR/conform_cases.rs` with one `include_str!` per file, so the catalogue stays
 //! data and a new case is a new file.
 

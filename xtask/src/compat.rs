@@ -1,5 +1,5 @@
 //! `cargo xtask compat`: the real Plotly clients of the streaming era against a real
-//! `plotstream serve` (issue 4; PROTOCOL.md §9.2, scenarios V1–V23).
+//! `plotstream serve` (issue 4; docs/protocol.md §9.2, scenarios V1–V23).
 //!
 //! The suite installs the clients on a fresh machine, under `<target dir>/compat/`:
 //!
@@ -18,12 +18,12 @@
 //! name ... ok`, and counts as one passed or failed test.
 //!
 //! Cases F1–F6 (issue 7) drive the same clients through the simulator (`serve --fault`, with a
-//! short `--linger`) and check what each loses and how it recovers against PROTOCOL.md §5:
+//! short `--linger`) and check what each loses and how it recovers against docs/protocol.md §5:
 //! chart_studio through `disconnect`, `flap`, seeded `status` and `reset`
 //! (`xtask/compat/python/simulator.py` holds the §5.1.3 accounting), node through `disconnect`
 //! with a status and through `delay`, watched by a viewer.
 //!
-//! Cases K1–K5 run the same clients against keys mode (`serve --users FILE`): the users file is
+//! Cases U1–U5 run the same clients against keys mode (`serve --users FILE`): the users file is
 //! made by the real binary (`plotstream user add demo --users FILE --api-key demokey123
 //! --stream-ids 2`), and the account it prints reaches the scripts as `COMPAT_USERNAME`,
 //! `COMPAT_API_KEY` and `COMPAT_STREAM_IDS`. They check `py.plot`, `py.Stream`, the embed and
@@ -159,7 +159,7 @@ struct Case {
     run: fn(&CaseEnv<'_>) -> Result<Pass>,
 }
 
-/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `K2`, `tutorial`) picks
+/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `U2`, `tutorial`) picks
 /// the cases of that ID, any other one the cases whose name contains it; no filter picks every
 /// case.
 fn selected(filters: &[String]) -> Vec<Case> {
@@ -182,7 +182,7 @@ fn selected(filters: &[String]) -> Vec<Case> {
         .collect()
 }
 
-/// The cases in the order they run: the tutorial, PROTOCOL.md §9.2's scenarios, the clients
+/// The cases in the order they run: the tutorial, docs/protocol.md §9.2's scenarios, the clients
 /// through the simulator's faults, then the clients against keys mode.
 fn cases() -> Vec<Case> {
     use Needs::{Node, NodeTls, Python, Wire};
@@ -1152,7 +1152,7 @@ const NO_OPENSSL: &str = "openssl not installed";
 const TUTORIAL_TIMEOUT: Duration = Duration::from_secs(120);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The fault cases' `--linger`: short, so that their writes, spaced by more than it, take
-/// fractions of a second, and none lands inside it (PROTOCOL.md §5.1.3).
+/// fractions of a second, and none lands inside it (docs/protocol.md §5.1.3).
 const FAULT_LINGER: &str = "100ms";
 const NODE_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1,4 +1,4 @@
-//! `cargo xtask conform`: the conformance suite (RELIABILITY.md §5, §8) against our own
+//! `cargo xtask conform`: the conformance suite (docs/reliability.md §5, §8) against our own
 //! `plotstream serve`, plus its calibration against a deliberately broken endpoint.
 //!
 //! 1. Builds `plotstream` (debug, or release with `--release`) and starts seven servers on free
@@ -149,7 +149,7 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         .arg(out_dir.join("junit.xml"))
         .arg("--json")
         .arg(out_dir.join("cases"))
-        // Every limit of RELIABILITY.md §3 must show in /metrics when it fires.
+        // Every limit of docs/reliability.md §3 must show in /metrics when it fires.
         .arg("--require-limit-counters")
         .args(extra)
         .env("NO_COLOR", "1");

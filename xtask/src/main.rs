@@ -72,8 +72,8 @@ commands:
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
   compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6,
                                Arduino/ESP8266 transcripts) against `plotstream serve`, one line per
-                               case of PROTOCOL.md §9.2 (and K1-K5, keys mode); FILTER picks cases
-                               by ID or name (`V11`);
+                               case of docs/protocol.md §9.2 (and U1-U5, keys mode; F1-F6, faults);
+                               FILTER picks cases by ID or name (`V11`);
                                installs the clients under <target>/compat
   conform [--release]          start plotstream serve (seven setups, keys mode among them) and run
        [-- CONFORM_ARGS]       `plotstream conform` against it; every MUST and COMPAT case, and group K
@@ -88,8 +88,8 @@ commands:
   bench ingest                 plotstream serve (release) under plotstream load with 1, 100 and 10 000
                                streams, beside the loopback TCP ceiling and a hyper sink; the RSS of
                                10 000 idle streams; merged into <target>/bench-summary.json (~2 min)
-  soak                         the long profile of the RELIABILITY §6 scenarios and the fault tests
-                               (release, PLOTSTREAM_SOAK=1)
+  soak                         the long profile of the scenarios (docs/reliability.md §6) and the fault
+                               tests (release, PLOTSTREAM_SOAK=1)
   browser                      build and start `plotstream serve --demo`, open its live view in headless
                                Chromium (xtask/browser/check.mjs) and check that the plot grows;
                                leaves <target>/browser-check.png";

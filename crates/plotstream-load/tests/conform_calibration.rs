@@ -1,4 +1,4 @@
-//! Calibration of `plotstream conform` (RELIABILITY.md §8): the suite must fail on an endpoint
+//! Calibration of `plotstream conform` (docs/reliability.md §8): the suite must fail on an endpoint
 //! that breaks the rules, and pass on `plotstream-server`, for the same named cases.
 //!
 //! The broken endpoint (`broken_endpoint/`) is a proxy in front of a real server whose chunked

@@ -1,5 +1,5 @@
-//! The case catalogue (`crates/plotstream-load/cases/*.toml`) against RELIABILITY.md §5 and
-//! PROTOCOL.md §9.2: every numbered case is there exactly once, at its level, and parses.
+//! The case catalogue (`crates/plotstream-load/cases/*.toml`) against docs/reliability.md §5 and
+//! docs/protocol.md §9.2: every numbered case is there exactly once, at its level, and parses.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use plotstream_load::conform::{catalogue, Level};
 
-/// Groups and how many cases each has in RELIABILITY.md §5 and PROTOCOL.md §9.2, and group K
+/// Groups and how many cases each has in docs/reliability.md §5 and docs/protocol.md §9.2, and group K
 /// (accounts and ownership, docs/conform.md).
 const GROUPS: &[(&str, u32)] = &[
     ("A", 25),

@@ -1,4 +1,4 @@
-//! RELIABILITY.md §5 groups A–C and Q, as far as the protocol layer decides them, run through
+//! docs/reliability.md §5 groups A–C and Q, as far as the protocol layer decides them, run through
 //! the `Ingest` state machine whole, split at every offset and one byte per write (§7).
 //!
 //! The driver here is permissive: every head is admitted and every line accepted, which is

@@ -1,4 +1,5 @@
-//! Counters for `GET /metrics` (Prometheus text format, PRODUCT.md §4, RELIABILITY.md §4.3).
+//! Counters for `GET /metrics` (Prometheus text format, docs/serve.md routes,
+//! docs/reliability.md §4.3).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

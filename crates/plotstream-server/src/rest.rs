@@ -1,5 +1,5 @@
-//! The Chart Studio v2 REST subset (PROTOCOL.md §7) and the legacy `POST /clientresp`
-//! (PROTOCOL.md §8): enough for `py.plot`, `py.iplot`, `py.sign_in`, node `plot()` and the
+//! The Chart Studio v2 REST subset (docs/protocol.md §7) and the legacy `POST /clientresp`
+//! (docs/protocol.md §8): enough for `py.plot`, `py.iplot`, `py.sign_in`, node `plot()` and the
 //! Arduino `init()` to run unchanged, storing figures and binding their stream tokens.
 //!
 //! Who may do what (docs/security.md): in keys mode (`serve --users FILE`) every v2 call
@@ -157,7 +157,7 @@ pub async fn serve_v2(
     }
 }
 
-/// Serves `POST /clientresp` (PROTOCOL.md §8): always 200 with `error` a string.
+/// Serves `POST /clientresp` (docs/protocol.md §8): always 200 with `error` a string.
 pub async fn serve_clientresp(
     stream: &mut Io,
     head: &RequestHead,
@@ -538,7 +538,7 @@ fn valid_path(p: &str) -> bool {
     p.len() <= 512 && !p.chars().any(char::is_control)
 }
 
-/// `{public origin}/~<user>/<n>/` (PROTOCOL.md §7.6 rule 4).
+/// `{public origin}/~<user>/<n>/` (docs/protocol.md §7.6 rule 4).
 fn web_url(shared: &Shared, head: &RequestHead, fid: &str) -> String {
     let (user, n) = split_fid(fid).unwrap_or(("anonymous", 0));
     format!("{}/~{user}/{n}/", origin(shared, head))
@@ -558,7 +558,7 @@ pub fn origin(shared: &Shared, head: &RequestHead) -> String {
     }
 }
 
-/// A Chart Studio error: 4xx, JSON `{"errors":[{"message":...}]}` (PROTOCOL.md §7.6).
+/// A Chart Studio error: 4xx, JSON `{"errors":[{"message":...}]}` (docs/protocol.md §7.6).
 pub fn error(status: u16, message: &str) -> Response {
     Response::json(
         status,
@@ -583,7 +583,7 @@ fn empty_object() -> Box<RawValue> {
 }
 
 /// `(user, key)` of `Authorization: Basic` (or `plotly-authorization`, preferred when
-/// present, PROTOCOL.md §7.3).
+/// present, docs/protocol.md §7.3).
 fn basic_credentials(head: &RequestHead) -> Option<(String, String)> {
     let value = head
         .field("plotly-authorization")
@@ -617,7 +617,7 @@ pub fn to_value(j: &Json) -> Value {
     }
 }
 
-/// PROTOCOL.md §8.4: read Content-Length bytes; if `args` and `kwargs` do not parse yet (the
+/// docs/protocol.md §8.4: read Content-Length bytes; if `args` and `kwargs` do not parse yet (the
 /// Arduino advertises 24 bytes too few), read on to the first CRLF, at most 4 KiB and 2 s more.
 async fn read_clientresp_body(
     stream: &mut Io,
@@ -660,7 +660,7 @@ async fn read_clientresp_body(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Splits at `&` only before a known key, keeping values raw (PROTOCOL.md §8.4).
+/// Splits at `&` only before a known key, keeping values raw (docs/protocol.md §8.4).
 fn split_form(body: &str) -> Vec<(&str, String)> {
     const KEYS: [&str; 8] = [
         "platform=",
@@ -749,7 +749,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// L45: REST and `/clientresp` bodies up to 16 MiB (PROTOCOL.md §7.6 rule 7).
+/// L45: REST and `/clientresp` bodies up to 16 MiB (docs/protocol.md §7.6 rule 7).
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 
 /// L42: traces per figure (one figure with 10 001 streamed traces made 10 001 streams and

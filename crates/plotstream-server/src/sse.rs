@@ -1,4 +1,4 @@
-//! Server-Sent Events for viewers (RELIABILITY.md §4.4): `snapshot` first, then `update`
+//! Server-Sent Events for viewers (docs/reliability.md §4.4): `snapshot` first, then `update`
 //! events coalesced by `interval`, `reset` + a fresh snapshot when the viewer lagged or the
 //! stream's history changed, and `reset` (shutdown) at the end. Every `data:` line is one JSON
 //! text whose CR and LF are escaped by construction, so an event can never be split (C18).

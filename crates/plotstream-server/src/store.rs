@@ -1,5 +1,5 @@
-//! Streams, windows, writer bindings and viewer fan-out (PRODUCT.md §4 data model,
-//! RELIABILITY.md P7, §4 invariants I1–I5).
+//! Streams, windows, writer bindings and viewer fan-out (docs/reliability.md §4.1 terms,
+//! docs/reliability.md P7, §4 invariants I1–I5).
 //!
 //! One mutex guards the stream table; every operation that must be atomic with another
 //! (apply vs. takeover, subscribe vs. apply) happens under it, and none of them waits on I/O:
@@ -521,7 +521,7 @@ impl Store {
         (rx, queue)
     }
 
-    /// The inspection object of RELIABILITY.md §4.3, as JSON, with the stream's read `id`;
+    /// The inspection object of docs/reliability.md §4.3, as JSON, with the stream's read `id`;
     /// `token` is `null` unless `show_token` (keys mode never shows a write token).
     pub fn inspect(&self, token: &str, show_token: bool) -> Option<String> {
         let inner = self.lock();
@@ -586,7 +586,7 @@ impl Store {
         }
     }
 
-    /// Binds `token` to a trace of `owner`'s figure (PROTOCOL.md §1.4, §7.5) and registers it.
+    /// Binds `token` to a trace of `owner`'s figure (docs/protocol.md §1.4, §7.5) and registers it.
     ///
     /// A figure claims the stream it creates (and, in keys mode, any stream of a token its
     /// owner holds). Only the claimant's figures change the stream: set its maxpoints and
@@ -748,7 +748,7 @@ impl Store {
     }
 
     /// `token` is no longer named by any figure of `owner`: if `owner`'s figure claimed its
-    /// stream, a live writer ends with 449 and later use gets 403 (PROTOCOL.md §4.2, §7.5).
+    /// stream, a live writer ends with 449 and later use gets 403 (docs/protocol.md §4.2, §7.5).
     /// A stream claimed by nobody else's figure is left alone.
     pub fn retire_token(&self, token: &str, owner: &str) {
         let mut inner = self.lock();
@@ -1158,7 +1158,7 @@ fn write_members(members: &[(&str, &Value)], wrap: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// Deep merge (PROTOCOL.md §3.3 `layout`): objects merge, other values replace.
+/// Deep merge (docs/protocol.md §3.3 `layout`): objects merge, other values replace.
 fn merge(into: &mut Vec<(Str, Value)>, patch: &[(Str, Value)]) {
     for (k, v) in patch {
         match (into.iter_mut().find(|(ik, _)| ik == k), v) {
@@ -1193,7 +1193,7 @@ fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
 /// L43: peers whose creation allowance is remembered before full buckets are forgotten.
 const ALLOWANCE_PEERS: usize = 65_536;
 
-/// maxpoints as plotly.js reads it (PROTOCOL.md §3.4): truncated, clamped to 0..=max.
+/// maxpoints as plotly.js reads it (docs/protocol.md §3.4): truncated, clamped to 0..=max.
 pub fn clamp_maxpoints(mp: f64, max: usize) -> usize {
     if !mp.is_finite() || mp <= 0.0 {
         return 0;

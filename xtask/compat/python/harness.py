@@ -155,7 +155,7 @@ def raw_exchange(parts, timeout=5.0):
 
 
 def chart_studio_head(token, port=PORT):
-    """The head chart_studio 1.1.0 sends at `open()` (PROTOCOL.md §2.9), for this server."""
+    """The head chart_studio 1.1.0 sends at `open()` (docs/protocol.md §2.9), for this server."""
     host_port = HOST if port == 80 else "%s:%d" % (HOST, port)
     return (
         "POST / HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\nTransfer-Encoding: chunked\r\n"

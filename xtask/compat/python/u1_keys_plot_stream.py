@@ -1,5 +1,5 @@
 """U1: keys mode (`serve --users FILE`): py.plot of the tutorial's figure, a first run and a re-run, then
-py.Stream writes to the user's stream id (PROTOCOL.md §7.3, §7.4).
+py.Stream writes to the user's stream id (docs/protocol.md §7.3, §7.4).
 
 The credentials are the ones `plotstream user add demo --api-key demokey123 --stream-ids 2` printed, so
 every v2 call carries the Basic `demo:demokey123` that chart_studio sends, and the figure streams one of

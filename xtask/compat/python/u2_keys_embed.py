@@ -1,4 +1,4 @@
-"""U2: keys mode: py.iplot and tls.embed (PROTOCOL.md §7.7), as V23 but with the user's credentials.
+"""U2: keys mode: py.iplot and tls.embed (docs/protocol.md §7.7), as V23 but with the user's credentials.
 
 py.iplot (which calls py.plot with the Basic credentials) returns an IFrame of
 `{plotly_domain}/~demo/N.embed`; tls.embed of the web_url builds the same source; a browser fetching it

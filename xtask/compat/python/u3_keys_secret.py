@@ -1,4 +1,4 @@
-"""U3: keys mode: py.plot with sharing='secret' (PROTOCOL.md §7.4, §7.6 rule 5, §7.7).
+"""U3: keys mode: py.plot with sharing='secret' (docs/protocol.md §7.4, §7.6 rule 5, §7.7).
 
 The returned `.../~demo/N?share_key=K` is served (200), as is its `.embed?share_key=K`; the same page
 without the key is 404, with a slash or without, embedded or not, and so is the figure's feed

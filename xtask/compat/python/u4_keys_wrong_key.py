@@ -1,4 +1,4 @@
-"""U4: keys mode: chart_studio with a wrong API key (PROTOCOL.md §7.3, §7.5, §7.6 rule 2).
+"""U4: keys mode: chart_studio with a wrong API key (docs/protocol.md §7.3, §7.5, §7.6 rule 2).
 
 The credentials file holds the right user and stream ids but the key `wrongkey123`. py.plot's grid lookup
 gets 401, which chart_studio reads as "not found" (any non-2xx, §7.5); the grid's POST gets 401 too, and

@@ -1,4 +1,4 @@
-//! The byte-level cases of `cargo xtask compat`: PROTOCOL.md's transcripts (§2.9, §2.11–§2.14,
+//! The byte-level cases of `cargo xtask compat`: docs/protocol.md's transcripts (§2.9, §2.11–§2.14,
 //! §8.2) replayed byte for byte over loopback TCP, and the MUST scenarios V12–V17, each checked by
 //! its exact response, by how the connection ended (a FIN, never a reset) and through the
 //! inspection API (`GET /api/streams/{token}`), never by the status code alone.
@@ -20,10 +20,10 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---- the transcripts, byte for byte -------------------------------------------------------------
 
-/// PROTOCOL.md §2.9: chart_studio 1.1.0's head (two different Host lines).
+/// docs/protocol.md §2.9: chart_studio 1.1.0's head (two different Host lines).
 const CHART_STUDIO_HEAD: &[u8] = b"POST / HTTP/1.1\r\nHost: stream.example.org:9999\r\nAccept-Encoding: identity\r\nTransfer-Encoding: chunked\r\nHost: stream.example.org\r\nplotly-streamtoken: abcdef1234\r\n\r\n";
 
-/// PROTOCOL.md §2.9: the four writes, a heartbeat and `close()`, one `send()` each.
+/// docs/protocol.md §2.9: the four writes, a heartbeat and `close()`, one `send()` each.
 const CHART_STUDIO_BODY: &[&[u8]] = &[
     b"2e\r\n{\"x\": \"2026-01-01 10:00:00.000000\", \"y\": 0.5}\n\r\n",
     b"21\r\n{\"x\": [1, 2, 3], \"y\": [4, 5, 6]}\n\r\n",
@@ -33,35 +33,36 @@ const CHART_STUDIO_BODY: &[&[u8]] = &[
     b"\r\n0\r\n\r\n",
 ];
 
-/// PROTOCOL.md §2.11: the arduino-api v2 head with its library-default zone, quoted.
+/// docs/protocol.md §2.11: the arduino-api v2 head with its library-default zone, quoted.
 const ARDUINO_HEAD: &[u8] = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Python\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nplotly-convertTimestamp: \"America/Montreal\"\r\n\r\n";
 
-/// PROTOCOL.md §2.11: `convertTimestamp = false`, so `\r\n\r\n` follows `Connection: close\r\n`.
+/// docs/protocol.md §2.11: `convertTimestamp = false`, so `\r\n\r\n` follows `Connection:
+/// close\r\n`.
 const ARDUINO_HEAD_NO_ZONE: &[u8] = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Python\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\r\n";
 
-/// PROTOCOL.md §2.11: three points on two tokens, UPPERCASE sizes, then the last-chunk.
+/// docs/protocol.md §2.11: three points on two tokens, UPPERCASE sizes, then the last-chunk.
 const ARDUINO_BODY: &[u8] = b"33\r\n{\"x\": 1500, \"y\": 512, \"streamtoken\": \"abcdef1234\"}\n\r\n31\r\n{\"x\": 3500, \"y\": 7, \"streamtoken\": \"zyxwvu9876\"}\n\r\n3C\r\n{\"x\": 4294967295, \"y\": -32768, \"streamtoken\": \"abcdef1234\"}\n\r\n0\r\n\r\n";
 
-/// PROTOCOL.md §9.2 V5: one point after the extra CRLF of a head without a zone.
+/// docs/protocol.md §9.2 V5: one point after the extra CRLF of a head without a zone.
 const ARDUINO_ONE_POINT: &[u8] =
     b"33\r\n{\"x\": 1500, \"y\": 512, \"streamtoken\": \"abcdef1234\"}\n\r\n0\r\n\r\n";
 
-/// PROTOCOL.md §9.2 V6: the size formula `len(x) + len(y) + 44` with a 5-character token.
+/// docs/protocol.md §9.2 V6: the size formula `len(x) + len(y) + 44` with a 5-character token.
 const ARDUINO_SHORT_TOKEN: &[u8] = b"33\r\n{\"x\": 1500, \"y\": 512, \"streamtoken\": \"short\"}\n\r\n31\r\n{\"x\": 3500, \"y\": 7, \"streamtoken\": \"short\"}\n\r\n0\r\n\r\n";
 
-/// PROTOCOL.md §2.12: the old arduino-api (header token, unquoted zone, `+ 15` sizes).
+/// docs/protocol.md §2.12: the old arduino-api (header token, unquoted zone, `+ 15` sizes).
 const OLD_ARDUINO: &[u8] = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Python\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nplotly-streamtoken: abcdef1234\r\nplotly-convertTimestamp: America/Montreal\r\n\r\n16\r\n{\"x\": 1500, \"y\": 512}\n\r\n0\r\n\r\n";
 
-/// PROTOCOL.md §2.13: the ESP8266 one-shot sketch, one connection per point, lowercase size.
+/// docs/protocol.md §2.13: the ESP8266 one-shot sketch, one connection per point, lowercase size.
 const ESP8266_ONE_SHOT: &[u8] = b"POST / HTTP/1.1\r\nHost: arduino.plot.ly\r\nUser-Agent: Arduino\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nplotly-convertTimestamp: \"Australia/Melbourne\"\r\n\r\n35\r\n{\"x\": 12345, \"y\": 21.5, \"streamtoken\": \"abcdef1234\"}\n\r\n0\r\n\r\n";
 
-/// PROTOCOL.md §2.14: the ESP8266HTTPClient sketch, `Content-Length` and no final newline.
+/// docs/protocol.md §2.14: the ESP8266HTTPClient sketch, `Content-Length` and no final newline.
 const ESP8266_HTTP_CLIENT: &[u8] = b"POST / HTTP/1.1\r\nHost: stream.example.org\r\nUser-Agent: ESP8266HTTPClient\r\nConnection: close\r\nplotly-convertTimestamp: America/Manaus\r\nContent-Type: application/x-www-form-urlencoded\r\nplotly-streamtoken: abcdef1234\r\nContent-Length: 22\r\n\r\n{\"x\":\"12345\", \"y\":\"7\"}";
 
-/// PROTOCOL.md §8.2: the Arduino `init()` head, which advertises 212 bytes.
+/// docs/protocol.md §8.2: the Arduino `init()` head, which advertises 212 bytes.
 const ARDUINO_INIT_HEAD: &[u8] = b"POST /clientresp HTTP/1.1\r\nHost: 107.21.214.199\r\nUser-Agent: Arduino/0.5.1\r\nContent-Length: 212\r\n\r\n";
 
-/// PROTOCOL.md §8.2: the body the Arduino sends: 236 bytes, then a CRLF.
+/// docs/protocol.md §8.2: the body the Arduino sends: 236 bytes, then a CRLF.
 const ARDUINO_INIT_BODY: &[u8] = b"version=0.2&origin=plot&platform=arduino&un=demo&key=demokey123&args=[{\"y\": [], \"x\": [], \"type\": \"scatter\", \"stream\": {\"token\": \"abcdef1234\", \"maxpoints\": 30}}]&kwargs={\"fileopt\": \"overwrite\", \"filename\": \"test\", \"world_readable\": true}";
 
 /// IANA zones of the transcripts and their possible UTC offsets in hours (with and without DST).
@@ -550,7 +551,7 @@ impl Step<'_> {
 /// How the server ended the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum End {
-    /// A FIN: `read` returned 0. The only acceptable end (PROTOCOL.md §4.4).
+    /// A FIN: `read` returned 0. The only acceptable end (docs/protocol.md §4.4).
     Fin,
     /// A reset, which would raise `ConnectionResetError` in chart_studio.
     Reset,
@@ -661,7 +662,7 @@ fn chunk(data: &[u8]) -> Vec<u8> {
     .concat()
 }
 
-/// The end-of-stream `200` of PROTOCOL.md §4.1, byte for byte.
+/// The end-of-stream `200` of docs/protocol.md §4.1, byte for byte.
 fn ok_response(points: u64) -> String {
     let body = format!(
         "{{\"status\":200,\"message\":\"healthy endpoint disconnect\",\"points\":{points}}}"
@@ -672,7 +673,7 @@ fn ok_response(points: u64) -> String {
     )
 }
 
-/// An error response of PROTOCOL.md §4.1, byte for byte.
+/// An error response of docs/protocol.md §4.1, byte for byte.
 fn error_response(code: u16, reason: &str, message: &str) -> String {
     format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
@@ -724,7 +725,7 @@ fn window_with_x(state: &Value, y: Value) -> Value {
 
 // ---- converted timestamps ------------------------------------------------------------------------
 
-/// A converted `x` (`YYYY-MM-DD HH:MM:SS.ffffff`, PROTOCOL.md §3.7) as microseconds since the
+/// A converted `x` (`YYYY-MM-DD HH:MM:SS.ffffff`, docs/protocol.md §3.7) as microseconds since the
 /// epoch, reading the wall-clock time as if it were UTC.
 fn converted(x: &Value) -> Result<i64> {
     let text = x
@@ -858,7 +859,7 @@ mod tests {
 
     #[test]
     fn arduino_init_lengths_follow_the_formula() {
-        // 115 + len(un) + n*(87 + len(maxpoints)) + (n-1)*2 + len(filename), PROTOCOL.md §8.2.
+        // 115 + len(un) + n*(87 + len(maxpoints)) + (n-1)*2 + len(filename), docs/protocol.md §8.2.
         assert_eq!(115 + 4 + (87 + 2) + 4, 212);
         assert_eq!(ARDUINO_INIT_BODY.len(), 212 + 24);
     }

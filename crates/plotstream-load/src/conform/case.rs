@@ -1,5 +1,5 @@
 //! The case catalogue: one TOML file per case in `crates/plotstream-load/cases/`, embedded in
-//! the binary by `build.rs` (RELIABILITY.md §8). This module is the schema and the loader.
+//! the binary by `build.rs` (docs/reliability.md §8). This module is the schema and the loader.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +11,7 @@ use super::dsl::Program;
 
 include!(concat!(env!("OUT_DIR"), "/conform_cases.rs"));
 
-/// Requirement level (RELIABILITY.md, top).
+/// Requirement level (docs/reliability.md, the requirement levels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Level {
     /// A failure fails CI.
@@ -39,7 +39,7 @@ impl fmt::Display for Level {
     }
 }
 
-/// How the bytes are cut into writes (RELIABILITY.md §7).
+/// How the bytes are cut into writes (docs/reliability.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Segmentation {
@@ -792,7 +792,7 @@ fn group_rank(g: &str) -> usize {
     GROUPS.find(g).unwrap_or(usize::MAX)
 }
 
-/// The groups, in catalogue order: RELIABILITY.md §5 (A–E, Q), PROTOCOL.md §9.2 (V), and
+/// The groups, in catalogue order: docs/reliability.md §5 (A–E, Q), docs/protocol.md §9.2 (V), and
 /// accounts and ownership (K).
 const GROUPS: &str = "ABCDEQVK";
 /// The variables of `--credentials USER:KEY` (see the DSL).

@@ -1,5 +1,5 @@
 //! The runner's own small HTTP/1.1 client for the side routes: the inspection route
-//! (RELIABILITY.md §4.3), `POST /api/tokens`, `/metrics` and an SSE viewer.
+//! (docs/reliability.md §4.3), `POST /api/tokens`, `/metrics` and an SSE viewer.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -299,7 +299,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// `base64(user:key)` (RFC 4648, padded): what follows `Basic ` in the `Authorization` that
-/// chart_studio sends (PROTOCOL.md §7.3).
+/// chart_studio sends (docs/protocol.md §7.3).
 pub fn basic(user: &str, key: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let raw = format!("{user}:{key}").into_bytes();

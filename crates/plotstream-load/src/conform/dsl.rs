@@ -1,4 +1,4 @@
-//! The bytes DSL of RELIABILITY.md §8: what a case sends, as data.
+//! The bytes DSL of docs/reliability.md §8: what a case sends, as data.
 //!
 //! A program is a sequence of items separated by whitespace (a `+` between items is allowed and
 //! means nothing, so §5's `H + c(P1) + END` reads as written):

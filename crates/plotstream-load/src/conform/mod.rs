@@ -1,4 +1,4 @@
-//! The conformance runner (PRODUCT.md §6, RELIABILITY.md §7–§8), shaped like h2spec and the
+//! The conformance runner (docs/conform.md, docs/reliability.md §7–§8), shaped like h2spec and the
 //! Autobahn|Testsuite: numbered cases with requirement levels, exact bytes, segmentation modes and
 //! sets of acceptable outcomes, run against any Plotly-streaming endpoint.
 //!

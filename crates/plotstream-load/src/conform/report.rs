@@ -1,4 +1,4 @@
-//! Reports (RELIABILITY.md §8): one stdout line per case, JUnit XML with one `testsuite` per
+//! Reports (docs/reliability.md §8): one stdout line per case, JUnit XML with one `testsuite` per
 //! group, per-case JSON, and the final count line.
 
 use std::fmt::Write as _;

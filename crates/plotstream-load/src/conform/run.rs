@@ -62,7 +62,7 @@ pub struct Runner {
     pub jobs_total: u32,
 }
 
-/// A case's class (RELIABILITY.md §8).
+/// A case's class (docs/reliability.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     /// Passed.
@@ -1047,7 +1047,7 @@ impl Runner {
                 let got = delta.get(&k).copied().unwrap_or(0.0);
                 if got < 1.0 {
                     let note = format!(
-                        "limit {l} fired (by the status) but {k} did not grow (RELIABILITY.md §3)"
+                        "limit {l} fired (by the status) but {k} did not grow (docs/reliability.md §3)"
                     );
                     if self.opts.require_limit_counters {
                         return Match::No(note);
@@ -1901,7 +1901,7 @@ fn hash(s: &str) -> u64 {
 
 /// The reason a check cannot be made against a target without the inspection route.
 pub const NO_INSPECTION: &str =
-    "needs the inspection route GET /api/streams/{token} (RELIABILITY.md §4.3)";
+    "needs the inspection route GET /api/streams/{token} (docs/reliability.md §4.3)";
 /// Inputs up to this size are split at every offset (§7).
 const SMALL_INPUT: usize = 4096;
 /// Interesting positions are taken within this many bytes of either end.

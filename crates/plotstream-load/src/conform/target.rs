@@ -20,7 +20,7 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The non-default setup it runs with, if any.
     pub kind: Option<SetupKind>,
-    /// `GET /api/streams/{token}` works (RELIABILITY.md §4.3).
+    /// `GET /api/streams/{token}` works (docs/reliability.md §4.3).
     pub inspection: bool,
     /// `GET /metrics` answers with plotstream's counters.
     pub metrics: bool,

@@ -1,4 +1,4 @@
-//! The wire layer of RELIABILITY.md §7: one loopback TCP connection with TCP_NODELAY and one
+//! The wire layer of docs/reliability.md §7: one loopback TCP connection with TCP_NODELAY and one
 //! `write` per segment, a reader that parses the response as it arrives, and a timestamped
 //! log of both directions.
 
