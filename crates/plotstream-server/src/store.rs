@@ -419,6 +419,11 @@ impl Store {
             ..
         } = inner;
         let stream = streams.get_mut(key).ok_or(Status::INTERNAL)?;
+        if stream.patch_too_large(update) {
+            // L41: checked before any effect, so the refused line changes nothing (I2).
+            self.metrics.limit_breach("L41");
+            return Err(Status::UNPROCESSABLE);
+        }
         let before = stream.bytes;
         let seq = stream.apply(
             update,
@@ -866,6 +871,25 @@ impl Stream {
         }
     }
 
+    /// L41: would this update's `layout` or `line` patch grow the merged object past
+    /// [`PATCH_BYTES`] (JCS size)? A line is at most 64 KiB (L18), but patches with new keys
+    /// accumulate, so the merged result is what is bounded. Costs nothing for lines without a
+    /// patch (the hot path).
+    fn patch_too_large(&self, update: &Update) -> bool {
+        let too_large = |current: &[(Str, Value)], patch: &[(Str, Value)]| {
+            let mut merged = current.to_vec();
+            merge(&mut merged, patch);
+            let mut out = Vec::new();
+            write_jcs(&Value::Object(merged), &mut out);
+            out.len() > PATCH_BYTES
+        };
+        update
+            .layout
+            .as_ref()
+            .is_some_and(|l| too_large(&self.layout, l))
+            || (!update.line.is_empty() && too_large(&self.line, &update.line))
+    }
+
     fn apply(&mut self, update: &Update, budget: usize, global_full: bool) -> u64 {
         let start_bytes = self.bytes;
         self.last_seq += 1;
@@ -1190,6 +1214,9 @@ fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
     scratch.len() + 1
 }
 
+/// L41: a stream's layout, and its trace `line` object, after every patch (JCS bytes).
+pub const PATCH_BYTES: usize = 64 * 1024;
+
 /// L43: peers whose creation allowance is remembered before full buckets are forgotten.
 const ALLOWANCE_PEERS: usize = 65_536;
 
@@ -1352,6 +1379,34 @@ mod tests {
         assert_eq!(after["window"]["x"], serde_json::json!([1]));
         assert_eq!(c.kick_status(), None);
         assert_eq!(apply(&s, &c, "tok1", r#"{"x":2}"#), Ok(2));
+    }
+
+    #[test]
+    fn layout_patches_are_bounded_after_merging_at_l41() {
+        let (s, c) = store(StoreConfig::default());
+        // Each patch is small (L18 holds), but new keys accumulate: 40 × ~2 KiB.
+        let patch = |i: usize| format!(r#"{{"layout":{{"k{i}":"{}"}}}}"#, "a".repeat(1000));
+        let mut accepted = 0;
+        let refused = (0..100).find_map(|i| match apply(&s, &c, "tok1", &patch(i)) {
+            Ok(_) => {
+                accepted += 1;
+                None
+            }
+            Err(status) => Some(status),
+        });
+        assert_eq!(refused, Some(Status::UNPROCESSABLE));
+        let st = inspect(&s, "tok1");
+        assert_eq!(st["last_seq"], accepted, "the refused patch took no seq");
+        assert!(
+            (60..=66).contains(&accepted),
+            "{accepted} patches of ~1 KiB fit in 64 KiB"
+        );
+        // Replacing existing keys does not grow it: still accepted.
+        assert!(apply(&s, &c, "tok1", &patch(0)).is_ok());
+        assert!(
+            apply(&s, &c, "tok1", r#"{"x":1}"#).is_ok(),
+            "data lines are unaffected"
+        );
     }
 
     #[test]
