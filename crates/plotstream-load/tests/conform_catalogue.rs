@@ -1,4 +1,4 @@
-//! The case catalogue (`crates/plotstream-load/cases/*.toml`) against RELIABILITY.md §5 and
+//! The case catalogue (`crates/plotstream-cases/cases/*.toml`) against RELIABILITY.md §5 and
 //! PROTOCOL.md §9.2: every numbered case is there exactly once, at its level, and parses.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use plotstream_cases::segment;
+use plotstream_cases::{Case, End, Expect, Level, Segmentation, SetupKind, Variant};
 use tokio::sync::Semaphore;
 
-use super::case::{Case, End, Expect, Level, Segmentation, SetupKind, Variant};
 use super::client::{self, Inspection, Viewer};
-use super::target::{splitmix, Target, TokenSource};
+use super::target::{Target, TokenSource};
 use super::wire::{self, Conn, ConnOpts, ConnResult};
 
 /// Runner options that do not name targets.
@@ -631,8 +632,8 @@ impl Runner {
         report
     }
 
-    /// Split positions of §7: every k for inputs up to 4 KiB; else the interesting positions
-    /// near both ends plus 64 seeded random ones; at most `--split-limit`.
+    /// Split positions of §7 (`plotstream_cases::segment::split_points`), at most
+    /// `--split-limit`.
     fn split_points(&self, case: &Case, v: &Variant) -> Result<Vec<usize>> {
         let Some(program) = &v.bytes else {
             return Ok(Vec::new());
@@ -642,43 +643,9 @@ impl Runner {
             .iter()
             .map(|(k, len)| (k.clone(), "x".repeat(*len)))
             .collect();
-        let bytes = super::dsl::payload(&program.eval(&subst)?);
-        let len = bytes.len();
-        if len < 2 {
-            return Ok(Vec::new());
-        }
-        let mut state = self.opts.seed ^ hash(&case.id) ^ hash(&v.name);
-        let mut points: Vec<usize> = if len <= SMALL_INPUT {
-            (1..len).collect()
-        } else {
-            let mut p = BTreeSet::new();
-            for (i, b) in bytes.iter().enumerate() {
-                let near_end = i < EDGE || i + EDGE > len;
-                let interesting =
-                    matches!(b, b'\r' | b'\n' | b';' | b'"') || *b >= 0xc0 || *b == 0xef;
-                if near_end && interesting {
-                    for k in i.saturating_sub(1)..=(i + 2) {
-                        p.insert(k);
-                    }
-                }
-            }
-            let mut p: Vec<usize> = p.into_iter().filter(|&k| k > 0 && k < len).collect();
-            if p.len() > MAX_INTERESTING {
-                sample(&mut p, MAX_INTERESTING, &mut state);
-            }
-            for _ in 0..RANDOM_SPLITS {
-                p.push(1 + (splitmix(&mut state) as usize) % (len - 1));
-            }
-            p.sort_unstable();
-            p.dedup();
-            p
-        };
-        if let Some(limit) = self.opts.split_limit {
-            if points.len() > limit {
-                sample(&mut points, limit, &mut state);
-            }
-        }
-        Ok(points)
+        let bytes = plotstream_cases::payload(&program.eval(&subst)?);
+        let seed = segment::seed_for(self.opts.seed, &case.id, &v.name);
+        Ok(segment::split_points(&bytes, seed, self.opts.split_limit))
     }
 
     /// Checks one observation against the expected set; returns notes for soft observations.
@@ -808,7 +775,7 @@ impl Runner {
         subst: &[(String, String)],
     ) -> std::result::Result<(), String> {
         // Expected texts name placeholders and variables as the bytes do.
-        let text = |t: &str| super::dsl::substitute_text(t, subst);
+        let text = |t: &str| plotstream_cases::substitute_text(t, subst);
         if let Some(g) = &c.garbage {
             return Err(format!("unparsable response {g}"));
         }
@@ -1518,7 +1485,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     let mut captured = Vec::new();
     if let Some(program) = &v.bytes {
         let items = program.eval(&subst)?;
-        let steps = wire::schedule(&items, ctx.mode, ctx.split, scale);
+        let steps = plotstream_cases::segment::schedule(&items, ctx.mode, ctx.split, scale);
         for r in 0..v.repeat {
             let res = wire::run_conn(target.addr, &steps, opts).await;
             let name = if v.repeat > 1 {
@@ -1606,7 +1573,8 @@ async fn run_script(
         if let (Some(name), Some(program)) = (&step.conn, program) {
             let all: Vec<(String, String)> = subst.iter().chain(&captured).cloned().collect();
             let items = program.eval(&all)?;
-            let steps = wire::schedule(&items, Segmentation::Timed, None, scale);
+            let steps =
+                plotstream_cases::segment::schedule(&items, Segmentation::Timed, None, scale);
             if !conns.iter().any(|(n, _)| n == name) {
                 match Conn::open(target.addr, opts).await {
                     Ok(c) => conns.push((name.clone(), c)),
@@ -1882,32 +1850,9 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
-fn sample(points: &mut Vec<usize>, n: usize, state: &mut u64) {
-    // A partial Fisher–Yates shuffle, then back into order.
-    for i in 0..n.min(points.len()) {
-        let j = i + (splitmix(state) as usize) % (points.len() - i);
-        points.swap(i, j);
-    }
-    points.truncate(n);
-    points.sort_unstable();
-}
-
-fn hash(s: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The reason a check cannot be made against a target without the inspection route.
 pub const NO_INSPECTION: &str =
     "needs the inspection route GET /api/streams/{token} (RELIABILITY.md §4.3)";
-/// Inputs up to this size are split at every offset (§7).
-const SMALL_INPUT: usize = 4096;
-/// Interesting positions are taken within this many bytes of either end.
-const EDGE: usize = 256;
-/// At most this many interesting positions per large input.
-const MAX_INTERESTING: usize = 96;
 /// Token sets reused by the split runs of one variant (and so split runs in flight per variant).
 const SPLIT_SLOTS: usize = 4;
 /// Quiet reruns per variant at most: a target late in more runs than this fails without more
@@ -1917,8 +1862,6 @@ const MAX_RERUNS: usize = 8;
 const OPEN_SPLIT_SLOTS: usize = 16;
 /// Runs of one variant launched at a time (they then queue on slots and the job semaphore).
 const SPLIT_WINDOW: usize = 64;
-/// Seeded random positions per large input (§7).
-const RANDOM_SPLITS: usize = 64;
 /// Characters of a body quoted in a failure.
 const EXCERPT: usize = 300;
 
