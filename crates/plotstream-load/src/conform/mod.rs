@@ -13,6 +13,7 @@ mod jcs;
 mod report;
 mod run;
 mod target;
+mod timestamps;
 mod wire;
 
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use plotstream_cases::segment;
@@ -159,6 +159,8 @@ struct Observation {
     metrics_missing: bool,
     /// The run's placeholders and variables (captures included), for the expectations.
     subst: Vec<(String, String)>,
+    /// When the run started and ended, by the wall clock (for converted timestamps).
+    span: Option<(SystemTime, SystemTime)>,
 }
 
 /// The outcome compared across modes.
@@ -848,6 +850,16 @@ impl Runner {
                     return Err(why);
                 }
             }
+            if !e.body_json.is_empty() {
+                let json: serde_json::Value = serde_json::from_slice(&r.body)
+                    .map_err(|err| format!("body {} is not JSON: {err}", excerpt(&body)))?;
+                for (pointer, want) in &e.body_json {
+                    match json.pointer(pointer) {
+                        Some(got) if json_eq(got, want) => {}
+                        got => return Err(format!("body{pointer} {got:?} ≠ {want}")),
+                    }
+                }
+            }
             if let Some(want) = e.inline_script {
                 match (inline_script(&body), want) {
                     (Some(script), false) => {
@@ -862,6 +874,7 @@ impl Runner {
             || e.body.is_some()
             || e.body_contains.is_some()
             || !e.body_lacks.is_empty()
+            || !e.body_json.is_empty()
             || e.inline_script.is_some()
         {
             return Err("no response to check".to_owned());
@@ -993,6 +1006,29 @@ impl Runner {
                 }
                 Ok(None) => return Match::No(format!("{tok}: no such stream")),
                 Err(e) => return Match::No(e),
+            }
+        }
+        for (tok, want) in &e.maxpoints {
+            match stream(tok) {
+                Ok(Some(i)) if i.maxpoints == *want => {}
+                Ok(Some(i)) => {
+                    return Match::No(format!("maxpoints of {tok} {} ≠ {want}", i.maxpoints))
+                }
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            }
+        }
+        for (tok, want) in &e.converted {
+            if obs.reused {
+                break;
+            }
+            let window = match stream(tok) {
+                Ok(Some(i)) => &i.window,
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            };
+            if let Err(why) = converted(window, want, obs) {
+                return Match::No(format!("window[{tok}] {window}: {why}"));
             }
         }
         if e.needs_metrics() {
@@ -1414,6 +1450,7 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
             }
             if all.subst.is_empty() {
                 all.subst = obs.subst;
+                all.span = obs.span;
             }
         }
         return Ok(all);
@@ -1463,6 +1500,8 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
         names.extend(e.acc.keys().map(String::as_str));
         names.extend(e.window.keys().map(String::as_str));
         names.extend(e.window_keys.keys().map(String::as_str));
+        names.extend(e.converted.keys().map(String::as_str));
+        names.extend(e.maxpoints.keys().map(String::as_str));
         if e.rejected.is_some() {
             names.insert("tok1");
         }
@@ -1483,6 +1522,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     let scale = runner.pause_scale(case);
     let mut obs = Observation::default();
     let mut captured = Vec::new();
+    let started = SystemTime::now();
     if let Some(program) = &v.bytes {
         let items = program.eval(&subst)?;
         let steps = plotstream_cases::segment::schedule(&items, ctx.mode, ctx.split, scale);
@@ -1498,6 +1538,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     } else {
         (obs.conns, captured) = run_script(v, target, &subst, opts, scale).await?;
     }
+    obs.span = Some((started, SystemTime::now()));
     if v.viewer && ctx.split.is_none() {
         // A viewer subscribing now gets the window in its snapshot: every value the run stored
         // must travel as one `data:` line of JSON. (The SSE side does not depend on how the
@@ -1834,6 +1875,29 @@ fn obs_wire(obs: &Observation) -> String {
 }
 
 /// JSON equality with numbers compared as f64 (so 1 = 1.0 and -0 = 0).
+/// A `converted` expectation against a stored window: exactly `x` and `y`, `y` as given, `x`
+/// the converted times (`timestamps::check_x`).
+fn converted(
+    window: &serde_json::Value,
+    want: &plotstream_cases::Converted,
+    obs: &Observation,
+) -> std::result::Result<(), String> {
+    let keys: BTreeSet<&str> = window
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    if keys != BTreeSet::from(["x", "y"]) {
+        return Err(format!("attributes {keys:?}, not x and y"));
+    }
+    let y = serde_json::Value::Array(want.y.clone());
+    if !json_eq(&window["y"], &y) {
+        return Err(format!("y {} ≠ {y}", window["y"]));
+    }
+    let xs = window["x"].as_array().map_or(&[][..], Vec::as_slice);
+    let span = obs.span.ok_or("the run has no time span")?;
+    super::timestamps::check_x(xs, &want.zone, &want.x_millis, span, obs.conns.len() <= 1)
+}
+
 fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value as V;
     match (a, b) {

@@ -114,7 +114,7 @@ fn real_clients_timestamps_convert_in_their_zone() {
         attr(&q4[1].1, "x"),
         &str_value("1969-12-31 19:00:01.000000")
     );
-    let v4 = updates("V4", "");
+    let v4 = updates("V4", "the §2.11 bytes");
     assert_eq!(
         attr(&v4[0].1, "x"),
         &str_value("1969-12-31 19:00:01.500000")
