@@ -70,9 +70,9 @@ commands:
   ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, a fuzz smoke run (N s per
                                target, default 10), the browser check;
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
-  compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6,
-                               Arduino/ESP8266 transcripts) against `plotstream serve`, one line per
-                               case of PROTOCOL.md §9.2 (and K1-K5, keys mode); FILTER picks cases
+  compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6)
+                               against `plotstream serve`, one line per case of PROTOCOL.md §9.2 a
+                               client plays (and F1-F6, U1-U5); FILTER picks cases
                                by ID or name (`V11`);
                                installs the clients under <target>/compat
   conform [--release]          start plotstream serve (seven setups, keys mode among them) and run
