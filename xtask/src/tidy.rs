@@ -33,6 +33,24 @@ fn proto_has_no_io_dependencies() -> Result<()> {
     Ok(())
 }
 
+/// README codemap: the case catalogue depends on nothing of ours, so that `plotstream-proto`'s
+/// tests can read it without a dependency cycle (and two copies of proto's types).
+#[test]
+fn cases_depend_on_nothing_of_ours() -> Result<()> {
+    let manifest = read(&project_root().join("crates/plotstream-cases/Cargo.toml"))?;
+    let ours: Vec<String> = manifest_entries(&manifest)
+        .iter()
+        .filter_map(dependency_name)
+        .filter(|name| name.starts_with("plotstream"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "plotstream-cases depends on nothing of ours, but on: {}",
+        ours.join(", ")
+    );
+    Ok(())
+}
+
 /// STYLE.md convention 1: the protocol crate does no I/O and reads no clock; time comes in as a
 /// `now` argument. Comment lines are skipped, so docs may say what is forbidden.
 #[test]
