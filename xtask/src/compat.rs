@@ -14,8 +14,13 @@
 //! stops it by PID when it ends, whatever happened. The tutorial's server also listens on port 80:
 //! chart_studio's stream port is fixed, and the tutorial runs unchanged. Python and node cases are
 //! the scripts of `xtask/compat/{python,node}`, run with a time limit, their output kept in
-//! `compat/logs/`; the byte-level cases are in [`wire`]. Each case prints one line, `compat ID
-//! name ... ok`, and counts as one passed or failed test.
+//! `compat/logs/`. Each case prints one line, `compat ID name ... ok`, and counts as one passed
+//! or failed test.
+//!
+//! Only real client programs run here. The scenarios that are byte transcripts (the Arduino and
+//! ESP8266 sketches, chart_studio's §2.9 bytes, V12–V17, V19's `/clientresp`) are cases of the
+//! conformance catalogue (`crates/plotstream-cases/cases/V*.toml`), run by `cargo xtask
+//! conform` over sockets and by `plotstream-proto`'s tests through `Ingest`.
 //!
 //! Cases F1–F6 (issue 7) drive the same clients through the simulator (`serve --fault`, with a
 //! short `--linger`) and check what each loses and how it recovers against docs/protocol.md §5:
@@ -28,8 +33,6 @@
 //! --stream-ids 2`), and the account it prints reaches the scripts as `COMPAT_USERNAME`,
 //! `COMPAT_API_KEY` and `COMPAT_STREAM_IDS`. They check `py.plot`, `py.Stream`, the embed and
 //! secret URLs with the right key, and what chart_studio and node show for a wrong one.
-
-mod wire;
 
 use std::{
     cell::RefCell,
@@ -147,7 +150,6 @@ enum Needs {
     Python,
     Node,
     NodeTls,
-    Wire,
 }
 
 /// One case of the suite; a failure is an `Err` saying what differed.
@@ -185,7 +187,7 @@ fn selected(filters: &[String]) -> Vec<Case> {
 /// The cases in the order they run: the tutorial, docs/protocol.md §9.2's scenarios, the clients
 /// through the simulator's faults, then the clients against keys mode.
 fn cases() -> Vec<Case> {
-    use Needs::{Node, NodeTls, Python, Wire};
+    use Needs::{Node, NodeTls, Python};
     let case = |id, name, needs, run| Case {
         id,
         name,
@@ -206,12 +208,6 @@ fn cases() -> Vec<Case> {
             v1_chart_studio,
         ),
         case(
-            "V1",
-            "chart_studio seed stream: the §2.9 bytes",
-            Wire,
-            wire::v1_transcript,
-        ),
-        case(
             "V2",
             "node stream(): callback 200 healthy endpoint disconnect",
             Node,
@@ -222,48 +218,6 @@ fn cases() -> Vec<Case> {
             "node stream() without a write: late head accepted, L1 closes silently",
             Node,
             v3_node_late_head,
-        ),
-        case(
-            "V4",
-            "Arduino v2, two tokens, convertTimestamp: the §2.11 bytes",
-            Wire,
-            wire::v4_arduino,
-        ),
-        case(
-            "V5",
-            "Arduino v2 without convertTimestamp: the extra CRLF",
-            Wire,
-            wire::v5_arduino_no_zone,
-        ),
-        case(
-            "V5",
-            "Arduino v2 without convertTimestamp, two tokens",
-            Wire,
-            wire::v5_arduino_no_zone_two_tokens,
-        ),
-        case(
-            "V6",
-            "Arduino v2 with a 5-character token",
-            Wire,
-            wire::v6_arduino_short_token,
-        ),
-        case(
-            "V7",
-            "old Arduino, header token: the §2.12 bytes",
-            Wire,
-            wire::v7_old_arduino,
-        ),
-        case(
-            "V8",
-            "ESP8266 one-shot, three in a row: the §2.13 bytes",
-            Wire,
-            wire::v8_esp8266_one_shot,
-        ),
-        case(
-            "V9",
-            "ESP8266HTTPClient, Content-Length: the §2.14 bytes",
-            Wire,
-            wire::v9_esp8266_http_client,
         ),
         case(
             "V10",
@@ -284,43 +238,6 @@ fn cases() -> Vec<Case> {
             v11_node_idle,
         ),
         case(
-            "V12",
-            "a line of 64 KiB without its newline: 413",
-            Wire,
-            wire::v12_long_line,
-        ),
-        case(
-            "V13",
-            "bad JSON: 422, and --lenient-lines",
-            Wire,
-            wire::v13_bad_json,
-        ),
-        case("V14", "no token anywhere: 406", Wire, wire::v14_no_token),
-        case(
-            "V15",
-            "duplicate token, takeover: 423 to the older writer",
-            Wire,
-            wire::v15_takeover,
-        ),
-        case(
-            "V15",
-            "duplicate token, --on-duplicate reject",
-            Wire,
-            wire::v15_reject,
-        ),
-        case(
-            "V16",
-            "body framing: 501, 400, 411",
-            Wire,
-            wire::v16_framing,
-        ),
-        case(
-            "V17",
-            "client FIN in the middle of a line: 400",
-            Wire,
-            wire::v17_fin_mid_line,
-        ),
-        case(
             "V18",
             "423 (takeover) while chart_studio writes every 100 ms",
             Python,
@@ -331,12 +248,6 @@ fn cases() -> Vec<Case> {
             "408 (idle) while chart_studio writes every 100 ms",
             Python,
             v18_idle,
-        ),
-        case(
-            "V19",
-            "Arduino /clientresp: the §8.2 bytes",
-            Wire,
-            wire::v19_arduino_clientresp,
         ),
         case(
             "V20",
@@ -1179,6 +1090,8 @@ mod tests {
         assert_eq!(parse_listening("plotstream listening on http://x"), None);
     }
 
+    /// Every scenario V1–V23 runs somewhere: here with a real client, or as a case of the
+    /// conformance catalogue that `cargo xtask conform` runs (not one it skips).
     #[test]
     fn cases_have_distinct_slugs_and_cover_every_scenario() {
         let cases = cases();
@@ -1186,10 +1099,18 @@ mod tests {
         for (idx, slug) in slugs.iter().enumerate() {
             assert!(!slugs[..idx].contains(slug), "duplicate slug {slug}");
         }
+        let catalogue = plotstream_cases::catalogue().unwrap();
         for n in 1..=23 {
             let id = format!("V{n}");
-            assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
+            let conform = catalogue.iter().any(|c| {
+                c.id == id && c.skip.is_none() && c.variants.iter().any(|v| v.skip.is_none())
+            });
+            assert!(
+                conform || cases.iter().any(|case| case.id == id),
+                "{id} runs neither here nor in the catalogue"
+            );
         }
+
         for n in 1..=6 {
             let id = format!("F{n}");
             assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
@@ -1208,7 +1129,7 @@ mod tests {
         };
         assert_eq!(ids(&["v2"]), ["V2"]);
         assert_eq!(ids(&["V11", "tutorial"]), ["tutorial", "V11", "V11"]);
-        assert_eq!(ids(&["ESP8266"]), ["V8", "V9"]);
+        assert_eq!(ids(&["secret"]), ["V22", "U3"]);
         assert_eq!(ids(&["f3"]), ["F3"]);
         assert_eq!(ids(&["through reset"]), ["F4"]);
         assert_eq!(ids(&["u4", "V21"]), ["V21", "U4"]);

@@ -70,10 +70,10 @@ commands:
   ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, a fuzz smoke run (N s per
                                target, default 10), the browser check;
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
-  compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6,
-                               Arduino/ESP8266 transcripts) against `plotstream serve`, one line per
-                               case of docs/protocol.md §9.2 (and U1-U5, keys mode; F1-F6, faults);
-                               FILTER picks cases by ID or name (`V11`);
+  compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6)
+                               against `plotstream serve`, one line per case of docs/protocol.md §9.2 a
+                               client plays (and F1-F6, U1-U5); FILTER picks cases
+                               by ID or name (`V11`);
                                installs the clients under <target>/compat
   conform [--release]          start plotstream serve (seven setups, keys mode among them) and run
        [-- CONFORM_ARGS]       `plotstream conform` against it; every MUST and COMPAT case, and group K

@@ -34,6 +34,24 @@ fn proto_has_no_io_dependencies() -> Result<()> {
     Ok(())
 }
 
+/// README codemap: the case catalogue depends on nothing of ours, so that `plotstream-proto`'s
+/// tests can read it without a dependency cycle (and two copies of proto's types).
+#[test]
+fn cases_depend_on_nothing_of_ours() -> Result<()> {
+    let manifest = read(&project_root().join("crates/plotstream-cases/Cargo.toml"))?;
+    let ours: Vec<String> = manifest_entries(&manifest)
+        .iter()
+        .filter_map(dependency_name)
+        .filter(|name| name.starts_with("plotstream"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "plotstream-cases depends on nothing of ours, but on: {}",
+        ours.join(", ")
+    );
+    Ok(())
+}
+
 /// STYLE.md convention 1: the protocol crate does no I/O and reads no clock; time comes in as a
 /// `now` argument. Comment lines are skipped, so docs may say what is forbidden.
 #[test]
@@ -672,7 +690,7 @@ const RELIABILITY_DOC: &str = "docs/reliability.md";
 /// The pages whose numbered sections code and docs cite as `page §2.9`.
 const SECTIONED_DOCS: [&str; 2] = ["protocol.md", "reliability.md"];
 
-const CASES_DIR: &str = "crates/plotstream-load/cases";
+const CASES_DIR: &str = "crates/plotstream-cases/cases";
 
 /// The spec files that were never in the repository, spelled so this file does not cite them.
 const EXTERNAL_SPECS: [&str; 3] = [

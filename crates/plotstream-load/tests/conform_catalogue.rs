@@ -1,4 +1,4 @@
-//! The case catalogue (`crates/plotstream-load/cases/*.toml`) against docs/reliability.md §5 and
+//! The case catalogue (`crates/plotstream-cases/cases/*.toml`) against docs/reliability.md §5 and
 //! docs/protocol.md §9.2: every numbered case is there exactly once, at its level, and parses.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test

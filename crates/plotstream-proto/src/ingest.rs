@@ -657,3 +657,6 @@ pub fn run_to_end(
     ingest.poll_transmit(&mut out);
     (events, out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,6 +47,7 @@ enum Command {
     /// Load-test any stream endpoint on an open-loop schedule, with proof nothing was lost.
     Load(plotstream_load::load::LoadArgs),
     /// Check any stream endpoint against the protocol and the adversarial catalogue.
+    // Boxed: its many flags would make every `Command` as large as they are.
     Conform(Box<plotstream_load::conform::ConformArgs>),
     /// Manage the accounts of keys mode (`serve --users FILE`): user name, API key, stream ids.
     ///

@@ -21,6 +21,8 @@ pub struct Inspection {
     pub count: u64,
     /// Lines skipped in lenient mode.
     pub rejected_lines: u64,
+    /// The window's length per attribute (0 when the target does not say).
+    pub maxpoints: u64,
     /// The stored window.
     pub window: serde_json::Value,
     /// The server's digest.
@@ -101,6 +103,7 @@ pub async fn inspect_counts(addr: SocketAddr, token: &str) -> Result<Option<Insp
                     last_seq,
                     count: number("count").unwrap_or(0),
                     rejected_lines,
+                    maxpoints: number("maxpoints").unwrap_or(0),
                     window: serde_json::Value::Null,
                     digest: String::new(),
                     digest_error: None,
@@ -143,6 +146,7 @@ pub async fn inspect(addr: SocketAddr, token: &str) -> Result<Option<Inspection>
                 last_seq: field("last_seq").context("inspection has no last_seq")?,
                 count: field("count").unwrap_or(0),
                 rejected_lines: field("rejected_lines").unwrap_or(0),
+                maxpoints: field("maxpoints").unwrap_or(0),
                 window,
                 digest,
                 digest_error,

@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
+use plotstream_cases::segment;
+use plotstream_cases::{Case, End, Expect, Level, Segmentation, SetupKind, Variant};
 use tokio::sync::Semaphore;
 
-use super::case::{Case, End, Expect, Level, Segmentation, SetupKind, Variant};
 use super::client::{self, Inspection, Viewer};
-use super::target::{splitmix, Target, TokenSource};
+use super::target::{Target, TokenSource};
 use super::wire::{self, Conn, ConnOpts, ConnResult};
 
 /// Runner options that do not name targets.
@@ -158,6 +159,8 @@ struct Observation {
     metrics_missing: bool,
     /// The run's placeholders and variables (captures included), for the expectations.
     subst: Vec<(String, String)>,
+    /// When the run started and ended, by the wall clock (for converted timestamps).
+    span: Option<(SystemTime, SystemTime)>,
 }
 
 /// The outcome compared across modes.
@@ -631,8 +634,8 @@ impl Runner {
         report
     }
 
-    /// Split positions of §7: every k for inputs up to 4 KiB; else the interesting positions
-    /// near both ends plus 64 seeded random ones; at most `--split-limit`.
+    /// Split positions of §7 (`plotstream_cases::segment::split_points`), at most
+    /// `--split-limit`.
     fn split_points(&self, case: &Case, v: &Variant) -> Result<Vec<usize>> {
         let Some(program) = &v.bytes else {
             return Ok(Vec::new());
@@ -642,43 +645,9 @@ impl Runner {
             .iter()
             .map(|(k, len)| (k.clone(), "x".repeat(*len)))
             .collect();
-        let bytes = super::dsl::payload(&program.eval(&subst)?);
-        let len = bytes.len();
-        if len < 2 {
-            return Ok(Vec::new());
-        }
-        let mut state = self.opts.seed ^ hash(&case.id) ^ hash(&v.name);
-        let mut points: Vec<usize> = if len <= SMALL_INPUT {
-            (1..len).collect()
-        } else {
-            let mut p = BTreeSet::new();
-            for (i, b) in bytes.iter().enumerate() {
-                let near_end = i < EDGE || i + EDGE > len;
-                let interesting =
-                    matches!(b, b'\r' | b'\n' | b';' | b'"') || *b >= 0xc0 || *b == 0xef;
-                if near_end && interesting {
-                    for k in i.saturating_sub(1)..=(i + 2) {
-                        p.insert(k);
-                    }
-                }
-            }
-            let mut p: Vec<usize> = p.into_iter().filter(|&k| k > 0 && k < len).collect();
-            if p.len() > MAX_INTERESTING {
-                sample(&mut p, MAX_INTERESTING, &mut state);
-            }
-            for _ in 0..RANDOM_SPLITS {
-                p.push(1 + (splitmix(&mut state) as usize) % (len - 1));
-            }
-            p.sort_unstable();
-            p.dedup();
-            p
-        };
-        if let Some(limit) = self.opts.split_limit {
-            if points.len() > limit {
-                sample(&mut points, limit, &mut state);
-            }
-        }
-        Ok(points)
+        let bytes = plotstream_cases::payload(&program.eval(&subst)?);
+        let seed = segment::seed_for(self.opts.seed, &case.id, &v.name);
+        Ok(segment::split_points(&bytes, seed, self.opts.split_limit))
     }
 
     /// Checks one observation against the expected set; returns notes for soft observations.
@@ -808,7 +777,7 @@ impl Runner {
         subst: &[(String, String)],
     ) -> std::result::Result<(), String> {
         // Expected texts name placeholders and variables as the bytes do.
-        let text = |t: &str| super::dsl::substitute_text(t, subst);
+        let text = |t: &str| plotstream_cases::substitute_text(t, subst);
         if let Some(g) = &c.garbage {
             return Err(format!("unparsable response {g}"));
         }
@@ -881,6 +850,16 @@ impl Runner {
                     return Err(why);
                 }
             }
+            if !e.body_json.is_empty() {
+                let json: serde_json::Value = serde_json::from_slice(&r.body)
+                    .map_err(|err| format!("body {} is not JSON: {err}", excerpt(&body)))?;
+                for (pointer, want) in &e.body_json {
+                    match json.pointer(pointer) {
+                        Some(got) if json_eq(got, want) => {}
+                        got => return Err(format!("body{pointer} {got:?} ≠ {want}")),
+                    }
+                }
+            }
             if let Some(want) = e.inline_script {
                 match (inline_script(&body), want) {
                     (Some(script), false) => {
@@ -895,6 +874,7 @@ impl Runner {
             || e.body.is_some()
             || e.body_contains.is_some()
             || !e.body_lacks.is_empty()
+            || !e.body_json.is_empty()
             || e.inline_script.is_some()
         {
             return Err("no response to check".to_owned());
@@ -1026,6 +1006,29 @@ impl Runner {
                 }
                 Ok(None) => return Match::No(format!("{tok}: no such stream")),
                 Err(e) => return Match::No(e),
+            }
+        }
+        for (tok, want) in &e.maxpoints {
+            match stream(tok) {
+                Ok(Some(i)) if i.maxpoints == *want => {}
+                Ok(Some(i)) => {
+                    return Match::No(format!("maxpoints of {tok} {} ≠ {want}", i.maxpoints))
+                }
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            }
+        }
+        for (tok, want) in &e.converted {
+            if obs.reused {
+                break;
+            }
+            let window = match stream(tok) {
+                Ok(Some(i)) => &i.window,
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            };
+            if let Err(why) = converted(window, want, obs) {
+                return Match::No(format!("window[{tok}] {window}: {why}"));
             }
         }
         if e.needs_metrics() {
@@ -1447,6 +1450,7 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
             }
             if all.subst.is_empty() {
                 all.subst = obs.subst;
+                all.span = obs.span;
             }
         }
         return Ok(all);
@@ -1496,6 +1500,8 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
         names.extend(e.acc.keys().map(String::as_str));
         names.extend(e.window.keys().map(String::as_str));
         names.extend(e.window_keys.keys().map(String::as_str));
+        names.extend(e.converted.keys().map(String::as_str));
+        names.extend(e.maxpoints.keys().map(String::as_str));
         if e.rejected.is_some() {
             names.insert("tok1");
         }
@@ -1516,9 +1522,10 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     let scale = runner.pause_scale(case);
     let mut obs = Observation::default();
     let mut captured = Vec::new();
+    let started = SystemTime::now();
     if let Some(program) = &v.bytes {
         let items = program.eval(&subst)?;
-        let steps = wire::schedule(&items, ctx.mode, ctx.split, scale);
+        let steps = plotstream_cases::segment::schedule(&items, ctx.mode, ctx.split, scale);
         for r in 0..v.repeat {
             let res = wire::run_conn(target.addr, &steps, opts).await;
             let name = if v.repeat > 1 {
@@ -1531,6 +1538,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     } else {
         (obs.conns, captured) = run_script(v, target, &subst, opts, scale).await?;
     }
+    obs.span = Some((started, SystemTime::now()));
     if v.viewer && ctx.split.is_none() {
         // A viewer subscribing now gets the window in its snapshot: every value the run stored
         // must travel as one `data:` line of JSON. (The SSE side does not depend on how the
@@ -1606,7 +1614,8 @@ async fn run_script(
         if let (Some(name), Some(program)) = (&step.conn, program) {
             let all: Vec<(String, String)> = subst.iter().chain(&captured).cloned().collect();
             let items = program.eval(&all)?;
-            let steps = wire::schedule(&items, Segmentation::Timed, None, scale);
+            let steps =
+                plotstream_cases::segment::schedule(&items, Segmentation::Timed, None, scale);
             if !conns.iter().any(|(n, _)| n == name) {
                 match Conn::open(target.addr, opts).await {
                     Ok(c) => conns.push((name.clone(), c)),
@@ -1866,6 +1875,29 @@ fn obs_wire(obs: &Observation) -> String {
 }
 
 /// JSON equality with numbers compared as f64 (so 1 = 1.0 and -0 = 0).
+/// A `converted` expectation against a stored window: exactly `x` and `y`, `y` as given, `x`
+/// the converted times (`timestamps::check_x`).
+fn converted(
+    window: &serde_json::Value,
+    want: &plotstream_cases::Converted,
+    obs: &Observation,
+) -> std::result::Result<(), String> {
+    let keys: BTreeSet<&str> = window
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    if keys != BTreeSet::from(["x", "y"]) {
+        return Err(format!("attributes {keys:?}, not x and y"));
+    }
+    let y = serde_json::Value::Array(want.y.clone());
+    if !json_eq(&window["y"], &y) {
+        return Err(format!("y {} ≠ {y}", window["y"]));
+    }
+    let xs = window["x"].as_array().map_or(&[][..], Vec::as_slice);
+    let span = obs.span.ok_or("the run has no time span")?;
+    super::timestamps::check_x(xs, &want.zone, &want.x_millis, span, obs.conns.len() <= 1)
+}
+
 fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value as V;
     match (a, b) {
@@ -1882,32 +1914,9 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
-fn sample(points: &mut Vec<usize>, n: usize, state: &mut u64) {
-    // A partial Fisher–Yates shuffle, then back into order.
-    for i in 0..n.min(points.len()) {
-        let j = i + (splitmix(state) as usize) % (points.len() - i);
-        points.swap(i, j);
-    }
-    points.truncate(n);
-    points.sort_unstable();
-}
-
-fn hash(s: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The reason a check cannot be made against a target without the inspection route.
 pub const NO_INSPECTION: &str =
     "needs the inspection route GET /api/streams/{token} (docs/reliability.md §4.3)";
-/// Inputs up to this size are split at every offset (§7).
-const SMALL_INPUT: usize = 4096;
-/// Interesting positions are taken within this many bytes of either end.
-const EDGE: usize = 256;
-/// At most this many interesting positions per large input.
-const MAX_INTERESTING: usize = 96;
 /// Token sets reused by the split runs of one variant (and so split runs in flight per variant).
 const SPLIT_SLOTS: usize = 4;
 /// Quiet reruns per variant at most: a target late in more runs than this fails without more
@@ -1917,8 +1926,6 @@ const MAX_RERUNS: usize = 8;
 const OPEN_SPLIT_SLOTS: usize = 16;
 /// Runs of one variant launched at a time (they then queue on slots and the job semaphore).
 const SPLIT_WINDOW: usize = 64;
-/// Seeded random positions per large input (§7).
-const RANDOM_SPLITS: usize = 64;
 /// Characters of a body quoted in a failure.
 const EXCERPT: usize = 300;
 

@@ -1,6 +1,6 @@
-//! Embeds the conformance case catalogue (`cases/*.toml`, docs/reliability.md §8) in the binary:
-//! writes `$OUT_DIR/conform_cases.rs` with one `include_str!` per file, so the catalogue stays
-//! data and a new case is a new file.
+//! Embeds the case catalogue (`cases/*.toml`, docs/reliability.md §8) in the crate: writes
+//! `$OUT_DIR/case_files.rs` with one `include_str!` per file, so the catalogue stays data and a
+//! new case is a new file.
 
 use std::{env, fs, path::Path};
 
@@ -33,7 +33,6 @@ fn main() {
         ));
     }
     out.push_str("];\n");
-    let dest =
-        Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("conform_cases.rs");
-    fs::write(dest, out).expect("cannot write conform_cases.rs");
+    let dest = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("case_files.rs");
+    fs::write(dest, out).expect("cannot write case_files.rs");
 }

@@ -37,7 +37,9 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Error};
+
+type Result<T> = std::result::Result<T, Error>;
 
 /// One step of what a connection sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +150,7 @@ impl Parser<'_> {
             match self.peek() {
                 None if close.is_none() => return Ok(nodes),
                 None => bail!(
+                    Dsl,
                     "unexpected end of program, expected `{}`",
                     close_char(close)
                 ),
@@ -162,7 +165,7 @@ impl Parser<'_> {
                 }
                 Some(b'"') => nodes.push(Node::Lit(self.string()?)),
                 Some(b) if b.is_ascii_alphabetic() => nodes.push(self.word()?),
-                Some(b) => bail!("unexpected `{}` at byte {}", char::from(b), self.pos),
+                Some(b) => bail!(Dsl, "unexpected `{}` at byte {}", char::from(b), self.pos),
             }
         }
     }
@@ -175,7 +178,7 @@ impl Parser<'_> {
         {
             self.pos += 1;
         }
-        let name = std::str::from_utf8(&self.src[start..self.pos])?.to_owned();
+        let name = String::from_utf8_lossy(&self.src[start..self.pos]).into_owned();
         let node = match name.as_str() {
             "H" => {
                 let mut mods = Vec::new();
@@ -233,7 +236,7 @@ impl Parser<'_> {
                 self.comma()?;
                 Node::Drip(n.max(1), ms, self.seq(Some(b')'))?)
             }
-            other => bail!("unknown word `{other}` at byte {start}"),
+            other => bail!(Dsl, "unknown word `{other}` at byte {start}"),
         };
         Ok(node)
     }
@@ -243,7 +246,7 @@ impl Parser<'_> {
         let mut raw = Vec::new();
         loop {
             match self.next() {
-                None => bail!("unterminated `H[`"),
+                None => bail!(Dsl, "unterminated `H[`"),
                 Some(b']') => break,
                 Some(b'\\') => self.escape(&mut raw)?,
                 Some(b) => raw.push(b),
@@ -257,6 +260,7 @@ impl Parser<'_> {
         }
         let Some(eq) = raw.iter().position(|&b| b == b'=') else {
             bail!(
+                Dsl,
                 "head modifier `{}` is none of +F: v, -F, F=v",
                 String::from_utf8_lossy(&raw)
             );
@@ -270,7 +274,7 @@ impl Parser<'_> {
         let mut out = Vec::new();
         loop {
             match self.next() {
-                None => bail!("unterminated string"),
+                None => bail!(Dsl, "unterminated string"),
                 Some(b'"') => return Ok(out),
                 Some(b'\\') => self.escape(&mut out)?,
                 Some(b) => out.push(b),
@@ -281,7 +285,7 @@ impl Parser<'_> {
     /// One escape after a backslash, appended to `out`.
     fn escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let Some(e) = self.next() else {
-            bail!("dangling backslash")
+            bail!(Dsl, "dangling backslash")
         };
         match e {
             b'r' => out.push(b'\r'),
@@ -293,28 +297,32 @@ impl Parser<'_> {
                 let hex = self
                     .src
                     .get(self.pos..self.pos + 2)
-                    .context("short \\x escape")?;
-                let v =
-                    u8::from_str_radix(std::str::from_utf8(hex)?, 16).context("bad \\x escape")?;
+                    .ok_or_else(|| Error::Dsl("short \\x escape".to_owned()))?;
+                let v = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .ok_or_else(|| Error::Dsl("bad \\x escape".to_owned()))?;
                 self.pos += 2;
                 out.push(v);
             }
             b'u' => {
                 if self.next() != Some(b'{') {
-                    bail!("\\u needs braces: \\u{{…}}");
+                    bail!(Dsl, "\\u needs braces: \\u{{…}}");
                 }
                 let start = self.pos;
                 while self.peek().is_some_and(|b| b != b'}') {
                     self.pos += 1;
                 }
-                let hex = std::str::from_utf8(&self.src[start..self.pos])?;
+                let hex = String::from_utf8_lossy(&self.src[start..self.pos]).into_owned();
                 self.pos += 1;
-                let c = char::from_u32(u32::from_str_radix(hex, 16)?)
-                    .context("\\u{…} is not a scalar value")?;
+                let c = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| Error::Dsl(format!("\\u{{{hex}}} is not a scalar value")))?;
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             }
-            other => bail!("unknown escape \\{}", char::from(other)),
+            other => bail!(Dsl, "unknown escape \\{}", char::from(other)),
         }
         Ok(())
     }
@@ -338,12 +346,12 @@ impl Parser<'_> {
         while self.peek().is_some_and(|b| b.is_ascii_digit() || b == b'_') {
             self.pos += 1;
         }
-        let text: String = std::str::from_utf8(&self.src[start..self.pos])?
+        let text: String = String::from_utf8_lossy(&self.src[start..self.pos])
             .chars()
             .filter(|&c| c != '_')
             .collect();
         text.parse()
-            .with_context(|| format!("expected a number at byte {start}"))
+            .map_err(|_| Error::Dsl(format!("expected a number at byte {start}")))
     }
 
     fn signed(&mut self) -> Result<i64> {
@@ -352,7 +360,8 @@ impl Parser<'_> {
         if neg {
             self.pos += 1;
         }
-        let n = i64::try_from(self.number()?)?;
+        let n = i64::try_from(self.number()?)
+            .map_err(|_| Error::Dsl(format!("number too large at byte {}", self.pos)))?;
         Ok(if neg { -n } else { n })
     }
 
@@ -371,7 +380,7 @@ impl Parser<'_> {
     fn expect(&mut self, b: u8) -> Result<()> {
         self.skip_ws();
         if self.next() != Some(b) {
-            bail!("expected `{}` at byte {}", char::from(b), self.pos);
+            bail!(Dsl, "expected `{}` at byte {}", char::from(b), self.pos);
         }
         Ok(())
     }
@@ -434,7 +443,7 @@ fn eval_seq(nodes: &[Node], subst: &Subst, out: &mut Vec<Item>) -> Result<()> {
                 let mut once = Vec::new();
                 eval_seq(inner, subst, &mut once)?;
                 let once = merge(once);
-                let n = usize::try_from(*n)?;
+                let n = to_usize(*n)?;
                 match once.as_slice() {
                     // The common case, bytes only: one allocation, not n.
                     [Item::Bytes(b)] => out.push(Item::Bytes(b.repeat(n))),
@@ -448,19 +457,19 @@ fn eval_seq(nodes: &[Node], subst: &Subst, out: &mut Vec<Item>) -> Result<()> {
             Node::PadTo(n, inner) => {
                 let unit = pure_bytes(inner, subst, "padto(…)")?;
                 if unit.is_empty() {
-                    bail!("padto(…) needs bytes to pad with");
+                    bail!(Dsl, "padto(…) needs bytes to pad with");
                 }
                 let have = payload(out).len();
-                let target = usize::try_from(*n)?;
+                let target = to_usize(*n)?;
                 if have > target {
-                    bail!("padto({n}): the sequence is already {have} bytes long");
+                    bail!(Dsl, "padto({n}): the sequence is already {have} bytes long");
                 }
                 let pad: Vec<u8> = unit.iter().copied().cycle().take(target - have).collect();
                 out.push(Item::Bytes(pad));
             }
             Node::Drip(step, ms, inner) => {
                 let data = pure_bytes(inner, subst, "drip(…)")?;
-                let step = usize::try_from(*step)?;
+                let step = to_usize(*step)?;
                 for (idx, piece) in data.chunks(step).enumerate() {
                     if idx > 0 {
                         out.push(Item::Pause(*ms));
@@ -489,12 +498,20 @@ fn eval_seq(nodes: &[Node], subst: &Subst, out: &mut Vec<Item>) -> Result<()> {
     Ok(())
 }
 
+/// A count of the program as a `usize`.
+fn to_usize(n: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| Error::Dsl(format!("{n} does not fit in memory")))
+}
+
 /// The bytes of `nodes`, which must contain nothing but bytes.
 fn pure_bytes(nodes: &[Node], subst: &Subst, what: &str) -> Result<Vec<u8>> {
     let mut inner = Vec::new();
     eval_seq(nodes, subst, &mut inner)?;
     if inner.iter().any(|i| !matches!(i, Item::Bytes(_))) {
-        bail!("{what} may hold bytes only, not pauses or connection events");
+        bail!(
+            Dsl,
+            "{what} may hold bytes only, not pauses or connection events"
+        );
     }
     Ok(payload(&inner))
 }
@@ -528,7 +545,7 @@ fn head(mods: &[Mod]) -> Result<Vec<u8>> {
             Mod::Set(name, value) => {
                 let lower = name.to_ascii_lowercase().into_bytes();
                 let Some(f) = fields.iter_mut().find(|f| name_of(f) == lower) else {
-                    bail!("H[{name}=…]: the head has no such field");
+                    bail!(Dsl, "H[{name}=…]: the head has no such field");
                 };
                 let end = f.iter().position(|&b| b == b':').unwrap_or(f.len());
                 let mut new = f[..end].to_vec();

@@ -1,17 +1,19 @@
-//! The case catalogue: one TOML file per case in `crates/plotstream-load/cases/`, embedded in
+//! The case catalogue: one TOML file per case in `crates/plotstream-cases/cases/`, embedded in
 //! the binary by `build.rs` (docs/reliability.md §8). This module is the schema and the loader.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Error};
+
+type Result<T> = std::result::Result<T, Error>;
 use serde::Deserialize;
 
-use super::dsl::Program;
+use crate::dsl::Program;
 
-include!(concat!(env!("OUT_DIR"), "/conform_cases.rs"));
+include!(concat!(env!("OUT_DIR"), "/case_files.rs"));
 
-/// Requirement level (docs/reliability.md, the requirement levels).
+/// Requirement level (docs/reliability.md, top).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Level {
     /// A failure fails CI.
@@ -265,6 +267,30 @@ pub struct Expect {
     pub metrics: BTreeMap<String, u64>,
     /// A floor on body throughput: payload bytes / (status time − first byte), in MB/s.
     pub min_mbps: Option<f64>,
+    /// The window per token placeholder when its `x` values are converted timestamps.
+    #[serde(default)]
+    pub converted: BTreeMap<String, Converted>,
+    /// Values at JSON pointers of the (JSON) response body, e.g. `"/error" = ""`.
+    #[serde(default)]
+    pub body_json: BTreeMap<String, serde_json::Value>,
+    /// The inspection `maxpoints` per token placeholder.
+    #[serde(default)]
+    pub maxpoints: BTreeMap<String, u64>,
+}
+
+/// A window whose `x` values the server converted (`plotly-convertTimestamp`, docs/protocol.md
+/// §3.7): exactly `{x, y}`, `y` these values, and `x` the wall-clock times T0 + `x_millis` in
+/// `zone` as `YYYY-MM-DD HH:MM:SS.ffffff`, where T0 is when the server admitted the request:
+/// within the run, and the same for every value when the variant is one connection.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Converted {
+    /// The IANA zone the head named.
+    pub zone: String,
+    /// The `x` values the client sent: milliseconds since T0.
+    pub x_millis: Vec<i64>,
+    /// The `y` values, as stored.
+    pub y: Vec<serde_json::Value>,
 }
 
 impl Expect {
@@ -291,6 +317,8 @@ impl Expect {
             || self.rejected.is_some()
             || !self.window.is_empty()
             || !self.window_keys.is_empty()
+            || !self.converted.is_empty()
+            || !self.maxpoints.is_empty()
     }
 
     /// Whether checking this member needs `/metrics`.
@@ -361,6 +389,18 @@ impl fmt::Display for Expect {
         }
         if let Some(m) = self.min_mbps {
             parts.push(format!("≥{m} MB/s"));
+        }
+        for (k, c) in &self.converted {
+            parts.push(format!(
+                "window[{k}]={{x=T0+{:?} ms in {}, y={:?}}}",
+                c.x_millis, c.zone, c.y
+            ));
+        }
+        for (k, v) in &self.body_json {
+            parts.push(format!("body{k}={v}"));
+        }
+        for (k, v) in &self.maxpoints {
+            parts.push(format!("maxpoints[{k}]={v}"));
         }
         write!(f, "{{{}}}", parts.join(", "))
     }
@@ -551,6 +591,28 @@ impl Case {
                 .any(|v| v.expect.iter().any(Expect::needs_metrics))
     }
 
+    /// A fixed substitution for runners without a server, where runs never share a stream:
+    /// each placeholder becomes itself padded with `x` or cut to its length (`tok1` →
+    /// `tok1xxxxxx`; `abcdef1234` stays), made distinct with digits if two would meet.
+    pub fn fixed_tokens(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (idx, (name, len)) in self.tokens.iter().enumerate() {
+            let mut token: String = name
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .chain(std::iter::repeat('x'))
+                .take(*len)
+                .collect();
+            if out.iter().any(|(_, t)| *t == token) {
+                let digits = idx.to_string();
+                token.truncate(len.saturating_sub(digits.len()));
+                token.push_str(&digits);
+            }
+            out.push((name.clone(), token));
+        }
+        out
+    }
+
     /// The number after the group letter, for sorting.
     fn number(&self) -> u32 {
         self.id[1..].parse().unwrap_or(u32::MAX)
@@ -561,10 +623,11 @@ impl Case {
 pub fn catalogue() -> Result<Vec<Case>> {
     let mut cases = Vec::new();
     for (file, text) in CASE_FILES {
-        let case = parse_case(text).with_context(|| format!("cases/{file}"))?;
+        let case = parse_case(text).map_err(|e| e.at(format!("cases/{file}")))?;
         let expected_file = format!("{}.toml", case.id);
         if *file != expected_file {
             bail!(
+                Case,
                 "cases/{file} holds case {}; name it {expected_file}",
                 case.id
             );
@@ -579,7 +642,7 @@ pub fn catalogue() -> Result<Vec<Case>> {
 pub fn parse_case(text: &str) -> Result<Case> {
     let file: CaseFile = toml::from_str(text)?;
     if !file.id.chars().next().is_some_and(|c| GROUPS.contains(c)) {
-        bail!("id {} is not in groups A–E, Q, V or K", file.id);
+        bail!(Case, "id {} is not in groups A–E, Q, V or K", file.id);
     }
     let mut tokens: BTreeMap<String, usize> = [("tok1", 10), ("tok2", 10), ("nosuch", 10)]
         .into_iter()
@@ -602,7 +665,10 @@ pub fn parse_case(text: &str) -> Result<Case> {
     let top_has_body = file.body.bytes.is_some() || file.body.script.is_some();
     if top_has_body {
         if !raw.is_empty() {
-            bail!("a case has either top-level bytes/script or [[variant]]s, not both");
+            bail!(
+                Case,
+                "a case has either top-level bytes/script or [[variant]]s, not both"
+            );
         }
         raw.push(VariantFile {
             name: String::new(),
@@ -613,16 +679,20 @@ pub fn parse_case(text: &str) -> Result<Case> {
             body: file.body.clone(),
         });
     } else if !file.body.expect.is_empty() && !raw.is_empty() {
-        bail!("top-level expect without top-level bytes");
+        bail!(Case, "top-level expect without top-level bytes");
     }
     if raw.is_empty() && file.skip.is_none() && file.driver.is_none() {
-        bail!("a case needs bytes, a script, variants, a driver or a skip reason");
+        bail!(
+            Case,
+            "a case needs bytes, a script, variants, a driver or a skip reason"
+        );
     }
     let mut variants = Vec::new();
     for v in raw {
         let setup = v.setup.unwrap_or_else(|| file.setup.clone());
         if setup.n_special() > 1 {
             bail!(
+                Case,
                 "variant {:?}: at most one of registered, lenient, reject",
                 v.name
             );
@@ -633,7 +703,7 @@ pub fn parse_case(text: &str) -> Result<Case> {
             .as_deref()
             .map(Program::parse)
             .transpose()
-            .with_context(|| format!("variant {:?}: bytes", v.name))?;
+            .map_err(|e| e.at(format!("variant {:?}: bytes", v.name)))?;
         let mut script = Vec::new();
         for step in v.body.script.clone().unwrap_or_default() {
             let program = step
@@ -641,17 +711,21 @@ pub fn parse_case(text: &str) -> Result<Case> {
                 .as_deref()
                 .map(Program::parse)
                 .transpose()
-                .with_context(|| format!("variant {:?}: script", v.name))?;
+                .map_err(|e| e.at(format!("variant {:?}: script", v.name)))?;
             if step.send.is_some() && step.conn.is_none() {
-                bail!("variant {:?}: a send step needs conn", v.name);
+                bail!(Case, "variant {:?}: a send step needs conn", v.name);
             }
             script.push((step, program));
         }
         if bytes.is_some() != script.is_empty() {
-            bail!("variant {:?}: exactly one of bytes and script", v.name);
+            bail!(
+                Case,
+                "variant {:?}: exactly one of bytes and script",
+                v.name
+            );
         }
         if v.body.expect.is_empty() && v.body.expect_conn.is_empty() && v.skip.is_none() {
-            bail!("variant {:?}: no expect", v.name);
+            bail!(Case, "variant {:?}: no expect", v.name);
         }
         for e in v
             .body
@@ -664,17 +738,20 @@ pub fn parse_case(text: &str) -> Result<Case> {
                 .keys()
                 .chain(e.window.keys())
                 .chain(e.window_keys.keys())
+                .chain(e.converted.keys())
+                .chain(e.maxpoints.keys())
             {
                 if !tokens.contains_key(t) {
                     bail!(
+                        Case,
                         "variant {:?}: `{t}` is not a declared token placeholder",
                         v.name
                     );
                 }
             }
         }
-        let (needs_credentials, needs_stream_id) =
-            check_variables(&v.body).with_context(|| format!("variant {:?}: variables", v.name))?;
+        let (needs_credentials, needs_stream_id) = check_variables(&v.body)
+            .map_err(|e| e.at(format!("variant {:?}: variables", v.name)))?;
         let repeat = v.body.repeat.unwrap_or(1).max(1);
         variants.push(Variant {
             name: v.name,
@@ -730,9 +807,12 @@ fn check_variables(body: &VariantBody) -> Result<(bool, bool)> {
         .collect();
     let mut used: Vec<String> = Vec::new();
     let mut use_text = |text: &str, known: &[String]| -> Result<()> {
-        for v in super::dsl::variables(text) {
+        for v in crate::dsl::variables(text) {
             if !known.contains(&v) {
-                bail!("`{v}` is neither an account variable nor captured by an earlier step");
+                bail!(
+                    Case,
+                    "`{v}` is neither an account variable nor captured by an earlier step"
+                );
             }
             used.push(v);
         }
@@ -746,22 +826,25 @@ fn check_variables(body: &VariantBody) -> Result<(bool, bool)> {
     for step in steps {
         if let (Some(conn), Some(send)) = (&step.conn, &step.send) {
             if ended.contains(&conn.as_str()) {
-                bail!("connection {conn} sends after its response was captured");
+                bail!(
+                    Case,
+                    "connection {conn} sends after its response was captured"
+                );
             }
             use_text(send, &known)?;
         }
         if let Some(capture) = &step.capture {
             let Some(conn) = &step.conn else {
-                bail!("a capture step needs conn");
+                bail!(Case, "a capture step needs conn");
             };
             ended.push(conn);
             for (name, pointer) in capture {
                 if !pointer.is_empty() && !pointer.starts_with('/') {
-                    bail!("capture {name}: {pointer:?} is not a JSON pointer");
+                    bail!(Case, "capture {name}: {pointer:?} is not a JSON pointer");
                 }
                 let var = format!("${name}");
-                if known.contains(&var) || super::dsl::variables(&var) != [var.clone()] {
-                    bail!("capture {name}: name a new variable of [A-Za-z0-9_]");
+                if known.contains(&var) || crate::dsl::variables(&var) != [var.clone()] {
+                    bail!(Case, "capture {name}: name a new variable of [A-Za-z0-9_]");
                 }
                 known.push(var);
             }
@@ -802,3 +885,38 @@ pub const STREAM_ID_VARIABLE: &str = "$sid";
 
 /// The response wait of §5: "the runner waits for a response (2 s, scaled)".
 pub const DEFAULT_WAIT_MS: u64 = 2000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_loads() {
+        let cases = catalogue().unwrap();
+        assert!(cases.len() > 100);
+    }
+
+    #[test]
+    fn fixed_tokens_keep_their_lengths_and_differ() {
+        for case in catalogue().unwrap() {
+            let fixed = case.fixed_tokens();
+            for (name, token) in &fixed {
+                assert_eq!(token.len(), case.tokens[name], "{} {name}", case.id);
+                assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()), "{token}");
+            }
+            let mut tokens: Vec<&String> = fixed.iter().map(|(_, t)| t).collect();
+            tokens.sort();
+            tokens.dedup();
+            assert_eq!(tokens.len(), fixed.len(), "{}", case.id);
+        }
+        let case = parse_case(
+            "id = \"A1\"\ntitle = \"t\"\nlevel = \"MUST\"\ntokens = { abcdef1234 = 10, t = 3, tx = 3 }\nbytes = 'H'\nexpect = [{ status = 200 }]\n",
+        )
+        .unwrap();
+        let fixed: BTreeMap<String, String> = case.fixed_tokens().into_iter().collect();
+        assert_eq!(fixed["tok1"], "tok1xxxxxx");
+        assert_eq!(fixed["abcdef1234"], "abcdef1234");
+        assert_eq!(fixed["t"], "txx");
+        assert_ne!(fixed["tx"], "txx");
+    }
+}
