@@ -35,7 +35,9 @@ mod tests {
         assert_eq!(s.len(), 10_000);
         assert!(s.bytes().all(|b| LOWER_DIGITS.contains(&b)));
         // Every character shows up (36 × ~278 expected).
-        assert!(LOWER_DIGITS.iter().all(|c| s.bytes().filter(|b| b == c).count() > 150));
+        assert!(LOWER_DIGITS
+            .iter()
+            .all(|c| s.bytes().filter(|b| b == c).count() > 150));
         assert!(chars(ALNUM, 24).bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 }
