@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use serde_json::Value as Json;
 
 use crate::rest::{parse_json_lenient, split_form, url_decode, FORM_KEYS};
-use crate::users::{self, valid_username, UserRecord, MAX_TOKENS_PER_USER};
+use crate::users::{self, valid_username, MAX_TOKENS_PER_USER};
 
 /// The users file (`users::parse`): never panics; every accepted record has a valid name and
 /// at most L49 stream ids, each a valid token; names are unique and no stream id appears twice
@@ -142,23 +142,23 @@ fn form_encode(s: &str) -> String {
     out
 }
 
-/// A users-file line for proptest: a record with the given name and stream ids.
-#[cfg(test)]
-fn record_line(name: &str, ids: &[String]) -> String {
-    let r = UserRecord {
-        username: name.to_owned(),
-        key_salt: "s".to_owned(),
-        key_sha256: "h".to_owned(),
-        stream_ids: ids.to_vec(),
-    };
-    serde_json::to_string(&r).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::users::UserRecord;
+
+    /// A users-file line for proptest: a record with the given name and stream ids.
+    fn record_line(name: &str, ids: &[String]) -> String {
+        let r = UserRecord {
+            username: name.to_owned(),
+            key_salt: "s".to_owned(),
+            key_sha256: "h".to_owned(),
+            stream_ids: ids.to_vec(),
+        };
+        serde_json::to_string(&r).unwrap_or_default()
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
