@@ -253,7 +253,9 @@ fn conform(_: &Ctx) -> Result<Outcome> {
     })
 }
 
-/// Builds and runs every fuzz target for a few seconds each, when cargo-fuzz is available.
+/// Replays the committed corpus of every fuzz target, then fuzzes each for a few seconds (two
+/// at a time, new inputs into scratch directories), when cargo-fuzz is available. One check
+/// per target for the replay and one for the run.
 fn fuzz_smoke(ctx: &Ctx) -> Result<Outcome> {
     if env::var_os("XTASK_SKIP_FUZZ").is_some_and(|value| value == "1") {
         println!("fuzz: SKIPPED (XTASK_SKIP_FUZZ=1)");
@@ -268,20 +270,27 @@ fn fuzz_smoke(ctx: &Ctx) -> Result<Outcome> {
     // Build every target once so that a build failure is reported once, not per target.
     if !util::run_echoed(&mut fuzz::build_command())? {
         println!("fuzz: the build failed; every target counts as failed");
-        outcome.failed += u64::try_from(targets.len())?;
+        outcome.failed += 2 * u64::try_from(targets.len())?;
+        outcome
+            .details
+            .push("the fuzz targets do not build".to_owned());
         return Ok(outcome);
     }
-    for target in &targets {
-        println!("--> fuzz target {target} for {} s", ctx.fuzz_secs);
-        let ok = util::run_echoed(&mut fuzz::run_command(target, ctx.fuzz_secs, &[]))?;
-        println!(
-            "<-- fuzz target {target}: {}",
-            if ok { "ok" } else { "FAILED" }
-        );
-        if ok {
+    let replays = fuzz::run_targets(&targets, fuzz::Mode::Replay, FUZZ_JOBS, &[])?;
+    let secs = ctx.fuzz_secs;
+    let runs = fuzz::run_targets(&targets, fuzz::Mode::Scratch { secs }, FUZZ_JOBS, &[])?;
+    for (what, report) in replays
+        .iter()
+        .map(|r| ("replay", r))
+        .chain(runs.iter().map(|r| ("run", r)))
+    {
+        if report.ok {
             outcome.passed += 1;
         } else {
             outcome.failed += 1;
+            outcome
+                .details
+                .push(format!("{what} {}: {}", report.target, report.summary));
         }
     }
     Ok(outcome)
@@ -319,7 +328,10 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
     Some((passed?, failed?))
 }
 
-const DEFAULT_FUZZ_SECS: u64 = 10;
+/// Seconds of each fuzz target in CI: with nine targets two at a time, under two minutes.
+const DEFAULT_FUZZ_SECS: u64 = 20;
+/// Fuzz targets run at once in CI (the CI machine has two cores).
+const FUZZ_JOBS: usize = 2;
 
 #[cfg(test)]
 mod tests {

@@ -2,10 +2,10 @@
 //! runs is a subcommand of this binary, so the only prerequisite is cargo.
 //!
 //! ```text
-//! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, compat, fuzz smoke, browser; last line `N passed, M failed`
+//! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, compat, fuzz replay + smoke, browser; last line `N passed, M failed`
 //! cargo xtask compat [FILTER...] [--list] the real Plotly clients against `plotstream serve`
 //! cargo xtask conform [--release]         the conformance catalogue against `plotstream serve`, and its calibration
-//! cargo xtask fuzz [TARGET] [--secs N]    run one cargo-fuzz target; without TARGET, list them
+//! cargo xtask fuzz [TARGET...|--all]      fuzz targets, merged into fuzz/corpus; --replay, --coverage
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
 //! cargo xtask bench ingest                plotstream serve under plotstream load, beside TCP and hyper
 //! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
@@ -67,8 +67,9 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, a fuzz smoke run (N s per
-                               target, default 10), the browser check;
+  ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, a replay of every fuzz
+                               corpus and a fuzz smoke run (N s per target, default 20, two at a
+                               time), the browser check;
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
   compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6)
                                against `plotstream serve`, one line per case of docs/protocol.md §9.2 a
@@ -79,8 +80,17 @@ commands:
        [-- CONFORM_ARGS]       `plotstream conform` against it; every MUST and COMPAT case, and group K
                                against keys mode, must pass; then the calibration against a broken
                                endpoint (cargo test -p plotstream-load --test conform_calibration)
-  fuzz [TARGET] [--secs N]     run one cargo-fuzz target for N seconds (default 60), or list targets;
-       [-- LIBFUZZER_ARGS]     arguments after `--` go to libFuzzer
+  fuzz [TARGET...] [--secs N]  run cargo-fuzz targets for N seconds each (default 60) from their
+       [--all] [--jobs J]      committed corpus fuzz/corpus/TARGET, and merge what they found into it
+       [-- LIBFUZZER_ARGS]     (cargo fuzz cmin); --all: every target, J at a time (default 2);
+                               without a target, list them with their corpus sizes; --no-merge:
+                               new inputs go to a scratch directory (as in CI); arguments after
+                               `--` go to libFuzzer
+  fuzz --cmin [TARGET...]      only minimize the committed corpus (by edges, -use_counters=0)
+  fuzz --replay [TARGET...]    run every committed corpus input once (-runs=0), as CI does first
+  fuzz --coverage [TARGET...]  cargo fuzz coverage over each corpus, then llvm-cov: the line
+                               coverage of each source file a target reaches (needs the nightly's
+                               llvm-tools-preview)
   bench [FILTER] [--no-run]    run the criterion benches
        [-- CRITERION_ARGS]     (cargo bench -p plotstream-benches --bench '*' -- FILTER CRITERION_ARGS)
                                and merge their ours/baseline figures into <target>/bench-summary.json;
@@ -88,8 +98,9 @@ commands:
   bench ingest                 plotstream serve (release) under plotstream load with 1, 100 and 10 000
                                streams, beside the loopback TCP ceiling and a hyper sink; the RSS of
                                10 000 idle streams; merged into <target>/bench-summary.json (~2 min)
-  soak                         the long profile of the scenarios (docs/reliability.md §6) and the fault
-                               tests (release, PLOTSTREAM_SOAK=1)
+  soak [--fuzz-secs N]         the long profile of the docs/reliability.md §6 scenarios and the fault tests
+                               (release, PLOTSTREAM_SOAK=1), then every fuzz target for N s (default
+                               600), two at a time, merged into fuzz/corpus
   browser                      build and start `plotstream serve --demo`, open its live view in headless
                                Chromium (xtask/browser/check.mjs) and check that the plot grows;
                                leaves <target>/browser-check.png";

@@ -7,37 +7,26 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::chunked::{self, Chunk, ChunkedDecoder};
-use crate::head::{HeadParser, IngestHead};
+use crate::head::{HeadError, HeadParser, IngestHead, RequestHead};
 use crate::ingest::{run_to_end, Event, IngestConfig};
 use crate::limits::Limits;
 use crate::lines::{Line, LineFramer};
 use crate::update::parse_update;
 
-/// F5: the head parser gives the same verdict whole and byte by byte, never buffers past L4,
-/// and a complete head lies within the input.
+/// F5: the head parser gives the same verdict whole, byte by byte, line by line and in two
+/// halves, never buffers past L4, and a complete head lies within the input. Checked under the
+/// default limits and under small ones taken from the first two bytes, so that L3–L5 are
+/// crossed within inputs a fuzzer makes (they stay under 4 KiB; L3 and L4 are 8 and 16 KiB).
 pub fn check_head(data: &[u8]) {
-    let limits = Limits::default();
-    let whole = HeadParser::new().parse(data, &limits);
-    let mut p = HeadParser::new();
-    let mut bytewise = Ok(None);
-    for n in 1..=data.len() {
-        bytewise = p.parse(&data[..n], &limits);
-        if !matches!(bytewise, Ok(None)) {
-            break;
-        }
-    }
-    match (&whole, &bytewise) {
-        (Ok(Some(a)), Ok(Some(b))) => {
-            assert_eq!(a, b);
-            assert!(a.len <= data.len() && a.len <= limits.head_bytes);
-            let _ = IngestHead::from_head(a, &limits);
-        }
-        // The whole-input parse sees later bytes at once; an error may show earlier bytewise
-        // only if it is the same error.
-        (Err(a), Err(b)) => assert_eq!(a, b),
-        (Ok(None), Ok(None)) => assert!(data.len() <= limits.head_bytes),
-        (a, b) => panic!("whole {a:?} != bytewise {b:?}"),
-    }
+    check_head_with(data, &Limits::default());
+    let [a, b] = [0, 1].map(|i| data.get(i).copied().unwrap_or(0));
+    let small = Limits {
+        request_line: usize::from(a % 128),
+        head_bytes: usize::from(b) * 2,
+        head_fields: usize::from(a / 128 * 4 + b % 4),
+        ..Limits::default()
+    };
+    check_head_with(data, &small);
 }
 
 /// F1: the chunked decoder gives the same data and verdict for any read schedule, and its
@@ -78,16 +67,24 @@ pub fn check_update(data: &[u8]) {
 }
 
 /// F6: the whole ingest pipeline gives identical events and response bytes for any read
-/// schedule, at most one final response, always with `Connection: close`.
+/// schedule, at most one final response, always with `Connection: close`. The first byte's
+/// high bits choose the configuration: `0x80` small limits (every limit crossed within a few
+/// hundred bytes), `0x20` `--lenient-lines`; its low three bits count the split points.
 pub fn check_ingest(data: &[u8]) {
+    let flags = data.first().copied().unwrap_or(0);
+    let config = || IngestConfig {
+        limits: if flags & 0x80 != 0 {
+            small_limits()
+        } else {
+            Limits::default()
+        },
+        lenient_lines: flags & 0x20 != 0,
+    };
     let (schedule, input) = split_schedule(data);
-    let whole = run_to_end(IngestConfig::default(), &[input], true);
-    assert_eq!(
-        run_to_end(IngestConfig::default(), &cut(input, &schedule), true),
-        whole
-    );
+    let whole = run_to_end(config(), &[input], true);
+    assert_eq!(run_to_end(config(), &cut(input, &schedule), true), whole);
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(run_to_end(IngestConfig::default(), &bytes, true), whole);
+    assert_eq!(run_to_end(config(), &bytes, true), whole);
     let n_end = whole
         .0
         .iter()
@@ -137,6 +134,61 @@ pub fn check_chunk_roundtrip(data: &[u8]) {
     let (out, verdict) = decode_chunked(&pieces);
     assert_eq!(verdict, Ok(true));
     assert_eq!(out, payload);
+}
+
+fn check_head_with(data: &[u8], limits: &Limits) {
+    let whole = feed_head(data, [data.len()], limits);
+    assert_eq!(feed_head(data, 1..=data.len(), limits), whole, "bytewise");
+    let line_ends = data.iter().enumerate().filter(|(_, b)| **b == b'\n');
+    let by_line = line_ends.map(|(i, _)| i + 1).chain([data.len()]);
+    assert_eq!(feed_head(data, by_line, limits), whole, "line by line");
+    let halves = [data.len() / 2, data.len()];
+    assert_eq!(feed_head(data, halves, limits), whole, "halves");
+    match whole {
+        Ok(Some(head)) => {
+            assert!(head.len <= data.len() && head.len <= limits.head_bytes);
+            let _ = IngestHead::from_head(&head, limits);
+        }
+        Ok(None) => assert!(data.len() <= limits.head_bytes),
+        Err(_) => {}
+    }
+}
+
+/// Feeds `data` to a fresh head parser as it arrives up to each of `ends`, until a verdict.
+fn feed_head(
+    data: &[u8],
+    ends: impl IntoIterator<Item = usize>,
+    limits: &Limits,
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut p = HeadParser::new();
+    for end in ends {
+        let verdict = p.parse(&data[..end], limits);
+        if verdict != Ok(None) {
+            return verdict;
+        }
+    }
+    Ok(None)
+}
+
+/// Limits small enough that inputs of a few hundred bytes cross each of them.
+fn small_limits() -> Limits {
+    Limits {
+        request_line: 48,
+        head_bytes: 192,
+        head_fields: 5,
+        content_length: 64,
+        size_digits: 4,
+        chunk_ext: 8,
+        overhead_budget: 128,
+        trailer_bytes: 32,
+        trailer_fields: 2,
+        line_bytes: 48,
+        json_depth: 3,
+        json_string: 8,
+        json_members: 4,
+        json_array: 4,
+        ..Limits::default()
+    }
 }
 
 /// The first byte gives the number of split points, the next ones their positions.
@@ -272,6 +324,19 @@ mod tests {
         fn update(line in "[{}\\[\\]\":,0-9a-z. \\-]{0,80}") { check_update(line.as_bytes()) }
 
         #[test]
+        fn ingest_small_or_lenient(
+            flags in prop_oneof![Just(0x80u8), Just(0x20), Just(0xa0)],
+            n_splits in 0u8..8,
+            body in "([0-9a-f]{1,2}\r\n)?[{}\":,0-9xy\n\r]{0,60}(\r\n0\r\n\r\n)?",
+        ) {
+            let mut input = vec![flags | n_splits];
+            input.extend((0..n_splits).map(|i| i.wrapping_mul(37)));
+            input.extend_from_slice(b"POST / HTTP/1.1\r\nplotly-streamtoken: tok1\r\nTransfer-Encoding: chunked\r\n\r\n");
+            input.extend_from_slice(body.as_bytes());
+            check_ingest(&input)
+        }
+
+        #[test]
         fn ingest(body in "([0-9a-f]{1,2}\r\n)?[{}\":,0-9xy\n\r]{0,60}(\r\n0\r\n\r\n)?") {
             let input = format!("\x04abcdPOST / HTTP/1.1\r\nplotly-streamtoken: tok1\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
             check_ingest(input.as_bytes())
@@ -279,5 +344,20 @@ mod tests {
 
         #[test]
         fn chunk_roundtrip(data in proptest::collection::vec(any::<u8>(), 0..400)) { check_chunk_roundtrip(&data) }
+    }
+
+    /// Found by `cargo fuzz run head` (issue #16), minimized: a malformed request line, then
+    /// the 33rd field; whole it was 431 TooManyFields, byte by byte 400 Syntax.
+    #[test]
+    fn fuzz_head_syntax_before_too_many_fields() {
+        check_head(&b"a\n".repeat(34));
+    }
+
+    /// Found by `cargo fuzz run ingest` (issue #16), minimized: the same head through the whole
+    /// pipeline (no split points), 400 `Head(Syntax)` byte by byte, 431 `Head(TooManyFields)`
+    /// whole.
+    #[test]
+    fn fuzz_ingest_syntax_before_too_many_fields() {
+        check_ingest(&[&b"\x00"[..], &b"a\n".repeat(34)].concat());
     }
 }

@@ -175,46 +175,57 @@ impl HeadParser {
 
     /// Parses `buf`, the connection's input from its first byte. `Ok(None)`: need more bytes.
     /// On success the head occupies `buf[..head.len]`.
+    ///
+    /// The verdict does not depend on how the input was split: it is the one a byte-by-byte feed
+    /// gives, where the first violation in byte order decides. A limit is crossed by one byte,
+    /// the first whose arrival breaks it:
+    /// - L3: the byte after the request line's first L3 bytes, or the one after that if it is a
+    ///   CR (a CR may still end the line), unless an LF ends the line first;
+    /// - L4: byte L4 + 1 of the input (leading empty lines count), unless the head ended before;
+    /// - L5: the LF that ends field line L5 + 1.
+    ///
+    /// A syntax error (400) wins over a limit when it lies *before* the crossing byte in the
+    /// sense that a byte-by-byte feed had already looked there: in a line whose LF came before
+    /// the crossing byte, or in the first 64 bytes of a request line that had not yet ended.
+    /// A malformed byte further into a request line that is still open, or in the line whose LF
+    /// crosses L4 or L5, comes after the limit. The same byte never crosses L3 and L5 (an LF
+    /// never crosses L3, and L5 counts only fields); when one byte crosses L3 and L4, L3 (414)
+    /// wins; when one LF crosses L4 and L5, L4 does.
     pub fn parse(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
         let mut new_line = false;
-        while let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) {
-            let lf = self.scanned + i;
+        loop {
+            let lf = memchr::memchr(b'\n', &buf[self.scanned..]).map(|i| self.scanned + i);
+            // No line ends before `lf` (or the end of the input): only L3 and L4 can be crossed
+            // there. An over-long request line is refused here, before its LF.
+            if let Some((at, error)) = self.crossing(buf, lf.unwrap_or(buf.len()), limits) {
+                return Err(self.first_in_byte_order(buf, at, error, limits));
+            }
+            let Some(lf) = lf else { break };
             self.scanned = lf + 1;
+            if lf + 1 > limits.head_bytes {
+                return Err(self.first_in_byte_order(buf, lf, HeadError::TooLarge, limits));
+            }
             let line = &buf[self.line_start..lf];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            self.line_start = lf + 1;
-            if lf + 1 > limits.head_bytes {
-                return Err(HeadError::TooLarge);
-            }
             if line.is_empty() {
                 if self.seen_request_line {
                     return finish(buf, lf + 1, limits).map(Some);
                 }
+                self.line_start = lf + 1;
                 continue; // P1: empty lines before the request line are skipped.
             }
-            new_line = true;
-            if !self.seen_request_line {
-                if line.len() > limits.request_line {
-                    return Err(HeadError::RequestLineTooLong);
-                }
-                self.seen_request_line = true;
-            } else {
+            if self.seen_request_line {
                 self.n_fields += 1;
                 if self.n_fields > limits.head_fields {
-                    return Err(HeadError::TooManyFields);
+                    let error = HeadError::TooManyFields;
+                    return Err(self.first_in_byte_order(buf, lf, error, limits));
                 }
             }
+            self.seen_request_line = true;
+            self.line_start = lf + 1;
+            new_line = true;
         }
         self.scanned = buf.len();
-        let pending = buf.len() - self.line_start;
-        // L3 counts the line without its CRLF: a trailing CR may still be the line end.
-        let allowed = limits.request_line + usize::from(buf.last() == Some(&b'\r'));
-        if !self.seen_request_line && pending > allowed {
-            return Err(HeadError::RequestLineTooLong);
-        }
-        if buf.len() > limits.head_bytes {
-            return Err(HeadError::TooLarge);
-        }
         // Syntax errors are found as soon as they are visible: after every completed line, and
         // while a request line is young (a TLS hello or a bad method fails at its first bytes).
         // Complete lines are checked as they complete, and only the first 64 bytes of a young
@@ -222,9 +233,48 @@ impl HeadParser {
         if new_line {
             check_partial(&buf[..self.line_start], limits)?;
         } else if !self.seen_request_line {
-            check_partial(&buf[..self.scanned.min(self.line_start + 64)], limits)?;
+            check_partial(
+                &buf[..self.scanned.min(self.line_start + YOUNG_LINE)],
+                limits,
+            )?;
         }
         Ok(None)
+    }
+
+    /// The first limit crossed by a byte of `buf[self.scanned..end]`, where no LF lies, and the
+    /// index of that byte. Bytes before `self.scanned` crossed nothing (or were refused).
+    fn crossing(&self, buf: &[u8], end: usize, limits: &Limits) -> Option<(usize, HeadError)> {
+        let l3 = (!self.seen_request_line)
+            .then(|| {
+                let at = self.line_start + limits.request_line;
+                at + usize::from(buf.get(at) == Some(&b'\r'))
+            })
+            .filter(|at| *at < end);
+        let l4 = Some(limits.head_bytes).filter(|at| *at < end);
+        match (l3, l4) {
+            (Some(l3), Some(l4)) if l4 < l3 => Some((l4, HeadError::TooLarge)),
+            (Some(l3), _) => Some((l3, HeadError::RequestLineTooLong)),
+            (None, l4) => l4.map(|at| (at, HeadError::TooLarge)),
+        }
+    }
+
+    /// `error`, a limit crossed by byte `at` of the line that starts at `self.line_start`,
+    /// unless a byte-by-byte feed would have found a syntax error in `buf[..at]` first: in the
+    /// lines completed before this one, or, while the request line is still open, in its first
+    /// 64 bytes.
+    fn first_in_byte_order(
+        &self,
+        buf: &[u8],
+        at: usize,
+        error: HeadError,
+        limits: &Limits,
+    ) -> HeadError {
+        let looked_at = if self.seen_request_line {
+            &buf[..self.line_start]
+        } else {
+            &buf[..at.min(self.line_start + YOUNG_LINE)]
+        };
+        check_partial(looked_at, limits).err().unwrap_or(error)
     }
 }
 
@@ -421,6 +471,9 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
+/// How many bytes of a request line are checked for syntax before its LF arrives.
+const YOUNG_LINE: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,6 +609,153 @@ mod tests {
             parse_all(fields(33).as_bytes()),
             Err(HeadError::TooManyFields)
         );
+    }
+
+    /// Feeds `input` whole, byte by byte, and split in two at every offset (at most 500 of
+    /// them for long inputs) and checks that each gives `expected`: `Ok(Some(len))` for a head
+    /// of `len` bytes, `Ok(None)` for one still incomplete, or the error.
+    #[track_caller]
+    fn check_verdict(input: &[u8], limits: &Limits, expected: Result<Option<usize>, HeadError>) {
+        let feed = |pieces: &[&[u8]]| {
+            let mut p = HeadParser::new();
+            let mut end = 0;
+            let mut verdict = Ok(None);
+            for piece in pieces {
+                end += piece.len();
+                verdict = p.parse(&input[..end], limits).map(|h| h.map(|h| h.len));
+                if verdict != Ok(None) {
+                    break;
+                }
+            }
+            verdict
+        };
+        assert_eq!(feed(&[input]), expected, "whole");
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(feed(&bytes), expected, "byte by byte");
+        let step = (input.len() / 500).max(1);
+        for at in (1..input.len()).step_by(step) {
+            let (a, b) = input.split_at(at);
+            assert_eq!(feed(&[a, b]), expected, "split at {at}");
+        }
+    }
+
+    /// Small limits, so that L3–L5 cross within a few hundred bytes.
+    fn small() -> Limits {
+        Limits {
+            request_line: 100,
+            head_bytes: 200,
+            head_fields: 4,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn fuzz_head_bad_request_line_then_too_many_fields() {
+        // cargo fuzz run head (issue #16), minimized: 34 one-byte lines, the fewest bytes that
+        // cross L5. The request line `a` is malformed as its LF arrives; the 33rd field comes
+        // later. Whole it was 431 TooManyFields, byte by byte 400 Syntax.
+        check_verdict(
+            &b"a\n".repeat(34),
+            &Limits::default(),
+            Err(HeadError::Syntax),
+        );
+        // The input as the fuzzer found it.
+        let found = [
+            &b"\xff\n"[..],
+            &b"\x8a\n".repeat(3),
+            b"2\n",
+            &b"\x8a\n".repeat(7),
+            b"2\n",
+            &b"\x8a\n".repeat(21),
+        ]
+        .concat();
+        assert_eq!(found.len(), 68);
+        check_verdict(&found, &Limits::default(), Err(HeadError::Syntax));
+        // With one line fewer no limit is crossed: 68 bytes are the minimum.
+        check_verdict(
+            &b"a\n".repeat(33),
+            &Limits::default(),
+            Err(HeadError::Syntax),
+        );
+    }
+
+    #[test]
+    fn limit_errors_yield_to_earlier_syntax_errors() {
+        let l = small();
+        let fields = |n: usize| "X: v\r\n".repeat(n);
+        for (input, expected) in [
+            // L5: a malformed field before the one that crosses it wins.
+            (
+                format!("POST / HTTP/1.1\r\nbad\r\n{}", fields(4)),
+                Err(HeadError::Syntax),
+            ),
+            // ... but the crossing line's own bytes come too late: its LF crosses L5 first.
+            (
+                format!("POST / HTTP/1.1\r\n{}bad\r\n", fields(4)),
+                Err(HeadError::TooManyFields),
+            ),
+            // L4: a malformed field completed before byte 201 arrives wins; one completed after
+            // it does not.
+            (
+                format!("POST / HTTP/1.1\r\nbad\r\nX: {}\r\n", "v".repeat(200)),
+                Err(HeadError::Syntax),
+            ),
+            (
+                format!("POST / HTTP/1.1\r\nX: {}\r\nbad\r\n", "v".repeat(200)),
+                Err(HeadError::TooLarge),
+            ),
+            // L4 crossed by the LF of the empty line that would have ended the head.
+            (
+                format!("POST / HTTP/1.1\r\nbad\r\nX: {}\r\n\r\n", "v".repeat(172)),
+                Err(HeadError::Syntax),
+            ),
+            (
+                format!("POST / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(177)),
+                Err(HeadError::TooLarge),
+            ),
+            // L3: the first 64 bytes of a young request line count, later ones do not.
+            (
+                format!("\x16\x03\x01{}\n", "a".repeat(120)),
+                Err(HeadError::Syntax),
+            ),
+            (
+                format!("GET /{}\x01{} HTTP/1.1\r\n", "a".repeat(58), "a".repeat(60)),
+                Err(HeadError::Syntax),
+            ),
+            (
+                format!("GET /{}\x01{} HTTP/1.1\r\n", "a".repeat(59), "a".repeat(60)),
+                Err(HeadError::RequestLineTooLong),
+            ),
+            // L3 before L4, even when the request line's LF comes after L4.
+            (
+                format!("GET /{} HTTP/1.1\r\n", "a".repeat(300)),
+                Err(HeadError::RequestLineTooLong),
+            ),
+            // Leading empty lines shift the request line's 64 bytes with it.
+            (
+                format!("\r\n\n\r\n\x01{}\n", "a".repeat(120)),
+                Err(HeadError::Syntax),
+            ),
+        ] {
+            check_verdict(input.as_bytes(), &l, expected);
+        }
+    }
+
+    #[test]
+    fn limit_errors_yield_to_earlier_syntax_errors_at_default_limits() {
+        let l = Limits::default();
+        // A TLS hello whose first LF comes after L3: 400, as its first byte already said.
+        let tls = [&b"\x16\x03\x01"[..], &[b'a'; 9000], b"\n"].concat();
+        check_verdict(&tls, &l, Err(HeadError::Syntax));
+        // A request line over L3 whose LF comes after L4: 414 at its 8 193rd byte.
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(20_000));
+        check_verdict(long.as_bytes(), &l, Err(HeadError::RequestLineTooLong));
+        // A malformed field, then a field over L4: 400 as the malformed field's LF arrives.
+        let big = format!(
+            "POST / HTTP/1.1\r\nbad\r\nX: {}\r\n\r\n",
+            "v".repeat(17_000)
+        );
+        check_verdict(big.as_bytes(), &l, Err(HeadError::Syntax));
     }
 
     #[test]

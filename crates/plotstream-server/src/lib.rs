@@ -9,6 +9,8 @@
 mod conn;
 pub mod faults;
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod guard;
 mod http;
 pub mod metrics;

@@ -661,20 +661,10 @@ async fn read_clientresp_body(
 }
 
 /// Splits at `&` only before a known key, keeping values raw (docs/protocol.md §8.4).
-fn split_form(body: &str) -> Vec<(&str, String)> {
-    const KEYS: [&str; 8] = [
-        "platform=",
-        "version=",
-        "args=",
-        "kwargs=",
-        "un=",
-        "key=",
-        "origin=",
-        "world_readable=",
-    ];
+pub(crate) fn split_form(body: &str) -> Vec<(&str, String)> {
     let mut cuts = vec![0usize];
     for (i, _) in body.match_indices('&') {
-        if KEYS.iter().any(|k| body[i + 1..].starts_with(k)) {
+        if FORM_KEYS.iter().any(|k| body[i + 1..].starts_with(k)) {
             cuts.push(i + 1);
         }
     }
@@ -690,13 +680,13 @@ fn split_form(body: &str) -> Vec<(&str, String)> {
 }
 
 /// JSON as sent, or URL-decoded and tried again (legacy Python encodes properly).
-fn parse_json_lenient(v: &str) -> Option<Json> {
+pub(crate) fn parse_json_lenient(v: &str) -> Option<Json> {
     serde_json::from_str(v)
         .ok()
         .or_else(|| serde_json::from_str(&url_decode(v)).ok())
 }
 
-/// `+` → space, `%XX` → byte.
+/// `+` → space, `%XX` (two hex digits) → that byte, anything else as sent.
 pub fn url_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -704,23 +694,28 @@ pub fn url_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                    16,
-                ) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' => match (hex_digit(bytes.get(i + 1)), hex_digit(bytes.get(i + 2))) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of an ASCII hex digit (`from_str_radix` would also take a sign).
+fn hex_digit(b: Option<&u8>) -> Option<u8> {
+    match b? {
+        b @ b'0'..=b'9' => Some(b - b'0'),
+        b @ b'a'..=b'f' => Some(b - b'a' + 10),
+        b @ b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
@@ -748,6 +743,18 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     }
     Some(out)
 }
+
+/// The `/clientresp` form keys, `=` included: a `&` splits the body only before one of them.
+pub(crate) const FORM_KEYS: [&str; 8] = [
+    "platform=",
+    "version=",
+    "args=",
+    "kwargs=",
+    "un=",
+    "key=",
+    "origin=",
+    "world_readable=",
+];
 
 /// L45: REST and `/clientresp` bodies up to 16 MiB (docs/protocol.md §7.6 rule 7).
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -780,6 +787,30 @@ mod tests {
             Some(json!([{"x": [1]}]))
         );
         assert_eq!(url_decode("a+b%2Fc%zz"), "a b/c%zz");
+    }
+
+    #[track_caller]
+    fn check_url_decode(input: &str, expected: &str) {
+        assert_eq!(url_decode(input), expected, "{input:?}");
+    }
+
+    /// `%` decodes only before two hex digits. Found by the `form_value` fuzz property:
+    /// `u8::from_str_radix` accepts a sign, so `%+a` was the byte 0x0a.
+    #[test]
+    fn fuzz_url_decode_percent_needs_two_hex_digits() {
+        for (input, expected) in [
+            ("%+a", "% a"),
+            ("%+0+", "% 0 "),
+            ("%-1", "%-1"),
+            ("%4", "%4"),
+            ("%", "%"),
+            ("%%41", "%A"),
+            ("%41%4a%4A", "AJJ"),
+            ("%e2%82%ac", "€"),
+            ("%C3", "\u{fffd}"),
+        ] {
+            check_url_decode(input, expected);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! file when its modification time or size changes: before every authentication (so a rotated
 //! key stops working at once) and every [`REFRESH`] in the background (for ingest).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -107,7 +107,7 @@ pub fn load(path: &Path) -> Result<Vec<UserRecord>, UsersError> {
 }
 
 /// Parses users-file text: one JSON record per line; blank lines and `#` comments skipped.
-/// Names must be valid and unique, tokens valid (L7) and owned by one user only.
+/// Names must be valid and unique, tokens valid (L7), listed once and owned by one user only.
 pub fn parse(text: &str) -> Result<Vec<UserRecord>, (usize, String)> {
     let mut users: Vec<UserRecord> = Vec::new();
     let mut owners: HashMap<&str, &str> = HashMap::new();
@@ -138,6 +138,10 @@ pub fn parse(text: &str) -> Result<Vec<UserRecord>, (usize, String)> {
                 i + 1,
                 format!("stream id {t:?} is not [A-Za-z0-9_-]{{1,64}}"),
             ));
+        }
+        let mut listed = HashSet::new();
+        if let Some(t) = rec.stream_ids.iter().find(|t| !listed.insert(t.as_str())) {
+            return Err((i + 1, format!("stream id {t:?} appears twice")));
         }
         users.push(rec);
     }
@@ -173,12 +177,7 @@ pub fn modify<T>(
     lock.lock().map_err(io)?;
     let mut users = load(path)?;
     let out = change(&mut users)?;
-    let mut text = String::new();
-    for u in &users {
-        // Serialising a struct of strings cannot fail.
-        text.push_str(&serde_json::to_string(u).unwrap_or_default());
-        text.push('\n');
-    }
+    let text = render(&users);
     let tmp = with_suffix(path, ".tmp");
     {
         let mut opts = OpenOptions::new();
@@ -350,6 +349,17 @@ impl Users {
     }
 }
 
+/// The users file's text for `users`, one JSON record per line, as [`modify`] writes it.
+pub(crate) fn render(users: &[UserRecord]) -> String {
+    let mut text = String::new();
+    for u in users {
+        // Serialising a struct of strings cannot fail.
+        text.push_str(&serde_json::to_string(u).unwrap_or_default());
+        text.push('\n');
+    }
+    text
+}
+
 /// `[A-Za-z0-9_.-]{1,64}`: the one rule for user names on every route (they reach URLs,
 /// fids and pages).
 pub fn valid_username(name: &str) -> bool {
@@ -427,6 +437,18 @@ mod tests {
         assert!(parse(&format!("{}\n{}", rec("a", "t1"), rec("b", "t1"))).is_err());
         assert!(parse(&rec("a", "../etc")).is_err());
         assert!(parse("{not json").is_err());
+    }
+
+    /// Found by the `users` fuzz property: one record listing a stream id twice was accepted
+    /// (the id counted twice toward L49 and showed twice in listings).
+    #[test]
+    fn fuzz_users_stream_id_twice_in_one_record_is_refused() {
+        let twice = UserRecord::new("a", "0123456789", vec!["t1".into(), "t1".into()]);
+        let text = format!("# users\n{}\n", serde_json::to_string(&twice).unwrap());
+        assert_eq!(
+            parse(&text),
+            Err((2, "stream id \"t1\" appears twice".to_owned()))
+        );
     }
 
     #[test]

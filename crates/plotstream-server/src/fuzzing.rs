@@ -1,0 +1,199 @@
+//! Property bodies for the server's parsers of peer and operator input, shared by cargo-fuzz
+//! targets (one line each, in `fuzz/`) and proptest, so stable `cargo test` checks the same
+//! properties (STYLE.md convention 8, rustls's shape; `plotstream_proto::fuzzing` for the
+//! protocol).
+//!
+//! Each `check_*` takes arbitrary bytes, never panics on them, and panics (failing the fuzzer
+//! or the test) only when a property is broken.
+
+use std::collections::HashSet;
+
+use serde_json::Value as Json;
+
+use crate::rest::{parse_json_lenient, split_form, url_decode, FORM_KEYS};
+use crate::users::{self, valid_username, MAX_TOKENS_PER_USER};
+
+/// The users file (`users::parse`): never panics; every accepted record has a valid name and
+/// at most L49 stream ids, each a valid token; names are unique and no stream id appears twice
+/// (in one record or two); the file as `user` commands write it back parses to the same
+/// records; a refusal names a line of the input (or 0 for a conflict between two lines).
+pub fn check_users(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match users::parse(&text) {
+        Ok(records) => {
+            let mut names = HashSet::new();
+            let mut ids = HashSet::new();
+            for r in &records {
+                assert!(valid_username(&r.username), "{:?}", r.username);
+                assert!(names.insert(&r.username), "{:?} twice", r.username);
+                assert!(r.stream_ids.len() <= MAX_TOKENS_PER_USER);
+                for t in &r.stream_ids {
+                    assert!(
+                        plotstream_proto::Token::parse(t.as_bytes()).is_some(),
+                        "{t:?}"
+                    );
+                    assert!(ids.insert(t), "stream id {t:?} twice");
+                }
+            }
+            assert_eq!(users::parse(&users::render(&records)), Ok(records));
+        }
+        Err((line, why)) => {
+            assert!(line <= text.lines().count(), "line {line}: {why}");
+            assert!(!why.is_empty());
+        }
+    }
+}
+
+/// `/clientresp` form bodies (`split_form`): never panics; every field after the first has a
+/// known key, its `key=value` stands in the body, and no value ends in CR or LF. Fields built
+/// from the input, one per line, with the known keys in turn, come back as they were sent
+/// unless a value itself holds `&` and a known key (the documented ambiguity of raw values).
+pub fn check_form(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let fields = split_form(&text);
+    for (i, (k, v)) in fields.iter().enumerate() {
+        assert!(!k.contains('='), "{k:?}");
+        assert!(i == 0 || FORM_KEYS.contains(&&*format!("{k}=")), "{k:?}");
+        assert!(text.contains(&format!("{k}={v}")), "{k:?}={v:?}");
+        assert!(!v.ends_with(['\r', '\n']), "{v:?}");
+    }
+    assert!(fields.len() <= 1 + text.matches('&').count());
+
+    let sent: Vec<(&str, &str)> = text
+        .split('\n')
+        .zip(FORM_KEYS.iter().cycle())
+        .map(|(v, k)| (&k[..k.len() - 1], v))
+        .collect();
+    let ambiguous = sent
+        .iter()
+        .any(|(_, v)| FORM_KEYS.iter().any(|k| v.contains(&format!("&{k}"))));
+    if !ambiguous {
+        let body = sent
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let expected: Vec<(&str, String)> = sent
+            .iter()
+            .map(|(k, v)| (*k, v.trim_end_matches(['\r', '\n']).to_owned()))
+            .collect();
+        assert_eq!(split_form(&body), expected, "{body:?}");
+    }
+}
+
+/// Form values (`url_decode`, `parse_json_lenient`): `url_decode` is `+` → space and `%XX` (two
+/// hex digits) → that byte, everything else as sent, and undoes form encoding; a JSON value
+/// comes back from `parse_json_lenient` as sent and form-encoded (legacy Python), and whatever
+/// it accepts is the JSON of the text or of its decoding.
+pub fn check_form_value(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    assert_eq!(url_decode(&text), reference_url_decode(&text), "{text:?}");
+    assert_eq!(url_decode(&form_encode(&text)), text);
+    if let Ok(json) = serde_json::from_str::<Json>(&text) {
+        assert_eq!(parse_json_lenient(&text).as_ref(), Some(&json));
+        assert_eq!(parse_json_lenient(&form_encode(&text)), Some(json));
+    } else if let Some(json) = parse_json_lenient(&text) {
+        assert_eq!(
+            serde_json::from_str::<Json>(&url_decode(&text)).ok(),
+            Some(json)
+        );
+    }
+}
+
+/// WHATWG `application/x-www-form-urlencoded` decoding of one value, written plainly.
+fn reference_url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| b.get(j).and_then(|c| char::from(*c).to_digit(16));
+        match (b[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits: at most 0xff.
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Form encoding as Python's `urllib.parse.quote_plus`: unreserved bytes as they are, space as
+/// `+`, every other byte `%XX`.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::users::UserRecord;
+
+    /// A users-file line for proptest: a record with the given name and stream ids.
+    fn record_line(name: &str, ids: &[String]) -> String {
+        let r = UserRecord {
+            username: name.to_owned(),
+            key_salt: "s".to_owned(),
+            key_sha256: "h".to_owned(),
+            stream_ids: ids.to_vec(),
+        };
+        serde_json::to_string(&r).unwrap_or_default()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn users(data in proptest::collection::vec(any::<u8>(), 0..300)) { check_users(&data) }
+
+        #[test]
+        fn users_like(
+            lines in proptest::collection::vec(
+                ("[a-c._-]{0,3}", proptest::collection::vec("[a-c0-9_ -]{0,3}", 0..3), "[# \t]{0,2}"),
+                0..5,
+            )
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(name, ids, pad)| format!("{pad}{}\n", record_line(name, ids)))
+                .collect();
+            check_users(text.as_bytes())
+        }
+
+        #[test]
+        fn form(data in proptest::collection::vec(any::<u8>(), 0..300)) { check_form(&data) }
+
+        #[test]
+        fn form_like(body in "((platform|args|kwargs|un|key|origin|x)=[a-z&=%+\r\n]{0,8}&?){0,6}") {
+            check_form(body.as_bytes())
+        }
+
+        #[test]
+        fn form_value(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            check_form_value(&data)
+        }
+
+        #[test]
+        fn form_value_like(v in "[\\[\\]{}\":,0-9a-f %+\\-]{0,40}") { check_form_value(v.as_bytes()) }
+    }
+}
