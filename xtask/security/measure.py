@@ -14,7 +14,7 @@ import time
 
 
 def start(binary, *args):
-    p = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", *args],
+    p = subprocess.Popen([binary, "serve", "--in-memory", "--listen", "127.0.0.1:0", *args],
                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in p.stderr:
         if line.startswith("plotstream listening on http://"):

@@ -295,6 +295,7 @@ fn serve(bin: &Path) -> Result<Process> {
     let mut cmd = Command::new(bin);
     cmd.args([
         "serve",
+        "--in-memory",
         "--listen",
         "127.0.0.1:0",
         "--max-connections-per-peer",

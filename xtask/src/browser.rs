@@ -130,7 +130,7 @@ impl Server {
     /// Starts the demo server on a free port and waits for the line that names the port.
     fn start(binary: &Path) -> Result<Server> {
         let mut cmd = Command::new(binary);
-        cmd.args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        cmd.args(["serve", "--demo", "--in-memory", "--listen", "127.0.0.1:0"])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -968,6 +968,11 @@ impl Server {
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .args(&flags)
+            .args(if flags.iter().any(|f| f == "--data-dir") {
+                &[][..]
+            } else {
+                &["--in-memory"][..]
+            })
             .current_dir(root)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -260,6 +260,7 @@ impl Server {
         // allowance (the security suite checks L43).
         cmd.args([
             "serve",
+            "--in-memory",
             "--listen",
             "127.0.0.1:0",
             "--new-streams-per-peer",

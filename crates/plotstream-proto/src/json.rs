@@ -26,6 +26,26 @@ pub enum Value {
     Object(Vec<(Str, Value)>),
 }
 
+impl Value {
+    /// A copy whose strings own their bytes. A parsed value's strings are zero-copy slices of
+    /// the buffer the line was read into, so keeping one alive keeps that whole buffer alive;
+    /// whatever outlives the line (a stream's window) keeps a detached copy instead.
+    #[must_use]
+    pub fn detached(&self) -> Value {
+        match self {
+            Value::Str(s) => Value::Str(Str::from(s.as_str())),
+            Value::Array(items) => Value::Array(items.iter().map(Value::detached).collect()),
+            Value::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (Str::from(k.as_str()), v.detached()))
+                    .collect(),
+            ),
+            v => v.clone(),
+        }
+    }
+}
+
 /// An unescaped JSON string: a zero-copy slice of the line when it had no escapes.
 ///
 /// Invariant: the bytes are valid UTF-8 without lone surrogates.

@@ -223,10 +223,29 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     // Release bindings before the response is written (P7, M32).
                     shared.store.release(&conn);
                     ingest.poll_transmit(&mut out);
+                    // D1: the final response (its `points` count is the only acknowledgement
+                    // the protocol has) waits until every line it counts is durable; if the
+                    // store cannot write, the lines are not acknowledged: 503 + Retry-After.
+                    let mut final_status = end.status;
+                    let ticket = conn.last_ticket.load(Ordering::Acquire);
+                    if let (Some(status), true) = (end.status, ticket > 0) {
+                        if shared.store.journal().wait(ticket).await.is_err()
+                            && status.code() == 200
+                        {
+                            out.clear();
+                            plotstream_proto::status::encode_response(
+                                Status::UNAVAILABLE,
+                                end.n_points,
+                                &mut out,
+                            );
+                            shared.metrics.limit_breach("D5");
+                            final_status = Some(Status::UNAVAILABLE);
+                        }
+                    }
                     if let Some(limit) = limit_of(&end.reason) {
                         shared.metrics.limit_breach(limit);
                     }
-                    if let Some(status) = end.status {
+                    if let Some(status) = final_status {
                         shared.metrics.response(status.code());
                         tracing::info!(
                             %peer,
@@ -252,6 +271,11 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
         }
         if ingest.is_ended() {
             continue;
+        }
+        if shared.store.journal().is_backlogged() {
+            // L55: the disk is slower than ingest; read on once this writer's lines are stored.
+            let ticket = conn.last_ticket.load(Ordering::Acquire);
+            let _ = shared.store.journal().wait(ticket).await;
         }
         let deadline = ingest.poll_timeout().map(|d| shared.origin + d);
         let sleep = async {

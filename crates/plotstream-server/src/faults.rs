@@ -67,6 +67,15 @@ pub enum FaultKind {
         /// The period.
         every: f64,
     },
+    /// `disk-full:after=LINES[,ms=MS]`: the durable store's commits fail like a full disk once
+    /// LINES lines were stored, for MS (default 2 000), then succeed again (docs/storage.md D5).
+    /// Needs the embedded store (not `--in-memory`).
+    DiskFull {
+        /// Lines stored before the disk fills.
+        after: u64,
+        /// How long it stays full.
+        ms: u64,
+    },
 }
 
 impl Fault {
@@ -80,6 +89,7 @@ impl Fault {
             FaultKind::Stall { .. } => "stall",
             FaultKind::IdleTimeout { .. } => "idle-timeout",
             FaultKind::Flap { .. } => "flap",
+            FaultKind::DiskFull { .. } => "disk-full",
         }
     }
 
@@ -151,7 +161,8 @@ pub fn parse(spec: &str) -> Result<Fault, String> {
         "stall" => &["ms"],
         "idle-timeout" => &[],
         "flap" => &["every"],
-        _ => return Err(format!("unknown fault {name:?}: use disconnect, status, delay, reset, stall, idle-timeout or flap")),
+        "disk-full" => &["after", "ms"],
+        _ => return Err(format!("unknown fault {name:?}: use disconnect, status, delay, reset, stall, idle-timeout, flap or disk-full")),
     };
     if let Some((k, _)) = params.iter().find(|(k, _)| !allowed.contains(k)) {
         return Err(format!(
@@ -182,6 +193,17 @@ pub fn parse(spec: &str) -> Result<Fault, String> {
             let v = bare.ok_or_else(|| format!("fault {spec:?}: use idle-timeout:SECONDS"))?;
             FaultKind::IdleTimeout {
                 secs: num("seconds", v)?,
+            }
+        }
+        "disk-full" => {
+            if token.is_some() {
+                return Err(format!(
+                    "fault {spec:?}: the disk is shared; token= does not apply"
+                ));
+            }
+            FaultKind::DiskFull {
+                after: int("after", required("after")?)?,
+                ms: get("ms").map_or(Ok(2000), |v| int("ms", v))?,
             }
         }
         _ => {

@@ -8,13 +8,16 @@
 //! server's REST bytes (L48).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::durable::{Journal, Op, Table};
+
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 /// A stored plot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plot {
     /// `figure.data` as sent, one JSON text per trace (`stream`, `xsrc`… included).
     pub traces: Vec<Box<RawValue>>,
@@ -100,7 +103,7 @@ impl FileError {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Kind {
     Grid {
         columns: Vec<Column>,
@@ -109,14 +112,14 @@ enum Kind {
     Plot(Plot),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Column {
     name: String,
     uid: String,
     data: Box<RawValue>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct File {
     /// Creation order within the user (fids are random, so not their order).
     created: u64,
@@ -140,10 +143,12 @@ struct Inner {
 }
 
 /// Every user's files.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Files {
     limits: FileLimits,
     inner: Mutex<Inner>,
+    /// Where changes go to be durable (docs/storage.md).
+    journal: Arc<Journal>,
 }
 
 /// What a lookup found.
@@ -166,13 +171,73 @@ pub struct PlotEntry {
     pub world_readable: bool,
 }
 
+impl Default for Files {
+    fn default() -> Files {
+        Files::new(FileLimits::default())
+    }
+}
+
 impl Files {
     /// An empty registry with `limits`.
     pub fn new(limits: FileLimits) -> Files {
+        Files::with_journal(limits, Journal::memory())
+    }
+
+    /// An empty registry whose changes go to `journal`.
+    pub fn with_journal(limits: FileLimits, journal: Arc<Journal>) -> Files {
         Files {
             limits,
             inner: Mutex::default(),
+            journal,
         }
+    }
+
+    /// Journals file `n` of `user` (its current record, or its removal).
+    fn store_file(&self, user: &str, n: u64, file: Option<&File>) {
+        if self.journal.is_durable() {
+            self.journal.push(Op::Put {
+                table: Table::Files,
+                key: format!("{user}\u{0}{n}"),
+                value: file.map(|f| serde_json::to_vec(f).unwrap_or_default()),
+            });
+        }
+    }
+
+    /// Takes the files and folders a durable store held (start-up). Returns what it could
+    /// not read, one sentence each (docs/storage.md D6). Quotas are recounted, not trusted.
+    pub fn restore(&self, entries: Vec<(Table, String, Vec<u8>)>) -> Vec<String> {
+        let mut dropped = Vec::new();
+        let mut inner = self.lock();
+        for (table, key, value) in entries {
+            let Some((user, rest)) = key.split_once('\u{0}') else {
+                dropped.push(format!("file entry {key:?}: unreadable key, dropped"));
+                continue;
+            };
+            match table {
+                Table::Folders => {
+                    inner.n_bytes += rest.len();
+                    let u = inner.users.entry(user.to_owned()).or_default();
+                    if u.folders.insert(rest.to_owned()) {
+                        u.n_bytes += rest.len();
+                    }
+                }
+                Table::Files => {
+                    let (Ok(n), Ok(file)) =
+                        (rest.parse::<u64>(), serde_json::from_slice::<File>(&value))
+                    else {
+                        dropped.push(format!("file {user}:{rest}: unreadable record, dropped"));
+                        continue;
+                    };
+                    inner.n_bytes += file.n_bytes;
+                    let u = inner.users.entry(user.to_owned()).or_default();
+                    u.n_bytes += file.n_bytes;
+                    u.n_created = u.n_created.max(file.created);
+                    u.files.insert(n, file);
+                }
+                _ => {}
+            }
+        }
+        dropped
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -196,6 +261,13 @@ impl Files {
             inner.n_bytes += n_bytes;
             if let Some(u) = inner.users.get_mut(user) {
                 u.n_bytes += n_bytes;
+            }
+            if self.journal.is_durable() {
+                self.journal.push(Op::Put {
+                    table: Table::Folders,
+                    key: format!("{user}\u{0}{path}"),
+                    value: Some(Vec::new()),
+                });
             }
         }
         Ok(created)
@@ -239,6 +311,7 @@ impl Files {
             u.n_bytes -= gone;
         }
         inner.n_bytes -= gone;
+        self.store_file(owner, n, None);
         Ok(())
     }
 
@@ -332,10 +405,14 @@ impl Files {
         u.n_bytes = u.n_bytes + n_bytes - old_bytes;
         let file = u.files.get_mut(&n).ok_or(FileError::NotFound)?;
         file.n_bytes = n_bytes;
-        match &mut file.kind {
-            Kind::Plot(old) => Ok(std::mem::replace(old, plot)),
-            Kind::Grid { .. } => Err(FileError::NotFound),
-        }
+        let old = match &mut file.kind {
+            Kind::Plot(old) => std::mem::replace(old, plot),
+            Kind::Grid { .. } => return Err(FileError::NotFound),
+        };
+        let file = file.clone();
+        drop(inner);
+        self.store_file(owner, n, Some(&file));
+        Ok(old)
     }
 
     /// A stored plot.
@@ -445,15 +522,14 @@ impl Files {
         };
         u.n_bytes += n_bytes;
         u.n_created += 1;
-        u.files.insert(
-            n,
-            File {
-                created: u.n_created,
-                path,
-                kind,
-                n_bytes,
-            },
-        );
+        let file = File {
+            created: u.n_created,
+            path,
+            kind,
+            n_bytes,
+        };
+        self.store_file(user, n, Some(&file));
+        u.files.insert(n, file);
         Ok(format!("{user}:{n}"))
     }
 }

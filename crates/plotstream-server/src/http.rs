@@ -166,6 +166,16 @@ pub async fn serve(
         ("GET", _) => Response::new(404, "text/plain", "not found"),
         _ => Response::error(Status::METHOD_NOT_ALLOWED).header("Allow", "POST, GET"),
     };
+    // D1 for REST: a created or changed figure, grid or token is answered once it is durable.
+    let mut response = response;
+    if head.method != "GET" && response.status < 300 {
+        let journal = shared.store.journal();
+        if journal.wait(journal.last_ticket()).await.is_err() {
+            shared.metrics.limit_breach("D5");
+            response = crate::rest::error(503, "the server cannot store this now; retry later")
+                .header("Retry-After", "5");
+        }
+    }
     shared.metrics.response(response.status);
     close_gracefully(stream, &response.encode(), true, &shared).await;
 }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod conn;
+pub mod durable;
 pub mod faults;
 pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -16,6 +17,7 @@ mod http;
 pub mod metrics;
 mod pages;
 mod random;
+pub mod records;
 mod rest;
 mod sse;
 pub mod store;
@@ -76,6 +78,28 @@ pub struct Config {
     pub rest_body_deadline: Duration,
     /// L46–L48: the REST file registry's budgets.
     pub files: files::FileLimits,
+    /// Where state is kept (`--data-dir`, `--in-memory`).
+    pub storage: Storage,
+    /// `--sync-interval`: the longest time between two group commits (docs/storage.md D2).
+    pub sync_interval: Duration,
+}
+
+/// Where `serve` keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Nothing survives the process (`--in-memory`; the library's default, for tests).
+    InMemory,
+    /// The embedded store in this directory (`--data-dir`; the CLI's default).
+    Dir(PathBuf),
+    /// The embedded store, with the simulator's `disk-full:after=N[,for=MS]` fault.
+    DirWithDiskFull {
+        /// The directory.
+        dir: PathBuf,
+        /// Lines committed before the disk fills.
+        after: u64,
+        /// How long it stays full.
+        duration: Duration,
+    },
 }
 
 impl Default for Config {
@@ -97,6 +121,8 @@ impl Default for Config {
             seed: 0,
             rest_body_deadline: Duration::from_secs(30),
             files: files::FileLimits::default(),
+            storage: Storage::InMemory,
+            sync_interval: Duration::from_millis(10),
         }
     }
 }
@@ -165,20 +191,112 @@ pub async fn run(
     listeners: impl IntoIterator<Item = impl Into<Listener>>,
     config: Config,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), durable::StorageError> {
+    Server::open(config)?.serve(listeners, shutdown).await;
+    Ok(())
+}
+
+/// A server whose state is loaded, not yet listening.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    stop_tx: watch::Sender<bool>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    /// What start-up recovered (empty in memory).
+    pub recovery: store::Recovery,
+}
+
+impl Server {
+    /// Opens the store `config.storage` names and recovers its state (docs/storage.md D6):
+    /// refuses, naming the file, when it cannot be read.
+    pub fn open(config: Config) -> Result<Server, durable::StorageError> {
+        let metrics = Arc::new(Metrics::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (journal, committer, loaded) = open_storage(&config, &metrics)?;
+        let store = Store::with_journal(config.store.clone(), metrics.clone(), journal.clone());
+        let files = files::Files::with_journal(config.files, journal);
+        let mut recovery = store::Recovery::default();
+        if let Some(loaded) = loaded {
+            let entries: Vec<_> = loaded
+                .entries
+                .iter()
+                .filter(|(t, _, _)| matches!(t, durable::Table::Files | durable::Table::Folders))
+                .cloned()
+                .collect();
+            let dropped_files = files.restore(entries);
+            recovery = store.recover(loaded);
+            recovery.dropped.extend(dropped_files);
+        }
+        let shared = Arc::new(Shared {
+            store,
+            files,
+            rest_budget: Arc::new(tokio::sync::Semaphore::new(REST_BYTES_IN_FLIGHT_KIB)),
+            config,
+            metrics,
+            origin: Instant::now(),
+            shutdown: stop_rx,
+            token_conns: std::sync::Mutex::default(),
+            per_peer: std::sync::Mutex::default(),
+        });
+        Ok(Server {
+            shared,
+            stop_tx,
+            committer,
+            recovery,
+        })
+    }
+
+    /// Serves `listeners` until `shutdown` completes (see [`run`]), then commits everything
+    /// and records the graceful shutdown.
+    pub async fn serve(
+        mut self,
+        listeners: impl IntoIterator<Item = impl Into<Listener>>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let shared = self.shared.clone();
+        serve(listeners, &shared, self.stop_tx, shutdown).await;
+        let committer = self.committer.take();
+        let journal = shared.store.journal().clone();
+        let _ = tokio::task::spawn_blocking(move || journal.close(committer)).await;
+    }
+}
+
+type Opened = (
+    Arc<durable::Journal>,
+    Option<std::thread::JoinHandle<()>>,
+    Option<durable::Loaded>,
+);
+
+/// Opens the backend, reads it, marks the run as not yet cleanly stopped (durably, before any
+/// connection), and starts the committer.
+fn open_storage(config: &Config, metrics: &Arc<Metrics>) -> Result<Opened, durable::StorageError> {
+    let mut backend: Box<dyn durable::Backend> = match &config.storage {
+        Storage::InMemory => return Ok((durable::Journal::memory(), None, None)),
+        Storage::Dir(dir) => Box::new(durable::RedbBackend::open(dir)?),
+        Storage::DirWithDiskFull {
+            dir,
+            after,
+            duration,
+        } => Box::new(durable::DiskFull::new(
+            durable::RedbBackend::open(dir)?,
+            *after,
+            *duration,
+        )),
+    };
+    let gen_of = |meta: &[u8]| records::StreamMeta::decode(meta).map(|m| m.gen);
+    let loaded = backend.load(&gen_of)?;
+    backend.set_clean(false)?;
+    let (journal, thread) = durable::Journal::start(backend, config.sync_interval, metrics.clone());
+    Ok((journal, Some(thread), Some(loaded)))
+}
+
+async fn serve(
+    listeners: impl IntoIterator<Item = impl Into<Listener>>,
+    shared: &Arc<Shared>,
+    stop_tx: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
 ) {
-    let metrics = Arc::new(Metrics::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        store: Store::new(config.store.clone(), metrics.clone()),
-        files: files::Files::new(config.files),
-        rest_budget: Arc::new(tokio::sync::Semaphore::new(REST_BYTES_IN_FLIGHT_KIB)),
-        config,
-        metrics,
-        origin: Instant::now(),
-        shutdown: stop_rx,
-        token_conns: std::sync::Mutex::default(),
-        per_peer: std::sync::Mutex::default(),
-    });
+    let shared = shared.clone();
     let mut connections = JoinSet::new();
     let mut accepts = JoinSet::new();
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
@@ -293,7 +411,8 @@ impl Spawned {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(vec![listener], config, async move {
+        let server = Server::open(config).map_err(std::io::Error::other)?;
+        let task = tokio::spawn(server.serve(vec![listener], async move {
             let _ = rx.await;
         }));
         Ok(Spawned {

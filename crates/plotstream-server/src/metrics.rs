@@ -34,6 +34,14 @@ pub struct Metrics {
     /// server started, updates fanned out and not yet written to its socket; at most the L35
     /// byte bound (or one larger update).
     pub viewer_queued_bytes_max: AtomicU64,
+    /// Counter: group commits of the durable store (docs/storage.md).
+    pub store_commits: AtomicU64,
+    /// Counter: microseconds spent in them (with `store_commits`, the mean commit time).
+    pub store_commit_micros: AtomicU64,
+    /// Counter: commits that failed (a full disk, an I/O error: D5).
+    pub store_errors: AtomicU64,
+    /// Gauge: 1 while the store cannot write (D5), else 0.
+    pub store_failing: AtomicU64,
     labelled: Mutex<BTreeMap<(&'static str, String), u64>>,
 }
 
@@ -122,6 +130,22 @@ impl Metrics {
                 "gauge",
                 &self.viewer_queued_bytes_max,
             ),
+            (
+                "plotstream_store_commits_total",
+                "counter",
+                &self.store_commits,
+            ),
+            (
+                "plotstream_store_commit_micros_total",
+                "counter",
+                &self.store_commit_micros,
+            ),
+            (
+                "plotstream_store_errors_total",
+                "counter",
+                &self.store_errors,
+            ),
+            ("plotstream_store_failing", "gauge", &self.store_failing),
         ];
         for (name, kind, v) in plain {
             let _ = writeln!(

@@ -20,8 +20,10 @@ use plotstream_proto::{Status, Token, Update, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
+use crate::durable::{Journal, Loaded, Op, Table};
 use crate::guard::ViewerGuard;
 use crate::metrics::Metrics;
+use crate::records::{self, StreamMeta};
 use crate::users::Users;
 
 /// Store-wide policy.
@@ -117,6 +119,9 @@ pub struct Conn {
     /// The tokens this connection became the writer of, so releasing them costs O(own tokens),
     /// not O(streams). Only touched under the store lock.
     bound: Mutex<Vec<String>>,
+    /// The journal ticket of its last accepted line: its final response waits until that is
+    /// durable (docs/storage.md D1).
+    pub last_ticket: AtomicU64,
 }
 
 impl Conn {
@@ -255,6 +260,10 @@ pub struct Store {
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
     next_conn: AtomicU64,
+    /// Where changes go to be durable (in memory: nowhere).
+    journal: Arc<Journal>,
+    /// The next stream generation (docs/storage.md "Records"): unique across restarts.
+    next_gen: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -272,6 +281,13 @@ struct Inner {
 
 #[derive(Debug)]
 struct Stream {
+    /// The generation its records are stored under (docs/storage.md "Records"); a new one
+    /// with every new epoch.
+    gen: u64,
+    /// The seq of its last stored snapshot: lines after it are stored one by one.
+    snap_seq: u64,
+    /// `(rejected_lines, displaced_lines)` as last stored.
+    stored_counters: (u64, u64),
     /// The user whose figure created (or, in keys mode, owns) the stream: only its figures
     /// reshape or retire it.
     claimed_by: Option<String>,
@@ -336,12 +352,28 @@ pub type Refusal = Status;
 impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig, metrics: Arc<Metrics>) -> Store {
+        Store::with_journal(config, metrics, Journal::memory())
+    }
+
+    /// An empty store whose changes go to `journal`.
+    pub fn with_journal(
+        config: StoreConfig,
+        metrics: Arc<Metrics>,
+        journal: Arc<Journal>,
+    ) -> Store {
         Store {
             config,
             inner: Mutex::new(Inner::default()),
             metrics,
             next_conn: AtomicU64::new(1),
+            journal,
+            next_gen: AtomicU64::new(1),
         }
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
     }
 
     /// The configuration.
@@ -362,6 +394,7 @@ impl Store {
             kick: AtomicU16::new(0),
             bound: Mutex::new(Vec::new()),
             kicked: Notify::new(),
+            last_ticket: AtomicU64::new(0),
         })
     }
 
@@ -374,7 +407,9 @@ impl Store {
             self.metrics.limit_breach("L54");
             return Err(Status::UNAVAILABLE);
         }
-        inner.registered.insert(token.to_owned());
+        if inner.registered.insert(token.to_owned()) {
+            self.store_put(Table::Registered, token, Some(Vec::new()));
+        }
         Ok(())
     }
 
@@ -401,6 +436,11 @@ impl Store {
             }
             self.metrics.displaced_lines.fetch_add(1, Ordering::Relaxed);
             return Err(status);
+        }
+        if self.journal.is_failing() {
+            // D5: what cannot be stored is not accepted (the writer gets 503 + Retry-After).
+            self.metrics.limit_breach("D5");
+            return Err(Status::UNAVAILABLE);
         }
         let key = token.as_str();
         // The steady state, a line from the connection that holds the token, needs no bind: a
@@ -432,6 +472,19 @@ impl Store {
         );
         *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
         self.metrics.points.fetch_add(1, Ordering::Relaxed);
+        if self.journal.is_durable() {
+            let mut record = Vec::with_capacity(64);
+            records::encode_update(update, &mut record);
+            let mut ticket = self.journal.push(Op::Line {
+                gen: stream.gen,
+                seq,
+                record,
+            });
+            if seq - stream.snap_seq >= snapshot_every(stream.maxpoints) {
+                ticket = self.store_snapshot(stream);
+            }
+            conn.last_ticket.store(ticket, Ordering::Release);
+        }
         Ok(seq)
     }
 
@@ -458,6 +511,12 @@ impl Store {
                 if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
                     stream.writer = None;
                     stream.idle_since = Instant::now();
+                }
+                let counters = (stream.rejected_lines, stream.displaced_lines);
+                if counters != stream.stored_counters {
+                    stream.stored_counters = counters;
+                    let ticket = self.store_meta(&token, stream);
+                    conn.last_ticket.fetch_max(ticket, Ordering::AcqRel);
                 }
             }
         }
@@ -614,16 +673,21 @@ impl Store {
         if created {
             self.create_locked(inner, token, maxpoints, peer)?;
         }
-        inner.registered.insert(token.to_owned());
-        inner.retired.remove(token);
+        if inner.registered.insert(token.to_owned()) {
+            self.store_put(Table::Registered, token, Some(Vec::new()));
+        }
+        if inner.retired.remove(token) {
+            self.store_put(Table::Retired, token, None);
+        }
         let Inner {
             streams,
             total_bytes,
             ..
         } = inner;
         let stream = streams.get_mut(token).ok_or(Status::INTERNAL)?;
-        if created || self.config.users.is_some() {
+        if (created || self.config.users.is_some()) && stream.claimed_by.as_deref() != Some(owner) {
             stream.claimed_by = Some(owner.to_owned());
+            self.store_meta(token, stream);
         }
         if stream.claimed_by.as_deref() != Some(owner) {
             return Ok(());
@@ -639,8 +703,11 @@ impl Store {
                     v.queue.mark_lagged();
                 }
             }
+            self.store_new_gen(token, stream);
         } else {
             stream.trim();
+            self.store_meta(token, stream);
+            self.store_snapshot(stream);
         }
         *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
         Ok(())
@@ -691,6 +758,12 @@ impl Store {
             }
             by_read_id.remove(&s.read_id);
             *total_bytes = total_bytes.saturating_sub(s.bytes);
+            if self.journal.is_durable() {
+                self.journal.push(Op::DropGen { gen: s.gen });
+                self.journal.push(Op::DropStream {
+                    token: token.clone(),
+                });
+            }
             gone += 1;
             false
         });
@@ -745,10 +818,14 @@ impl Store {
             }
         };
         inner.by_read_id.insert(read_id.clone(), token.to_owned());
-        inner
-            .streams
-            .insert(token.to_owned(), Stream::new(maxpoints, read_id));
+        inner.streams.insert(
+            token.to_owned(),
+            Stream::new(maxpoints, read_id, self.new_gen()),
+        );
         self.metrics.streams.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = inner.streams.get(token) {
+            self.store_meta(token, s);
+        }
         Ok(())
     }
 
@@ -764,8 +841,12 @@ impl Store {
         {
             return;
         }
-        inner.retired.insert(token.to_owned());
-        inner.registered.remove(token);
+        if inner.retired.insert(token.to_owned()) {
+            self.store_put(Table::Retired, token, Some(Vec::new()));
+        }
+        if inner.registered.remove(token) {
+            self.store_put(Table::Registered, token, None);
+        }
         if let Some(stream) = inner.streams.get_mut(token) {
             if let Some(w) = stream.writer.take() {
                 w.displace(Status::RETRY_WITH);
@@ -822,6 +903,156 @@ impl Store {
         }
     }
 
+    fn new_gen(&self) -> u64 {
+        self.next_gen.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Journals `stream`'s metadata.
+    fn store_meta(&self, token: &str, s: &Stream) -> u64 {
+        if !self.journal.is_durable() {
+            return 0;
+        }
+        self.journal.push(Op::Meta {
+            token: token.to_owned(),
+            record: s.meta().encode(),
+        })
+    }
+
+    /// Journals `stream`'s whole window (compaction: its earlier lines go).
+    fn store_snapshot(&self, s: &mut Stream) -> u64 {
+        if !self.journal.is_durable() {
+            return 0;
+        }
+        s.snap_seq = s.last_seq;
+        self.journal.push(Op::Snapshot {
+            gen: s.gen,
+            seq: s.last_seq,
+            record: s.snapshot_record(),
+        })
+    }
+
+    /// Journals a new generation for `token`'s stream (its epoch changed): the old one's
+    /// records go, the new one starts from a snapshot of the window as it is now.
+    fn store_new_gen(&self, token: &str, s: &mut Stream) -> u64 {
+        if !self.journal.is_durable() {
+            return 0;
+        }
+        self.journal.push(Op::DropGen { gen: s.gen });
+        s.gen = self.new_gen();
+        self.store_meta(token, s);
+        self.store_snapshot(s)
+    }
+
+    fn store_put(&self, table: Table, key: &str, value: Option<Vec<u8>>) {
+        if self.journal.is_durable() {
+            self.journal.push(Op::Put {
+                table,
+                key: key.to_owned(),
+                value,
+            });
+        }
+    }
+
+    /// Rebuilds the store from what `loaded` holds (start-up, before any connection): every
+    /// stream's metadata, its snapshot and the lines after it, replayed through the same
+    /// `apply` as live lines. Damage is never silent: a record that does not decode ends its
+    /// stream's valid prefix there, and the report names the stream and what was dropped (D6).
+    /// After an unclean stop (`loaded.clean` false) every stream gets a new epoch, so a viewer
+    /// that saw lines newer than the durable tail resets (D4).
+    pub fn recover(&self, loaded: Loaded) -> Recovery {
+        let mut report = Recovery::default();
+        // Generations handed out while recovering (a damaged stream's new one) must not
+        // collide with a stored one.
+        let stored_max = loaded
+            .streams
+            .iter()
+            .filter_map(|ls| StreamMeta::decode(&ls.meta))
+            .map(|m| m.gen)
+            .max()
+            .unwrap_or(0);
+        self.next_gen.fetch_max(stored_max + 1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        for (table, key, _) in loaded.entries {
+            match table {
+                Table::Registered => {
+                    inner.registered.insert(key);
+                }
+                Table::Retired => {
+                    inner.retired.insert(key);
+                }
+                _ => {}
+            }
+        }
+        for ls in loaded.streams {
+            let fp = Token::parse(ls.token.as_bytes())
+                .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
+            let Some(meta) = StreamMeta::decode(&ls.meta) else {
+                report
+                    .dropped
+                    .push(format!("stream {fp}: metadata unreadable, stream dropped"));
+                self.journal.push(Op::DropStream { token: ls.token });
+                continue;
+            };
+            let mut s = Stream::new(meta.maxpoints, meta.read_id.clone(), meta.gen);
+            s.epoch = meta.epoch.clone();
+            s.claimed_by = meta.claimed_by.clone();
+            s.rejected_lines = meta.rejected_lines;
+            s.displaced_lines = meta.displaced_lines;
+            s.stored_counters = (meta.rejected_lines, meta.displaced_lines);
+            s.budget_limited = meta.budget_limited;
+            let mut damaged = false;
+            if let Some((seq, record)) = &ls.snapshot {
+                match records::decode_snapshot(record) {
+                    Some(state) if state.last_seq == *seq => s.restore(state),
+                    _ => {
+                        report.dropped.push(format!(
+                            "stream {fp}: snapshot at seq {seq} unreadable, window dropped"
+                        ));
+                        s.last_seq = *seq;
+                        damaged = true;
+                    }
+                }
+                s.snap_seq = *seq;
+            }
+            let n_lines = ls.lines.len();
+            for (i, (seq, record)) in ls.lines.iter().enumerate() {
+                let update = if *seq == s.last_seq + 1 && !damaged {
+                    records::decode_update(record)
+                } else {
+                    None
+                };
+                let Some(update) = update else {
+                    report.dropped.push(format!(
+                        "stream {fp}: line seq {seq} unreadable or out of order; it and the {} after it dropped",
+                        n_lines - i - 1
+                    ));
+                    damaged = true;
+                    break;
+                };
+                s.apply(&update, self.config.stream_bytes, false);
+                report.lines += 1;
+            }
+            if !loaded.clean || damaged {
+                s.epoch = new_epoch();
+            }
+            if damaged {
+                self.store_new_gen(&ls.token, &mut s);
+            } else if !loaded.clean {
+                self.store_meta(&ls.token, &s);
+            }
+            report.streams += 1;
+            report.points += s.count();
+            inner.total_bytes += s.bytes;
+            inner.by_read_id.insert(s.read_id.clone(), ls.token.clone());
+            inner.streams.insert(ls.token, s);
+        }
+        self.metrics
+            .streams
+            .store(inner.streams.len() as u64, Ordering::Relaxed);
+        report
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a torn window: every mutation is
         // completed before any fallible call. Keep serving rather than poisoning forever.
@@ -849,8 +1080,11 @@ pub struct StreamSummary {
 }
 
 impl Stream {
-    fn new(maxpoints: usize, read_id: String) -> Stream {
+    fn new(maxpoints: usize, read_id: String, gen: u64) -> Stream {
         Stream {
+            gen,
+            snap_seq: 0,
+            stored_counters: (0, 0),
             claimed_by: None,
             read_id,
             idle_since: Instant::now(),
@@ -914,14 +1148,15 @@ impl Stream {
                     for v in &values[skip..] {
                         let n = value_bytes_with(v, &mut self.scratch);
                         self.bytes += n;
-                        deque.push_back((seq, v.clone(), n));
+                        deque.push_back((seq, v.detached(), n));
                     }
                     replaces.push((key, value));
                 }
                 v => {
                     let n = value_bytes_with(v, &mut self.scratch);
                     self.bytes += n;
-                    deque.push_back((seq, v.clone(), n));
+                    // Owned: a slice would keep the connection's whole read buffer alive.
+                    deque.push_back((seq, v.detached(), n));
                     while deque.len() > self.maxpoints {
                         if let Some((_, _, old)) = deque.pop_front() {
                             self.bytes = self.bytes.saturating_sub(old);
@@ -1074,6 +1309,58 @@ impl Stream {
         }
     }
 
+    /// The metadata record.
+    fn meta(&self) -> StreamMeta {
+        StreamMeta {
+            gen: self.gen,
+            read_id: self.read_id.clone(),
+            epoch: self.epoch.clone(),
+            maxpoints: self.maxpoints,
+            claimed_by: self.claimed_by.clone(),
+            rejected_lines: self.rejected_lines,
+            displaced_lines: self.displaced_lines,
+            budget_limited: self.budget_limited,
+        }
+    }
+
+    /// The window as a snapshot record.
+    fn snapshot_record(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes + 256);
+        records::encode_snapshot(
+            self.last_seq,
+            self.window
+                .iter()
+                .map(|(k, d)| (k.as_str(), d.iter().map(|(s, v, _)| (*s, v)).collect())),
+            &self.layout,
+            &self.line,
+            &mut out,
+        );
+        out
+    }
+
+    /// Takes the window of a snapshot record (recovery), trimmed to maxpoints.
+    fn restore(&mut self, state: records::WindowState) {
+        self.last_seq = state.last_seq;
+        self.layout = state.layout;
+        self.line = state.line;
+        self.window.clear();
+        self.bytes = 0;
+        for (attr, values) in state.attrs {
+            let skip = values.len().saturating_sub(self.maxpoints);
+            let scratch = &mut self.scratch;
+            let deque: VecDeque<(u64, Value, usize)> = values
+                .into_iter()
+                .skip(skip)
+                .map(|(seq, v)| {
+                    let n = value_bytes_with(&v, scratch);
+                    (seq, v, n)
+                })
+                .collect();
+            self.bytes += deque.iter().map(|(_, _, n)| n).sum::<usize>();
+            self.window.insert(attr, deque);
+        }
+    }
+
     fn count(&self) -> usize {
         self.window.values().map(VecDeque::len).max().unwrap_or(0)
     }
@@ -1187,8 +1474,8 @@ fn merge(into: &mut Vec<(Str, Value)>, patch: &[(Str, Value)]) {
     for (k, v) in patch {
         match (into.iter_mut().find(|(ik, _)| ik == k), v) {
             (Some((_, Value::Object(existing))), Value::Object(p)) => merge(existing, p),
-            (Some((_, slot)), _) => *slot = v.clone(),
-            (None, _) => into.push((k.clone(), v.clone())),
+            (Some((_, slot)), _) => *slot = v.detached(),
+            (None, _) => into.push((Str::from(k.as_str()), v.detached())),
         }
     }
 }
@@ -1212,6 +1499,26 @@ fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
     scratch.clear();
     write_jcs(v, scratch);
     scratch.len() + 1
+}
+
+/// What [`Store::recover`] found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Streams restored.
+    pub streams: usize,
+    /// Points in their windows.
+    pub points: usize,
+    /// Lines replayed after the snapshots.
+    pub lines: usize,
+    /// What was damaged and dropped, one sentence each (D6).
+    pub dropped: Vec<String>,
+}
+
+/// Lines between a stream's snapshots (docs/storage.md "Compaction"): a window's worth, so
+/// disk holds at most about two windows of a stream and rewriting the window costs each line
+/// about one more value's bytes.
+fn snapshot_every(maxpoints: usize) -> u64 {
+    maxpoints.max(64) as u64
 }
 
 /// L41: a stream's layout, and its trace `line` object, after every patch (JCS bytes).

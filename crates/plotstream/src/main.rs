@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use plotstream_server::{Config, StoreConfig};
+use plotstream_server::faults::FaultKind;
+use plotstream_server::{Config, Storage, StoreConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -166,9 +167,17 @@ struct ServeArgs {
     /// Megabytes of figures and grids all users together may keep (L48).
     #[arg(long, default_value_t = 512)]
     rest_quota_mb: usize,
-    /// Persistence directory (not built yet).
-    #[arg(long)]
+    /// Where streams, figures and registered tokens are kept across restarts and crashes
+    /// (default: `plotstream-data` in the current directory; docs/storage.md).
+    #[arg(long, conflicts_with = "in_memory")]
     data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: everything is gone when the process stops (tests, benchmarks).
+    #[arg(long)]
+    in_memory: bool,
+    /// The longest time between two group commits of accepted lines (docs/storage.md D2): a
+    /// crash loses at most this much of streams whose writers had no final 200 yet.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    sync_interval: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -383,9 +392,6 @@ fn user(args: UserArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    if args.data_dir.is_some() {
-        bail!("--data-dir (persistence) is not built yet");
-    }
     let users = match &args.users {
         Some(path) => Some(std::sync::Arc::new(
             plotstream_server::users::Users::open(path).map_err(anyhow::Error::msg)?,
@@ -450,6 +456,54 @@ async fn serve(args: ServeArgs) -> Result<()> {
         users,
         ..StoreConfig::default()
     };
+    let disk_full = config.faults.iter().find_map(|f| match f.kind {
+        FaultKind::DiskFull { after, ms } => Some((after, Duration::from_millis(ms))),
+        _ => None,
+    });
+    config
+        .faults
+        .retain(|f| !matches!(f.kind, FaultKind::DiskFull { .. }));
+    config.sync_interval = args.sync_interval;
+    config.storage = if args.in_memory {
+        if disk_full.is_some() {
+            bail!("--fault disk-full needs the embedded store: drop --in-memory");
+        }
+        eprintln!("in memory: nothing is kept after this process stops (--in-memory)");
+        Storage::InMemory
+    } else {
+        let dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("plotstream-data"));
+        let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+        eprintln!(
+            "data: {} (--data-dir; --in-memory keeps nothing)",
+            shown.display()
+        );
+        match disk_full {
+            Some((after, duration)) => Storage::DirWithDiskFull {
+                dir,
+                after,
+                duration,
+            },
+            None => Storage::Dir(dir),
+        }
+    };
+    let started = std::time::Instant::now();
+    let server = plotstream_server::Server::open(config).map_err(anyhow::Error::msg)?;
+    let r = &server.recovery;
+    if r.streams > 0 || !r.dropped.is_empty() {
+        eprintln!(
+            "recovered {} streams ({} points, {} lines replayed) in {} ms",
+            r.streams,
+            r.points,
+            r.lines,
+            started.elapsed().as_millis()
+        );
+    }
+    for d in &r.dropped {
+        eprintln!("recovery: {d}");
+    }
     let mut listeners = Vec::new();
     for addr in &args.listen {
         let l =
@@ -495,7 +549,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    plotstream_server::run(listeners, config, stopped(stop_rx)).await;
+    server.serve(listeners, stopped(stop_rx)).await;
     eprintln!("plotstream stopped");
     Ok(())
 }

@@ -30,7 +30,7 @@ impl Server {
 
     fn spawn(mut cmd: Command, args: &[&str]) -> Server {
         let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--in-memory", "--listen", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())
             .spawn()
@@ -172,6 +172,7 @@ fn a_malformed_fault_is_a_clear_error() {
     let out = Command::new(BIN)
         .args([
             "serve",
+            "--in-memory",
             "--listen",
             "127.0.0.1:0",
             "--fault",
@@ -188,13 +189,24 @@ fn a_malformed_fault_is_a_clear_error() {
 }
 
 #[test]
-fn unbuilt_features_fail_with_a_clear_reason() {
+fn a_damaged_store_is_refused_with_the_file_named() {
+    let dir = std::env::temp_dir().join(format!("plotstream-damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("plotstream.redb"),
+        b"this is not a database, just bytes",
+    )
+    .unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plotstream.redb"), "{err}");
 }
 
 /// The server's CPU time so far (user + system), from /proc.

@@ -31,7 +31,7 @@ pub struct Server {
 impl Server {
     pub fn start(args: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--in-memory", "--listen", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())
             .spawn()
