@@ -18,7 +18,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if let Some(extra) = positional.first() {
         anyhow::bail!("`soak` takes no positional argument, got `{extra}`");
     }
-    let runs: [&[&str]; 2] = [
+    let runs: [&[&str]; 3] = [
         &[
             "-p",
             "plotstream-server",
@@ -28,6 +28,8 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
             "faults",
         ],
         &["-p", "plotstream", "--test", "cli", "s12_"],
+        // docs/storage.md: 500 SIGKILL cycles of the crash test.
+        &["-p", "plotstream", "--test", "durability"],
     ];
     let mut ok = true;
     for args in runs {
