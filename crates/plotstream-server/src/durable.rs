@@ -431,7 +431,9 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
 /// The on-disk store: one redb file, `plotstream.redb`, in the data directory.
 #[derive(Debug)]
 pub struct RedbBackend {
-    db: redb::Database,
+    /// `None` after a failed commit: redb refuses every operation after an I/O error until
+    /// the file is opened again, so the next commit reopens it (and redb repairs it).
+    db: Option<redb::Database>,
     path: PathBuf,
 }
 
@@ -477,6 +479,11 @@ impl RedbBackend {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(dir, "cannot create the data directory", e))?;
         let path = Self::file_in(dir);
+        let db = Self::open_file(&path)?;
+        Ok(RedbBackend { db: Some(db), path })
+    }
+
+    fn open_file(path: &Path) -> Result<redb::Database, StorageError> {
         let db = redb::Database::builder()
             .set_repair_callback(|s| {
                 tracing::warn!(
@@ -484,24 +491,42 @@ impl RedbBackend {
                     "store: repairing after an unclean stop"
                 );
             })
-            .create(&path)
-            .map_err(|e| err(&path, "cannot open the store", e))?;
-        let w = db.begin_write().map_err(|e| err(&path, "begin", e))?;
+            .create(path)
+            .map_err(|e| err(path, "cannot open the store", e))?;
+        let w = db.begin_write().map_err(|e| err(path, "begin", e))?;
         {
             w.open_table(META)
-                .map_err(|e| err(&path, "stream_meta", e))?;
-            w.open_table(LINES).map_err(|e| err(&path, "lines", e))?;
-            w.open_table(SNAPS)
-                .map_err(|e| err(&path, "snapshots", e))?;
-            w.open_table(KV).map_err(|e| err(&path, "kv", e))?;
+                .map_err(|e| err(path, "stream_meta", e))?;
+            w.open_table(LINES).map_err(|e| err(path, "lines", e))?;
+            w.open_table(SNAPS).map_err(|e| err(path, "snapshots", e))?;
+            w.open_table(KV).map_err(|e| err(path, "kv", e))?;
         }
-        w.commit().map_err(|e| err(&path, "commit", e))?;
-        Ok(RedbBackend { db, path })
+        w.commit().map_err(|e| err(path, "commit", e))?;
+        Ok(db)
     }
 
-    fn write(&self, ops: &[Op]) -> Result<(), StorageError> {
-        let p = &self.path;
-        let w = self.db.begin_write().map_err(|e| err(p, "begin", e))?;
+    fn db(&mut self) -> Result<&redb::Database, StorageError> {
+        if self.db.is_none() {
+            self.db = Some(Self::open_file(&self.path)?);
+            tracing::info!(path = %self.path.display(), "store reopened after a failed commit");
+        }
+        self.db
+            .as_ref()
+            .ok_or_else(|| StorageError("the store is closed".into()))
+    }
+
+    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+        let result = self.try_write(ops);
+        if result.is_err() {
+            // Dropped now, reopened by the next attempt.
+            self.db = None;
+        }
+        result
+    }
+
+    fn try_write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+        let p = &self.path.clone();
+        let w = self.db()?.begin_write().map_err(|e| err(p, "begin", e))?;
         {
             let mut meta = w.open_table(META).map_err(|e| err(p, "stream_meta", e))?;
             let mut lines = w.open_table(LINES).map_err(|e| err(p, "lines", e))?;
@@ -557,8 +582,8 @@ impl RedbBackend {
 impl Backend for RedbBackend {
     fn load(&mut self, gen_of: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Loaded, StorageError> {
         use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
-        let p = &self.path;
-        let r = self.db.begin_read().map_err(|e| err(p, "begin", e))?;
+        let p = &self.path.clone();
+        let r = self.db()?.begin_read().map_err(|e| err(p, "begin", e))?;
         let meta = r.open_table(META).map_err(|e| err(p, "stream_meta", e))?;
         let lines = r.open_table(LINES).map_err(|e| err(p, "lines", e))?;
         let snaps = r.open_table(SNAPS).map_err(|e| err(p, "snapshots", e))?;

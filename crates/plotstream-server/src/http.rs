@@ -99,6 +99,12 @@ pub async fn serve(
     let not_found = || Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#);
     let response = match (method, segments.as_slice()) {
         ("GET", [""]) => pages::index(&shared),
+        ("GET", ["healthz"]) if shared.store.journal().is_failing() => Response::new(
+            503,
+            "text/plain",
+            "the store cannot write (D5): writers get 503, reads and viewers work",
+        )
+        .header("Retry-After", "5"),
         ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok"),
         ("GET", ["metrics"]) => {
             Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())

@@ -76,7 +76,19 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
             }
         }
     }
+    let resume = last_event_id(head);
     let mut session = Session::new(feed, traces, interval, shared.store.config());
+    if let (Some((epoch, seq)), Feed::Stream(_), [t]) =
+        (&resume, &session.feed, &session.traces[..])
+    {
+        // A reconnecting EventSource that already has everything up to the stream's newest
+        // seq in this epoch (a clean restart, a dropped proxy) resumes without a snapshot:
+        // its next event is the update after it (docs/storage.md D4).
+        if *epoch == t.sub.epoch && *seq == t.sub.last_seq {
+            session.out = Outbox::default();
+            session.out.push(Bytes::from_static(SSE_HEAD));
+        }
+    }
     let mut shutdown = shared.shutdown.clone();
     let mut keepalive = tokio::time::interval(shared.config.keepalive);
     keepalive.tick().await;
@@ -142,6 +154,21 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// The head of every SSE response.
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
+
+/// `Last-Event-ID: <epoch>:<seq>` as an EventSource resends it on reconnect, if well-formed.
+fn last_event_id(head: &RequestHead) -> Option<(String, u64)> {
+    let v = std::str::from_utf8(head.field("last-event-id")?)
+        .ok()?
+        .trim();
+    let (epoch, seq) = v.split_once(':')?;
+    if epoch.is_empty() || epoch.len() > 16 || !epoch.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some((epoch.to_owned(), seq.parse().ok()?))
 }
 
 /// `?interval=MS`: the coalescing interval, at most `max` (L35 note: a viewer that asked for
@@ -244,9 +271,7 @@ impl Session {
     /// A session for `traces` (already subscribed): the response head and the snapshot.
     fn new(feed: Feed, traces: Vec<Trace>, interval: Duration, config: &StoreConfig) -> Session {
         let mut out = Outbox::default();
-        out.push(Bytes::from_static(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
-        ));
+        out.push(Bytes::from_static(SSE_HEAD));
         snapshot_event(&feed, &traces, &mut out);
         Session {
             multi: matches!(feed, Feed::Plot { .. }),

@@ -290,3 +290,267 @@ fn acknowledged_points_survive_sigkill_in_order_exactly_once() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Writes `xs` to `token` on one connection and returns the final status.
+fn write_points(addr: SocketAddr, token: &str, xs: std::ops::Range<u64>) -> Option<Status> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Client::connect(&format!("http://{addr}"), token, Options::default())
+            .await
+            .unwrap();
+        for x in xs {
+            #[allow(clippy::cast_possible_wrap)]
+            client
+                .write_point(Num::Int(x as i64), Num::Int(x as i64))
+                .await
+                .unwrap();
+        }
+        client.close().await.ok().and_then(|c| c.status)
+    })
+}
+
+/// Opens the stream's SSE feed with `Last-Event-ID`, returns the socket after the head.
+fn feed(addr: SocketAddr, token: &str, last_event_id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /api/streams/{token}/events?interval=0 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last_event_id}\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    s
+}
+
+/// What arrives on `s` within its read timeout.
+fn drain(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn inspect(addr: SocketAddr, token: &str) -> serde_json::Value {
+    let (status, body) = get(addr, &format!("/api/streams/{token}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn viewers_resume_after_a_clean_restart_and_reset_after_a_crash() {
+    let dir = temp_dir("resume");
+    let (mut server, addr, _) = start(&dir, "127.0.0.1:0", &[]);
+    let listen = addr.to_string();
+    assert_eq!(write_points(addr, "resume1", 1..6), Some(Status::OK));
+    let before = inspect(addr, "resume1");
+    let epoch = before["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(before["last_seq"], 5);
+
+    // D4, clean: same epoch; an EventSource at 5 gets no snapshot, then seq 6 as an update.
+    server.sigterm();
+    let (mut server, _, _) = start(&dir, &listen, &[]);
+    assert_eq!(inspect(addr, "resume1")["epoch"], epoch.as_str());
+    let mut viewer = feed(addr, "resume1", &format!("{epoch}:5"));
+    let first = drain(&mut viewer);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        !first.contains("event: snapshot"),
+        "a resumed viewer gets no snapshot: {first}"
+    );
+    assert_eq!(write_points(addr, "resume1", 6..7), Some(Status::OK));
+    let next = drain(&mut viewer);
+    assert!(
+        next.contains(&format!("event: update\nid: {epoch}:6\n")),
+        "the next event is seq 6 of the same epoch: {next}"
+    );
+    // A viewer that is behind gets a snapshot of the same epoch: no gap either way.
+    let mut behind = feed(addr, "resume1", &format!("{epoch}:3"));
+    assert!(drain(&mut behind).contains(&format!("event: snapshot\nid: {epoch}:6\n")));
+
+    // D4, crash: the durable tail may be shorter than what viewers saw: a new epoch.
+    server.sigkill();
+    let (server, _, _) = start(&dir, &listen, &[]);
+    let after = inspect(addr, "resume1");
+    assert_ne!(after["epoch"], epoch.as_str(), "a crash starts a new epoch");
+    assert_eq!(after["window"]["x"], serde_json::json!([1, 2, 3, 4, 5, 6]));
+    let mut viewer = feed(addr, "resume1", &format!("{epoch}:6"));
+    let got = drain(&mut viewer);
+    assert!(
+        got.contains(&format!(
+            "event: snapshot\nid: {}:6\n",
+            after["epoch"].as_str().unwrap()
+        )),
+        "a viewer of the old epoch gets the new epoch's snapshot: {got}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_demo_carries_on_after_a_restart() {
+    let dir = temp_dir("demo");
+    let (mut server, addr, _) = start(&dir, "127.0.0.1:0", &["--demo"]);
+    let listen = addr.to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let (status, body) = get(addr, "/api/streams/demo");
+        if status == 200 {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if v["last_seq"].as_u64().unwrap() >= 5 {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "the demo writes");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    server.sigterm();
+    let (_server, _, said) = start(&dir, &listen, &["--demo"]);
+    assert!(said.iter().any(|l| l.starts_with("recovered ")), "{said:?}");
+    let after = inspect(addr, "demo");
+    let seq_before = before["last_seq"].as_u64().unwrap();
+    assert!(after["last_seq"].as_u64().unwrap() >= seq_before, "{after}");
+    let x_before = before["window"]["x"].as_array().unwrap();
+    let x_after = after["window"]["x"].as_array().unwrap();
+    assert_eq!(
+        &x_after[..x_before.len().min(x_after.len())],
+        &x_before[..],
+        "the earlier demo points are still there"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while inspect(addr, "demo")["last_seq"].as_u64().unwrap() < seq_before + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the demo carries on after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(_server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
+    let dir = temp_dir("diskfull");
+    let (server, addr, _) = start(
+        &dir,
+        "127.0.0.1:0",
+        &["--fault", "disk-full:after=10,ms=1500"],
+    );
+    assert_eq!(write_points(addr, "full1", 1..11), Some(Status::OK));
+    assert_eq!(get(addr, "/healthz").0, 200);
+    // The 11th line fills the disk: the commit fails, so the final response is not a 200.
+    assert_eq!(
+        write_points(addr, "full1", 11..12),
+        Some(Status::UNAVAILABLE)
+    );
+    let (status, body) = get(addr, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    let (_, metrics) = get(addr, "/metrics");
+    assert!(metrics.contains("plotstream_store_failing 1"), "{metrics}");
+    // New lines are refused, not applied; reads and viewers work.
+    assert_eq!(
+        write_points(addr, "full1", 100..101),
+        Some(Status::UNAVAILABLE)
+    );
+    let w = inspect(addr, "full1");
+    assert_eq!(w["window"]["x"].as_array().unwrap().len(), 11, "{w}");
+    let mut viewer = feed(addr, "full1", "none");
+    assert!(drain(&mut viewer).contains("event: snapshot"));
+    // Space returns: ingest resumes without a restart, and what was kept stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(addr, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "the store recovers by itself");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(write_points(addr, "full1", 12..13), Some(Status::OK));
+    drop(server); // SIGKILL
+    let (server, addr, _) = start(&dir, "127.0.0.1:0", &[]);
+    let xs: Vec<u64> = (1..13).collect();
+    assert_eq!(inspect(addr, "full1")["window"]["x"], serde_json::json!(xs));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tmpfs of `size` at a fresh directory, unmounted on drop; `None` where mounting is not
+/// allowed (not root, no CAP_SYS_ADMIN).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+        let dir = temp_dir(name);
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_real_full_disk_refuses_writes_and_recovers_when_space_returns() {
+    let Some(fs) = Tmpfs::mount("realfull", "8m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the disk-full fault covers D5");
+        return;
+    };
+    let data = fs.0.join("data");
+    let (server, addr, _) = start(&data, "127.0.0.1:0", &[]);
+    assert_eq!(write_points(addr, "real1", 1..11), Some(Status::OK));
+    // Fill the disk but for a little room.
+    let filler = fs.0.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut next = 11;
+    let mut refused = false;
+    for _ in 0..200 {
+        let status = write_points(addr, "real1", next..next + 50);
+        next += 50;
+        if status == Some(Status::UNAVAILABLE) {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a full disk ends in 503");
+    assert_eq!(get(addr, "/healthz").0, 503);
+    let kept = inspect(addr, "real1");
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(addr, "/healthz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the store recovers when space returns"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        write_points(addr, "real1", 100_000..100_001),
+        Some(Status::OK)
+    );
+    drop(server);
+    let (server, addr, said) = start(&data, "127.0.0.1:0", &[]);
+    let after = inspect(addr, "real1");
+    let xs = |v: &serde_json::Value| v["window"]["x"].as_array().unwrap().clone();
+    assert!(xs(&after).starts_with(&xs(&kept)[..10]), "{said:?}");
+    assert_eq!(xs(&after).last().unwrap(), 100_000);
+    drop(server);
+}
