@@ -1831,4 +1831,174 @@ mod tests {
         );
         assert_eq!(st["window"]["x"], serde_json::json!([9]));
     }
+
+    /// Item 4 of the durability issue: "the code seems to keep string values as slices of the
+    /// connection's read buffer". It did (a `Str` is a `Bytes` slice of the chunk the line was
+    /// read into): a window of timestamp strings pinned whole read buffers. Now the window
+    /// keeps owned copies; the buffer is freed once the line is done.
+    #[test]
+    fn window_strings_do_not_pin_the_read_buffer() {
+        let (s, c) = store(StoreConfig::default());
+        let line = br#"{"x":"2026-12-06 10:00:00.123","y":1,"line":{"color":"red"},"layout":{"title":"t"}}"#;
+        let mut buf = vec![b' '; 16 * 1024];
+        buf[..line.len()].copy_from_slice(line);
+        let owner = Bytes::from(buf);
+        let u = plotstream_proto::update::parse_update_in(
+            &owner,
+            &owner[..line.len()],
+            &Limits::default(),
+        )
+        .unwrap();
+        s.apply(&c, &Token::parse(b"tok1").unwrap(), &u).unwrap();
+        drop(u);
+        let mut owner = owner;
+        assert!(
+            owner.is_unique(),
+            "the window still references the 16 KiB read buffer"
+        );
+        owner.truncate(0);
+        assert_eq!(
+            inspect(&s, "tok1")["window"]["x"][0],
+            "2026-12-06 10:00:00.123"
+        );
+    }
+
+    fn journaled(dir: &std::path::Path) -> (Store, Arc<Conn>, std::thread::JoinHandle<()>) {
+        let mut backend = crate::durable::RedbBackend::open(dir).unwrap();
+        let loaded = crate::durable::Backend::load(&mut backend, &|m: &[u8]| {
+            StreamMeta::decode(m).map(|m| m.gen)
+        })
+        .unwrap();
+        crate::durable::Backend::set_clean(&mut backend, false).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (journal, thread) =
+            Journal::start(Box::new(backend), Duration::from_millis(1), metrics.clone());
+        let s = Store::with_journal(StoreConfig::default(), metrics, journal);
+        let _ = s.recover(loaded);
+        let c = s.new_conn();
+        (s, c, thread)
+    }
+
+    /// Everything a viewer sees comes back after a clean close: window (through snapshots and
+    /// lines), layout, line, read id, epoch, maxpoints, claims, registered and retired tokens.
+    #[test]
+    fn a_store_comes_back_exactly_from_its_records() {
+        let dir = std::env::temp_dir().join(format!("plotstream-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (s, c, thread) = journaled(&dir);
+        s.bind_trace(
+            "tok1",
+            5,
+            vec![("x".into(), vec![Value::Number(0.5)])],
+            "alice",
+            None,
+        )
+        .unwrap();
+        // 150 lines: two snapshots (every 64) and lines after the last one.
+        for n in 1..=150 {
+            apply(&s, &c, "tok1", &format!(r#"{{"x":{n},"y":"s{n}"}}"#)).unwrap();
+        }
+        apply(
+            &s,
+            &c,
+            "tok1",
+            r#"{"layout":{"title":{"text":"T"}},"line":{"color":"red"}}"#,
+        )
+        .unwrap();
+        apply(&s, &c, "tok2", r#"{"x":[1,2,3],"marker":{"color":"blue"}}"#).unwrap();
+        s.register("tok3").unwrap();
+        s.retire_token("tok9", "nobody");
+        s.release(&c);
+        let want: Vec<serde_json::Value> =
+            ["tok1", "tok2"].iter().map(|t| inspect(&s, t)).collect();
+        let snap = s.subscribe("tok1").unwrap().unwrap().snapshot;
+        s.journal().close(Some(thread));
+        drop(s);
+        let (s, _, thread) = journaled(&dir);
+        for (t, want) in ["tok1", "tok2"].iter().zip(&want) {
+            assert_eq!(&inspect(&s, t), want, "{t}");
+        }
+        assert_eq!(s.subscribe("tok1").unwrap().unwrap().snapshot, snap);
+        assert!(s.is_registered("tok3"));
+        assert_eq!(
+            s.bind(&s.new_conn(), &Token::parse(b"tok9").unwrap()),
+            Err(Status::FORBIDDEN)
+        );
+        s.journal().close(Some(thread));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// D6: a record that does not decode, or a gap in seqs, ends the stream's valid prefix; the
+    /// report says what went; the stream gets a new epoch.
+    #[test]
+    fn recovery_keeps_the_valid_prefix_and_says_what_it_dropped() {
+        let line = |n: u64| {
+            let u =
+                parse_update(&Bytes::from(format!(r#"{{"x":{n}}}"#)), &Limits::default()).unwrap();
+            let mut out = Vec::new();
+            records::encode_update(&u, &mut out);
+            out
+        };
+        let meta = StreamMeta {
+            gen: 3,
+            read_id: "readid".into(),
+            epoch: "0badcafe".into(),
+            maxpoints: 10,
+            claimed_by: None,
+            rejected_lines: 0,
+            displaced_lines: 0,
+            budget_limited: false,
+        };
+        let loaded = Loaded {
+            streams: vec![
+                crate::durable::LoadedStream {
+                    token: "tok1".into(),
+                    meta: meta.encode(),
+                    snapshot: None,
+                    lines: vec![
+                        (1, line(1)),
+                        (2, line(2)),
+                        (3, b"{\"d\":[[".to_vec()),
+                        (4, line(4)),
+                    ],
+                },
+                crate::durable::LoadedStream {
+                    token: "tok2".into(),
+                    meta: StreamMeta {
+                        gen: 4,
+                        read_id: "other".into(),
+                        ..meta.clone()
+                    }
+                    .encode(),
+                    snapshot: None,
+                    lines: vec![(1, line(1)), (3, line(3))],
+                },
+                crate::durable::LoadedStream {
+                    token: "tok3".into(),
+                    meta: b"not json".to_vec(),
+                    snapshot: None,
+                    lines: Vec::new(),
+                },
+            ],
+            clean: true,
+            ..Loaded::default()
+        };
+        let (s, _) = store(StoreConfig::default());
+        let report = s.recover(loaded);
+        assert_eq!(report.streams, 2);
+        assert_eq!(
+            inspect(&s, "tok1")["window"]["x"],
+            serde_json::json!([1, 2])
+        );
+        assert_ne!(inspect(&s, "tok1")["epoch"], "0badcafe");
+        assert_eq!(inspect(&s, "tok2")["window"]["x"], serde_json::json!([1]));
+        assert!(s.inspect("tok3", true).is_none());
+        let text = report.dropped.join("\n");
+        assert!(
+            text.contains("line seq 3 unreadable or out of order; it and the 1 after it dropped"),
+            "{text}"
+        );
+        assert!(text.contains("metadata unreadable"), "{text}");
+        assert_eq!(report.dropped.len(), 3, "{text}");
+    }
 }
