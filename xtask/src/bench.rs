@@ -31,6 +31,9 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     if filter.as_deref() == Some("ingest") {
         return crate::bench_ingest::run();
     }
+    if filter.as_deref() == Some("engines") {
+        return engines(&passthrough);
+    }
 
     let started = SystemTime::now();
     if !no_run {
@@ -71,6 +74,26 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     println!();
     print!("{}", table(&merged));
     println!("wrote {}", summary_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask bench engines [-- ARGS]`: redb, fjall and SQLite on the durable store's workload
+/// (docs/storage.md). bench-engines/ is a workspace of its own, so CI never compiles it; its data
+/// directory is `<target>/engines-tmp`, which must be on a real disk (it prints the file system).
+fn engines(passthrough: &[String]) -> Result<ExitCode> {
+    let dir = util::target_dir().join("engines-tmp");
+    let mut cmd = util::cargo([
+        "run",
+        "--release",
+        "--manifest-path",
+        "bench-engines/Cargo.toml",
+        "--",
+        "--dir",
+    ]);
+    cmd.arg(&dir).args(passthrough);
+    if !util::run_echoed(&mut cmd)? {
+        anyhow::bail!("bench-engines failed");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,7 @@
 //! cargo xtask fuzz [TARGET...|--all]      fuzz targets, merged into fuzz/corpus; --replay, --coverage
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
 //! cargo xtask bench ingest                plotstream serve under plotstream load, beside TCP and hyper
+//! cargo xtask bench engines               redb, fjall and SQLite on the durable store's workload
 //! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
 //! ```
 //!
@@ -98,6 +99,10 @@ commands:
   bench ingest                 plotstream serve (release) under plotstream load with 1, 100 and 10 000
                                streams, beside the loopback TCP ceiling and a hyper sink; the RSS of
                                10 000 idle streams; merged into <target>/bench-summary.json (~2 min)
+  bench engines [-- ARGS]      the embedded stores (redb 4.6 and 5.0, fjall, SQLite) on the durable
+                               store's workload, from bench-engines/ (a workspace of its own):
+                               group commit, start-up, disk use (docs/storage.md); data under
+                               <target>/engines-tmp; ARGS: --secs N, --only ABC, engine names (~3 min)
   soak [--fuzz-secs N]         the long profile of the docs/reliability.md §6 scenarios and the fault tests
                                (release, PLOTSTREAM_SOAK=1), then every fuzz target for N s (default
                                600), two at a time, merged into fuzz/corpus
