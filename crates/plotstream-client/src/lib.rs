@@ -47,7 +47,7 @@
 //! assert_eq!(closed.stats.n_reconnects, 0);
 //!
 //! let _ = stop.send(());
-//! server.await?;
+//! server.await??;
 //! # Ok(())
 //! # }
 //! ```

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, oneshot};
 struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), plotstream_server::durable::StorageError>>,
 }
 
 impl Server {
@@ -55,6 +55,7 @@ impl Server {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(15), self.task)
             .await
+            .unwrap()
             .unwrap()
             .unwrap();
     }

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), plotstream_server::durable::StorageError>>,
 }
 
 impl Server {
@@ -47,6 +47,7 @@ impl Server {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(15), self.task)
             .await
+            .unwrap()
             .unwrap()
             .unwrap();
     }

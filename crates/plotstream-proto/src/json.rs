@@ -44,6 +44,21 @@ impl Value {
             v => v.clone(),
         }
     }
+
+    /// [`Value::detached`] in place: only strings are copied, nothing else moves.
+    pub fn detach(&mut self) {
+        match self {
+            Value::Str(s) => *s = Str::from(s.as_str()),
+            Value::Array(items) => items.iter_mut().for_each(Value::detach),
+            Value::Object(members) => {
+                for (k, v) in members {
+                    *k = Str::from(k.as_str());
+                    v.detach();
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// An unescaped JSON string: a zero-copy slice of the line when it had no escapes.

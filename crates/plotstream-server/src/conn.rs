@@ -223,7 +223,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     // Release bindings before the response is written (P7, M32).
                     shared.store.release(&conn);
                     ingest.poll_transmit(&mut out);
-                    // D1: the final response (its `points` count is the only acknowledgement
+                    // DC1: the final response (its `points` count is the only acknowledgement
                     // the protocol has) waits until every line it counts is durable; if the
                     // store cannot write, the lines are not acknowledged: 503 + Retry-After.
                     let mut final_status = end.status;
@@ -238,7 +238,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                                 end.n_points,
                                 &mut out,
                             );
-                            shared.metrics.limit_breach("D5");
+                            shared.metrics.limit_breach("DC5");
                             final_status = Some(Status::UNAVAILABLE);
                         }
                     }

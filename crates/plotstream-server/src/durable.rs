@@ -5,10 +5,10 @@
 //! The store pushes [`Op`]s in apply order, under its lock, and gets a ticket back; a committer
 //! thread commits everything pending at most `--sync-interval` apart in one transaction
 //! (fsync'd), then publishes the highest ticket it made durable. A writer's final `200` waits
-//! for its last line's ticket (docs/storage.md D1); viewers never wait (fan-out happens before
-//! the commit, D3). When a commit fails the batch is kept and retried every interval, the
+//! for its last line's ticket (docs/storage.md DC1); viewers never wait (fan-out happens before
+//! the commit, DC3). When a commit fails the batch is kept and retried every interval, the
 //! journal reports itself failing, and the store refuses new lines with 503 until a retry
-//! succeeds (D5).
+//! succeeds (DC5).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,7 +158,7 @@ pub trait Backend: Send + std::fmt::Debug + 'static {
 pub struct Progress {
     /// Every op with a ticket up to this is durable.
     pub durable: u64,
-    /// The last commit failed (a full disk, an I/O error): new lines are refused (D5).
+    /// The last commit failed (a full disk, an I/O error): new lines are refused (DC5).
     pub failing: bool,
 }
 
@@ -261,7 +261,7 @@ impl Journal {
             .map_or(0, |c| c.lock().next_ticket.saturating_sub(1))
     }
 
-    /// True while the last commit failed (D5).
+    /// True while the last commit failed (DC5).
     pub fn is_failing(&self) -> bool {
         self.inner
             .as_ref()
@@ -292,7 +292,7 @@ impl Journal {
         if p.durable >= ticket {
             Ok(())
         } else {
-            Err(StorageError("the store cannot write (D5)".into()))
+            Err(StorageError("the store cannot write (DC5)".into()))
         }
     }
 
@@ -394,7 +394,7 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
             Err(e) => {
                 c.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                 if !c.progress.borrow().failing {
-                    tracing::error!(error = %e, "the store cannot write: new lines get 503 until it can (D5)");
+                    tracing::error!(error = %e, "the store cannot write: new lines get 503 until it can (DC5)");
                 }
                 c.metrics.store_failing.store(1, Ordering::Relaxed);
                 retry = batch;

@@ -68,7 +68,7 @@ pub enum FaultKind {
         every: f64,
     },
     /// `disk-full:after=LINES[,ms=MS]`: the durable store's commits fail like a full disk once
-    /// LINES lines were stored, for MS (default 2 000), then succeed again (docs/storage.md D5).
+    /// LINES lines were stored, for MS (default 2 000), then succeed again (docs/storage.md DC5).
     /// Needs the embedded store (not `--in-memory`).
     DiskFull {
         /// Lines stored before the disk fills.

@@ -102,7 +102,7 @@ pub async fn serve(
         ("GET", ["healthz"]) if shared.store.journal().is_failing() => Response::new(
             503,
             "text/plain",
-            "the store cannot write (D5): writers get 503, reads and viewers work",
+            "the store cannot write (DC5): writers get 503, reads and viewers work",
         )
         .header("Retry-After", "5"),
         ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok"),
@@ -172,12 +172,12 @@ pub async fn serve(
         ("GET", _) => Response::new(404, "text/plain", "not found"),
         _ => Response::error(Status::METHOD_NOT_ALLOWED).header("Allow", "POST, GET"),
     };
-    // D1 for REST: a created or changed figure, grid or token is answered once it is durable.
+    // DC1 for REST: a created or changed figure, grid or token is answered once it is durable.
     let mut response = response;
     if head.method != "GET" && response.status < 300 {
         let journal = shared.store.journal();
         if journal.wait(journal.last_ticket()).await.is_err() {
-            shared.metrics.limit_breach("D5");
+            shared.metrics.limit_breach("DC5");
             response = crate::rest::error(503, "the server cannot store this now; retry later")
                 .header("Retry-After", "5");
         }

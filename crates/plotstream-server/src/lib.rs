@@ -80,7 +80,7 @@ pub struct Config {
     pub files: files::FileLimits,
     /// Where state is kept (`--data-dir`, `--in-memory`).
     pub storage: Storage,
-    /// `--sync-interval`: the longest time between two group commits (docs/storage.md D2).
+    /// `--sync-interval`: the longest time between two group commits (docs/storage.md DC2).
     pub sync_interval: Duration,
 }
 
@@ -207,7 +207,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store `config.storage` names and recovers its state (docs/storage.md D6):
+    /// Opens the store `config.storage` names and recovers its state (docs/storage.md DC6):
     /// refuses, naming the file, when it cannot be read.
     pub fn open(config: Config) -> Result<Server, durable::StorageError> {
         let metrics = Arc::new(Metrics::default());
@@ -284,7 +284,13 @@ fn open_storage(config: &Config, metrics: &Arc<Metrics>) -> Result<Opened, durab
         )),
     };
     let gen_of = |meta: &[u8]| records::StreamMeta::decode(meta).map(|m| m.gen);
+    let started = Instant::now();
     let loaded = backend.load(&gen_of)?;
+    tracing::info!(
+        streams = loaded.streams.len(),
+        ms = started.elapsed().as_millis(),
+        "store read"
+    );
     backend.set_clean(false)?;
     let (journal, thread) = durable::Journal::start(backend, config.sync_interval, metrics.clone());
     Ok((journal, Some(thread), Some(loaded)))

@@ -5,7 +5,7 @@
 //! Updates and snapshots are JSON written with the protocol's own RFC 8785 encoder and read
 //! back with its own parser, so every value round-trips to the same bits and prints the same
 //! bytes to viewers after a restart. Decoding never panics: a record that is not what the
-//! encoder writes is `None`, and the caller keeps the valid prefix (D6).
+//! encoder writes is `None`, and the caller keeps the valid prefix (DC6).
 
 use bytes::Bytes;
 use plotstream_proto::canonical::{write_jcs, write_jcs_string};
@@ -51,8 +51,8 @@ impl StreamMeta {
 pub struct WindowState {
     /// The seq of the newest line it includes.
     pub last_seq: u64,
-    /// Per attribute, `(seq, value)` oldest first.
-    pub attrs: Vec<(String, Vec<(u64, Value)>)>,
+    /// Per attribute, its values' seqs and the values, oldest first (of equal length).
+    pub attrs: Vec<(String, Vec<u64>, Vec<Value>)>,
     /// The merged layout.
     pub layout: Vec<(Str, Value)>,
     /// The merged trace `line`.
@@ -104,8 +104,9 @@ pub fn encode_update(update: &Update, out: &mut Vec<u8>) {
 
 /// The update `bytes` holds, with strings that own their bytes.
 pub fn decode_update(bytes: &[u8]) -> Option<Update> {
-    let value = json::parse(&Bytes::copy_from_slice(bytes), &record_limits()).ok()?;
-    let Value::Object(members) = value.detached() else {
+    let mut value = json::parse(&Bytes::copy_from_slice(bytes), &record_limits()).ok()?;
+    value.detach();
+    let Value::Object(members) = value else {
         return None;
     };
     let mut update = Update::default();
@@ -214,8 +215,9 @@ fn as_u64(v: &Value) -> Option<u64> {
 /// The window `bytes` holds, with strings that own their bytes; `None` unless it is exactly
 /// what [`encode_snapshot`] writes (seq runs that cover the values, in order, none past `s`).
 pub fn decode_snapshot(bytes: &[u8]) -> Option<WindowState> {
-    let value = json::parse(&Bytes::copy_from_slice(bytes), &record_limits()).ok()?;
-    let Value::Object(members) = value.detached() else {
+    let mut value = json::parse(&Bytes::copy_from_slice(bytes), &record_limits()).ok()?;
+    value.detach();
+    let Value::Object(members) = value else {
         return None;
     };
     let mut state = WindowState::default();
@@ -258,10 +260,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Option<WindowState> {
         if seqs.len() != values.len() {
             return None;
         }
-        state.attrs.push((
-            name.as_str().to_owned(),
-            seqs.into_iter().zip(values).collect(),
-        ));
+        state.attrs.push((name.as_str().to_owned(), seqs, values));
     }
     Some(state)
 }
@@ -319,9 +318,13 @@ mod tests {
         let back =
             decode_snapshot(&out).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out)));
         assert_eq!(back.last_seq, 20);
-        assert_eq!(back.attrs[0], ("x".to_owned(), x));
-        assert_eq!(back.attrs[1], ("y".to_owned(), y));
-        assert_eq!(back.attrs[2], ("z".to_owned(), z));
+        let pairs = |i: usize| -> (String, Vec<(u64, Value)>) {
+            let (name, seqs, values) = back.attrs[i].clone();
+            (name, seqs.into_iter().zip(values).collect())
+        };
+        assert_eq!(pairs(0), ("x".to_owned(), x));
+        assert_eq!(pairs(1), ("y".to_owned(), y));
+        assert_eq!(pairs(2), ("z".to_owned(), z));
         assert_eq!(back.layout.len(), 1);
     }
 

@@ -83,7 +83,7 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
     {
         // A reconnecting EventSource that already has everything up to the stream's newest
         // seq in this epoch (a clean restart, a dropped proxy) resumes without a snapshot:
-        // its next event is the update after it (docs/storage.md D4).
+        // its next event is the update after it (docs/storage.md DC4).
         if *epoch == t.sub.epoch && *seq == t.sub.last_seq {
             session.out = Outbox::default();
             session.out.push(Bytes::from_static(SSE_HEAD));

@@ -20,7 +20,7 @@ use plotstream_proto::{Status, Token, Update, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
-use crate::durable::{Journal, Loaded, Op, Table};
+use crate::durable::{Journal, Loaded, LoadedStream, Op, Table};
 use crate::guard::ViewerGuard;
 use crate::metrics::Metrics;
 use crate::records::{self, StreamMeta};
@@ -120,7 +120,7 @@ pub struct Conn {
     /// not O(streams). Only touched under the store lock.
     bound: Mutex<Vec<String>>,
     /// The journal ticket of its last accepted line: its final response waits until that is
-    /// durable (docs/storage.md D1).
+    /// durable (docs/storage.md DC1).
     pub last_ticket: AtomicU64,
 }
 
@@ -438,8 +438,8 @@ impl Store {
             return Err(status);
         }
         if self.journal.is_failing() {
-            // D5: what cannot be stored is not accepted (the writer gets 503 + Retry-After).
-            self.metrics.limit_breach("D5");
+            // DC5: what cannot be stored is not accepted (the writer gets 503 + Retry-After).
+            self.metrics.limit_breach("DC5");
             return Err(Status::UNAVAILABLE);
         }
         let key = token.as_str();
@@ -956,9 +956,9 @@ impl Store {
     /// Rebuilds the store from what `loaded` holds (start-up, before any connection): every
     /// stream's metadata, its snapshot and the lines after it, replayed through the same
     /// `apply` as live lines. Damage is never silent: a record that does not decode ends its
-    /// stream's valid prefix there, and the report names the stream and what was dropped (D6).
+    /// stream's valid prefix there, and the report names the stream and what was dropped (DC6).
     /// After an unclean stop (`loaded.clean` false) every stream gets a new epoch, so a viewer
-    /// that saw lines newer than the durable tail resets (D4).
+    /// that saw lines newer than the durable tail resets (DC4).
     pub fn recover(&self, loaded: Loaded) -> Recovery {
         let mut report = Recovery::default();
         // Generations handed out while recovering (a damaged stream's new one) must not
@@ -984,68 +984,51 @@ impl Store {
                 _ => {}
             }
         }
-        for ls in loaded.streams {
-            let fp = Token::parse(ls.token.as_bytes())
-                .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
-            let Some(meta) = StreamMeta::decode(&ls.meta) else {
-                report
-                    .dropped
-                    .push(format!("stream {fp}: metadata unreadable, stream dropped"));
-                self.journal.push(Op::DropStream { token: ls.token });
+        // Decoding is the cost of a start-up (10 000 windows of 500 points): spread it over
+        // the cores, then insert under the lock in one pass.
+        let clean = loaded.clean;
+        let budget = self.config.stream_bytes;
+        let n_threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut streams = loaded.streams;
+        let chunk = streams.len().div_ceil(n_threads).max(1);
+        let mut parts: Vec<Vec<LoadedStream>> = Vec::new();
+        while !streams.is_empty() {
+            let rest = streams.split_off(streams.len().saturating_sub(chunk));
+            parts.push(rest);
+        }
+        let rebuilt: Vec<Vec<Rebuilt>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.into_iter()
+                            .map(|ls| rebuild(ls, clean, budget))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for r in rebuilt.into_iter().flatten() {
+            report.dropped.extend(r.notes);
+            let Some(mut s) = r.stream else {
+                self.journal.push(Op::DropStream { token: r.token });
                 continue;
             };
-            let mut s = Stream::new(meta.maxpoints, meta.read_id.clone(), meta.gen);
-            s.epoch = meta.epoch.clone();
-            s.claimed_by = meta.claimed_by.clone();
-            s.rejected_lines = meta.rejected_lines;
-            s.displaced_lines = meta.displaced_lines;
-            s.stored_counters = (meta.rejected_lines, meta.displaced_lines);
-            s.budget_limited = meta.budget_limited;
-            let mut damaged = false;
-            if let Some((seq, record)) = &ls.snapshot {
-                match records::decode_snapshot(record) {
-                    Some(state) if state.last_seq == *seq => s.restore(state),
-                    _ => {
-                        report.dropped.push(format!(
-                            "stream {fp}: snapshot at seq {seq} unreadable, window dropped"
-                        ));
-                        s.last_seq = *seq;
-                        damaged = true;
-                    }
-                }
-                s.snap_seq = *seq;
-            }
-            let n_lines = ls.lines.len();
-            for (i, (seq, record)) in ls.lines.iter().enumerate() {
-                let update = if *seq == s.last_seq + 1 && !damaged {
-                    records::decode_update(record)
-                } else {
-                    None
-                };
-                let Some(update) = update else {
-                    report.dropped.push(format!(
-                        "stream {fp}: line seq {seq} unreadable or out of order; it and the {} after it dropped",
-                        n_lines - i - 1
-                    ));
-                    damaged = true;
-                    break;
-                };
-                s.apply(&update, self.config.stream_bytes, false);
-                report.lines += 1;
-            }
-            if !loaded.clean || damaged {
-                s.epoch = new_epoch();
-            }
-            if damaged {
-                self.store_new_gen(&ls.token, &mut s);
-            } else if !loaded.clean {
-                self.store_meta(&ls.token, &s);
+            if r.damaged {
+                self.store_new_gen(&r.token, &mut s);
+            } else if !clean {
+                self.store_meta(&r.token, &s);
             }
             report.streams += 1;
             report.points += s.count();
+            report.lines += r.lines;
             inner.total_bytes += s.bytes;
-            inner.by_read_id.insert(s.read_id.clone(), ls.token.clone());
-            inner.streams.insert(ls.token, s);
+            inner.by_read_id.insert(s.read_id.clone(), r.token.clone());
+            inner.streams.insert(r.token, s);
         }
         self.metrics
             .streams
@@ -1345,11 +1328,12 @@ impl Stream {
         self.line = state.line;
         self.window.clear();
         self.bytes = 0;
-        for (attr, values) in state.attrs {
+        for (attr, seqs, values) in state.attrs {
             let skip = values.len().saturating_sub(self.maxpoints);
             let scratch = &mut self.scratch;
-            let deque: VecDeque<(u64, Value, usize)> = values
+            let deque: VecDeque<(u64, Value, usize)> = seqs
                 .into_iter()
+                .zip(values)
                 .skip(skip)
                 .map(|(seq, v)| {
                     let n = value_bytes_with(&v, scratch);
@@ -1501,6 +1485,83 @@ fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
     scratch.len() + 1
 }
 
+/// One stream as [`rebuild`] made it from its records.
+#[derive(Debug)]
+struct Rebuilt {
+    token: String,
+    /// `None` when its metadata was unreadable (dropped).
+    stream: Option<Stream>,
+    /// Something was dropped: it needs a new generation.
+    damaged: bool,
+    /// Lines replayed.
+    lines: usize,
+    /// What was dropped (DC6).
+    notes: Vec<String>,
+}
+
+/// A stream from its metadata, snapshot and later lines, replayed through the same `apply` as
+/// live lines, up to the first record that does not decode or does not follow (DC6). After an
+/// unclean stop (`clean` false), or when something was dropped, it gets a new epoch (DC4).
+fn rebuild(ls: LoadedStream, clean: bool, budget: usize) -> Rebuilt {
+    let fp = Token::parse(ls.token.as_bytes())
+        .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
+    let mut out = Rebuilt {
+        token: ls.token,
+        stream: None,
+        damaged: false,
+        lines: 0,
+        notes: Vec::new(),
+    };
+    let Some(meta) = StreamMeta::decode(&ls.meta) else {
+        out.notes
+            .push(format!("stream {fp}: metadata unreadable, stream dropped"));
+        return out;
+    };
+    let mut s = Stream::new(meta.maxpoints, meta.read_id, meta.gen);
+    s.epoch = meta.epoch;
+    s.claimed_by = meta.claimed_by;
+    s.rejected_lines = meta.rejected_lines;
+    s.displaced_lines = meta.displaced_lines;
+    s.stored_counters = (meta.rejected_lines, meta.displaced_lines);
+    s.budget_limited = meta.budget_limited;
+    if let Some((seq, record)) = &ls.snapshot {
+        match records::decode_snapshot(record) {
+            Some(state) if state.last_seq == *seq => s.restore(state),
+            _ => {
+                out.notes.push(format!(
+                    "stream {fp}: snapshot at seq {seq} unreadable, window dropped"
+                ));
+                s.last_seq = *seq;
+                out.damaged = true;
+            }
+        }
+        s.snap_seq = *seq;
+    }
+    let n_lines = ls.lines.len();
+    for (i, (seq, record)) in ls.lines.iter().enumerate() {
+        let update = if *seq == s.last_seq + 1 && !out.damaged {
+            records::decode_update(record)
+        } else {
+            None
+        };
+        let Some(update) = update else {
+            out.notes.push(format!(
+                "stream {fp}: line seq {seq} unreadable or out of order; it and the {} after it dropped",
+                n_lines - i - 1
+            ));
+            out.damaged = true;
+            break;
+        };
+        s.apply(&update, budget, false);
+        out.lines += 1;
+    }
+    if !clean || out.damaged {
+        s.epoch = new_epoch();
+    }
+    out.stream = Some(s);
+    out
+}
+
 /// What [`Store::recover`] found.
 #[derive(Debug, Default)]
 pub struct Recovery {
@@ -1510,7 +1571,7 @@ pub struct Recovery {
     pub points: usize,
     /// Lines replayed after the snapshots.
     pub lines: usize,
-    /// What was damaged and dropped, one sentence each (D6).
+    /// What was damaged and dropped, one sentence each (DC6).
     pub dropped: Vec<String>,
 }
 
@@ -1928,7 +1989,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// D6: a record that does not decode, or a gap in seqs, ends the stream's valid prefix; the
+    /// DC6: a record that does not decode, or a gap in seqs, ends the stream's valid prefix; the
     /// report says what went; the stream gets a new epoch.
     #[test]
     fn recovery_keeps_the_valid_prefix_and_says_what_it_dropped() {

@@ -174,7 +174,7 @@ struct ServeArgs {
     /// Keep nothing on disk: everything is gone when the process stops (tests, benchmarks).
     #[arg(long)]
     in_memory: bool,
-    /// The longest time between two group commits of accepted lines (docs/storage.md D2): a
+    /// The longest time between two group commits of accepted lines (docs/storage.md DC2): a
     /// crash loses at most this much of streams whose writers had no final 200 yet.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     sync_interval: Duration,

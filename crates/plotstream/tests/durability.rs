@@ -1,4 +1,4 @@
-//! The durability contract (docs/storage.md D1–D6) against the real binary: writers that record
+//! The durability contract (docs/storage.md DC1–DC6) against the real binary: writers that record
 //! what each final `200` acknowledged, a server killed with SIGKILL at random moments and
 //! restarted on the same data directory, and after every restart a check that every
 //! acknowledged point is in its window exactly once and in order, and that nothing appears
@@ -276,7 +276,7 @@ fn acknowledged_points_survive_sigkill_in_order_exactly_once() {
     let after: serde_json::Value = serde_json::from_str(&after).unwrap();
     assert_eq!(
         after["epoch"], before["epoch"],
-        "a clean restart keeps the epoch (D4)"
+        "a clean restart keeps the epoch (DC4)"
     );
     assert_eq!(after["digest"], before["digest"]);
     drop(child);
@@ -354,7 +354,7 @@ fn viewers_resume_after_a_clean_restart_and_reset_after_a_crash() {
     let epoch = before["epoch"].as_str().unwrap().to_owned();
     assert_eq!(before["last_seq"], 5);
 
-    // D4, clean: same epoch; an EventSource at 5 gets no snapshot, then seq 6 as an update.
+    // DC4, clean: same epoch; an EventSource at 5 gets no snapshot, then seq 6 as an update.
     server.sigterm();
     let (mut server, _, _) = start(&dir, &listen, &[]);
     assert_eq!(inspect(addr, "resume1")["epoch"], epoch.as_str());
@@ -375,7 +375,7 @@ fn viewers_resume_after_a_clean_restart_and_reset_after_a_crash() {
     let mut behind = feed(addr, "resume1", &format!("{epoch}:3"));
     assert!(drain(&mut behind).contains(&format!("event: snapshot\nid: {epoch}:6\n")));
 
-    // D4, crash: the durable tail may be shorter than what viewers saw: a new epoch.
+    // DC4, crash: the durable tail may be shorter than what viewers saw: a new epoch.
     server.sigkill();
     let (server, _, _) = start(&dir, &listen, &[]);
     let after = inspect(addr, "resume1");
@@ -506,7 +506,9 @@ impl Drop for Tmpfs {
 #[test]
 fn a_real_full_disk_refuses_writes_and_recovers_when_space_returns() {
     let Some(fs) = Tmpfs::mount("realfull", "8m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the disk-full fault covers D5");
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the disk-full fault covers DC5"
+        );
         return;
     };
     let data = fs.0.join("data");
