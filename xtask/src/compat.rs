@@ -33,16 +33,23 @@
 //! --stream-ids 2`), and the account it prints reaches the scripts as `COMPAT_USERNAME`,
 //! `COMPAT_API_KEY` and `COMPAT_STREAM_IDS`. They check `py.plot`, `py.Stream`, the embed and
 //! secret URLs with the right key, and what chart_studio and node show for a wrong one.
+//!
+//! Case S15 (issue 11; docs/reliability.md §6) runs chart_studio against a durable server
+//! (`serve --data-dir`, a fresh `compat/data/<case>`): `xtask/compat/python/s15_restart.py`
+//! runs in three phases, which share the case's home (and so a state file) and log. Between
+//! them the server is stopped by PID, with SIGTERM and then with SIGKILL, and started again with
+//! the same flags on the same address ([`CaseEnv::restart`]), so the URLs `py.plot` returned
+//! still name it.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     env,
     ffi::OsString,
     fs,
     io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, Stdio},
+    process::{Child, Command, ExitCode, ExitStatus, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -106,6 +113,7 @@ pub(crate) fn suite(filters: &[String]) -> Result<Tally> {
             slug: slug(&case),
             servers: RefCell::new(Vec::new()),
             account: RefCell::new(None),
+            scripts: Cell::new(0),
         };
         let result = (case.run)(&case_env);
         let secs = case_started.elapsed().as_secs_f64();
@@ -161,9 +169,9 @@ struct Case {
     run: fn(&CaseEnv<'_>) -> Result<Pass>,
 }
 
-/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `U2`, `tutorial`) picks
-/// the cases of that ID, any other one the cases whose name contains it; no filter picks every
-/// case.
+/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `U2`, `S15`, `tutorial`)
+/// picks the cases of that ID, any other one the cases whose name contains it; no filter picks
+/// every case.
 fn selected(filters: &[String]) -> Vec<Case> {
     cases()
         .into_iter()
@@ -172,7 +180,7 @@ fn selected(filters: &[String]) -> Vec<Case> {
                 || filters.iter().any(|filter| {
                     let is_id = filter.eq_ignore_ascii_case("tutorial")
                         || filter.len() > 1
-                            && filter.starts_with(['V', 'v', 'F', 'f', 'U', 'u'])
+                            && filter.starts_with(['V', 'v', 'F', 'f', 'U', 'u', 'S', 's'])
                             && filter[1..].bytes().all(|b| b.is_ascii_digit());
                     if is_id {
                         case.id.eq_ignore_ascii_case(filter)
@@ -185,7 +193,8 @@ fn selected(filters: &[String]) -> Vec<Case> {
 }
 
 /// The cases in the order they run: the tutorial, docs/protocol.md §9.2's scenarios, the clients
-/// through the simulator's faults, then the clients against keys mode.
+/// through the simulator's faults, the clients against keys mode, then chart_studio across
+/// restarts.
 fn cases() -> Vec<Case> {
     use Needs::{Node, NodeTls, Python};
     let case = |id, name, needs, run| Case {
@@ -328,6 +337,12 @@ fn cases() -> Vec<Case> {
             "keys mode: node plot() with a wrong key, then the right one",
             NodeTls,
             u5_node_plot_keys,
+        ),
+        case(
+            "S15",
+            "restarts: py.plot and py.Stream, SIGTERM, SIGKILL; same URL and window, streaming on",
+            Python,
+            s15_restart,
         ),
     ]
 }
@@ -547,6 +562,48 @@ fn u5_node_plot_keys(env: &CaseEnv<'_>) -> Result<Pass> {
     )
 }
 
+// ---- the client across restarts (issue 11) --------------------------------------------------------
+
+/// S15: chart_studio against `serve --data-dir`, through a graceful stop and a crash. The script's
+/// phases run between the restarts; each restart is the same flags on the same address and data
+/// directory, so the URLs `py.plot` returned still name the server.
+fn s15_restart(env: &CaseEnv<'_>) -> Result<Pass> {
+    let data = env.fresh_dir("data")?;
+    let data = data.to_string_lossy();
+    let mut server = env.server(&[
+        "--data-dir",
+        &data,
+        "--sync-interval",
+        RESTART_SYNC_INTERVAL,
+    ])?;
+    let Pass(before) = env.python("s15_restart.py", &["plot"], &server, SCRIPT_TIMEOUT)?;
+
+    let status = server.stop(Stop::Graceful)?;
+    let said = server
+        .log()
+        .into_iter()
+        .find(|line| line.contains("graceful shutdown"));
+    if !status.success() || said.is_none() {
+        bail!(
+            "after SIGTERM, {} exited with {status} and {}",
+            server.describe(),
+            said.map_or(
+                "never said it flushed its store".to_owned(),
+                |line| format!("said `{line}`")
+            )
+        );
+    }
+    let mut server = env.restart(&server)?;
+    let Pass(graceful) = env.python("s15_restart.py", &["after-stop"], &server, SCRIPT_TIMEOUT)?;
+
+    server.stop(Stop::Crash)?;
+    let server = env.restart(&server)?;
+    let Pass(crash) = env.python("s15_restart.py", &["after-crash"], &server, SCRIPT_TIMEOUT)?;
+    Ok(Pass(format!(
+        "{before}; SIGTERM, restart: {graceful}; SIGKILL, restart: {crash}"
+    )))
+}
+
 /// A loopback port that was free a moment ago.
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a free port")?;
@@ -643,6 +700,9 @@ struct CaseEnv<'a> {
     servers: RefCell<Vec<(String, SharedLog)>>,
     /// The keys-mode account of [`CaseEnv::keys_server`], given to every client script.
     account: RefCell<Option<util::Account>>,
+    /// The client scripts started so far. A case may run several (the phases of S15): the
+    /// first gets a fresh home and log, the later ones keep that home and append to that log.
+    scripts: Cell<usize>,
 }
 
 impl CaseEnv<'_> {
@@ -653,6 +713,14 @@ impl CaseEnv<'_> {
             .borrow_mut()
             .push((server.describe(), Arc::clone(&server.log)));
         Ok(server)
+    }
+
+    /// Starts `stopped`'s server again, with its flags, on the addresses it had: what a client
+    /// was told (its `COMPAT_SERVER`, the URLs it got) names the new server.
+    fn restart(&self, stopped: &Server) -> Result<Server> {
+        let flags = same_addresses(&stopped.flags, &stopped.plain, &stopped.tls);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        self.server(&flags)
     }
 
     /// Starts `plotstream serve --users FILE` with `flags`, FILE made by the real binary as
@@ -700,7 +768,7 @@ impl CaseEnv<'_> {
             .as_ref()
             .map_err(|reason| anyhow::anyhow!("no python venv: {reason}"))?;
         let dir = self.env.root.join("xtask/compat/python");
-        let home = self.fresh_home()?;
+        let home = self.home()?;
         let mut cmd = Command::new(python);
         cmd.arg("-u")
             .arg(dir.join(script))
@@ -721,7 +789,7 @@ impl CaseEnv<'_> {
             .as_ref()
             .map_err(|reason| anyhow::anyhow!("no node plotly: {reason}"))?;
         let dir = self.env.root.join("xtask/compat/node");
-        let home = self.fresh_home()?;
+        let home = self.home()?;
         let mut cmd = Command::new("node");
         cmd.arg(dir.join(script))
             .current_dir(&dir)
@@ -751,27 +819,47 @@ impl CaseEnv<'_> {
         }
     }
 
-    /// An empty `compat/home/<case>` directory.
-    fn fresh_home(&self) -> Result<PathBuf> {
-        let home = self.env.work.join("home").join(&self.slug);
-        if home.exists() {
-            fs::remove_dir_all(&home)
-                .with_context(|| format!("cannot empty {}", home.display()))?;
+    /// The case's `compat/home/<case>` directory: emptied for its first script, as that one
+    /// left it for the later ones.
+    fn home(&self) -> Result<PathBuf> {
+        if self.scripts.get() == 0 {
+            self.fresh_dir("home")
+        } else {
+            Ok(self.env.work.join("home").join(&self.slug))
         }
-        fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
-        Ok(home)
     }
 
-    /// Runs `cmd` with its output in `compat/logs/<case>.log`, for at most `timeout`. It passes
-    /// when it exits with 0; its last `ok: ...` line is the detail.
+    /// An empty `compat/<what>/<case>` directory.
+    fn fresh_dir(&self, what: &str) -> Result<PathBuf> {
+        let dir = self.env.work.join(what).join(&self.slug);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Runs `cmd` with its output in `compat/logs/<case>.log` (after the output of the case's
+    /// earlier scripts), for at most `timeout`. It passes when it exits with 0; its last
+    /// `ok: ...` line is the detail.
     fn run_script(&self, mut cmd: Command, timeout: Duration) -> Result<Pass> {
         let log_path = self
             .env
             .work
             .join("logs")
             .join(format!("{}.log", self.slug));
-        let log = fs::File::create(&log_path)
+        let first = self.scripts.replace(self.scripts.get() + 1) == 0;
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(!first)
+            .write(true)
+            .truncate(first)
+            .open(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let start = log.metadata()?.len();
+        if !first {
+            writeln!(log, "---- {}", util::display_command(&cmd))?;
+        }
         cmd.stdout(log.try_clone()?).stderr(log);
         let mut child = cmd
             .spawn()
@@ -782,7 +870,8 @@ impl CaseEnv<'_> {
             child.kill().context("cannot stop the script")?;
             child.wait()?;
         }
-        let output = fs::read_to_string(&log_path).unwrap_or_default();
+        let output = fs::read(&log_path).unwrap_or_default();
+        let output = String::from_utf8_lossy(output.get(start as usize..).unwrap_or_default());
         let detail = output
             .lines()
             .rev()
@@ -1028,6 +1117,60 @@ impl Server {
     fn log(&self) -> Vec<String> {
         util::log_lines(&self.log)
     }
+
+    /// Stops the server by PID and waits for it to exit. A graceful stop that takes longer than
+    /// [`STOP_TIMEOUT`] is an `Err` (and the server is killed).
+    fn stop(&mut self, how: Stop) -> Result<ExitStatus> {
+        match how {
+            Stop::Graceful => {
+                util::terminate(&mut self.child)?;
+                if let Some(status) = browser::wait_timeout(&mut self.child, STOP_TIMEOUT)? {
+                    return Ok(status);
+                }
+                let _ = self.child.kill();
+                self.child.wait()?;
+                bail!(
+                    "{} did not stop within {} s of SIGTERM",
+                    self.describe(),
+                    STOP_TIMEOUT.as_secs()
+                )
+            }
+            Stop::Crash => {
+                self.child.kill().context("cannot kill the server")?;
+                Ok(self.child.wait()?)
+            }
+        }
+    }
+}
+
+/// How [`Server::stop`] ends a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: the server drains its connections, flushes its store and exits.
+    Graceful,
+    /// SIGKILL: a crash, nothing runs after it.
+    Crash,
+}
+
+/// `flags` with the value of each `--listen` and `--tls-listen` replaced by the address that
+/// listener bound, in order: the flags that start a server again where it was (a port 0 becomes
+/// the port it got).
+fn same_addresses(flags: &[String], plain: &[SocketAddr], tls: &[SocketAddr]) -> Vec<String> {
+    let (mut plain, mut tls) = (plain.iter(), tls.iter());
+    let mut out = Vec::with_capacity(flags.len());
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        out.push(flag.clone());
+        let bound = match flag.as_str() {
+            "--listen" => plain.next(),
+            "--tls-listen" => tls.next(),
+            _ => continue,
+        };
+        if let Some(value) = flags.next() {
+            out.push(bound.map_or_else(|| value.clone(), SocketAddr::to_string));
+        }
+    }
+    out
 }
 
 impl Drop for Server {
@@ -1070,6 +1213,10 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The fault cases' `--linger`: short, so that their writes, spaced by more than it, take
 /// fractions of a second, and none lands inside it (docs/protocol.md §5.1.3).
 const FAULT_LINGER: &str = "100ms";
+/// S15's `--sync-interval`: long beside the moment between a phase's last final `200` and the
+/// SIGKILL that follows it, so that a `200` sent before its lines are committed loses points that
+/// the script checks (with the server's wait for the commit removed, S15 fails).
+const RESTART_SYNC_INTERVAL: &str = "1s";
 const NODE_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The server drains its connections for up to 10 s after SIGTERM.
@@ -1139,7 +1286,43 @@ mod tests {
         assert_eq!(ids(&["through reset"]), ["F4"]);
         assert_eq!(ids(&["u4", "V21"]), ["V21", "U4"]);
         assert_eq!(ids(&["keys mode"]), ["U1", "U2", "U3", "U4", "U5"]);
+        assert_eq!(ids(&["s15"]), ["S15"]);
+        assert_eq!(ids(&["restarts"]), ["S15"]);
         assert_eq!(ids(&[]).len(), cases().len());
+    }
+
+    #[test]
+    fn a_restart_listens_where_the_server_listened() {
+        let flags: Vec<String> = [
+            "--listen",
+            "127.0.0.1:80",
+            "--data-dir",
+            "d",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .into();
+        let plain = [
+            SocketAddr::from(([127, 0, 0, 1], 80)),
+            SocketAddr::from(([127, 0, 0, 1], 41234)),
+        ];
+        let tls = [SocketAddr::from(([127, 0, 0, 1], 41235))];
+        assert_eq!(
+            same_addresses(&flags, &plain, &tls),
+            [
+                "--listen",
+                "127.0.0.1:80",
+                "--data-dir",
+                "d",
+                "--listen",
+                "127.0.0.1:41234",
+                "--tls-listen",
+                "127.0.0.1:41235"
+            ]
+        );
     }
 
     #[test]

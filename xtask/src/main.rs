@@ -74,7 +74,7 @@ commands:
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
   compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6)
                                against `plotstream serve`, one line per case of docs/protocol.md §9.2 a
-                               client plays (and F1-F6, U1-U5); FILTER picks cases
+                               client plays (and F1-F6, U1-U5, S15); FILTER picks cases
                                by ID or name (`V11`);
                                installs the clients under <target>/compat
   conform [--release]          start plotstream serve (seven setups, keys mode among them) and run
