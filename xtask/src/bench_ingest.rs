@@ -175,8 +175,79 @@ pub(crate) fn run() -> Result<ExitCode> {
     lat["server_latency_ms"] = latency["server_latency_ms"].clone();
     lat["lost"] = latency["lost"].clone();
     lat["target_p99_ms"] = json!(5.0);
-    results.push(lat);
+    results.push(lat.clone());
     server.stop();
+
+    // docs/storage.md: the same runs with the durable store on, against the in-memory ones
+    // above (same machine, same minute).
+    println!("\n== plotstream serve --data-dir (durable store)");
+    let data = target_dir.join("bench-store");
+    let _ = std::fs::remove_dir_all(&data);
+    let data_arg = data.display().to_string();
+    let mut server = serve_with(&bin, &["--data-dir", &data_arg])?;
+    let url = format!("http://{}", server.addr);
+    for (name, args, reference) in [
+        (
+            "ingest/store/100_streams_bulk",
+            &[
+                "--streams",
+                "100",
+                "--rate",
+                "max",
+                "--points-per-chunk",
+                "1000",
+                "--duration",
+                "5s",
+            ][..],
+            &bulk,
+        ),
+        (
+            "ingest/store/100_streams_per_point",
+            &[
+                "--streams",
+                "100",
+                "--rate",
+                "max",
+                "--points-per-chunk",
+                "1",
+                "--duration",
+                "5s",
+            ][..],
+            &per_point,
+        ),
+    ] {
+        let report = load(&bin, &url, args)?;
+        let mut e = entry(name, &report, None, None);
+        let memory = points_per_s(reference);
+        e["in_memory_points_per_s"] = json!(memory);
+        e["ratio_to_in_memory"] = json!(if memory > 0.0 {
+            points_per_s(&report) / memory
+        } else {
+            0.0
+        });
+        e["target_ratio"] = json!(0.75);
+        results.push(e);
+    }
+    let latency = load(
+        &bin,
+        &url,
+        &[
+            "--streams",
+            "100",
+            "--rate",
+            "10000",
+            "--duration",
+            "5s",
+            "--verify",
+        ],
+    )?;
+    let mut e = entry("ingest/store/latency_100x100", &latency, None, None);
+    e["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
+    e["in_memory_e2e_latency_ms"] = lat["e2e_latency_ms"].clone();
+    e["lost"] = latency["lost"].clone();
+    results.push(e);
+    server.stop();
+    results.push(startup(&bin, &target_dir)?);
     // A fresh server: L10 allows 10 000 connections, and the previous runs' may still linger.
     let mut server = serve(&bin)?;
     let url = format!("http://{}", server.addr);
@@ -292,10 +363,14 @@ fn load(bin: &Path, url: &str, args: &[&str]) -> Result<Value> {
 }
 
 fn serve(bin: &Path) -> Result<Process> {
+    serve_with(bin, &["--in-memory"])
+}
+
+/// `plotstream serve` with `storage` (`--in-memory` or `--data-dir DIR`) and the bench's flags.
+fn serve_with(bin: &Path, storage: &[&str]) -> Result<Process> {
     let mut cmd = Command::new(bin);
+    cmd.arg("serve").args(storage);
     cmd.args([
-        "serve",
-        "--in-memory",
         "--listen",
         "127.0.0.1:0",
         "--max-connections-per-peer",
@@ -307,6 +382,58 @@ fn serve(bin: &Path) -> Result<Process> {
     ])
     .env("RUST_LOG", "warn");
     Process::spawn(&mut cmd, "plotstream listening on http://")
+}
+
+/// docs/storage.md start-up: 10 000 streams x 500 points written through the store (the
+/// `fill_store` example), then the time from spawning `plotstream serve --data-dir` until it
+/// listens (it recovers before it binds), and the disk use per NDJSON byte.
+fn startup(bin: &Path, target_dir: &Path) -> Result<Value> {
+    println!("\n== start-up with 10 000 streams x 500 points");
+    let mut build = util::cargo([
+        "build",
+        "--release",
+        "-p",
+        "plotstream-server",
+        "--example",
+        "fill_store",
+    ]);
+    if !util::run_echoed(&mut build)? {
+        bail!("cargo build --release --example fill_store failed");
+    }
+    let data = target_dir.join("bench-startup");
+    let _ = std::fs::remove_dir_all(&data);
+    let out = Command::new(target_dir.join("release/examples/fill_store"))
+        .arg(&data)
+        .args(["10000", "500"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "fill_store failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let fill: Value = serde_json::from_slice(&out.stdout)?;
+    println!("fill: {fill}");
+    let mut ready = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut server = serve_with(bin, &["--data-dir", &data.display().to_string()])?;
+        ready.push(started.elapsed().as_secs_f64());
+        server.stop();
+    }
+    ready.sort_by(f64::total_cmp);
+    println!("ready after {ready:?} s");
+    let ndjson = fill["ndjson_bytes"].as_f64().unwrap_or(1.0);
+    let disk = fill["disk_bytes"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "name": "startup/10000x500",
+        "ready_s": ready,
+        "target_ready_s": 2.0,
+        "fill_s": fill["fill_s"],
+        "disk_bytes": disk,
+        "ndjson_bytes": ndjson,
+        "disk_per_ndjson_byte": disk / ndjson,
+    }))
 }
 
 /// The server's VmRSS before and with `n` idle streams (heads sent, no points) held by
@@ -470,7 +597,20 @@ impl Process {
         Ok(Process { child, addr })
     }
 
+    /// SIGTERM (a durable server records its clean stop), then SIGKILL after 15 s.
     fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -17,8 +17,14 @@ use plotstream_server::{Metrics, Store, StoreConfig};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [cmd, dir] = &args[..] {
+        if cmd == "compact" {
+            compact(dir);
+            return;
+        }
+    }
     let [dir, streams, points] = &args[..] else {
-        eprintln!("usage: fill_store DIR STREAMS POINTS");
+        eprintln!("usage: fill_store DIR STREAMS POINTS | fill_store compact DIR");
         std::process::exit(2);
     };
     let (streams, points): (usize, usize) = (streams.parse().unwrap(), points.parse().unwrap());
@@ -58,12 +64,31 @@ fn main() {
     }
     store.release(&conn);
     journal.close(Some(thread));
-    let size: u64 = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let size = dir_bytes(dir);
     println!(
         "{{\"streams\":{streams},\"points\":{points},\"fill_s\":{:.2},\"ndjson_bytes\":{ndjson_bytes},\"disk_bytes\":{size}}}",
         started.elapsed().as_secs_f64()
+    );
+}
+
+fn dir_bytes(dir: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Compacts DIR's store and prints the time and the sizes before and after.
+fn compact(dir: &str) {
+    let before = dir_bytes(dir);
+    let started = Instant::now();
+    let mut backend = RedbBackend::open(std::path::Path::new(dir)).unwrap();
+    let opened = started.elapsed().as_secs_f64();
+    backend.compact().unwrap();
+    drop(backend);
+    println!(
+        "{{\"open_s\":{opened:.2},\"compact_s\":{:.2},\"bytes_before\":{before},\"bytes_after\":{}}}",
+        started.elapsed().as_secs_f64() - opened,
+        dir_bytes(dir)
     );
 }

@@ -505,6 +505,18 @@ impl RedbBackend {
         Ok(db)
     }
 
+    /// Rewrites the file without its free pages (redb's `compact`): the file shrinks to about
+    /// what it holds. Returns whether it did anything.
+    pub fn compact(&mut self) -> Result<bool, StorageError> {
+        let p = self.path.clone();
+        self.db()?;
+        let db = self
+            .db
+            .as_mut()
+            .ok_or_else(|| StorageError("the store is closed".into()))?;
+        db.compact().map_err(|e| err(&p, "compact", e))
+    }
+
     fn db(&mut self) -> Result<&redb::Database, StorageError> {
         if self.db.is_none() {
             self.db = Some(Self::open_file(&self.path)?);
