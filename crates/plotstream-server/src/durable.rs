@@ -35,8 +35,9 @@ pub enum Op {
         gen: u64,
         /// The line's seq.
         seq: u64,
-        /// The update record (JSON, see `store::encode_record`).
-        record: Vec<u8>,
+        /// Where its update record (`records::encode_update`) is in the batch's `lines`:
+        /// records share one buffer instead of an allocation each.
+        at: std::ops::Range<usize>,
     },
     /// The whole window of generation `gen` as of `seq`: the lines up to `seq` are dropped in
     /// the same transaction (compaction).
@@ -74,11 +75,58 @@ impl Op {
     fn n_bytes(&self) -> usize {
         64 + match self {
             Op::Meta { token, record } => token.len() + record.len(),
-            Op::Line { record, .. } | Op::Snapshot { record, .. } => record.len(),
+            Op::Line { at, .. } => at.len(),
+            Op::Snapshot { record, .. } => record.len(),
             Op::DropGen { .. } => 0,
             Op::DropStream { token } => token.len(),
             Op::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
         }
+    }
+}
+
+/// What one commit writes: the ops in the order the store made them, and the update records
+/// of their lines in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The ops.
+    pub ops: Vec<Op>,
+    /// The line records, which `Op::Line::at` points into.
+    pub lines: Vec<u8>,
+}
+
+impl Batch {
+    /// A batch of `ops` without lines.
+    pub fn of(ops: Vec<Op>) -> Batch {
+        Batch {
+            ops,
+            lines: Vec::new(),
+        }
+    }
+
+    /// The record of a line op (empty for other ops or a range outside the buffer).
+    pub fn record(&self, op: &Op) -> &[u8] {
+        match op {
+            Op::Line { at, .. } => self.lines.get(at.clone()).unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
+    /// Appends `other` after this batch's ops.
+    fn append(&mut self, other: Batch) {
+        let shift = self.lines.len();
+        self.lines.extend_from_slice(&other.lines);
+        self.ops.extend(other.ops.into_iter().map(|op| match op {
+            Op::Line { gen, seq, at } => Op::Line {
+                gen,
+                seq,
+                at: at.start + shift..at.end + shift,
+            },
+            op => op,
+        }));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 }
 
@@ -142,14 +190,14 @@ pub trait Backend: Send + std::fmt::Debug + 'static {
     fn load(&mut self, gen_of: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Loaded, StorageError>;
     /// Applies `ops` atomically and durably: when it returns `Ok`, all of them survive a crash
     /// or power loss; when it returns `Err`, none of them is applied.
-    fn commit(&mut self, ops: &[Op]) -> Result<(), StorageError>;
+    fn commit(&mut self, batch: &Batch) -> Result<(), StorageError>;
     /// Records whether the server stopped gracefully (durably).
     fn set_clean(&mut self, clean: bool) -> Result<(), StorageError> {
-        self.commit(&[Op::Put {
+        self.commit(&Batch::of(vec![Op::Put {
             table: Table::Server,
             key: "clean".into(),
             value: Some(if clean { b"1".to_vec() } else { b"0".to_vec() }),
-        }])
+        }]))
     }
 }
 
@@ -183,7 +231,7 @@ struct Committed {
 
 #[derive(Debug, Default)]
 struct Pending {
-    ops: Vec<Op>,
+    batch: Batch,
     n_bytes: usize,
     next_ticket: u64,
     closing: bool,
@@ -243,15 +291,23 @@ impl Journal {
         };
         let mut p = c.lock();
         let n = op.n_bytes();
-        p.ops.push(op);
-        p.n_bytes += n;
-        c.backlog.store(p.n_bytes as u64, Ordering::Relaxed);
-        let ticket = p.next_ticket;
-        p.next_ticket += 1;
-        if p.ops.len() == 1 {
-            c.wake.notify_one();
-        }
-        ticket
+        p.batch.ops.push(op);
+        c.queued(&mut p, n)
+    }
+
+    /// Queues line `seq` of generation `gen`, its record written by `encode` straight into
+    /// the pending batch's buffer (no allocation per line); returns its ticket (0 in memory).
+    pub fn push_line(&self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let Some(c) = &self.inner else {
+            return 0;
+        };
+        let mut p = c.lock();
+        let start = p.batch.lines.len();
+        encode(&mut p.batch.lines);
+        let at = start..p.batch.lines.len();
+        let n = 64 + at.len();
+        p.batch.ops.push(Op::Line { gen, seq, at });
+        c.queued(&mut p, n)
     }
 
     /// The last ticket handed out (waiting for it waits for everything pushed so far).
@@ -321,6 +377,18 @@ impl Journal {
 }
 
 impl Committed {
+    /// Counts `n` more pending bytes and hands out the next ticket.
+    fn queued(&self, p: &mut Pending, n: usize) -> u64 {
+        p.n_bytes += n;
+        self.backlog.store(p.n_bytes as u64, Ordering::Relaxed);
+        let ticket = p.next_ticket;
+        p.next_ticket += 1;
+        if p.batch.ops.len() == 1 {
+            self.wake.notify_one();
+        }
+        ticket
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending
             .lock()
@@ -334,12 +402,12 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
     let Some(c) = &journal.inner else {
         return;
     };
-    let mut retry: Vec<Op> = Vec::new();
+    let mut retry = Batch::default();
     let mut last_commit = Instant::now();
     loop {
         let (mut batch, ticket, closing) = {
             let mut p = c.lock();
-            while p.ops.is_empty() && retry.is_empty() && !p.closing {
+            while p.batch.is_empty() && retry.is_empty() && !p.closing {
                 p = c
                     .wake
                     .wait(p)
@@ -358,13 +426,13 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             }
-            let ops = std::mem::take(&mut p.ops);
+            let ops = std::mem::take(&mut p.batch);
             p.n_bytes = 0;
             c.backlog.store(0, Ordering::Relaxed);
             (ops, p.next_ticket - 1, p.closing)
         };
         if !retry.is_empty() {
-            retry.append(&mut batch);
+            retry.append(batch);
             batch = std::mem::take(&mut retry);
         }
         let started = Instant::now();
@@ -407,7 +475,7 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
         }
         if closing {
             let mut p = c.lock();
-            if p.ops.is_empty() && retry.is_empty() {
+            if p.batch.is_empty() && retry.is_empty() {
                 match backend.set_clean(true) {
                     Ok(()) => tracing::info!("store flushed; graceful shutdown recorded"),
                     Err(e) => tracing::error!(error = %e, "store: recording the shutdown failed"),
@@ -419,7 +487,7 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
             }
             if !retry.is_empty() && c.progress.borrow().failing {
                 tracing::error!(
-                    n_ops = retry.len(),
+                    n_ops = retry.ops.len(),
                     "store: shutting down with changes that could not be written"
                 );
                 return;
@@ -527,8 +595,8 @@ impl RedbBackend {
             .ok_or_else(|| StorageError("the store is closed".into()))
     }
 
-    fn write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
-        let result = self.try_write(ops);
+    fn write(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        let result = self.try_write(batch);
         if result.is_err() {
             // Dropped now, reopened by the next attempt.
             self.db = None;
@@ -536,7 +604,7 @@ impl RedbBackend {
         result
     }
 
-    fn try_write(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+    fn try_write(&mut self, batch: &Batch) -> Result<(), StorageError> {
         let p = &self.path.clone();
         let w = self.db()?.begin_write().map_err(|e| err(p, "begin", e))?;
         {
@@ -544,16 +612,28 @@ impl RedbBackend {
             let mut lines = w.open_table(LINES).map_err(|e| err(p, "lines", e))?;
             let mut snaps = w.open_table(SNAPS).map_err(|e| err(p, "snapshots", e))?;
             let mut kv = w.open_table(KV).map_err(|e| err(p, "kv", e))?;
-            for op in ops {
+            // A stream's lines of one commit go into one record keyed by its last seq (a
+            // B-tree insert per stream and commit, not per line: docs/storage.md "Records").
+            let mut batches: Vec<(u64, Vec<(u64, &[u8])>)> = Vec::new();
+            let batch_of = |batches: &mut Vec<(u64, Vec<(u64, &[u8])>)>, gen: u64| match batches
+                .iter()
+                .position(|(g, _)| *g == gen)
+            {
+                Some(i) => i,
+                None => {
+                    batches.push((gen, Vec::new()));
+                    batches.len() - 1
+                }
+            };
+            for op in &batch.ops {
                 match op {
                     Op::Meta { token, record } => {
                         meta.insert(token.as_str(), record.as_slice())
                             .map_err(|e| err(p, "write", e))?;
                     }
-                    Op::Line { gen, seq, record } => {
-                        lines
-                            .insert((*gen, *seq), record.as_slice())
-                            .map_err(|e| err(p, "write", e))?;
+                    Op::Line { gen, seq, .. } => {
+                        let i = batch_of(&mut batches, *gen);
+                        batches[i].1.push((*seq, batch.record(op)));
                     }
                     Op::Snapshot { gen, seq, record } => {
                         snaps
@@ -562,12 +642,15 @@ impl RedbBackend {
                         lines
                             .retain_in((*gen, 0)..=(*gen, *seq), |_, _| false)
                             .map_err(|e| err(p, "write", e))?;
+                        let i = batch_of(&mut batches, *gen);
+                        batches[i].1.retain(|(s, _)| s > seq);
                     }
                     Op::DropGen { gen } => {
                         snaps.remove(*gen).map_err(|e| err(p, "write", e))?;
                         lines
                             .retain_in((*gen, 0)..=(*gen, u64::MAX), |_, _| false)
                             .map_err(|e| err(p, "write", e))?;
+                        batches.retain(|(g, _)| g != gen);
                     }
                     Op::DropStream { token } => {
                         meta.remove(token.as_str())
@@ -584,6 +667,21 @@ impl RedbBackend {
                             }
                         }
                     }
+                }
+            }
+            let mut record = Vec::new();
+            for (gen, lines_of_gen) in &batches {
+                // Runs of consecutive seqs (a gap cannot happen within one generation; split
+                // rather than trust it).
+                for run in lines_of_gen.chunk_by(|a, b| b.0 == a.0 + 1) {
+                    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                        continue;
+                    };
+                    record.clear();
+                    crate::records::encode_batch(first.0, run.iter().map(|(_, r)| *r), &mut record);
+                    lines
+                        .insert((*gen, last.0), record.as_slice())
+                        .map_err(|e| err(p, "write", e))?;
                 }
             }
         }
@@ -630,12 +728,25 @@ impl Backend for RedbBackend {
                     after = seq;
                     s.snapshot = Some((seq, rec.to_vec()));
                 }
-                for line in lines
+                for batch in lines
                     .range((gen, after.saturating_add(1))..=(gen, u64::MAX))
                     .map_err(|e| err(p, "read", e))?
                 {
-                    let (k, v) = line.map_err(|e| err(p, "read", e))?;
-                    s.lines.push((k.value().1, v.value().to_vec()));
+                    let (k, v) = batch.map_err(|e| err(p, "read", e))?;
+                    let last = k.value().1;
+                    match crate::records::decode_batch(last, v.value()) {
+                        Some(batch) => s.lines.extend(
+                            batch
+                                .into_iter()
+                                .filter(|(seq, _)| *seq > after)
+                                .map(|(seq, r)| (seq, r.to_vec())),
+                        ),
+                        // An undecodable batch: the stream's prefix ends here (DC6).
+                        None => {
+                            s.lines.push((last, Vec::new()));
+                            break;
+                        }
+                    }
                 }
             }
             s.meta = record;
@@ -644,8 +755,8 @@ impl Backend for RedbBackend {
         Ok(out)
     }
 
-    fn commit(&mut self, ops: &[Op]) -> Result<(), StorageError> {
-        self.write(ops)
+    fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        self.write(batch)
     }
 }
 
@@ -681,8 +792,12 @@ impl<B: Backend> Backend for DiskFull<B> {
         self.inner.load(gen_of)
     }
 
-    fn commit(&mut self, ops: &[Op]) -> Result<(), StorageError> {
-        let lines = ops.iter().filter(|o| matches!(o, Op::Line { .. })).count() as u64;
+    fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        let lines = batch
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::Line { .. }))
+            .count() as u64;
         if !self.recovered && self.written + lines > self.after {
             let since = *self.full_since.get_or_insert_with(Instant::now);
             if since.elapsed() < self.duration {
@@ -692,7 +807,7 @@ impl<B: Backend> Backend for DiskFull<B> {
             }
             self.recovered = true;
         }
-        self.inner.commit(ops)?;
+        self.inner.commit(batch)?;
         self.written += lines;
         Ok(())
     }
@@ -703,8 +818,8 @@ impl Backend for Box<dyn Backend> {
         (**self).load(gen_of)
     }
 
-    fn commit(&mut self, ops: &[Op]) -> Result<(), StorageError> {
-        (**self).commit(ops)
+    fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        (**self).commit(batch)
     }
 
     fn set_clean(&mut self, clean: bool) -> Result<(), StorageError> {

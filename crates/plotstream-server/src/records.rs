@@ -2,13 +2,13 @@
 //! accepted update, and a window snapshot. Pure functions: bytes in, values out, no I/O, so the
 //! recovery of arbitrary bytes is fuzzed and unit-tested here.
 //!
-//! Updates and snapshots are JSON written with the protocol's own RFC 8785 encoder and read
-//! back with its own parser, so every value round-trips to the same bits and prints the same
-//! bytes to viewers after a restart. Decoding never panics: a record that is not what the
+//! Updates and snapshots are binary: numbers as their `f64` bits, strings as UTF-8, arrays,
+//! objects and patches as RFC 8785 text read back with the protocol's own parser, so every value
+//! round-trips to the same bits and prints the same bytes to viewers after a restart. Decoding never panics: a record that is not what the
 //! encoder writes is `None`, and the caller keeps the valid prefix (DC6).
 
 use bytes::Bytes;
-use plotstream_proto::canonical::{write_jcs, write_jcs_string};
+use plotstream_proto::canonical::write_jcs;
 use plotstream_proto::json::{self, Str};
 use plotstream_proto::{Limits, Update, Value};
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,7 @@ pub struct WindowState {
     pub line: Vec<(Str, Value)>,
 }
 
-/// Limits for reading records back: records are the server's own output (a window holds up
+/// Limits for reading JSON values back: records are the server's own output (a window holds up
 /// to L24's 4 MiB), so only the depth bound matters; values nest at most L19 deep in a line.
 fn record_limits() -> Limits {
     Limits {
@@ -72,76 +72,195 @@ fn record_limits() -> Limits {
     }
 }
 
-fn write_object(members: &[(Str, Value)], out: &mut Vec<u8>) {
-    write_jcs(&Value::Object(members.to_vec()), out);
+// Value tags. Numbers are stored as their f64 bits: exact, 9 bytes, and no float formatting on
+// the ingest path (formatting was most of the store's cost per line). Arrays and objects are
+// rare in windows and patches: they are stored as RFC 8785 text and read back with the
+// protocol's own parser.
+const NULL: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const NUMBER: u8 = 3;
+const STRING: u8 = 4;
+const JSON: u8 = 5;
+
+fn put_varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        #[allow(clippy::cast_possible_truncation)] // the low 7 bits
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    #[allow(clippy::cast_possible_truncation)] // < 0x80
+    out.push(n as u8);
 }
 
-/// One accepted update: `{"d":[["x",1],["y",2]],"l":{..},"y":{..}}` (`l`: trace line, `y`:
-/// layout, each only when present). Attributes stay in wire order and keep dotted names.
-pub fn encode_update(update: &Update, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"d\":[");
-    for (i, (attr, value)) in update.data.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+fn put_bytes(b: &[u8], out: &mut Vec<u8>) {
+    put_varint(b.len() as u64, out);
+    out.extend_from_slice(b);
+}
+
+fn put_value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.push(NULL),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Number(f) => {
+            out.push(NUMBER);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
         }
-        out.push(b'[');
-        write_jcs_string(attr.as_str(), out);
-        out.push(b',');
-        write_jcs(value, out);
-        out.push(b']');
+        Value::Str(s) => {
+            out.push(STRING);
+            put_bytes(s.as_bytes(), out);
+        }
+        v => {
+            out.push(JSON);
+            let mut text = Vec::new();
+            write_jcs(v, &mut text);
+            put_bytes(&text, out);
+        }
     }
-    out.push(b']');
+}
+
+fn put_object(members: &[(Str, Value)], out: &mut Vec<u8>) {
+    let mut text = Vec::new();
+    write_jcs(&Value::Object(members.to_vec()), &mut text);
+    put_bytes(&text, out);
+}
+
+/// Reads what the `put_*` functions wrote; every read is checked, never panics.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        (n <= self.0.len()).then_some(n)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.len()?;
+        let (b, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn u64_le(&mut self) -> Option<u64> {
+        let (b, rest) = self.0.split_first_chunk::<8>()?;
+        self.0 = rest;
+        Some(u64::from_le_bytes(*b))
+    }
+
+    fn str(&mut self) -> Option<Str> {
+        Some(Str::from(std::str::from_utf8(self.bytes()?).ok()?))
+    }
+
+    fn json(&mut self) -> Option<Value> {
+        let mut v = json::parse(&Bytes::copy_from_slice(self.bytes()?), &record_limits()).ok()?;
+        v.detach();
+        Some(v)
+    }
+
+    fn value(&mut self) -> Option<Value> {
+        Some(match self.byte()? {
+            NULL => Value::Null,
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            NUMBER => {
+                let f = f64::from_bits(self.u64_le()?);
+                // The protocol holds finite numbers only (P11).
+                if !f.is_finite() {
+                    return None;
+                }
+                Value::Number(f)
+            }
+            STRING => Value::Str(self.str()?),
+            JSON => match self.json()? {
+                v @ (Value::Array(_) | Value::Object(_)) => v,
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    fn object(&mut self) -> Option<Vec<(Str, Value)>> {
+        match self.json()? {
+            Value::Object(members) => Some(members),
+            _ => None,
+        }
+    }
+
+    fn end(&self) -> Option<()> {
+        self.0.is_empty().then_some(())
+    }
+}
+
+/// One accepted update: the attributes in wire order (dotted names kept) as `varint n`, then
+/// per attribute its name and value; then a flags byte (1: a trace `line` patch follows, 2: a
+/// layout patch follows) and the patches as RFC 8785 text.
+pub fn encode_update(update: &Update, out: &mut Vec<u8>) {
+    put_varint(update.data.len() as u64, out);
+    for (attr, value) in &update.data {
+        put_bytes(attr.as_bytes(), out);
+        put_value(value, out);
+    }
+    let flags = u8::from(!update.line.is_empty()) | (u8::from(update.layout.is_some()) << 1);
+    out.push(flags);
     if !update.line.is_empty() {
-        out.extend_from_slice(b",\"l\":");
-        write_object(&update.line, out);
+        put_object(&update.line, out);
     }
     if let Some(layout) = &update.layout {
-        out.extend_from_slice(b",\"y\":");
-        write_object(layout, out);
+        put_object(layout, out);
     }
-    out.push(b'}');
 }
 
-/// The update `bytes` holds, with strings that own their bytes.
+/// The update `bytes` holds, with strings that own their bytes; `None` unless the bytes are
+/// exactly what [`encode_update`] writes.
 pub fn decode_update(bytes: &[u8]) -> Option<Update> {
-    let mut value = json::parse(&Bytes::copy_from_slice(bytes), &record_limits()).ok()?;
-    value.detach();
-    let Value::Object(members) = value else {
-        return None;
-    };
+    let mut r = Reader(bytes);
     let mut update = Update::default();
-    let mut seen_d = false;
-    for (k, v) in members {
-        match (k.as_str(), v) {
-            ("d", Value::Array(pairs)) if !seen_d => {
-                seen_d = true;
-                for pair in pairs {
-                    let Value::Array(mut kv) = pair else {
-                        return None;
-                    };
-                    if kv.len() != 2 {
-                        return None;
-                    }
-                    let value = kv.pop()?;
-                    let Some(Value::Str(attr)) = kv.pop() else {
-                        return None;
-                    };
-                    update.data.push((attr, value));
-                }
-            }
-            ("l", Value::Object(line)) if update.line.is_empty() => update.line = line,
-            ("y", Value::Object(layout)) if update.layout.is_none() => {
-                update.layout = Some(layout);
-            }
-            _ => return None,
+    let n = r.len()?;
+    for _ in 0..n {
+        let attr = r.str()?;
+        let value = r.value()?;
+        update.data.push((attr, value));
+    }
+    let flags = r.byte()?;
+    if flags > 3 {
+        return None;
+    }
+    if flags & 1 != 0 {
+        update.line = r.object()?;
+        if update.line.is_empty() {
+            return None;
         }
     }
-    seen_d.then_some(update)
+    if flags & 2 != 0 {
+        update.layout = Some(r.object()?);
+    }
+    r.end()?;
+    Some(update)
 }
 
-/// A window: `{"s":last_seq,"w":[["x",[[seq,n,step],..],[v,..]],..],"l":{..},"y":{..}}`.
-/// Each attribute's seqs are runs `[first, count, step]` (step 1 for appended points, 0 for an
-/// array that replaced the attribute), so they cost a few bytes per run, not per point.
+/// A window: the last seq (8 bytes), then per attribute its name, its seqs as runs `(first,
+/// count, step)` (step 1 for appended points, 0 for an array that replaced the attribute), so
+/// they cost a few bytes per run, not per point, and its values; then the layout and the trace
+/// `line` as RFC 8785 text.
 pub fn encode_snapshot<'a>(
     last_seq: u64,
     attrs: impl Iterator<Item = (&'a str, Vec<(u64, &'a Value)>)>,
@@ -149,19 +268,13 @@ pub fn encode_snapshot<'a>(
     line: &[(Str, Value)],
     out: &mut Vec<u8>,
 ) {
-    let mut buf = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"s\":");
-    out.extend_from_slice(buf.format(last_seq).as_bytes());
-    out.extend_from_slice(b",\"w\":[");
-    for (i, (attr, values)) in attrs.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        write_jcs_string(attr, out);
-        out.extend_from_slice(b",[");
+    out.extend_from_slice(&last_seq.to_le_bytes());
+    let attrs: Vec<_> = attrs.collect();
+    put_varint(attrs.len() as u64, out);
+    for (attr, values) in &attrs {
+        put_bytes(attr.as_bytes(), out);
         let mut runs: Vec<(u64, u64, u64)> = Vec::new();
-        for (seq, _) in &values {
+        for (seq, _) in values {
             match runs.last_mut() {
                 Some((first, n, step)) if *n == 1 && (*seq == *first || *seq == *first + 1) => {
                     *step = *seq - *first;
@@ -173,82 +286,38 @@ pub fn encode_snapshot<'a>(
                 _ => runs.push((*seq, 1, 1)),
             }
         }
-        for (j, (first, n, step)) in runs.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.push(b'[');
-            out.extend_from_slice(buf.format(*first).as_bytes());
-            out.push(b',');
-            out.extend_from_slice(buf.format(*n).as_bytes());
-            out.push(b',');
-            out.extend_from_slice(buf.format(*step).as_bytes());
-            out.push(b']');
+        put_varint(runs.len() as u64, out);
+        for (first, n, step) in runs {
+            put_varint(first, out);
+            put_varint(n, out);
+            put_varint(step, out);
         }
-        out.extend_from_slice(b"],[");
-        for (j, (_, v)) in values.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            write_jcs(v, out);
+        for (_, v) in values {
+            put_value(v, out);
         }
-        out.extend_from_slice(b"]]");
     }
-    out.extend_from_slice(b"],\"l\":");
-    write_object(line, out);
-    out.extend_from_slice(b",\"y\":");
-    write_object(layout, out);
-    out.push(b'}');
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match *v {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        // checked: whole, in range
-        Value::Number(f) if f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0 => {
-            Some(f as u64)
-        }
-        _ => None,
-    }
+    put_object(layout, out);
+    put_object(line, out);
 }
 
 /// The window `bytes` holds, with strings that own their bytes; `None` unless it is exactly
-/// what [`encode_snapshot`] writes (seq runs that cover the values, in order, none past `s`).
+/// what [`encode_snapshot`] writes (seq runs that cover the values, in order, none past the
+/// last seq).
 pub fn decode_snapshot(bytes: &[u8]) -> Option<WindowState> {
-    let mut value = json::parse(&Bytes::copy_from_slice(bytes), &record_limits()).ok()?;
-    value.detach();
-    let Value::Object(members) = value else {
-        return None;
+    let mut r = Reader(bytes);
+    let mut state = WindowState {
+        last_seq: r.u64_le()?,
+        ..WindowState::default()
     };
-    let mut state = WindowState::default();
-    let (mut s, mut w) = (None, None);
-    for (k, v) in members {
-        match (k.as_str(), v) {
-            ("s", v) => s = Some(as_u64(&v)?),
-            ("w", Value::Array(a)) => w = Some(a),
-            ("l", Value::Object(o)) => state.line = o,
-            ("y", Value::Object(o)) => state.layout = o,
-            _ => return None,
-        }
-    }
-    state.last_seq = s?;
-    for attr in w? {
-        let Value::Array(parts) = attr else {
-            return None;
-        };
-        let [Value::Str(name), Value::Array(runs), Value::Array(values)] =
-            <[Value; 3]>::try_from(parts).ok()?
-        else {
-            return None;
-        };
-        let mut seqs = Vec::with_capacity(values.len());
-        for run in runs {
-            let Value::Array(r) = run else {
-                return None;
-            };
-            let [first, n, step] = <[Value; 3]>::try_from(r).ok()?;
-            let (first, n, step) = (as_u64(&first)?, as_u64(&n)?, as_u64(&step)?);
-            if step > 1 || n == 0 || seqs.len() as u64 + n > values.len() as u64 {
+    let n_attrs = r.len()?;
+    for _ in 0..n_attrs {
+        let name = r.str()?;
+        let n_runs = r.len()?;
+        let mut seqs: Vec<u64> = Vec::new();
+        for _ in 0..n_runs {
+            let (first, n, step) = (r.varint()?, r.varint()?, r.varint()?);
+            // Each value takes at least one byte: a run cannot claim more than what is left.
+            if step > 1 || n == 0 || n > r.0.len() as u64 {
                 return None;
             }
             let last = first.checked_add((n - 1).checked_mul(step)?)?;
@@ -257,12 +326,51 @@ pub fn decode_snapshot(bytes: &[u8]) -> Option<WindowState> {
             }
             seqs.extend((0..n).map(|i| first + i * step));
         }
-        if seqs.len() != values.len() {
-            return None;
+        let mut values = Vec::with_capacity(seqs.len());
+        for _ in 0..seqs.len() {
+            values.push(r.value()?);
         }
         state.attrs.push((name.as_str().to_owned(), seqs, values));
     }
+    state.layout = r.object()?;
+    state.line = r.object()?;
+    r.end()?;
     Some(state)
+}
+
+/// A stream's lines of one commit as one stored value: the first seq (8 bytes, little-endian),
+/// then each update record as a 4-byte little-endian length and its bytes. The key holds the
+/// last seq, so a batch is self-checking.
+pub fn encode_batch<'a>(
+    first_seq: u64,
+    records: impl Iterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&first_seq.to_le_bytes());
+    for r in records {
+        let n = u32::try_from(r.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&r[..n as usize]);
+    }
+}
+
+/// The `(seq, update record)`s of a batch stored under `last_seq`; `None` unless the bytes
+/// are exactly what [`encode_batch`] writes and the seqs end at `last_seq`.
+pub fn decode_batch(last_seq: u64, bytes: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    let (first, mut rest) = bytes.split_first_chunk::<8>()?;
+    let mut seq = u64::from_le_bytes(*first);
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (n, tail) = rest.split_first_chunk::<4>()?;
+        let n = usize::try_from(u32::from_le_bytes(*n)).ok()?;
+        if tail.len() < n {
+            return None;
+        }
+        out.push((seq, &tail[..n]));
+        rest = &tail[n..];
+        seq = seq.checked_add(1)?;
+    }
+    (!out.is_empty() && seq - 1 == last_seq).then_some(out)
 }
 
 #[cfg(test)]
@@ -331,26 +439,79 @@ mod tests {
     #[test]
     fn damaged_records_are_refused_not_misread() {
         let mut out = Vec::new();
-        encode_update(&update(r#"{"x":1,"y":2}"#), &mut out);
+        encode_update(&update(r#"{"x":1,"y":"two","layout":{"a":1}}"#), &mut out);
         for cut in 0..out.len() {
             assert!(decode_update(&out[..cut]).is_none(), "prefix {cut}");
         }
-        for bad in [
-            &br#"{"d":[["x"]]}"#[..],
-            br#"{"d":[[1,2]]}"#,
-            br#"{"d":[],"q":1}"#,
-            br#"{"s":5,"w":[["x",[[1,3,1]],[1,2]]],"l":{},"y":{}}"#,
-            br#"{"s":2,"w":[["x",[[1,3,1]],[1,2,3]]],"l":{},"y":{}}"#,
-            br#"{"s":9,"w":[["x",[[5,1,1],[1,1,1]],[1,2]]],"l":{},"y":{}}"#,
-            br#"{"s":9,"w":[["x",[[1,2,2]],[1,2]]],"l":{},"y":{}}"#,
-            br#"{"s":-1,"w":[],"l":{},"y":{}}"#,
-        ] {
-            assert!(
-                decode_update(bad).is_none() && decode_snapshot(bad).is_none(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+        let mut longer = out.clone();
+        longer.push(0);
+        assert!(decode_update(&longer).is_none());
+        let mut snap = Vec::new();
+        let x = [(1, Value::Number(1.0)), (2, Value::Str(Str::from("s")))];
+        encode_snapshot(
+            2,
+            [("x", x.iter().map(|(s, v)| (*s, v)).collect())].into_iter(),
+            &[],
+            &[],
+            &mut snap,
+        );
+        assert!(decode_snapshot(&snap).is_some());
+        for cut in 0..snap.len() {
+            assert!(decode_snapshot(&snap[..cut]).is_none(), "prefix {cut}");
         }
+        // Hand-made damage: a NaN, an unknown tag, a run past the last seq, runs out of order,
+        // a run longer than the bytes left, invalid UTF-8 in a name.
+        let nan = [
+            &[1u8, 1, b'x', NUMBER][..],
+            &f64::NAN.to_bits().to_le_bytes(),
+            &[0],
+        ]
+        .concat();
+        assert!(decode_update(&nan).is_none());
+        assert!(decode_update(&[1, 1, b'x', 9, 0]).is_none());
+        assert!(decode_update(&[1, 1, 0xff, NULL, 0]).is_none());
+        let snap_with = |runs: &[u8], values: &[u8]| {
+            [
+                &5u64.to_le_bytes()[..],
+                &[1, 1, b'x'],
+                runs,
+                values,
+                &[2, b'{', b'}', 2, b'{', b'}'],
+            ]
+            .concat()
+        };
+        assert!(decode_snapshot(&snap_with(&[1, 1, 2, 1], &[NULL, NULL])).is_some());
+        assert!(
+            decode_snapshot(&snap_with(&[1, 5, 2, 1], &[NULL, NULL])).is_none(),
+            "past last seq"
+        );
+        assert!(
+            decode_snapshot(&snap_with(&[2, 3, 1, 1, 1, 1, 1], &[NULL, NULL])).is_none(),
+            "order"
+        );
+        assert!(
+            decode_snapshot(&snap_with(&[1, 1, 100, 1], &[NULL, NULL])).is_none(),
+            "too long"
+        );
+        assert!(
+            decode_snapshot(&snap_with(&[1, 1, 2, 2], &[NULL, NULL])).is_none(),
+            "step 2"
+        );
+    }
+
+    #[test]
+    fn batches_round_trip_and_check_their_last_seq() {
+        let mut out = Vec::new();
+        encode_batch(7, [&b"a"[..], b"", b"ccc"].into_iter(), &mut out);
+        assert_eq!(
+            decode_batch(9, &out),
+            Some(vec![(7, &b"a"[..]), (8, &b""[..]), (9, &b"ccc"[..])])
+        );
+        assert_eq!(decode_batch(10, &out), None);
+        for cut in 0..out.len() {
+            assert!(decode_batch(9, &out[..cut]).is_none(), "prefix {cut}");
+        }
+        assert_eq!(decode_batch(u64::MAX, &[0xff; 12]), None);
     }
 
     #[test]

@@ -473,12 +473,8 @@ impl Store {
         *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
         self.metrics.points.fetch_add(1, Ordering::Relaxed);
         if self.journal.is_durable() {
-            let mut record = Vec::with_capacity(64);
-            records::encode_update(update, &mut record);
-            let mut ticket = self.journal.push(Op::Line {
-                gen: stream.gen,
-                seq,
-                record,
+            let mut ticket = self.journal.push_line(stream.gen, seq, |out| {
+                records::encode_update(update, out);
             });
             if seq - stream.snap_seq >= snapshot_every(stream.maxpoints) {
                 ticket = self.store_snapshot(stream);
