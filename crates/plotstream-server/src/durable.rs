@@ -505,6 +505,9 @@ pub struct RedbBackend {
     path: PathBuf,
 }
 
+/// One generation's lines in a commit: `(gen, [(seq, record)])`.
+type GenLines<'a> = (u64, Vec<(u64, &'a [u8])>);
+
 const META: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("stream_meta");
 const LINES: redb::TableDefinition<'_, (u64, u64), &[u8]> = redb::TableDefinition::new("lines");
 const SNAPS: redb::TableDefinition<'_, u64, (u64, &[u8])> = redb::TableDefinition::new("snapshots");
@@ -614,8 +617,8 @@ impl RedbBackend {
             let mut kv = w.open_table(KV).map_err(|e| err(p, "kv", e))?;
             // A stream's lines of one commit go into one record keyed by its last seq (a
             // B-tree insert per stream and commit, not per line: docs/storage.md "Records").
-            let mut batches: Vec<(u64, Vec<(u64, &[u8])>)> = Vec::new();
-            let batch_of = |batches: &mut Vec<(u64, Vec<(u64, &[u8])>)>, gen: u64| match batches
+            let mut batches: Vec<GenLines<'_>> = Vec::new();
+            let batch_of = |batches: &mut Vec<GenLines<'_>>, gen: u64| match batches
                 .iter()
                 .position(|(g, _)| *g == gen)
             {
