@@ -24,6 +24,7 @@ pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod users;
+pub mod window;
 
 use std::future::Future;
 use std::net::SocketAddr;

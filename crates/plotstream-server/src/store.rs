@@ -6,7 +6,7 @@
 //! fan-out uses `try_send` into bounded per-viewer queues, so a slow viewer can never stall
 //! ingest (M28).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use plotstream_proto::canonical::{write_jcs, write_jcs_string};
 use plotstream_proto::json::Str;
-use plotstream_proto::update::SmallVec;
 use plotstream_proto::{Status, Token, Update, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
@@ -25,6 +24,7 @@ use crate::guard::ViewerGuard;
 use crate::metrics::Metrics;
 use crate::records::{self, StreamMeta};
 use crate::users::Users;
+use crate::window::Window;
 
 /// Store-wide policy.
 #[derive(Debug, Clone)]
@@ -297,15 +297,8 @@ struct Stream {
     idle_since: Instant,
     epoch: String,
     last_seq: u64,
-    maxpoints: usize,
-    /// Per attribute, the newest values, each tagged with the seq that added it and its
-    /// `value_bytes` (computed once, so eviction formats nothing).
-    /// Invariant: every deque holds at most `maxpoints` values.
-    window: BTreeMap<String, VecDeque<(u64, Value, usize)>>,
-    /// Scratch buffer for JCS lengths (no allocation per value).
-    scratch: Vec<u8>,
-    /// JCS bytes of the window's values (L24), kept incrementally.
-    bytes: usize,
+    /// The values, maxpoints and byte count (L24): a plain value of its own.
+    window: Window,
     budget_limited: bool,
     layout: Vec<(Str, Value)>,
     line: Vec<(Str, Value)>,
@@ -464,19 +457,19 @@ impl Store {
             self.metrics.limit_breach("L41");
             return Err(Status::UNPROCESSABLE);
         }
-        let before = stream.bytes;
+        let before = stream.window.bytes();
         let seq = stream.apply(
             update,
             self.config.stream_bytes,
             *total_bytes >= self.config.total_bytes,
         );
-        *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
+        *total_bytes = (*total_bytes + stream.window.bytes()).saturating_sub(before);
         self.metrics.points.fetch_add(1, Ordering::Relaxed);
         if self.journal.is_durable() {
             let mut ticket = self.journal.push_line(stream.gen, seq, |out| {
                 records::encode_update(update, out);
             });
-            if seq - stream.snap_seq >= snapshot_every(stream.maxpoints) {
+            if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {
                 ticket = self.store_snapshot(stream);
             }
             conn.last_ticket.store(ticket, Ordering::Release);
@@ -604,8 +597,8 @@ impl Store {
             s.first_seq(),
             s.last_seq,
             s.count(),
-            s.maxpoints,
-            s.bytes,
+            s.window.maxpoints(),
+            s.window.bytes(),
             s.budget_limited,
             s.writer.is_some(),
             s.rejected_lines,
@@ -688,8 +681,8 @@ impl Store {
         if stream.claimed_by.as_deref() != Some(owner) {
             return Ok(());
         }
-        let before = stream.bytes;
-        stream.maxpoints = maxpoints;
+        let before = stream.window.bytes();
+        stream.window.set_maxpoints(maxpoints);
         if stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty() {
             stream.restart(initial, self.config.stream_bytes);
             for v in &stream.viewers {
@@ -701,11 +694,10 @@ impl Store {
             }
             self.store_new_gen(token, stream);
         } else {
-            stream.trim();
             self.store_meta(token, stream);
             self.store_snapshot(stream);
         }
-        *total_bytes = (*total_bytes + stream.bytes).saturating_sub(before);
+        *total_bytes = (*total_bytes + stream.window.bytes()).saturating_sub(before);
         Ok(())
     }
 
@@ -753,7 +745,7 @@ impl Store {
                 return true;
             }
             by_read_id.remove(&s.read_id);
-            *total_bytes = total_bytes.saturating_sub(s.bytes);
+            *total_bytes = total_bytes.saturating_sub(s.window.bytes());
             if self.journal.is_durable() {
                 self.journal.push(Op::DropGen { gen: s.gen });
                 self.journal.push(Op::DropStream {
@@ -1022,7 +1014,7 @@ impl Store {
             report.streams += 1;
             report.points += s.count();
             report.lines += r.lines;
-            inner.total_bytes += s.bytes;
+            inner.total_bytes += s.window.bytes();
             inner.by_read_id.insert(s.read_id.clone(), r.token.clone());
             inner.streams.insert(r.token, s);
         }
@@ -1069,10 +1061,7 @@ impl Stream {
             idle_since: Instant::now(),
             epoch: new_epoch(),
             last_seq: 0,
-            maxpoints,
-            window: BTreeMap::new(),
-            scratch: Vec::new(),
-            bytes: 0,
+            window: Window::new(maxpoints),
             budget_limited: false,
             layout: Vec::new(),
             line: Vec::new(),
@@ -1104,48 +1093,10 @@ impl Stream {
     }
 
     fn apply(&mut self, update: &Update, budget: usize, global_full: bool) -> u64 {
-        let start_bytes = self.bytes;
+        let start_bytes = self.window.bytes();
         self.last_seq += 1;
         let seq = self.last_seq;
-        // Inline for the usual handful of attributes: no allocation per line.
-        let mut appends: SmallVec<[(&str, &Value); 4]> = SmallVec::new();
-        let mut replaces: SmallVec<[(&str, &Value); 2]> = SmallVec::new();
-        for (attr, value) in &update.data {
-            let key = attr.as_str();
-            // Allocate the key only the first time an attribute appears.
-            let deque = if let Some(deque) = self.window.get_mut(key) {
-                deque
-            } else {
-                self.window.entry(key.to_owned()).or_default()
-            };
-            match value {
-                Value::Array(values) => {
-                    for (_, _, n) in deque.drain(..) {
-                        self.bytes = self.bytes.saturating_sub(n);
-                    }
-                    let skip = values.len().saturating_sub(self.maxpoints);
-                    for v in &values[skip..] {
-                        let n = value_bytes_with(v, &mut self.scratch);
-                        self.bytes += n;
-                        deque.push_back((seq, v.detached(), n));
-                    }
-                    replaces.push((key, value));
-                }
-                v => {
-                    let n = value_bytes_with(v, &mut self.scratch);
-                    self.bytes += n;
-                    // Owned: a slice would keep the connection's whole read buffer alive.
-                    deque.push_back((seq, v.detached(), n));
-                    while deque.len() > self.maxpoints {
-                        if let Some((_, _, old)) = deque.pop_front() {
-                            self.bytes = self.bytes.saturating_sub(old);
-                        }
-                    }
-                    appends.push((key, v));
-                }
-            }
-        }
-        // L24/L25: evict the oldest index until the window fits (I4). Under global pressure the
+        // L24/L25: the oldest index goes until the window fits (I4). Under global pressure the
         // stream keeps its current size instead of growing.
         let limit = if global_full {
             start_bytes.min(budget)
@@ -1155,13 +1106,7 @@ impl Stream {
         if global_full {
             self.budget_limited = true;
         }
-        while self.bytes > limit && self.count() > 0 {
-            for deque in self.window.values_mut() {
-                if let Some((_, _, old)) = deque.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(old);
-                }
-            }
-        }
+        let (appends, replaces) = self.window.apply(seq, update, limit);
         if !update.line.is_empty() {
             merge(&mut self.line, &update.line);
         }
@@ -1250,42 +1195,10 @@ impl Stream {
         self.snapshot = SharedSnapshot::default();
         self.epoch = new_epoch();
         self.last_seq = 0;
-        self.window.clear();
-        self.bytes = 0;
         self.layout.clear();
         self.line.clear();
-        for (attr, values) in initial {
-            let skip = values.len().saturating_sub(self.maxpoints);
-            let scratch = &mut self.scratch;
-            let deque: VecDeque<(u64, Value, usize)> = values
-                .into_iter()
-                .skip(skip)
-                .map(|v| {
-                    let n = value_bytes_with(&v, scratch);
-                    (0, v, n)
-                })
-                .collect();
-            self.bytes += deque.iter().map(|(_, _, n)| n).sum::<usize>();
-            self.window.insert(attr, deque);
-        }
-        // L24 holds for a figure's initial data too: evict the oldest index until it fits.
-        while self.bytes > budget && self.count() > 0 {
-            for deque in self.window.values_mut() {
-                if let Some((_, _, old)) = deque.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(old);
-                }
-            }
-        }
-    }
-
-    fn trim(&mut self) {
-        for deque in self.window.values_mut() {
-            while deque.len() > self.maxpoints {
-                if let Some((_, _, old)) = deque.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(old);
-                }
-            }
-        }
+        // L24 holds for a figure's initial data too.
+        self.window.restart(initial, budget);
     }
 
     /// The metadata record.
@@ -1294,7 +1207,7 @@ impl Stream {
             gen: self.gen,
             read_id: self.read_id.clone(),
             epoch: self.epoch.clone(),
-            maxpoints: self.maxpoints,
+            maxpoints: self.window.maxpoints(),
             claimed_by: self.claimed_by.clone(),
             rejected_lines: self.rejected_lines,
             displaced_lines: self.displaced_lines,
@@ -1304,12 +1217,10 @@ impl Stream {
 
     /// The window as a snapshot record.
     fn snapshot_record(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes + 256);
+        let mut out = Vec::with_capacity(self.window.bytes() + 256);
         records::encode_snapshot(
             self.last_seq,
-            self.window
-                .iter()
-                .map(|(k, d)| (k.as_str(), d.iter().map(|(s, v, _)| (*s, v)).collect())),
+            self.window.iter(),
             &self.layout,
             &self.line,
             &mut out,
@@ -1322,81 +1233,26 @@ impl Stream {
         self.last_seq = state.last_seq;
         self.layout = state.layout;
         self.line = state.line;
-        self.window.clear();
-        self.bytes = 0;
-        for (attr, seqs, values) in state.attrs {
-            let skip = values.len().saturating_sub(self.maxpoints);
-            let scratch = &mut self.scratch;
-            let deque: VecDeque<(u64, Value, usize)> = seqs
-                .into_iter()
-                .zip(values)
-                .skip(skip)
-                .map(|(seq, v)| {
-                    let n = value_bytes_with(&v, scratch);
-                    (seq, v, n)
-                })
-                .collect();
-            self.bytes += deque.iter().map(|(_, _, n)| n).sum::<usize>();
-            self.window.insert(attr, deque);
-        }
+        self.window.restore(state.attrs);
     }
 
     fn count(&self) -> usize {
-        self.window.values().map(VecDeque::len).max().unwrap_or(0)
+        self.window.count()
     }
 
     fn first_seq(&self) -> u64 {
-        self.window
-            .values()
-            .filter_map(|d| d.front().map(|(s, _, _)| *s))
-            .min()
-            .unwrap_or(self.last_seq + 1)
+        self.window.first_seq(self.last_seq)
     }
 
     /// The window as a JCS object `{attr: [values]}`.
     fn write_window(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        // BTreeMap order is byte order, which equals UTF-16 order for the ASCII names
-        // attributes have; fall back to a full JCS sort otherwise.
-        if self.window.keys().all(|k| k.is_ascii()) {
-            for (i, (attr, values)) in self.window.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_jcs_string(attr, out);
-                out.extend_from_slice(b":[");
-                for (j, (_, v, _)) in values.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
-                    }
-                    write_jcs(v, out);
-                }
-                out.push(b']');
-            }
-            out.push(b'}');
-        } else {
-            out.pop();
-            let members: Vec<(String, Value)> = self
-                .window
-                .iter()
-                .map(|(k, d)| {
-                    (
-                        k.clone(),
-                        Value::Array(d.iter().map(|(_, v, _)| v.clone()).collect()),
-                    )
-                })
-                .collect();
-            plotstream_proto::canonical::write_jcs_object(
-                members.iter().map(|(k, v)| (k.as_str(), v)),
-                out,
-            );
-        }
+        self.window.write_jcs(out);
     }
 
     /// The snapshot's JSON, shared with the viewers that got it at this same point (see
     /// [`SharedSnapshot`]).
     fn shared_snapshot(&mut self) -> Bytes {
-        let key = (self.last_seq, self.maxpoints);
+        let key = (self.last_seq, self.window.maxpoints());
         if self.snapshot.key == Some(key) {
             if let Some(text) = self.snapshot.text.upgrade() {
                 return Bytes::from_owner(SnapshotText(text));
@@ -1422,7 +1278,7 @@ impl Stream {
             self.epoch,
             self.first_seq(),
             self.last_seq,
-            self.maxpoints,
+            self.window.maxpoints(),
             String::from_utf8_lossy(&window),
             String::from_utf8_lossy(&layout),
             String::from_utf8_lossy(&line)
@@ -1458,27 +1314,6 @@ fn merge(into: &mut Vec<(Str, Value)>, patch: &[(Str, Value)]) {
             (None, _) => into.push((Str::from(k.as_str()), v.detached())),
         }
     }
-}
-
-/// The value's JCS size plus its separating comma, formatted into `scratch` (reused, so no
-/// allocation per value).
-fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
-    // Whole numbers below 2^53 (timestamps, counters) print as their digits in JCS: count them
-    // instead of formatting.
-    if let Value::Number(f) = *v {
-        if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
-            #[allow(clippy::cast_possible_truncation)] // |f| < 2^53: exact
-            let n = f as i64;
-            let digits = n
-                .unsigned_abs()
-                .checked_ilog10()
-                .map_or(1, |d| d as usize + 1);
-            return digits + usize::from(n < 0) + 1;
-        }
-    }
-    scratch.clear();
-    write_jcs(v, scratch);
-    scratch.len() + 1
 }
 
 /// One stream as [`rebuild`] made it from its records.
@@ -1619,6 +1454,7 @@ mod tests {
     use plotstream_proto::Limits;
 
     use super::*;
+    use crate::window::value_bytes_with;
 
     /// The counted size of whole numbers is the size JCS formats them to (plus the comma).
     #[test]
