@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Python client's write path per point, the third baseline of PRODUCT.md section 7.
+"""The Python client's write path per point, the Python baseline of docs/performance.md.
 
 chart_studio's Stream.write builds `json.dumps(stream_object, cls=PlotlyJSONEncoder) + "\\n"`
 and chunked_request.Stream.write frames it as

@@ -1,4 +1,4 @@
-//! Decoding a 64 MiB chunked NDJSON body of points (PRODUCT.md §7, second row).
+//! Decoding a 64 MiB chunked NDJSON body of points (docs/performance.md, Targets, second row).
 //!
 //! The request is a Raw head, then lines like `{"x":1700000000123,"y":0.12345678901234567}` in
 //! 4 KiB chunks (lines straddle chunk boundaries as they naturally do), then the last-chunk. It

@@ -1,4 +1,5 @@
-//! Encoding one point `{"x":<i64 ms>,"y":<f64>}\n` as one chunk (PRODUCT.md §7, first row).
+//! Encoding one point `{"x":<i64 ms>,"y":<f64>}\n` as one chunk (docs/performance.md, Targets,
+//! first row).
 //!
 //! - `ours`: `encode_point_chunk` in the Raw flavour.
 //! - `baseline`: `serde_json::to_writer` of a `#[derive(Serialize)]` struct into a scratch

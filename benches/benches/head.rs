@@ -1,4 +1,4 @@
-//! Parsing chart_studio's request head (PROTOCOL.md §2.9).
+//! Parsing chart_studio's request head (docs/protocol.md §2.9).
 //!
 //! - `ours`: `HeadParser::parse` into an owned `RequestHead`, then `IngestHead::from_head`
 //!   (framing, encoding and token checks).

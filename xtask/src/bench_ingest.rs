@@ -15,7 +15,8 @@
 //!
 //! The hyper sink (`crates/plotstream-load/examples/hyper_sink.rs`) reads bodies and counts
 //! bytes, nothing else. Results are merged into `<target>/bench-summary.json` by name and
-//! printed. The load generator runs on the same two cores as the server, as PRODUCT.md §7 says.
+//! printed. The load generator runs on the same two cores as the server, as docs/performance.md's
+//! targets say.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,5 +1,5 @@
 //! `cargo xtask compat`: the real Plotly clients of the streaming era against a real
-//! `plotstream serve` (issue 4; PROTOCOL.md §9.2, scenarios V1–V23).
+//! `plotstream serve` (issue 4; docs/protocol.md §9.2, scenarios V1–V23).
 //!
 //! The suite installs the clients on a fresh machine, under `<target dir>/compat/`:
 //!
@@ -14,16 +14,25 @@
 //! stops it by PID when it ends, whatever happened. The tutorial's server also listens on port 80:
 //! chart_studio's stream port is fixed, and the tutorial runs unchanged. Python and node cases are
 //! the scripts of `xtask/compat/{python,node}`, run with a time limit, their output kept in
-//! `compat/logs/`; the byte-level cases are in [`wire`]. Each case prints one line, `compat ID
-//! name ... ok`, and counts as one passed or failed test.
+//! `compat/logs/`. Each case prints one line, `compat ID name ... ok`, and counts as one passed
+//! or failed test.
+//!
+//! Only real client programs run here. The scenarios that are byte transcripts (the Arduino and
+//! ESP8266 sketches, chart_studio's §2.9 bytes, V12–V17, V19's `/clientresp`) are cases of the
+//! conformance catalogue (`crates/plotstream-cases/cases/V*.toml`), run by `cargo xtask
+//! conform` over sockets and by `plotstream-proto`'s tests through `Ingest`.
 //!
 //! Cases F1–F6 (issue 7) drive the same clients through the simulator (`serve --fault`, with a
-//! short `--linger`) and check what each loses and how it recovers against PROTOCOL.md §5:
+//! short `--linger`) and check what each loses and how it recovers against docs/protocol.md §5:
 //! chart_studio through `disconnect`, `flap`, seeded `status` and `reset`
 //! (`xtask/compat/python/simulator.py` holds the §5.1.3 accounting), node through `disconnect`
 //! with a status and through `delay`, watched by a viewer.
-
-mod wire;
+//!
+//! Cases U1–U5 run the same clients against keys mode (`serve --users FILE`): the users file is
+//! made by the real binary (`plotstream user add demo --users FILE --api-key demokey123
+//! --stream-ids 2`), and the account it prints reaches the scripts as `COMPAT_USERNAME`,
+//! `COMPAT_API_KEY` and `COMPAT_STREAM_IDS`. They check `py.plot`, `py.Stream`, the embed and
+//! secret URLs with the right key, and what chart_studio and node show for a wrong one.
 
 use std::{
     cell::RefCell,
@@ -96,6 +105,7 @@ pub(crate) fn suite(filters: &[String]) -> Result<Tally> {
             env: &env,
             slug: slug(&case),
             servers: RefCell::new(Vec::new()),
+            account: RefCell::new(None),
         };
         let result = (case.run)(&case_env);
         let secs = case_started.elapsed().as_secs_f64();
@@ -140,7 +150,6 @@ enum Needs {
     Python,
     Node,
     NodeTls,
-    Wire,
 }
 
 /// One case of the suite; a failure is an `Err` saying what differed.
@@ -152,8 +161,9 @@ struct Case {
     run: fn(&CaseEnv<'_>) -> Result<Pass>,
 }
 
-/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `tutorial`) picks the cases
-/// of that ID, any other one the cases whose name contains it; no filter picks every case.
+/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `U2`, `tutorial`) picks
+/// the cases of that ID, any other one the cases whose name contains it; no filter picks every
+/// case.
 fn selected(filters: &[String]) -> Vec<Case> {
     cases()
         .into_iter()
@@ -162,7 +172,7 @@ fn selected(filters: &[String]) -> Vec<Case> {
                 || filters.iter().any(|filter| {
                     let is_id = filter.eq_ignore_ascii_case("tutorial")
                         || filter.len() > 1
-                            && filter.starts_with(['V', 'v', 'F', 'f'])
+                            && filter.starts_with(['V', 'v', 'F', 'f', 'U', 'u'])
                             && filter[1..].bytes().all(|b| b.is_ascii_digit());
                     if is_id {
                         case.id.eq_ignore_ascii_case(filter)
@@ -174,10 +184,10 @@ fn selected(filters: &[String]) -> Vec<Case> {
         .collect()
 }
 
-/// The cases in the order they run: the tutorial, PROTOCOL.md §9.2's scenarios, then the clients
-/// through the simulator's faults.
+/// The cases in the order they run: the tutorial, docs/protocol.md §9.2's scenarios, the clients
+/// through the simulator's faults, then the clients against keys mode.
 fn cases() -> Vec<Case> {
-    use Needs::{Node, NodeTls, Python, Wire};
+    use Needs::{Node, NodeTls, Python};
     let case = |id, name, needs, run| Case {
         id,
         name,
@@ -198,12 +208,6 @@ fn cases() -> Vec<Case> {
             v1_chart_studio,
         ),
         case(
-            "V1",
-            "chart_studio seed stream: the §2.9 bytes",
-            Wire,
-            wire::v1_transcript,
-        ),
-        case(
             "V2",
             "node stream(): callback 200 healthy endpoint disconnect",
             Node,
@@ -214,48 +218,6 @@ fn cases() -> Vec<Case> {
             "node stream() without a write: late head accepted, L1 closes silently",
             Node,
             v3_node_late_head,
-        ),
-        case(
-            "V4",
-            "Arduino v2, two tokens, convertTimestamp: the §2.11 bytes",
-            Wire,
-            wire::v4_arduino,
-        ),
-        case(
-            "V5",
-            "Arduino v2 without convertTimestamp: the extra CRLF",
-            Wire,
-            wire::v5_arduino_no_zone,
-        ),
-        case(
-            "V5",
-            "Arduino v2 without convertTimestamp, two tokens",
-            Wire,
-            wire::v5_arduino_no_zone_two_tokens,
-        ),
-        case(
-            "V6",
-            "Arduino v2 with a 5-character token",
-            Wire,
-            wire::v6_arduino_short_token,
-        ),
-        case(
-            "V7",
-            "old Arduino, header token: the §2.12 bytes",
-            Wire,
-            wire::v7_old_arduino,
-        ),
-        case(
-            "V8",
-            "ESP8266 one-shot, three in a row: the §2.13 bytes",
-            Wire,
-            wire::v8_esp8266_one_shot,
-        ),
-        case(
-            "V9",
-            "ESP8266HTTPClient, Content-Length: the §2.14 bytes",
-            Wire,
-            wire::v9_esp8266_http_client,
         ),
         case(
             "V10",
@@ -276,43 +238,6 @@ fn cases() -> Vec<Case> {
             v11_node_idle,
         ),
         case(
-            "V12",
-            "a line of 64 KiB without its newline: 413",
-            Wire,
-            wire::v12_long_line,
-        ),
-        case(
-            "V13",
-            "bad JSON: 422, and --lenient-lines",
-            Wire,
-            wire::v13_bad_json,
-        ),
-        case("V14", "no token anywhere: 406", Wire, wire::v14_no_token),
-        case(
-            "V15",
-            "duplicate token, takeover: 423 to the older writer",
-            Wire,
-            wire::v15_takeover,
-        ),
-        case(
-            "V15",
-            "duplicate token, --on-duplicate reject",
-            Wire,
-            wire::v15_reject,
-        ),
-        case(
-            "V16",
-            "body framing: 501, 400, 411",
-            Wire,
-            wire::v16_framing,
-        ),
-        case(
-            "V17",
-            "client FIN in the middle of a line: 400",
-            Wire,
-            wire::v17_fin_mid_line,
-        ),
-        case(
             "V18",
             "423 (takeover) while chart_studio writes every 100 ms",
             Python,
@@ -323,12 +248,6 @@ fn cases() -> Vec<Case> {
             "408 (idle) while chart_studio writes every 100 ms",
             Python,
             v18_idle,
-        ),
-        case(
-            "V19",
-            "Arduino /clientresp: the §8.2 bytes",
-            Wire,
-            wire::v19_arduino_clientresp,
         ),
         case(
             "V20",
@@ -379,6 +298,36 @@ fn cases() -> Vec<Case> {
             "node stream() through delay:ms=300: every point arrives, late",
             Node,
             f6_node_delay,
+        ),
+        case(
+            "U1",
+            "keys mode: py.plot first run and re-run, py.Stream to the user's stream id",
+            Python,
+            u1_keys_plot_stream,
+        ),
+        case(
+            "U2",
+            "keys mode: py.iplot and tls.embed, the embed URL over HTTP",
+            Python,
+            u2_keys_embed,
+        ),
+        case(
+            "U3",
+            "keys mode: sharing='secret' is served with its share_key, 404 without",
+            Python,
+            u3_keys_secret,
+        ),
+        case(
+            "U4",
+            "keys mode: chart_studio with a wrong key raises PlotlyRequestError 401",
+            Python,
+            u4_keys_wrong_key,
+        ),
+        case(
+            "U5",
+            "keys mode: node plot() with a wrong key, then the right one",
+            NodeTls,
+            u5_node_plot_keys,
         ),
     ]
 }
@@ -548,6 +497,56 @@ fn f6_node_delay(env: &CaseEnv<'_>) -> Result<Pass> {
     env.node("f6_stream_delay.js", &server, &[])
 }
 
+// ---- the clients against keys mode (`serve --users FILE`) -----------------------------------------
+
+fn u1_keys_plot_stream(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("u1_keys_plot_stream.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn u2_keys_embed(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("u2_keys_embed.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn u3_keys_secret(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("u3_keys_secret.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn u4_keys_wrong_key(env: &CaseEnv<'_>) -> Result<Pass> {
+    let server = env.keys_server(&[])?;
+    env.python("u4_keys_wrong_key.py", &[], &server, SCRIPT_TIMEOUT)
+}
+
+fn u5_node_plot_keys(env: &CaseEnv<'_>) -> Result<Pass> {
+    let Ok((cert, key)) = &env.env.tls else {
+        bail!("no certificate");
+    };
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let server = env.keys_server(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ])?;
+    let tls_port = server
+        .tls
+        .first()
+        .context("the server has no TLS listener")?
+        .port()
+        .to_string();
+    env.node(
+        "u5_plot_keys.js",
+        &server,
+        &[("COMPAT_TLS_PORT", tls_port.into())],
+    )
+}
+
 /// A loopback port that was free a moment ago.
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a free port")?;
@@ -642,6 +641,8 @@ struct CaseEnv<'a> {
     slug: String,
     /// The logs of the servers this case started, printed if it fails.
     servers: RefCell<Vec<(String, SharedLog)>>,
+    /// The keys-mode account of [`CaseEnv::keys_server`], given to every client script.
+    account: RefCell<Option<util::Account>>,
 }
 
 impl CaseEnv<'_> {
@@ -652,6 +653,37 @@ impl CaseEnv<'_> {
             .borrow_mut()
             .push((server.describe(), Arc::clone(&server.log)));
         Ok(server)
+    }
+
+    /// Starts `plotstream serve --users FILE` with `flags`, FILE made by the real binary as
+    /// docs/clients.md says: `plotstream user add demo --users FILE --api-key demokey123
+    /// --stream-ids 2`. The account it printed goes to the case's client scripts.
+    fn keys_server(&self, flags: &[&str]) -> Result<Server> {
+        let dir = self.env.work.join("users");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let users = dir.join(format!("{}.jsonl", self.slug));
+        if users.exists() {
+            fs::remove_file(&users)
+                .with_context(|| format!("cannot remove {}", users.display()))?;
+        }
+        let account = util::run_user_add(&mut util::user_add_command(
+            &self.env.binary,
+            &users,
+            "demo",
+            Some("demokey123"),
+            2,
+        ))?;
+        if account.stream_ids.len() != 2 {
+            bail!(
+                "`plotstream user add --stream-ids 2` issued {:?}",
+                account.stream_ids
+            );
+        }
+        *self.account.borrow_mut() = Some(account);
+        let users = users.to_string_lossy().into_owned();
+        let mut all = vec!["--users", users.as_str()];
+        all.extend_from_slice(flags);
+        self.server(&all)
     }
 
     /// Runs a script of `xtask/compat/python` with the venv against `server`.
@@ -704,13 +736,19 @@ impl CaseEnv<'_> {
         self.run_script(cmd, NODE_TIMEOUT)
     }
 
-    /// What every client script gets: the server, a scratch home, and no proxy for loopback.
+    /// What every client script gets: the server, a scratch home, no proxy for loopback, and in
+    /// keys mode the account.
     fn client_env(&self, cmd: &mut Command, server: &Server, home: &Path) {
         cmd.env("COMPAT_SERVER", format!("http://{}", server.addr()))
             .env("HOME", home)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
             .stdin(Stdio::null());
+        if let Some(account) = self.account.borrow().as_ref() {
+            cmd.env("COMPAT_USERNAME", &account.username)
+                .env("COMPAT_API_KEY", &account.api_key)
+                .env("COMPAT_STREAM_IDS", account.stream_ids.join(","));
+        }
     }
 
     /// An empty `compat/home/<case>` directory.
@@ -1025,7 +1063,7 @@ const NO_OPENSSL: &str = "openssl not installed";
 const TUTORIAL_TIMEOUT: Duration = Duration::from_secs(120);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The fault cases' `--linger`: short, so that their writes, spaced by more than it, take
-/// fractions of a second, and none lands inside it (PROTOCOL.md §5.1.3).
+/// fractions of a second, and none lands inside it (docs/protocol.md §5.1.3).
 const FAULT_LINGER: &str = "100ms";
 const NODE_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -1052,6 +1090,8 @@ mod tests {
         assert_eq!(parse_listening("plotstream listening on http://x"), None);
     }
 
+    /// Every scenario V1–V23 runs somewhere: here with a real client, or as a case of the
+    /// conformance catalogue that `cargo xtask conform` runs (not one it skips).
     #[test]
     fn cases_have_distinct_slugs_and_cover_every_scenario() {
         let cases = cases();
@@ -1059,12 +1099,24 @@ mod tests {
         for (idx, slug) in slugs.iter().enumerate() {
             assert!(!slugs[..idx].contains(slug), "duplicate slug {slug}");
         }
+        let catalogue = plotstream_cases::catalogue().unwrap();
         for n in 1..=23 {
             let id = format!("V{n}");
-            assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
+            let conform = catalogue.iter().any(|c| {
+                c.id == id && c.skip.is_none() && c.variants.iter().any(|v| v.skip.is_none())
+            });
+            assert!(
+                conform || cases.iter().any(|case| case.id == id),
+                "{id} runs neither here nor in the catalogue"
+            );
         }
+
         for n in 1..=6 {
             let id = format!("F{n}");
+            assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
+        }
+        for n in 1..=5 {
+            let id = format!("U{n}");
             assert!(cases.iter().any(|case| case.id == id), "no case for {id}");
         }
     }
@@ -1077,9 +1129,11 @@ mod tests {
         };
         assert_eq!(ids(&["v2"]), ["V2"]);
         assert_eq!(ids(&["V11", "tutorial"]), ["tutorial", "V11", "V11"]);
-        assert_eq!(ids(&["ESP8266"]), ["V8", "V9"]);
+        assert_eq!(ids(&["secret"]), ["V22", "U3"]);
         assert_eq!(ids(&["f3"]), ["F3"]);
         assert_eq!(ids(&["through reset"]), ["F4"]);
+        assert_eq!(ids(&["u4", "V21"]), ["V21", "U4"]);
+        assert_eq!(ids(&["keys mode"]), ["U1", "U2", "U3", "U4", "U5"]);
         assert_eq!(ids(&[]).len(), cases().len());
     }
 

@@ -1,12 +1,14 @@
-//! `cargo xtask conform`: the conformance suite (RELIABILITY.md §5, §8) against our own
+//! `cargo xtask conform`: the conformance suite (docs/reliability.md §5, §8) against our own
 //! `plotstream serve`, plus its calibration against a deliberately broken endpoint.
 //!
-//! 1. Builds `plotstream` (debug, or release with `--release`) and starts six servers on free
+//! 1. Builds `plotstream` (debug, or release with `--release`) and starts seven servers on free
 //!    loopback ports: the default setup, `--tokens registered`, `--lenient-lines`,
-//!    `--on-duplicate reject`, one whose timers are the defaults divided by 20 for group E, and
-//!    one under `ulimit -n 256` for D2 (EMFILE).
-//! 2. Runs `plotstream conform` against them; every MUST and COMPAT case must pass. JUnit XML and
-//!    per-case JSON land in `<target>/conform/`.
+//!    `--on-duplicate reject`, one whose timers are the defaults divided by 20 for group E, one
+//!    under `ulimit -n 256` for D2 (EMFILE), and keys mode (`--users FILE`, the file made by
+//!    `plotstream user add`) for group K.
+//! 2. Runs `plotstream conform` against them; every MUST and COMPAT case must pass, and so must
+//!    group K (accounts and ownership, SHOULD for other endpoints: `--strict-case K`), as the
+//!    user `user add` printed. JUnit XML and per-case JSON land in `<target>/conform/`.
 //! 3. Stops the servers (SIGTERM by PID, then a kill if they linger).
 //! 4. Runs `cargo test -p plotstream-load --test conform_calibration`, which starts the broken
 //!    endpoint (`crates/plotstream-load/tests/broken_endpoint/`) and asserts that the cases its
@@ -99,6 +101,26 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         servers.push(Server::start(&binary, name, flags, None)?);
     }
     servers.push(Server::start(&binary, "fd-limited", &[], Some(FD_LIMIT))?);
+    // Keys mode, with one user made by the real binary, as an operator makes it.
+    let users = out_dir.join("users.jsonl");
+    if users.exists() {
+        std::fs::remove_file(&users)
+            .with_context(|| format!("cannot remove {}", users.display()))?;
+    }
+    let mut add = util::user_add_command(&binary, &users, KEYS_USER, None, 1);
+    println!("$ {}", util::display_command(&add));
+    let account = util::run_user_add(&mut add)?;
+    let stream_id = account
+        .stream_ids
+        .first()
+        .with_context(|| format!("`plotstream user add` issued no stream id: {account:?}"))?;
+    let users_flag = users.to_string_lossy().into_owned();
+    servers.push(Server::start(
+        &binary,
+        "keys",
+        &["--users", &users_flag],
+        None,
+    )?);
     let url = |name: &str| {
         servers
             .iter()
@@ -117,11 +139,17 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         .args(["--peer-limit", PEER_LIMIT])
         .args(["--target-fd-limited", &url("fd-limited")])
         .args(["--fd-limit", FD_LIMIT])
+        .args(["--target-accounts", &url("keys")])
+        .arg("--credentials")
+        .arg(format!("{}:{}", account.username, account.api_key))
+        .args(["--stream-id", stream_id])
+        // Our keys mode must pass group K, not merely be NON-STRICT there.
+        .args(["--strict-case", "K"])
         .arg("--junit")
         .arg(out_dir.join("junit.xml"))
         .arg("--json")
         .arg(out_dir.join("cases"))
-        // Every limit of RELIABILITY.md §3 must show in /metrics when it fires.
+        // Every limit of docs/reliability.md §3 must show in /metrics when it fires.
         .arg("--require-limit-counters")
         .args(extra)
         .env("NO_COLOR", "1");
@@ -129,7 +157,11 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         // B24's 50 MB/s floor is set for release builds.
         cmd.arg("--unoptimized-target");
     }
-    println!("$ {}", util::display_command(&cmd));
+    // The key is the keys server's own, but a log is no place for keys.
+    println!(
+        "$ {}",
+        util::display_command(&cmd).replace(&account.api_key, "<its api_key>")
+    );
     cmd.stdout(Stdio::piped());
     let (status, mut failures) = run_with_timeout(&mut cmd, SUITE_TIMEOUT);
     let mut stopped_cleanly = true;
@@ -192,6 +224,8 @@ const TIMER_SCALE: &str = "20";
 const PEER_LIMIT: &str = "256";
 /// The open-file limit of the sixth server, which D2 (EMFILE in the accept loop) needs.
 const FD_LIMIT: &str = "256";
+/// The user of the keys-mode server, which group K acts as.
+const KEYS_USER: &str = "conform";
 
 /// A running `plotstream serve`, stopped by PID when dropped.
 #[derive(Debug)]

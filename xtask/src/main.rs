@@ -71,12 +71,14 @@ commands:
                                corpus and a fuzz smoke run (N s per target, default 20, two at a
                                time), the browser check;
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
-  compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6,
-                               Arduino/ESP8266 transcripts) against `plotstream serve`, one line per
-                               case of PROTOCOL.md §9.2; FILTER picks cases by ID or name (`V11`);
+  compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6)
+                               against `plotstream serve`, one line per case of docs/protocol.md §9.2 a
+                               client plays (and F1-F6, U1-U5); FILTER picks cases
+                               by ID or name (`V11`);
                                installs the clients under <target>/compat
-  conform [--release]          start plotstream serve (five setups) and run `plotstream conform` against it;
-       [-- CONFORM_ARGS]       every MUST and COMPAT case must pass; then the calibration against a broken
+  conform [--release]          start plotstream serve (seven setups, keys mode among them) and run
+       [-- CONFORM_ARGS]       `plotstream conform` against it; every MUST and COMPAT case, and group K
+                               against keys mode, must pass; then the calibration against a broken
                                endpoint (cargo test -p plotstream-load --test conform_calibration)
   fuzz [TARGET...] [--secs N]  run cargo-fuzz targets for N seconds each (default 60) from their
        [--all] [--jobs J]      committed corpus fuzz/corpus/TARGET, and merge what they found into it
@@ -96,7 +98,7 @@ commands:
   bench ingest                 plotstream serve (release) under plotstream load with 1, 100 and 10 000
                                streams, beside the loopback TCP ceiling and a hyper sink; the RSS of
                                10 000 idle streams; merged into <target>/bench-summary.json (~2 min)
-  soak [--fuzz-secs N]         the long profile of the RELIABILITY §6 scenarios and the fault tests
+  soak [--fuzz-secs N]         the long profile of the docs/reliability.md §6 scenarios and the fault tests
                                (release, PLOTSTREAM_SOAK=1), then every fuzz target for N s (default
                                600), two at a time, merged into fuzz/corpus
   browser                      build and start `plotstream serve --demo`, open its live view in headless

@@ -1,4 +1,4 @@
-//! `cargo xtask soak`: the long profile of the fault and load scenarios (RELIABILITY.md §6),
+//! `cargo xtask soak`: the long profile of the fault and load scenarios (docs/reliability.md §6),
 //! in release, with `PLOTSTREAM_SOAK=1` for larger counts, then every fuzz target for ten
 //! minutes (two at a time), merged into its committed corpus. Bounded: each scenario stops by
 //! itself.

@@ -269,6 +269,72 @@ pub(crate) fn terminate(child: &mut std::process::Child) -> Result<()> {
     }
 }
 
+/// A keys-mode account as `plotstream user add` printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Account {
+    pub(crate) username: String,
+    pub(crate) api_key: String,
+    pub(crate) stream_ids: Vec<String>,
+}
+
+/// `plotstream user add NAME --users FILE [--api-key KEY] --stream-ids N` with the real binary
+/// (it creates `users` if missing; without a key it makes a random one); run it with
+/// [`run_user_add`].
+pub(crate) fn user_add_command(
+    binary: &Path,
+    users: &Path,
+    name: &str,
+    api_key: Option<&str>,
+    n_stream_ids: usize,
+) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args(["user", "add", name, "--users"])
+        .arg(users)
+        .args(["--stream-ids", &n_stream_ids.to_string()]);
+    if let Some(key) = api_key {
+        cmd.args(["--api-key", key]);
+    }
+    cmd
+}
+
+/// Runs a [`user_add_command`] and reads the account from the JSON line it prints.
+pub(crate) fn run_user_add(cmd: &mut Command) -> Result<Account> {
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot start `{}`", display_command(cmd)))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            display_command(cmd),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    parse_account(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// `{"username","api_key","stream_ids"}`, the line `plotstream user add` prints.
+pub(crate) fn parse_account(line: &str) -> Result<Account> {
+    let json: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("`plotstream user add` printed {line:?}, not one JSON line"))?;
+    let text = |key: &str| {
+        json[key]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("`plotstream user add` printed no {key}: {line}"))
+    };
+    let stream_ids = json["stream_ids"]
+        .as_array()
+        .with_context(|| format!("`plotstream user add` printed no stream_ids: {line}"))?
+        .iter()
+        .filter_map(|id| id.as_str().map(str::to_owned))
+        .collect();
+    Ok(Account {
+        username: text("username")?,
+        api_key: text("api_key")?,
+        stream_ids,
+    })
+}
+
 /// The port of `plotstream listening on http://127.0.0.1:PORT`.
 pub(crate) fn parse_listening_port(line: &str) -> Option<u16> {
     let addr = line
@@ -399,6 +465,24 @@ mod tests {
                 " right: Pass",
             ]
         );
+    }
+
+    #[test]
+    fn accounts_are_read_from_the_user_add_line() -> Result<()> {
+        let account = parse_account(
+            "{\"api_key\":\"demokey123\",\"stream_ids\":[\"thc44y3djs\",\"k1suez70vz\"],\"username\":\"demo\"}\n",
+        )?;
+        assert_eq!(
+            account,
+            Account {
+                username: "demo".to_owned(),
+                api_key: "demokey123".to_owned(),
+                stream_ids: vec!["thc44y3djs".to_owned(), "k1suez70vz".to_owned()],
+            }
+        );
+        assert!(parse_account("error: user demo exists").is_err());
+        assert!(parse_account("{\"username\":\"demo\"}").is_err());
+        Ok(())
     }
 
     #[test]

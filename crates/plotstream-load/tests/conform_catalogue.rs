@@ -1,5 +1,5 @@
-//! The case catalogue (`crates/plotstream-load/cases/*.toml`) against RELIABILITY.md §5 and
-//! PROTOCOL.md §9.2: every numbered case is there exactly once, at its level, and parses.
+//! The case catalogue (`crates/plotstream-cases/cases/*.toml`) against docs/reliability.md §5 and
+//! docs/protocol.md §9.2: every numbered case is there exactly once, at its level, and parses.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use plotstream_load::conform::{catalogue, Level};
 
-/// Groups and how many cases each has in RELIABILITY.md §5 and PROTOCOL.md §9.2.
+/// Groups and how many cases each has in docs/reliability.md §5 and docs/protocol.md §9.2, and group K
+/// (accounts and ownership, docs/conform.md).
 const GROUPS: &[(&str, u32)] = &[
     ("A", 25),
     ("B", 25),
@@ -16,6 +17,7 @@ const GROUPS: &[(&str, u32)] = &[
     ("E", 13),
     ("Q", 13),
     ("V", 23),
+    ("K", 11),
 ];
 
 fn level_of(id: &str) -> Level {
@@ -26,7 +28,9 @@ fn level_of(id: &str) -> Level {
         "Q11", "Q12", "Q13", "V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9", "V10", "V19",
         "V20", "V21", "V22", "V23",
     ];
-    if SHOULD.contains(&id) {
+    // Group K (accounts and ownership) is SHOULD throughout: an endpoint without accounts is
+    // NON-STRICT there, never failed.
+    if SHOULD.contains(&id) || id.starts_with('K') {
         Level::Should
     } else if INFO.contains(&id) {
         Level::Info
@@ -95,6 +99,21 @@ fn every_variant_has_bytes_or_a_script_and_modes() {
             assert!(
                 !v.expect.is_empty() || !v.expect_conn.is_empty(),
                 "{} {}",
+                c.id,
+                v.name
+            );
+        }
+    }
+}
+
+#[test]
+fn group_k_and_only_group_k_runs_against_the_target_with_accounts() {
+    for c in catalogue().unwrap() {
+        for v in &c.variants {
+            assert_eq!(
+                v.setup.accounts,
+                c.id.starts_with('K'),
+                "{} {}: setup = {{ accounts = true }} is group K's",
                 c.id,
                 v.name
             );

@@ -1,5 +1,5 @@
 //! RFC 8785 (JCS) canonical JSON: the encoding behind window digests and byte budgets
-//! (RELIABILITY.md P11, §4.3). A public canonical form lets any test compute a digest from its
+//! (docs/reliability.md P11, §4.3). A public canonical form lets any test compute a digest from its
 //! own send log without plotstream's code.
 
 use crate::json::{Str, Value};

@@ -1,4 +1,5 @@
-//! The chunked transfer coding (RFC 9112 §7.1) with plotstream's one tolerance (RELIABILITY.md P3).
+//! The chunked transfer coding (RFC 9112 §7.1) with plotstream's one tolerance (docs/reliability.md
+//! P3).
 //!
 //! ```text
 //! chunked-body   = *( empty-line / chunk ) last-chunk trailer-section CRLF
@@ -13,7 +14,7 @@
 //! ```
 //!
 //! The decoder is hand-written rather than `httparse::parse_chunk_size`, which reads an empty
-//! size line as 0 and accepts LF and NUL inside extensions (RELIABILITY.md M1).
+//! size line as 0 and accepts LF and NUL inside extensions (docs/reliability.md M1).
 
 use bytes::{Bytes, BytesMut};
 

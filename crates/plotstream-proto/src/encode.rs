@@ -1,13 +1,13 @@
 //! The client side of the wire: request heads, point lines and chunks in each real client's exact
-//! style (PROTOCOL.md §2.9–§2.14, §3.6), and compact JSON for values.
+//! style (docs/protocol.md §2.9–§2.14, §3.6), and compact JSON for values.
 //!
 //! Everything appends to a buffer the caller owns; nothing allocates on the point path. Numbers
 //! are formatted with `itoa` and `zmij` (shortest round trip), then reshaped into the flavour's
 //! notation, so every finite `f64` written by any flavour decodes to identical bits — except
 //! `-0.0` in the [`Flavour::Node`] style, which JavaScript prints as `0`.
 //!
-//! The point path is the hot one (PRODUCT.md §7). Each flavour gets its own monomorphic copy, so
-//! punctuation is copied in constant-size moves. Both numbers are formatted first, which gives
+//! The point path is the hot one (docs/performance.md). Each flavour gets its own monomorphic copy,
+//! so punctuation is copied in constant-size moves. Both numbers are formatted first, which gives
 //! the line length, so the size line is written before the line and nothing is patched or moved
 //! afterwards. The chunk is assembled in place at the end of `out`: a constant-size zeroed
 //! reservation, constant-size (or two overlapping fixed-size) moves, then a truncation — one
@@ -218,7 +218,7 @@ impl ChunkBatch {
     }
 }
 
-/// Appends the request head each client sends (PROTOCOL.md §2.9–§2.14). `host` includes
+/// Appends the request head each client sends (docs/protocol.md §2.9–§2.14). `host` includes
 /// `:port` when the port is not 80.
 ///
 /// - Python: CPython's `Host` (with port), `Accept-Encoding: identity`, `Transfer-Encoding:

@@ -1,5 +1,5 @@
-//! Request heads: incremental parsing on `httparse` into an owned head (RELIABILITY.md P1, P2,
-//! L3–L5), and the ingest-specific checks of PROTOCOL.md §2.1–§2.3.
+//! Request heads: incremental parsing on `httparse` into an owned head (docs/reliability.md P1, P2,
+//! L3–L5), and the ingest-specific checks of docs/protocol.md §2.1–§2.3.
 
 use bytes::Bytes;
 
@@ -56,7 +56,7 @@ impl RequestHead {
         self.target.split_once('?').map(|(_, q)| q)
     }
 
-    /// Which handler the request belongs to (PROTOCOL.md §1.3).
+    /// Which handler the request belongs to (docs/protocol.md §1.3).
     pub fn route(&self) -> Route {
         if self.target == "*" {
             return Route::Invalid;
@@ -114,7 +114,7 @@ pub enum HeadError {
 }
 
 impl HeadError {
-    /// The status this rejection is answered with (PROTOCOL.md §4.2).
+    /// The status this rejection is answered with (docs/protocol.md §4.2).
     pub fn status(self) -> Status {
         match self {
             HeadError::Syntax | HeadError::Framing | HeadError::Token => Status::BAD_REQUEST,
@@ -326,7 +326,7 @@ pub enum Framing {
     Length(u64),
 }
 
-/// What the stream endpoint reads from a `POST /` head (PROTOCOL.md §2.1).
+/// What the stream endpoint reads from a `POST /` head (docs/protocol.md §2.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestHead {
     /// The connection's default token (`plotly-streamtoken`).
@@ -337,12 +337,12 @@ pub struct IngestHead {
     pub convert_timestamp: Option<String>,
     /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
-    /// An `Expect` other than `100-continue` was sent (417 after admission, PROTOCOL.md §4.3).
+    /// An `Expect` other than `100-continue` was sent (417 after admission, docs/protocol.md §4.3).
     pub expect_unsupported: bool,
 }
 
 impl IngestHead {
-    /// Checks framing, encoding and the token header in the order of PROTOCOL.md §4.3 (3)–(4).
+    /// Checks framing, encoding and the token header in the order of docs/protocol.md §4.3 (3)–(4).
     pub fn from_head(head: &RequestHead, limits: &Limits) -> Result<IngestHead, HeadError> {
         let framing = framing(head, limits)?;
         if let Some(enc) = head.field("content-encoding") {
@@ -381,7 +381,7 @@ impl IngestHead {
     }
 }
 
-/// RELIABILITY.md P2: exactly one framing per request.
+/// docs/reliability.md P2: exactly one framing per request.
 fn framing(head: &RequestHead, limits: &Limits) -> Result<Framing, HeadError> {
     let mut te_fields = head.fields("transfer-encoding").peekable();
     let has_cl = head.field("content-length").is_some();

@@ -25,7 +25,7 @@ use crate::update::{convert_timestamp, parse_update_into, zone_for, Token, Updat
 /// Connection-level policy the protocol layer applies itself.
 #[derive(Debug, Clone, Default)]
 pub struct IngestConfig {
-    /// Every limit of RELIABILITY.md §3 that concerns one connection.
+    /// Every limit of docs/reliability.md §3 that concerns one connection.
     pub limits: Limits,
     /// `--lenient-lines`: skip and count lines that would get 422 (P5).
     pub lenient_lines: bool,
@@ -43,7 +43,7 @@ pub enum Event<U = ()> {
     /// machine stops; the driver serves it, taking the bytes that followed with
     /// [`Ingest::take_buffered`].
     Request(RequestHead),
-    /// A `POST /` head that passed checks (1)–(4) of PROTOCOL.md §4.3. The driver checks the
+    /// A `POST /` head that passed checks (1)–(4) of docs/protocol.md §4.3. The driver checks the
     /// header token (404/403/308), capacity (503) and holders (423), then calls
     /// [`Ingest::admit`] or [`Ingest::close_with`].
     Head(IngestHead),
@@ -60,7 +60,7 @@ pub enum Event<U = ()> {
     /// A line skipped under `--lenient-lines`, with the reason.
     Rejected(UpdateError),
     /// The request is over. Write [`Ingest::poll_transmit`]'s bytes (none for a silent close),
-    /// half-close, linger, close (PROTOCOL.md §4.4). No further events follow.
+    /// half-close, linger, close (docs/protocol.md §4.4). No further events follow.
     End(End),
 }
 
@@ -279,7 +279,7 @@ impl Ingest {
     // ---- commands ------------------------------------------------------------------------
 
     /// Admits the head announced by [`Event::Head`]. `wall` is the wall-clock time of the end
-    /// of the head, the T0 of `plotly-convertTimestamp` (PROTOCOL.md §3.7).
+    /// of the head, the T0 of `plotly-convertTimestamp` (docs/protocol.md §3.7).
     pub fn admit(&mut self, now: Duration, wall: SystemTime) {
         if self.state != State::AwaitAdmission {
             return;
@@ -657,3 +657,6 @@ pub fn run_to_end(
     ingest.poll_transmit(&mut out);
     (events, out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,4 @@
-//! A strict, bounded JSON parser for one trace-update line (RELIABILITY.md P4, L19–L22).
+//! A strict, bounded JSON parser for one trace-update line (docs/reliability.md P4, L19–L22).
 //!
 //! Why our own parser: the line rules are stricter than RFC 8259 (only SP and HTAB are
 //! whitespace, duplicate member names are errors, depth is capped at 32) and strings should stay

@@ -2,11 +2,14 @@
 //!
 //! This crate decodes and encodes the protocol spoken by chart_studio's `py.Stream`, npm
 //! `plotly`, the Arduino/ESP8266 libraries and plotstream's own tools: a long-lived
-//! `POST /` with a chunked body of newline-delimited JSON trace updates (PROTOCOL.md §2–§4).
+//! `POST /` with a chunked body of newline-delimited JSON trace updates (docs/protocol.md §2–§4).
 //! It performs no I/O and reads no clock: bytes come in through `handle_*` methods, time comes
 //! in as a `now: Duration` since an origin the driver picks, and everything the driver must do
 //! comes out of `poll_*` methods. The tokio drivers live in `plotstream-server` and
 //! `plotstream-client`; this crate is what they share.
+//!
+//! Policy (`P1`), limit (`L18`), invariant (`I2`) and case (`B5`) ids in this crate are defined in
+//! `docs/reliability.md`; client quirks (`K2`) and sections (`§2.9`) in `docs/protocol.md`.
 //!
 //! # Data flow (server side)
 //!
@@ -14,7 +17,7 @@
 //!  socket bytes ──► Ingest::handle_input(now, &mut BytesMut)      (buffer moved, not copied)
 //!                      │
 //!                      ▼
-//!   head::HeadParser ─ httparse + RELIABILITY P1/P2, L3–L5 ──► Event::Head ──► driver:
+//!   head::HeadParser ─ httparse + reliability P1/P2, L3–L5 ──► Event::Head ──► driver:
 //!                      │                                          admit() / close_with()
 //!                      ▼
 //!   chunked::ChunkedDecoder ─ RFC 9112 §7.1 + the K2 empty-line tolerance, L12–L17
@@ -110,7 +113,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The status this error is answered with (PROTOCOL.md §4.2).
+    /// The status this error is answered with (docs/protocol.md §4.2).
     pub fn status(self) -> Status {
         match self {
             Error::Head(e) => e.status(),

@@ -1,8 +1,8 @@
-//! Every peer-controlled size and time the protocol layer bounds (RELIABILITY.md §3).
+//! Every peer-controlled size and time the protocol layer bounds (docs/reliability.md §3).
 
 use std::time::Duration;
 
-/// The limits of RELIABILITY.md §3 that the protocol layer enforces.
+/// The limits of docs/reliability.md §3 that the protocol layer enforces.
 ///
 /// Each field names its L-number and the attack it stops. [`Limits::default`] gives the
 /// documented defaults; tests and the server override single fields.

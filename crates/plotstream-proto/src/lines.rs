@@ -1,4 +1,4 @@
-//! The NDJSON line framer (RELIABILITY.md P4, L18): zero-copy lines out of decoded body data.
+//! The NDJSON line framer (docs/reliability.md P4, L18): zero-copy lines out of decoded body data.
 
 use bytes::{Buf, Bytes, BytesMut};
 

@@ -1,4 +1,4 @@
-//! The legacy status table (PROTOCOL.md §4.2) and response-head encoding (PROTOCOL.md §4.1).
+//! The legacy status table and response-head encoding (docs/protocol.md §4.2, §4.1).
 
 /// A final status the stream endpoint can answer with.
 ///
@@ -95,7 +95,8 @@ impl Status {
         }
     }
 
-    /// The legacy message (PROTOCOL.md §4.2), byte for byte; the reason phrase in lower case otherwise.
+    /// The legacy message (docs/protocol.md §4.2), byte for byte; the reason phrase in lower case
+    /// otherwise.
     pub fn message(self) -> &'static str {
         match self.0 {
             200 => "healthy endpoint disconnect",
@@ -130,7 +131,7 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// Appends the complete final response for `status` to `out` (PROTOCOL.md §4.1).
+/// Appends the complete final response for `status` to `out` (docs/protocol.md §4.1).
 ///
 /// A 200 carries the JSON body `{"status":200,"message":...,"points":N}`; every other status a
 /// `text/plain` body holding its message. Every response has `Content-Length` and

@@ -1,4 +1,4 @@
-//! A line → a trace update (PROTOCOL.md §3): token extraction, key rules, `convertTimestamp`.
+//! A line → a trace update (docs/protocol.md §3): token extraction, key rules, `convertTimestamp`.
 
 use bytes::Bytes;
 pub use jiff::{tz::TimeZone, Timestamp};
@@ -52,7 +52,7 @@ impl Token {
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 
-    /// A log-safe fingerprint: the first 3 characters and the length (RELIABILITY.md §1.4).
+    /// A log-safe fingerprint: the first 3 characters and the length (docs/reliability.md §1.4).
     pub fn fingerprint(&self) -> String {
         let s = self.as_str();
         format!("{}…({})", &s[..s.len().min(3)], s.len())
@@ -292,7 +292,7 @@ fn take_member(update: &mut Update, bit: u8, value: Value) -> Result<(), UpdateE
 }
 
 /// The time zone named by a `plotly-convertTimestamp` value: quotes stripped, unknown names
-/// falling back to `America/Montreal` like the legacy middleware (PROTOCOL.md §3.7).
+/// falling back to `America/Montreal` like the legacy middleware (docs/protocol.md §3.7).
 pub fn zone_for(value: &str) -> TimeZone {
     let name = value.trim().trim_matches('"');
     jiff::tz::db()
@@ -302,7 +302,7 @@ pub fn zone_for(value: &str) -> TimeZone {
 }
 
 /// Replaces every `x` that is a number or an ASCII-digit string (also inside an `x` array) by
-/// `t0 + x` milliseconds in `zone`, formatted `YYYY-MM-DD HH:MM:SS.ffffff` (PROTOCOL.md §3.7).
+/// `t0 + x` milliseconds in `zone`, formatted `YYYY-MM-DD HH:MM:SS.ffffff` (docs/protocol.md §3.7).
 pub fn convert_timestamp(update: &mut Update, zone: &TimeZone, t0: Timestamp) {
     for (key, value) in &mut update.data {
         if key.as_bytes() == b"x" {

@@ -109,7 +109,7 @@ impl Writer {
     }
 
     /// The socket connected. Queues the head, except for node, which sends it with its first
-    /// write (PROTOCOL.md §2.10).
+    /// write (docs/protocol.md §2.10).
     pub fn handle_connected(&mut self, now: Duration) {
         self.state = State::Open;
         self.last_write = now;
@@ -267,8 +267,8 @@ impl Writer {
     }
 }
 
-/// Whether a client should reconnect after this outcome (PROTOCOL.md §5): after a close with no
-/// response, a healthy disconnect (200, the legacy maintenance flap), a timeout (408) or
+/// Whether a client should reconnect after this outcome (docs/protocol.md §5): after a close with
+/// no response, a healthy disconnect (200, the legacy maintenance flap), a timeout (408) or
 /// unavailability (502, 503, 520). Not after 423 (another writer holds the token), nor after
 /// any other 4xx, which would repeat.
 pub fn should_reconnect(status: Option<Status>) -> bool {

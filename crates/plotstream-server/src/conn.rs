@@ -101,7 +101,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     };
                     match admitted {
                         Ok(()) => {
-                            // Logs show a token's fingerprint only (RELIABILITY.md §1.4).
+                            // Logs show a token's fingerprint only (docs/reliability.md §1.4).
                             let token = head
                                 .token
                                 .as_ref()
@@ -386,7 +386,7 @@ fn apply_held(
 /// Reads up to this many bytes are copied into an exact-size buffer (see `drive`).
 const SMALL_READ: usize = 1024;
 
-/// The L-number of RELIABILITY.md §3 behind an end, for `plotstream_limit_breaches_total`.
+/// The L-number of docs/reliability.md §3 behind an end, for `plotstream_limit_breaches_total`.
 fn limit_of(reason: &plotstream_proto::EndReason) -> Option<&'static str> {
     use plotstream_proto::chunked::ChunkError;
     use plotstream_proto::head::HeadError;

@@ -1,5 +1,6 @@
 //! The simulator: faults injected on purpose so clients can be tested against the failures of
-//! a real service (PRODUCT.md §4 "The simulator"), reproducibly under `--seed`.
+//! a real service (docs/serve.md "Test your client against plotstream"), reproducibly under
+//! `--seed`.
 //!
 //! Every spec may be scoped to one token with `,token=T`. Random choices come from a
 //! generator seeded with `--seed` and the connection's accept number, so the same seed and the
@@ -18,7 +19,7 @@ pub struct Fault {
     pub token: Option<String>,
 }
 
-/// The faults of PRODUCT.md §4.
+/// The faults of docs/serve.md, "Test your client against plotstream".
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     /// `disconnect:after=LINES[,status=CODE]`: end each connection after LINES accepted lines

@@ -1,4 +1,4 @@
-//! The Chart Studio file registry behind the REST subset (PROTOCOL.md §7): grids, plots and
+//! The Chart Studio file registry behind the REST subset (docs/protocol.md §7): grids, plots and
 //! folders per user, with fids `<user>:<n>`.
 //!
 //! Hardening (security issue): `n` is random (12 digits), not sequential, so fids cannot be
@@ -469,7 +469,7 @@ pub fn split_fid(fid: &str) -> Option<(&str, u64)> {
 }
 
 /// A random 12-digit file number: fids cannot be enumerated (about 2^40 per user), and they
-/// stay integers, which `py.iplot` and `tls.embed` parse out of the URL (PROTOCOL.md §7.6).
+/// stay integers, which `py.iplot` and `tls.embed` parse out of the URL (docs/protocol.md §7.6).
 fn random_fid_number() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);

@@ -1,6 +1,6 @@
 //! Every route but the ingest endpoint: pages, inspection, SSE, tokens, metrics, assets.
 //! One request per connection; every response carries `Connection: close` and, except SSE,
-//! `Content-Length`, followed by the graceful close (RELIABILITY.md P9).
+//! `Content-Length`, followed by the graceful close (docs/reliability.md P9).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

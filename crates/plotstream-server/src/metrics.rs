@@ -1,4 +1,5 @@
-//! Counters for `GET /metrics` (Prometheus text format, PRODUCT.md §4, RELIABILITY.md §4.3).
+//! Counters for `GET /metrics` (Prometheus text format, docs/serve.md routes,
+//! docs/reliability.md §4.3).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,10 +25,15 @@ pub struct Metrics {
     pub displaced_lines: AtomicU64,
     /// Counter: takeovers.
     pub takeovers: AtomicU64,
-    /// Gauge: subscribed viewers.
+    /// Gauge: live viewer subscriptions (one per stream a session follows), counted by
+    /// `ViewerGuard`s: the L37 total.
     pub viewers: AtomicU64,
     /// Counter: viewers dropped (L35 third lag, L36).
     pub viewers_dropped: AtomicU64,
+    /// Gauge (a high-water mark): the most bytes one viewer had queued at once since the
+    /// server started, updates fanned out and not yet written to its socket; at most the L35
+    /// byte bound (or one larger update).
+    pub viewer_queued_bytes_max: AtomicU64,
     labelled: Mutex<BTreeMap<(&'static str, String), u64>>,
 }
 
@@ -110,6 +116,11 @@ impl Metrics {
                 "plotstream_viewers_dropped_total",
                 "counter",
                 &self.viewers_dropped,
+            ),
+            (
+                "plotstream_viewer_queued_bytes_max",
+                "gauge",
+                &self.viewer_queued_bytes_max,
             ),
         ];
         for (name, kind, v) in plain {

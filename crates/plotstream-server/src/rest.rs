@@ -1,5 +1,5 @@
-//! The Chart Studio v2 REST subset (PROTOCOL.md §7) and the legacy `POST /clientresp`
-//! (PROTOCOL.md §8): enough for `py.plot`, `py.iplot`, `py.sign_in`, node `plot()` and the
+//! The Chart Studio v2 REST subset (docs/protocol.md §7) and the legacy `POST /clientresp`
+//! (docs/protocol.md §8): enough for `py.plot`, `py.iplot`, `py.sign_in`, node `plot()` and the
 //! Arduino `init()` to run unchanged, storing figures and binding their stream tokens.
 //!
 //! Who may do what (docs/security.md): in keys mode (`serve --users FILE`) every v2 call
@@ -24,7 +24,7 @@ use crate::files::{random_id, split_fid, stream_token, FileError, Plot};
 use crate::http::{read_body, Response};
 use crate::store::clamp_maxpoints;
 use crate::transport::Io;
-use crate::users::{valid_username, AuthError};
+use crate::users::valid_username;
 use crate::Shared;
 
 /// Serves a `/v2/...` request.
@@ -157,7 +157,7 @@ pub async fn serve_v2(
     }
 }
 
-/// Serves `POST /clientresp` (PROTOCOL.md §8): always 200 with `error` a string.
+/// Serves `POST /clientresp` (docs/protocol.md §8): always 200 with `error` a string.
 pub async fn serve_clientresp(
     stream: &mut Io,
     head: &RequestHead,
@@ -192,7 +192,7 @@ pub async fn serve_clientresp(
     if let Some(users) = &shared.config.store.users {
         if users
             .authenticate(&user, field("key").unwrap_or(""))
-            .is_err()
+            .is_none()
         {
             return failed("invalid username or api key");
         }
@@ -346,10 +346,8 @@ pub fn caller(shared: &Shared, head: &RequestHead) -> Result<Option<String>, Res
     };
     match &shared.config.store.users {
         Some(users) => match users.authenticate(&user, &key) {
-            Ok(u) => Ok(Some(u)),
-            Err(AuthError::Missing | AuthError::Wrong) => {
-                Err(error(401, "Invalid username or API key."))
-            }
+            Some(u) => Ok(Some(u)),
+            None => Err(error(401, "Invalid username or API key.")),
         },
         None if valid_username(&user) => Ok(Some(user)),
         None => Err(error(
@@ -388,8 +386,8 @@ fn check_figure(shared: &Shared, user: &str, plot: &Plot) -> Result<(), Response
     Ok(())
 }
 
-/// Binds the figure's streamed traces (`Store::bind_trace`: a re-run restarts the streams
-/// the figure claims; another user's live stream is adopted, never wiped). Tokens the figure
+/// Binds the figure's streamed traces (`Store::bind_trace`: the streams its owner's figures
+/// claim restart from the figure's data; another user's live stream is adopted, never wiped). Tokens the figure
 /// dropped, and that no other figure of the owner names, end with 449, then 403, if this
 /// owner's figure claimed them.
 fn bind_figure(
@@ -412,11 +410,10 @@ fn bind_figure(
             .map_or(shared.config.store.default_maxpoints, |mp| {
                 clamp_maxpoints(mp, shared.config.store.max_maxpoints)
             });
-        let rerun = old_tokens.contains(&token);
         let initial = initial_data(shared, user, &trace);
         if shared
             .store
-            .bind_trace(&token, maxpoints, initial, rerun, user, Some(peer))
+            .bind_trace(&token, maxpoints, initial, user, Some(peer))
             .is_err()
         {
             return Err(error(403, "stream limit reached (L26, L43)"));
@@ -541,7 +538,7 @@ fn valid_path(p: &str) -> bool {
     p.len() <= 512 && !p.chars().any(char::is_control)
 }
 
-/// `{public origin}/~<user>/<n>/` (PROTOCOL.md §7.6 rule 4).
+/// `{public origin}/~<user>/<n>/` (docs/protocol.md §7.6 rule 4).
 fn web_url(shared: &Shared, head: &RequestHead, fid: &str) -> String {
     let (user, n) = split_fid(fid).unwrap_or(("anonymous", 0));
     format!("{}/~{user}/{n}/", origin(shared, head))
@@ -561,7 +558,7 @@ pub fn origin(shared: &Shared, head: &RequestHead) -> String {
     }
 }
 
-/// A Chart Studio error: 4xx, JSON `{"errors":[{"message":...}]}` (PROTOCOL.md §7.6).
+/// A Chart Studio error: 4xx, JSON `{"errors":[{"message":...}]}` (docs/protocol.md §7.6).
 pub fn error(status: u16, message: &str) -> Response {
     Response::json(
         status,
@@ -586,7 +583,7 @@ fn empty_object() -> Box<RawValue> {
 }
 
 /// `(user, key)` of `Authorization: Basic` (or `plotly-authorization`, preferred when
-/// present, PROTOCOL.md §7.3).
+/// present, docs/protocol.md §7.3).
 fn basic_credentials(head: &RequestHead) -> Option<(String, String)> {
     let value = head
         .field("plotly-authorization")
@@ -620,7 +617,7 @@ pub fn to_value(j: &Json) -> Value {
     }
 }
 
-/// PROTOCOL.md §8.4: read Content-Length bytes; if `args` and `kwargs` do not parse yet (the
+/// docs/protocol.md §8.4: read Content-Length bytes; if `args` and `kwargs` do not parse yet (the
 /// Arduino advertises 24 bytes too few), read on to the first CRLF, at most 4 KiB and 2 s more.
 async fn read_clientresp_body(
     stream: &mut Io,
@@ -663,7 +660,7 @@ async fn read_clientresp_body(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Splits at `&` only before a known key, keeping values raw (PROTOCOL.md §8.4).
+/// Splits at `&` only before a known key, keeping values raw (docs/protocol.md §8.4).
 pub(crate) fn split_form(body: &str) -> Vec<(&str, String)> {
     let mut cuts = vec![0usize];
     for (i, _) in body.match_indices('&') {
@@ -759,7 +756,7 @@ pub(crate) const FORM_KEYS: [&str; 8] = [
     "world_readable=",
 ];
 
-/// L45: REST and `/clientresp` bodies up to 16 MiB (PROTOCOL.md §7.6 rule 7).
+/// L45: REST and `/clientresp` bodies up to 16 MiB (docs/protocol.md §7.6 rule 7).
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 
 /// L42: traces per figure (one figure with 10 001 streamed traces made 10 001 streams and

@@ -1,5 +1,5 @@
-//! Streams, windows, writer bindings and viewer fan-out (PRODUCT.md §4 data model,
-//! RELIABILITY.md P7, §4 invariants I1–I5).
+//! Streams, windows, writer bindings and viewer fan-out (docs/reliability.md §4.1 terms,
+//! docs/reliability.md P7, §4 invariants I1–I5).
 //!
 //! One mutex guards the stream table; every operation that must be atomic with another
 //! (apply vs. takeover, subscribe vs. apply) happens under it, and none of them waits on I/O:
@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use plotstream_proto::{Status, Token, Update, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
+use crate::guard::ViewerGuard;
 use crate::metrics::Metrics;
 use crate::users::Users;
 
@@ -43,11 +44,30 @@ pub struct StoreConfig {
     /// L54: tokens registered by `POST /api/tokens` without accounts (a registered token that
     /// never streams costs a few dozen bytes; the set must still end somewhere).
     pub max_registered: usize,
-    /// L35: viewer queue length in events.
+    /// L35: a viewer's queue in events (default 1 024): the updates fanned out to it and not
+    /// yet taken by its session. Past it the viewer is lagged: `reset` (lagged) and a fresh
+    /// snapshot, never a silent gap (I5). Its session flushes its coalesced updates early once
+    /// half of this many are pending, rather than letting them grow.
     pub viewer_queue: usize,
-    /// L37: viewers per stream.
+    /// L35: a viewer's queue in bytes (default 1 MiB), whichever of the two bounds comes
+    /// first: the encoded size of every update fanned out to it and not yet written to its
+    /// socket, whether still queued, pending in its session or in the session's output. So a
+    /// viewer whose socket is full holds at most this much, however fast the stream. Past it the
+    /// viewer is lagged, as for the event bound; its session flushes early at half of it. One
+    /// update larger than the bound is still taken by an empty queue. The updates are encoded
+    /// once and shared by every viewer, so this bounds what one viewer pins, not a copy; the
+    /// snapshot a reset sends is not counted (L24 and L41 bound it, one per trace at a time).
+    pub viewer_queue_bytes: usize,
+    /// L35 (note): the longest coalescing interval a viewer may ask for with `?interval=MS`
+    /// (default 5 s); longer ones are clamped to it, and a value that is not a whole number of
+    /// milliseconds means the 50 ms default. A viewer that reads everything flushes at least
+    /// this often, and earlier at half an L35 bound.
+    pub viewer_interval_max: std::time::Duration,
+    /// L37: viewers per stream (default 1 000); the next subscribe gets 503.
     pub viewers_per_stream: usize,
-    /// L37: viewers in total.
+    /// L37: viewer subscriptions in total (default 10 000; a figure feed takes one per
+    /// streamed trace); the next subscribe gets 503. Each subscription holds a guard that gives
+    /// its slot back when it is dropped, on every path, and `plotstream_viewers` is that count.
     pub viewers_total: usize,
     /// L27: a stream created by ingest with no writer, no viewer and no figure or owner is
     /// dropped after this long (its next writer starts a new epoch).
@@ -71,6 +91,8 @@ impl Default for StoreConfig {
             max_streams: 10_000,
             max_registered: 100_000,
             viewer_queue: 1024,
+            viewer_queue_bytes: 1 << 20,
+            viewer_interval_max: std::time::Duration::from_secs(5),
             viewers_per_stream: 1000,
             viewers_total: 10_000,
             idle_stream_ttl: Duration::from_secs(3600),
@@ -123,34 +145,107 @@ impl Conn {
 /// One event queued to a viewer.
 #[derive(Debug, Clone)]
 pub enum ViewerMsg {
-    /// One accepted update: its seq and its JSON op (`{"seq":..,"append":{..},...}`).
+    /// One accepted update, encoded once for every viewer.
     Update(Arc<Fanout>),
     /// The stream's history was lost (`epoch`) or the server is stopping (`shutdown`).
     Reset(&'static str),
 }
 
-/// An update as fanned out, serialised once for every viewer.
+/// An update as fanned out: encoded once, when someone watches, and shared by every viewer's
+/// queue, session and output (reference-counted `Bytes`, never copied per viewer).
 #[derive(Debug)]
 pub struct Fanout {
     /// The update's seq.
     pub seq: u64,
-    /// The JSON op.
-    pub json: Bytes,
+    /// The whole SSE `update` event that carries this update alone, as a single-stream feed
+    /// sends it: `event: update`, `id: <epoch>:<seq>`, and
+    /// `data: {"epoch":..,"from_seq":seq,"to_seq":seq,"data":[<op>]}`.
+    pub event: Bytes,
+    /// The JSON op (`{"seq":..,"append":{..},...}`), a slice of `event`, which coalesced and
+    /// figure-feed events frame.
+    pub op: Bytes,
+}
+
+impl Fanout {
+    /// What the update counts against a viewer's L35 byte bound.
+    pub fn n_bytes(&self) -> usize {
+        self.event.len()
+    }
+}
+
+/// The part of a viewer's queue that the fan-out and the viewer's session share (L35).
+#[derive(Debug)]
+pub struct ViewerQueue {
+    /// Set when the queue overflowed: the viewer must reset and resubscribe (I5). Nothing is
+    /// queued to it from then on.
+    lagged: AtomicBool,
+    /// Bytes fanned out and not yet written to the viewer's socket (added by the fan-out,
+    /// given back by the session once written).
+    /// Invariant: at most `max_bytes`, or one update's bytes.
+    n_bytes: AtomicUsize,
+    /// L35: the byte bound.
+    max_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl ViewerQueue {
+    /// True once the queue overflowed.
+    pub fn is_lagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire)
+    }
+
+    /// Bytes counted now: queued, pending and unwritten.
+    pub fn n_bytes(&self) -> usize {
+        self.n_bytes.load(Ordering::Acquire)
+    }
+
+    /// Gives back `n` counted bytes, written to the socket (or dropped with the queue).
+    pub fn release(&self, n: usize) {
+        let _ = self
+            .n_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    fn mark_lagged(&self) {
+        self.lagged.store(true, Ordering::Release);
+    }
+
+    /// Counts `n` more bytes, unless that passes the bound (then the caller marks the viewer
+    /// lagged). Only the fan-out adds, under the store lock, and the session only subtracts, so
+    /// the check cannot race into going over.
+    fn try_reserve(&self, n: usize) -> bool {
+        let before = self.n_bytes.load(Ordering::Acquire);
+        let after = before.saturating_add(n);
+        if before > 0 && after > self.max_bytes {
+            return false;
+        }
+        self.n_bytes.fetch_add(n, Ordering::AcqRel);
+        let peak = &self.metrics.viewer_queued_bytes_max;
+        let after = u64::try_from(after).unwrap_or(u64::MAX);
+        if after > peak.load(Ordering::Relaxed) {
+            peak.fetch_max(after, Ordering::Relaxed);
+        }
+        true
+    }
 }
 
 /// What a viewer gets when it subscribes.
 #[derive(Debug)]
 pub struct Subscription {
     /// The snapshot event's JSON (`{epoch, first_seq, last_seq, maxpoints, window, layout}`).
-    pub snapshot: String,
+    pub snapshot: Bytes,
     /// The stream's epoch.
     pub epoch: String,
     /// The snapshot's `last_seq`; the first update covers `last_seq + 1`.
     pub last_seq: u64,
     /// Later updates.
     pub rx: mpsc::Receiver<ViewerMsg>,
-    /// Set when the queue overflowed: the viewer must reset and resubscribe (I5).
-    pub lagged: Arc<AtomicBool>,
+    /// Its lag flag and byte count (L35), shared with the fan-out.
+    pub queue: Arc<ViewerQueue>,
+    /// Its place in the L37 count, given back when the subscription is dropped.
+    _slot: ViewerGuard,
 }
 
 /// The store.
@@ -169,7 +264,6 @@ struct Inner {
     /// Tokens that a replaced figure no longer names (403).
     retired: HashSet<String>,
     total_bytes: usize,
-    n_viewers: usize,
     /// Read id → token: pages and feeds address a stream without its write token.
     by_read_id: HashMap<String, String>,
     /// L43: per peer address, (allowance left, when it was last refilled).
@@ -201,6 +295,9 @@ struct Stream {
     line: Vec<(Str, Value)>,
     writer: Option<Arc<Conn>>,
     viewers: Vec<ViewerSlot>,
+    /// The snapshot last handed to a viewer, kept only while a viewer still holds it: viewers
+    /// that subscribe at the same point share one copy of a window of up to L24's 4 MiB.
+    snapshot: SharedSnapshot,
     rejected_lines: u64,
     displaced_lines: u64,
 }
@@ -208,7 +305,29 @@ struct Stream {
 #[derive(Debug)]
 struct ViewerSlot {
     tx: mpsc::Sender<ViewerMsg>,
-    lagged: Arc<AtomicBool>,
+    queue: Arc<ViewerQueue>,
+}
+
+/// The snapshot a stream last handed out, without keeping it alive: only viewers hold it
+/// (their `Bytes`), so an idle stream keeps no second copy of its window.
+///
+/// Invariant: while the key matches, the snapshot is current. Every change to what a snapshot
+/// shows moves its seq (`Stream::apply`, including L24/L25 eviction), its maxpoints (`trim`
+/// after a new maxpoints) or restarts the stream (`restart` clears this).
+#[derive(Debug, Default)]
+struct SharedSnapshot {
+    /// `(last_seq, maxpoints)` when it was taken.
+    key: Option<(u64, usize)>,
+    text: Weak<Vec<u8>>,
+}
+
+/// The owner of a shared snapshot's bytes, for `Bytes::from_owner`.
+struct SnapshotText(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SnapshotText {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Why the store refused something.
@@ -300,6 +419,11 @@ impl Store {
             ..
         } = inner;
         let stream = streams.get_mut(key).ok_or(Status::INTERNAL)?;
+        if stream.patch_too_large(update) {
+            // L41: checked before any effect, so the refused line changes nothing (I2).
+            self.metrics.limit_breach("L41");
+            return Err(Status::UNPROCESSABLE);
+        }
         let before = stream.bytes;
         let seq = stream.apply(
             update,
@@ -340,42 +464,69 @@ impl Store {
     }
 
     /// Subscribes a viewer: the snapshot and the registration are atomic, so the first update
-    /// received covers `last_seq + 1` (I5). `None` for an unknown stream.
+    /// received covers `last_seq + 1` (I5). `None` for an unknown stream; 503 past either L37
+    /// bound. The subscription holds its viewer slot until it is dropped.
     pub fn subscribe(&self, token: &str) -> Result<Option<Subscription>, Refusal> {
         let mut inner = self.lock();
-        if inner.n_viewers >= self.config.viewers_total {
-            return Err(Status::UNAVAILABLE);
-        }
-        let queue = self.config.viewer_queue;
-        let per_stream = self.config.viewers_per_stream;
         let Some(stream) = inner.streams.get_mut(token) else {
             return Ok(None);
         };
         stream.viewers.retain(|v| !v.tx.is_closed());
-        if stream.viewers.len() >= per_stream {
+        if stream.viewers.len() >= self.config.viewers_per_stream {
+            self.metrics.limit_breach("L37");
             return Err(Status::UNAVAILABLE);
         }
-        let (tx, rx) = mpsc::channel(queue);
-        let lagged = Arc::new(AtomicBool::new(false));
-        stream.viewers.push(ViewerSlot {
-            tx,
-            lagged: lagged.clone(),
-        });
-        let sub = Subscription {
-            snapshot: stream.snapshot_json(),
+        let Some(slot) = ViewerGuard::new(&self.metrics, self.config.viewers_total) else {
+            self.metrics.limit_breach("L37");
+            return Err(Status::UNAVAILABLE);
+        };
+        let (rx, queue) = self.add_viewer(stream);
+        Ok(Some(Subscription {
+            snapshot: stream.shared_snapshot(),
             epoch: stream.epoch.clone(),
             last_seq: stream.last_seq,
             rx,
-            lagged,
-        };
-        inner.n_viewers = inner.streams.values().map(|s| s.viewers.len()).sum();
-        self.metrics
-            .viewers
-            .store(inner.n_viewers as u64, Ordering::Relaxed);
-        Ok(Some(sub))
+            queue,
+            _slot: slot,
+        }))
     }
 
-    /// The inspection object of RELIABILITY.md §4.3, as JSON, with the stream's read `id`;
+    /// Replaces `sub` (of `token`) with a fresh subscription after a reset, keeping its viewer
+    /// slot: its queue is dropped first, under the same lock, so a viewer at either L37 bound
+    /// can always resubscribe. False if the stream is gone.
+    pub fn resubscribe(&self, token: &str, sub: &mut Subscription) -> bool {
+        let mut inner = self.lock();
+        let Some(stream) = inner.streams.get_mut(token) else {
+            return false;
+        };
+        sub.rx.close();
+        stream.viewers.retain(|v| !v.tx.is_closed());
+        let (rx, queue) = self.add_viewer(stream);
+        sub.snapshot = stream.shared_snapshot();
+        sub.epoch.clone_from(&stream.epoch);
+        sub.last_seq = stream.last_seq;
+        sub.rx = rx;
+        sub.queue = queue;
+        true
+    }
+
+    /// Registers a viewer queue with `stream` (L35 bounds); returns the viewer's ends.
+    fn add_viewer(&self, stream: &mut Stream) -> (mpsc::Receiver<ViewerMsg>, Arc<ViewerQueue>) {
+        let (tx, rx) = mpsc::channel(self.config.viewer_queue);
+        let queue = Arc::new(ViewerQueue {
+            lagged: AtomicBool::new(false),
+            n_bytes: AtomicUsize::new(0),
+            max_bytes: self.config.viewer_queue_bytes,
+            metrics: self.metrics.clone(),
+        });
+        stream.viewers.push(ViewerSlot {
+            tx,
+            queue: queue.clone(),
+        });
+        (rx, queue)
+    }
+
+    /// The inspection object of docs/reliability.md §4.3, as JSON, with the stream's read `id`;
     /// `token` is `null` unless `show_token` (keys mode never shows a write token).
     pub fn inspect(&self, token: &str, show_token: bool) -> Option<String> {
         let inner = self.lock();
@@ -434,25 +585,25 @@ impl Store {
         let inner = self.lock();
         for s in inner.streams.values() {
             for v in &s.viewers {
+                // A full queue drops it: the session also watches the shutdown signal.
                 let _ = v.tx.try_send(ViewerMsg::Reset("shutdown"));
             }
         }
     }
 
-    /// Binds `token` to a trace of `owner`'s figure (PROTOCOL.md §1.4, §7.5) and registers it.
+    /// Binds `token` to a trace of `owner`'s figure (docs/protocol.md §1.4, §7.5) and registers it.
     ///
     /// A figure claims the stream it creates (and, in keys mode, any stream of a token its
-    /// owner holds). Only the claimant's figure changes the stream: sets its maxpoints and, on
-    /// a re-run (`rerun`: the replaced figure named the token too), restarts its window from
-    /// `initial` (a new epoch; viewers get `reset` (epoch) and a fresh snapshot). Anyone
-    /// else's figure adopts the stream as it is: naming a live stream never wipes or trims it.
+    /// owner holds). Only the claimant's figures change the stream: set its maxpoints and
+    /// restart its window from `initial` (a new epoch; viewers get `reset` (epoch) and a fresh
+    /// snapshot), as a re-run of the notebook expects. Anyone else's figure adopts the stream
+    /// as it is: naming a live stream never wipes or trims it.
     /// A new stream counts against L25, L26 and `peer`'s allowance (L43) like any other.
     pub fn bind_trace(
         &self,
         token: &str,
         maxpoints: usize,
         initial: Vec<(String, Vec<Value>)>,
-        rerun: bool,
         owner: &str,
         peer: Option<IpAddr>,
     ) -> Result<(), Refusal> {
@@ -464,8 +615,7 @@ impl Store {
             self.create_locked(inner, token, maxpoints, peer)?;
         }
         inner.registered.insert(token.to_owned());
-        // A retired token named again starts over, like a re-run.
-        let rerun = inner.retired.remove(token) || rerun;
+        inner.retired.remove(token);
         let Inner {
             streams,
             total_bytes,
@@ -480,12 +630,14 @@ impl Store {
         }
         let before = stream.bytes;
         stream.maxpoints = maxpoints;
-        if (created || rerun)
-            && (stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty())
-        {
+        if stream.last_seq > 0 || !stream.window.is_empty() || !initial.is_empty() {
             stream.restart(initial, self.config.stream_bytes);
             for v in &stream.viewers {
-                let _ = v.tx.try_send(ViewerMsg::Reset("epoch"));
+                // A full queue cannot take the reset: lagged, the viewer resets all the same
+                // (with a snapshot of the new epoch), before any update of the new epoch.
+                if v.tx.try_send(ViewerMsg::Reset("epoch")).is_err() {
+                    v.queue.mark_lagged();
+                }
             }
         } else {
             stream.trim();
@@ -601,7 +753,7 @@ impl Store {
     }
 
     /// `token` is no longer named by any figure of `owner`: if `owner`'s figure claimed its
-    /// stream, a live writer ends with 449 and later use gets 403 (PROTOCOL.md §4.2, §7.5).
+    /// stream, a live writer ends with 449 and later use gets 403 (docs/protocol.md §4.2, §7.5).
     /// A stream claimed by nobody else's figure is left alone.
     pub fn retire_token(&self, token: &str, owner: &str) {
         let mut inner = self.lock();
@@ -713,9 +865,29 @@ impl Stream {
             line: Vec::new(),
             writer: None,
             viewers: Vec::new(),
+            snapshot: SharedSnapshot::default(),
             rejected_lines: 0,
             displaced_lines: 0,
         }
+    }
+
+    /// L41: would this update's `layout` or `line` patch grow the merged object past
+    /// [`PATCH_BYTES`] (JCS size)? A line is at most 64 KiB (L18), but patches with new keys
+    /// accumulate, so the merged result is what is bounded. Costs nothing for lines without a
+    /// patch (the hot path).
+    fn patch_too_large(&self, update: &Update) -> bool {
+        let too_large = |current: &[(Str, Value)], patch: &[(Str, Value)]| {
+            let mut merged = current.to_vec();
+            merge(&mut merged, patch);
+            let mut out = Vec::new();
+            write_jcs(&Value::Object(merged), &mut out);
+            out.len() > PATCH_BYTES
+        };
+        update
+            .layout
+            .as_ref()
+            .is_some_and(|l| too_large(&self.layout, l))
+            || (!update.line.is_empty() && too_large(&self.line, &update.line))
     }
 
     fn apply(&mut self, update: &Update, budget: usize, global_full: bool) -> u64 {
@@ -784,53 +956,84 @@ impl Stream {
         }
         // The op is for viewers only: a stream nobody watches (bulk ingest) skips building it.
         self.viewers.retain(|v| !v.tx.is_closed());
-        if self
-            .viewers
-            .iter()
-            .all(|v| v.lagged.load(Ordering::Relaxed))
-        {
+        if self.viewers.iter().all(|v| v.queue.is_lagged()) {
             return seq;
         }
-        let mut op = Vec::with_capacity(64);
-        op.extend_from_slice(b"{\"seq\":");
-        op.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-        if !appends.is_empty() {
-            op.extend_from_slice(b",\"append\":{");
-            write_members(&appends, true, &mut op);
-            op.push(b'}');
-        }
-        if !replaces.is_empty() {
-            op.extend_from_slice(b",\"replace\":{");
-            write_members(&replaces, false, &mut op);
-            op.push(b'}');
-        }
-        if !update.line.is_empty() {
-            op.extend_from_slice(b",\"line\":");
-            write_jcs(&Value::Object(update.line.clone()), &mut op);
-        }
-        if let Some(layout) = &update.layout {
-            op.extend_from_slice(b",\"layout\":");
-            write_jcs(&Value::Object(layout.clone()), &mut op);
-        }
-        op.push(b'}');
-        let fanout = Arc::new(Fanout {
-            seq,
-            json: Bytes::from(op),
-        });
+        let fanout = Arc::new(self.encode_update(seq, update, &appends, &replaces));
+        let n_bytes = fanout.n_bytes();
         for v in &self.viewers {
-            if v.lagged.load(Ordering::Relaxed) {
+            if v.queue.is_lagged() {
                 continue;
             }
-            if v.tx.try_send(ViewerMsg::Update(fanout.clone())).is_err() {
-                // L35: never block ingest on a viewer; it resets and resubscribes (I5).
-                v.lagged.store(true, Ordering::Release);
+            // L35, either bound: never block ingest on a viewer; it resets and resubscribes
+            // (I5).
+            if !v.queue.try_reserve(n_bytes)
+                || v.tx.try_send(ViewerMsg::Update(fanout.clone())).is_err()
+            {
+                v.queue.mark_lagged();
             }
         }
         seq
     }
 
+    /// The SSE event of one update, for viewers (see [`Fanout`]): encoded once, the op a slice
+    /// of it.
+    fn encode_update(
+        &self,
+        seq: u64,
+        update: &Update,
+        appends: &[(&str, &Value)],
+        replaces: &[(&str, &Value)],
+    ) -> Fanout {
+        let mut seq_buf = itoa::Buffer::new();
+        let seq_text = seq_buf.format(seq).as_bytes();
+        let mut ev = Vec::with_capacity(160);
+        ev.extend_from_slice(b"event: update\nid: ");
+        ev.extend_from_slice(self.epoch.as_bytes());
+        ev.push(b':');
+        ev.extend_from_slice(seq_text);
+        ev.extend_from_slice(b"\ndata: {\"epoch\":\"");
+        ev.extend_from_slice(self.epoch.as_bytes());
+        ev.extend_from_slice(b"\",\"from_seq\":");
+        ev.extend_from_slice(seq_text);
+        ev.extend_from_slice(b",\"to_seq\":");
+        ev.extend_from_slice(seq_text);
+        ev.extend_from_slice(b",\"data\":[");
+        let op_start = ev.len();
+        ev.extend_from_slice(b"{\"seq\":");
+        ev.extend_from_slice(seq_text);
+        if !appends.is_empty() {
+            ev.extend_from_slice(b",\"append\":{");
+            write_members(appends, true, &mut ev);
+            ev.push(b'}');
+        }
+        if !replaces.is_empty() {
+            ev.extend_from_slice(b",\"replace\":{");
+            write_members(replaces, false, &mut ev);
+            ev.push(b'}');
+        }
+        if !update.line.is_empty() {
+            ev.extend_from_slice(b",\"line\":");
+            write_jcs(&Value::Object(update.line.clone()), &mut ev);
+        }
+        if let Some(layout) = &update.layout {
+            ev.extend_from_slice(b",\"layout\":");
+            write_jcs(&Value::Object(layout.clone()), &mut ev);
+        }
+        ev.push(b'}');
+        let op_end = ev.len();
+        ev.extend_from_slice(b"]}\n\n");
+        let event = Bytes::from(ev);
+        Fanout {
+            seq,
+            op: event.slice(op_start..op_end),
+            event,
+        }
+    }
+
     /// Starts a new history from `initial` arrays (a figure was created or replaced).
     fn restart(&mut self, initial: Vec<(String, Vec<Value>)>, budget: usize) {
+        self.snapshot = SharedSnapshot::default();
         self.epoch = new_epoch();
         self.last_seq = 0;
         self.window.clear();
@@ -923,6 +1126,23 @@ impl Stream {
         }
     }
 
+    /// The snapshot's JSON, shared with the viewers that got it at this same point (see
+    /// [`SharedSnapshot`]).
+    fn shared_snapshot(&mut self) -> Bytes {
+        let key = (self.last_seq, self.maxpoints);
+        if self.snapshot.key == Some(key) {
+            if let Some(text) = self.snapshot.text.upgrade() {
+                return Bytes::from_owner(SnapshotText(text));
+            }
+        }
+        let text = Arc::new(self.snapshot_json().into_bytes());
+        self.snapshot = SharedSnapshot {
+            key: Some(key),
+            text: Arc::downgrade(&text),
+        };
+        Bytes::from_owner(SnapshotText(text))
+    }
+
     fn snapshot_json(&self) -> String {
         let mut window = Vec::new();
         self.write_window(&mut window);
@@ -962,7 +1182,7 @@ fn write_members(members: &[(&str, &Value)], wrap: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// Deep merge (PROTOCOL.md §3.3 `layout`): objects merge, other values replace.
+/// Deep merge (docs/protocol.md §3.3 `layout`): objects merge, other values replace.
 fn merge(into: &mut Vec<(Str, Value)>, patch: &[(Str, Value)]) {
     for (k, v) in patch {
         match (into.iter_mut().find(|(ik, _)| ik == k), v) {
@@ -994,10 +1214,13 @@ fn value_bytes_with(v: &Value, scratch: &mut Vec<u8>) -> usize {
     scratch.len() + 1
 }
 
+/// L41: a stream's layout, and its trace `line` object, after every patch (JCS bytes).
+pub const PATCH_BYTES: usize = 64 * 1024;
+
 /// L43: peers whose creation allowance is remembered before full buckets are forgotten.
 const ALLOWANCE_PEERS: usize = 65_536;
 
-/// maxpoints as plotly.js reads it (PROTOCOL.md §3.4): truncated, clamped to 0..=max.
+/// maxpoints as plotly.js reads it (docs/protocol.md §3.4): truncated, clamped to 0..=max.
 pub fn clamp_maxpoints(mp: f64, max: usize) -> usize {
     if !mp.is_finite() || mp <= 0.0 {
         return 0;
@@ -1085,8 +1308,7 @@ mod tests {
     #[test]
     fn window_keeps_the_newest_maxpoints_and_replaces_arrays() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 3, Vec::new(), false, "u", None)
-            .unwrap();
+        s.bind_trace("tok1", 3, Vec::new(), "u", None).unwrap();
         for n in 1..=5 {
             apply(&s, &c, "tok1", &format!("{{\"x\":{n},\"y\":{n}}}")).unwrap();
         }
@@ -1144,11 +1366,11 @@ mod tests {
     #[test]
     fn another_users_figure_adopts_a_live_stream_without_wiping_or_retiring_it() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 500, Vec::new(), false, "victim", None)
+        s.bind_trace("tok1", 500, Vec::new(), "victim", None)
             .unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let before = inspect(&s, "tok1");
-        s.bind_trace("tok1", 1, vec![("x".into(), vec![])], true, "mallory", None)
+        s.bind_trace("tok1", 1, vec![("x".into(), vec![])], "mallory", None)
             .unwrap();
         s.retire_token("tok1", "mallory");
         let after = inspect(&s, "tok1");
@@ -1157,6 +1379,34 @@ mod tests {
         assert_eq!(after["window"]["x"], serde_json::json!([1]));
         assert_eq!(c.kick_status(), None);
         assert_eq!(apply(&s, &c, "tok1", r#"{"x":2}"#), Ok(2));
+    }
+
+    #[test]
+    fn layout_patches_are_bounded_after_merging_at_l41() {
+        let (s, c) = store(StoreConfig::default());
+        // Each patch is small (L18 holds), but new keys accumulate: 40 × ~2 KiB.
+        let patch = |i: usize| format!(r#"{{"layout":{{"k{i}":"{}"}}}}"#, "a".repeat(1000));
+        let mut accepted = 0;
+        let refused = (0..100).find_map(|i| match apply(&s, &c, "tok1", &patch(i)) {
+            Ok(_) => {
+                accepted += 1;
+                None
+            }
+            Err(status) => Some(status),
+        });
+        assert_eq!(refused, Some(Status::UNPROCESSABLE));
+        let st = inspect(&s, "tok1");
+        assert_eq!(st["last_seq"], accepted, "the refused patch took no seq");
+        assert!(
+            (60..=66).contains(&accepted),
+            "{accepted} patches of ~1 KiB fit in 64 KiB"
+        );
+        // Replacing existing keys does not grow it: still accepted.
+        assert!(apply(&s, &c, "tok1", &patch(0)).is_ok());
+        assert!(
+            apply(&s, &c, "tok1", r#"{"x":1}"#).is_ok(),
+            "data lines are unaffected"
+        );
     }
 
     #[test]
@@ -1174,15 +1424,13 @@ mod tests {
     #[test]
     fn retired_tokens_get_449_then_403() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 10, Vec::new(), false, "u", None)
-            .unwrap();
+        s.bind_trace("tok1", 10, Vec::new(), "u", None).unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         s.retire_token("tok1", "u");
         assert_eq!(c.kick_status(), Some(Status::RETRY_WITH));
         let c2 = s.new_conn();
         assert_eq!(apply(&s, &c2, "tok1", r#"{"x":2}"#), Err(Status::FORBIDDEN));
-        s.bind_trace("tok1", 10, Vec::new(), false, "u", None)
-            .unwrap();
+        s.bind_trace("tok1", 10, Vec::new(), "u", None).unwrap();
         assert_eq!(
             apply(&s, &c2, "tok1", r#"{"x":3}"#),
             Ok(1),
@@ -1190,11 +1438,72 @@ mod tests {
         );
     }
 
+    /// L37 counts live subscriptions: a dropped one gives its slot back at once, and a
+    /// resubscription keeps its own, so a viewer at the limit can always reset.
+    #[test]
+    fn viewer_slots_are_held_by_subscriptions() {
+        let (s, c) = store(StoreConfig {
+            viewers_total: 2,
+            viewers_per_stream: 1,
+            ..StoreConfig::default()
+        });
+        apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
+        apply(&s, &c, "tok2", r#"{"x":1}"#).unwrap();
+        let viewers = |s: &Store| s.metrics.viewers.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            let mut a = s.subscribe("tok1").unwrap().unwrap();
+            assert_eq!(s.subscribe("tok1").err(), Some(Status::UNAVAILABLE));
+            let b = s.subscribe("tok2").unwrap().unwrap();
+            assert_eq!(viewers(&s), 2);
+            assert!(s.resubscribe("tok1", &mut a), "at both limits");
+            assert_eq!(viewers(&s), 2);
+            drop(b);
+            assert_eq!(viewers(&s), 1);
+            drop(a);
+            assert_eq!(viewers(&s), 0);
+        }
+    }
+
+    /// Viewers that subscribe at the same point share one snapshot; anything that changes
+    /// what a snapshot shows gives the next viewer a new one.
+    #[test]
+    fn viewers_share_a_snapshot_while_it_is_current() {
+        let (s, c) = store(StoreConfig::default());
+        s.bind_trace("tok1", 500, Vec::new(), "u", None).unwrap();
+        for n in 1..=5 {
+            apply(&s, &c, "tok1", &format!("{{\"x\":{n}}}")).unwrap();
+        }
+        let a = s.subscribe("tok1").unwrap().unwrap();
+        let b = s.subscribe("tok1").unwrap().unwrap();
+        assert_eq!(a.snapshot.as_ptr(), b.snapshot.as_ptr(), "one copy");
+        let json = |sub: &Subscription| -> serde_json::Value {
+            serde_json::from_slice(&sub.snapshot).unwrap()
+        };
+        apply(&s, &c, "tok1", r#"{"x":6}"#).unwrap();
+        let after_apply = s.subscribe("tok1").unwrap().unwrap();
+        assert_eq!(json(&after_apply)["last_seq"], 6);
+        s.bind_trace("tok1", 2, Vec::new(), "u", None).unwrap();
+        let after_restart = s.subscribe("tok1").unwrap().unwrap();
+        assert_ne!(json(&after_restart)["epoch"], json(&a)["epoch"]);
+        assert_eq!(json(&after_restart)["last_seq"], 0);
+        // The same key in a new epoch: never the old epoch's snapshot.
+        s.bind_trace(
+            "tok1",
+            2,
+            vec![("x".to_owned(), vec![Value::Number(7.0)])],
+            "u",
+            None,
+        )
+        .unwrap();
+        let again = s.subscribe("tok1").unwrap().unwrap();
+        assert_eq!(json(&again)["window"]["x"], serde_json::json!([7]));
+        assert_eq!(json(&a)["last_seq"], 5, "a held snapshot never changes");
+    }
+
     #[test]
     fn a_figure_restart_gives_viewers_an_epoch_reset() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 500, Vec::new(), false, "u", None)
-            .unwrap();
+        s.bind_trace("tok1", 500, Vec::new(), "u", None).unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let mut sub = s.subscribe("tok1").unwrap().unwrap();
         let epoch = sub.epoch.clone();
@@ -1202,7 +1511,6 @@ mod tests {
             "tok1",
             80,
             vec![("x".to_owned(), vec![Value::Number(9.0)])],
-            true,
             "u",
             None,
         )

@@ -1,5 +1,5 @@
 //! TLS listeners (`--tls-listen`), for node `plot()`, which speaks only HTTPS, and for
-//! chart_studio when its streaming domain says `https` (PROTOCOL.md §1.3, §8.1).
+//! chart_studio when its streaming domain says `https` (docs/protocol.md §1.3, §8.1).
 //!
 //! TLS is terminated inside the server ([`crate::transport::Io`]): every route, limit and
 //! teardown rule applies unchanged inside TLS, and each TLS client is counted by its own

@@ -88,7 +88,7 @@ impl Io {
     }
 }
 
-/// RELIABILITY P9 (L32, L33): write the response (giving up after L32 without progress),
+/// docs/reliability.md P9 (L32, L33): write the response (giving up after L32 without progress),
 /// half-close so the FIN follows at once, then read and discard until EOF, 2 s or 64 KiB, and
 /// close. Never a reset while inside those bounds.
 ///

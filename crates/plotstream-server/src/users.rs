@@ -247,15 +247,6 @@ impl Snapshot {
     }
 }
 
-/// Why an authentication failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    /// No credentials were sent.
-    Missing,
-    /// Unknown user or wrong key.
-    Wrong,
-}
-
 impl Users {
     /// Reads `path` (it must exist and parse: a server that silently started without its
     /// users would be open).
@@ -315,14 +306,15 @@ impl Users {
         }
     }
 
-    /// Checks `username:api_key` against a fresh reading of the file.
-    pub fn authenticate(&self, username: &str, api_key: &str) -> Result<String, AuthError> {
+    /// Checks `username:api_key` against a fresh reading of the file: the user, or `None` for
+    /// an unknown user or a wrong key (one answer for both, so names cannot be probed).
+    pub fn authenticate(&self, username: &str, api_key: &str) -> Option<String> {
         self.refresh();
         let snap = self.snapshot();
-        match snap.users.get(username) {
-            Some(u) if u.verify(api_key) => Ok(u.username.clone()),
-            _ => Err(AuthError::Wrong),
-        }
+        snap.users
+            .get(username)
+            .filter(|u| u.verify(api_key))
+            .map(|u| u.username.clone())
     }
 
     /// Gives `username` `count` new tokens (L8 form, unique among every user's tokens),
@@ -480,8 +472,12 @@ mod tests {
         })
         .unwrap();
         let users = Users::open(&path).unwrap();
-        assert_eq!(users.authenticate("demo", "demokey123"), Ok("demo".into()));
-        assert_eq!(users.authenticate("demo", "nope"), Err(AuthError::Wrong));
+        assert_eq!(
+            users.authenticate("demo", "demokey123"),
+            Some("demo".into())
+        );
+        assert_eq!(users.authenticate("demo", "nope"), None);
+        assert_eq!(users.authenticate("nobody", "demokey123"), None);
         let t = users.issue_tokens("demo", 3).unwrap();
         assert_eq!(t.len(), 3);
         assert_eq!(users.snapshot().owner_of(&t[0]), Some("demo"));

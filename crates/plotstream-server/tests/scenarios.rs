@@ -1,4 +1,4 @@
-//! The load and fault scenarios of RELIABILITY.md §6, bounded and on loopback. The quick
+//! The load and fault scenarios of docs/reliability.md §6, bounded and on loopback. The quick
 //! profile runs in `cargo xtask ci`; `cargo xtask soak` sets `PLOTSTREAM_SOAK=1` for larger
 //! counts and longer runs. Ground truth is the senders' logs, the viewers' logs and the
 //! inspection digest, compared with an independent model of the window.

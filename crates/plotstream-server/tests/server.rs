@@ -1,4 +1,4 @@
-//! The server over real loopback sockets: policies of RELIABILITY.md §2 that need server
+//! The server over real loopback sockets: policies of docs/reliability.md §2 that need server
 //! state, the invariants of §4, viewers, and shutdown. Timers are configured short; no test
 //! sleeps to wait for an outcome, they read until the server answers.
 

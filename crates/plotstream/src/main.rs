@@ -47,7 +47,8 @@ enum Command {
     /// Load-test any stream endpoint on an open-loop schedule, with proof nothing was lost.
     Load(plotstream_load::load::LoadArgs),
     /// Check any stream endpoint against the protocol and the adversarial catalogue.
-    Conform(plotstream_load::conform::ConformArgs),
+    // Boxed: its many flags would make every `Command` as large as they are.
+    Conform(Box<plotstream_load::conform::ConformArgs>),
     /// Manage the accounts of keys mode (`serve --users FILE`): user name, API key, stream ids.
     ///
     /// Examples:
@@ -277,7 +278,7 @@ fn real_main() -> Result<()> {
             Command::Send(args) => demo::send(&args.target, &args.token, args.heartbeat).await,
             Command::Demo(args) => demo::demo(&args.target, &args.token, args.interval, None).await,
             Command::Load(args) => exit_with(plotstream_load::load::run(args).await?),
-            Command::Conform(args) => exit_with(plotstream_load::conform::run(args).await?),
+            Command::Conform(args) => exit_with(plotstream_load::conform::run(*args).await?),
             Command::User(args) => user(args),
             Command::Token { count } => {
                 for _ in 0..count {
@@ -406,6 +407,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
                  or pass --open to serve the network without accounts"
             );
         }
+    }
+    if users.is_some() && args.demo {
+        bail!(
+            "--demo streams to the token `demo`, which keys mode (--users) does not admit; \
+             run the demo without --users, or stream to a user's token with `plotstream demo --token`"
+        );
     }
     if let Some(u) = &users {
         eprintln!(

@@ -208,7 +208,7 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// RELIABILITY.md S12 (with D2, L39): descriptor pressure beside 10 established writers. The
+/// docs/reliability.md S12 (with D2, L39): descriptor pressure beside 10 established writers. The
 /// server runs under `ulimit -n 256`; 400 idle connections exhaust its descriptors, so
 /// `accept` fails with EMFILE for the whole pressure. The server must not exit or spin (it
 /// backs off 100 ms per failure), the 10 writers keep every line in order (I1), and a new

@@ -3,7 +3,8 @@
 // ends the request right after its 3rd line with `408 timeout on active data`, long before any idle
 // timeout. node's callback fires once, with an Error whose statusCode is 408 and whose message comes
 // from node's own statusmsgs.json; the request is destroyed, a later write returns false, and node
-// never reconnects (PROTOCOL.md §5.2): the window keeps lines 1-3 and the server saw one connection.
+// never reconnects (docs/protocol.md §5.2): the window keeps lines 1-3 and the server saw one
+// connection.
 
 const h = require('./harness');
 const sim = require('./simulator');

@@ -5,6 +5,8 @@
 //   COMPAT_TLS_PORT   its TLS listener, for plot() (only the cases that need it)
 //   COMPAT_SLOW_PORT  a second server's port, for the cases that need one
 //   NODE_EXTRA_CA_CERTS  the self-signed certificate of the TLS listener
+//   COMPAT_USERNAME, COMPAT_API_KEY, COMPAT_STREAM_IDS  in keys mode (`serve --users FILE`), the
+//                     account `plotstream user add` printed (stream ids comma-separated)
 // A case passes when its script exits with 0; its last line `ok: ...` is shown after its name.
 
 const http = require('http');
@@ -49,6 +51,20 @@ async function inspect(token, onPort) {
   return JSON.parse(body);
 }
 
+// The keys-mode account, or the open-mode defaults.
+const account = {
+  username: process.env.COMPAT_USERNAME || 'demo',
+  apiKey: process.env.COMPAT_API_KEY || 'demokey123',
+  streamIds: (process.env.COMPAT_STREAM_IDS || '').split(',').filter(Boolean),
+};
+
+// `GET /api/streams`: every stream by its read id (keys mode lists no write token).
+async function streams(onPort) {
+  const { status, body } = await get('/api/streams', onPort);
+  check(status === 200, `GET /api/streams answered ${status}: ${body}`);
+  return JSON.parse(body);
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Runs `main()`; any exception fails the case.
@@ -56,4 +72,4 @@ function run(main) {
   main().then(ok, (err) => fail(err && err.stack ? err.stack : String(err)));
 }
 
-module.exports = { host, port, check, fail, get, inspect, sleep, run };
+module.exports = { host, port, account, check, fail, get, inspect, streams, sleep, run };

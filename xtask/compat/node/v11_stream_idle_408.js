@@ -1,7 +1,7 @@
 'use strict';
 // V11 for node: a stream that goes quiet past `--idle-timeout 2s` is ended with a mid-stream 408.
 // node's callback gets an Error with statusCode 408 and the message of its own statusmsgs.json,
-// 'timeout on active data'; the client never reconnects (PROTOCOL.md §5.2).
+// 'timeout on active data'; the client never reconnects (docs/protocol.md §5.2).
 
 const h = require('./harness');
 const plotly = require('plotly')('demo', 'demokey123');

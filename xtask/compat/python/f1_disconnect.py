@@ -1,5 +1,5 @@
 """F1: `--fault disconnect:after=5 --linger 100ms`: the server ends every request after its 5th line with a
-healthy `200`, and chart_studio, writing every 0.3 s, pays exactly one write per end (PROTOCOL.md §5.1.3).
+healthy `200`, and chart_studio, writing every 0.3 s, pays exactly one write per end (docs/protocol.md §5.1.3).
 
 The 5th line of a connection gets the `200` and the FIN at once; the server reads and discards for 100 ms,
 then closes. The next write (0.3 s later) probes, reads the answer and EOF, and sends anyway: it returns

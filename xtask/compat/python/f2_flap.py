@@ -1,6 +1,6 @@
 """F2: `--fault flap:every=1 --linger 100ms`: a healthy `200` ends every writer at each whole second since the
 server started (the legacy maintenance flap), and chart_studio pays exactly one write per flap that finds
-it connected (PROTOCOL.md §5.1.3).
+it connected (docs/protocol.md §5.1.3).
 
 A raw writer first waits for a flap, which gives the server's phase F. chart_studio then opens at once (its
 head is admitted just after F, so the flap at F+1 ends it) and writes once a second, 0.3 s after each

@@ -1,6 +1,6 @@
 """F3: `--fault status:code=503,prob=0.3 --seed 7 --linger 100ms`, twice: two fresh servers with the same seed
 refuse the same lines of the same chart_studio run, so the client loses the same writes (the seed makes a
-client's failure reproducible), and it never raises (PROTOCOL.md §5.1.3).
+client's failure reproducible), and it never raises (docs/protocol.md §5.1.3).
 
 `python f3_status_seeded.py ORIGIN_B`: the first run goes to the case's server, the second to ORIGIN_B;
 neither gets any other request before its stream ends, so both see the same connections in the same order.

@@ -1,5 +1,5 @@
 """F4: `--fault reset:prob=1,token=f4always01 --fault reset:prob=0.5,token=f4half0001 --seed 1 --linger 100ms`:
-a TCP reset instead of applying a line is the one way chart_studio raises in user code (PROTOCOL.md
+a TCP reset instead of applying a line is the one way chart_studio raises in user code (docs/protocol.md
 §5.1.3, §9.1); F1-F3 check that no other fault makes it raise.
 
 The server resets (SO_LINGER 0) on receiving the line, before any FIN, so the write that carried it has

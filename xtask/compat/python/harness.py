@@ -6,6 +6,11 @@
     PLOTLY_DIR      a fresh directory of the case, where chart_studio keeps its credentials and config
     HOME            its parent, so that nothing touches the real home
 
+and, for the keys-mode cases (`serve --users FILE`), the account `plotstream user add` printed:
+
+    COMPAT_USERNAME, COMPAT_API_KEY   the user and key
+    COMPAT_STREAM_IDS                 the stream ids it issued to the user, comma-separated
+
 A case passes when its script exits with 0. Its last line `ok: ...` is shown after the case's name; any
 other exit shows the script's output.
 """
@@ -24,8 +29,10 @@ SERVER = os.environ["COMPAT_SERVER"]
 HOST = urllib.parse.urlsplit(SERVER).hostname
 PORT = urllib.parse.urlsplit(SERVER).port
 
-USERNAME = "demo"
-API_KEY = "demokey123"
+USERNAME = os.environ.get("COMPAT_USERNAME", "demo")
+API_KEY = os.environ.get("COMPAT_API_KEY", "demokey123")
+# Open mode takes any token; keys mode streams only the user's stream ids.
+STREAM_IDS = tuple(filter(None, os.environ.get("COMPAT_STREAM_IDS", "").split(","))) or ("abcdef1234", "zyxwvu9876")
 
 
 class CheckFailed(Exception):
@@ -38,7 +45,7 @@ def check(condition, message):
         raise CheckFailed(message() if callable(message) else message)
 
 
-def configure(stream_ids=("abcdef1234", "zyxwvu9876"), stream_port=PORT):
+def configure(stream_ids=STREAM_IDS, stream_port=PORT, api_key=API_KEY):
     """The configuration lines of docs/clients.md: credentials, the three domains, and the stream port.
 
     `stream_port=None` leaves `py.Stream.HTTP_PORT` at chart_studio's fixed 80.
@@ -46,7 +53,7 @@ def configure(stream_ids=("abcdef1234", "zyxwvu9876"), stream_port=PORT):
     import chart_studio.plotly as py
     import chart_studio.tools as tls
 
-    tls.set_credentials_file(username=USERNAME, api_key=API_KEY, stream_ids=list(stream_ids))
+    tls.set_credentials_file(username=USERNAME, api_key=api_key, stream_ids=list(stream_ids))
     tls.set_config_file(plotly_domain=SERVER, plotly_api_domain=SERVER, plotly_streaming_domain=HOST)
     if stream_port is not None:
         py.Stream.HTTP_PORT = stream_port
@@ -62,11 +69,19 @@ def http_get(url, timeout=5.0):
 
 
 def inspect(token):
-    """`GET /api/streams/{token}` as a dict, or None when the server has no such stream."""
+    """`GET /api/streams/{token}` as a dict, or None when the server has no such stream. In keys mode
+    streams are read by their read id (see `streams()`), never by their write token."""
     status, body = http_get("%s/api/streams/%s" % (SERVER, token))
     if status == 404:
         return None
     check(status == 200, "GET /api/streams/%s answered %d: %s" % (token, status, body[:200]))
+    return json.loads(body)
+
+
+def streams():
+    """`GET /api/streams`: every stream, by its read `id` (keys mode lists no write token)."""
+    status, body = http_get(SERVER + "/api/streams")
+    check(status == 200, "GET /api/streams answered %d: %s" % (status, body[:200]))
     return json.loads(body)
 
 
@@ -81,12 +96,16 @@ def metric(name):
     raise CheckFailed("no metric %s in GET /metrics" % name)
 
 
-def plot_snapshot(fid, timeout=5.0):
-    """The `snapshot` event of a figure page's feed (`/api/plots/{fid}/events`), as a dict."""
+def plot_snapshot(fid, timeout=5.0, query=""):
+    """The `snapshot` event of a figure page's feed (`/api/plots/{fid}/events`, plus `query` such as
+    `?share_key=K`), as a dict."""
     sock = socket.create_connection((HOST, PORT), timeout=timeout)
     try:
         sock.sendall(
-            ("GET /api/plots/%s/events HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n" % (fid, HOST, PORT)).encode()
+            (
+                "GET /api/plots/%s/events%s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n"
+                % (fid, query, HOST, PORT)
+            ).encode()
         )
         data = b""
         deadline = time.monotonic() + timeout
@@ -136,7 +155,7 @@ def raw_exchange(parts, timeout=5.0):
 
 
 def chart_studio_head(token, port=PORT):
-    """The head chart_studio 1.1.0 sends at `open()` (PROTOCOL.md §2.9), for this server."""
+    """The head chart_studio 1.1.0 sends at `open()` (docs/protocol.md §2.9), for this server."""
     host_port = HOST if port == 80 else "%s:%d" % (HOST, port)
     return (
         "POST / HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\nTransfer-Encoding: chunked\r\n"

@@ -4,7 +4,7 @@ Each case numbers its writes (`x = y = n`, from 1), times them, and records what
 of letting it end the script, as a user who catches the error and goes on would. It then compares the
 stream's window (`GET /api/streams/{token}`), the server's fault counters
 (`plotstream_faults_injected_total{kind=...}` in `GET /metrics`) and the client's view (which writes
-raised, which ones took a reconnect's 0.5 s) with PROTOCOL.md §5.1.2-§5.1.3:
+raised, which ones took a reconnect's 0.5 s) with docs/protocol.md §5.1.2-§5.1.3:
 
 - before each write, chart_studio probes the socket with a non-blocking `recv(1)`; a byte or EOF means
   "disconnected", so it reads until EOF and discards the answer, then sends the chunk on the same socket
@@ -141,7 +141,7 @@ class Writer:
 
 
 def model_after_lines(writes, after):
-    """PROTOCOL.md §5.1.3 for a server that ends each request after `after` accepted lines, the writes
+    """docs/protocol.md §5.1.3 for a server that ends each request after `after` accepted lines, the writes
     spaced by more than its linger: `(delivered, lost, reconnected)` write numbers."""
     delivered_, lost, reconnected = [], [], []
     lines, state = 0, "open"

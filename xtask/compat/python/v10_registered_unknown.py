@@ -1,7 +1,7 @@
 """V10: chart_studio streams to a token the server does not know, in `--tokens registered` mode.
 
 The server answers 404 right after the head, before reading any body byte. chart_studio never sees a
-status (PROTOCOL.md §5.1.1): its writes go into the closed request, which the server discards while it
+status (docs/protocol.md §5.1.1): its writes go into the closed request, which the server discards while it
 lingers (2 s, §4.4); once the server has closed, a write fails with EPIPE and the client reconnects
 (0.5 s), gets 404 again, and so on. Nothing is ever delivered, and nothing is raised in user code.
 """

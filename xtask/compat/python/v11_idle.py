@@ -1,7 +1,7 @@
 """V11: the idle timeout (L28), here `--idle-timeout 2s`, on the wire and as chart_studio lives it.
 
 On the wire: a head and one line, then silence, gets `408 timeout on active data` 2 s (± 0.5) after the
-line, then a FIN. `heartbeat()` keeps a quiet stream open past the timeout. chart_studio (PROTOCOL.md
+line, then a FIN. `heartbeat()` keeps a quiet stream open past the timeout. chart_studio (docs/protocol.md
 §5.1.3), writing less often than the server lingers after
 its answer (2 s, §4.4): the write after the 408 returns normally but is lost, and the one after that
 reconnects and arrives, on a new connection; nothing is raised.

@@ -4,7 +4,7 @@
 client's request with 423. `python v18_server_ends.py idle` (server with `--idle-timeout 2s`): the client
 pauses past the idle timeout, the server answers 408, then the client writes every 100 ms again.
 
-Either way the server sends its answer and a FIN and never a reset (PROTOCOL.md §4.4), so chart_studio
+Either way the server sends its answer and a FIN and never a reset (docs/protocol.md §4.4), so chart_studio
 never raises ConnectionResetError (§5.1.3): the writes that land while the server lingers are lost,
 and once it has closed the client reconnects by itself and its later writes arrive, in order.
 """

@@ -1,4 +1,4 @@
-"""V1: chart_studio's py.Stream writes PROTOCOL.md §2.9's four lines and a heartbeat, then closes.
+"""V1: chart_studio's py.Stream writes docs/protocol.md §2.9's four lines and a heartbeat, then closes.
 
 The client sends two different Host lines (py.Stream.HTTP_PORT is the server's port, K1), the head alone
 and the first chunk 0.5 s later (K12), and `\\r\\n0\\r\\n\\r\\n` at close (K2). close() returns only

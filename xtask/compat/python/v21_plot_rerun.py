@@ -1,4 +1,4 @@
-"""V21: py.plot of the tutorial's figure, a first run and a re-run (PROTOCOL.md §7.4).
+"""V21: py.plot of the tutorial's figure, a first run and a re-run (docs/protocol.md §7.4).
 
 The first run looks the grid and the plot up (404), then creates both (201); the re-run finds them,
 deletes the grid (204), creates a new one, and replaces the plot (PUT, 200), keeping its URL. A filename

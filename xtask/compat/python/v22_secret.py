@@ -1,4 +1,4 @@
-"""V22: py.plot with sharing='secret' (PROTOCOL.md §7.4, §7.6 rule 5, §7.7).
+"""V22: py.plot with sharing='secret' (docs/protocol.md §7.4, §7.6 rule 5, §7.7).
 
 The plot answer carries a share_key; py.plot returns `.../~demo/N?share_key=K`, which the viewer serves,
 as it serves `.../~demo/N.embed?share_key=K`.

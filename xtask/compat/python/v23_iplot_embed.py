@@ -1,4 +1,4 @@
-"""V23: py.iplot and the embed helpers (PROTOCOL.md §7.7), with IPython installed as in a notebook.
+"""V23: py.iplot and the embed helpers (docs/protocol.md §7.7), with IPython installed as in a notebook.
 
 py.iplot returns an IFrame of `{plotly_domain}/~demo/N.embed`, 100% wide and 525 px high; tls.embed of
 a URL and tls.get_embed build the same source; the viewer serves it.

@@ -1,5 +1,5 @@
 //! The runner's own small HTTP/1.1 client for the side routes: the inspection route
-//! (RELIABILITY.md §4.3), `POST /api/tokens`, `/metrics` and an SSE viewer.
+//! (docs/reliability.md §4.3), `POST /api/tokens`, `/metrics` and an SSE viewer.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +21,8 @@ pub struct Inspection {
     pub count: u64,
     /// Lines skipped in lenient mode.
     pub rejected_lines: u64,
+    /// The window's length per attribute (0 when the target does not say).
+    pub maxpoints: u64,
     /// The stored window.
     pub window: serde_json::Value,
     /// The server's digest.
@@ -101,6 +103,7 @@ pub async fn inspect_counts(addr: SocketAddr, token: &str) -> Result<Option<Insp
                     last_seq,
                     count: number("count").unwrap_or(0),
                     rejected_lines,
+                    maxpoints: number("maxpoints").unwrap_or(0),
                     window: serde_json::Value::Null,
                     digest: String::new(),
                     digest_error: None,
@@ -143,6 +146,7 @@ pub async fn inspect(addr: SocketAddr, token: &str) -> Result<Option<Inspection>
                 last_seq: field("last_seq").context("inspection has no last_seq")?,
                 count: field("count").unwrap_or(0),
                 rejected_lines: field("rejected_lines").unwrap_or(0),
+                maxpoints: field("maxpoints").unwrap_or(0),
                 window,
                 digest,
                 digest_error,
@@ -298,4 +302,39 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `base64(user:key)` (RFC 4648, padded): what follows `Basic ` in the `Authorization` that
+/// chart_studio sends (docs/protocol.md §7.3).
+pub fn basic(user: &str, key: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{user}:{key}").into_bytes();
+    let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
+    for group in raw.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (idx, b)| n | u32::from(*b) << (16 - 8 * idx));
+        for idx in 0..4 {
+            if idx <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * idx) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_base64_of_user_colon_key() {
+        assert_eq!(basic("demo", "demokey123"), "ZGVtbzpkZW1va2V5MTIz");
+        assert_eq!(basic("a", ""), "YTo=");
+        assert_eq!(basic("ab", ""), "YWI6");
+        assert_eq!(basic("", ""), "Og==");
+    }
+}

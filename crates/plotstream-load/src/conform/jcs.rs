@@ -1,5 +1,5 @@
 //! An independent RFC 8785 (JCS) encoder, so the runner can check the inspection `digest`
-//! without the server's code (RELIABILITY.md §4.3).
+//! without the server's code (docs/reliability.md §4.3).
 
 use serde_json::Value;
 

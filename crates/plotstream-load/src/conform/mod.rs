@@ -1,20 +1,19 @@
-//! The conformance runner (PRODUCT.md §6, RELIABILITY.md §7–§8), shaped like h2spec and the
+//! The conformance runner (docs/conform.md, docs/reliability.md §7–§8), shaped like h2spec and the
 //! Autobahn|Testsuite: numbered cases with requirement levels, exact bytes, segmentation modes and
 //! sets of acceptable outcomes, run against any Plotly-streaming endpoint.
 //!
-//! Data flow: `case` loads the TOML catalogue (embedded by `build.rs`) → `dsl` turns a case's
-//! bytes into items with fresh tokens → `wire` cuts them into writes per mode and runs one
-//! loopback connection → `client` reads the inspection route and `/metrics` → `run` matches
+//! Data flow: `plotstream_cases` loads the TOML catalogue and turns a case's bytes into items
+//! with fresh tokens, cut into writes per mode (`segment`) → `wire` runs one loopback
+//! connection → `client` reads the inspection route and `/metrics` → `run` matches
 //! the observation against the expected set and across modes → `report` prints, writes JUnit
 //! and JSON.
 
-mod case;
 mod client;
-mod dsl;
 mod jcs;
 mod report;
 mod run;
 mod target;
+mod timestamps;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -23,12 +22,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use plotstream_cases::SetupKind;
 use tokio::sync::Semaphore;
 
-pub use case::{catalogue, Case, Level};
+pub use plotstream_cases::{catalogue, Case, Level};
 pub use run::{CaseReport, Verdict};
 
-use case::SetupKind;
 use run::{Opts, Runner};
 use target::{Target, TokenSource};
 
@@ -66,6 +65,20 @@ pub struct ConformArgs {
     /// The open-file limit (RLIMIT_NOFILE) of --target-fd-limited; D2 opens 25/16 of it.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub fd_limit: usize,
+    /// An endpoint with accounts (plotstream: `serve --users FILE`), for group K (accounts and
+    /// ownership). Without it group K runs against --target, and an endpoint without accounts
+    /// is NON-STRICT there.
+    #[arg(long, value_name = "URL")]
+    pub target_accounts: Option<String>,
+    /// A user of the endpoint with accounts and its API key, for the group K cases that act as
+    /// that user (`$user`, `$key`, `$auth` in their bytes; `plotstream user add NAME` prints
+    /// both). Without it those cases are skipped.
+    #[arg(long, value_name = "USER:KEY", value_parser = parse_credentials)]
+    pub credentials: Option<(String, String)>,
+    /// A stream id (write token) the --credentials user owns, for the group K cases that stream
+    /// (`$sid`). Without it those cases are skipped.
+    #[arg(long, value_name = "TOKEN")]
+    pub stream_id: Option<String>,
     /// Write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -75,6 +88,10 @@ pub struct ConformArgs {
     /// A failing SHOULD case fails the run (like h2spec -S).
     #[arg(long)]
     pub strict: bool,
+    /// A failing SHOULD of this case (an id like K5, or a group letter like K) fails the run, as
+    /// --strict does for every case; repeatable.
+    #[arg(long = "strict-case", value_name = "ID")]
+    pub strict_cases: Vec<String>,
     /// Run only these cases (an id like B5, or a group letter like E); repeatable.
     #[arg(long = "case", value_name = "ID")]
     pub cases: Vec<String>,
@@ -193,6 +210,7 @@ pub async fn run_cases(
         (SetupKind::Registered, &args.target_registered),
         (SetupKind::Lenient, &args.target_lenient),
         (SetupKind::Reject, &args.target_reject),
+        (SetupKind::Accounts, &args.target_accounts),
     ] {
         if let Some(url) = url {
             setups.insert(
@@ -222,6 +240,11 @@ pub async fn run_cases(
         if let Some(s) = args.timer_scale {
             println!("  timers: the defaults divided by {s}");
         }
+        match (&args.credentials, &args.stream_id) {
+            (Some((user, _)), Some(sid)) => println!("  account: {user}, stream id {sid}"),
+            (Some((user, _)), None) => println!("  account: {user}, no stream id"),
+            (None, _) => println!("  account: none (group K cases that need one are skipped)"),
+        }
         println!();
     }
     // A quiet rerun acquires every permit at once, so the count must fit a u32.
@@ -234,8 +257,11 @@ pub async fn run_cases(
             seed: args.seed,
             split_limit: args.split_limit,
             strict: args.strict,
+            strict_cases: args.strict_cases.clone(),
             require_limit_counters: args.require_limit_counters,
             unoptimized: args.unoptimized_target,
+            credentials: args.credentials.clone(),
+            stream_id: args.stream_id.clone(),
         },
         main,
         setups,
@@ -312,16 +338,26 @@ pub async fn run_cases(
     Ok(reports)
 }
 
+/// `USER:KEY` of `--credentials` (the key may hold colons; the user may not, as in Basic).
+fn parse_credentials(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((user, key)) if !user.is_empty() && !key.is_empty() => {
+            Ok((user.to_owned(), key.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not USER:KEY")),
+    }
+}
+
 /// The catalogue, narrowed by `--case`.
 fn select(args: &ConformArgs) -> Result<Vec<Case>> {
     let all = catalogue()?;
-    if args.cases.is_empty() {
-        return Ok(all);
-    }
-    for want in &args.cases {
+    for want in args.cases.iter().chain(&args.strict_cases) {
         if !all.iter().any(|c| c.id == *want || c.group() == want) {
             bail!("no case or group {want:?} in the catalogue (see --list)");
         }
+    }
+    if args.cases.is_empty() {
+        return Ok(all);
     }
     Ok(all
         .into_iter()
@@ -334,8 +370,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_catalogue_loads() {
-        let cases = catalogue().unwrap();
-        assert!(!cases.is_empty());
+    fn credentials_are_user_colon_key() {
+        assert_eq!(
+            parse_credentials("demo:key:with:colons"),
+            Ok(("demo".to_owned(), "key:with:colons".to_owned()))
+        );
+        for bad in ["demo", ":key", "demo:", ""] {
+            assert!(parse_credentials(bad).is_err(), "{bad}");
+        }
     }
 }

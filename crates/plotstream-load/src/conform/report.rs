@@ -1,4 +1,4 @@
-//! Reports (RELIABILITY.md §8): one stdout line per case, JUnit XML with one `testsuite` per
+//! Reports (docs/reliability.md §8): one stdout line per case, JUnit XML with one `testsuite` per
 //! group, per-case JSON, and the final count line.
 
 use std::fmt::Write as _;
@@ -281,6 +281,7 @@ fn group_name(g: &str) -> &'static str {
         "E" => "E timing",
         "Q" => "Q real-client quirks",
         "V" => "V real-client scenarios",
+        "K" => "K accounts and ownership",
         _ => "other",
     }
 }

@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
+use plotstream_cases::segment;
+use plotstream_cases::{Case, End, Expect, Level, Segmentation, SetupKind, Variant};
 use tokio::sync::Semaphore;
 
-use super::case::{Case, End, Expect, Level, Segmentation, SetupKind, Variant};
 use super::client::{self, Inspection, Viewer};
-use super::target::{splitmix, Target, TokenSource};
+use super::target::{Target, TokenSource};
 use super::wire::{self, Conn, ConnOpts, ConnResult};
 
 /// Runner options that do not name targets.
@@ -29,10 +30,16 @@ pub struct Opts {
     pub split_limit: Option<usize>,
     /// NON-STRICT counts as FAIL.
     pub strict: bool,
+    /// NON-STRICT counts as FAIL for these cases (ids or group letters).
+    pub strict_cases: Vec<String>,
     /// A limit counter that does not fire fails the case.
     pub require_limit_counters: bool,
     /// The targets are unoptimized builds: throughput floors are skipped.
     pub unoptimized: bool,
+    /// A user of the accounts target and its API key (`$user`, `$key`, `$auth`, …).
+    pub credentials: Option<(String, String)>,
+    /// A stream id that user owns (`$sid`).
+    pub stream_id: Option<String>,
 }
 
 /// Everything a case run needs.
@@ -56,7 +63,7 @@ pub struct Runner {
     pub jobs_total: u32,
 }
 
-/// A case's class (RELIABILITY.md §8).
+/// A case's class (docs/reliability.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     /// Passed.
@@ -150,6 +157,10 @@ struct Observation {
     reused: bool,
     /// Counters were wanted but the target has no `/metrics`.
     metrics_missing: bool,
+    /// The run's placeholders and variables (captures included), for the expectations.
+    subst: Vec<(String, String)>,
+    /// When the run started and ended, by the wall clock (for converted timestamps).
+    span: Option<(SystemTime, SystemTime)>,
 }
 
 /// The outcome compared across modes.
@@ -298,7 +309,16 @@ impl Runner {
         } else if !failed.is_empty() {
             report.verdict = match case.level {
                 Level::Must | Level::Compat => Verdict::Fail,
-                Level::Should if self.opts.strict => Verdict::Fail,
+                Level::Should
+                    if self.opts.strict
+                        || self
+                            .opts
+                            .strict_cases
+                            .iter()
+                            .any(|w| *w == case.id || w == case.group()) =>
+                {
+                    Verdict::Fail
+                }
                 Level::Should => Verdict::NonStrict,
                 Level::Info => Verdict::Info,
             };
@@ -321,6 +341,12 @@ impl Runner {
         }
         match v.setup.kind() {
             None => Ok(self.main.clone()),
+            // Any endpoint with accounts will do: a third party's main target has them.
+            Some(SetupKind::Accounts) => Ok(self
+                .setups
+                .get(&SetupKind::Accounts)
+                .unwrap_or(&self.main)
+                .clone()),
             Some(kind) => self.setups.get(&kind).cloned().ok_or_else(|| {
                 format!("needs a target with the {kind} setup: --target-{kind} URL")
             }),
@@ -378,6 +404,18 @@ impl Runner {
         }
         if let Some(reason) = &v.skip {
             report.outcome = VariantOutcome::Skip(reason.clone());
+            return report;
+        }
+        if v.needs_credentials && self.opts.credentials.is_none() {
+            report.outcome = VariantOutcome::Skip(
+                "needs --credentials USER:KEY: a user of the target with accounts".to_owned(),
+            );
+            return report;
+        }
+        if v.needs_stream_id && self.opts.stream_id.is_none() {
+            report.outcome = VariantOutcome::Skip(
+                "needs --stream-id TOKEN: a stream id the --credentials user owns".to_owned(),
+            );
             return report;
         }
         if v.optimized && self.opts.unoptimized {
@@ -596,8 +634,8 @@ impl Runner {
         report
     }
 
-    /// Split positions of §7: every k for inputs up to 4 KiB; else the interesting positions
-    /// near both ends plus 64 seeded random ones; at most `--split-limit`.
+    /// Split positions of §7 (`plotstream_cases::segment::split_points`), at most
+    /// `--split-limit`.
     fn split_points(&self, case: &Case, v: &Variant) -> Result<Vec<usize>> {
         let Some(program) = &v.bytes else {
             return Ok(Vec::new());
@@ -607,43 +645,9 @@ impl Runner {
             .iter()
             .map(|(k, len)| (k.clone(), "x".repeat(*len)))
             .collect();
-        let bytes = super::dsl::payload(&program.eval(&subst)?);
-        let len = bytes.len();
-        if len < 2 {
-            return Ok(Vec::new());
-        }
-        let mut state = self.opts.seed ^ hash(&case.id) ^ hash(&v.name);
-        let mut points: Vec<usize> = if len <= SMALL_INPUT {
-            (1..len).collect()
-        } else {
-            let mut p = BTreeSet::new();
-            for (i, b) in bytes.iter().enumerate() {
-                let near_end = i < EDGE || i + EDGE > len;
-                let interesting =
-                    matches!(b, b'\r' | b'\n' | b';' | b'"') || *b >= 0xc0 || *b == 0xef;
-                if near_end && interesting {
-                    for k in i.saturating_sub(1)..=(i + 2) {
-                        p.insert(k);
-                    }
-                }
-            }
-            let mut p: Vec<usize> = p.into_iter().filter(|&k| k > 0 && k < len).collect();
-            if p.len() > MAX_INTERESTING {
-                sample(&mut p, MAX_INTERESTING, &mut state);
-            }
-            for _ in 0..RANDOM_SPLITS {
-                p.push(1 + (splitmix(&mut state) as usize) % (len - 1));
-            }
-            p.sort_unstable();
-            p.dedup();
-            p
-        };
-        if let Some(limit) = self.opts.split_limit {
-            if points.len() > limit {
-                sample(&mut points, limit, &mut state);
-            }
-        }
-        Ok(points)
+        let bytes = plotstream_cases::payload(&program.eval(&subst)?);
+        let seed = segment::seed_for(self.opts.seed, &case.id, &v.name);
+        Ok(segment::split_points(&bytes, seed, self.opts.split_limit))
     }
 
     /// Checks one observation against the expected set; returns notes for soft observations.
@@ -700,15 +704,15 @@ impl Runner {
                     return (Match::No(format!("no connection {name}")), notes);
                 };
                 let mut whys = Vec::new();
-                let ok = set
-                    .iter()
-                    .any(|e| match self.match_conn(case, e, c, timing) {
-                        Ok(()) => true,
-                        Err(why) => {
-                            whys.push(why);
-                            false
-                        }
-                    });
+                let ok =
+                    set.iter()
+                        .any(|e| match self.match_conn(case, e, c, timing, &obs.subst) {
+                            Ok(()) => true,
+                            Err(why) => {
+                                whys.push(why);
+                                false
+                            }
+                        });
                 if !ok {
                     return (
                         Match::No(format!(
@@ -726,7 +730,7 @@ impl Runner {
         for e in &v.expect {
             let conn_ok = if v.script.is_empty() {
                 let (n_ok, first_err) = count_matching(&obs.conns, e, &v.expect, |alt, (_, c)| {
-                    self.match_conn(case, alt, c, timing)
+                    self.match_conn(case, alt, c, timing, &obs.subst)
                 });
                 let need = v
                     .min_pass
@@ -770,7 +774,10 @@ impl Runner {
         e: &Expect,
         c: &ConnResult,
         timing: Timing,
+        subst: &[(String, String)],
     ) -> std::result::Result<(), String> {
+        // Expected texts name placeholders and variables as the bytes do.
+        let text = |t: &str| plotstream_cases::substitute_text(t, subst);
         if let Some(g) = &c.garbage {
             return Err(format!("unparsable response {g}"));
         }
@@ -811,28 +818,65 @@ impl Runner {
         }
         if let Some(r) = &c.response {
             for (k, want) in &e.headers {
+                let want = text(want);
                 match r.header(k) {
                     Some(got) if got == want => {}
                     got => return Err(format!("header {k}: {got:?} ≠ {want:?}")),
                 }
             }
+            for (k, want) in &e.headers_contain {
+                let want = text(want);
+                match r.header(k) {
+                    Some(got) if got.contains(want.as_str()) => {}
+                    Some(got) => return Err(format!("header {k}: {got:?} lacks {want:?}")),
+                    None => return Err(format!("no header {k}")),
+                }
+            }
+            let body = String::from_utf8_lossy(&r.body);
             if let Some(b) = &e.body {
-                if r.body != b.as_bytes() {
-                    return Err(format!(
-                        "body {:?} ≠ {b:?}",
-                        String::from_utf8_lossy(&r.body)
-                    ));
+                let b = text(b);
+                if body != b {
+                    return Err(format!("body {} ≠ {b:?}", excerpt(&body)));
                 }
             }
             if let Some(b) = &e.body_contains {
-                if !String::from_utf8_lossy(&r.body).contains(b.as_str()) {
-                    return Err(format!(
-                        "body {:?} lacks {b:?}",
-                        String::from_utf8_lossy(&r.body)
-                    ));
+                let b = text(b);
+                if !body.contains(b.as_str()) {
+                    return Err(format!("body {} lacks {b:?}", excerpt(&body)));
                 }
             }
-        } else if !e.headers.is_empty() || e.body.is_some() || e.body_contains.is_some() {
+            for b in &e.body_lacks {
+                if let Some(why) = unwanted(&body, &text(b)) {
+                    return Err(why);
+                }
+            }
+            if !e.body_json.is_empty() {
+                let json: serde_json::Value = serde_json::from_slice(&r.body)
+                    .map_err(|err| format!("body {} is not JSON: {err}", excerpt(&body)))?;
+                for (pointer, want) in &e.body_json {
+                    match json.pointer(pointer) {
+                        Some(got) if json_eq(got, want) => {}
+                        got => return Err(format!("body{pointer} {got:?} ≠ {want}")),
+                    }
+                }
+            }
+            if let Some(want) = e.inline_script {
+                match (inline_script(&body), want) {
+                    (Some(script), false) => {
+                        return Err(format!("an inline script: {}", excerpt(&script)))
+                    }
+                    (None, true) => return Err("no inline script".to_owned()),
+                    _ => {}
+                }
+            }
+        } else if !e.headers.is_empty()
+            || !e.headers_contain.is_empty()
+            || e.body.is_some()
+            || e.body_contains.is_some()
+            || !e.body_lacks.is_empty()
+            || !e.body_json.is_empty()
+            || e.inline_script.is_some()
+        {
             return Err("no response to check".to_owned());
         }
         // Under `Timing::Ignore` an event must still happen, at any time.
@@ -964,6 +1008,29 @@ impl Runner {
                 Err(e) => return Match::No(e),
             }
         }
+        for (tok, want) in &e.maxpoints {
+            match stream(tok) {
+                Ok(Some(i)) if i.maxpoints == *want => {}
+                Ok(Some(i)) => {
+                    return Match::No(format!("maxpoints of {tok} {} ≠ {want}", i.maxpoints))
+                }
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            }
+        }
+        for (tok, want) in &e.converted {
+            if obs.reused {
+                break;
+            }
+            let window = match stream(tok) {
+                Ok(Some(i)) => &i.window,
+                Ok(None) => return Match::No(format!("{tok}: no such stream")),
+                Err(e) => return Match::No(e),
+            };
+            if let Err(why) = converted(window, want, obs) {
+                return Match::No(format!("window[{tok}] {window}: {why}"));
+            }
+        }
         if e.needs_metrics() {
             // Counters are read in the first mode only (run alone on its target).
             if obs.metrics_missing && !e.metrics.is_empty() {
@@ -983,7 +1050,7 @@ impl Runner {
                 let got = delta.get(&k).copied().unwrap_or(0.0);
                 if got < 1.0 {
                     let note = format!(
-                        "limit {l} fired (by the status) but {k} did not grow (RELIABILITY.md §3)"
+                        "limit {l} fired (by the status) but {k} did not grow (docs/reliability.md §3)"
                     );
                     if self.opts.require_limit_counters {
                         return Match::No(note);
@@ -1260,6 +1327,25 @@ impl Runner {
         VariantOutcome::Pass
     }
 
+    /// The account variables of `--credentials` and `--stream-id` (see the DSL).
+    fn account_variables(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some((user, key)) = &self.opts.credentials {
+            let wrong_key = format!("{key}-wrong");
+            out.extend([
+                ("$user".to_owned(), user.clone()),
+                ("$key".to_owned(), key.clone()),
+                ("$auth".to_owned(), client::basic(user, key)),
+                ("$wrong_auth".to_owned(), client::basic(user, &wrong_key)),
+                ("$wrong_key".to_owned(), wrong_key),
+            ]);
+        }
+        if let Some(sid) = &self.opts.stream_id {
+            out.push(("$sid".to_owned(), sid.clone()));
+        }
+        out
+    }
+
     /// Fresh tokens for every placeholder of `case`.
     async fn alloc_tokens(&self, case: &Case, target: &Target) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
@@ -1362,6 +1448,10 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
             if all.streams.is_empty() {
                 all.streams = obs.streams;
             }
+            if all.subst.is_empty() {
+                all.subst = obs.subst;
+                all.span = obs.span;
+            }
         }
         return Ok(all);
     }
@@ -1384,6 +1474,10 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
         }
         None => runner.alloc_tokens(case, target).await?,
     };
+    let subst: Vec<(String, String)> = subst
+        .into_iter()
+        .chain(runner.account_variables())
+        .collect();
     let reused = slot_guard.is_some();
     let token_of = |name: &str| {
         subst
@@ -1406,6 +1500,8 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
         names.extend(e.acc.keys().map(String::as_str));
         names.extend(e.window.keys().map(String::as_str));
         names.extend(e.window_keys.keys().map(String::as_str));
+        names.extend(e.converted.keys().map(String::as_str));
+        names.extend(e.maxpoints.keys().map(String::as_str));
         if e.rejected.is_some() {
             names.insert("tok1");
         }
@@ -1425,9 +1521,11 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     };
     let scale = runner.pause_scale(case);
     let mut obs = Observation::default();
+    let mut captured = Vec::new();
+    let started = SystemTime::now();
     if let Some(program) = &v.bytes {
         let items = program.eval(&subst)?;
-        let steps = wire::schedule(&items, ctx.mode, ctx.split, scale);
+        let steps = plotstream_cases::segment::schedule(&items, ctx.mode, ctx.split, scale);
         for r in 0..v.repeat {
             let res = wire::run_conn(target.addr, &steps, opts).await;
             let name = if v.repeat > 1 {
@@ -1438,8 +1536,9 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
             obs.conns.push((name, res));
         }
     } else {
-        obs.conns = run_script(v, target, &subst, opts, scale).await?;
+        (obs.conns, captured) = run_script(v, target, &subst, opts, scale).await?;
     }
+    obs.span = Some((started, SystemTime::now()));
     if v.viewer && ctx.split.is_none() {
         // A viewer subscribing now gets the window in its snapshot: every value the run stored
         // must travel as one `data:` line of JSON. (The SSE side does not depend on how the
@@ -1479,6 +1578,7 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     }
     obs.reused = reused;
     obs.metrics_missing = metrics_missing;
+    obs.subst = subst.iter().cloned().chain(captured).collect();
     if let Some(before) = before {
         if let Ok(after) = client::metrics(target.addr).await {
             let delta = after
@@ -1491,15 +1591,18 @@ async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     Ok(obs)
 }
 
+/// Runs a variant's script; returns every connection's result and the variables its steps
+/// captured.
 async fn run_script(
     v: &Variant,
     target: &Target,
     subst: &[(String, String)],
     opts: ConnOpts,
     scale: f64,
-) -> Result<Vec<(String, ConnResult)>> {
+) -> Result<(Vec<(String, ConnResult)>, Vec<(String, String)>)> {
     let mut conns: Vec<(String, Conn)> = Vec::new();
     let mut done: Vec<(String, ConnResult)> = Vec::new();
+    let mut captured: Vec<(String, String)> = Vec::new();
     let token_of = |name: &str| {
         subst
             .iter()
@@ -1509,8 +1612,10 @@ async fn run_script(
     };
     for (step, program) in &v.script {
         if let (Some(name), Some(program)) = (&step.conn, program) {
-            let items = program.eval(subst)?;
-            let steps = wire::schedule(&items, Segmentation::Timed, None, scale);
+            let all: Vec<(String, String)> = subst.iter().chain(&captured).cloned().collect();
+            let items = program.eval(&all)?;
+            let steps =
+                plotstream_cases::segment::schedule(&items, Segmentation::Timed, None, scale);
             if !conns.iter().any(|(n, _)| n == name) {
                 match Conn::open(target.addr, opts).await {
                     Ok(c) => conns.push((name.clone(), c)),
@@ -1551,6 +1656,22 @@ async fn run_script(
             let d = Duration::from_millis((ms as f64 / scale).round() as u64);
             tokio::time::sleep(d).await;
         }
+        if let (Some(name), Some(capture)) = (&step.conn, &step.capture) {
+            let res = match conns.iter().position(|(n, _)| n == name) {
+                Some(idx) => conns.remove(idx).1.finish().await,
+                None => match done.iter().find(|(n, _)| n == name) {
+                    Some((_, res)) => res.clone(),
+                    None => anyhow::bail!("capture: no connection {name}"),
+                },
+            };
+            for (var, pointer) in capture {
+                let value = capture_value(&res, pointer).with_context(|| {
+                    format!("capture ${var} at {pointer:?} of {name}'s response")
+                })?;
+                captured.push((format!("${var}"), value));
+            }
+            done.push((name.clone(), res));
+        }
     }
     let finished = futures_join(
         conns
@@ -1559,7 +1680,82 @@ async fn run_script(
     )
     .await;
     done.extend(finished);
-    Ok(done)
+    Ok((done, captured))
+}
+
+/// The string at `pointer` of a response's JSON body; an absolute URL gives its path and
+/// query, which is what a request line names.
+fn capture_value(res: &ConnResult, pointer: &str) -> Result<String> {
+    let Some(r) = &res.response else {
+        anyhow::bail!("no response: {}", res.describe());
+    };
+    let json: serde_json::Value = serde_json::from_slice(&r.body).with_context(|| {
+        format!(
+            "status {}, the body is not JSON: {}",
+            r.status,
+            excerpt(&String::from_utf8_lossy(&r.body))
+        )
+    })?;
+    let Some(value) = json.pointer(pointer).and_then(serde_json::Value::as_str) else {
+        anyhow::bail!(
+            "status {}, no string there: {}",
+            r.status,
+            excerpt(&String::from_utf8_lossy(&r.body))
+        );
+    };
+    Ok(url_path(value).unwrap_or(value).to_owned())
+}
+
+/// The path and query of an absolute `http://` or `https://` URL.
+fn url_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    Some(rest.find('/').map_or("/", |at| &rest[at..]))
+}
+
+/// The `<script>` element of an HTML text whose content is not blank (an inline script), if any.
+fn inline_script(html: &str) -> Option<String> {
+    // ASCII lowering keeps every byte offset.
+    let lower = html.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(start) = lower[from..].find("<script").map(|at| at + from) {
+        let open_end = lower[start..]
+            .find('>')
+            .map_or(lower.len(), |at| at + start + 1);
+        let close = lower[open_end..]
+            .find("</script")
+            .map_or(lower.len(), |at| at + open_end);
+        if !html[open_end..close].trim().is_empty() {
+            return Some(html[start..close].to_owned());
+        }
+        from = close.max(start + 1);
+    }
+    None
+}
+
+/// Why `body` fails `body_lacks = [unwanted]`: where `unwanted` occurs, with the text around it.
+fn unwanted(body: &str, unwanted: &str) -> Option<String> {
+    let at = body.find(unwanted)?;
+    // From a little before it, on a character boundary (0 always is one).
+    let from = (0..=at.saturating_sub(EXCERPT / 2))
+        .rev()
+        .find(|&idx| body.is_char_boundary(idx))
+        .unwrap_or(0);
+    Some(format!(
+        "body has {unwanted:?} at byte {at}: {}",
+        excerpt(&body[from..])
+    ))
+}
+
+/// At most [`EXCERPT`] characters of `text`, quoted.
+fn excerpt(text: &str) -> String {
+    let cut: String = text.chars().take(EXCERPT).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
 }
 
 /// Awaits every future concurrently, keeping their order.
@@ -1679,6 +1875,29 @@ fn obs_wire(obs: &Observation) -> String {
 }
 
 /// JSON equality with numbers compared as f64 (so 1 = 1.0 and -0 = 0).
+/// A `converted` expectation against a stored window: exactly `x` and `y`, `y` as given, `x`
+/// the converted times (`timestamps::check_x`).
+fn converted(
+    window: &serde_json::Value,
+    want: &plotstream_cases::Converted,
+    obs: &Observation,
+) -> std::result::Result<(), String> {
+    let keys: BTreeSet<&str> = window
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    if keys != BTreeSet::from(["x", "y"]) {
+        return Err(format!("attributes {keys:?}, not x and y"));
+    }
+    let y = serde_json::Value::Array(want.y.clone());
+    if !json_eq(&window["y"], &y) {
+        return Err(format!("y {} ≠ {y}", window["y"]));
+    }
+    let xs = window["x"].as_array().map_or(&[][..], Vec::as_slice);
+    let span = obs.span.ok_or("the run has no time span")?;
+    super::timestamps::check_x(xs, &want.zone, &want.x_millis, span, obs.conns.len() <= 1)
+}
+
 fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value as V;
     match (a, b) {
@@ -1695,32 +1914,9 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
-fn sample(points: &mut Vec<usize>, n: usize, state: &mut u64) {
-    // A partial Fisher–Yates shuffle, then back into order.
-    for i in 0..n.min(points.len()) {
-        let j = i + (splitmix(state) as usize) % (points.len() - i);
-        points.swap(i, j);
-    }
-    points.truncate(n);
-    points.sort_unstable();
-}
-
-fn hash(s: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The reason a check cannot be made against a target without the inspection route.
 pub const NO_INSPECTION: &str =
-    "needs the inspection route GET /api/streams/{token} (RELIABILITY.md §4.3)";
-/// Inputs up to this size are split at every offset (§7).
-const SMALL_INPUT: usize = 4096;
-/// Interesting positions are taken within this many bytes of either end.
-const EDGE: usize = 256;
-/// At most this many interesting positions per large input.
-const MAX_INTERESTING: usize = 96;
+    "needs the inspection route GET /api/streams/{token} (docs/reliability.md §4.3)";
 /// Token sets reused by the split runs of one variant (and so split runs in flight per variant).
 const SPLIT_SLOTS: usize = 4;
 /// Quiet reruns per variant at most: a target late in more runs than this fails without more
@@ -1730,8 +1926,8 @@ const MAX_RERUNS: usize = 8;
 const OPEN_SPLIT_SLOTS: usize = 16;
 /// Runs of one variant launched at a time (they then queue on slots and the job semaphore).
 const SPLIT_WINDOW: usize = 64;
-/// Seeded random positions per large input (§7).
-const RANDOM_SPLITS: usize = 64;
+/// Characters of a body quoted in a failure.
+const EXCERPT: usize = 300;
 
 /// Why a D2 round did not pass.
 enum EmfileMiss {
@@ -1832,6 +2028,47 @@ mod tests {
             count_matching(&[End::RstAfterStatus], &set[0], &set, by_end).0,
             0
         );
+    }
+
+    #[test]
+    fn inline_scripts_are_found_and_sourced_ones_are_not() {
+        let page = r#"<head><script src="/assets/viewer.js?v=1"></script><SCRIPT
+            src="/a.js">  </SCRIPT></head><body>"#;
+        assert_eq!(inline_script(page), None);
+        let inline = format!("{page}<script type=\"module\">alert(1)</script>");
+        assert_eq!(
+            inline_script(&inline).as_deref(),
+            Some("<script type=\"module\">alert(1)")
+        );
+        assert!(inline_script("<script>x").is_some(), "an unclosed script");
+        assert_eq!(inline_script("<p>no scripts</p>"), None);
+    }
+
+    #[test]
+    fn unwanted_text_is_shown_in_place_whatever_the_characters_before_it() {
+        // 603 - 150 falls inside an "é": the excerpt starts one byte earlier.
+        let body = format!("{}<b>abcdef1234</b>", "é".repeat(EXCERPT));
+        let why = unwanted(&body, "abcdef1234").expect("it is there");
+        assert!(
+            why.starts_with("body has \"abcdef1234\" at byte 603: \"é"),
+            "{why}"
+        );
+        assert!(why.contains("é<b>abcdef1234</b>"), "{why}");
+        assert_eq!(unwanted(&body, "zyxwvu9876"), None);
+    }
+
+    #[test]
+    fn captured_urls_keep_their_path_and_query() {
+        assert_eq!(
+            url_path("http://127.0.0.1:9/~demo/123456789012/"),
+            Some("/~demo/123456789012/")
+        );
+        assert_eq!(
+            url_path("https://h/~d/1?share_key=k"),
+            Some("/~d/1?share_key=k")
+        );
+        assert_eq!(url_path("http://h"), Some("/"));
+        assert_eq!(url_path("demo:1"), None);
     }
 
     #[test]

@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use plotstream_cases::segment::splitmix;
+use plotstream_cases::{Program, SetupKind};
 
-use super::case::SetupKind;
 use super::client;
-use super::dsl::Program;
 use super::wire::{self, ConnOpts};
 
 /// One endpoint under test.
@@ -20,7 +20,7 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The non-default setup it runs with, if any.
     pub kind: Option<SetupKind>,
-    /// `GET /api/streams/{token}` works (RELIABILITY.md §4.3).
+    /// `GET /api/streams/{token}` works (docs/reliability.md §4.3).
     pub inspection: bool,
     /// `GET /metrics` answers with plotstream's counters.
     pub metrics: bool,
@@ -62,7 +62,12 @@ impl Target {
             tokens.random(10)
         };
         let items = Program::parse("H c(P1) END")?.eval(&[("tok1".to_owned(), token.clone())])?;
-        let steps = wire::schedule(&items, super::case::Segmentation::Whole, None, 1.0);
+        let steps = plotstream_cases::segment::schedule(
+            &items,
+            plotstream_cases::Segmentation::Whole,
+            None,
+            1.0,
+        );
         let res = wire::run_conn(
             addr,
             &steps,
@@ -148,15 +153,6 @@ impl Default for TokenSource {
     fn default() -> Self {
         TokenSource::new()
     }
-}
-
-/// splitmix64: a small, good PRNG for split positions and tokens (not for secrets).
-pub fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// `http://host:port[/]` → a socket address.

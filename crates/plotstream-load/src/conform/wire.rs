@@ -1,4 +1,4 @@
-//! The wire layer of RELIABILITY.md §7: one loopback TCP connection with TCP_NODELAY and one
+//! The wire layer of docs/reliability.md §7: one loopback TCP connection with TCP_NODELAY and one
 //! `write` per segment, a reader that parses the response as it arrives, and a timestamped
 //! log of both directions.
 
@@ -6,102 +6,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use plotstream_cases::segment::Step;
+use plotstream_cases::End;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-
-use super::case::{End, Segmentation};
-use super::dsl::Item;
-
-/// One step of a connection's schedule: a write, a pause or a connection event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// One `write` call.
-    Write(Vec<u8>),
-    /// Sleep.
-    Pause(Duration),
-    /// Half-close.
-    Eof,
-    /// Close with SO_LINGER 0.
-    Rst,
-    /// Timing origin.
-    Mark,
-    /// Wait for `100 Continue`.
-    AwaitContinue,
-}
-
-/// Cuts `items` into writes for one mode. `split_at` is k for mode O (a cut after payload byte
-/// k); `pause_scale` divides every pause.
-pub fn schedule(
-    items: &[Item],
-    mode: Segmentation,
-    split_at: Option<usize>,
-    pause_scale: f64,
-) -> Vec<Step> {
-    let mut steps = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut offset = 0usize;
-    let flush = |pending: &mut Vec<u8>, steps: &mut Vec<Step>| {
-        if !pending.is_empty() {
-            steps.push(Step::Write(std::mem::take(pending)));
-        }
-    };
-    for item in items {
-        match item {
-            Item::Bytes(bytes) => {
-                if mode == Segmentation::Bytewise {
-                    for &b in bytes {
-                        steps.push(Step::Write(vec![b]));
-                    }
-                    offset += bytes.len();
-                    continue;
-                }
-                let mut rest = bytes.as_slice();
-                if let Some(k) = split_at {
-                    if k > offset && k < offset + rest.len() {
-                        let (a, b) = rest.split_at(k - offset);
-                        pending.extend_from_slice(a);
-                        flush(&mut pending, &mut steps);
-                        rest = b;
-                        offset = k;
-                    } else if k == offset {
-                        flush(&mut pending, &mut steps);
-                    }
-                }
-                pending.extend_from_slice(rest);
-                offset += rest.len();
-            }
-            Item::Flush => {
-                if mode == Segmentation::Timed {
-                    flush(&mut pending, &mut steps);
-                }
-            }
-            Item::Pause(ms) => {
-                flush(&mut pending, &mut steps);
-                let scaled = (*ms as f64 / pause_scale).round() as u64;
-                steps.push(Step::Pause(Duration::from_millis(scaled)));
-            }
-            Item::Eof => {
-                flush(&mut pending, &mut steps);
-                steps.push(Step::Eof);
-            }
-            Item::Rst => {
-                flush(&mut pending, &mut steps);
-                steps.push(Step::Rst);
-            }
-            Item::Mark => {
-                flush(&mut pending, &mut steps);
-                steps.push(Step::Mark);
-            }
-            Item::AwaitContinue => {
-                flush(&mut pending, &mut steps);
-                steps.push(Step::AwaitContinue);
-            }
-        }
-    }
-    flush(&mut pending, &mut steps);
-    steps
-}
 
 /// Options for one connection.
 #[derive(Debug, Clone, Copy)]
@@ -786,57 +695,6 @@ const AFTER_EOF_WAIT: Duration = Duration::from_millis(200);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn items() -> Vec<Item> {
-        vec![
-            Item::Bytes(b"abc".to_vec()),
-            Item::Flush,
-            Item::Bytes(b"de".to_vec()),
-            Item::Pause(100),
-            Item::Bytes(b"f".to_vec()),
-            Item::Eof,
-        ]
-    }
-
-    fn writes(steps: &[Step]) -> Vec<String> {
-        steps
-            .iter()
-            .map(|s| match s {
-                Step::Write(b) => String::from_utf8_lossy(b).into_owned(),
-                Step::Pause(d) => format!("<{}>", d.as_millis()),
-                other => format!("{other:?}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn modes_cut_where_they_should() {
-        let i = items();
-        assert_eq!(
-            writes(&schedule(&i, Segmentation::Whole, None, 1.0)),
-            ["abcde", "<100>", "f", "Eof"]
-        );
-        assert_eq!(
-            writes(&schedule(&i, Segmentation::Timed, None, 2.0)),
-            ["abc", "de", "<50>", "f", "Eof"]
-        );
-        assert_eq!(
-            writes(&schedule(&i, Segmentation::Split, Some(2), 1.0)),
-            ["ab", "cde", "<100>", "f", "Eof"]
-        );
-        assert_eq!(
-            writes(&schedule(&i, Segmentation::Split, Some(3), 1.0)),
-            ["abc", "de", "<100>", "f", "Eof"]
-        );
-        assert_eq!(
-            writes(&schedule(&i, Segmentation::Split, Some(4), 1.0)),
-            ["abcd", "e", "<100>", "f", "Eof"]
-        );
-        assert_eq!(
-            writes(&schedule(&i, Segmentation::Bytewise, None, 1.0)),
-            ["a", "b", "c", "d", "e", "<100>", "f", "Eof"]
-        );
-    }
 
     #[test]
     fn responses_parse_with_interim_and_extra_bytes() {

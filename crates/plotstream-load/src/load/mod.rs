@@ -1,5 +1,6 @@
-//! The load generator (PRODUCT.md §5): `--streams` long-lived writer connections sending points
-//! on an open-loop schedule in a real client's bytes, optionally verified end to end.
+//! The load generator (docs/performance.md, "The tools"): `--streams` long-lived writer connections
+//! sending points on an open-loop schedule in a real client's bytes, optionally verified end to
+//! end.
 //!
 //! One module per concern, as in oha: [`schedule`] (intended times and point values), `writer`
 //! (one task per stream), `verify` (SSE viewers, inspection, the independent JCS digest in

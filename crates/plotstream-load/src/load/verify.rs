@@ -348,7 +348,7 @@ async fn subscribe(
     }
 }
 
-/// The inspection read of one stream (RELIABILITY.md §4.3), as far as the verifier needs it.
+/// The inspection read of one stream (docs/reliability.md §4.3), as far as the verifier needs it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Inspection {
     /// Seq of the newest update.

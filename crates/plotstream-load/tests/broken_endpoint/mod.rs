@@ -1,5 +1,5 @@
 //! A deliberately broken streaming endpoint for calibrating `plotstream conform`
-//! (RELIABILITY.md §8: "a suite that passes every server proves nothing").
+//! (docs/reliability.md §8: "a suite that passes every server proves nothing").
 //!
 //! It is a proxy in front of a real `plotstream-server`. Chunked ingest bodies go through its
 //! own chunked decoder, which carries three seeded mutations, and are re-framed correctly for

@@ -45,7 +45,7 @@ fn update_chunk(flavour: Flavour, compact: &str) -> Vec<u8> {
     out
 }
 
-// ---- byte-exact client output (PROTOCOL.md §2.9–§2.11) -------------------------------------
+// ---- byte-exact client output (docs/protocol.md §2.9–§2.11) -------------------------------------
 
 #[test]
 fn chart_studio_head_and_chunks() {

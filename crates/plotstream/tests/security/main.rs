@@ -10,6 +10,7 @@ mod protected;
 mod rest_auth;
 mod streams;
 mod tls;
+mod viewers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -108,6 +109,30 @@ impl Server {
             .unwrap()
     }
 
+    /// `(VmRSS, VmHWM)` of the server, in bytes.
+    pub fn rss_and_peak(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap()
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// The value of the unlabelled metric `name` exactly.
+    pub fn gauge(&self, name: &str) -> Option<u64> {
+        self.get("/metrics")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The sum of every sample whose name and labels start with `name`.
     pub fn metric(&self, name: &str) -> u64 {
         let m = self.get("/metrics").body;
         m.lines()

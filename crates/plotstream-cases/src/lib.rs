@@ -1,0 +1,35 @@
+//! The case catalogue of `plotstream conform` as data, without I/O: one TOML file per case in
+//! `cases/` (embedded by `build.rs`), the bytes DSL that says what a case sends, and the
+//! segmentation modes that cut those bytes into writes (docs/reliability.md §7–§8).
+//!
+//! Two runners read it. `plotstream conform` (in `plotstream-load`) sends the bytes over loopback
+//! TCP to any endpoint and judges everything a case expects; the tests of `plotstream-proto` feed
+//! the same bytes to the `Ingest` state machine and judge what one request on one connection
+//! decides (status, lines accepted, the response, the same outcome in every mode). So each
+//! real client's transcript and each adversarial case is written once, here.
+//!
+//! ```
+//! let cases = plotstream_cases::catalogue().unwrap();
+//! let b9 = cases.iter().find(|c| c.id == "B9").unwrap();
+//! let items = b9.variants[0].bytes.as_ref().unwrap().eval(&b9.fixed_tokens()).unwrap();
+//! let bytes = plotstream_cases::payload(&items);
+//! assert!(bytes.ends_with(b"e\n{\"x\":1,\"y\":1}\n\r\n"));
+//! ```
+//!
+//! Architecture Invariant: this crate depends on nothing of ours, so that `plotstream-proto`'s
+//! tests can use it without a dependency cycle.
+
+#![deny(missing_docs)]
+
+mod case;
+mod dsl;
+mod error;
+pub mod segment;
+
+pub use case::{
+    catalogue, parse_case, Case, Converted, DuplicateMode, End, Expect, Level, LinesMode, NoStatus,
+    ScriptStep, Segmentation, Setup, SetupKind, StatusSpec, TokensMode, Variant, ACCOUNT_VARIABLES,
+    DEFAULT_WAIT_MS, STREAM_ID_VARIABLE,
+};
+pub use dsl::{payload, substitute_text, variables, Item, Program, END, P1, P2};
+pub use error::Error;
