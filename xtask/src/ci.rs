@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use crate::{browser, compat, conform as conform_suite, fuzz, util};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
-    let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(DEFAULT_FUZZ_SECS);
+    let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(fuzz::SMOKE_SECS);
     let (positional, _) = args.finish()?;
     if let Some(extra) = positional.first() {
         anyhow::bail!("`ci` takes no positional argument, got `{extra}`");
@@ -104,7 +104,7 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "fuzz",
-            what: "cargo +nightly fuzz run, a short smoke run of every target",
+            what: "cargo +nightly fuzz without ASan: every corpus input once, then a short run of every target",
             run: fuzz_smoke,
         },
         Step {
@@ -253,9 +253,10 @@ fn conform(_: &Ctx) -> Result<Outcome> {
     })
 }
 
-/// Replays the committed corpus of every fuzz target, then fuzzes each for a few seconds (two
-/// at a time, new inputs into scratch directories), when cargo-fuzz is available. One check
-/// per target for the replay and one for the run.
+/// `cargo xtask fuzz --smoke` (`fuzz::smoke`), when cargo-fuzz is available: one build without
+/// ASan, the committed corpus of every fuzz target replayed, then a few seconds of each (two at
+/// a time, new inputs into scratch directories). One check per target for the replay and one
+/// for the run.
 fn fuzz_smoke(ctx: &Ctx) -> Result<Outcome> {
     if env::var_os("XTASK_SKIP_FUZZ").is_some_and(|value| value == "1") {
         println!("fuzz: SKIPPED (XTASK_SKIP_FUZZ=1)");
@@ -267,18 +268,15 @@ fn fuzz_smoke(ctx: &Ctx) -> Result<Outcome> {
     }
     let targets = fuzz::targets()?;
     let mut outcome = Outcome::default();
-    // Build every target once so that a build failure is reported once, not per target.
-    if !util::run_echoed(&mut fuzz::build_command())? {
+    // Every target is built once, so a build failure is reported once, not per target.
+    let Some(fuzz::Smoke { replays, runs }) = fuzz::smoke(&targets, ctx.fuzz_secs)? else {
         println!("fuzz: the build failed; every target counts as failed");
         outcome.failed += 2 * u64::try_from(targets.len())?;
         outcome
             .details
             .push("the fuzz targets do not build".to_owned());
         return Ok(outcome);
-    }
-    let replays = fuzz::run_targets(&targets, fuzz::Mode::Replay, FUZZ_JOBS, &[])?;
-    let secs = ctx.fuzz_secs;
-    let runs = fuzz::run_targets(&targets, fuzz::Mode::Scratch { secs }, FUZZ_JOBS, &[])?;
+    };
     for (what, report) in replays
         .iter()
         .map(|r| ("replay", r))
@@ -327,11 +325,6 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
     }
     Some((passed?, failed?))
 }
-
-/// Seconds of each fuzz target in CI: with nine targets two at a time, under two minutes.
-const DEFAULT_FUZZ_SECS: u64 = 20;
-/// Fuzz targets run at once in CI (the CI machine has two cores).
-const FUZZ_JOBS: usize = 2;
 
 #[cfg(test)]
 mod tests {

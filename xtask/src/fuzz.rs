@@ -8,14 +8,22 @@
 //! merges what it found back into it with `cargo fuzz cmin`, so the corpus grows and stays
 //! small: it is minimized by edge coverage (`-use_counters=0`), so every input reaches an edge
 //! that the inputs before it do not, and hit counts are left for the fuzzer to find again.
-//! `--replay` runs every committed input once, as CI does before its short runs.
+//! `--replay` runs every committed input once.
+//!
+//! Targets are built as cargo-fuzz builds them by default (release with debug assertions and
+//! overflow checks, AddressSanitizer), except for CI's smoke run ([`smoke`], `--smoke`): it
+//! builds without a sanitizer (`--no-asan`), into a target directory of its own, because the
+//! cold build is most of the step's time, ASan costs it 40-60 % more CPU and slows the targets
+//! 1.8-6 times, and our crates forbid `unsafe` (docs/fuzzing.md has the measurements).
 //!
 //! ```text
 //! cargo xtask fuzz                              list the targets and their corpus sizes
 //! cargo xtask fuzz TARGET... [--secs N]         fuzz each (default 60 s), merge into its corpus
 //! cargo xtask fuzz --all [--secs N] [--jobs J]  every target, J at a time (default 2)
-//! cargo xtask fuzz ... --no-merge               new inputs go to a scratch directory (CI)
+//! cargo xtask fuzz ... --no-merge               new inputs go to a scratch directory
+//! cargo xtask fuzz ... --no-asan                build and run without AddressSanitizer
 //! cargo xtask fuzz --replay [TARGET...]         every committed input once (-runs=0)
+//! cargo xtask fuzz --smoke [--secs N]           CI's fuzz step: --no-asan, replay, N s each
 //! cargo xtask fuzz --cmin [TARGET...]           only minimize the committed corpus
 //! cargo xtask fuzz --coverage [TARGET...]       line coverage of each target over its corpus
 //! ```
@@ -30,6 +38,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
     sync::Mutex,
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
@@ -37,13 +46,19 @@ use anyhow::{bail, Context, Result};
 use crate::util;
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
-    let secs = args.value("--secs")?.unwrap_or(DEFAULT_SECS);
+    let secs = args.value("--secs")?;
     let jobs = args.value("--jobs")?.unwrap_or(DEFAULT_JOBS).max(1);
     let all = args.flag("--all");
     let replay = args.flag("--replay");
     let coverage = args.flag("--coverage");
     let cmin = args.flag("--cmin");
     let no_merge = args.flag("--no-merge");
+    let smoke_run = args.flag("--smoke");
+    let build = if args.flag("--no-asan") {
+        Build::NoSanitizer
+    } else {
+        Build::Asan
+    };
     let (positional, passthrough) = args.finish()?;
     let known = targets()?;
     if let Some(unknown) = positional.iter().find(|t| !known.contains(t)) {
@@ -52,7 +67,7 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
             known.join(", ")
         );
     }
-    if positional.is_empty() && !(all || replay || coverage || cmin) {
+    if positional.is_empty() && !(all || replay || coverage || cmin || smoke_run) {
         println!("fuzz targets (cargo xtask fuzz <target>... | --all [--secs N]):");
         for target in &known {
             println!("  {target:<16} corpus {}", Corpus::of(target).describe());
@@ -69,10 +84,16 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     }
     let ok = if coverage {
         print_coverage(&chosen)?
+    } else if smoke_run {
+        let Some(smoke) = smoke(&chosen, secs.unwrap_or(SMOKE_SECS))? else {
+            bail!("the fuzz targets do not build");
+        };
+        smoke.replays.iter().chain(&smoke.runs).all(|r| r.ok)
     } else {
-        if !util::run_echoed(&mut build_command())? {
+        if !util::run_echoed(&mut build.command())? {
             bail!("the fuzz targets do not build");
         }
+        let secs = secs.unwrap_or(DEFAULT_SECS);
         let mode = if replay {
             Mode::Replay
         } else if cmin {
@@ -82,7 +103,7 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
         } else {
             Mode::Merge { secs }
         };
-        run_targets(&chosen, mode, jobs, &passthrough)?
+        run_targets(&chosen, mode, build, jobs, &passthrough)?
             .iter()
             .all(|report| report.ok)
     };
@@ -116,9 +137,97 @@ pub(crate) fn check_available() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Builds every fuzz target.
-pub(crate) fn build_command() -> Command {
-    util::cargo(["+nightly", "fuzz", "build", "--fuzz-dir", "fuzz"])
+/// `cargo +nightly fuzz SUBCOMMAND --fuzz-dir fuzz`, without the variables `cargo run` set for
+/// xtask itself (`CARGO_PKG_NAME=xtask`, `CARGO_MANIFEST_DIR`, …): ring's build script asks
+/// cargo to rerun when `CARGO_PKG_NAME` changes, and cargo compares it with its own
+/// environment, so a `cargo fuzz` typed in a shell and one run by xtask rebuilt ring, rustls
+/// and plotstream-server (20-30 s) each time the other had built last.
+fn cargo_fuzz(subcommand: &str) -> Command {
+    let mut cmd = util::cargo(["+nightly", "fuzz", subcommand, "--fuzz-dir", "fuzz"]);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*name)
+        {
+            cmd.env_remove(&*name);
+        }
+    }
+    cmd
+}
+
+/// How the fuzz targets are built (and so run: `cargo fuzz run` builds first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Build {
+    /// cargo-fuzz's default: release, debug assertions and overflow checks, AddressSanitizer,
+    /// in `fuzz/target`. For `cargo xtask fuzz` and soak, which run long enough to find what
+    /// only ASan sees (memory errors in the `unsafe` code of dependencies).
+    Asan,
+    /// The same without a sanitizer, in [`NO_SANITIZER_TARGET_DIR`] so that neither build
+    /// invalidates the other. For CI's smoke run: the cold build costs 30-40 % less CPU
+    /// (docs/fuzzing.md) and the targets run 1.8-6 times faster.
+    NoSanitizer,
+}
+
+impl Build {
+    /// `cargo fuzz build` of every target, in one invocation (one compile of the dependency
+    /// graph; the `cargo fuzz run` of each target then finds it fresh).
+    pub(crate) fn command(self) -> Command {
+        let mut cmd = cargo_fuzz("build");
+        cmd.args(self.options());
+        cmd
+    }
+
+    /// The options `cargo fuzz build|run|cmin` take for this build.
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Build::Asan => &[],
+            Build::NoSanitizer => &[
+                "--sanitizer",
+                "none",
+                "--target-dir",
+                NO_SANITIZER_TARGET_DIR,
+            ],
+        }
+    }
+}
+
+/// Where [`Build::NoSanitizer`] builds, relative to the repository root.
+const NO_SANITIZER_TARGET_DIR: &str = "fuzz/target/no-sanitizer";
+
+/// What CI's fuzz step found: one report per target for the replay and one for the run.
+#[derive(Debug)]
+pub(crate) struct Smoke {
+    pub(crate) replays: Vec<Report>,
+    pub(crate) runs: Vec<Report>,
+}
+
+/// CI's fuzz step (`cargo xtask ci`, `cargo xtask fuzz --smoke`): one build of every target
+/// without a sanitizer, every committed input of each once, then `secs` seconds of each,
+/// [`SMOKE_JOBS`] at a time, new inputs into scratch directories (the checkout is left as it
+/// is). Prints the time of each phase. `None` if the targets do not build.
+pub(crate) fn smoke(targets: &[String], secs: u64) -> Result<Option<Smoke>> {
+    let build = Build::NoSanitizer;
+    let started = Instant::now();
+    if !util::run_echoed(&mut build.command())? {
+        return Ok(None);
+    }
+    let built = Instant::now();
+    let replays = run_targets(targets, Mode::Replay, build, SMOKE_JOBS, &[])?;
+    let replayed = Instant::now();
+    let runs = run_targets(targets, Mode::Scratch { secs }, build, SMOKE_JOBS, &[])?;
+    println!(
+        "fuzz: build {:.1} s, replay {:.1} s, runs {:.1} s",
+        (built - started).as_secs_f64(),
+        (replayed - built).as_secs_f64(),
+        replayed.elapsed().as_secs_f64()
+    );
+    Ok(Some(Smoke { replays, runs }))
 }
 
 /// What a run of one target does.
@@ -146,10 +255,11 @@ pub(crate) struct Report {
 
 /// Runs `targets` in `mode`, `jobs` at a time, with `extra` arguments for libFuzzer; prints one
 /// line per target as it finishes (and the tail of its log if it failed). The fuzz targets must
-/// be built already ([`build_command`]).
+/// be built already ([`Build::command`]).
 pub(crate) fn run_targets(
     targets: &[String],
     mode: Mode,
+    build: Build,
     jobs: usize,
     extra: &[String],
 ) -> Result<Vec<Report>> {
@@ -175,10 +285,12 @@ pub(crate) fn run_targets(
             scope.spawn(|| {
                 while let Some(target) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
                     let report =
-                        run_one(&target, mode, extra, &log_dir).unwrap_or_else(|err| Report {
-                            target: target.clone(),
-                            ok: false,
-                            summary: format!("ERROR: {err:#}"),
+                        run_one(&target, mode, build, extra, &log_dir).unwrap_or_else(|err| {
+                            Report {
+                                target: target.clone(),
+                                ok: false,
+                                summary: format!("ERROR: {err:#}"),
+                            }
                         });
                     println!(
                         "fuzz: {:<16} {} {}",
@@ -200,8 +312,9 @@ pub(crate) fn run_targets(
 
 /// `cargo fuzz run` of `target` in `mode`, without the common libFuzzer options; `None` when
 /// the mode runs no fuzzer.
-fn fuzz_command(target: &str, mode: Mode, corpus: &Path) -> Result<Option<Command>> {
-    let mut cmd = util::cargo(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", target]);
+fn fuzz_command(target: &str, mode: Mode, build: Build, corpus: &Path) -> Result<Option<Command>> {
+    let mut cmd = cargo_fuzz("run");
+    cmd.args(build.options()).arg(target);
     match mode {
         Mode::Minimize => return Ok(None),
         Mode::Replay => {
@@ -223,13 +336,19 @@ fn fuzz_command(target: &str, mode: Mode, corpus: &Path) -> Result<Option<Comman
     Ok(Some(cmd))
 }
 
-fn run_one(target: &str, mode: Mode, extra: &[String], log_dir: &Path) -> Result<Report> {
+fn run_one(
+    target: &str,
+    mode: Mode,
+    build: Build,
+    extra: &[String],
+    log_dir: &Path,
+) -> Result<Report> {
     let corpus = Path::new("fuzz/corpus").join(target);
     let before = Corpus::of(target);
     let log_path = log_dir.join(format!("{target}.log"));
     let log =
         File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-    let ran = if let Some(mut cmd) = fuzz_command(target, mode, &corpus)? {
+    let ran = if let Some(mut cmd) = fuzz_command(target, mode, build, &corpus)? {
         // A single input that runs this long is a hang worth reporting, not a slow machine.
         cmd.arg(format!("-timeout={INPUT_TIMEOUT_SECS}"));
         cmd.arg("-print_final_stats=1");
@@ -257,8 +376,11 @@ fn run_one(target: &str, mode: Mode, extra: &[String], log_dir: &Path) -> Result
         String::new()
     };
     let after = if let Mode::Merge { .. } | Mode::Minimize = mode {
-        let mut cmin = util::cargo(["+nightly", "fuzz", "cmin", "--fuzz-dir", "fuzz", target]);
-        cmin.arg(&corpus).args(["--", "-use_counters=0"]);
+        let mut cmin = cargo_fuzz("cmin");
+        cmin.args(build.options())
+            .arg(target)
+            .arg(&corpus)
+            .args(["--", "-use_counters=0"]);
         if !run_logged(&mut cmin, &log)? {
             return Ok(Report {
                 target: target.to_owned(),
@@ -385,7 +507,8 @@ fn print_coverage(targets: &[String]) -> Result<bool> {
     let mut ok = true;
     for target in targets {
         let corpus = Path::new("fuzz/corpus").join(target);
-        let mut cmd = util::cargo(["+nightly", "fuzz", "coverage", "--fuzz-dir", "fuzz", target]);
+        let mut cmd = cargo_fuzz("coverage");
+        cmd.arg(target);
         cmd.arg(&corpus);
         if !util::succeeds_quietly(&mut cmd) {
             println!(
@@ -584,6 +707,11 @@ fn host_triple() -> Result<String> {
 
 const DEFAULT_SECS: u64 = 60;
 const DEFAULT_JOBS: usize = 2;
+/// Seconds of each target in CI's smoke run (`cargo xtask ci --fuzz-secs N` changes it): nine
+/// targets two at a time take about five times this (docs/fuzzing.md has the step's budget).
+pub(crate) const SMOKE_SECS: u64 = 10;
+/// Targets run at once in CI's smoke run (the CI machine has two cores).
+const SMOKE_JOBS: usize = 2;
 const INPUT_TIMEOUT_SECS: u64 = 10;
 /// Lines of a failed run's log printed under its summary.
 const LOG_TAIL: usize = 30;
@@ -626,6 +754,32 @@ mod tests {
             Stats::default().describe(),
             "- runs, - exec/s, cov - ft -, - new"
         );
+    }
+
+    #[test]
+    fn builds_and_runs_the_same_flavour() {
+        let corpus = Path::new("fuzz/corpus/head");
+        let replay = |build| {
+            let cmd = fuzz_command("head", Mode::Replay, build, corpus).unwrap();
+            util::display_command(&cmd.unwrap())
+        };
+        assert_eq!(
+            replay(Build::Asan),
+            "cargo +nightly fuzz run --fuzz-dir fuzz head fuzz/corpus/head -- -runs=0"
+        );
+        assert_eq!(
+            replay(Build::NoSanitizer),
+            "cargo +nightly fuzz run --fuzz-dir fuzz --sanitizer none --target-dir \
+             fuzz/target/no-sanitizer head fuzz/corpus/head -- -runs=0"
+        );
+        assert_eq!(
+            util::display_command(&Build::NoSanitizer.command()),
+            "cargo +nightly fuzz build --fuzz-dir fuzz --sanitizer none --target-dir \
+             fuzz/target/no-sanitizer"
+        );
+        assert!(fuzz_command("head", Mode::Minimize, Build::Asan, corpus)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! cargo xtask ci [--fuzz-secs N]          fmt, clippy, tests, compat, fuzz replay + smoke, browser; last line `N passed, M failed`
 //! cargo xtask compat [FILTER...] [--list] the real Plotly clients against `plotstream serve`
 //! cargo xtask conform [--release]         the conformance catalogue against `plotstream serve`, and its calibration
-//! cargo xtask fuzz [TARGET...|--all]      fuzz targets, merged into fuzz/corpus; --replay, --coverage
+//! cargo xtask fuzz [TARGET...|--all]      fuzz targets, merged into fuzz/corpus; --replay, --smoke (CI's step), --coverage
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
 //! cargo xtask bench ingest                plotstream serve under plotstream load, beside TCP and hyper
 //! cargo xtask bench engines               redb, fjall and SQLite on the durable store's workload
@@ -68,9 +68,9 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, a replay of every fuzz
-                               corpus and a fuzz smoke run (N s per target, default 20, two at a
-                               time), the browser check;
+  ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, `fuzz --smoke` (a replay
+                               of every fuzz corpus, then N s of each target, default 10, two at a
+                               time, built without ASan to stay well under 5 min), the browser check;
                                the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
   compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6)
                                against `plotstream serve`, one line per case of docs/protocol.md §9.2 a
@@ -85,10 +85,14 @@ commands:
        [--all] [--jobs J]      committed corpus fuzz/corpus/TARGET, and merge what they found into it
        [-- LIBFUZZER_ARGS]     (cargo fuzz cmin); --all: every target, J at a time (default 2);
                                without a target, list them with their corpus sizes; --no-merge:
-                               new inputs go to a scratch directory (as in CI); arguments after
+                               new inputs go to a scratch directory (as in CI); --no-asan: build
+                               and run without AddressSanitizer (own target dir); arguments after
                                `--` go to libFuzzer
+  fuzz --smoke [--secs N]      CI's fuzz step: build every target without ASan (a cold build takes
+                               half the CPU), run every committed input once, then N s of each
+                               target (default 10), two at a time, nothing merged
   fuzz --cmin [TARGET...]      only minimize the committed corpus (by edges, -use_counters=0)
-  fuzz --replay [TARGET...]    run every committed corpus input once (-runs=0), as CI does first
+  fuzz --replay [TARGET...]    run every committed corpus input once (-runs=0), with ASan
   fuzz --coverage [TARGET...]  cargo fuzz coverage over each corpus, then llvm-cov: the line
                                coverage of each source file a target reaches (needs the nightly's
                                llvm-tools-preview)

@@ -46,9 +46,10 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
         Ok(()) if fuzz_secs == 0 => println!("soak: fuzz SKIPPED (--fuzz-secs 0)"),
         Ok(()) => {
             let targets = fuzz::targets()?;
-            if util::run_echoed(&mut fuzz::build_command())? {
+            let build = fuzz::Build::Asan;
+            if util::run_echoed(&mut build.command())? {
                 let mode = fuzz::Mode::Merge { secs: fuzz_secs };
-                let reports = fuzz::run_targets(&targets, mode, FUZZ_JOBS, &[])?;
+                let reports = fuzz::run_targets(&targets, mode, build, FUZZ_JOBS, &[])?;
                 ok &= reports.iter().all(|r| r.ok);
             } else {
                 ok = false;
