@@ -30,6 +30,41 @@ use serde_json::{json, Value};
 
 use crate::util;
 
+/// 100 bulk writers, 1 000 points a chunk, as fast as they go, 5 s.
+const BULK_100: &[&str] = &[
+    "--streams",
+    "100",
+    "--rate",
+    "max",
+    "--points-per-chunk",
+    "1000",
+    "--duration",
+    "5s",
+];
+
+/// 100 writers of one point a chunk (the Plotly clients' shape), as fast as they go, 5 s.
+const PER_POINT_100: &[&str] = &[
+    "--streams",
+    "100",
+    "--rate",
+    "max",
+    "--points-per-chunk",
+    "1",
+    "--duration",
+    "5s",
+];
+
+/// 100 streams x 100 points/s with a verifying viewer each: write -> viewer latency, 5 s.
+const LATENCY_100: &[&str] = &[
+    "--streams",
+    "100",
+    "--rate",
+    "10000",
+    "--duration",
+    "5s",
+    "--verify",
+];
+
 pub(crate) fn run() -> Result<ExitCode> {
     let started = Instant::now();
     let mut build = util::cargo([
@@ -68,34 +103,8 @@ pub(crate) fn run() -> Result<ExitCode> {
     {
         let mut sink = Process::spawn(Command::new(&sink_bin).arg("127.0.0.1:0"), "listening on ")?;
         let url = format!("http://{}", sink.addr);
-        hyper_bulk = load(
-            &bin,
-            &url,
-            &[
-                "--streams",
-                "100",
-                "--rate",
-                "max",
-                "--points-per-chunk",
-                "1000",
-                "--duration",
-                "5s",
-            ],
-        )?;
-        hyper_per_point = load(
-            &bin,
-            &url,
-            &[
-                "--streams",
-                "100",
-                "--rate",
-                "max",
-                "--points-per-chunk",
-                "1",
-                "--duration",
-                "5s",
-            ],
-        )?;
+        hyper_bulk = load(&bin, &url, BULK_100)?;
+        hyper_per_point = load(&bin, &url, PER_POINT_100)?;
         sink.stop();
     }
 
@@ -117,59 +126,21 @@ pub(crate) fn run() -> Result<ExitCode> {
         ],
     )?;
     results.push(entry("ingest/1_stream_bulk", &one, None, Some(5e6)));
-    let bulk = load(
-        &bin,
-        &url,
-        &[
-            "--streams",
-            "100",
-            "--rate",
-            "max",
-            "--points-per-chunk",
-            "1000",
-            "--duration",
-            "5s",
-        ],
-    )?;
+    let bulk = load(&bin, &url, BULK_100)?;
     results.push(entry(
         "ingest/100_streams_bulk",
         &bulk,
         Some(&hyper_bulk),
         Some(5e6),
     ));
-    let per_point = load(
-        &bin,
-        &url,
-        &[
-            "--streams",
-            "100",
-            "--rate",
-            "max",
-            "--points-per-chunk",
-            "1",
-            "--duration",
-            "5s",
-        ],
-    )?;
+    let per_point = load(&bin, &url, PER_POINT_100)?;
     results.push(entry(
         "ingest/100_streams_per_point",
         &per_point,
         Some(&hyper_per_point),
         Some(300e3),
     ));
-    let latency = load(
-        &bin,
-        &url,
-        &[
-            "--streams",
-            "100",
-            "--rate",
-            "10000",
-            "--duration",
-            "5s",
-            "--verify",
-        ],
-    )?;
+    let latency = load(&bin, &url, LATENCY_100)?;
     let mut lat = entry("ingest/latency_100x100", &latency, None, None);
     lat["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
     lat["server_latency_ms"] = latency["server_latency_ms"].clone();
@@ -187,32 +158,10 @@ pub(crate) fn run() -> Result<ExitCode> {
     let mut server = serve_with(&bin, &["--data-dir", &data_arg])?;
     let url = format!("http://{}", server.addr);
     for (name, args, reference) in [
-        (
-            "ingest/store/100_streams_bulk",
-            &[
-                "--streams",
-                "100",
-                "--rate",
-                "max",
-                "--points-per-chunk",
-                "1000",
-                "--duration",
-                "5s",
-            ][..],
-            &bulk,
-        ),
+        ("ingest/store/100_streams_bulk", BULK_100, &bulk),
         (
             "ingest/store/100_streams_per_point",
-            &[
-                "--streams",
-                "100",
-                "--rate",
-                "max",
-                "--points-per-chunk",
-                "1",
-                "--duration",
-                "5s",
-            ][..],
+            PER_POINT_100,
             &per_point,
         ),
     ] {
@@ -228,19 +177,7 @@ pub(crate) fn run() -> Result<ExitCode> {
         e["target_ratio"] = json!(0.75);
         results.push(e);
     }
-    let latency = load(
-        &bin,
-        &url,
-        &[
-            "--streams",
-            "100",
-            "--rate",
-            "10000",
-            "--duration",
-            "5s",
-            "--verify",
-        ],
-    )?;
+    let latency = load(&bin, &url, LATENCY_100)?;
     let mut e = entry("ingest/store/latency_100x100", &latency, None, None);
     e["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
     e["in_memory_e2e_latency_ms"] = lat["e2e_latency_ms"].clone();
