@@ -26,7 +26,7 @@ pub enum Op {
     Meta {
         /// The write token.
         token: String,
-        /// The metadata record (JSON, see `store::StreamMeta`).
+        /// The metadata record (JSON, `records::StreamMeta`).
         record: Vec<u8>,
     },
     /// One accepted line of generation `gen` (a stream's epoch on disk).
@@ -46,7 +46,7 @@ pub enum Op {
         gen: u64,
         /// The seq it was taken at.
         seq: u64,
-        /// The snapshot record (JSON).
+        /// The snapshot record (`records::encode_snapshot`).
         record: Vec<u8>,
     },
     /// Generation `gen` is over: its lines and snapshot are dropped.
