@@ -1072,21 +1072,7 @@ impl Runner {
         let target = self.main.clone();
         // Let connections of earlier cases finish their lingering close (up to the 2 s linger
         // after a 64 KiB drain, D8's for one), with room to spare on a loaded machine.
-        if target.metrics {
-            for _ in 0..100 {
-                let open = client::metrics(target.addr)
-                    .await
-                    .ok()
-                    .and_then(|m| m.get("plotstream_connections_open").copied())
-                    .unwrap_or(1.0);
-                if open <= 1.0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-        }
+        settle_connections(&target).await;
         let opts = ConnOpts {
             wait: Duration::from_millis(case.variants.first().map_or(2000, |v| v.wait_ms)),
             keep_writing: false,
@@ -1128,6 +1114,9 @@ impl Runner {
             held.push(conn);
         }
         drop(held);
+        // Leave the target as it was found: until the server has closed the held connections,
+        // they count against L11, and the next exclusive case (Q10 in CI once) would be refused.
+        settle_connections(&target).await;
         verdict
     }
 
@@ -1384,6 +1373,27 @@ struct RunCtx {
     quiet: bool,
     /// Reused tokens (split runs): counts are deltas, windows are not checked.
     slot: Option<Arc<Slot>>,
+}
+
+/// Waits (at most 5 s) until `target` has no connection open but the metrics probe's own,
+/// by `/metrics`; without metrics, waits 2.5 s. Cases that fill a per-peer limit (D11) call it
+/// before and after, so that no other case meets their connections.
+async fn settle_connections(target: &Target) {
+    if !target.metrics {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        return;
+    }
+    for _ in 0..100 {
+        let open = client::metrics(target.addr)
+            .await
+            .ok()
+            .and_then(|m| m.get("plotstream_connections_open").copied())
+            .unwrap_or(1.0);
+        if open <= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A set of tokens that split runs reuse one at a time, so that a full run creates a few
