@@ -1,15 +1,18 @@
 //! Streams, windows, writer bindings and viewer fan-out (docs/reliability.md §4.1 terms,
 //! docs/reliability.md P7, §4 invariants I1–I5).
 //!
-//! One mutex guards the stream table; every operation that must be atomic with another
-//! (apply vs. takeover, subscribe vs. apply) happens under it, and none of them waits on I/O:
-//! fan-out uses `try_send` into bounded per-viewer queues, so a slow viewer can never stall
-//! ingest (M28).
+//! Each stream has its own lock, so lines of different streams apply in parallel; an index
+//! (read-mostly) finds them. Every operation that must be atomic with another for one stream
+//! (apply vs. takeover, subscribe vs. apply) happens under that stream's lock, and none waits
+//! on I/O: a line is sized, encoded for the journal and for viewers before the lock
+//! ([`Prepared`]), and fan-out uses `try_send` into bounded per-viewer queues, so a slow viewer
+//! can never stall ingest (M28). [`Store`] gives the lock order.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -254,10 +257,19 @@ pub struct Subscription {
 }
 
 /// The store.
+///
+/// Locks, always taken in this order and never held across I/O or an `.await`: the index
+/// (read to find a stream, write to add or drop one), then one stream's lock, then the token
+/// sets or the L43 allowance, then the journal's.
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
-    inner: Mutex<Inner>,
+    index: RwLock<Index>,
+    tokens: Mutex<TokenSets>,
+    /// L43: per peer address, (allowance left, when it was last refilled).
+    allowance: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// L25: the retained bytes of every window, kept by [`Store::account_bytes`].
+    total_bytes: AtomicUsize,
     metrics: Arc<Metrics>,
     next_conn: AtomicU64,
     /// Where changes go to be durable (in memory: nowhere).
@@ -266,21 +278,121 @@ pub struct Store {
     next_gen: AtomicU64,
 }
 
+/// Which streams exist.
 #[derive(Debug, Default)]
-struct Inner {
-    streams: HashMap<String, Stream>,
+struct Index {
+    streams: HashMap<String, Arc<Cell>>,
+    /// Read id → token: pages and feeds address a stream without its write token.
+    by_read_id: HashMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct TokenSets {
     registered: HashSet<String>,
     /// Tokens that a replaced figure no longer names (403).
     retired: HashSet<String>,
-    total_bytes: usize,
-    /// Read id → token: pages and feeds address a stream without its write token.
-    by_read_id: HashMap<String, String>,
-    /// L43: per peer address, (allowance left, when it was last refilled).
-    allowance: HashMap<IpAddr, (f64, Instant)>,
+}
+
+/// One stream behind its own lock: lines of different streams apply in parallel, and
+/// everything that must be atomic for one stream (apply vs. takeover, subscribe vs. apply)
+/// happens under its lock.
+#[derive(Debug)]
+struct Cell {
+    /// A viewer may be subscribed: read without the lock, to encode a line's op for viewers
+    /// before locking (a hint; `Stream::apply` encodes it anyway if a viewer came meanwhile).
+    watched: AtomicBool,
+    stream: Mutex<Stream>,
+}
+
+impl Cell {
+    fn new(stream: Stream) -> Cell {
+        Cell {
+            watched: AtomicBool::new(false),
+            stream: Mutex::new(stream),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Stream> {
+        self.stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+thread_local! {
+    /// The line being applied on this thread (see [`Prepared`]).
+    static PREPARED: RefCell<Prepared> = RefCell::new(Prepared::default());
+}
+
+/// A line made ready before any lock is taken: its values sized for L24/L25, its journal
+/// record encoded and, when someone watches, its viewers' op. One per thread, reused line after
+/// line, so none of it allocates in the steady state.
+#[derive(Debug, Default)]
+struct Prepared {
+    /// Each value's size, in [`crate::window::size_values`] order.
+    sizes: Vec<usize>,
+    scratch: Vec<u8>,
+    /// The journal record (`records::encode_update`); empty in memory.
+    record: Vec<u8>,
+    /// The viewers' op after its seq: `,"append":{..},"replace":{..},"line":..,"layout":..}`.
+    op_tail: Vec<u8>,
+    /// `op_tail` is this line's.
+    op_ready: bool,
+}
+
+impl Prepared {
+    fn sizes_and_record(&mut self, update: &Update, durable: bool) {
+        crate::window::size_values(update, &mut self.sizes, &mut self.scratch);
+        self.record.clear();
+        if durable {
+            records::encode_update(update, &mut self.record);
+        }
+        self.op_ready = false;
+    }
+
+    /// Encodes the viewers' op once per line: scalars append (each wrapped in a one-element
+    /// array, the shape `Plotly.extendTraces` takes), arrays replace.
+    fn encode_op(&mut self, update: &Update) {
+        if self.op_ready {
+            return;
+        }
+        let out = &mut self.op_tail;
+        out.clear();
+        let is_array = |v: &Value| matches!(v, Value::Array(_));
+        let members = |arrays: bool| {
+            update
+                .data
+                .iter()
+                .filter(move |(_, v)| is_array(v) == arrays)
+                .map(|(k, v)| (k.as_str(), v))
+        };
+        if members(false).next().is_some() {
+            out.extend_from_slice(b",\"append\":{");
+            write_members(members(false), true, out);
+            out.push(b'}');
+        }
+        if members(true).next().is_some() {
+            out.extend_from_slice(b",\"replace\":{");
+            write_members(members(true), false, out);
+            out.push(b'}');
+        }
+        if !update.line.is_empty() {
+            out.extend_from_slice(b",\"line\":");
+            write_jcs(&Value::Object(update.line.clone()), out);
+        }
+        if let Some(layout) = &update.layout {
+            out.extend_from_slice(b",\"layout\":");
+            write_jcs(&Value::Object(layout.clone()), out);
+        }
+        out.push(b'}');
+        self.op_ready = true;
+    }
 }
 
 #[derive(Debug)]
 struct Stream {
+    /// Dropped from the index (L27) while someone held its handle: look it up again.
+    removed: bool,
     /// The generation its records are stored under (docs/storage.md "Records"); a new one
     /// with every new epoch.
     gen: u64,
@@ -356,7 +468,10 @@ impl Store {
     ) -> Store {
         Store {
             config,
-            inner: Mutex::new(Inner::default()),
+            index: RwLock::new(Index::default()),
+            tokens: Mutex::new(TokenSets::default()),
+            allowance: Mutex::new(HashMap::new()),
+            total_bytes: AtomicUsize::new(0),
             metrics,
             next_conn: AtomicU64::new(1),
             journal,
@@ -394,13 +509,12 @@ impl Store {
     /// Registers a token (`POST /api/tokens` in registered mode). The registered set is bounded
     /// (L54): past it, 503.
     pub fn register(&self, token: &str) -> Result<(), Refusal> {
-        let mut inner = self.lock();
-        if !inner.registered.contains(token) && inner.registered.len() >= self.config.max_registered
-        {
+        let mut sets = self.tokens();
+        if !sets.registered.contains(token) && sets.registered.len() >= self.config.max_registered {
             self.metrics.limit_breach("L54");
             return Err(Status::UNAVAILABLE);
         }
-        if inner.registered.insert(token.to_owned()) {
+        if sets.registered.insert(token.to_owned()) {
             self.store_put(Table::Registered, token, Some(Vec::new()));
         }
         Ok(())
@@ -408,87 +522,117 @@ impl Store {
 
     /// True if `token` is registered.
     pub fn is_registered(&self, token: &str) -> bool {
-        self.lock().registered.contains(token)
+        self.tokens().registered.contains(token)
     }
 
     /// Binds `token` to `conn` (a header token at admission, P7). Errors: 404 unknown token in
     /// registered mode, 503 stream limit, 423 under `reject` when another connection holds it.
     pub fn bind(&self, conn: &Arc<Conn>, token: &Token) -> Result<(), Refusal> {
-        let mut inner = self.lock();
-        self.bind_locked(&mut inner, conn, token.as_str())
+        loop {
+            let cell = self.cell_for_writer(conn, token.as_str())?;
+            let mut stream = cell.lock();
+            if stream.removed {
+                continue;
+            }
+            return self.bind_locked(&mut stream, conn, token.as_str());
+        }
     }
 
     /// Applies one accepted line for `token` from `conn`, binding the token on first use.
     /// Returns the new seq. A displaced connection's line is discarded and counted (423).
+    ///
+    /// The line is made ready before any lock is taken: its values sized for L24/L25, its
+    /// record encoded for the journal and, when the stream is watched, its viewers' op
+    /// encoded. Only its stream's lock is held to apply it.
     pub fn apply(&self, conn: &Arc<Conn>, token: &Token, update: &Update) -> Result<u64, Refusal> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        if let Some(status) = conn.kick_status() {
-            if let Some(s) = inner.streams.get_mut(token.as_str()) {
-                s.displaced_lines += 1;
+        PREPARED.with(|prepared| {
+            // A thread's buffers, reused line after line. Nothing below re-enters `apply`.
+            let mut prepared = prepared.borrow_mut();
+            let prepared = &mut *prepared;
+            prepared.sizes_and_record(update, self.journal.is_durable());
+            self.apply_prepared(conn, token.as_str(), update, prepared)
+        })
+    }
+
+    fn apply_prepared(
+        &self,
+        conn: &Arc<Conn>,
+        key: &str,
+        update: &Update,
+        prepared: &mut Prepared,
+    ) -> Result<u64, Refusal> {
+        loop {
+            let cell = match self.find(key) {
+                Some(cell) => cell,
+                None if conn.is_displaced() => return Err(self.displaced_line(None, conn)),
+                None => self.cell_for_writer(conn, key)?,
+            };
+            if cell.watched.load(Ordering::Relaxed) {
+                prepared.encode_op(update);
             }
-            self.metrics.displaced_lines.fetch_add(1, Ordering::Relaxed);
-            return Err(status);
-        }
-        if self.journal.is_failing() {
-            // DC5: what cannot be stored is not accepted (the writer gets 503 + Retry-After).
-            self.metrics.limit_breach("DC5");
-            return Err(Status::UNAVAILABLE);
-        }
-        let key = token.as_str();
-        // The steady state, a line from the connection that holds the token, needs no bind: a
-        // retired token has no writer (`retire_token`), so this cannot skip the 403.
-        let held = inner
-            .streams
-            .get(key)
-            .and_then(|s| s.writer.as_ref())
-            .is_some_and(|w| w.id == conn.id);
-        if !held {
-            self.bind_locked(inner, conn, key)?;
-        }
-        let Inner {
-            streams,
-            total_bytes,
-            ..
-        } = inner;
-        let stream = streams.get_mut(key).ok_or(Status::INTERNAL)?;
-        if stream.patch_too_large(update) {
-            // L41: checked before any effect, so the refused line changes nothing (I2).
-            self.metrics.limit_breach("L41");
-            return Err(Status::UNPROCESSABLE);
-        }
-        let before = stream.window.bytes();
-        let seq = stream.apply(
-            update,
-            self.config.stream_bytes,
-            *total_bytes >= self.config.total_bytes,
-        );
-        *total_bytes = (*total_bytes + stream.window.bytes()).saturating_sub(before);
-        self.metrics.points.fetch_add(1, Ordering::Relaxed);
-        if self.journal.is_durable() {
-            let mut ticket = self.journal.push_line(stream.gen, seq, |out| {
-                records::encode_update(update, out);
-            });
-            if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {
-                ticket = self.store_snapshot(stream);
+            let mut guard = cell.lock();
+            let stream = &mut *guard;
+            if stream.removed {
+                continue;
             }
-            conn.last_ticket.store(ticket, Ordering::Release);
+            if conn.is_displaced() {
+                return Err(self.displaced_line(Some(stream), conn));
+            }
+            if self.journal.is_failing() {
+                // DC5: what cannot be stored is not accepted (the writer gets 503 + Retry-After).
+                self.metrics.limit_breach("DC5");
+                return Err(Status::UNAVAILABLE);
+            }
+            // The steady state, a line from the connection that holds the token, needs no
+            // bind: a retired token has no writer (`retire_token`), so this cannot skip the 403.
+            if stream.writer.as_ref().is_none_or(|w| w.id != conn.id) {
+                self.bind_locked(stream, conn, key)?;
+            }
+            if stream.patch_too_large(update) {
+                // L41: checked before any effect, so the refused line changes nothing (I2).
+                self.metrics.limit_breach("L41");
+                return Err(Status::UNPROCESSABLE);
+            }
+            let before = stream.window.bytes();
+            let global_full = self.total_bytes.load(Ordering::Relaxed) >= self.config.total_bytes;
+            let seq = stream.apply(update, prepared, self.config.stream_bytes, global_full);
+            cell.watched
+                .store(!stream.viewers.is_empty(), Ordering::Relaxed);
+            self.account_bytes(before, stream.window.bytes());
+            self.metrics.points.fetch_add(1, Ordering::Relaxed);
+            if self.journal.is_durable() {
+                let record = &prepared.record;
+                let mut ticket = self
+                    .journal
+                    .push_line(stream.gen, seq, |out| out.extend_from_slice(record));
+                if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {
+                    ticket = self.store_snapshot(stream);
+                }
+                conn.last_ticket.store(ticket, Ordering::Release);
+            }
+            return Ok(seq);
         }
-        Ok(seq)
+    }
+
+    /// A line of a displaced connection: discarded and counted (P7).
+    fn displaced_line(&self, stream: Option<&mut Stream>, conn: &Conn) -> Status {
+        if let Some(s) = stream {
+            s.displaced_lines += 1;
+        }
+        self.metrics.displaced_lines.fetch_add(1, Ordering::Relaxed);
+        conn.kick_status().unwrap_or(Status::LOCKED)
     }
 
     /// Counts a line skipped under `--lenient-lines` against `token`'s stream, if it exists.
     pub fn count_rejected(&self, token: Option<&Token>) {
-        let mut inner = self.lock();
-        if let Some(s) = token.and_then(|t| inner.streams.get_mut(t.as_str())) {
-            s.rejected_lines += 1;
+        if let Some(cell) = token.and_then(|t| self.find(t.as_str())) {
+            cell.lock().rejected_lines += 1;
         }
     }
 
     /// Releases every binding `conn` holds (its body ended or it closed), before its response
     /// is written (P7, M32).
     pub fn release(&self, conn: &Arc<Conn>) {
-        let mut inner = self.lock();
         let tokens = std::mem::take(
             &mut *conn
                 .bound
@@ -496,29 +640,35 @@ impl Store {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         for token in tokens {
-            if let Some(stream) = inner.streams.get_mut(&token) {
-                if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
-                    stream.writer = None;
-                    stream.idle_since = Instant::now();
-                }
-                let counters = (stream.rejected_lines, stream.displaced_lines);
-                if counters != stream.stored_counters {
-                    stream.stored_counters = counters;
-                    let ticket = self.store_meta(&token, stream);
-                    conn.last_ticket.fetch_max(ticket, Ordering::AcqRel);
-                }
+            let Some(cell) = self.find(&token) else {
+                continue;
+            };
+            let mut stream = cell.lock();
+            if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
+                stream.writer = None;
+                stream.idle_since = Instant::now();
+            }
+            let counters = (stream.rejected_lines, stream.displaced_lines);
+            if counters != stream.stored_counters && !stream.removed {
+                stream.stored_counters = counters;
+                let ticket = self.store_meta(&token, &stream);
+                conn.last_ticket.fetch_max(ticket, Ordering::AcqRel);
             }
         }
     }
 
-    /// Subscribes a viewer: the snapshot and the registration are atomic, so the first update
-    /// received covers `last_seq + 1` (I5). `None` for an unknown stream; 503 past either L37
-    /// bound. The subscription holds its viewer slot until it is dropped.
+    /// Subscribes a viewer: the snapshot and the registration are atomic (under the stream's
+    /// lock), so the first update received covers `last_seq + 1` (I5). `None` for an unknown
+    /// stream; 503 past either L37 bound. The subscription holds its viewer slot until it is
+    /// dropped.
     pub fn subscribe(&self, token: &str) -> Result<Option<Subscription>, Refusal> {
-        let mut inner = self.lock();
-        let Some(stream) = inner.streams.get_mut(token) else {
+        let Some(cell) = self.find(token) else {
             return Ok(None);
         };
+        let mut stream = cell.lock();
+        if stream.removed {
+            return Ok(None);
+        }
         stream.viewers.retain(|v| !v.tx.is_closed());
         if stream.viewers.len() >= self.config.viewers_per_stream {
             self.metrics.limit_breach("L37");
@@ -528,7 +678,7 @@ impl Store {
             self.metrics.limit_breach("L37");
             return Err(Status::UNAVAILABLE);
         };
-        let (rx, queue) = self.add_viewer(stream);
+        let (rx, queue) = self.add_viewer(&cell, &mut stream);
         Ok(Some(Subscription {
             snapshot: stream.shared_snapshot(),
             epoch: stream.epoch.clone(),
@@ -543,13 +693,16 @@ impl Store {
     /// slot: its queue is dropped first, under the same lock, so a viewer at either L37 bound
     /// can always resubscribe. False if the stream is gone.
     pub fn resubscribe(&self, token: &str, sub: &mut Subscription) -> bool {
-        let mut inner = self.lock();
-        let Some(stream) = inner.streams.get_mut(token) else {
+        let Some(cell) = self.find(token) else {
             return false;
         };
+        let mut stream = cell.lock();
+        if stream.removed {
+            return false;
+        }
         sub.rx.close();
         stream.viewers.retain(|v| !v.tx.is_closed());
-        let (rx, queue) = self.add_viewer(stream);
+        let (rx, queue) = self.add_viewer(&cell, &mut stream);
         sub.snapshot = stream.shared_snapshot();
         sub.epoch.clone_from(&stream.epoch);
         sub.last_seq = stream.last_seq;
@@ -559,7 +712,11 @@ impl Store {
     }
 
     /// Registers a viewer queue with `stream` (L35 bounds); returns the viewer's ends.
-    fn add_viewer(&self, stream: &mut Stream) -> (mpsc::Receiver<ViewerMsg>, Arc<ViewerQueue>) {
+    fn add_viewer(
+        &self,
+        cell: &Cell,
+        stream: &mut Stream,
+    ) -> (mpsc::Receiver<ViewerMsg>, Arc<ViewerQueue>) {
         let (tx, rx) = mpsc::channel(self.config.viewer_queue);
         let queue = Arc::new(ViewerQueue {
             lagged: AtomicBool::new(false),
@@ -571,14 +728,18 @@ impl Store {
             tx,
             queue: queue.clone(),
         });
+        cell.watched.store(true, Ordering::Relaxed);
         (rx, queue)
     }
 
     /// The inspection object of docs/reliability.md §4.3, as JSON, with the stream's read `id`;
     /// `token` is `null` unless `show_token` (keys mode never shows a write token).
     pub fn inspect(&self, token: &str, show_token: bool) -> Option<String> {
-        let inner = self.lock();
-        let s = inner.streams.get(token)?;
+        let cell = self.find(token)?;
+        let s = cell.lock();
+        if s.removed {
+            return None;
+        }
         let mut window = Vec::new();
         s.write_window(&mut window);
         let digest = hex(&Sha256::digest(&window));
@@ -611,17 +772,19 @@ impl Store {
 
     /// `(token, last_seq, count, writer_connected, viewers)` for every stream, sorted by token.
     pub fn list(&self) -> Vec<StreamSummary> {
-        let inner = self.lock();
-        let mut out: Vec<StreamSummary> = inner
-            .streams
-            .iter()
-            .map(|(t, s)| StreamSummary {
-                token: t.clone(),
-                read_id: s.read_id.clone(),
-                last_seq: s.last_seq,
-                count: s.count(),
-                writer_connected: s.writer.is_some(),
-                n_viewers: s.viewers.iter().filter(|v| !v.tx.is_closed()).count(),
+        let mut out: Vec<StreamSummary> = self
+            .cells()
+            .into_iter()
+            .filter_map(|(t, cell)| {
+                let s = cell.lock();
+                (!s.removed).then(|| StreamSummary {
+                    token: t,
+                    read_id: s.read_id.clone(),
+                    last_seq: s.last_seq,
+                    count: s.count(),
+                    writer_connected: s.writer.is_some(),
+                    n_viewers: s.viewers.iter().filter(|v| !v.tx.is_closed()).count(),
+                })
             })
             .collect();
         out.sort_by(|a, b| a.token.cmp(&b.token));
@@ -630,9 +793,8 @@ impl Store {
 
     /// Sends `reset` (shutdown) to every viewer.
     pub fn shutdown_viewers(&self) {
-        let inner = self.lock();
-        for s in inner.streams.values() {
-            for v in &s.viewers {
+        for (_, cell) in self.cells() {
+            for v in &cell.lock().viewers {
                 // A full queue drops it: the session also watches the shutdown signal.
                 let _ = v.tx.try_send(ViewerMsg::Reset("shutdown"));
             }
@@ -655,25 +817,27 @@ impl Store {
         owner: &str,
         peer: Option<IpAddr>,
     ) -> Result<(), Refusal> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
         let maxpoints = maxpoints.min(self.config.max_maxpoints);
-        let created = !inner.streams.contains_key(token);
-        if created {
-            self.create_locked(inner, token, maxpoints, peer)?;
+        let (cell, created) = loop {
+            let (cell, created) = match self.find(token) {
+                Some(cell) => (cell, false),
+                None => self.create(token, maxpoints, peer)?,
+            };
+            if !cell.lock().removed {
+                break (cell, created);
+            }
+        };
+        {
+            let mut sets = self.tokens();
+            if sets.registered.insert(token.to_owned()) {
+                self.store_put(Table::Registered, token, Some(Vec::new()));
+            }
+            if sets.retired.remove(token) {
+                self.store_put(Table::Retired, token, None);
+            }
         }
-        if inner.registered.insert(token.to_owned()) {
-            self.store_put(Table::Registered, token, Some(Vec::new()));
-        }
-        if inner.retired.remove(token) {
-            self.store_put(Table::Retired, token, None);
-        }
-        let Inner {
-            streams,
-            total_bytes,
-            ..
-        } = inner;
-        let stream = streams.get_mut(token).ok_or(Status::INTERNAL)?;
+        let mut guard = cell.lock();
+        let stream = &mut *guard;
         if (created || self.config.users.is_some()) && stream.claimed_by.as_deref() != Some(owner) {
             stream.claimed_by = Some(owner.to_owned());
             self.store_meta(token, stream);
@@ -697,45 +861,45 @@ impl Store {
             self.store_meta(token, stream);
             self.store_snapshot(stream);
         }
-        *total_bytes = (*total_bytes + stream.window.bytes()).saturating_sub(before);
+        self.account_bytes(before, stream.window.bytes());
         Ok(())
     }
 
     /// Resolves what a page or feed URL names: a read id, or (`allow_token`, open mode) a
     /// write token. Returns the token.
     pub fn resolve(&self, id: &str, allow_token: bool) -> Option<String> {
-        let inner = self.lock();
-        if let Some(t) = inner.by_read_id.get(id) {
+        let index = self.index();
+        if let Some(t) = index.by_read_id.get(id) {
             return Some(t.clone());
         }
-        (allow_token && inner.streams.contains_key(id)).then(|| id.to_owned())
+        (allow_token && index.streams.contains_key(id)).then(|| id.to_owned())
     }
 
     /// The read id of `token`'s stream.
     pub fn read_id(&self, token: &str) -> Option<String> {
-        self.lock().streams.get(token).map(|s| s.read_id.clone())
+        let cell = self.find(token)?;
+        let s = cell.lock();
+        (!s.removed).then(|| s.read_id.clone())
     }
 
     /// L27: drops streams that ingest created and nobody has written, watched or bound to a
     /// figure for `idle_stream_ttl`. Returns how many went.
     pub fn evict_idle(&self, now: Instant) -> usize {
         let ttl = self.config.idle_stream_ttl;
-        let mut inner = self.lock();
-        let Inner {
+        let mut index = self.index_mut();
+        let Index {
             streams,
-            registered,
             by_read_id,
-            total_bytes,
-            ..
-        } = &mut *inner;
+        } = &mut *index;
         let mut gone = 0;
-        streams.retain(|token, s| {
+        streams.retain(|token, cell| {
+            let mut s = cell.lock();
             s.viewers.retain(|v| !v.tx.is_closed());
             if s.writer.is_some() || !s.viewers.is_empty() {
                 s.idle_since = now;
                 return true;
             }
-            let owned = registered.contains(token)
+            let owned = self.tokens().registered.contains(token)
                 || self
                     .config
                     .users
@@ -744,8 +908,10 @@ impl Store {
             if owned || now.saturating_duration_since(s.idle_since) < ttl {
                 return true;
             }
+            // A line that found this stream before it went retries from the index.
+            s.removed = true;
             by_read_id.remove(&s.read_id);
-            *total_bytes = total_bytes.saturating_sub(s.window.bytes());
+            self.account_bytes(s.window.bytes(), 0);
             if self.journal.is_durable() {
                 self.journal.push(Op::DropGen { gen: s.gen });
                 self.journal.push(Op::DropStream {
@@ -766,31 +932,71 @@ impl Store {
         gone
     }
 
-    /// Creates `token`'s stream: L26 (streams), L25 (bytes), L43 (`peer`'s allowance).
-    fn create_locked(
+    /// The stream a writer's line for `token` goes to, created when it does not exist yet
+    /// (404 for an unknown token in registered or keys mode, 403 for a retired one).
+    fn cell_for_writer(&self, conn: &Arc<Conn>, token: &str) -> Result<Arc<Cell>, Refusal> {
+        if let Some(cell) = self.find(token) {
+            return Ok(cell);
+        }
+        {
+            let sets = self.tokens();
+            if sets.retired.contains(token) {
+                return Err(Status::FORBIDDEN);
+            }
+            if !self.config.tokens_open
+                && self.config.users.is_none()
+                && !sets.registered.contains(token)
+            {
+                return Err(Status::NOT_FOUND);
+            }
+        }
+        self.check_owned(token)?;
+        Ok(self
+            .create(token, self.config.default_maxpoints, conn.peer)?
+            .0)
+    }
+
+    /// Keys mode: only a token some user owns streams (a removed user's tokens stop).
+    fn check_owned(&self, token: &str) -> Result<(), Refusal> {
+        match &self.config.users {
+            Some(users) if users.snapshot().owner_of(token).is_none() => Err(Status::NOT_FOUND),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates `token`'s stream: L26 (streams), L25 (bytes), L43 (`peer`'s allowance). Returns
+    /// the stream and whether this call created it (another may have, meanwhile).
+    fn create(
         &self,
-        inner: &mut Inner,
         token: &str,
         maxpoints: usize,
         peer: Option<IpAddr>,
-    ) -> Result<(), Refusal> {
-        if inner.streams.len() >= self.config.max_streams
-            || inner.total_bytes >= self.config.total_bytes
+    ) -> Result<(Arc<Cell>, bool), Refusal> {
+        let mut index = self.index_mut();
+        if let Some(cell) = index.streams.get(token) {
+            return Ok((cell.clone(), false));
+        }
+        if index.streams.len() >= self.config.max_streams
+            || self.total_bytes.load(Ordering::Relaxed) >= self.config.total_bytes
         {
             self.metrics.limit_breach("L26");
             return Err(Status::UNAVAILABLE);
         }
         let per_hour = self.config.new_streams_per_peer;
         if let (Some(ip), true) = (peer, per_hour > 0) {
+            let mut allowance = self
+                .allowance
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = Instant::now();
             let burst = f64::from(per_hour);
-            if inner.allowance.len() >= ALLOWANCE_PEERS {
+            if allowance.len() >= ALLOWANCE_PEERS {
                 // Full buckets carry no information: forget them first.
-                inner.allowance.retain(|_, (left, at)| {
+                allowance.retain(|_, (left, at)| {
                     *left + now.duration_since(*at).as_secs_f64() * burst / 3600.0 < burst
                 });
             }
-            let (left, at) = inner.allowance.entry(ip).or_insert((burst, now));
+            let (left, at) = allowance.entry(ip).or_insert((burst, now));
             *left = (*left + now.duration_since(*at).as_secs_f64() * burst / 3600.0).min(burst);
             *at = now;
             if *left < 1.0 {
@@ -801,76 +1007,77 @@ impl Store {
         }
         let read_id = loop {
             let id = crate::files::random_id(12);
-            if !inner.by_read_id.contains_key(&id) {
+            if !index.by_read_id.contains_key(&id) {
                 break id;
             }
         };
-        inner.by_read_id.insert(read_id.clone(), token.to_owned());
-        inner.streams.insert(
-            token.to_owned(),
-            Stream::new(maxpoints, read_id, self.new_gen()),
-        );
+        index.by_read_id.insert(read_id.clone(), token.to_owned());
+        let stream = Stream::new(maxpoints, read_id, self.new_gen());
+        // Nobody else can see the stream yet: its first record goes before any of its lines.
+        self.store_meta(token, &stream);
+        let cell = Arc::new(Cell::new(stream));
+        index.streams.insert(token.to_owned(), cell.clone());
         self.metrics.streams.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = inner.streams.get(token) {
-            self.store_meta(token, s);
-        }
-        Ok(())
+        Ok((cell, true))
     }
 
     /// `token` is no longer named by any figure of `owner`: if `owner`'s figure claimed its
     /// stream, a live writer ends with 449 and later use gets 403 (docs/protocol.md §4.2, §7.5).
     /// A stream claimed by nobody else's figure is left alone.
     pub fn retire_token(&self, token: &str, owner: &str) {
-        let mut inner = self.lock();
-        if inner
-            .streams
-            .get(token)
-            .is_some_and(|s| s.claimed_by.as_deref() != Some(owner))
-        {
+        let Some(cell) = self.find(token) else {
+            self.retire(token);
+            // A writer may have created the stream meanwhile, before it could see the
+            // retirement: it goes as it would have below.
+            if let Some(cell) = self.find(token) {
+                if let Some(w) = cell.lock().writer.take() {
+                    w.displace(Status::RETRY_WITH);
+                }
+            }
+            return;
+        };
+        let mut stream = cell.lock();
+        if stream.claimed_by.as_deref() != Some(owner) && !stream.removed {
             return;
         }
-        if inner.retired.insert(token.to_owned()) {
-            self.store_put(Table::Retired, token, Some(Vec::new()));
-        }
-        if inner.registered.remove(token) {
-            self.store_put(Table::Registered, token, None);
-        }
-        if let Some(stream) = inner.streams.get_mut(token) {
-            if let Some(w) = stream.writer.take() {
-                w.displace(Status::RETRY_WITH);
-            }
+        // Under the stream's lock: a writer binds after this and sees the 403, or before it
+        // and is displaced here (`bind_locked` checks the set under the same lock).
+        self.retire(token);
+        if let Some(w) = stream.writer.take() {
+            w.displace(Status::RETRY_WITH);
         }
     }
 
-    fn bind_locked(&self, inner: &mut Inner, conn: &Arc<Conn>, token: &str) -> Result<(), Refusal> {
-        if inner.retired.contains(token) {
+    /// Adds `token` to the retired set (and takes it out of the registered one).
+    fn retire(&self, token: &str) {
+        let mut sets = self.tokens();
+        if sets.retired.insert(token.to_owned()) {
+            self.store_put(Table::Retired, token, Some(Vec::new()));
+        }
+        if sets.registered.remove(token) {
+            self.store_put(Table::Registered, token, None);
+        }
+    }
+
+    /// Makes `conn` the writer of `stream` (`token`'s), under its lock: 403 retired, 404 not
+    /// owned (keys mode), 423 held by another under `reject`; a takeover otherwise.
+    fn bind_locked(
+        &self,
+        stream: &mut Stream,
+        conn: &Arc<Conn>,
+        token: &str,
+    ) -> Result<(), Refusal> {
+        if self.tokens().retired.contains(token) {
             return Err(Status::FORBIDDEN);
         }
-        if let Some(users) = &self.config.users {
-            // Keys mode: only a token some user owns streams (a removed user's tokens stop).
-            if users.snapshot().owner_of(token).is_none() {
-                return Err(Status::NOT_FOUND);
-            }
-        }
-        if !inner.streams.contains_key(token) {
-            if !self.config.tokens_open
-                && self.config.users.is_none()
-                && !inner.registered.contains(token)
-            {
-                return Err(Status::NOT_FOUND);
-            }
-            self.create_locked(inner, token, self.config.default_maxpoints, conn.peer)?;
-        }
-        let stream = inner.streams.get_mut(token).ok_or(Status::INTERNAL)?;
+        self.check_owned(token)?;
         match &stream.writer {
             Some(w) if w.id == conn.id => Ok(()),
-            Some(w) if !self.config.takeover => {
-                let _ = w;
-                Err(Status::LOCKED)
-            }
+            Some(_) if !self.config.takeover => Err(Status::LOCKED),
             Some(w) => {
                 // Takeover: the displaced connection stops applying for all its tokens at once,
-                // because its next apply sees the flag under this same lock (I3).
+                // because each of its later lines checks the flag under its stream's lock, and
+                // this one's lock is held until the new writer is in place (I3).
                 w.displace(Status::LOCKED);
                 self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
                 stream.writer = Some(conn.clone());
@@ -893,6 +1100,21 @@ impl Store {
 
     fn new_gen(&self) -> u64 {
         self.next_gen.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// L25: the store-wide byte count moves from `before` to `after` for one stream.
+    fn account_bytes(&self, before: usize, after: usize) {
+        if after >= before {
+            self.total_bytes
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            let less = before - after;
+            let _ = self
+                .total_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(less))
+                });
+        }
     }
 
     /// Journals `stream`'s metadata.
@@ -959,21 +1181,22 @@ impl Store {
             .max()
             .unwrap_or(0);
         self.next_gen.fetch_max(stored_max + 1, Ordering::Relaxed);
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        for (table, key, _) in loaded.entries {
-            match table {
-                Table::Registered => {
-                    inner.registered.insert(key);
+        {
+            let mut sets = self.tokens();
+            for (table, key, _) in loaded.entries {
+                match table {
+                    Table::Registered => {
+                        sets.registered.insert(key);
+                    }
+                    Table::Retired => {
+                        sets.retired.insert(key);
+                    }
+                    _ => {}
                 }
-                Table::Retired => {
-                    inner.retired.insert(key);
-                }
-                _ => {}
             }
         }
         // Decoding is the cost of a start-up (10 000 windows of 500 points): spread it over
-        // the cores, then insert under the lock in one pass.
+        // the cores, then insert under the index's lock in one pass.
         let clean = loaded.clean;
         let budget = self.config.stream_bytes;
         let n_threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -1000,6 +1223,7 @@ impl Store {
                 .map(|h| h.join().unwrap_or_default())
                 .collect()
         });
+        let mut index = self.index_mut();
         for r in rebuilt.into_iter().flatten() {
             report.dropped.extend(r.notes);
             let Some(mut s) = r.stream else {
@@ -1014,20 +1238,48 @@ impl Store {
             report.streams += 1;
             report.points += s.count();
             report.lines += r.lines;
-            inner.total_bytes += s.window.bytes();
-            inner.by_read_id.insert(s.read_id.clone(), r.token.clone());
-            inner.streams.insert(r.token, s);
+            self.account_bytes(0, s.window.bytes());
+            index.by_read_id.insert(s.read_id.clone(), r.token.clone());
+            index.streams.insert(r.token, Arc::new(Cell::new(s)));
         }
         self.metrics
             .streams
-            .store(inner.streams.len() as u64, Ordering::Relaxed);
+            .store(index.streams.len() as u64, Ordering::Relaxed);
         report
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave a torn window: every mutation is
-        // completed before any fallible call. Keep serving rather than poisoning forever.
-        self.inner
+    /// The stream of `token`, if any (the index's read lock, held only to clone the handle).
+    fn find(&self, token: &str) -> Option<Arc<Cell>> {
+        self.index().streams.get(token).cloned()
+    }
+
+    /// Every stream with its token, taken from the index at once (its lock is not held while
+    /// each stream's is).
+    fn cells(&self) -> Vec<(String, Arc<Cell>)> {
+        self.index()
+            .streams
+            .iter()
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect()
+    }
+
+    // A panic while holding a lock cannot leave a torn window: every mutation is completed
+    // before any fallible call. Keep serving rather than poisoning forever.
+
+    fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, TokenSets> {
+        self.tokens
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -1053,6 +1305,7 @@ pub struct StreamSummary {
 impl Stream {
     fn new(maxpoints: usize, read_id: String, gen: u64) -> Stream {
         Stream {
+            removed: false,
             gen,
             snap_seq: 0,
             stored_counters: (0, 0),
@@ -1092,7 +1345,14 @@ impl Stream {
             || (!update.line.is_empty() && too_large(&self.line, &update.line))
     }
 
-    fn apply(&mut self, update: &Update, budget: usize, global_full: bool) -> u64 {
+    /// Applies `update` (made ready as `prepared`) as the next seq and fans it out.
+    fn apply(
+        &mut self,
+        update: &Update,
+        prepared: &mut Prepared,
+        budget: usize,
+        global_full: bool,
+    ) -> u64 {
         let start_bytes = self.window.bytes();
         self.last_seq += 1;
         let seq = self.last_seq;
@@ -1106,7 +1366,7 @@ impl Stream {
         if global_full {
             self.budget_limited = true;
         }
-        let (appends, replaces) = self.window.apply(seq, update, limit);
+        self.window.apply_sized(seq, update, &prepared.sizes, limit);
         if !update.line.is_empty() {
             merge(&mut self.line, &update.line);
         }
@@ -1118,7 +1378,9 @@ impl Stream {
         if self.viewers.iter().all(|v| v.queue.is_lagged()) {
             return seq;
         }
-        let fanout = Arc::new(self.encode_update(seq, update, &appends, &replaces));
+        // Encoded before the lock unless a viewer subscribed meanwhile.
+        prepared.encode_op(update);
+        let fanout = Arc::new(self.encode_update(seq, &prepared.op_tail));
         let n_bytes = fanout.n_bytes();
         for v in &self.viewers {
             if v.queue.is_lagged() {
@@ -1135,18 +1397,12 @@ impl Stream {
         seq
     }
 
-    /// The SSE event of one update, for viewers (see [`Fanout`]): encoded once, the op a slice
-    /// of it.
-    fn encode_update(
-        &self,
-        seq: u64,
-        update: &Update,
-        appends: &[(&str, &Value)],
-        replaces: &[(&str, &Value)],
-    ) -> Fanout {
+    /// The SSE event of one update, for viewers (see [`Fanout`]): the epoch and seq around the
+    /// op encoded before the lock, the op a slice of it.
+    fn encode_update(&self, seq: u64, op_tail: &[u8]) -> Fanout {
         let mut seq_buf = itoa::Buffer::new();
         let seq_text = seq_buf.format(seq).as_bytes();
-        let mut ev = Vec::with_capacity(160);
+        let mut ev = Vec::with_capacity(128 + op_tail.len());
         ev.extend_from_slice(b"event: update\nid: ");
         ev.extend_from_slice(self.epoch.as_bytes());
         ev.push(b':');
@@ -1161,25 +1417,7 @@ impl Stream {
         let op_start = ev.len();
         ev.extend_from_slice(b"{\"seq\":");
         ev.extend_from_slice(seq_text);
-        if !appends.is_empty() {
-            ev.extend_from_slice(b",\"append\":{");
-            write_members(appends, true, &mut ev);
-            ev.push(b'}');
-        }
-        if !replaces.is_empty() {
-            ev.extend_from_slice(b",\"replace\":{");
-            write_members(replaces, false, &mut ev);
-            ev.push(b'}');
-        }
-        if !update.line.is_empty() {
-            ev.extend_from_slice(b",\"line\":");
-            write_jcs(&Value::Object(update.line.clone()), &mut ev);
-        }
-        if let Some(layout) = &update.layout {
-            ev.extend_from_slice(b",\"layout\":");
-            write_jcs(&Value::Object(layout.clone()), &mut ev);
-        }
-        ev.push(b'}');
+        ev.extend_from_slice(op_tail);
         let op_end = ev.len();
         ev.extend_from_slice(b"]}\n\n");
         let event = Bytes::from(ev);
@@ -1288,8 +1526,12 @@ impl Stream {
 
 /// Appends `"attr":value` members; appends wrap each scalar in a one-element array, the shape
 /// `Plotly.extendTraces` takes.
-fn write_members(members: &[(&str, &Value)], wrap: bool, out: &mut Vec<u8>) {
-    for (i, (attr, v)) in members.iter().enumerate() {
+fn write_members<'a>(
+    members: impl Iterator<Item = (&'a str, &'a Value)>,
+    wrap: bool,
+    out: &mut Vec<u8>,
+) {
+    for (i, (attr, v)) in members.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -1369,6 +1611,7 @@ fn rebuild(ls: LoadedStream, clean: bool, budget: usize) -> Rebuilt {
         s.snap_seq = *seq;
     }
     let n_lines = ls.lines.len();
+    let mut prepared = Prepared::default();
     for (i, (seq, record)) in ls.lines.iter().enumerate() {
         let update = if *seq == s.last_seq + 1 && !out.damaged {
             records::decode_update(record)
@@ -1383,7 +1626,8 @@ fn rebuild(ls: LoadedStream, clean: bool, budget: usize) -> Rebuilt {
             out.damaged = true;
             break;
         };
-        s.apply(&update, budget, false);
+        prepared.sizes_and_record(&update, false);
+        s.apply(&update, &mut prepared, budget, false);
         out.lines += 1;
     }
     if !clean || out.damaged {
@@ -1729,6 +1973,97 @@ mod tests {
     /// connection's read buffer". It did (a `Str` is a `Bytes` slice of the chunk the line was
     /// read into): a window of timestamp strings pinned whole read buffers. Now the window
     /// keeps owned copies; the buffer is freed once the line is done.
+    /// #11 item 4: one lock per stream. While one stream's lock is held (a long inspection, a
+    /// big snapshot), lines of another stream still apply.
+    #[test]
+    fn a_held_stream_lock_does_not_stop_other_streams() {
+        let (s, c) = store(StoreConfig::default());
+        apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
+        let s = Arc::new(s);
+        let cell = s.find("tok1").unwrap();
+        let held = cell.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let c = s.new_conn();
+                let r = apply(&s, &c, "tok2", r#"{"x":2}"#);
+                let _ = tx.send(r);
+            })
+        };
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        drop(held);
+        other.join().unwrap();
+        assert_eq!(got, Ok(Ok(1)), "tok2 waited for tok1's lock");
+    }
+
+    /// I3 with per-stream locks: while two writers race for one token (the second takes it
+    /// over mid-stream) and others write their own streams, every line the displaced writer got
+    /// accepted comes before every line of the new writer, and after its first 423 it gets no
+    /// more acceptances. The store-wide byte count (L25) still equals the windows' sum.
+    #[test]
+    fn a_takeover_stays_atomic_while_other_streams_run() {
+        for round in 0..20 {
+            let (s, _) = store(StoreConfig::default());
+            let s = Arc::new(s);
+            let first = s.new_conn();
+            apply(&s, &first, "shared", r#"{"x":"a0"}"#).unwrap();
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let mut threads = Vec::new();
+            for (who, conn) in [("a", first.clone()), ("b", s.new_conn())] {
+                let (s, start) = (s.clone(), start.clone());
+                threads.push(std::thread::spawn(move || {
+                    start.wait();
+                    let mut accepted = Vec::new();
+                    let mut refused = false;
+                    for n in 1..200 {
+                        match apply(&s, &conn, "shared", &format!(r#"{{"x":"{who}{n}"}}"#)) {
+                            Ok(seq) => {
+                                assert!(!refused, "{who} accepted after its 423");
+                                accepted.push(seq);
+                            }
+                            Err(status) => {
+                                assert_eq!(status, Status::LOCKED);
+                                refused = true;
+                            }
+                        }
+                        if who == "b" && n == 1 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    (who, accepted)
+                }));
+            }
+            for t in 0..2 {
+                let (s, start) = (s.clone(), start.clone());
+                threads.push(std::thread::spawn(move || {
+                    start.wait();
+                    let c = s.new_conn();
+                    for n in 0..300 {
+                        apply(&s, &c, &format!("own{t}x"), &format!(r#"{{"y":{n}}}"#)).unwrap();
+                    }
+                    ("own", Vec::new())
+                }));
+            }
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let a = &results[0].1;
+            let b = &results[1].1;
+            assert_eq!(b.len(), 199, "round {round}: the new writer lost lines");
+            let b_first = b[0];
+            assert!(
+                a.iter().all(|&seq| seq < b_first),
+                "round {round}: the displaced writer's lines interleave: {a:?} vs {b_first}"
+            );
+            let window = inspect(&s, "shared");
+            assert_eq!(window["last_seq"], 1 + a.len() as u64 + 199);
+            let sum: u64 = ["shared", "own0x", "own1x"]
+                .iter()
+                .map(|t| inspect(&s, t)["bytes"].as_u64().unwrap())
+                .sum();
+            assert_eq!(s.total_bytes.load(Ordering::Relaxed) as u64, sum);
+        }
+    }
+
     #[test]
     fn window_strings_do_not_pin_the_read_buffer() {
         let (s, c) = store(StoreConfig::default());

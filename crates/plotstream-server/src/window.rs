@@ -7,14 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use plotstream_proto::canonical::{write_jcs, write_jcs_object, write_jcs_string};
-use plotstream_proto::update::SmallVec;
 use plotstream_proto::{Update, Value};
-
-/// The attributes a line appended to (scalars) and replaced (arrays), for the viewers' op.
-pub type Changes<'u> = (
-    SmallVec<[(&'u str, &'u Value); 4]>,
-    SmallVec<[(&'u str, &'u Value); 2]>,
-);
 
 /// The window.
 ///
@@ -28,6 +21,8 @@ pub struct Window {
     bytes: usize,
     /// Reused to size values (no allocation per value).
     scratch: Vec<u8>,
+    /// Reused by [`Window::apply`] for a line's sizes.
+    sizes: Vec<usize>,
 }
 
 impl Window {
@@ -82,11 +77,20 @@ impl Window {
 
     /// Applies line `seq`: a scalar appends (the oldest past `maxpoints` goes), an array
     /// replaces the attribute (its newest `maxpoints`). Then the oldest index is evicted until
-    /// the window is within `limit` bytes (I4). Returns what changed, for the viewers' op.
-    pub fn apply<'u>(&mut self, seq: u64, update: &'u Update, limit: usize) -> Changes<'u> {
-        // Inline for the usual handful of attributes: no allocation per line.
-        let mut appends = SmallVec::new();
-        let mut replaces = SmallVec::new();
+    /// the window is within `limit` bytes (I4).
+    pub fn apply(&mut self, seq: u64, update: &Update, limit: usize) {
+        let mut sizes = std::mem::take(&mut self.sizes);
+        size_values(update, &mut sizes, &mut self.scratch);
+        self.apply_sized(seq, update, &sizes, limit);
+        self.sizes = sizes;
+    }
+
+    /// [`Window::apply`] with the values' sizes already taken by [`size_values`] (before any
+    /// lock: the store sizes a line, then locks its stream only to apply it).
+    pub fn apply_sized(&mut self, seq: u64, update: &Update, sizes: &[usize], limit: usize) {
+        // Sizes are consumed in `size_values` order; a missing one (a caller that sized another
+        // update) is computed here rather than trusted.
+        let mut at = 0;
         for (attr, value) in &update.data {
             let key = attr.as_str();
             // Allocate the key only the first time an attribute appears.
@@ -101,15 +105,22 @@ impl Window {
                         self.bytes = self.bytes.saturating_sub(n);
                     }
                     let skip = values.len().saturating_sub(self.maxpoints);
-                    for v in &values[skip..] {
-                        let n = value_bytes_with(v, &mut self.scratch);
+                    for (i, v) in values.iter().enumerate().skip(skip) {
+                        let n = sizes
+                            .get(at + i)
+                            .copied()
+                            .unwrap_or_else(|| value_bytes_with(v, &mut self.scratch));
                         self.bytes += n;
                         deque.push_back((seq, v.detached(), n));
                     }
-                    replaces.push((key, value));
+                    at += values.len();
                 }
                 v => {
-                    let n = value_bytes_with(v, &mut self.scratch);
+                    let n = sizes
+                        .get(at)
+                        .copied()
+                        .unwrap_or_else(|| value_bytes_with(v, &mut self.scratch));
+                    at += 1;
                     self.bytes += n;
                     // Owned: a slice would keep the connection's whole read buffer alive.
                     deque.push_back((seq, v.detached(), n));
@@ -118,12 +129,10 @@ impl Window {
                             self.bytes = self.bytes.saturating_sub(old);
                         }
                     }
-                    appends.push((key, v));
                 }
             }
         }
         self.evict_to(limit);
-        (appends, replaces)
     }
 
     /// Starts again from `initial` arrays (seq 0), within `budget` bytes.
@@ -213,6 +222,20 @@ impl Window {
                 })
                 .collect();
             write_jcs_object(members.iter().map(|(k, v)| (k.as_str(), v)), out);
+        }
+    }
+}
+
+/// The sizes [`Window::apply_sized`] takes: each value of `update`'s data in order (every
+/// element of an array), as [`value_bytes_with`] counts them.
+pub fn size_values(update: &Update, sizes: &mut Vec<usize>, scratch: &mut Vec<u8>) {
+    sizes.clear();
+    for (_, value) in &update.data {
+        match value {
+            Value::Array(values) => {
+                sizes.extend(values.iter().map(|v| value_bytes_with(v, scratch)));
+            }
+            v => sizes.push(value_bytes_with(v, scratch)),
         }
     }
 }
