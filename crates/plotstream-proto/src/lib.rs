@@ -89,6 +89,7 @@ pub mod ingest;
 pub mod json;
 pub mod limits;
 pub mod lines;
+pub mod maxpoints;
 pub mod status;
 pub mod update;
 pub mod writer;
@@ -96,6 +97,7 @@ pub mod writer;
 pub use ingest::{End, EndReason, Event, Ingest, IngestConfig};
 pub use json::{Str, Value};
 pub use limits::Limits;
+pub use maxpoints::Maxpoints;
 pub use status::Status;
 pub use update::{Token, Update};
 

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use bytes::BytesMut;
 use plotstream_proto::head::RequestHead;
 use plotstream_proto::json::Str;
-use plotstream_proto::Value;
+use plotstream_proto::{Maxpoints, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
@@ -22,7 +22,6 @@ use tokio::io::AsyncReadExt;
 
 use crate::files::{random_id, split_fid, stream_token, FileError, Plot};
 use crate::http::{read_body, Response};
-use crate::store::clamp_maxpoints;
 use crate::transport::Io;
 use crate::users::valid_username;
 use crate::Shared;
@@ -408,7 +407,7 @@ fn bind_figure(
             .pointer("/stream/maxpoints")
             .and_then(Json::as_f64)
             .map_or(shared.config.store.default_maxpoints, |mp| {
-                clamp_maxpoints(mp, shared.config.store.max_maxpoints)
+                Maxpoints::from_figure(mp, shared.config.store.max_maxpoints)
             });
         let initial = initial_data(shared, user, &trace);
         if shared

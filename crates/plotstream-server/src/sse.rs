@@ -788,7 +788,13 @@ mod tests {
             let f = Fixture::new(StoreConfig::default());
             // A figure's stream: only its own figure restarts it.
             f.store
-                .bind_trace("tok1", 500, Vec::new(), "u", None)
+                .bind_trace(
+                    "tok1",
+                    plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
+                    Vec::new(),
+                    "u",
+                    None,
+                )
                 .unwrap();
             f.apply("tok1", r#"{"x":1}"#);
             let mut session = f.session("tok1", interval);
@@ -797,7 +803,13 @@ mod tests {
                 f.apply("tok1", &format!("{{\"x\":{n}}}"));
             }
             f.store
-                .bind_trace("tok1", 100, Vec::new(), "u", None)
+                .bind_trace(
+                    "tok1",
+                    plotstream_proto::Maxpoints::new(100, plotstream_proto::Maxpoints::MAX),
+                    Vec::new(),
+                    "u",
+                    None,
+                )
                 .unwrap();
             for n in 1..=2 {
                 assert_eq!(f.apply("tok1", &format!("{{\"x\":{}}}", 100 + n)), n);
@@ -838,14 +850,26 @@ mod tests {
             ..StoreConfig::default()
         });
         f.store
-            .bind_trace("tok1", 500, Vec::new(), "u", None)
+            .bind_trace(
+                "tok1",
+                plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
+                Vec::new(),
+                "u",
+                None,
+            )
             .unwrap();
         f.apply("tok1", r#"{"x":1}"#);
         let mut session = f.session("tok1", Duration::ZERO);
         f.apply("tok1", r#"{"x":2}"#);
         f.apply("tok1", r#"{"x":3}"#);
         f.store
-            .bind_trace("tok1", 100, Vec::new(), "u", None)
+            .bind_trace(
+                "tok1",
+                plotstream_proto::Maxpoints::new(100, plotstream_proto::Maxpoints::MAX),
+                Vec::new(),
+                "u",
+                None,
+            )
             .unwrap();
         let now = Instant::now();
         assert_eq!(f.pump(&mut session, now), Flow::Continue);

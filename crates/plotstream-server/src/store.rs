@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use plotstream_proto::canonical::{write_jcs, write_jcs_string};
 use plotstream_proto::json::Str;
-use plotstream_proto::{Status, Token, Update, Value};
+use plotstream_proto::{Maxpoints, Status, Token, Update, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
@@ -37,9 +37,9 @@ pub struct StoreConfig {
     /// `--on-duplicate takeover` (true) or `reject`.
     pub takeover: bool,
     /// `--default-maxpoints` (L23).
-    pub default_maxpoints: usize,
+    pub default_maxpoints: Maxpoints,
     /// `--max-maxpoints` (L23).
-    pub max_maxpoints: usize,
+    pub max_maxpoints: Maxpoints,
     /// L24: retained JCS bytes per stream.
     pub stream_bytes: usize,
     /// L25: retained JCS bytes over all streams.
@@ -89,8 +89,8 @@ impl Default for StoreConfig {
         StoreConfig {
             tokens_open: true,
             takeover: true,
-            default_maxpoints: 500,
-            max_maxpoints: 10_000,
+            default_maxpoints: Maxpoints::DEFAULT,
+            max_maxpoints: Maxpoints::MAX,
             stream_bytes: 4 * 1024 * 1024,
             total_bytes: 1 << 30,
             max_streams: 10_000,
@@ -812,12 +812,11 @@ impl Store {
     pub fn bind_trace(
         &self,
         token: &str,
-        maxpoints: usize,
+        maxpoints: Maxpoints,
         initial: Vec<(String, Vec<Value>)>,
         owner: &str,
         peer: Option<IpAddr>,
     ) -> Result<(), Refusal> {
-        let maxpoints = maxpoints.min(self.config.max_maxpoints);
         let (cell, created) = loop {
             let (cell, created) = match self.find(token) {
                 Some(cell) => (cell, false),
@@ -969,7 +968,7 @@ impl Store {
     fn create(
         &self,
         token: &str,
-        maxpoints: usize,
+        maxpoints: Maxpoints,
         peer: Option<IpAddr>,
     ) -> Result<(Arc<Cell>, bool), Refusal> {
         let mut index = self.index_mut();
@@ -1199,6 +1198,7 @@ impl Store {
         // the cores, then insert under the index's lock in one pass.
         let clean = loaded.clean;
         let budget = self.config.stream_bytes;
+        let ceiling = self.config.max_maxpoints;
         let n_threads = std::thread::available_parallelism().map_or(1, usize::from);
         let mut streams = loaded.streams;
         let chunk = streams.len().div_ceil(n_threads).max(1);
@@ -1213,7 +1213,7 @@ impl Store {
                 .map(|part| {
                     scope.spawn(move || {
                         part.into_iter()
-                            .map(|ls| rebuild(ls, clean, budget))
+                            .map(|ls| rebuild(ls, clean, budget, ceiling))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -1303,7 +1303,7 @@ pub struct StreamSummary {
 }
 
 impl Stream {
-    fn new(maxpoints: usize, read_id: String, gen: u64) -> Stream {
+    fn new(maxpoints: Maxpoints, read_id: String, gen: u64) -> Stream {
         Stream {
             removed: false,
             gen,
@@ -1575,7 +1575,7 @@ struct Rebuilt {
 /// A stream from its metadata, snapshot and later lines, replayed through the same `apply` as
 /// live lines, up to the first record that does not decode or does not follow (DC6). After an
 /// unclean stop (`clean` false), or when something was dropped, it gets a new epoch (DC4).
-fn rebuild(ls: LoadedStream, clean: bool, budget: usize) -> Rebuilt {
+fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Maxpoints) -> Rebuilt {
     let fp = Token::parse(ls.token.as_bytes())
         .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
     let mut out = Rebuilt {
@@ -1590,7 +1590,12 @@ fn rebuild(ls: LoadedStream, clean: bool, budget: usize) -> Rebuilt {
             .push(format!("stream {fp}: metadata unreadable, stream dropped"));
         return out;
     };
-    let mut s = Stream::new(meta.maxpoints, meta.read_id, meta.gen);
+    // A stored window comes back within today's `--max-maxpoints`.
+    let mut s = Stream::new(
+        Maxpoints::new(meta.maxpoints, ceiling),
+        meta.read_id,
+        meta.gen,
+    );
     s.epoch = meta.epoch;
     s.claimed_by = meta.claimed_by;
     s.rejected_lines = meta.rejected_lines;
@@ -1662,16 +1667,6 @@ pub const PATCH_BYTES: usize = 64 * 1024;
 
 /// L43: peers whose creation allowance is remembered before full buckets are forgotten.
 const ALLOWANCE_PEERS: usize = 65_536;
-
-/// maxpoints as plotly.js reads it (docs/protocol.md §3.4): truncated, clamped to 0..=max.
-pub fn clamp_maxpoints(mp: f64, max: usize) -> usize {
-    if !mp.is_finite() || mp <= 0.0 {
-        return 0;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped below
-    let n = mp.trunc().min(max as f64) as usize;
-    n
-}
 
 fn new_epoch() -> String {
     let mut b = [0u8; 4];
@@ -1752,7 +1747,14 @@ mod tests {
     #[test]
     fn window_keeps_the_newest_maxpoints_and_replaces_arrays() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 3, Vec::new(), "u", None).unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(3, plotstream_proto::Maxpoints::MAX),
+            Vec::new(),
+            "u",
+            None,
+        )
+        .unwrap();
         for n in 1..=5 {
             apply(&s, &c, "tok1", &format!("{{\"x\":{n},\"y\":{n}}}")).unwrap();
         }
@@ -1810,12 +1812,24 @@ mod tests {
     #[test]
     fn another_users_figure_adopts_a_live_stream_without_wiping_or_retiring_it() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 500, Vec::new(), "victim", None)
-            .unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
+            Vec::new(),
+            "victim",
+            None,
+        )
+        .unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let before = inspect(&s, "tok1");
-        s.bind_trace("tok1", 1, vec![("x".into(), vec![])], "mallory", None)
-            .unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(1, plotstream_proto::Maxpoints::MAX),
+            vec![("x".into(), vec![])],
+            "mallory",
+            None,
+        )
+        .unwrap();
         s.retire_token("tok1", "mallory");
         let after = inspect(&s, "tok1");
         assert_eq!(before["epoch"], after["epoch"]);
@@ -1868,13 +1882,27 @@ mod tests {
     #[test]
     fn retired_tokens_get_449_then_403() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 10, Vec::new(), "u", None).unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(10, plotstream_proto::Maxpoints::MAX),
+            Vec::new(),
+            "u",
+            None,
+        )
+        .unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         s.retire_token("tok1", "u");
         assert_eq!(c.kick_status(), Some(Status::RETRY_WITH));
         let c2 = s.new_conn();
         assert_eq!(apply(&s, &c2, "tok1", r#"{"x":2}"#), Err(Status::FORBIDDEN));
-        s.bind_trace("tok1", 10, Vec::new(), "u", None).unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(10, plotstream_proto::Maxpoints::MAX),
+            Vec::new(),
+            "u",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             apply(&s, &c2, "tok1", r#"{"x":3}"#),
             Ok(1),
@@ -1913,7 +1941,14 @@ mod tests {
     #[test]
     fn viewers_share_a_snapshot_while_it_is_current() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 500, Vec::new(), "u", None).unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
+            Vec::new(),
+            "u",
+            None,
+        )
+        .unwrap();
         for n in 1..=5 {
             apply(&s, &c, "tok1", &format!("{{\"x\":{n}}}")).unwrap();
         }
@@ -1926,14 +1961,21 @@ mod tests {
         apply(&s, &c, "tok1", r#"{"x":6}"#).unwrap();
         let after_apply = s.subscribe("tok1").unwrap().unwrap();
         assert_eq!(json(&after_apply)["last_seq"], 6);
-        s.bind_trace("tok1", 2, Vec::new(), "u", None).unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(2, plotstream_proto::Maxpoints::MAX),
+            Vec::new(),
+            "u",
+            None,
+        )
+        .unwrap();
         let after_restart = s.subscribe("tok1").unwrap().unwrap();
         assert_ne!(json(&after_restart)["epoch"], json(&a)["epoch"]);
         assert_eq!(json(&after_restart)["last_seq"], 0);
         // The same key in a new epoch: never the old epoch's snapshot.
         s.bind_trace(
             "tok1",
-            2,
+            plotstream_proto::Maxpoints::new(2, plotstream_proto::Maxpoints::MAX),
             vec![("x".to_owned(), vec![Value::Number(7.0)])],
             "u",
             None,
@@ -1947,13 +1989,20 @@ mod tests {
     #[test]
     fn a_figure_restart_gives_viewers_an_epoch_reset() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace("tok1", 500, Vec::new(), "u", None).unwrap();
+        s.bind_trace(
+            "tok1",
+            plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
+            Vec::new(),
+            "u",
+            None,
+        )
+        .unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let mut sub = s.subscribe("tok1").unwrap().unwrap();
         let epoch = sub.epoch.clone();
         s.bind_trace(
             "tok1",
-            80,
+            plotstream_proto::Maxpoints::new(80, plotstream_proto::Maxpoints::MAX),
             vec![("x".to_owned(), vec![Value::Number(9.0)])],
             "u",
             None,
@@ -2116,7 +2165,7 @@ mod tests {
         let (s, c, thread) = journaled(&dir);
         s.bind_trace(
             "tok1",
-            5,
+            plotstream_proto::Maxpoints::new(5, plotstream_proto::Maxpoints::MAX),
             vec![("x".into(), vec![Value::Number(0.5)])],
             "alice",
             None,

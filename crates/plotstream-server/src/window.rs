@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use plotstream_proto::canonical::{write_jcs, write_jcs_object, write_jcs_string};
-use plotstream_proto::{Update, Value};
+use plotstream_proto::{Maxpoints, Update, Value};
 
 /// The window.
 ///
@@ -27,9 +27,9 @@ pub struct Window {
 
 impl Window {
     /// An empty window of `maxpoints`.
-    pub fn new(maxpoints: usize) -> Window {
+    pub fn new(maxpoints: Maxpoints) -> Window {
         Window {
-            maxpoints,
+            maxpoints: maxpoints.get(),
             ..Window::default()
         }
     }
@@ -40,7 +40,8 @@ impl Window {
     }
 
     /// Sets `maxpoints`, dropping the oldest values past it.
-    pub fn set_maxpoints(&mut self, maxpoints: usize) {
+    pub fn set_maxpoints(&mut self, maxpoints: Maxpoints) {
+        let maxpoints = maxpoints.get();
         self.maxpoints = maxpoints;
         for deque in self.attrs.values_mut() {
             while deque.len() > maxpoints {
@@ -276,6 +277,10 @@ mod tests {
         w.apply(seq, &u, limit);
     }
 
+    fn mp(n: usize) -> Maxpoints {
+        Maxpoints::new(n, Maxpoints::MAX)
+    }
+
     fn jcs(w: &Window) -> String {
         let mut out = Vec::new();
         w.write_jcs(&mut out);
@@ -284,7 +289,7 @@ mod tests {
 
     #[test]
     fn scalars_append_arrays_replace_and_maxpoints_holds() {
-        let mut w = Window::new(3);
+        let mut w = Window::new(mp(3));
         for n in 1..=5 {
             apply(&mut w, n, &format!(r#"{{"x":{n},"y":{n}}}"#), usize::MAX);
         }
@@ -293,13 +298,13 @@ mod tests {
         apply(&mut w, 6, r#"{"x":[1,2,3,4,5,6],"y":[7]}"#, usize::MAX);
         assert_eq!(jcs(&w), r#"{"x":[4,5,6],"y":[7]}"#);
         assert_eq!(w.first_seq(6), 6);
-        w.set_maxpoints(1);
+        w.set_maxpoints(mp(1));
         assert_eq!(jcs(&w), r#"{"x":[6],"y":[7]}"#);
     }
 
     #[test]
     fn bytes_track_the_jcs_size_and_the_budget_evicts_the_oldest_index() {
-        let mut w = Window::new(100);
+        let mut w = Window::new(mp(100));
         for n in 1..=10 {
             apply(&mut w, n, &format!(r#"{{"x":{n},"y":"v{n}"}}"#), usize::MAX);
         }
@@ -321,7 +326,7 @@ mod tests {
 
     #[test]
     fn restart_and_restore_take_seqs_and_trim() {
-        let mut w = Window::new(2);
+        let mut w = Window::new(mp(2));
         w.restart(
             vec![(
                 "x".into(),
@@ -347,7 +352,7 @@ mod tests {
 
     #[test]
     fn attributes_print_in_name_order_as_rfc8785() {
-        let mut w = Window::new(5);
+        let mut w = Window::new(mp(5));
         apply(
             &mut w,
             1,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use plotstream_proto::Maxpoints;
 use plotstream_server::faults::FaultKind;
 use plotstream_server::{Config, Storage, StoreConfig};
 
@@ -98,10 +99,10 @@ struct ServeArgs {
     #[arg(long)]
     lenient_lines: bool,
     /// maxpoints of a trace whose figure sets none.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = Maxpoints::DEFAULT.get())]
     default_maxpoints: usize,
     /// The largest maxpoints a figure may set.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = Maxpoints::MAX.get())]
     max_maxpoints: usize,
     /// End a stream with 408 after this long without a completed line (L28).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -449,8 +450,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.store = StoreConfig {
         tokens_open: matches!(args.tokens, Tokens::Open),
         takeover: matches!(args.on_duplicate, OnDuplicate::Takeover),
-        default_maxpoints: args.default_maxpoints.min(args.max_maxpoints),
-        max_maxpoints: args.max_maxpoints,
+        default_maxpoints: Maxpoints::new(
+            args.default_maxpoints,
+            Maxpoints::ceiling(args.max_maxpoints),
+        ),
+        max_maxpoints: Maxpoints::ceiling(args.max_maxpoints),
         new_streams_per_peer: args.new_streams_per_peer,
         idle_stream_ttl: args.idle_stream_ttl,
         users,
