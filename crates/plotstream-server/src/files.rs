@@ -326,7 +326,7 @@ impl Files {
         let mut columns: Vec<Column> = Vec::new();
         for (name, data) in cols {
             let uid = loop {
-                let uid = random_id(6);
+                let uid = crate::random::id(6);
                 if !columns.iter().any(|c| c.uid == uid) {
                     break uid;
                 }
@@ -550,11 +550,6 @@ fn random_fid_number() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     100_000_000_000 + u64::from_le_bytes(b) % 900_000_000_000
-}
-
-/// `n` characters of `[a-z0-9]` from the OS random source.
-pub fn random_id(n: usize) -> String {
-    crate::random::chars(crate::random::LOWER_DIGITS, n)
 }
 
 #[cfg(test)]

@@ -8,79 +8,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use plotstream_proto::head::RequestHead;
 use plotstream_proto::Status;
-use tokio::io::AsyncReadExt;
 
-use crate::store::push_json_str;
+use crate::response::{read_body, Response};
+use crate::text::push_json_str;
 use crate::transport::{close_gracefully, Io};
 use crate::{pages, sse, Shared};
-
-/// A complete response.
-pub struct Response {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-    extra: Vec<(&'static str, String)>,
-}
-
-impl Response {
-    /// A response with a body.
-    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
-        Response {
-            status,
-            content_type,
-            body: body.into(),
-            extra: Vec::new(),
-        }
-    }
-
-    /// JSON.
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Response {
-        Response::new(status, "application/json", body)
-    }
-
-    /// HTML, with the headers every page carries: `csp` (from [`pages::csp`]), no MIME
-    /// sniffing, and no `Referer` (page URLs may hold share keys and tokens).
-    pub fn html(status: u16, body: impl Into<Vec<u8>>, csp: String) -> Response {
-        Response::new(status, "text/html; charset=utf-8", body)
-            .header("Content-Security-Policy", csp)
-            .header("X-Content-Type-Options", "nosniff")
-            .header("Referrer-Policy", "no-referrer")
-    }
-
-    /// A plain-text error with the legacy message of `status`.
-    pub fn error(status: Status) -> Response {
-        Response::new(status.code(), "text/plain", status.message())
-    }
-
-    /// The body.
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// Adds a header.
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.extra.push((name, value.into()));
-        self
-    }
-
-    /// The wire bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let reason = Status::new(self.status).reason();
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        );
-        for (k, v) in &self.extra {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str("Connection: close\r\n\r\n");
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
-    }
-}
 
 /// Serves one non-ingest request from `peer`.
 pub async fn serve(
@@ -174,15 +106,15 @@ pub async fn serve(
     };
     // DC1 for REST: a created or changed figure, grid or token is answered once it is durable.
     let mut response = response;
-    if head.method != "GET" && response.status < 300 {
+    if head.method != "GET" && response.status() < 300 {
         let journal = shared.store.journal();
         if journal.wait(journal.last_ticket()).await.is_err() {
             shared.metrics.limit_breach("DC5");
-            response = crate::rest::error(503, "the server cannot store this now; retry later")
+            response = crate::response::error(503, "the server cannot store this now; retry later")
                 .header("Retry-After", "5");
         }
     }
-    shared.metrics.response(response.status);
+    shared.metrics.response(response.status());
     close_gracefully(stream, &response.encode(), true, &shared).await;
 }
 
@@ -196,7 +128,7 @@ fn post_tokens(shared: &Shared, head: &RequestHead, peer: SocketAddr) -> Respons
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("count=")))
         .map_or(Some(1), |n| n.parse::<usize>().ok());
     let Some(count) = count.filter(|n| (1..=MAX_TOKENS_PER_CALL).contains(n)) else {
-        return crate::rest::error(
+        return crate::response::error(
             400,
             &format!("count must be 1 to {MAX_TOKENS_PER_CALL} (L53)"),
         );
@@ -205,24 +137,24 @@ fn post_tokens(shared: &Shared, head: &RequestHead, peer: SocketAddr) -> Respons
         let user = match crate::rest::caller(shared, head) {
             Ok(Some(u)) => u,
             Ok(None) => {
-                return crate::rest::error(401, "Authentication credentials were not provided.")
+                return crate::response::error(401, "Authentication credentials were not provided.")
             }
             Err(r) => return r,
         };
         return match users.issue_tokens(&user, count) {
             Ok(tokens) => Response::json(201, serde_json::json!({ "tokens": tokens }).to_string()),
-            Err(e) => crate::rest::error(403, &e.to_string()),
+            Err(e) => crate::response::error(403, &e.to_string()),
         };
     }
     if !peer.ip().is_loopback() {
-        return crate::rest::error(
+        return crate::response::error(
             403,
             "tokens are issued to loopback peers, or with credentials in keys mode (--users)",
         );
     }
     match issue_tokens(shared, count) {
         Some(body) => Response::json(201, body),
-        None => crate::rest::error(403, "registered token limit reached (L54)"),
+        None => crate::response::error(403, "registered token limit reached (L54)"),
     }
 }
 
@@ -273,62 +205,6 @@ fn streams_json(shared: &Shared, show_tokens: bool) -> String {
     }
     out.push(']');
     out
-}
-
-/// Reads a REST body: `Content-Length` framing only, by P2's rules (a duplicate
-/// `Content-Length` or any `Transfer-Encoding` is 400, as on the ingest route), at most `max`
-/// bytes (L45, 413 before any byte is read), within L44 for the whole body (a body trickled
-/// byte by byte no longer holds a connection and its buffer open), and within the server's
-/// budget of REST bytes in flight (L50, 503 with `Retry-After`).
-pub async fn read_body(
-    stream: &mut Io,
-    head: &RequestHead,
-    rest: &mut BytesMut,
-    max: u64,
-    shared: &Shared,
-) -> Result<Vec<u8>, Response> {
-    use plotstream_proto::head::HeadError;
-    let len = match plotstream_proto::head::content_length(head, max) {
-        Ok(n) => n,
-        Err(HeadError::BodyTooLarge) => {
-            shared.metrics.limit_breach("L45");
-            return Err(crate::rest::error(413, "request body too large (L45)"));
-        }
-        Err(_) => return Err(crate::rest::error(400, "invalid request framing")),
-    };
-    // `max` fits in memory; so does `len` below it.
-    let len = usize::try_from(len).unwrap_or(usize::MAX);
-    let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
-    let _permit = if kib == 0 {
-        None
-    } else {
-        match shared.rest_budget.clone().try_acquire_many_owned(kib) {
-            Ok(p) => Some(p),
-            Err(_) => {
-                shared.metrics.limit_breach("L50");
-                return Err(
-                    crate::rest::error(503, "server busy, retry (L50)").header("Retry-After", "1")
-                );
-            }
-        }
-    };
-    let deadline = tokio::time::Instant::now() + shared.config.rest_body_deadline;
-    let mut body = Vec::with_capacity(len.min(rest.len().max(64 * 1024)));
-    let take = rest.len().min(len);
-    body.extend_from_slice(&rest.split_to(take));
-    while body.len() < len {
-        let mut chunk = [0u8; 8192];
-        let want = (len - body.len()).min(chunk.len());
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
-            Ok(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
-            Ok(_) => return Err(crate::rest::error(400, "request body ended early")),
-            Err(_) => {
-                shared.metrics.limit_breach("L44");
-                return Err(crate::rest::error(408, "request body too slow (L44)"));
-            }
-        }
-    }
-    Ok(body)
 }
 
 /// L53: tokens issued by one `POST /api/tokens`.

@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 use askama::Template;
 use sha2::{Digest, Sha256};
 
-use crate::http::Response;
+use crate::response::Response;
 use crate::Shared;
 
 /// Rows of the stream table, and of the plot list, on `GET /`.

@@ -25,6 +25,11 @@ pub fn chars(alphabet: &[u8], n: usize) -> String {
     out
 }
 
+/// `n` characters of `[a-z0-9]`: read ids, share keys, grid column uids.
+pub fn id(n: usize) -> String {
+    chars(LOWER_DIGITS, n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

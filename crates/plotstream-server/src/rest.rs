@@ -20,8 +20,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 use tokio::io::AsyncReadExt;
 
-use crate::files::{random_id, split_fid, stream_token, FileError, Plot};
-use crate::http::{read_body, Response};
+use crate::files::{split_fid, stream_token, FileError, Plot};
+use crate::response::{error, read_body, Response};
 use crate::transport::Io;
 use crate::users::valid_username;
 use crate::Shared;
@@ -505,7 +505,10 @@ fn plot_from(body: &[u8]) -> Result<(Plot, Option<String>), Response> {
     let plot = Plot {
         traces: b.figure.data,
         layout: b.figure.layout.unwrap_or_else(empty_object),
-        share_key: b.share_key_enabled.unwrap_or(false).then(|| random_id(22)),
+        share_key: b
+            .share_key_enabled
+            .unwrap_or(false)
+            .then(|| crate::random::id(22)),
         world_readable: b.world_readable.unwrap_or(true),
     };
     Ok((plot, path))
@@ -555,14 +558,6 @@ pub fn origin(shared: &Shared, head: &RequestHead) -> String {
             format!("http://{host}")
         }
     }
-}
-
-/// A Chart Studio error: 4xx, JSON `{"errors":[{"message":...}]}` (docs/protocol.md §7.6).
-pub fn error(status: u16, message: &str) -> Response {
-    Response::json(
-        status,
-        json!({"errors": [{"message": message}]}).to_string(),
-    )
 }
 
 fn error_message(r: &Response) -> String {

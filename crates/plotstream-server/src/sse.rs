@@ -27,8 +27,8 @@ use plotstream_proto::head::RequestHead;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::http::Response;
 use crate::metrics::Metrics;
+use crate::response::Response;
 use crate::store::{Fanout, Store, StoreConfig, Subscription, ViewerMsg};
 use crate::transport::{close_gracefully, Io};
 use crate::Shared;

@@ -26,6 +26,7 @@ use crate::durable::{Journal, Loaded, LoadedStream, Op, Table};
 use crate::guard::ViewerGuard;
 use crate::metrics::Metrics;
 use crate::records::{self, StreamMeta};
+use crate::text::{hex, push_json_str};
 use crate::users::Users;
 use crate::window::Window;
 
@@ -1005,7 +1006,7 @@ impl Store {
             *left -= 1.0;
         }
         let read_id = loop {
-            let id = crate::files::random_id(12);
+            let id = crate::random::id(12);
             if !index.by_read_id.contains_key(&id) {
                 break id;
             }
@@ -1672,18 +1673,6 @@ fn new_epoch() -> String {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     hex(&b)
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Appends a JSON string literal.
-pub fn push_json_str(out: &mut String, s: &str) {
-    let mut buf = Vec::new();
-    write_jcs_string(s, &mut buf);
-    out.push_str(&String::from_utf8_lossy(&buf));
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::hex;
+use crate::text::hex;
 
 /// One user as stored in the users file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
