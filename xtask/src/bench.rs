@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use crate::bench_summary::{merge, to_json};
 use crate::util;
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
@@ -239,19 +240,6 @@ fn summarise(measurements: &[Measurement]) -> Vec<Value> {
         .collect()
 }
 
-/// `previous` with every entry named in `fresh` replaced in place, then the new names appended.
-pub(crate) fn merge(previous: Vec<Value>, fresh: Vec<Value>) -> Vec<Value> {
-    let name = |entry: &Value| entry["name"].as_str().map(str::to_owned);
-    let mut merged = previous;
-    for entry in fresh {
-        match merged.iter_mut().find(|old| name(old) == name(&entry)) {
-            Some(old) => *old = entry,
-            None => merged.push(entry),
-        }
-    }
-    merged
-}
-
 /// The summary as an aligned text table: one row per group, one column per function id.
 fn table(entries: &[Value]) -> String {
     // Columns: the `*_ns` fields, ours and baseline first, in first-seen order.
@@ -302,26 +290,6 @@ fn table(entries: &[Value]) -> String {
     text
 }
 
-/// The summary as pretty JSON with each object's keys in reading order: `name`, the times and
-/// ratio, then throughput figures (serde_json's map would sort them alphabetically).
-pub(crate) fn to_json(entries: &[Value]) -> Result<String> {
-    let mut text = String::from("[");
-    for (entry_idx, entry) in entries.iter().enumerate() {
-        text.push_str(if entry_idx == 0 { "\n  {" } else { ",\n  {" });
-        let mut keys: Vec<&String> = entry.as_object().into_iter().flat_map(Map::keys).collect();
-        keys.sort_by_key(|key| key_rank(key));
-        for (key_idx, key) in keys.into_iter().enumerate() {
-            text.push_str(if key_idx == 0 { "\n    " } else { ",\n    " });
-            text.push_str(&serde_json::to_string(key)?);
-            text.push_str(": ");
-            text.push_str(&serde_json::to_string(&entry[key])?);
-        }
-        text.push_str("\n  }");
-    }
-    text.push_str("\n]\n");
-    Ok(text)
-}
-
 fn describe_throughput(entry: &Value) -> String {
     if let Some(n) = entry["throughput"]["elements"].as_u64() {
         let per_element = format_number(&entry["ours_ns_per_element"], 2);
@@ -339,20 +307,6 @@ fn format_number(value: &Value, decimals: usize) -> String {
         Some(number) => format!("{number:.decimals$}"),
         None => "-".to_owned(),
     }
-}
-
-/// Orders summary keys: name, ours, baseline, ratio, extra times, throughput, derived rates.
-fn key_rank(key: &str) -> (u8, String) {
-    let rank = match key {
-        "name" => 0,
-        "ours_ns" => 1,
-        "baseline_ns" => 2,
-        "ratio" => 3,
-        "throughput" => 5,
-        _ if key.ends_with("_ns") => 4,
-        _ => 6,
-    };
-    (rank, key.to_owned())
 }
 
 /// Sorts `ours`, then `baseline`, then the extras by name.

@@ -216,8 +216,8 @@ pub(crate) fn run() -> Result<ExitCode> {
             .with_context(|| format!("{} is not a JSON array", summary_path.display()))?,
         Err(_) => Vec::new(),
     };
-    let merged = crate::bench::merge(previous, results.clone());
-    std::fs::write(&summary_path, crate::bench::to_json(&merged)?)
+    let merged = crate::bench_summary::merge(previous, results.clone());
+    std::fs::write(&summary_path, crate::bench_summary::to_json(&merged)?)
         .with_context(|| format!("cannot write {}", summary_path.display()))?;
     println!();
     print!("{}", table(&results));

@@ -17,6 +17,7 @@
 
 mod bench;
 mod bench_ingest;
+mod bench_summary;
 mod browser;
 mod ci;
 mod compat;
