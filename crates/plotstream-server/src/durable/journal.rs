@@ -1,0 +1,306 @@
+//! The journal: the store's ops gathered under its locks, group-committed by a thread of its
+//! own at most `--sync-interval` apart, and the tickets writers wait on (docs/storage.md DC1).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{Backend, Batch, Op, StorageError};
+use crate::metrics::Metrics;
+
+/// The durable store's progress, as waiters see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Every op with a ticket up to this is durable.
+    pub durable: u64,
+    /// The last commit failed (a full disk, an I/O error): new lines are refused (DC5).
+    pub failing: bool,
+}
+
+/// The journal: in memory (nothing is kept, every ticket is durable at once) or committing to
+/// a backend.
+#[derive(Debug)]
+pub struct Journal {
+    inner: Option<Committed>,
+}
+
+#[derive(Debug)]
+struct Committed {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    progress: watch::Sender<Progress>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    /// L55: pending bytes past which writers wait for the commit before reading more.
+    max_backlog: usize,
+    backlog: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    batch: Batch,
+    n_bytes: usize,
+    next_ticket: u64,
+    closing: bool,
+    closed: bool,
+}
+
+/// L55: bytes of changes waiting for the next commit past which a writer waits for it before
+/// it reads its next lines (so a disk slower than ingest slows writers instead of growing
+/// memory).
+pub const MAX_BACKLOG: usize = 64 << 20;
+
+impl Journal {
+    /// Keeps nothing (`--in-memory`).
+    pub fn memory() -> Arc<Journal> {
+        Arc::new(Journal { inner: None })
+    }
+
+    /// True when changes are kept.
+    pub fn is_durable(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Starts committing to `backend` every `interval` (a thread of its own: commits block on
+    /// fsync). Returns the journal and the thread, which ends after [`Journal::close`].
+    pub fn start(
+        backend: Box<dyn Backend>,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Journal>, std::thread::JoinHandle<()>) {
+        let (progress, _) = watch::channel(Progress::default());
+        let journal = Arc::new(Journal {
+            inner: Some(Committed {
+                pending: Mutex::new(Pending {
+                    next_ticket: 1,
+                    ..Pending::default()
+                }),
+                wake: Condvar::new(),
+                progress,
+                interval,
+                metrics,
+                max_backlog: MAX_BACKLOG,
+                backlog: AtomicU64::new(0),
+            }),
+        });
+        let j = journal.clone();
+        let thread = std::thread::Builder::new()
+            .name("plotstream-commit".into())
+            .spawn(move || commit_loop(&j, backend))
+            .unwrap_or_else(|e| panic!("cannot start the commit thread: {e}"));
+        (journal, thread)
+    }
+
+    /// Queues `op`; returns its ticket (0 in memory).
+    pub fn push(&self, op: Op) -> u64 {
+        let Some(c) = &self.inner else {
+            return 0;
+        };
+        let mut p = c.lock();
+        let n = op.n_bytes();
+        p.batch.ops.push(op);
+        c.queued(&mut p, n)
+    }
+
+    /// Queues line `seq` of generation `gen`, its record written by `encode` straight into
+    /// the pending batch's buffer (no allocation per line); returns its ticket (0 in memory).
+    pub fn push_line(&self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let Some(c) = &self.inner else {
+            return 0;
+        };
+        let mut p = c.lock();
+        let start = p.batch.lines.len();
+        encode(&mut p.batch.lines);
+        let at = start..p.batch.lines.len();
+        let n = 64 + at.len();
+        p.batch.ops.push(Op::Line { gen, seq, at });
+        c.queued(&mut p, n)
+    }
+
+    /// The last ticket handed out (waiting for it waits for everything pushed so far).
+    pub fn last_ticket(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |c| c.lock().next_ticket.saturating_sub(1))
+    }
+
+    /// True while the last commit failed (DC5).
+    pub fn is_failing(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|c| c.progress.borrow().failing)
+    }
+
+    /// True when the pending changes passed L55.
+    pub fn is_backlogged(&self) -> bool {
+        self.inner.as_ref().is_some_and(|c| {
+            usize::try_from(c.backlog.load(Ordering::Relaxed)).unwrap_or(usize::MAX) > c.max_backlog
+        })
+    }
+
+    /// Waits until `ticket` is durable. `Err` when a commit failed meanwhile (the op may still
+    /// become durable on a retry, but it cannot be acknowledged now) or the journal closed.
+    pub async fn wait(&self, ticket: u64) -> Result<(), StorageError> {
+        let Some(c) = &self.inner else {
+            return Ok(());
+        };
+        if ticket == 0 {
+            return Ok(());
+        }
+        let mut rx = c.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.durable >= ticket || p.failing)
+            .await
+            .map_err(|_| StorageError("the store closed".into()))?;
+        if p.durable >= ticket {
+            Ok(())
+        } else {
+            Err(StorageError("the store cannot write (DC5)".into()))
+        }
+    }
+
+    /// The current progress (for `/healthz` and `/metrics`).
+    pub fn progress(&self) -> Progress {
+        self.inner
+            .as_ref()
+            .map_or(Progress::default(), |c| *c.progress.borrow())
+    }
+
+    /// Commits everything pending, records a graceful shutdown and stops the committer.
+    /// Returns once it has (or at once in memory).
+    pub fn close(&self, thread: Option<std::thread::JoinHandle<()>>) {
+        let Some(c) = &self.inner else {
+            return;
+        };
+        {
+            let mut p = c.lock();
+            p.closing = true;
+            c.wake.notify_one();
+        }
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Committed {
+    /// Counts `n` more pending bytes and hands out the next ticket.
+    fn queued(&self, p: &mut Pending, n: usize) -> u64 {
+        p.n_bytes += n;
+        self.backlog.store(p.n_bytes as u64, Ordering::Relaxed);
+        let ticket = p.next_ticket;
+        p.next_ticket += 1;
+        if p.batch.ops.len() == 1 {
+            self.wake.notify_one();
+        }
+        ticket
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The committer: waits for ops, lets them gather for the rest of the interval, commits them
+/// in one transaction, publishes the ticket. A failed batch is retried first, every interval.
+fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
+    let Some(c) = &journal.inner else {
+        return;
+    };
+    let mut retry = Batch::default();
+    let mut last_commit = Instant::now();
+    loop {
+        let (mut batch, ticket, closing) = {
+            let mut p = c.lock();
+            while p.batch.is_empty() && retry.is_empty() && !p.closing {
+                p = c
+                    .wake
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            // Group commit: gather until one interval after the last commit.
+            let due = last_commit + c.interval;
+            while !p.closing {
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                p = c
+                    .wake
+                    .wait_timeout(p, due - now)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+            let ops = std::mem::take(&mut p.batch);
+            p.n_bytes = 0;
+            c.backlog.store(0, Ordering::Relaxed);
+            (ops, p.next_ticket - 1, p.closing)
+        };
+        if !retry.is_empty() {
+            retry.append(batch);
+            batch = std::mem::take(&mut retry);
+        }
+        let started = Instant::now();
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            backend.commit(&batch)
+        };
+        last_commit = Instant::now();
+        match result {
+            Ok(()) => {
+                c.metrics.store_commits.fetch_add(1, Ordering::Relaxed);
+                c.metrics.store_commit_micros.fetch_add(
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                let was_failing = c.progress.borrow().failing;
+                if was_failing {
+                    tracing::warn!("the store writes again; ingest resumes");
+                }
+                c.metrics.store_failing.store(0, Ordering::Relaxed);
+                c.progress.send_replace(Progress {
+                    durable: ticket,
+                    failing: false,
+                });
+            }
+            Err(e) => {
+                c.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                if !c.progress.borrow().failing {
+                    tracing::error!(error = %e, "the store cannot write: new lines get 503 until it can (DC5)");
+                }
+                c.metrics.store_failing.store(1, Ordering::Relaxed);
+                retry = batch;
+                let durable = c.progress.borrow().durable;
+                c.progress.send_replace(Progress {
+                    durable,
+                    failing: true,
+                });
+            }
+        }
+        if closing {
+            let mut p = c.lock();
+            if p.batch.is_empty() && retry.is_empty() {
+                match backend.set_clean(true) {
+                    Ok(()) => tracing::info!("store flushed; graceful shutdown recorded"),
+                    Err(e) => tracing::error!(error = %e, "store: recording the shutdown failed"),
+                }
+                p.closed = true;
+                drop(p);
+                // Wake waiters: the sender goes away with the journal, not here.
+                return;
+            }
+            if !retry.is_empty() && c.progress.borrow().failing {
+                tracing::error!(
+                    n_ops = retry.ops.len(),
+                    "store: shutting down with changes that could not be written"
+                );
+                return;
+            }
+        }
+    }
+}
