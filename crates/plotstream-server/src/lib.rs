@@ -103,6 +103,8 @@ pub enum Storage {
         /// How long it stays full.
         duration: Duration,
     },
+    /// Redis or Valkey at this URL (`--redis`, docs/storage.md "On Redis").
+    Redis(String),
 }
 
 impl Default for Config {
@@ -285,6 +287,7 @@ fn open_storage(config: &Config, metrics: &Arc<Metrics>) -> Result<Opened, durab
             *after,
             *duration,
         )),
+        Storage::Redis(url) => Box::new(durable::RedisBackend::open(url)?),
     };
     let gen_of = |meta: &[u8]| records::StreamMeta::decode(meta).map(|m| m.gen);
     let started = Instant::now();

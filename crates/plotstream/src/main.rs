@@ -175,6 +175,11 @@ struct ServeArgs {
     /// Keep nothing on disk: everything is gone when the process stops (tests, benchmarks).
     #[arg(long)]
     in_memory: bool,
+    /// Keep everything in Redis (≥ 7) or Valkey instead of the data directory:
+    /// `redis://[user:password@]HOST:PORT[/DB]`, `rediss://` for TLS; without a password in
+    /// the URL, PLOTSTREAM_REDIS_PASSWORD is used (docs/storage.md "On Redis").
+    #[arg(long, value_name = "URL", conflicts_with_all = ["in_memory", "data_dir"])]
+    redis: Option<String>,
     /// The longest time between two group commits of accepted lines (docs/storage.md DC2): a
     /// crash loses at most this much of streams whose writers had no final 200 yet.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
@@ -474,6 +479,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
         eprintln!("in memory: nothing is kept after this process stops (--in-memory)");
         Storage::InMemory
+    } else if let Some(url) = &args.redis {
+        if disk_full.is_some() {
+            bail!("--fault disk-full needs the embedded store: drop --redis");
+        }
+        eprintln!(
+            "data: {} (--redis)",
+            plotstream_server::durable::RedisBackend::shown_url(url)
+        );
+        Storage::Redis(url.clone())
     } else {
         let dir = args
             .data_dir

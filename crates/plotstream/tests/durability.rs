@@ -52,12 +52,103 @@ impl Proc {
     }
 }
 
-/// `plotstream serve --data-dir DIR` on `listen`; returns the process and its address, and
-/// what it printed before it.
-fn start(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, SocketAddr, Vec<String>) {
+/// Where a test server keeps its state.
+enum Keep {
+    /// `--data-dir DIR`.
+    Dir(PathBuf),
+    /// `--redis URL` of a redis-server this test started.
+    Redis(RedisServer),
+}
+
+impl Keep {
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            Keep::Dir(dir) => vec!["--data-dir".into(), dir.into()],
+            Keep::Redis(r) => vec!["--redis".into(), r.url().into()],
+        }
+    }
+}
+
+/// A real `redis-server` (the system's package) on a free loopback port, with its AOF in a
+/// fresh directory and fsync on every write (`appendfsync always`), killed when dropped.
+struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl RedisServer {
+    fn start(name: &str) -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = RedisServer {
+            port,
+            dir: temp_dir(name),
+            proc: None,
+        };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, from its AOF) and waits until it answers.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server: install the system's package (apt-get install redis-server)");
+        self.proc = Some(Proc(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"PING\r\n");
+                let mut buf = [0u8; 7];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    fn sigkill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.sigkill();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.sigkill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `plotstream serve` keeping its state in `keep`, on `listen`; returns the process and its
+/// address, and what it printed before it.
+fn start_in(keep: &Keep, listen: &str, extra: &[&str]) -> (Proc, SocketAddr, Vec<String>) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", listen, "--data-dir"])
-        .arg(dir)
+        .args(["serve", "--listen", listen])
+        .args(keep.args())
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
@@ -76,6 +167,11 @@ fn start(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, SocketAddr, Vec<Str
     };
     std::thread::spawn(move || for _ in lines {});
     (Proc(child), addr, said)
+}
+
+/// `plotstream serve --data-dir DIR` (see [`start_in`]).
+fn start(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, SocketAddr, Vec<String>) {
+    start_in(&Keep::Dir(dir.to_owned()), listen, extra)
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -216,12 +312,49 @@ fn check(addr: SocketAddr, token: &str, ledger: &Mutex<Ledger>, cycle: usize) ->
 
 #[test]
 fn acknowledged_points_survive_sigkill_in_order_exactly_once() {
-    let cycles: usize = if std::env::var_os("PLOTSTREAM_SOAK").is_some() {
+    let dir = temp_dir("crash");
+    crash_cycles(&mut Keep::Dir(dir.clone()), kill_cycles(), Victim::Server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// DC1–DC4 on Redis (#13): the same SIGKILL cycles with `--redis`.
+#[test]
+fn acknowledged_points_survive_sigkill_on_redis() {
+    let mut keep = Keep::Redis(RedisServer::start("crash-redis"));
+    crash_cycles(&mut keep, kill_cycles(), Victim::Server);
+}
+
+/// Redis itself SIGKILLed mid-run and restarted from its AOF (`appendfsync always`) while the
+/// server runs on: writers get 503 meanwhile, ingest resumes without restarting the server
+/// (DC5 on Redis), and a server restarted afterwards from Redis has every acknowledged point.
+#[test]
+fn acknowledged_points_survive_redis_being_killed() {
+    let mut keep = Keep::Redis(RedisServer::start("kill-redis"));
+    crash_cycles(&mut keep, 5, Victim::Redis);
+}
+
+/// What a crash cycle kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    /// The server (SIGKILL), started again at once.
+    Server,
+    /// Redis (SIGKILL), started again after a pause; once the server reports itself healthy
+    /// again, the server too, so the check reads what Redis kept.
+    Redis,
+}
+
+fn kill_cycles() -> usize {
+    if std::env::var_os("PLOTSTREAM_SOAK").is_some() {
         500
     } else {
         20
-    };
-    let dir = temp_dir("crash");
+    }
+}
+
+/// Writers with ledgers against a server keeping its state in `keep`; `cycles` times, after a
+/// random pause, SIGKILLs the server and starts it again, then checks every token's window
+/// against its ledger; finally a graceful stop must keep epochs and windows exactly.
+fn crash_cycles(keep: &mut Keep, cycles: usize, victim: Victim) {
     let tokens: Vec<String> = (0..4).map(|i| format!("crash{i}")).collect();
     // The tokens' windows must hold everything the test writes: maxpoints 10 000.
     let extra = [
@@ -230,7 +363,7 @@ fn acknowledged_points_survive_sigkill_in_order_exactly_once() {
         "--new-streams-per-peer",
         "0",
     ];
-    let (mut child, addr, _) = start(&dir, "127.0.0.1:0", &extra);
+    let (mut child, addr, _) = start_in(keep, "127.0.0.1:0", &extra);
     let listen = addr.to_string();
     let url = format!("http://{addr}");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -256,8 +389,22 @@ fn acknowledged_points_survive_sigkill_in_order_exactly_once() {
     let mut total_acked = 0;
     for cycle in 0..cycles {
         std::thread::sleep(Duration::from_millis(50 + rand(400)));
+        if let (Victim::Redis, Keep::Redis(redis)) = (victim, &mut *keep) {
+            redis.sigkill();
+            std::thread::sleep(Duration::from_millis(100 + rand(400)));
+            redis.restart();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while get(addr, "/healthz").0 != 200 {
+                assert!(
+                    Instant::now() < deadline,
+                    "cycle {cycle}: the server did not resume after Redis came back"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(50 + rand(200)));
+        }
         child.sigkill();
-        let (c, a, said) = start(&dir, &listen, &extra);
+        let (c, a, said) = start_in(keep, &listen, &extra);
         child = c;
         assert_eq!(a, addr);
         assert!(
@@ -279,7 +426,7 @@ fn acknowledged_points_survive_sigkill_in_order_exactly_once() {
     let (_, before) = get(addr, &format!("/api/streams/{}", tokens[0]));
     let before: serde_json::Value = serde_json::from_str(&before).unwrap();
     child.sigterm();
-    let (child, _, _) = start(&dir, &listen, &extra);
+    let (child, _, _) = start_in(keep, &listen, &extra);
     for (token, ledger) in tokens.iter().zip(&ledgers) {
         check(addr, token, ledger, cycles);
     }
@@ -291,7 +438,6 @@ fn acknowledged_points_survive_sigkill_in_order_exactly_once() {
     );
     assert_eq!(after["digest"], before["digest"]);
     drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         total_acked > cycles * 4,
         "the writers made progress: {total_acked} acknowledged"
@@ -566,4 +712,26 @@ fn a_real_full_disk_refuses_writes_and_recovers_when_space_returns() {
     assert!(xs(&after).starts_with(&xs(&kept)[..10]), "{said:?}");
     assert_eq!(xs(&after).last().unwrap(), 100_000);
     drop(server);
+}
+
+/// An unreachable Redis stops start-up with its URL named, and the password never shown.
+#[test]
+fn an_unreachable_redis_is_refused_without_showing_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis"])
+        .arg(format!("redis://:s3cret-pw@127.0.0.1:{port}/0"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("redis://:***@127.0.0.1:{port}/0")),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pw"), "{err}");
 }

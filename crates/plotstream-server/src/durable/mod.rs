@@ -1,5 +1,6 @@
 //! What survives a restart (docs/storage.md): the journal that group-commits the store's
-//! changes to a [`Backend`] (`journal`), and the backends: redb on disk (`redb`), and a fault
+//! changes to a [`Backend`] (`journal`), and the backends: redb on disk (`redb`), Redis
+//! (`redis`, issue #13's first part), and a fault
 //! wrapper for the simulator's `disk-full` (`disk_full`). This file holds what they share: the
 //! ops, the batch and its line records, what a load returns, and the trait.
 //!
@@ -14,10 +15,12 @@
 mod disk_full;
 mod journal;
 mod redb;
+mod redis;
 
 pub use self::disk_full::DiskFull;
 pub use self::journal::{Journal, Progress, MAX_BACKLOG};
 pub use self::redb::RedbBackend;
+pub use self::redis::{RedisBackend, PASSWORD_ENV as REDIS_PASSWORD_ENV};
 
 /// One change to make durable, in the order the store made it.
 #[derive(Debug, Clone)]
