@@ -1,0 +1,231 @@
+//! What the store sends to the journal (metadata, snapshots, generations, the small tables),
+//! and recovery at start-up: every stream rebuilt from its records, damage reported (DC6).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use plotstream_proto::{Maxpoints, Token};
+
+use super::report::Recovery;
+use super::stream::{new_epoch, Prepared, Stream};
+use super::{Cell, Store};
+use crate::durable::{Loaded, LoadedStream, Op, Table};
+use crate::records::{self, StreamMeta};
+
+impl Store {
+    /// Journals `stream`'s metadata.
+    pub(super) fn store_meta(&self, token: &str, s: &Stream) -> u64 {
+        if !self.journal.is_durable() {
+            return 0;
+        }
+        self.journal.push(Op::Meta {
+            token: token.to_owned(),
+            record: s.meta().encode(),
+        })
+    }
+
+    /// Journals `stream`'s whole window (compaction: its earlier lines go).
+    pub(super) fn store_snapshot(&self, s: &mut Stream) -> u64 {
+        if !self.journal.is_durable() {
+            return 0;
+        }
+        s.snap_seq = s.last_seq;
+        self.journal.push(Op::Snapshot {
+            gen: s.gen,
+            seq: s.last_seq,
+            record: s.snapshot_record(),
+        })
+    }
+
+    /// Journals a new generation for `token`'s stream (its epoch changed): the old one's
+    /// records go, the new one starts from a snapshot of the window as it is now.
+    pub(super) fn store_new_gen(&self, token: &str, s: &mut Stream) -> u64 {
+        if !self.journal.is_durable() {
+            return 0;
+        }
+        self.journal.push(Op::DropGen { gen: s.gen });
+        s.gen = self.new_gen();
+        self.store_meta(token, s);
+        self.store_snapshot(s)
+    }
+
+    pub(super) fn store_put(&self, table: Table, key: &str, value: Option<Vec<u8>>) {
+        if self.journal.is_durable() {
+            self.journal.push(Op::Put {
+                table,
+                key: key.to_owned(),
+                value,
+            });
+        }
+    }
+
+    /// Rebuilds the store from what `loaded` holds (start-up, before any connection): every
+    /// stream's metadata, its snapshot and the lines after it, replayed through the same
+    /// `apply` as live lines. Damage is never silent: a record that does not decode ends its
+    /// stream's valid prefix there, and the report names the stream and what was dropped (DC6).
+    /// After an unclean stop (`loaded.clean` false) every stream gets a new epoch, so a viewer
+    /// that saw lines newer than the durable tail resets (DC4).
+    pub fn recover(&self, loaded: Loaded) -> Recovery {
+        let mut report = Recovery::default();
+        // Generations handed out while recovering (a damaged stream's new one) must not
+        // collide with a stored one.
+        let stored_max = loaded
+            .streams
+            .iter()
+            .filter_map(|ls| StreamMeta::decode(&ls.meta))
+            .map(|m| m.gen)
+            .max()
+            .unwrap_or(0);
+        self.next_gen.fetch_max(stored_max + 1, Ordering::Relaxed);
+        {
+            let mut sets = self.tokens();
+            for (table, key, _) in loaded.entries {
+                match table {
+                    Table::Registered => {
+                        sets.registered.insert(key);
+                    }
+                    Table::Retired => {
+                        sets.retired.insert(key);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Decoding is the cost of a start-up (10 000 windows of 500 points): spread it over
+        // the cores, then insert under the index's lock in one pass.
+        let clean = loaded.clean;
+        let budget = self.config.stream_bytes;
+        let ceiling = self.config.max_maxpoints;
+        let n_threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut streams = loaded.streams;
+        let chunk = streams.len().div_ceil(n_threads).max(1);
+        let mut parts: Vec<Vec<LoadedStream>> = Vec::new();
+        while !streams.is_empty() {
+            let rest = streams.split_off(streams.len().saturating_sub(chunk));
+            parts.push(rest);
+        }
+        let rebuilt: Vec<Vec<Rebuilt>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.into_iter()
+                            .map(|ls| rebuild(ls, clean, budget, ceiling))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut index = self.index_mut();
+        for r in rebuilt.into_iter().flatten() {
+            report.dropped.extend(r.notes);
+            let Some(mut s) = r.stream else {
+                self.journal.push(Op::DropStream { token: r.token });
+                continue;
+            };
+            if r.damaged {
+                self.store_new_gen(&r.token, &mut s);
+            } else if !clean {
+                self.store_meta(&r.token, &s);
+            }
+            report.streams += 1;
+            report.points += s.count();
+            report.lines += r.lines;
+            self.account_bytes(0, s.window.bytes());
+            index.by_read_id.insert(s.read_id.clone(), r.token.clone());
+            index.streams.insert(r.token, Arc::new(Cell::new(s)));
+        }
+        self.metrics
+            .streams
+            .store(index.streams.len() as u64, Ordering::Relaxed);
+        report
+    }
+}
+
+/// One stream as [`rebuild`] made it from its records.
+#[derive(Debug)]
+struct Rebuilt {
+    token: String,
+    /// `None` when its metadata was unreadable (dropped).
+    stream: Option<Stream>,
+    /// Something was dropped: it needs a new generation.
+    damaged: bool,
+    /// Lines replayed.
+    lines: usize,
+    /// What was dropped (DC6).
+    notes: Vec<String>,
+}
+
+/// A stream from its metadata, snapshot and later lines, replayed through the same `apply` as
+/// live lines, up to the first record that does not decode or does not follow (DC6). After an
+/// unclean stop (`clean` false), or when something was dropped, it gets a new epoch (DC4).
+fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Maxpoints) -> Rebuilt {
+    let fp = Token::parse(ls.token.as_bytes())
+        .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
+    let mut out = Rebuilt {
+        token: ls.token,
+        stream: None,
+        damaged: false,
+        lines: 0,
+        notes: Vec::new(),
+    };
+    let Some(meta) = StreamMeta::decode(&ls.meta) else {
+        out.notes
+            .push(format!("stream {fp}: metadata unreadable, stream dropped"));
+        return out;
+    };
+    // A stored window comes back within today's `--max-maxpoints`.
+    let mut s = Stream::new(
+        Maxpoints::new(meta.maxpoints, ceiling),
+        meta.read_id,
+        meta.gen,
+    );
+    s.epoch = meta.epoch;
+    s.claimed_by = meta.claimed_by;
+    s.rejected_lines = meta.rejected_lines;
+    s.displaced_lines = meta.displaced_lines;
+    s.stored_counters = (meta.rejected_lines, meta.displaced_lines);
+    s.budget_limited = meta.budget_limited;
+    if let Some((seq, record)) = &ls.snapshot {
+        match records::decode_snapshot(record) {
+            Some(state) if state.last_seq == *seq => s.restore(state),
+            _ => {
+                out.notes.push(format!(
+                    "stream {fp}: snapshot at seq {seq} unreadable, window dropped"
+                ));
+                s.last_seq = *seq;
+                out.damaged = true;
+            }
+        }
+        s.snap_seq = *seq;
+    }
+    let n_lines = ls.lines.len();
+    let mut prepared = Prepared::default();
+    for (i, (seq, record)) in ls.lines.iter().enumerate() {
+        let update = if *seq == s.last_seq + 1 && !out.damaged {
+            records::decode_update(record)
+        } else {
+            None
+        };
+        let Some(update) = update else {
+            out.notes.push(format!(
+                "stream {fp}: line seq {seq} unreadable or out of order; it and the {} after it dropped",
+                n_lines - i - 1
+            ));
+            out.damaged = true;
+            break;
+        };
+        prepared.sizes_and_record(&update, false);
+        s.apply(&update, &mut prepared, budget, false);
+        out.lines += 1;
+    }
+    if !clean || out.damaged {
+        s.epoch = new_epoch();
+    }
+    out.stream = Some(s);
+    out
+}

@@ -1,0 +1,31 @@
+//! What the store reports to the routes and to start-up.
+
+/// One row of `GET /api/streams`.
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    /// The token.
+    pub token: String,
+    /// The read id (pages and feeds).
+    pub read_id: String,
+    /// The newest seq.
+    pub last_seq: u64,
+    /// Window length.
+    pub count: usize,
+    /// A writer holds the token.
+    pub writer_connected: bool,
+    /// Subscribed viewers.
+    pub n_viewers: usize,
+}
+
+/// What `Store::recover` found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Streams restored.
+    pub streams: usize,
+    /// Points in their windows.
+    pub points: usize,
+    /// Lines replayed after the snapshots.
+    pub lines: usize,
+    /// What was damaged and dropped, one sentence each (DC6).
+    pub dropped: Vec<String>,
+}

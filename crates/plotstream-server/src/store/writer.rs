@@ -1,0 +1,52 @@
+//! A writer connection as the store sees it: its identity, the tokens it holds, and how it
+//! learns that it was displaced (P7, I3).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use plotstream_proto::Status;
+use tokio::sync::Notify;
+
+/// A writer connection as the store sees it: an id and a way to tell it it was displaced.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique per connection.
+    pub id: u64,
+    /// The peer's address, for the per-peer creation allowance (L43).
+    pub peer: Option<IpAddr>,
+    /// The status the connection must end with when it was displaced: 423 after a takeover,
+    /// 449 when its figure stopped naming its token. 0 while it is not displaced.
+    pub(super) kick: AtomicU16,
+    /// Woken when the connection is displaced by a takeover.
+    pub kicked: Notify,
+    /// The tokens this connection became the writer of, so releasing them costs O(own tokens),
+    /// not O(streams). Only touched under the store lock.
+    pub(super) bound: Mutex<Vec<String>>,
+    /// The journal ticket of its last accepted line: its final response waits until that is
+    /// durable (docs/storage.md DC1).
+    pub last_ticket: AtomicU64,
+}
+
+impl Conn {
+    /// True once another connection took one of its tokens (P7).
+    pub fn is_displaced(&self) -> bool {
+        self.kick.load(Ordering::Acquire) != 0
+    }
+
+    /// The status to end with, once displaced.
+    pub fn kick_status(&self) -> Option<Status> {
+        match self.kick.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(Status::new(code)),
+        }
+    }
+
+    pub(super) fn displace(&self, status: Status) {
+        // The first reason wins.
+        let _ = self
+            .kick
+            .compare_exchange(0, status.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.kicked.notify_one();
+    }
+}
