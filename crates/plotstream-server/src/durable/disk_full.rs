@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Backend, Batch, Loaded, Op, StorageError};
+use super::ops::{Backend, Batch, Loaded, Op, StorageError};
 
 /// The simulator's `disk-full:after=N[,for=MS]`: commits succeed until `after` lines were
 /// written, then fail like a full disk for `for` (default 2 000 ms), then succeed again. The

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Backend, Batch, Op, StorageError};
+use super::ops::{Backend, Batch, Op, StorageError};
 use crate::metrics::Metrics;
 
 /// The durable store's progress, as waiters see it.

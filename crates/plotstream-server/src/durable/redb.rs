@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Backend, Batch, Loaded, LoadedStream, Op, StorageError, Table};
+use super::ops::{Backend, Batch, Loaded, LoadedStream, Op, StorageError, Table};
 
 /// The on-disk store: one redb file, `plotstream.redb`, in the data directory.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult, Value};
 
-use super::{Backend, Batch, Loaded, LoadedStream, Op, StorageError, Table};
+use super::ops::{Backend, Batch, Loaded, LoadedStream, Op, StorageError, Table};
 
 /// Where every key of a server lives.
 const PREFIX: &str = "plotstream:";

@@ -1,0 +1,316 @@
+//! What the backends and the journal share: the ops in the store's order, a commit's batch and
+//! its line records, the tables, what a load returns, and the [`Backend`] trait.
+
+/// One change to make durable, in the order the store made it.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A stream's metadata (created, restarted, reshaped, counters changed), by token.
+    Meta {
+        /// The write token.
+        token: String,
+        /// The metadata record (JSON, `records::StreamMeta`).
+        record: Vec<u8>,
+    },
+    /// One accepted line of generation `gen` (a stream's epoch on disk).
+    Line {
+        /// The stream's generation.
+        gen: u64,
+        /// The line's seq.
+        seq: u64,
+        /// Where its update record (`records::encode_update`) is in the batch's `lines`:
+        /// records share one buffer instead of an allocation each.
+        at: std::ops::Range<usize>,
+    },
+    /// The whole window of generation `gen` as of `seq`: the lines up to `seq` are dropped in
+    /// the same transaction (compaction).
+    Snapshot {
+        /// The stream's generation.
+        gen: u64,
+        /// The seq it was taken at.
+        seq: u64,
+        /// The snapshot record (`records::encode_snapshot`).
+        record: Vec<u8>,
+    },
+    /// Generation `gen` is over: its lines and snapshot are dropped.
+    DropGen {
+        /// The generation.
+        gen: u64,
+    },
+    /// The stream of `token` is gone (L27 eviction).
+    DropStream {
+        /// The write token.
+        token: String,
+    },
+    /// A key of the small tables (registered and retired tokens, files, folders): `None`
+    /// removes it.
+    Put {
+        /// Which table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// The value, or `None` to remove.
+        value: Option<Vec<u8>>,
+    },
+}
+
+impl Op {
+    pub(super) fn n_bytes(&self) -> usize {
+        64 + match self {
+            Op::Meta { token, record } => token.len() + record.len(),
+            Op::Line { at, .. } => at.len(),
+            Op::Snapshot { record, .. } => record.len(),
+            Op::DropGen { .. } => 0,
+            Op::DropStream { token } => token.len(),
+            Op::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+        }
+    }
+}
+
+/// What one commit writes: the ops in the order the store made them, and the update records
+/// of their lines in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The ops.
+    pub ops: Vec<Op>,
+    /// The line records, which `Op::Line::at` points into.
+    pub lines: Vec<u8>,
+}
+
+impl Batch {
+    /// A batch of `ops` without lines.
+    pub fn of(ops: Vec<Op>) -> Batch {
+        Batch {
+            ops,
+            lines: Vec::new(),
+        }
+    }
+
+    /// The record of a line op (empty for other ops or a range outside the buffer).
+    pub fn record(&self, op: &Op) -> &[u8] {
+        match op {
+            Op::Line { at, .. } => self.lines.get(at.clone()).unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
+    /// Appends `other` after this batch's ops.
+    pub(super) fn append(&mut self, other: Batch) {
+        let shift = self.lines.len();
+        self.lines.extend_from_slice(&other.lines);
+        self.ops.extend(other.ops.into_iter().map(|op| match op {
+            Op::Line { gen, seq, at } => Op::Line {
+                gen,
+                seq,
+                at: at.start + shift..at.end + shift,
+            },
+            op => op,
+        }));
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// The small keyed tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Tokens registered by `POST /api/tokens` (value empty).
+    Registered,
+    /// Tokens a replaced figure no longer names (value empty).
+    Retired,
+    /// REST files, by `user\u{0}n` (value: the file record).
+    Files,
+    /// REST folders, by `user\u{0}path` (value empty).
+    Folders,
+    /// Server facts (`clean`: `1` after a graceful shutdown).
+    Server,
+}
+
+impl Table {
+    /// Its number in the stores' keys.
+    pub fn id(self) -> u8 {
+        match self {
+            Table::Registered => 1,
+            Table::Retired => 2,
+            Table::Files => 3,
+            Table::Folders => 4,
+            Table::Server => 5,
+        }
+    }
+
+    /// The table numbered `id`.
+    pub fn from_id(id: u8) -> Option<Table> {
+        Some(match id {
+            1 => Table::Registered,
+            2 => Table::Retired,
+            3 => Table::Files,
+            4 => Table::Folders,
+            5 => Table::Server,
+            _ => return None,
+        })
+    }
+}
+
+/// One stream's consecutive lines of a commit, which a backend stores as one record keyed by
+/// `(gen, last)` (a write per stream and commit, not per line: docs/storage.md "Records").
+#[derive(Debug)]
+pub struct LineRun<'a> {
+    /// The generation.
+    pub gen: u64,
+    /// The first line's seq.
+    pub first: u64,
+    /// The last line's seq.
+    pub last: u64,
+    /// The update records, in seq order.
+    pub records: Vec<&'a [u8]>,
+}
+
+impl LineRun<'_> {
+    /// The stored record (`records::encode_batch`), into `out` (cleared first).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        crate::records::encode_batch(self.first, self.records.iter().copied(), out);
+    }
+}
+
+/// One generation's lines in a commit: `(gen, [(seq, record)])`.
+type GenLines<'a> = (u64, Vec<(u64, &'a [u8])>);
+
+impl Batch {
+    /// The lines this commit stores, as every backend stores them: per generation, runs of
+    /// consecutive seqs (a gap cannot happen within one generation; split rather than trust
+    /// it), without the lines that a snapshot or a dropped generation later in the same batch
+    /// makes unnecessary.
+    pub fn line_runs(&self) -> Vec<LineRun<'_>> {
+        let mut by_gen: Vec<GenLines<'_>> = Vec::new();
+        for op in &self.ops {
+            match op {
+                Op::Line { gen, seq, .. } => {
+                    let i = match by_gen.iter().position(|(g, _)| g == gen) {
+                        Some(i) => i,
+                        None => {
+                            by_gen.push((*gen, Vec::new()));
+                            by_gen.len() - 1
+                        }
+                    };
+                    by_gen[i].1.push((*seq, self.record(op)));
+                }
+                Op::Snapshot { gen, seq, .. } => {
+                    if let Some((_, lines)) = by_gen.iter_mut().find(|(g, _)| g == gen) {
+                        lines.retain(|(s, _)| s > seq);
+                    }
+                }
+                Op::DropGen { gen } => by_gen.retain(|(g, _)| g != gen),
+                _ => {}
+            }
+        }
+        let mut runs = Vec::new();
+        for (gen, lines) in &by_gen {
+            for run in lines.chunk_by(|a, b| b.0 == a.0 + 1) {
+                if let (Some(first), Some(last)) = (run.first(), run.last()) {
+                    runs.push(LineRun {
+                        gen: *gen,
+                        first: first.0,
+                        last: last.0,
+                        records: run.iter().map(|(_, r)| *r).collect(),
+                    });
+                }
+            }
+        }
+        runs
+    }
+}
+
+/// What a backend holds, as read at start-up.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every stream: token, metadata, snapshot and later lines.
+    pub streams: Vec<LoadedStream>,
+    /// The small tables, `(table, key, value)`.
+    pub entries: Vec<(Table, String, Vec<u8>)>,
+    /// False when the last run did not record a graceful shutdown (a crash or power loss).
+    pub clean: bool,
+    /// True for a data directory used for the first time.
+    pub fresh: bool,
+}
+
+/// One stream as stored.
+#[derive(Debug, Default)]
+pub struct LoadedStream {
+    /// The write token.
+    pub token: String,
+    /// The metadata record.
+    pub meta: Vec<u8>,
+    /// The last snapshot `(seq, record)` of the stream's generation, if any.
+    pub snapshot: Option<(u64, Vec<u8>)>,
+    /// The lines after it `(seq, record)`, in seq order.
+    pub lines: Vec<(u64, Vec<u8>)>,
+}
+
+impl LoadedStream {
+    /// Adds the lines of one stored record (keyed by its last seq `last`) that come after the
+    /// snapshot at `after`. False when the record does not decode: the stream's valid prefix
+    /// ends there (DC6), which an empty record at `last` tells recovery.
+    pub fn push_stored(&mut self, last: u64, bytes: &[u8], after: u64) -> bool {
+        match crate::records::decode_batch(last, bytes) {
+            Some(batch) => {
+                self.lines.extend(
+                    batch
+                        .into_iter()
+                        .filter(|(seq, _)| *seq > after)
+                        .map(|(seq, r)| (seq, r.to_vec())),
+                );
+                true
+            }
+            None => {
+                self.lines.push((last, Vec::new()));
+                false
+            }
+        }
+    }
+}
+
+/// Why the store could not do something.
+#[derive(Debug)]
+pub struct StorageError(pub String);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Where the store's state is kept: the seam a Redis backend implements next.
+pub trait Backend: Send + std::fmt::Debug + 'static {
+    /// Reads everything, for start-up. `gen_of` maps a stream's metadata record to its
+    /// generation (the backend keeps lines by generation).
+    fn load(&mut self, gen_of: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Loaded, StorageError>;
+    /// Applies `ops` atomically and durably: when it returns `Ok`, all of them survive a crash
+    /// or power loss; when it returns `Err`, none of them is applied.
+    fn commit(&mut self, batch: &Batch) -> Result<(), StorageError>;
+    /// Records whether the server stopped gracefully (durably).
+    fn set_clean(&mut self, clean: bool) -> Result<(), StorageError> {
+        self.commit(&Batch::of(vec![Op::Put {
+            table: Table::Server,
+            key: "clean".into(),
+            value: Some(if clean { b"1".to_vec() } else { b"0".to_vec() }),
+        }]))
+    }
+}
+
+impl Backend for Box<dyn Backend> {
+    fn load(&mut self, gen_of: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Loaded, StorageError> {
+        (**self).load(gen_of)
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        (**self).commit(batch)
+    }
+
+    fn set_clean(&mut self, clean: bool) -> Result<(), StorageError> {
+        (**self).set_clean(clean)
+    }
+}
