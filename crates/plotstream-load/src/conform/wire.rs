@@ -640,55 +640,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A hex dump of a wire log, one block per segment.
-pub fn hexdump(log: &[LogEntry]) -> String {
-    let mut out = String::new();
-    for entry in log {
-        let arrow = match entry.dir {
-            Dir::Out => "->",
-            Dir::In => "<-",
-            Dir::Event => "==",
-        };
-        let secs = entry.at.as_secs_f64();
-        if entry.dir == Dir::Event {
-            let _ = writeln!(
-                out,
-                "  {secs:9.4} {arrow} {}",
-                String::from_utf8_lossy(&entry.bytes)
-            );
-            continue;
-        }
-        let _ = writeln!(out, "  {secs:9.4} {arrow} {} bytes", entry.bytes.len());
-        const MAX: usize = 512;
-        for (row_idx, row) in entry.bytes[..entry.bytes.len().min(MAX)]
-            .chunks(16)
-            .enumerate()
-        {
-            let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
-            let text: String = row
-                .iter()
-                .map(|&b| {
-                    if (0x20..0x7f).contains(&b) {
-                        char::from(b)
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "             {:06x}  {:<47}  {text}",
-                row_idx * 16,
-                hex.join(" ")
-            );
-        }
-        if entry.bytes.len() > MAX {
-            let _ = writeln!(out, "             … {} more bytes", entry.bytes.len() - MAX);
-        }
-    }
-    out
-}
-
 /// How long to watch a connection after the runner half-closed it (for the log only).
 const AFTER_EOF_WAIT: Duration = Duration::from_millis(200);
 
