@@ -136,15 +136,8 @@ impl Runner {
     /// that every mode agrees with the first run (§7).
     async fn run_variant(self: &Arc<Self>, case: &Arc<Case>, v_idx: usize) -> VariantReport {
         let v = &case.variants[v_idx];
-        let mut report = VariantReport {
-            name: v.name.clone(),
-            outcome: VariantOutcome::Pass,
-            modes: Vec::new(),
-            expected: v.expect.iter().map(ToString::to_string).collect(),
-            actual: String::new(),
-            wire: String::new(),
-            notes: Vec::new(),
-        };
+        let mut report = VariantReport::new(&v.name, VariantOutcome::Pass);
+        report.expected = v.expect.iter().map(ToString::to_string).collect();
         for (conn, set) in &v.expect_conn {
             for e in set {
                 report.expected.push(format!("{conn}: {e}"));
@@ -357,15 +350,18 @@ impl RunCtx {
     }
 }
 
+/// One run, spawned: `tag` and the split position come back with its observation.
 async fn run_detached<T>(tag: T, ctx: RunCtx) -> (T, Option<usize>, Result<Observation>) {
     let split = ctx.split;
     (tag, split, attempt(&ctx).await)
 }
 
+/// One run under its job permit (every permit for a quiet rerun); a `parallel` variant's run
+/// is that many single runs at once, their connections named `#1…`.
 async fn attempt(ctx: &RunCtx) -> Result<Observation> {
     let (runner, case, v) = (&ctx.runner, &ctx.case, ctx.v());
     let target = &ctx.target;
-    // Exclusive cases run in a phase of their own (see `run_cases`), one run at a time.
+    // Exclusive cases run in a phase of their own (see `run_all`), one run at a time.
     let _permit = if ctx.quiet {
         Some(
             runner
@@ -416,6 +412,8 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
     one_run(ctx).await
 }
 
+/// One single run: its tokens (a slot's, or fresh), counters and inspections before when they
+/// are deltas, the bytes (repeated) or the script, a viewer, inspections and counters after.
 async fn one_run(ctx: &RunCtx) -> Result<Observation> {
     let (runner, case, v) = (&ctx.runner, &ctx.case, ctx.v());
     let target = &ctx.target;
