@@ -2,18 +2,24 @@
 //! Autobahn|Testsuite: numbered cases with requirement levels, exact bytes, segmentation modes and
 //! sets of acceptable outcomes, run against any Plotly-streaming endpoint.
 //!
-//! Data flow: `plotstream_cases` loads the TOML catalogue and turns a case's bytes into items
-//! with fresh tokens, cut into writes per mode (`segment`) → `wire` runs one loopback
-//! connection → `client` reads the inspection route and `/metrics` → `run` matches
-//! the observation against the expected set and across modes → `report` prints, writes JUnit
-//! and JSON.
+//! Data flow: `plotstream_cases` loads the TOML catalogue → `plan` picks each case's phase and
+//! each variant's target, modes and split positions → `execute` gives a run fresh tokens, cuts
+//! its bytes into writes per mode (`segment`) and has `wire` send them over one loopback
+//! connection (or `script` several), `drivers` do what bytes cannot say, and the shared
+//! `probe` module reads the inspection route, `/metrics` and a viewer → `observe` holds what a
+//! run saw → `judge` matches it against the expected set and across modes → the `verdict`
+//! types carry the outcome to `report`, which prints, writes JUnit and JSON.
 
-mod client;
-mod jcs;
+mod drivers;
+mod execute;
+mod judge;
+mod observe;
+mod plan;
 mod report;
-mod run;
+mod script;
 mod target;
 mod timestamps;
+mod verdict;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -26,9 +32,9 @@ use plotstream_cases::SetupKind;
 use tokio::sync::Semaphore;
 
 pub use plotstream_cases::{catalogue, Case, Level};
-pub use run::{CaseReport, Verdict};
+pub use verdict::{CaseReport, Verdict};
 
-use run::{Opts, Runner};
+use plan::{Opts, Runner};
 use target::{Target, TokenSource};
 
 /// `plotstream conform` options.
@@ -272,66 +278,13 @@ pub async fn run_cases(
         jobs_total: jobs,
     });
     let started = Instant::now();
-    // Three phases. 1: every ordinary case at once (the semaphore bounds the connections).
-    // 2: cases that need their target to themselves (metric deltas, connection limits,
-    // latency bounds), one at a time. 3: timer cases, together, on the timer target, started
-    // with phase 2 (which is light), so that their ± 100 ms bounds measure the target and not a
-    // loaded machine. Reports still print in catalogue order.
-    let phase_of = |c: &Case| {
-        if c.timers {
-            3
-        } else if c.needs_exclusive() {
-            2
-        } else {
-            1
-        }
-    };
     let timers_apart = args.target_timers.is_some();
-    let (phase_tx, phase_rx) = tokio::sync::watch::channel(1u8);
-    let phase_tx = Arc::new(phase_tx);
-    let mut handles = Vec::new();
-    let mut by_phase: [Vec<tokio::sync::oneshot::Receiver<()>>; 4] = Default::default();
-    let order = Arc::new(tokio::sync::Mutex::new(()));
-    for case in cases {
-        let runner = runner.clone();
-        let phase = phase_of(&case);
-        let case = Arc::new(case);
-        let mut phase_rx = phase_rx.clone();
-        let order = order.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        by_phase[usize::from(phase)].push(done_rx);
-        handles.push(tokio::spawn(async move {
-            let _ = phase_rx.wait_for(|now| *now >= phase).await;
-            let report = if phase == 2 {
-                let _alone = order.lock().await;
-                runner.run_case(&case).await
-            } else {
-                runner.run_case(&case).await
-            };
-            let _ = done_tx.send(());
-            report
-        }));
-    }
-    let [_, first, second, _] = by_phase;
-    tokio::spawn(async move {
-        for rx in first {
-            let _ = rx.await;
-        }
-        // Timer cases use their own target when there is one, so they may overlap phase 2.
-        phase_tx.send_replace(if timers_apart { 3 } else { 2 });
-        for rx in second {
-            let _ = rx.await;
-        }
-        phase_tx.send_replace(3);
-    });
-    let mut reports = Vec::with_capacity(handles.len());
-    for h in handles {
-        let r = h.await.context("a case panicked")?;
+    let reports = execute::run_all(runner, cases, timers_apart, |r| {
         if print {
-            print!("{}", report::case_text(&r, args.verbose, args.hexdump));
+            print!("{}", report::case_text(r, args.verbose, args.hexdump));
         }
-        reports.push(r);
-    }
+    })
+    .await?;
     if print {
         println!("(ran in {:.1} s)", started.elapsed().as_secs_f64());
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::run::{CaseReport, VariantOutcome, Verdict};
+use super::verdict::{CaseReport, VariantOutcome, Verdict, RERUN_MARK};
 
 /// Totals over a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,9 +62,6 @@ impl Totals {
         )
     }
 }
-
-/// Every note about a quiet rerun (`run.rs`) contains this.
-pub const RERUN_MARK: &str = "quiet rerun";
 
 /// The stdout block of one case: a line, plus details on failure (and on request).
 pub fn case_text(r: &CaseReport, verbose: bool, hexdump: bool) -> String {

@@ -8,8 +8,9 @@ use anyhow::{bail, Context, Result};
 use plotstream_cases::segment::splitmix;
 use plotstream_cases::{Program, SetupKind};
 
-use super::client;
 use super::wire::{self, ConnOpts};
+use crate::probe::inspect::{self, Detail};
+use crate::probe::{http, Endpoint};
 
 /// One endpoint under test.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct Target {
     pub url: String,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The same, for the side routes (`probe`).
+    pub endpoint: Endpoint,
     /// The non-default setup it runs with, if any.
     pub kind: Option<SetupKind>,
     /// `GET /api/streams/{token}` works (docs/reliability.md §4.3).
@@ -38,17 +41,19 @@ impl Target {
             .await
             .with_context(|| format!("{url}: connect timed out"))?
             .with_context(|| format!("cannot connect to {url}"))?;
-        let metrics = client::metrics(addr)
+        let endpoint = Endpoint::from(addr);
+        let metrics = http::metrics(&endpoint)
             .await
             .map(|m| m.keys().any(|k| k.starts_with("plotstream_")))
             .unwrap_or(false);
-        let tokens_api = matches!(client::issue_tokens(addr, 1).await, Ok(t) if t.len() == 1);
+        let tokens_api = matches!(http::issue_tokens(&endpoint, 1).await, Ok(t) if t.len() == 1);
         if kind == Some(SetupKind::Registered) && !tokens_api {
             bail!("{url}: a registered-mode target needs POST /api/tokens to issue tokens");
         }
         let mut target = Target {
             url: url.to_owned(),
             addr,
+            endpoint,
             kind,
             inspection: false,
             metrics,
@@ -79,8 +84,7 @@ impl Target {
         )
         .await;
         if res.status() == Some(200) {
-            target.inspection =
-                matches!(client::inspect(addr, &token).await, Ok(Some(i)) if i.last_seq == 1);
+            target.inspection = matches!(inspect::read(&target.endpoint, &token, Detail::Window).await, Ok(Some(i)) if i.last_seq == 1);
         }
         Ok(target)
     }
@@ -89,7 +93,7 @@ impl Target {
     pub async fn issued(&self) -> Result<String> {
         let mut pool = self.pool.lock().await;
         if pool.is_empty() {
-            *pool = client::issue_tokens(self.addr, POOL_REFILL).await?;
+            *pool = http::issue_tokens(&self.endpoint, POOL_REFILL).await?;
         }
         pool.pop().context("POST /api/tokens issued no token")
     }

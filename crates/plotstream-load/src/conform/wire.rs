@@ -369,74 +369,64 @@ impl Conn {
             ..
         } = self;
         let last_write = write_ends.last().copied().unwrap_or(t0);
-        let mut after_eof = None;
-        let mut forced_end = None;
-        let mut snapshot = None;
-        if reset {
+        let (s, after_eof, forced_end) = if reset {
             // Dropping both halves with linger 0 sends the reset.
             drop(wr);
             reader.abort();
             let _ = reader.await;
             let s = rx.borrow().clone();
-            return finish(
-                t0,
-                s,
-                out_log,
-                origin,
-                &write_ends,
-                last_write,
-                write_error,
-                first_write_at,
-                bytes_written,
-                None,
-                None,
-            );
-        }
-        let mut rx_e = rx.clone();
-        let responded = tokio::time::timeout(
-            opts.wait,
-            rx_e.wait_for(|s| s.complete.is_some() || s.ended.is_some() || s.garbage.is_some()),
-        )
-        .await
-        .is_ok();
-        if responded {
-            let _ = tokio::time::timeout(opts.wait, rx_e.wait_for(|s| s.ended.is_some())).await;
-        } else if !eof_sent && !opts.after_eof {
-            forced_end = Some(End::Open);
-            snapshot = Some(rx.borrow().clone());
-        } else if !eof_sent {
-            let before = rx.borrow().clone();
-            let _ = wr.shutdown().await;
-            let reacted =
-                tokio::time::timeout(AFTER_EOF_WAIT, rx_e.wait_for(|s| s.ended.is_some()))
-                    .await
-                    .is_ok();
-            let s = rx.borrow().clone();
-            let got = s.bytes.len() - before.bytes.len();
-            let status = s.complete.as_ref().map_or_else(
-                || "no response".to_owned(),
-                |(r, _)| format!("status {}", r.status),
-            );
-            after_eof = Some(if reacted {
-                format!("{status}, {got} bytes, then the end")
-            } else {
-                format!("{status}, still open")
-            });
-            forced_end = Some(End::Open);
-            snapshot = Some(before);
-        }
-        reader.abort();
-        let s = snapshot.unwrap_or_else(|| rx.borrow().clone());
-        drop(wr);
-        // A client that kept writing learns of a reset from its writes, after the reader saw
-        // the FIN: that is a reset all the same (M8).
-        if opts.keep_writing && write_reset && forced_end.is_none() {
-            forced_end = Some(if s.complete.is_some() {
-                End::RstAfterStatus
-            } else {
-                End::Rst
-            });
-        }
+            (s, None, None)
+        } else {
+            let mut after_eof = None;
+            let mut forced_end = None;
+            let mut snapshot = None;
+            let mut rx_e = rx.clone();
+            let responded = tokio::time::timeout(
+                opts.wait,
+                rx_e.wait_for(|s| s.complete.is_some() || s.ended.is_some() || s.garbage.is_some()),
+            )
+            .await
+            .is_ok();
+            if responded {
+                let _ = tokio::time::timeout(opts.wait, rx_e.wait_for(|s| s.ended.is_some())).await;
+            } else if !eof_sent && !opts.after_eof {
+                forced_end = Some(End::Open);
+                snapshot = Some(rx.borrow().clone());
+            } else if !eof_sent {
+                let before = rx.borrow().clone();
+                let _ = wr.shutdown().await;
+                let reacted =
+                    tokio::time::timeout(AFTER_EOF_WAIT, rx_e.wait_for(|s| s.ended.is_some()))
+                        .await
+                        .is_ok();
+                let s = rx.borrow().clone();
+                let got = s.bytes.len() - before.bytes.len();
+                let status = s.complete.as_ref().map_or_else(
+                    || "no response".to_owned(),
+                    |(r, _)| format!("status {}", r.status),
+                );
+                after_eof = Some(if reacted {
+                    format!("{status}, {got} bytes, then the end")
+                } else {
+                    format!("{status}, still open")
+                });
+                forced_end = Some(End::Open);
+                snapshot = Some(before);
+            }
+            reader.abort();
+            let s = snapshot.unwrap_or_else(|| rx.borrow().clone());
+            drop(wr);
+            // A client that kept writing learns of a reset from its writes, after the reader
+            // saw the FIN: that is a reset all the same (M8).
+            if opts.keep_writing && write_reset && forced_end.is_none() {
+                forced_end = Some(if s.complete.is_some() {
+                    End::RstAfterStatus
+                } else {
+                    End::Rst
+                });
+            }
+            (s, after_eof, forced_end)
+        };
         finish(
             t0,
             s,
@@ -453,7 +443,7 @@ impl Conn {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one call site pair; a struct would only rename them
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn finish(
     t0: Instant,
     s: ReadState,
@@ -638,55 +628,6 @@ fn parse_progress(s: &mut ReadState, now: Instant) {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A hex dump of a wire log, one block per segment.
-pub fn hexdump(log: &[LogEntry]) -> String {
-    let mut out = String::new();
-    for entry in log {
-        let arrow = match entry.dir {
-            Dir::Out => "->",
-            Dir::In => "<-",
-            Dir::Event => "==",
-        };
-        let secs = entry.at.as_secs_f64();
-        if entry.dir == Dir::Event {
-            let _ = writeln!(
-                out,
-                "  {secs:9.4} {arrow} {}",
-                String::from_utf8_lossy(&entry.bytes)
-            );
-            continue;
-        }
-        let _ = writeln!(out, "  {secs:9.4} {arrow} {} bytes", entry.bytes.len());
-        const MAX: usize = 512;
-        for (row_idx, row) in entry.bytes[..entry.bytes.len().min(MAX)]
-            .chunks(16)
-            .enumerate()
-        {
-            let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
-            let text: String = row
-                .iter()
-                .map(|&b| {
-                    if (0x20..0x7f).contains(&b) {
-                        char::from(b)
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "             {:06x}  {:<47}  {text}",
-                row_idx * 16,
-                hex.join(" ")
-            );
-        }
-        if entry.bytes.len() > MAX {
-            let _ = writeln!(out, "             … {} more bytes", entry.bytes.len() - MAX);
-        }
-    }
-    out
 }
 
 /// How long to watch a connection after the runner half-closed it (for the log only).

@@ -3,8 +3,8 @@
 //! end.
 //!
 //! One module per concern, as in oha: [`schedule`] (intended times and point values), `writer`
-//! (one task per stream), `verify` (SSE viewers, inspection, the independent JCS digest in
-//! `jcs`), [`report`] (counters, HdrHistogram percentiles, the JSON report), [`assert`]
+//! (one task per stream), `verify` (SSE viewers and inspection through the shared
+//! `crate::probe`, the digest from its independent JCS oracle), [`report`] (counters, HdrHistogram percentiles, the JSON report), [`assert`]
 //! (`--assert`) and `printer` (progress line, text report). [`run`] is what `plotstream load`
 //! calls; [`measure`] runs the load and returns the [`Report`] (tests call it).
 //!
@@ -15,7 +15,6 @@
 //! API is read for each stream and its viewer runs until it has seen the last seq.
 
 pub mod assert;
-mod jcs;
 mod printer;
 pub mod report;
 pub mod schedule;

@@ -7,21 +7,23 @@
 //! lost. Seqs must continue from event to event (I5); a `reset` the server announces is not a
 //! silent gap, and the points it skipped are counted as unobserved rather than lost. At the end
 //! the inspection read gives `last_seq` (compared with the points sent) and `digest`
-//! (compared with an independent JCS of the last `maxpoints` points sent).
+//! (compared with an independent JCS of the last `maxpoints` points sent). The viewer, the
+//! inspection reader and the JCS oracle are the ones `conform` uses ([`crate::probe`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use plotstream_proto::encode::Flavour;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::report::Counters;
 use super::schedule::value;
-use super::{jcs, Ctx};
+use super::Ctx;
+use crate::probe::inspect::{self, Detail};
+use crate::probe::sse::{Event, Subscription};
+use crate::probe::{jcs, Endpoint, ErrorKind};
 
 /// What one stream's viewer saw.
 #[derive(Debug, Clone, Default)]
@@ -138,7 +140,7 @@ pub(crate) async fn run(
     } else {
         SUBSCRIBE_TIMEOUT
     };
-    let (mut stream, mut buf) = match subscribe(&ctx, &token, patience).await {
+    let mut feed = match subscribe(&ctx, &token, patience).await {
         Ok(s) => s,
         Err(kind) => {
             ctx.counters.error(kind);
@@ -153,15 +155,13 @@ pub(crate) async fn run(
     if let Some(r) = ready.take() {
         let _ = r.send(true);
     }
-    let mut feed = Feed::default();
     let mut latencies = Samples {
         e2e: ctx.counters.e2e_latency.local(),
         server: ctx.counters.server_latency.local(),
     };
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         // Events already buffered first (the snapshot may have come with the head).
-        while let Some(event) = feed.next_event(&mut buf) {
+        while let Some(event) = feed.next_event() {
             let now = Instant::now();
             if !apply(&ctx, stream_idx, &mut check, &event, now, &mut latencies) {
                 return check;
@@ -173,12 +173,9 @@ pub(crate) async fn run(
             _ => {}
         }
         tokio::select! {
-            res = stream.read(&mut chunk) => match res {
-                Ok(0) | Err(_) => {
-                    ctx.counters.error("viewer_eof");
-                    return check;
-                }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            res = feed.read_more() => if !matches!(res, Ok(true)) {
+                ctx.counters.error("viewer_eof");
+                return check;
             },
             changed = finish.changed() => {
                 if changed.is_err() {
@@ -300,94 +297,43 @@ fn write_issued(ctx: &Ctx, stream_idx: usize, chunk_idx: u64) -> Option<Instant>
 }
 
 /// Opens the SSE feed; a 404 (the head is not admitted yet, or an Arduino stream before its
-/// first line) is retried briefly.
+/// first line) is retried briefly. An error is the counter it is reported under.
 async fn subscribe(
     ctx: &Ctx,
     token: &str,
     patience: Duration,
-) -> Result<(TcpStream, Vec<u8>), &'static str> {
+) -> Result<Subscription, &'static str> {
+    let endpoint = Endpoint::new(&ctx.target.addr, &ctx.target.host);
     let deadline = Instant::now() + patience;
     let mut delay = Duration::from_millis(2);
     loop {
-        let mut stream = match TcpStream::connect(&ctx.target.addr).await {
-            Ok(s) => s,
-            Err(_) => return Err("viewer_connect"),
-        };
-        let _ = stream.set_nodelay(true);
-        let request = format!(
-            "GET /api/streams/{token}/events?interval=0 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
-            ctx.target.host
-        );
-        if stream.write_all(request.as_bytes()).await.is_err() {
-            return Err("viewer_io");
-        }
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let (code, body_at) = loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Err("viewer_io"),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => break (resp.code.unwrap_or(0), n),
-                Ok(httparse::Status::Partial) => {}
-                Err(_) => return Err("viewer_bad_response"),
-            }
-        };
-        match code {
-            200 => return Ok((stream, buf.split_off(body_at))),
-            404 if Instant::now() < deadline && !*ctx.stop.borrow() => {
-                drop(stream);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(100));
-            }
-            _ => return Err("viewer_refused"),
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(SUBSCRIBE_TIMEOUT);
+        match Subscription::open(&endpoint, token, wait).await {
+            Ok(feed) => return Ok(feed),
+            Err(e) => match e.kind {
+                ErrorKind::Status(404) if Instant::now() < deadline && !*ctx.stop.borrow() => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(100));
+                }
+                ErrorKind::Connect(_) => return Err("viewer_connect"),
+                ErrorKind::Io(_) | ErrorKind::Timeout(_) => return Err("viewer_io"),
+                ErrorKind::NotHttp | ErrorKind::Invalid(_) => return Err("viewer_bad_response"),
+                ErrorKind::Status(_) => return Err("viewer_refused"),
+            },
         }
     }
 }
 
-/// The inspection read of one stream (docs/reliability.md §4.3), as far as the verifier needs it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Inspection {
-    /// Seq of the newest update.
-    pub last_seq: u64,
-    /// Values per attribute.
-    pub maxpoints: u64,
-    /// Hex SHA-256 of the window's JCS.
-    pub digest: String,
-}
-
-/// `GET /api/streams/{token}`.
-pub(crate) async fn inspect(ctx: &Ctx, token: &str) -> Result<Inspection, String> {
-    let read = async {
-        let mut stream = TcpStream::connect(&ctx.target.addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let request = format!(
-            "GET /api/streams/{token} HTTP/1.1\r\nHost: {}\r\n\r\n",
-            ctx.target.host
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut text = Vec::new();
-        stream
-            .read_to_end(&mut text)
-            .await
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&text);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no response head")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return Err(head.lines().next().unwrap_or_default().to_owned());
-        }
-        serde_json::from_str(body).map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(INSPECT_TIMEOUT, read)
-        .await
-        .map_err(|_| "timed out".to_owned())?
+/// `GET /api/streams/{token}`: what the verifier compares, or why there is nothing to compare.
+pub(crate) async fn inspect(ctx: &Ctx, token: &str) -> Result<inspect::Inspection, String> {
+    let endpoint = Endpoint::new(&ctx.target.addr, &ctx.target.host);
+    match inspect::read(&endpoint, token, Detail::Counts).await {
+        Ok(Some(i)) => Ok(i),
+        Ok(None) => Err(format!("GET /api/streams/{token}: no such stream")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The digest the server must report after `n_sent` points of stream `stream_idx`, each
@@ -397,58 +343,6 @@ pub fn expected_digest(stream_idx: usize, n_sent: u64, maxpoints: u64) -> String
     let xs: Vec<f64> = (first..n_sent).map(|i| i as f64).collect();
     let ys: Vec<f64> = (first..n_sent).map(|i| value(stream_idx, i)).collect();
     jcs::window_digest(&xs, &ys)
-}
-
-/// One parsed SSE event.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Event {
-    kind: String,
-    data: String,
-}
-
-/// The SSE line parser's state between reads.
-#[derive(Debug, Default)]
-struct Feed {
-    kind: String,
-    data: String,
-}
-
-impl Feed {
-    /// The next complete event in `buf`, consuming its lines.
-    fn next_event(&mut self, buf: &mut Vec<u8>) -> Option<Event> {
-        let mut consumed = 0;
-        let mut found = None;
-        while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
-            let line = &buf[consumed..consumed + nl];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            consumed += nl + 1;
-            if line.is_empty() {
-                if !self.kind.is_empty() || !self.data.is_empty() {
-                    found = Some(Event {
-                        kind: std::mem::take(&mut self.kind),
-                        data: std::mem::take(&mut self.data),
-                    });
-                    break;
-                }
-                continue;
-            }
-            let line = String::from_utf8_lossy(line);
-            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "event" => self.kind = value.to_owned(),
-                "data" => {
-                    if !self.data.is_empty() {
-                        self.data.push('\n');
-                    }
-                    self.data.push_str(value);
-                }
-                _ => {} // `id`, comments (keepalives)
-            }
-        }
-        buf.drain(..consumed);
-        found
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,43 +378,12 @@ struct Reset {
 
 /// Point indices above this are corrupt `x` values, not points (bounds the bitmap).
 const MAX_POINT_IDX: f64 = (1u64 << 40) as f64;
+/// How long a subscription may take (and a 404 be retried, unless the stream starts late).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
-const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_events_split_anywhere() {
-        let wire = b"event: snapshot\nid: e:0\ndata: {\"a\":1}\n\n: keepalive\n\nevent: update\ndata: {\"b\":2}\n\n";
-        for split in 0..wire.len() {
-            let mut feed = Feed::default();
-            let mut buf = wire[..split].to_vec();
-            let mut events = Vec::new();
-            while let Some(e) = feed.next_event(&mut buf) {
-                events.push(e);
-            }
-            buf.extend_from_slice(&wire[split..]);
-            while let Some(e) = feed.next_event(&mut buf) {
-                events.push(e);
-            }
-            assert_eq!(
-                events,
-                [
-                    Event {
-                        kind: "snapshot".into(),
-                        data: "{\"a\":1}".into()
-                    },
-                    Event {
-                        kind: "update".into(),
-                        data: "{\"b\":2}".into()
-                    }
-                ],
-                "split at {split}"
-            );
-        }
-    }
 
     #[test]
     fn points_are_counted_once_in_order() {
