@@ -18,17 +18,19 @@
 //! printed. The load generator runs on the same two cores as the server, as docs/performance.md's
 //! targets say.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::util;
+use crate::{
+    process::{Serve, Server, Supervised, Watch},
+    util,
+};
 
 /// 100 bulk writers, 1 000 points a chunk, as fast as they go, 5 s.
 const BULK_100: &[&str] = &[
@@ -101,16 +103,21 @@ pub(crate) fn run() -> Result<ExitCode> {
     let hyper_bulk;
     let hyper_per_point;
     {
-        let mut sink = Process::spawn(Command::new(&sink_bin).arg("127.0.0.1:0"), "listening on ")?;
-        let url = format!("http://{}", sink.addr);
+        let mut cmd = Command::new(&sink_bin);
+        cmd.arg("127.0.0.1:0");
+        let mut sink = Supervised::spawn(&mut cmd, Watch::Stdout, usize::MAX, None)?;
+        let addr = sink.wait_for("where it listens", |line| {
+            line.trim().strip_prefix("listening on ").map(str::to_owned)
+        })?;
+        println!("started {} on {addr}", sink.describe());
+        let url = format!("http://{addr}");
         hyper_bulk = load(&bin, &url, BULK_100)?;
         hyper_per_point = load(&bin, &url, PER_POINT_100)?;
-        sink.stop();
     }
 
     println!("\n== plotstream serve");
-    let mut server = serve(&bin)?;
-    let url = format!("http://{}", server.addr);
+    let server = serve(&bin)?;
+    let url = format!("http://{}", server.addr());
     let one = load(
         &bin,
         &url,
@@ -147,7 +154,7 @@ pub(crate) fn run() -> Result<ExitCode> {
     lat["lost"] = latency["lost"].clone();
     lat["target_p99_ms"] = json!(5.0);
     results.push(lat.clone());
-    server.stop();
+    drop(server);
 
     // docs/storage.md: the same runs with the durable store on, against the in-memory ones
     // above (same machine, same minute).
@@ -155,8 +162,8 @@ pub(crate) fn run() -> Result<ExitCode> {
     let data = target_dir.join("bench-store");
     let _ = std::fs::remove_dir_all(&data);
     let data_arg = data.display().to_string();
-    let mut server = serve_with(&bin, &["--data-dir", &data_arg])?;
-    let url = format!("http://{}", server.addr);
+    let server = serve_with(&bin, &["--data-dir", &data_arg])?;
+    let url = format!("http://{}", server.addr());
     for (name, args, reference) in [
         ("ingest/store/100_streams_bulk", BULK_100, &bulk),
         (
@@ -183,11 +190,11 @@ pub(crate) fn run() -> Result<ExitCode> {
     e["in_memory_e2e_latency_ms"] = lat["e2e_latency_ms"].clone();
     e["lost"] = latency["lost"].clone();
     results.push(e);
-    server.stop();
+    drop(server);
     results.push(startup(&bin, &target_dir)?);
     // A fresh server: L10 allows 10 000 connections, and the previous runs' may still linger.
-    let mut server = serve(&bin)?;
-    let url = format!("http://{}", server.addr);
+    let server = serve(&bin)?;
+    let url = format!("http://{}", server.addr());
     let many = load(
         &bin,
         &url,
@@ -205,7 +212,7 @@ pub(crate) fn run() -> Result<ExitCode> {
     let mut many_entry = entry("ingest/10000_streams", &many, None, None);
     many_entry["connect_s"] = many["connect_s"].clone();
     results.push(many_entry);
-    server.stop();
+    drop(server);
 
     println!("\n== idle streams");
     results.push(idle_rss(&bin, 10_000)?);
@@ -299,26 +306,29 @@ fn load(bin: &Path, url: &str, args: &[&str]) -> Result<Value> {
     Ok(report)
 }
 
-fn serve(bin: &Path) -> Result<Process> {
+fn serve(bin: &Path) -> Result<Server> {
     serve_with(bin, &["--in-memory"])
 }
 
-/// `plotstream serve` with `storage` (`--in-memory` or `--data-dir DIR`) and the bench's flags.
-fn serve_with(bin: &Path, storage: &[&str]) -> Result<Process> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("serve").args(storage);
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--max-connections-per-peer",
-        "0",
-        "--new-streams-per-peer",
-        "0",
-        "--idle-timeout",
-        "120s",
-    ])
-    .env("RUST_LOG", "warn");
-    Process::spawn(&mut cmd, "plotstream listening on http://")
+/// `plotstream serve` with `storage` (`--in-memory` or `--data-dir DIR`) and the bench's flags;
+/// stopped when dropped (SIGTERM: a durable server records its clean stop; a kill after 15 s).
+fn serve_with(bin: &Path, storage: &[&str]) -> Result<Server> {
+    let server = Serve::new(bin)
+        .flags(storage)
+        .flags([
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections-per-peer",
+            "0",
+            "--new-streams-per-peer",
+            "0",
+            "--idle-timeout",
+            "120s",
+        ])
+        .env("RUST_LOG", "warn")
+        .start()?;
+    println!("started {} on {}", server.describe(), server.addr());
+    Ok(server)
 }
 
 /// docs/storage.md start-up: 10 000 streams x 500 points written through the store (the
@@ -354,9 +364,9 @@ fn startup(bin: &Path, target_dir: &Path) -> Result<Value> {
     let mut ready = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let mut server = serve_with(bin, &["--data-dir", &data.display().to_string()])?;
+        let server = serve_with(bin, &["--data-dir", &data.display().to_string()])?;
         ready.push(started.elapsed().as_secs_f64());
-        server.stop();
+        drop(server);
     }
     ready.sort_by(f64::total_cmp);
     println!("ready after {ready:?} s");
@@ -377,12 +387,12 @@ fn startup(bin: &Path, target_dir: &Path) -> Result<Value> {
 /// `plotstream load --rate 0`.
 fn idle_rss(bin: &Path, n: usize) -> Result<Value> {
     let server = serve(bin)?;
-    let before = vm_rss_kib(server.child.id())?;
+    let before = vm_rss_kib(server.pid())?;
     let mut cmd = Command::new(bin);
     cmd.args([
         "load",
         "--target",
-        &format!("http://{}", server.addr),
+        &format!("http://{}", server.addr()),
         "--rate",
         "0",
     ])
@@ -402,23 +412,22 @@ fn idle_rss(bin: &Path, n: usize) -> Result<Value> {
     // Count the server's sockets in /proc rather than asking /metrics: at L10 (10 000
     // connections) one more request would be refused.
     let t0 = Instant::now();
-    let base = open_fds(server.child.id())?;
+    let base = open_fds(server.pid())?;
     let mut open = 0;
     while t0.elapsed() < Duration::from_secs(8) {
-        open = open_fds(server.child.id())?.saturating_sub(base);
+        open = open_fds(server.pid())?.saturating_sub(base);
         if open >= n as u64 {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let connected_s = t0.elapsed().as_secs_f64();
-    let with = vm_rss_kib(server.child.id())?;
+    let with = vm_rss_kib(server.pid())?;
     if open < n as u64 {
         bail!("only {open} of {n} idle streams connected within 8 s");
     }
     let _ = holder.wait();
-    let mut server = server;
-    server.stop();
+    drop(server);
     let per_stream = (with.saturating_sub(before)) as f64 * 1024.0 / n as f64;
     println!(
         "  {open} connections after {connected_s:.1} s: VmRSS {:.1} MiB (before {:.1} MiB, {per_stream:.0} B per stream)",
@@ -476,87 +485,6 @@ fn tcp_ceiling(write_size: usize, secs: Duration) -> Result<f64> {
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
     Ok(n as f64 / t0.elapsed().as_secs_f64() / 1e9)
-}
-
-/// A child process that printed its address; killed on drop.
-struct Process {
-    child: Child,
-    addr: String,
-}
-
-impl Process {
-    /// Starts `cmd` and waits (10 s at most) for a line `<marker><addr>` on stdout or stderr.
-    fn spawn(cmd: &mut Command, marker: &str) -> Result<Process> {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", util::display_command(cmd)))?;
-        let (tx, rx) = mpsc::channel();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            let marker = marker.to_owned();
-            // Keep draining the pipe for the process's whole life, so it never blocks on it.
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.split(&marker).nth(1) {
-                        let _ = tx.send(addr.trim().to_owned());
-                    }
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                bail!(
-                    "{} did not say where it listens",
-                    util::display_command(cmd)
-                );
-            }
-        };
-        println!(
-            "started {} on {addr} (pid {})",
-            util::display_command(cmd),
-            child.id()
-        );
-        Ok(Process { child, addr })
-    }
-
-    /// SIGTERM (a durable server records its clean stop), then SIGKILL after 15 s.
-    fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn table(results: &[Value]) -> String {

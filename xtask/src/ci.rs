@@ -230,7 +230,7 @@ fn test(_: &Ctx) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// Runs the compat suite (xtask/src/compat.rs): each real-client case is one count.
+/// Runs the compat suite (xtask/src/compat/): each real-client case is one count.
 fn compat(_: &Ctx) -> Result<Outcome> {
     let tally = compat::suite(&[])?;
     Ok(Outcome {

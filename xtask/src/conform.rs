@@ -17,16 +17,17 @@
 //! The CI step counts two checks: the suite and the calibration.
 
 use std::{
-    env,
     path::Path,
-    process::{Child, Command, ExitCode, ExitStatus, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::{Command, ExitCode, ExitStatus, Stdio},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 
-use crate::util;
+use crate::{
+    process::{self, Serve, Server, Stop},
+    util,
+};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let release = args.flag("--release");
@@ -81,26 +82,16 @@ pub(crate) fn check(release: bool, extra: &[String]) -> Result<Checked> {
 
 /// Runs the suite; `(passed, failure lines)`.
 fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
-    let mut build = util::cargo(["build", "-p", "plotstream"]);
-    if release {
-        build.arg("--release");
-    }
-    if !util::run_echoed(&mut build)? {
-        bail!("cargo build -p plotstream failed");
-    }
-    let target_dir = util::target_dir();
-    let binary = target_dir
-        .join(if release { "release" } else { "debug" })
-        .join(format!("plotstream{}", env::consts::EXE_SUFFIX));
-    let out_dir = target_dir.join("conform");
+    let binary = process::build_plotstream(release)?;
+    let out_dir = util::target_dir().join("conform");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
 
     let mut servers = Vec::new();
     for (name, flags) in SERVERS {
-        servers.push(Server::start(&binary, name, flags, None)?);
+        servers.push(start(&binary, name, flags, None)?);
     }
-    servers.push(Server::start(&binary, "fd-limited", &[], Some(FD_LIMIT))?);
+    servers.push(start(&binary, "fd-limited", &[], Some(FD_LIMIT))?);
     // Keys mode, with one user made by the real binary, as an operator makes it.
     let users = out_dir.join("users.jsonl");
     if users.exists() {
@@ -115,17 +106,12 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         .first()
         .with_context(|| format!("`plotstream user add` issued no stream id: {account:?}"))?;
     let users_flag = users.to_string_lossy().into_owned();
-    servers.push(Server::start(
-        &binary,
-        "keys",
-        &["--users", &users_flag],
-        None,
-    )?);
+    servers.push(start(&binary, "keys", &["--users", &users_flag], None)?);
     let url = |name: &str| {
         servers
             .iter()
-            .find(|s| s.name == name)
-            .map(|s| format!("http://127.0.0.1:{}", s.port))
+            .find(|(other, _)| *other == name)
+            .map(|(_, s)| format!("http://127.0.0.1:{}", s.port()))
             .unwrap_or_default()
     };
     let mut cmd = Command::new(&binary);
@@ -138,7 +124,7 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         .args(["--timer-scale", TIMER_SCALE])
         .args(["--peer-limit", PEER_LIMIT])
         .args(["--target-fd-limited", &url("fd-limited")])
-        .args(["--fd-limit", FD_LIMIT])
+        .args(["--fd-limit", &FD_LIMIT.to_string()])
         .args(["--target-accounts", &url("keys")])
         .arg("--credentials")
         .arg(format!("{}:{}", account.username, account.api_key))
@@ -165,8 +151,8 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
     cmd.stdout(Stdio::piped());
     let (status, mut failures) = run_with_timeout(&mut cmd, SUITE_TIMEOUT);
     let mut stopped_cleanly = true;
-    for server in &mut servers {
-        if let Err(err) = server.stop() {
+    for (_, server) in &mut servers {
+        if let Err(err) = server.stop(Stop::Graceful) {
             println!("conform: {err:#}");
             failures.push(format!("conform: {err:#}"));
             stopped_cleanly = false;
@@ -181,11 +167,8 @@ fn suite(release: bool, extra: &[String]) -> Result<(bool, Vec<String>)> {
         }
     };
     if !passed || !stopped_cleanly {
-        for server in &servers {
-            println!(
-                "conform: the last lines of the {} server's log:",
-                server.name
-            );
+        for (name, server) in &servers {
+            println!("conform: the last lines of the {name} server's log:");
             for line in server.log() {
                 println!("  | {line}");
             }
@@ -223,118 +206,42 @@ const TIMER_SCALE: &str = "20";
 /// The default `--max-connections-per-peer` (L11), which D11 checks.
 const PEER_LIMIT: &str = "256";
 /// The open-file limit of the sixth server, which D2 (EMFILE in the accept loop) needs.
-const FD_LIMIT: &str = "256";
+const FD_LIMIT: u32 = 256;
 /// The user of the keys-mode server, which group K acts as.
 const KEYS_USER: &str = "conform";
 
-/// A running `plotstream serve`, stopped by PID when dropped.
-#[derive(Debug)]
-struct Server {
+/// Starts `plotstream serve --in-memory` on a free loopback port with `flags`; with `nofile`,
+/// under that RLIMIT_NOFILE. It keeps the last [`LOG_LINES`] of its log.
+fn start(
+    binary: &Path,
     name: &'static str,
-    child: Child,
-    port: u16,
-    /// The last lines of its stderr.
-    log: util::SharedLog,
-}
-
-impl Server {
-    /// Starts `plotstream serve` with `flags`; with `nofile`, under that RLIMIT_NOFILE (set by
-    /// `sh`, which then `exec`s the server, so the PID stays the server's).
-    fn start(
-        binary: &Path,
-        name: &'static str,
-        flags: &[&str],
-        nofile: Option<&str>,
-    ) -> Result<Server> {
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(binary);
-                sh
-            }
-            None => Command::new(binary),
-        };
-        // The suite is one peer that creates thousands of streams on purpose: no L43
-        // allowance (the security suite checks L43).
-        cmd.args([
-            "serve",
+    flags: &[&str],
+    nofile: Option<u32>,
+) -> Result<(&'static str, Server)> {
+    // The suite is one peer that creates thousands of streams on purpose: no L43
+    // allowance (the security suite checks L43).
+    let mut serve = Serve::new(binary)
+        .flags([
             "--in-memory",
             "--listen",
             "127.0.0.1:0",
             "--new-streams-per-peer",
             "0",
         ])
-        .args(flags)
+        .flags(flags)
         .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        println!("$ {}", util::display_command(&cmd));
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let (log, lines_rx) = util::drain_stderr(&mut child, LOG_LINES)?;
-        let mut server = Server {
-            name,
-            child,
-            port: 0,
-            log,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(port) = util::parse_listening_port(&line) {
-                        server.port = port;
-                        println!("conform: the {name} server listens on 127.0.0.1:{port}");
-                        return Ok(server);
-                    }
-                }
-                Err(_) => bail!(
-                    "the {name} server did not print its port within {} s; its log:\n{}",
-                    START_TIMEOUT.as_secs(),
-                    server.log().join("\n")
-                ),
-            }
-        }
+        .keep_log(LOG_LINES)
+        .named(format!("the {name} server"))
+        .echo();
+    if let Some(nofile) = nofile {
+        serve = serve.nofile(nofile);
     }
-
-    /// SIGTERM to its PID, then a kill if it is still there after [`STOP_TIMEOUT`].
-    fn stop(&mut self) -> Result<()> {
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        util::terminate(&mut self.child)?;
-        if wait_timeout(&mut self.child, STOP_TIMEOUT)?.is_some() {
-            return Ok(());
-        }
-        self.child.kill()?;
-        self.child.wait()?;
-        bail!(
-            "the {} server did not stop within {} s of SIGTERM and was killed",
-            self.name,
-            STOP_TIMEOUT.as_secs()
-        )
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .map(|log| log.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.stop();
-        }
-    }
+    let server = serve.start()?;
+    println!(
+        "conform: the {name} server listens on 127.0.0.1:{}",
+        server.port()
+    );
+    Ok((name, server))
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -345,8 +252,6 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// Runs `cmd` with inherited stdio and waits up to `timeout`; a run that takes longer is
-/// stopped (SIGTERM, then a kill) and is an error.
 /// Runs `cmd` (its stdout piped) to its end or `timeout`; its status, and the failure lines of
 /// its stdout (echoed as it runs).
 fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Result<ExitStatus>, Vec<String>) {
@@ -359,7 +264,15 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Result<ExitStatus>
         }
     };
     let tee = util::tee_stdout(&mut child);
-    let status = wait_or_stop(&mut child, timeout);
+    // A run that takes longer is stopped (SIGTERM, then a kill) and is an error.
+    let status = match process::finish_within(&mut child, timeout, Stop::Graceful) {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err(anyhow::anyhow!(
+            "`plotstream conform` did not finish within {} s",
+            timeout.as_secs()
+        )),
+        Err(err) => Err(err),
+    };
     let failures = match tee {
         Ok(tee) => tee.join().unwrap_or_default(),
         Err(_) => Vec::new(),
@@ -367,57 +280,13 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Result<ExitStatus>
     (status, failures)
 }
 
-fn wait_or_stop(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
-    if let Some(status) = wait_timeout(child, timeout)? {
-        return Ok(status);
-    }
-    util::terminate(child)?;
-    if wait_timeout(child, STOP_TIMEOUT)?.is_none() {
-        child.kill()?;
-        child.wait()?;
-    }
-    bail!(
-        "`plotstream conform` did not finish within {} s",
-        timeout.as_secs()
-    )
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
-}
-
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// The servers drain for up to 10 s after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The whole suite takes about two minutes on two cores; this only catches a hang.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const LOG_LINES: usize = 40;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listening_lines_give_the_port() {
-        assert_eq!(
-            util::parse_listening_port("plotstream listening on http://127.0.0.1:41523"),
-            Some(41523)
-        );
-        assert_eq!(
-            util::parse_listening_port("streams: http://127.0.0.1:1/"),
-            None
-        );
-    }
 
     #[test]
     fn server_names_are_unique() {

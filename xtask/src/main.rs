@@ -12,8 +12,9 @@
 //! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
 //! ```
 //!
-//! The tidy checks are `#[test]`s in `tidy.rs`, so `cargo test --workspace` (and with it
-//! `cargo xtask ci`) runs them.
+//! The tidy checks are `#[test]`s in `tidy/`, so `cargo test --workspace` (and with it
+//! `cargo xtask ci`) runs them. The servers and other children the commands start are handled by
+//! `process.rs`, one way for all of them.
 
 mod bench;
 mod bench_ingest;
@@ -23,6 +24,7 @@ mod ci;
 mod compat;
 mod conform;
 mod fuzz;
+mod process;
 mod soak;
 #[cfg(test)]
 mod tidy;

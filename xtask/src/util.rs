@@ -1,5 +1,7 @@
-//! Helpers shared by the subcommands: the repository root, command running, argument parsing and
-//! a line-based reader of the few manifest facts we need.
+//! Helpers shared by the subcommands: the repository root, command running, argument parsing, a
+//! line-based reader of the few manifest facts we need, keys-mode accounts, the failure lines of a
+//! step's output, and `npm install` of a pinned `package.json`. Child processes that must be
+//! watched and stopped are `process`'s.
 
 use std::{
     env,
@@ -213,62 +215,6 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-/// A child's stderr lines, newest last, at most the number given to [`drain_stderr`].
-pub type SharedLog = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
-
-/// Takes `child`'s stderr and drains it on a thread for the child's whole life, so that its
-/// logging never blocks it: every line is kept in the returned log (the newest `keep`) and also
-/// sent to the returned receiver, which callers read until they found what they wait for.
-pub fn drain_stderr(
-    child: &mut std::process::Child,
-    keep: usize,
-) -> Result<(SharedLog, std::sync::mpsc::Receiver<String>)> {
-    use std::io::BufRead as _;
-    let stderr = child
-        .stderr
-        .take()
-        .context("the child has no stderr pipe")?;
-    let log: SharedLog = std::sync::Arc::default();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    let reader_log = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut log) = reader_log.lock() {
-                if log.len() == keep {
-                    log.pop_front();
-                }
-                log.push_back(line.clone());
-            }
-            // The receiver may be gone once the caller found its line; the log still grows.
-            let _ = lines_tx.send(line);
-        }
-    });
-    Ok((log, lines_rx))
-}
-
-/// A copy of a [`SharedLog`]'s lines.
-pub fn log_lines(log: &SharedLog) -> Vec<String> {
-    log.lock()
-        .map(|log| log.iter().cloned().collect())
-        .unwrap_or_default()
-}
-
-/// Asks `child` to stop: SIGTERM on Unix, sent to its PID alone; a kill elsewhere.
-pub(crate) fn terminate(child: &mut std::process::Child) -> Result<()> {
-    if cfg!(unix) {
-        let pid = child.id().to_string();
-        // A failing kill means the process has just exited on its own; the caller's wait sees it.
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("cannot run kill")?;
-        Ok(())
-    } else {
-        child.kill().context("cannot stop the child process")
-    }
-}
-
 /// A keys-mode account as `plotstream user add` printed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Account {
@@ -333,15 +279,6 @@ pub(crate) fn parse_account(line: &str) -> Result<Account> {
         api_key: text("api_key")?,
         stream_ids,
     })
-}
-
-/// The port of `plotstream listening on http://127.0.0.1:PORT`.
-pub(crate) fn parse_listening_port(line: &str) -> Option<u16> {
-    let addr = line
-        .trim()
-        .strip_prefix("plotstream listening on http://")?;
-    let (_, port) = addr.rsplit_once(':')?;
-    port.parse().ok()
 }
 
 /// The lines of a step's output worth repeating in the CI summary, where a reader of only the
@@ -430,6 +367,53 @@ pub(crate) fn run_teed(cmd: &mut Command) -> Result<(bool, Vec<String>)> {
     let status = child.wait().context("cannot wait for the child")?;
     let lines = tee.join().unwrap_or_default();
     Ok((status.success(), lines))
+}
+
+/// Runs `npm install` in `dir` unless every dependency of its `package.json` is already installed
+/// at exactly the pinned version.
+pub(crate) fn npm_install(dir: &Path) -> Result<()> {
+    let manifest_path = dir.join("package.json");
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("cannot parse {}", manifest_path.display()))?;
+    let stale = stale_dependencies(&manifest, |name| {
+        let path = dir.join("node_modules").join(name).join("package.json");
+        let text = std::fs::read_to_string(path).ok()?;
+        let installed: serde_json::Value = serde_json::from_str(&text).ok()?;
+        installed["version"].as_str().map(str::to_owned)
+    });
+    if stale.is_empty() {
+        println!("npm: {} is current", dir.join("node_modules").display());
+        return Ok(());
+    }
+    let mut cmd = Command::new("npm");
+    cmd.args(["install", "--no-audit", "--no-fund"])
+        .current_dir(dir);
+    if !run_echoed(&mut cmd)? {
+        bail!("npm install failed in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// The dependencies of a `package.json` that are not installed at the version it names.
+/// `installed_version(name)` reads `node_modules/<name>/package.json`.
+fn stale_dependencies(
+    manifest: &serde_json::Value,
+    installed_version: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let Some(dependencies) = manifest["dependencies"].as_object() else {
+        return Vec::new();
+    };
+    dependencies
+        .iter()
+        .filter(|(name, spec)| {
+            // A range (`^1.2.3`) never equals an installed version, so it is always installed
+            // afresh; this repository pins exact versions.
+            installed_version(name).as_deref() != spec.as_str()
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -539,5 +523,23 @@ name = \"head\"
         assert_eq!(args.value::<u64>("--secs")?, Some(7));
         assert!(Args::new(vec!["--bogus".to_owned()]).finish().is_err());
         Ok(())
+    }
+
+    #[test]
+    fn stale_dependencies_are_the_ones_not_installed_as_pinned() {
+        let manifest = serde_json::json!({
+            "name": "x",
+            "dependencies": {"current": "1.2.3", "older": "2.0.0", "missing": "3.0.0", "range": "^4.0.0"}
+        });
+        let installed = |name: &str| match name {
+            "current" => Some("1.2.3".to_owned()),
+            "older" => Some("1.9.0".to_owned()),
+            "range" => Some("4.1.0".to_owned()),
+            _ => None,
+        };
+        let mut stale = stale_dependencies(&manifest, installed);
+        stale.sort();
+        assert_eq!(stale, ["missing", "older", "range"]);
+        assert!(stale_dependencies(&serde_json::json!({"name": "x"}), |_| None).is_empty());
     }
 }

@@ -1,5 +1,5 @@
 'use strict';
-// What the node compat cases share. `cargo xtask compat` (xtask/src/compat.rs) runs each script with
+// What the node compat cases share. `cargo xtask compat` (xtask/src/compat/run.rs) runs each script with
 // NODE_PATH at its own `npm install` of package.json (plotly 1.0.6) and:
 //   COMPAT_SERVER     the server's plaintext origin, e.g. http://127.0.0.1:41234
 //   COMPAT_TLS_PORT   its TLS listener, for plot() (only the cases that need it)

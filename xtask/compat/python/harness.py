@@ -1,6 +1,6 @@
 """What the Python compat cases share: where the server is, the inspection API, raw sockets and checks.
 
-`cargo xtask compat` (xtask/src/compat.rs) runs every case script with the venv's python and:
+`cargo xtask compat` (xtask/src/compat/run.rs) runs every case script with the venv's python and:
 
     COMPAT_SERVER   the server's plaintext origin, e.g. http://127.0.0.1:41234
     PLOTLY_DIR      a fresh directory of the case, where chart_studio keeps its credentials and config

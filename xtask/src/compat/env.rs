@@ -1,0 +1,217 @@
+//! The environment of the compat suite: the server binary, and the real clients installed under
+//! `<target dir>/compat/`: a Python venv with the pinned chart_studio and plotly, npm plotly
+//! 1.0.6, and a self-signed certificate for the TLS cases.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{process, util};
+
+/// What a case needs besides the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Needs {
+    Python,
+    Node,
+    NodeTls,
+}
+
+/// What every case can use: the server binary and the prepared clients.
+#[derive(Debug)]
+pub(super) struct Env {
+    pub(super) root: PathBuf,
+    /// `<target dir>/compat`.
+    pub(super) work: PathBuf,
+    pub(super) binary: PathBuf,
+    /// The venv's python, or why there is none.
+    pub(super) python: Result<PathBuf, String>,
+    /// The `node_modules` holding plotly 1.0.6, or why there is none.
+    pub(super) node_modules: Result<PathBuf, String>,
+    /// The self-signed certificate and key, or why there are none.
+    pub(super) tls: Result<(PathBuf, PathBuf), String>,
+}
+
+impl Env {
+    /// Builds the server and prepares what the selected cases need (`selected`, one per case).
+    pub(super) fn prepare(selected: &[Needs]) -> Result<Env> {
+        let needs = |wanted: &[Needs]| selected.iter().any(|need| wanted.contains(need));
+        let root = util::project_root();
+        let work = util::target_dir().join("compat");
+        fs::create_dir_all(work.join("logs"))
+            .with_context(|| format!("cannot create {}", work.display()))?;
+
+        let binary = process::build_plotstream(false)?;
+
+        let not_needed = "not needed by the selected cases";
+        let python = if needs(&[Needs::Python]) {
+            prepare_venv(&root, &work)
+        } else {
+            Err(not_needed.to_owned())
+        };
+        let node_modules = if needs(&[Needs::Node, Needs::NodeTls]) {
+            prepare_node(&root, &work)
+        } else {
+            Err(not_needed.to_owned())
+        };
+        let tls = if needs(&[Needs::NodeTls]) {
+            prepare_cert(&work)
+        } else {
+            Err(not_needed.to_owned())
+        };
+        for (what, result) in [
+            ("python venv", python.as_ref().map(|_| ())),
+            ("node plotly", node_modules.as_ref().map(|_| ())),
+            ("certificate", tls.as_ref().map(|_| ())),
+        ] {
+            if let Err(reason) = result {
+                if reason != not_needed {
+                    println!("compat: no {what}: {reason}");
+                }
+            }
+        }
+        Ok(Env {
+            root,
+            work,
+            binary,
+            python,
+            node_modules,
+            tls,
+        })
+    }
+
+    /// Why a case that needs `needs` is skipped: only the TLS case, when openssl is missing.
+    /// A missing Python or node is a failure of the cases that need it, not a skip.
+    pub(super) fn missing(&self, needs: Needs) -> Option<String> {
+        match (&self.tls, needs) {
+            (Err(reason), Needs::NodeTls) if reason.contains(NO_OPENSSL) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Creates (or reuses) the venv with the pinned clients; its python.
+fn prepare_venv(root: &Path, work: &Path) -> Result<PathBuf, String> {
+    let requirements = root.join("xtask/compat/python/requirements.txt");
+    let wanted = fs::read_to_string(&requirements)
+        .map_err(|err| format!("cannot read {}: {err}", requirements.display()))?;
+    let venv = work.join("venv");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join(PINS_MARKER);
+    if python.is_file() && fs::read_to_string(&marker).is_ok_and(|pins| pins == wanted) {
+        println!(
+            "compat: {} is current ({})",
+            venv.display(),
+            pins_summary(&wanted)
+        );
+        return Ok(python);
+    }
+    if !python.is_file() {
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        if !util::run_echoed(&mut create).map_err(|err| format!("{err:#}"))? {
+            return Err("`python3 -m venv` failed (on Debian, install python3-venv)".into());
+        }
+    }
+    let mut install = Command::new(&python);
+    install
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            "-r",
+        ])
+        .arg(&requirements);
+    if !util::run_echoed(&mut install).map_err(|err| format!("{err:#}"))? {
+        return Err(format!("pip install -r {} failed", requirements.display()));
+    }
+    fs::write(&marker, &wanted)
+        .map_err(|err| format!("cannot write {}: {err}", marker.display()))?;
+    Ok(python)
+}
+
+/// `chart_studio==1.1.0, plotly==6.0.0, ...`: the requirement lines without comments.
+fn pins_summary(requirements: &str) -> String {
+    requirements
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Installs `xtask/compat/node/package.json` into `compat/node`; its `node_modules`.
+fn prepare_node(root: &Path, work: &Path) -> Result<PathBuf, String> {
+    if !util::succeeds_quietly(Command::new("node").arg("--version"))
+        || !util::succeeds_quietly(Command::new("npm").arg("--version"))
+    {
+        return Err("node and npm are not installed".into());
+    }
+    let dir = work.join("node");
+    fs::create_dir_all(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    let source = root.join("xtask/compat/node/package.json");
+    let manifest =
+        fs::read(&source).map_err(|err| format!("cannot read {}: {err}", source.display()))?;
+    let copy = dir.join("package.json");
+    if fs::read(&copy).ok().as_deref() != Some(manifest.as_slice()) {
+        fs::write(&copy, &manifest)
+            .map_err(|err| format!("cannot write {}: {err}", copy.display()))?;
+    }
+    util::npm_install(&dir).map_err(|err| format!("{err:#}"))?;
+    Ok(dir.join("node_modules"))
+}
+
+/// A fresh self-signed certificate for `127.0.0.1`, valid for two days.
+fn prepare_cert(work: &Path) -> Result<(PathBuf, PathBuf), String> {
+    if !util::succeeds_quietly(Command::new("openssl").arg("version")) {
+        return Err(NO_OPENSSL.into());
+    }
+    let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+    ])
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    println!("$ {}", util::display_command(&cmd));
+    if !util::succeeds_quietly(&mut cmd) {
+        return Err("openssl req failed".into());
+    }
+    Ok((cert, key))
+}
+
+/// The marker, inside the venv, of the requirements it was installed with.
+const PINS_MARKER: &str = "plotstream-requirements.txt";
+const NO_OPENSSL: &str = "openssl not installed";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_summarised_without_comments() {
+        assert_eq!(
+            pins_summary("# why\nchart_studio==1.1.0\n\nplotly==6.0.0\n"),
+            "chart_studio==1.1.0, plotly==6.0.0"
+        );
+    }
+}
