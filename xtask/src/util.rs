@@ -146,6 +146,8 @@ pub(crate) struct ManifestEntry {
     pub(crate) key: String,
     /// The raw value text, comment stripped.
     pub(crate) value: String,
+    /// Its line number, from 1.
+    pub(crate) line: usize,
 }
 
 /// Reads `key = value` lines table by table.
@@ -156,7 +158,7 @@ pub(crate) struct ManifestEntry {
 pub(crate) fn manifest_entries(text: &str) -> Vec<ManifestEntry> {
     let mut table = String::new();
     let mut entries = Vec::new();
-    for line in text.lines() {
+    for (line_idx, line) in text.lines().enumerate() {
         let line = strip_comment(line).trim();
         if let Some(header) = line.strip_prefix('[') {
             table = header
@@ -168,6 +170,7 @@ pub(crate) fn manifest_entries(text: &str) -> Vec<ManifestEntry> {
                 table: table.clone(),
                 key: key.trim().trim_matches('"').to_owned(),
                 value: value.trim().to_owned(),
+                line: line_idx + 1,
             });
         }
     }
