@@ -171,7 +171,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                 Event::End(end) => {
                     // Lines held by a delay fault were accepted: apply them before the status.
                     while let Some(due) = plan.next_held() {
-                        tokio::time::sleep_until((shared.origin + due).into()).await;
+                        tokio::time::sleep_until(shared.origin + due).await;
                         apply_held(&mut plan, shared.now(), shared, &conn, &mut ingest);
                     }
                     // Release bindings before the response is written (P7, M32).
@@ -234,7 +234,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
         let deadline = ingest.poll_timeout().map(|d| shared.origin + d);
         let sleep = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -242,7 +242,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
         // One timer for every fault: the end of a stall, a held line, a flap.
         let fault_timer = async {
             match plan.poll_timeout() {
-                Some(t) => tokio::time::sleep_until((shared.origin + t).into()).await,
+                Some(t) => tokio::time::sleep_until(shared.origin + t).await,
                 None => std::future::pending().await,
             }
         };
