@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use serde_json::Value as Json;
 
-use crate::rest::{parse_json_lenient, split_form, url_decode, FORM_KEYS};
+use crate::rest::form::{parse_json_lenient, split_form, url_decode, FORM_KEYS};
 use crate::users::{self, valid_username, MAX_TOKENS_PER_USER};
 
 /// The users file (`users::parse`): never panics; every accepted record has a valid name and
