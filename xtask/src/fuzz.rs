@@ -1,8 +1,9 @@
 //! `cargo xtask fuzz`: the cargo-fuzz targets under the nightly toolchain, and their corpus.
 //!
-//! The targets are the `[[bin]]` entries of `fuzz/Cargo.toml`; each is a one-liner over a
-//! `check_*` property of `plotstream_proto::fuzzing` or `plotstream_server::fuzzing`. `fuzz/` is
-//! its own workspace, so it is driven with `--fuzz-dir fuzz` from the repository root.
+//! The targets are the `[[bin]]` entries of `fuzz/Cargo.toml` (a new target needs nothing
+//! here); each is a one-liner over a `check_*` property of `plotstream_proto::fuzzing`,
+//! `plotstream_server::fuzzing` or `plotstream_cases::fuzzing`. `fuzz/` is its own workspace,
+//! so it is driven with `--fuzz-dir fuzz` from the repository root.
 //!
 //! The corpus of each target is committed in `fuzz/corpus/<target>/`. A run starts from it and
 //! merges what it found back into it with `cargo fuzz cmin`, so the corpus grows and stays
@@ -707,8 +708,9 @@ fn host_triple() -> Result<String> {
 
 const DEFAULT_SECS: u64 = 60;
 const DEFAULT_JOBS: usize = 2;
-/// Seconds of each target in CI's smoke run (`cargo xtask ci --fuzz-secs N` changes it): nine
-/// targets two at a time take about five times this (docs/fuzzing.md has the step's budget).
+/// Seconds of each target in CI's smoke run (`cargo xtask ci --fuzz-secs N` changes it):
+/// twelve targets two at a time take about six to eight times this (docs/fuzzing.md has the
+/// step's budget).
 pub(crate) const SMOKE_SECS: u64 = 10;
 /// Targets run at once in CI's smoke run (the CI machine has two cores).
 const SMOKE_JOBS: usize = 2;

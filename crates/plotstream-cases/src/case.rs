@@ -499,7 +499,8 @@ pub struct Case {
     pub level: Level,
     /// Citations.
     pub anchor: Vec<String>,
-    /// Token placeholders and the length of the fresh token each one becomes.
+    /// Token placeholders and the length of the fresh token each one becomes (1 to
+    /// [`MAX_TOKEN_LEN`]).
     pub tokens: BTreeMap<String, usize>,
     /// Always skipped, with this reason (a precondition the runner cannot provide).
     pub skip: Option<String>,
@@ -517,7 +518,7 @@ pub struct Case {
     pub count: Option<u64>,
     /// Mode results compared across modes besides status, acc and rejected.
     pub observe_digest: bool,
-    /// The variants, at least one.
+    /// The variants: at least one, unless the case has a driver or a skip reason.
     pub variants: Vec<Variant>,
 }
 
@@ -593,20 +594,25 @@ impl Case {
 
     /// A fixed substitution for runners without a server, where runs never share a stream:
     /// each placeholder becomes itself padded with `x` or cut to its length (`tok1` →
-    /// `tok1xxxxxx`; `abcdef1234` stays), made distinct with digits if two would meet.
+    /// `tok1xxxxxx`; `abcdef1234` stays), made distinct with digits if two would meet (a
+    /// number alone, longer than the placeholder's length, if that is too short to hold one).
     pub fn fixed_tokens(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for (idx, (name, len)) in self.tokens.iter().enumerate() {
-            let mut token: String = name
+            let own: String = name
                 .chars()
                 .filter(char::is_ascii_alphanumeric)
                 .chain(std::iter::repeat('x'))
                 .take(*len)
                 .collect();
-            if out.iter().any(|(_, t)| *t == token) {
-                let digits = idx.to_string();
-                token.truncate(len.saturating_sub(digits.len()));
-                token.push_str(&digits);
+            let mut token = own.clone();
+            // Numbers idx, idx + n, idx + 2n, …: no two placeholders try the same one, and
+            // once a number is longer than `len` it stands alone, so the loop ends.
+            let mut number = idx;
+            while out.iter().any(|(_, t)| *t == token) {
+                let digits = number.to_string();
+                token = own[..len.saturating_sub(digits.len())].to_owned() + &digits;
+                number += self.tokens.len();
             }
             out.push((name.clone(), token));
         }
@@ -648,6 +654,14 @@ pub fn parse_case(text: &str) -> Result<Case> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+    for (name, len) in &file.tokens {
+        if !(1..=MAX_TOKEN_LEN).contains(len) {
+            bail!(
+                Case,
+                "token placeholder {name}: length {len} is not 1 to {MAX_TOKEN_LEN} (MAX_TOKEN_LEN)"
+            );
+        }
+    }
     tokens.extend(file.tokens.clone());
     let base_segmentation = file.segmentation.clone().unwrap_or_else(|| {
         if file.timers {
@@ -883,6 +897,10 @@ pub const ACCOUNT_VARIABLES: [&str; 5] = ["$user", "$key", "$auth", "$wrong_key"
 /// The variable of `--stream-id TOKEN`.
 pub const STREAM_ID_VARIABLE: &str = "$sid";
 
+/// The longest token placeholder (`tokens = { name = length }`): tokens are at most 64
+/// characters (docs/protocol.md), so this leaves room for cases about longer ones.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
 /// The response wait of §5: "the runner waits for a response (2 s, scaled)".
 pub const DEFAULT_WAIT_MS: u64 = 2000;
 
@@ -894,6 +912,45 @@ mod tests {
     fn the_catalogue_loads() {
         let cases = catalogue().unwrap();
         assert!(cases.len() > 100);
+    }
+
+    /// Found while writing `check_conform_dsl` (fuzz target `conform_dsl`): a placeholder's
+    /// length was trusted (`tokens = { t = 100000000000 }` made a token that long, an abort
+    /// when the allocation failed; length 0 made an empty token), and a token made distinct
+    /// with a number could meet another placeholder's (`ab`, `ab2`, `abx` of length 3 gave
+    /// `abx`, `ab2`, `ab2`).
+    #[test]
+    fn fuzz_token_placeholders_are_bounded_and_distinct() {
+        let case = |tokens: &str| {
+            parse_case(&format!(
+                "id = \"A1\"\ntitle = \"t\"\nlevel = \"MUST\"\ntokens = {tokens}\nbytes = 'H'\nexpect = [{{ status = 200 }}]\n"
+            ))
+        };
+        for bad in ["{ t = 100000000000 }", "{ t = 0 }", "{ t = 1025 }"] {
+            let err = case(bad).unwrap_err().to_string();
+            assert!(err.contains("MAX_TOKEN_LEN"), "{bad}: {err}");
+        }
+        assert!(case("{ t = 1024 }").is_ok());
+        let fixed: BTreeMap<String, String> = case("{ ab = 3, ab2 = 3, abx = 3 }")
+            .unwrap()
+            .fixed_tokens()
+            .into_iter()
+            .collect();
+        assert_eq!(fixed["ab"], "abx");
+        assert_eq!(fixed["ab2"], "ab2");
+        assert!(
+            !["abx", "ab2"].contains(&fixed["abx"].as_str()),
+            "{fixed:?}"
+        );
+        assert_eq!(fixed["abx"].len(), 3);
+        // Too short to hold a distinguishing digit: a number alone.
+        let fixed = case("{ a = 1, a0 = 1, a1 = 1, a2 = 1 }")
+            .unwrap()
+            .fixed_tokens();
+        let mut tokens: Vec<&str> = fixed.iter().map(|(_, t)| t.as_str()).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        assert_eq!(tokens.len(), fixed.len(), "{fixed:?}");
     }
 
     #[test]

@@ -34,6 +34,13 @@
 //! | `$wrong_key`, `$wrong_auth` | a key that is not the user's (the key with `-wrong` appended), and its Basic value |
 //! | `$sid` | the stream id of `--stream-id TOKEN`, one the user owns |
 //! | `$name` | what an earlier script step captured from its response (`capture = { name = "/json/pointer" }`) |
+//!
+//! Limits, so that a hostile or mistyped case is refused with an error instead of hanging or
+//! allocating without bound (`plotstream_cases::fuzzing` checks them): at most [`MAX_DEPTH`]
+//! nested `(…)`, and an evaluation that makes more than [`MAX_EVAL_BYTES`] bytes or
+//! [`MAX_EVAL_ITEMS`] items fails. Both count what every nesting level makes, before it is
+//! merged: the bytes of `c(…)` count inside and again as the chunk, a `rep` counts its inner
+//! program once and then its copies.
 
 use std::fmt::Write as _;
 
@@ -72,6 +79,7 @@ impl Program {
         let mut p = Parser {
             src: text.as_bytes(),
             pos: 0,
+            depth: 0,
         };
         let nodes = p.seq(None)?;
         Ok(Program { nodes })
@@ -85,11 +93,25 @@ impl Program {
             .collect();
         // Longest first, so that `tok10` is never read as `tok1` followed by `0`.
         subst.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-        let mut out = Vec::new();
-        eval_seq(&self.nodes, &subst, &mut out)?;
+        let mut budget = Budget {
+            bytes: MAX_EVAL_BYTES,
+            items: MAX_EVAL_ITEMS,
+        };
+        let out = eval_seq(&self.nodes, &subst, &mut budget)?;
         Ok(merge(out))
     }
 }
+
+/// The most bytes one evaluation of a program may make, counted at every nesting level (64
+/// MiB): ten times what the largest case makes (B24, 6 MB), and room for a body one byte over
+/// L45 (16 MiB) inside `body(…)`.
+pub const MAX_EVAL_BYTES: usize = 64 << 20;
+/// The most items (byte runs, pauses, write boundaries, connection events) one evaluation may
+/// make, counted at every nesting level: about a hundred times what the most segmented case
+/// makes (E8, 608), and a byte-by-byte `drip` of 32 KiB.
+pub const MAX_EVAL_ITEMS: usize = 1 << 16;
+/// The deepest nesting of `(…)` a program may have (the catalogue's deepest is 3).
+pub const MAX_DEPTH: usize = 32;
 
 /// `P1` of §5.
 pub const P1: &str = "{\"x\":1,\"y\":1}\n";
@@ -139,11 +161,31 @@ enum Node {
 struct Parser<'a> {
     src: &'a [u8],
     pos: usize,
+    /// The `(…)` open around `pos`.
+    depth: usize,
 }
 
 impl Parser<'_> {
     /// Items until `close` (or the end of input when `close` is None).
     fn seq(&mut self, close: Option<u8>) -> Result<Vec<Node>> {
+        if close.is_some() {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                bail!(
+                    Dsl,
+                    "more than {MAX_DEPTH} nested `(…)` at byte {} (MAX_DEPTH)",
+                    self.pos
+                );
+            }
+        }
+        let nodes = self.items(close)?;
+        if close.is_some() {
+            self.depth -= 1;
+        }
+        Ok(nodes)
+    }
+
+    fn items(&mut self, close: Option<u8>) -> Result<Vec<Node>> {
         let mut nodes = Vec::new();
         loop {
             self.skip_ws();
@@ -298,8 +340,10 @@ impl Parser<'_> {
                     .src
                     .get(self.pos..self.pos + 2)
                     .ok_or_else(|| Error::Dsl("short \\x escape".to_owned()))?;
+                // Two hex digits: `from_str_radix` alone also takes a sign (`\x+f`).
                 let v = std::str::from_utf8(hex)
                     .ok()
+                    .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                     .ok_or_else(|| Error::Dsl("bad \\x escape".to_owned()))?;
                 self.pos += 2;
@@ -315,8 +359,9 @@ impl Parser<'_> {
                 }
                 let hex = String::from_utf8_lossy(&self.src[start..self.pos]).into_owned();
                 self.pos += 1;
-                let c = u32::from_str_radix(&hex, 16)
-                    .ok()
+                let c = Some(&hex)
+                    .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok())
                     .and_then(char::from_u32)
                     .ok_or_else(|| Error::Dsl(format!("\\u{{{hex}}} is not a scalar value")))?;
                 let mut buf = [0u8; 4];
@@ -417,96 +462,166 @@ fn alias(name: &str) -> String {
 
 type Subst = [(Vec<u8>, Vec<u8>)];
 
-fn eval_seq(nodes: &[Node], subst: &Subst, out: &mut Vec<Item>) -> Result<()> {
+/// What an evaluation may still make ([`MAX_EVAL_BYTES`], [`MAX_EVAL_ITEMS`]).
+struct Budget {
+    bytes: usize,
+    items: usize,
+}
+
+impl Budget {
+    /// Takes `bytes` bytes and `items` items, or fails if that is more than is left.
+    fn take(&mut self, bytes: usize, items: usize) -> Result<()> {
+        self.afford(bytes, items)?;
+        self.bytes -= bytes;
+        self.items -= items;
+        Ok(())
+    }
+
+    /// Fails if `bytes` bytes and `items` items are more than is left.
+    fn afford(&self, bytes: usize, items: usize) -> Result<()> {
+        if bytes > self.bytes {
+            bail!(
+                Dsl,
+                "the program makes more than {MAX_EVAL_BYTES} bytes (MAX_EVAL_BYTES)"
+            );
+        }
+        if items > self.items {
+            bail!(
+                Dsl,
+                "the program makes more than {MAX_EVAL_ITEMS} items (MAX_EVAL_ITEMS)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One sequence being evaluated: its items and the bytes among them (`padto` pads to a length
+/// of the sequence that encloses it).
+struct Seq<'a> {
+    items: Vec<Item>,
+    len: usize,
+    budget: &'a mut Budget,
+}
+
+impl Seq<'_> {
+    /// Adds an item, paid from the budget.
+    fn push(&mut self, item: Item) -> Result<()> {
+        let bytes = match &item {
+            Item::Bytes(b) => b.len(),
+            _ => 0,
+        };
+        self.budget.take(bytes, 1)?;
+        self.len += bytes;
+        self.items.push(item);
+        Ok(())
+    }
+}
+
+fn eval_seq(nodes: &[Node], subst: &Subst, budget: &mut Budget) -> Result<Vec<Item>> {
+    let mut out = Seq {
+        items: Vec::new(),
+        len: 0,
+        budget,
+    };
     for node in nodes {
         match node {
-            Node::Lit(b) => out.push(Item::Bytes(substitute(b, subst))),
-            Node::Head(mods) => out.push(Item::Bytes(substitute(&head(mods)?, subst))),
+            Node::Lit(b) => out.push(Item::Bytes(substitute(b, subst)))?,
+            Node::Head(mods) => out.push(Item::Bytes(substitute(&head(mods)?, subst)))?,
             Node::Hcl(n) => out.push(Item::Bytes(substitute(
                 format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
                 subst,
-            ))),
+            )))?,
             Node::Chunk(inner) => {
-                let data = pure_bytes(inner, subst, "c(…)")?;
+                let data = pure_bytes(inner, subst, out.budget, "c(…)")?;
                 let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
                 chunk.extend_from_slice(&data);
                 chunk.extend_from_slice(b"\r\n");
-                out.push(Item::Bytes(chunk));
+                out.push(Item::Bytes(chunk))?;
             }
             Node::Body(inner) => {
-                let data = pure_bytes(inner, subst, "body(…)")?;
+                let data = pure_bytes(inner, subst, out.budget, "body(…)")?;
                 let mut body = format!("Content-Length: {}\r\n\r\n", data.len()).into_bytes();
                 body.extend_from_slice(&data);
-                out.push(Item::Bytes(body));
+                out.push(Item::Bytes(body))?;
             }
             Node::Rep(n, inner) => {
-                let mut once = Vec::new();
-                eval_seq(inner, subst, &mut once)?;
-                let once = merge(once);
-                let n = to_usize(*n)?;
+                let once = merge(eval_seq(inner, subst, out.budget)?);
+                // Paid for before a copy is made: `n` comes from the program.
+                let n = usize::try_from(*n).unwrap_or(usize::MAX);
+                let bytes = payload_len(&once).saturating_mul(n);
                 match once.as_slice() {
-                    // The common case, bytes only: one allocation, not n.
-                    [Item::Bytes(b)] => out.push(Item::Bytes(b.repeat(n))),
+                    // Nothing to repeat (`rep(n, )`): nothing to do, however large n is.
+                    [] => {}
+                    // The common case, bytes only: one allocation (and one item), not n.
+                    [Item::Bytes(b)] => {
+                        out.budget.take(bytes, 1)?;
+                        out.len += bytes;
+                        out.items.push(Item::Bytes(b.repeat(n)));
+                    }
                     _ => {
+                        out.budget.take(bytes, once.len().saturating_mul(n))?;
+                        out.len += bytes;
                         for _ in 0..n {
-                            out.extend(once.iter().cloned());
+                            out.items.extend(once.iter().cloned());
                         }
                     }
                 }
             }
             Node::PadTo(n, inner) => {
-                let unit = pure_bytes(inner, subst, "padto(…)")?;
+                let unit = pure_bytes(inner, subst, out.budget, "padto(…)")?;
                 if unit.is_empty() {
                     bail!(Dsl, "padto(…) needs bytes to pad with");
                 }
-                let have = payload(out).len();
-                let target = to_usize(*n)?;
+                let have = out.len;
+                let target = usize::try_from(*n).unwrap_or(usize::MAX);
                 if have > target {
                     bail!(Dsl, "padto({n}): the sequence is already {have} bytes long");
                 }
-                let pad: Vec<u8> = unit.iter().copied().cycle().take(target - have).collect();
-                out.push(Item::Bytes(pad));
+                // Affordable before the pad is made (`n` comes from the program); `push` pays.
+                out.budget.afford(target - have, 1)?;
+                let mut pad = unit.repeat((target - have) / unit.len() + 1);
+                pad.truncate(target - have);
+                out.push(Item::Bytes(pad))?;
             }
             Node::Drip(step, ms, inner) => {
-                let data = pure_bytes(inner, subst, "drip(…)")?;
-                let step = to_usize(*step)?;
+                let data = pure_bytes(inner, subst, out.budget, "drip(…)")?;
+                let step = usize::try_from(*step).unwrap_or(usize::MAX);
                 for (idx, piece) in data.chunks(step).enumerate() {
                     if idx > 0 {
-                        out.push(Item::Pause(*ms));
+                        out.push(Item::Pause(*ms))?;
                     }
-                    out.push(Item::Bytes(piece.to_vec()));
+                    out.push(Item::Bytes(piece.to_vec()))?;
                 }
             }
             Node::Nums(a, b) => {
-                let mut text = String::new();
+                // Affordable before the text is made: `b - a` comes from the program.
+                let len = nums_len(*a, *b);
+                out.budget
+                    .afford(usize::try_from(len).unwrap_or(usize::MAX), 1)?;
+                let mut text = String::with_capacity(usize::try_from(len).unwrap_or(0));
                 for n in *a..=*b {
                     if n > *a {
                         text.push(',');
                     }
                     let _ = write!(text, "{n}");
                 }
-                out.push(Item::Bytes(text.into_bytes()));
+                debug_assert_eq!(text.len() as u128, len);
+                out.push(Item::Bytes(text.into_bytes()))?;
             }
-            Node::Pause(ms) => out.push(Item::Pause(*ms)),
-            Node::Flush => out.push(Item::Flush),
-            Node::Eof => out.push(Item::Eof),
-            Node::Rst => out.push(Item::Rst),
-            Node::Mark => out.push(Item::Mark),
-            Node::AwaitContinue => out.push(Item::AwaitContinue),
+            Node::Pause(ms) => out.push(Item::Pause(*ms))?,
+            Node::Flush => out.push(Item::Flush)?,
+            Node::Eof => out.push(Item::Eof)?,
+            Node::Rst => out.push(Item::Rst)?,
+            Node::Mark => out.push(Item::Mark)?,
+            Node::AwaitContinue => out.push(Item::AwaitContinue)?,
         }
     }
-    Ok(())
-}
-
-/// A count of the program as a `usize`.
-fn to_usize(n: u64) -> Result<usize> {
-    usize::try_from(n).map_err(|_| Error::Dsl(format!("{n} does not fit in memory")))
+    Ok(out.items)
 }
 
 /// The bytes of `nodes`, which must contain nothing but bytes.
-fn pure_bytes(nodes: &[Node], subst: &Subst, what: &str) -> Result<Vec<u8>> {
-    let mut inner = Vec::new();
-    eval_seq(nodes, subst, &mut inner)?;
+fn pure_bytes(nodes: &[Node], subst: &Subst, budget: &mut Budget, what: &str) -> Result<Vec<u8>> {
+    let inner = eval_seq(nodes, subst, budget)?;
     if inner.iter().any(|i| !matches!(i, Item::Bytes(_))) {
         bail!(
             Dsl,
@@ -514,6 +629,53 @@ fn pure_bytes(nodes: &[Node], subst: &Subst, what: &str) -> Result<Vec<u8>> {
         );
     }
     Ok(payload(&inner))
+}
+
+/// The length of `nums(a, b)`: `a,a+1,…,b` in decimal, without making it.
+fn nums_len(a: i64, b: i64) -> u128 {
+    if a > b {
+        return 0;
+    }
+    // Decimal digits of every n in lo..=hi (0 <= lo <= hi).
+    let digits = |lo: u128, hi: u128| -> u128 {
+        let mut total = 0;
+        let mut start = 0u128;
+        for d in 1..=20u128 {
+            let end = 10u128.pow(u32::try_from(d).unwrap_or(20)) - 1;
+            if start > hi {
+                break;
+            }
+            let (from, to) = (start.max(lo), end.min(hi));
+            if from <= to {
+                total += (to - from + 1) * d;
+            }
+            start = end + 1;
+        }
+        total
+    };
+    let (a, b) = (i128::from(a), i128::from(b));
+    let count = (b - a + 1).unsigned_abs();
+    let mut len = count - 1; // the commas
+    if a < 0 {
+        // -1 down to the most negative: a sign each.
+        let (lo, hi) = ((-b.min(-1)).unsigned_abs(), a.unsigned_abs());
+        len += (hi - lo + 1) + digits(lo, hi);
+    }
+    if b >= 0 {
+        len += digits(a.max(0).unsigned_abs(), b.unsigned_abs());
+    }
+    len
+}
+
+/// How many bytes `items` hold.
+fn payload_len(items: &[Item]) -> usize {
+    items
+        .iter()
+        .map(|i| match i {
+            Item::Bytes(b) => b.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn head(mods: &[Mod]) -> Result<Vec<u8>> {
@@ -650,6 +812,24 @@ mod tests {
         check(r#""\xff\x00\u{feff}""#, b"\xff\x00\xef\xbb\xbf");
         check("rep(3, \"ab\")", b"ababab");
         check("nums(0, 3)", b"0,1,2,3");
+        check("nums(-2, 1)", b"-2,-1,0,1");
+        check("nums(3, 2)", b"");
+        for (a, b) in [
+            (0, 0),
+            (-1, -1),
+            (-12, 3),
+            (-1001, -9),
+            (7, 1234),
+            (-5, 105),
+        ] {
+            let text = payload(
+                &Program::parse(&format!("nums({a}, {b})"))
+                    .unwrap()
+                    .eval(&[])
+                    .unwrap(),
+            );
+            assert_eq!(nums_len(a, b), text.len() as u128, "nums({a}, {b})");
+        }
         check("Hcl(28)", b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nplotly-streamtoken: tok1\r\nContent-Length: 28\r\n\r\n");
     }
 
@@ -740,6 +920,80 @@ mod tests {
                 Item::Eof,
             ]
         );
+    }
+
+    /// Found while writing `check_conform_dsl` (fuzz target `conform_dsl`): a count of the
+    /// program was trusted. `rep(n, )` looped n times over nothing (2^64 - 1: a hang),
+    /// `rep(n, "…")` allocated n copies at once (a capacity-overflow panic, or an abort when
+    /// the allocation failed), and `padto(n, …)`, `nums(a, b)` and a `rep` of pauses made
+    /// whatever the numbers said. Each is now refused past MAX_EVAL_BYTES or MAX_EVAL_ITEMS,
+    /// before the allocation, and `rep` of nothing makes nothing.
+    #[test]
+    fn fuzz_counts_from_the_program_are_bounded() {
+        let eval = |p: &str| Program::parse(p).and_then(|p| p.eval(&[]));
+        assert_eq!(eval("rep(18446744073709551615, )").unwrap(), []);
+        assert_eq!(eval("rep(18446744073709551615, rep(3, ))").unwrap(), []);
+        for hostile in [
+            "rep(18446744073709551615, \"ab\")",
+            "rep(9223372036854775807, \"a\")",
+            "rep(67108865, \"a\")",
+            "rep(33554433, \"ab\")",
+            "rep(65537, eof)",
+            "rep(40000, pause(1) \"a\")",
+            "rep(4096, rep(4096, rep(5, \"a\")))",
+            "padto(18446744073709551615, \"a\")",
+            "padto(67108865, \"a\")",
+            "nums(0, 9223372036854775807)",
+            "nums(-9223372036854775807, 9223372036854775807)",
+            "drip(1, rep(65537, \"a\"))",
+            "c(rep(67108860, \"a\"))",
+        ] {
+            let err = eval(hostile).unwrap_err().to_string();
+            assert!(err.contains("MAX_EVAL_"), "{hostile}: {err}");
+        }
+        // At the bounds, counting what the inner program makes too: MAX_EVAL_BYTES bytes
+        // made with "a" and its copies, MAX_EVAL_ITEMS items with the inner `eof`.
+        let items = eval("rep(67108863, \"a\")").unwrap();
+        assert_eq!(payload(&items).len(), MAX_EVAL_BYTES - 1);
+        assert!(eval("rep(67108864, \"a\")").is_err());
+        let pad = eval("padto(67108862, \"ab\")").unwrap();
+        assert_eq!(payload(&pad).len(), MAX_EVAL_BYTES - 2);
+        assert!(eval("padto(67108863, \"ab\")").is_err());
+        assert_eq!(eval("rep(65535, eof)").unwrap().len(), MAX_EVAL_ITEMS - 1);
+        assert!(eval("rep(65536, eof)").is_err());
+    }
+
+    /// Found while writing `check_conform_dsl`: `(…)` nested thousands deep recursed as deep in
+    /// the parser and in the evaluation.
+    #[test]
+    fn fuzz_nesting_is_bounded() {
+        let nested = |n: usize| format!("{}\"a\"{}", "c(".repeat(n), ")".repeat(n));
+        assert!(Program::parse(&nested(MAX_DEPTH)).is_ok());
+        let err = Program::parse(&nested(MAX_DEPTH + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MAX_DEPTH"), "{err}");
+        assert!(Program::parse(&nested(100_000)).is_err());
+        // Depth counts what is open, not how many groups there were.
+        assert!(Program::parse(&"c(\"a\") ".repeat(1000)).is_ok());
+    }
+
+    /// Found while writing `check_conform_dsl`'s plain decoder of literals: `\x` and `\u{…}`
+    /// took a sign
+    /// (`u8::from_str_radix` accepts `+`), so `"\x+f"` was the byte 0x0f, not an error (the
+    /// same mistake as `url_decode`'s `%+a` in plotstream-server).
+    #[test]
+    fn fuzz_escapes_take_hex_digits_only() {
+        for bad in [
+            r#""\x+f""#,
+            r#""\x-1""#,
+            r#""\u{+41}""#,
+            r#""\u{}""#,
+            r#""\x f""#,
+        ] {
+            assert!(Program::parse(bad).is_err(), "{bad} parsed");
+        }
+        check(r#""\x0F\u{41}\u{0000041}""#, b"\x0fAA");
     }
 
     #[test]

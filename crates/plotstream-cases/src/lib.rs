@@ -24,12 +24,17 @@
 mod case;
 mod dsl;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod segment;
 
 pub use case::{
     catalogue, parse_case, Case, Converted, DuplicateMode, End, Expect, Level, LinesMode, NoStatus,
     ScriptStep, Segmentation, Setup, SetupKind, StatusSpec, TokensMode, Variant, ACCOUNT_VARIABLES,
-    DEFAULT_WAIT_MS, STREAM_ID_VARIABLE,
+    DEFAULT_WAIT_MS, MAX_TOKEN_LEN, STREAM_ID_VARIABLE,
 };
-pub use dsl::{payload, substitute_text, variables, Item, Program, END, P1, P2};
+pub use dsl::{
+    payload, substitute_text, variables, Item, Program, END, MAX_DEPTH, MAX_EVAL_BYTES,
+    MAX_EVAL_ITEMS, P1, P2,
+};
 pub use error::Error;

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::ServerConfig;
 
-use crate::faults::{self, ConnFaults, FaultKind, LineAction};
+use crate::faults::{Due, FaultPlan, LineAction};
 use crate::transport::{close_gracefully, Io};
 use crate::Shared;
 
@@ -74,22 +74,11 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let mut out = Vec::new();
     let mut eof = false;
-    let mut faults = ConnFaults::new(&shared.config.faults, shared.config.seed, conn.id);
-    // The token the simulator scopes faults by: the head's, else the first line's.
-    let mut fault_token: Option<String> = None;
-    let mut stall_until: Option<Duration> = None;
-    // Lines held by a `delay` fault: (due, token, update), in arrival order.
-    let mut held: std::collections::VecDeque<(
-        Duration,
-        plotstream_proto::Token,
-        plotstream_proto::Update,
-    )> = std::collections::VecDeque::new();
-    // Flaps end writers only, so the timer starts once a head is admitted.
-    let mut flap_at: Option<Duration> = None;
+    let mut plan = FaultPlan::new(&shared.config.faults, shared.config.seed, conn.id);
     loop {
         let now = shared.now();
         // A stall withholds everything: neither reads nor buffered lines are processed.
-        while stall_until.is_none_or(|t| now >= t) {
+        while !plan.is_stalled(now) {
             let Some(event) = ingest.poll_event(now) else {
                 break;
             };
@@ -108,55 +97,28 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                                 .map(plotstream_proto::Token::fingerprint);
                             tracing::info!(%peer, token = token.as_deref().unwrap_or("-"), "stream admitted");
                             ingest.admit(now, SystemTime::now());
-                            fault_token = head.token.as_ref().map(|t| t.as_str().to_owned());
-                            if let (Some(t), false) =
-                                (&fault_token, shared.config.faults.is_empty())
-                            {
-                                faults.reseed(shared.config.seed, t, shared.next_token_conn(t));
-                            }
-                            for f in shared
-                                .config
-                                .faults
-                                .iter()
-                                .filter(|f| f.applies(fault_token.as_deref()))
-                            {
-                                match f.kind {
-                                    FaultKind::IdleTimeout { secs } => {
-                                        shared.metrics.fault(f.name());
-                                        ingest.set_idle_timeout(Duration::from_secs_f64(secs));
-                                    }
-                                    FaultKind::Stall { ms } => {
-                                        shared.metrics.fault(f.name());
-                                        tracing::info!(%peer, ms, "fault: stall");
-                                        stall_until = Some(now + Duration::from_millis(ms));
-                                    }
-                                    _ => {}
-                                }
-                            }
-                            flap_at = faults::next_flap(
-                                &shared.config.faults,
-                                fault_token.as_deref(),
+                            let admission = plan.admit(
+                                head.token.as_ref().map(plotstream_proto::Token::as_str),
+                                |t| shared.next_token_conn(t),
                                 now,
                             );
+                            for name in admission.fired {
+                                shared.metrics.fault(name);
+                            }
+                            if let Some(idle) = admission.idle {
+                                ingest.set_idle_timeout(idle);
+                            }
+                            if let Some(d) = admission.stall {
+                                tracing::info!(%peer, ms = d.as_millis(), "fault: stall");
+                            }
                         }
                         Err(status) => ingest.close_with(status),
                     }
                 }
                 // The update stays in the machine (`ingest.update()`): no copy per line.
                 Event::Update { ref token, .. } => {
-                    if fault_token.is_none() {
-                        fault_token = Some(token.as_str().to_owned());
-                        if !shared.config.faults.is_empty() {
-                            faults.reseed(
-                                shared.config.seed,
-                                token.as_str(),
-                                shared.next_token_conn(token.as_str()),
-                            );
-                        }
-                        flap_at =
-                            faults::next_flap(&shared.config.faults, fault_token.as_deref(), now);
-                    }
-                    match faults.before_line(token.as_str()) {
+                    plan.scope(token.as_str(), |t| shared.next_token_conn(t), now);
+                    match plan.before_line(token.as_str()) {
                         (LineAction::Reset, name) => {
                             shared.metrics.fault(name.unwrap_or("reset"));
                             tracing::info!(%peer, "fault: reset");
@@ -174,16 +136,15 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                         (LineAction::Apply, _) => {}
                     }
                     let update = ingest.update();
-                    if let Some(delay) = faults.delay(token.as_str()) {
+                    if plan.hold(now, token, update) {
                         // Held from its arrival, in parallel with the lines after it: reading
                         // and timers go on meanwhile (applied in order by `apply_held`).
                         shared.metrics.fault("delay");
-                        held.push_back((now + delay, *token, update.clone()));
                         continue;
                     }
                     if let Err(status) = shared.store.apply(&conn, token, update) {
                         ingest.reject_line(status);
-                    } else if let Some(status) = faults.after_line(token.as_str()) {
+                    } else if let Some(status) = plan.after_line(token.as_str()) {
                         shared.metrics.fault("disconnect");
                         tracing::info!(%peer, status = status.code(), "fault: disconnect");
                         ingest.close_with(status);
@@ -209,16 +170,9 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                 }
                 Event::End(end) => {
                     // Lines held by a delay fault were accepted: apply them before the status.
-                    while let Some(&(due, _, _)) = held.front() {
-                        tokio::time::sleep_until((shared.origin + due).into()).await;
-                        apply_held(
-                            &mut held,
-                            shared.now(),
-                            shared,
-                            &conn,
-                            &mut ingest,
-                            &mut faults,
-                        );
+                    while let Some(due) = plan.next_held() {
+                        tokio::time::sleep_until(shared.origin + due).await;
+                        apply_held(&mut plan, shared.now(), shared, &conn, &mut ingest);
                     }
                     // Release bindings before the response is written (P7, M32).
                     shared.store.release(&conn);
@@ -280,45 +234,32 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
         let deadline = ingest.poll_timeout().map(|d| shared.origin + d);
         let sleep = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
-        let stalled = stall_until.is_some_and(|t| shared.now() < t);
-        let stall_end = async {
-            match stall_until {
-                Some(t) if stalled => tokio::time::sleep_until((shared.origin + t).into()).await,
-                _ => std::future::pending().await,
-            }
-        };
-        let held_due = held.front().map(|(due, _, _)| *due);
-        let held_sleep = async {
-            match held_due {
-                Some(t) => tokio::time::sleep_until((shared.origin + t).into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let flap = async {
-            match flap_at {
-                Some(t) => tokio::time::sleep_until((shared.origin + t).into()).await,
+        let stalled = plan.is_stalled(shared.now());
+        // One timer for every fault: the end of a stall, a held line, a flap.
+        let fault_timer = async {
+            match plan.poll_timeout() {
+                Some(t) => tokio::time::sleep_until(shared.origin + t).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            () = held_sleep => apply_held(&mut held, shared.now(), shared, &conn, &mut ingest, &mut faults),
-            () = stall_end => {
-                // Withheld reads do not count toward the idle timer (P8, L31).
-                if let Some(t) = stall_until.take() {
-                    let stalled_from = t.saturating_sub(stall_ms(&shared.config.faults, fault_token.as_deref()));
-                    ingest.handle_paused(stalled_from, shared.now());
+            () = fault_timer => match plan.handle_timeout(shared.now()) {
+                Some(Due::Unstalled { from }) => {
+                    // Withheld reads do not count toward the idle timer (P8, L31).
+                    ingest.handle_paused(from, shared.now());
                 }
-            }
-            () = flap => {
-                shared.metrics.fault("flap");
-                tracing::info!(%peer, "fault: flap (healthy disconnect)");
-                flap_at = None;
-                ingest.close_with(Status::OK);
-            }
+                Some(Due::Held) => apply_held(&mut plan, shared.now(), shared, &conn, &mut ingest),
+                Some(Due::Flap) => {
+                    shared.metrics.fault("flap");
+                    tracing::info!(%peer, "fault: flap (healthy disconnect)");
+                    ingest.close_with(Status::OK);
+                }
+                None => {}
+            },
             res = stream.read_chunk(), if !eof && !stalled => match res {
                 Ok(buf) if buf.is_empty() => {
                     eof = true;
@@ -362,44 +303,25 @@ fn reason(e: &plotstream_proto::update::UpdateError) -> &'static str {
     }
 }
 
-fn stall_ms(faults: &[faults::Fault], token: Option<&str>) -> Duration {
-    faults
-        .iter()
-        .filter(|f| f.applies(token))
-        .find_map(|f| match f.kind {
-            FaultKind::Stall { ms } => Some(Duration::from_millis(ms)),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
 /// Applies the held lines that are due, in order. A refusal ends the request with its status
 /// and drops the lines held after it, as a refusal at that line would have.
 fn apply_held(
-    held: &mut std::collections::VecDeque<(
-        Duration,
-        plotstream_proto::Token,
-        plotstream_proto::Update,
-    )>,
+    plan: &mut FaultPlan<'_>,
     now: Duration,
     shared: &Shared,
     conn: &Arc<crate::store::Conn>,
     ingest: &mut Ingest,
-    faults: &mut ConnFaults<'_>,
 ) {
-    while held.front().is_some_and(|(due, _, _)| *due <= now) {
-        let Some((_, token, update)) = held.pop_front() else {
-            break;
-        };
+    while let Some((token, update)) = plan.pop_held(now) {
         match shared.store.apply(conn, &token, &update) {
             Err(status) => {
-                held.clear();
+                plan.drop_held();
                 ingest.close_with(status);
             }
             Ok(_) => {
-                if let Some(status) = faults.after_line(token.as_str()) {
+                if let Some(status) = plan.after_line(token.as_str()) {
                     shared.metrics.fault("disconnect");
-                    held.clear();
+                    plan.drop_held();
                     ingest.close_with(status);
                 }
             }

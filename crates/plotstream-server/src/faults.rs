@@ -6,9 +6,10 @@
 //! generator seeded with `--seed` and the connection's accept number, so the same seed and the
 //! same client behaviour give the same faults.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use plotstream_proto::Status;
+use plotstream_proto::{Status, Token, Update};
 
 /// One `--fault SPEC`.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,7 +262,7 @@ pub enum LineAction {
 
 /// The per-connection fault state.
 #[derive(Debug)]
-pub struct ConnFaults<'a> {
+struct ConnFaults<'a> {
     faults: &'a [Fault],
     rng: Rng,
     n_lines: u64,
@@ -339,8 +340,201 @@ impl<'a> ConnFaults<'a> {
     }
 }
 
+/// A line held by a `delay` fault until it is due.
+#[derive(Debug)]
+struct Held {
+    due: Duration,
+    token: Token,
+    update: Update,
+}
+
+/// One connection's faults as a sans-IO machine, like the protocol's: the driver tells it what
+/// happened (a head admitted, a line), asks it what to do with a line, and waits until
+/// [`FaultPlan::poll_timeout`], then calls [`FaultPlan::handle_timeout`]. It reads no clock:
+/// `now` is the time since the server started.
+#[derive(Debug)]
+pub struct FaultPlan<'a> {
+    all: &'a [Fault],
+    seed: u64,
+    lines: ConnFaults<'a>,
+    /// The token faults are scoped by: the head's, else the first line's.
+    token: Option<String>,
+    /// `(from, until)` of a `stall`: nothing is read or processed meanwhile.
+    stall: Option<(Duration, Duration)>,
+    /// Lines held by `delay`, in arrival order (their dues are too: the delay is per token).
+    held: VecDeque<Held>,
+    /// The next `flap`: writers only, so it starts once a head is admitted or a line scoped.
+    flap_at: Option<Duration>,
+}
+
+/// What an admitted head makes the driver do.
+#[derive(Debug, Default, PartialEq)]
+pub struct Admission {
+    /// An `idle-timeout` fault: L28 for this connection.
+    pub idle: Option<Duration>,
+    /// A `stall` fault started, this long.
+    pub stall: Option<Duration>,
+    /// The faults that fired, for `plotstream_faults_total`.
+    pub fired: Vec<&'static str>,
+}
+
+/// What the plan's timer asks of the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// The stall is over: the time from `from` to now does not count toward L28 (P8, L31).
+    Unstalled {
+        /// When the stall began.
+        from: Duration,
+    },
+    /// A held line is due: take it with [`FaultPlan::pop_held`].
+    Held,
+    /// A `flap`: end the request with a healthy `200`.
+    Flap,
+}
+
+impl<'a> FaultPlan<'a> {
+    /// The plan of connection number `conn` under `--seed`.
+    pub fn new(all: &'a [Fault], seed: u64, conn: u64) -> FaultPlan<'a> {
+        FaultPlan {
+            all,
+            seed,
+            lines: ConnFaults::new(all, seed, conn),
+            token: None,
+            stall: None,
+            held: VecDeque::new(),
+            flap_at: None,
+        }
+    }
+
+    /// The token faults are scoped by, once known.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The head was admitted at `now`, with `token` if it named one. `nth` numbers this
+    /// connection among the token's (asked only when faults are configured).
+    pub fn admit(
+        &mut self,
+        token: Option<&str>,
+        nth: impl FnOnce(&str) -> u64,
+        now: Duration,
+    ) -> Admission {
+        self.token = token.map(str::to_owned);
+        if let (Some(t), false) = (token, self.all.is_empty()) {
+            self.lines.reseed(self.seed, t, nth(t));
+        }
+        let mut out = Admission::default();
+        for f in self.all.iter().filter(|f| f.applies(token)) {
+            match f.kind {
+                FaultKind::IdleTimeout { secs } => {
+                    out.fired.push(f.name());
+                    out.idle = Some(Duration::from_secs_f64(secs));
+                }
+                FaultKind::Stall { ms } => {
+                    out.fired.push(f.name());
+                    let d = Duration::from_millis(ms);
+                    out.stall = Some(d);
+                    self.stall = Some((now, now + d));
+                }
+                _ => {}
+            }
+        }
+        self.flap_at = next_flap(self.all, token, now);
+        out
+    }
+
+    /// A line of `token` arrived; the first one scopes the faults when the head named none.
+    pub fn scope(&mut self, token: &str, nth: impl FnOnce(&str) -> u64, now: Duration) {
+        if self.token.is_some() {
+            return;
+        }
+        self.token = Some(token.to_owned());
+        if !self.all.is_empty() {
+            self.lines.reseed(self.seed, token, nth(token));
+        }
+        self.flap_at = next_flap(self.all, Some(token), now);
+    }
+
+    /// True while a stall withholds reads and processing.
+    pub fn is_stalled(&self, now: Duration) -> bool {
+        self.stall.is_some_and(|(_, until)| now < until)
+    }
+
+    /// Decides for one line of `token`, before it is applied.
+    pub fn before_line(&mut self, token: &str) -> (LineAction, Option<&'static str>) {
+        self.lines.before_line(token)
+    }
+
+    /// After a line of `token` was applied: the status to end with, if a disconnect is due.
+    pub fn after_line(&mut self, token: &str) -> Option<Status> {
+        self.lines.after_line(token)
+    }
+
+    /// Holds the line if a `delay` applies to `token`: it is applied when due, in order with
+    /// the lines held after it, while reading and timers go on. True if held.
+    pub fn hold(&mut self, now: Duration, token: &Token, update: &Update) -> bool {
+        match self.lines.delay(token.as_str()) {
+            Some(delay) => {
+                self.held.push_back(Held {
+                    due: now + delay,
+                    token: *token,
+                    update: update.clone(),
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next held line's due time, if any.
+    pub fn next_held(&self) -> Option<Duration> {
+        self.held.front().map(|h| h.due)
+    }
+
+    /// The oldest held line, if it is due at `now`.
+    pub fn pop_held(&mut self, now: Duration) -> Option<(Token, Update)> {
+        if self.next_held()? > now {
+            return None;
+        }
+        self.held.pop_front().map(|h| (h.token, h.update))
+    }
+
+    /// Drops the held lines (the request ended with a refusal before they were due).
+    pub fn drop_held(&mut self) {
+        self.held.clear();
+    }
+
+    /// When the driver must call [`FaultPlan::handle_timeout`]: the end of a stall, the next
+    /// held line, or the next flap, whichever comes first.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let stall = self.stall.map(|(_, until)| until);
+        [stall, self.next_held(), self.flap_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// What is due at `now`, one thing at a time (call again while it returns `Some`).
+    pub fn handle_timeout(&mut self, now: Duration) -> Option<Due> {
+        if let Some((from, until)) = self.stall {
+            if now >= until {
+                self.stall = None;
+                return Some(Due::Unstalled { from });
+            }
+        }
+        if self.next_held().is_some_and(|due| due <= now) {
+            return Some(Due::Held);
+        }
+        if self.flap_at.is_some_and(|at| at <= now) {
+            self.flap_at = None;
+            return Some(Due::Flap);
+        }
+        None
+    }
+}
+
 /// The next flap instant after `now` (both since server start), if a flap fault applies.
-pub fn next_flap(faults: &[Fault], token: Option<&str>, now: Duration) -> Option<Duration> {
+fn next_flap(faults: &[Fault], token: Option<&str>, now: Duration) -> Option<Duration> {
     faults
         .iter()
         .filter(|f| f.applies(token))
@@ -358,6 +552,73 @@ pub fn next_flap(faults: &[Fault], token: Option<&str>, now: Duration) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn plan_of(specs: &[&str]) -> Vec<Fault> {
+        specs.iter().map(|s| parse(s).unwrap()).collect()
+    }
+
+    /// #12 item 5: the simulator is a sans-IO plan, so its timers are tested without a socket
+    /// or a clock.
+    #[test]
+    fn a_stall_withholds_until_its_end_then_reports_the_paused_time() {
+        let faults = plan_of(&["stall:ms=300"]);
+        let mut plan = FaultPlan::new(&faults, 1, 1);
+        let admission = plan.admit(Some("tok1"), |_| 0, ms(1000));
+        assert_eq!(admission.stall, Some(ms(300)));
+        assert_eq!(admission.fired, vec!["stall"]);
+        assert!(plan.is_stalled(ms(1299)));
+        assert_eq!(plan.poll_timeout(), Some(ms(1300)));
+        assert_eq!(plan.handle_timeout(ms(1299)), None);
+        assert_eq!(
+            plan.handle_timeout(ms(1300)),
+            Some(Due::Unstalled { from: ms(1000) })
+        );
+        assert!(!plan.is_stalled(ms(1300)));
+        assert_eq!(plan.poll_timeout(), None);
+    }
+
+    #[test]
+    fn delayed_lines_come_back_in_order_when_due_and_flaps_recur() {
+        let faults = plan_of(&["delay:ms=100", "flap:every=2"]);
+        let mut plan = FaultPlan::new(&faults, 1, 1);
+        let token = Token::parse(b"tok1").unwrap();
+        let update = Update::default();
+        plan.scope("tok1", |_| 0, ms(500));
+        assert_eq!(plan.token(), Some("tok1"));
+        plan.scope("other", |_| 0, ms(600));
+        assert_eq!(
+            plan.token(),
+            Some("tok1"),
+            "the first line's token scopes the rest"
+        );
+        assert!(plan.hold(ms(500), &token, &update));
+        assert!(plan.hold(ms(550), &token, &update));
+        assert_eq!(plan.poll_timeout(), Some(ms(600)));
+        assert!(plan.pop_held(ms(599)).is_none());
+        assert_eq!(plan.handle_timeout(ms(600)), Some(Due::Held));
+        assert!(plan.pop_held(ms(600)).is_some());
+        assert!(plan.pop_held(ms(600)).is_none(), "the second is due at 650");
+        assert!(plan.pop_held(ms(650)).is_some());
+        assert_eq!(plan.poll_timeout(), Some(ms(2000)), "the flap every 2 s");
+        assert_eq!(plan.handle_timeout(ms(2000)), Some(Due::Flap));
+        assert_eq!(plan.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_scoped_fault_leaves_other_tokens_alone() {
+        let faults = plan_of(&["delay:ms=100,token=tok1", "idle-timeout:2,token=tok2"]);
+        let mut plan = FaultPlan::new(&faults, 1, 1);
+        let admission = plan.admit(Some("tok3"), |_| 0, ms(0));
+        assert_eq!(admission, Admission::default());
+        let tok3 = Token::parse(b"tok3").unwrap();
+        assert!(!plan.hold(ms(0), &tok3, &Update::default()));
+        let mut plan = FaultPlan::new(&faults, 1, 2);
+        assert_eq!(plan.admit(Some("tok2"), |_| 0, ms(0)).idle, Some(ms(2000)));
+    }
 
     #[test]
     fn specs_parse() {

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use serde_json::Value as Json;
 
-use crate::rest::{parse_json_lenient, split_form, url_decode, FORM_KEYS};
+use crate::rest::form::{parse_json_lenient, split_form, url_decode, FORM_KEYS};
 use crate::users::{self, valid_username, MAX_TOKENS_PER_USER};
 
 /// The users file (`users::parse`): never panics; every accepted record has a valid name and
@@ -238,6 +238,127 @@ pub fn check_records(data: &[u8]) {
     }
 }
 
+/// The viewer feeds' peer input (`sse.rs`): the query of `/api/streams/{id}/events` and
+/// `/api/plots/{fid}/events` (the input's first line), the `Last-Event-ID` header an
+/// EventSource resends on reconnect (the rest), and the fid the figure feed names (the first
+/// line again). Never panics; `?interval=` comes out at most the configured bound (L51: 5 s by
+/// default; here also 0, 1 ms, 49 ms and unbounded), whatever the query, and as a plain
+/// reading of the query says; a `Last-Event-ID` that parses has a 1–16 character alphanumeric
+/// epoch and a seq, stands in the header as `<epoch>:<seq>` (the seq perhaps with a `+` or
+/// leading zeros), and the `id:` the server writes for them (`event_head`) parses back to the
+/// same; an id the server writes for any epoch it makes (8 hex digits) and any seq parses
+/// back; a fid that parses names a valid user, and its canonical `<user>:<n>` parses back.
+pub fn check_sse(data: &[u8]) {
+    use std::time::Duration;
+
+    use crate::sse::{event_head, interval_of, last_event_id, DEFAULT_INTERVAL};
+
+    let (query, last) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let query = String::from_utf8_lossy(query);
+
+    let asked = reference_interval(&query);
+    for max in [
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_millis(49),
+        crate::StoreConfig::default().viewer_interval_max,
+        Duration::MAX,
+    ] {
+        let interval = interval_of(Some(&query), max);
+        assert!(interval <= max, "{query:?}: {interval:?} over {max:?}");
+        assert_eq!(
+            interval,
+            asked.unwrap_or(DEFAULT_INTERVAL).min(max),
+            "{query:?}"
+        );
+        assert_eq!(interval_of(None, max), DEFAULT_INTERVAL.min(max));
+    }
+
+    let head = |id: &[u8]| plotstream_proto::head::RequestHead {
+        method: "GET".to_owned(),
+        target: format!("/api/streams/abc/events?{query}"),
+        version: 1,
+        headers: vec![
+            ("Host".to_owned(), bytes::Bytes::from_static(b"h")),
+            (
+                "last-EVENT-id".to_owned(),
+                bytes::Bytes::copy_from_slice(id),
+            ),
+        ],
+        len: 0,
+    };
+    // The `id:` line of an event the server writes for (epoch, seq).
+    let id_written = |epoch: &str, seq: u64| -> Vec<u8> {
+        let event = event_head("update", epoch, seq);
+        let line = event
+            .split(|&b| b == b'\n')
+            .find_map(|l| l.strip_prefix(b"id: "))
+            .map(<[u8]>::to_vec);
+        line.unwrap_or_default()
+    };
+    if let Some((epoch, seq)) = last_event_id(&head(last)) {
+        assert!((1..=16).contains(&epoch.len()), "{epoch:?}");
+        assert!(
+            epoch.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{epoch:?}"
+        );
+        let sent = std::str::from_utf8(last).map(str::trim).unwrap_or_default();
+        let (e, s) = sent.split_once(':').unwrap_or_default();
+        assert_eq!(e, epoch, "{sent:?}");
+        assert_eq!(s.parse::<u64>(), Ok(seq), "{sent:?}");
+        assert!(
+            s == seq.to_string() || s.starts_with(['+', '0']),
+            "{sent:?} is not {epoch}:{seq}"
+        );
+        let written = id_written(&epoch, seq);
+        assert_eq!(written, format!("{epoch}:{seq}").into_bytes());
+        assert_eq!(last_event_id(&head(&written)), Some((epoch, seq)));
+    }
+    if let (Some(e), Some(s)) = (data.first_chunk::<4>(), data.last_chunk::<8>()) {
+        let (epoch, seq) = (crate::text::hex(e), u64::from_le_bytes(*s));
+        let written = id_written(&epoch, seq);
+        assert_eq!(last_event_id(&head(&written)), Some((epoch, seq)));
+    }
+
+    if let Some((user, n)) = crate::files::split_fid(&query) {
+        assert!(valid_username(user), "{query:?}");
+        let canonical = format!("{user}:{n}");
+        assert_eq!(crate::files::split_fid(&canonical), Some((user, n)));
+        let (u, digits) = query.rsplit_once(':').unwrap_or_default();
+        assert_eq!((u, digits.parse()), (user, Ok(n)), "{query:?}");
+        assert!(
+            *query == canonical || digits.starts_with('0'),
+            "{query:?} is not {canonical:?}"
+        );
+    }
+    if let Some((user, n)) = query.split_once('/') {
+        if let Some(fid) = crate::rest::page_fid(user, n) {
+            assert!(crate::files::split_fid(&fid).is_some(), "{fid:?}");
+        }
+    }
+}
+
+/// `?interval=MS` read plainly: the value of the first `interval` key, if it is a whole number
+/// of milliseconds (an optional `+`, then decimal digits) that fits in a `u64`.
+fn reference_interval(query: &str) -> Option<std::time::Duration> {
+    let value = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "interval")?
+        .1;
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms = digits.bytes().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some(std::time::Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -316,6 +437,18 @@ mod tests {
             let i = at % snap.len();
             snap[i] = byte;
             check_records(&snap);
+        }
+
+        #[test]
+        fn sse(data in proptest::collection::vec(any::<u8>(), 0..200)) { check_sse(&data) }
+
+        /// Queries and ids of the shapes viewers send, and near misses.
+        #[test]
+        fn sse_like(
+            query in "((interval|share_key|x)=[+0-9a-z]{0,22}&?){0,3}",
+            id in "[ \t]{0,2}[0-9a-fA-Z+-]{0,18}(:[+0-9]{0,22})?[ \t]{0,2}",
+        ) {
+            check_sse(format!("{query}\n{id}").as_bytes())
         }
 
         #[test]

@@ -160,7 +160,7 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
 const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
 
 /// `Last-Event-ID: <epoch>:<seq>` as an EventSource resends it on reconnect, if well-formed.
-fn last_event_id(head: &RequestHead) -> Option<(String, u64)> {
+pub(crate) fn last_event_id(head: &RequestHead) -> Option<(String, u64)> {
     let v = std::str::from_utf8(head.field("last-event-id")?)
         .ok()?
         .trim();
@@ -173,12 +173,14 @@ fn last_event_id(head: &RequestHead) -> Option<(String, u64)> {
 
 /// `?interval=MS`: the coalescing interval, at most `max` (L35 note: a viewer that asked for
 /// years grew its pending updates with ingest, and `u64::MAX` overflowed the deadline); 50 ms
-/// when absent or not a whole number.
-fn interval_of(query: Option<&str>, max: Duration) -> Duration {
+/// when absent or not a whole number, and that default is held to `max` too (a bound under
+/// 50 ms used to hold only for viewers that asked).
+pub(crate) fn interval_of(query: Option<&str>, max: Duration) -> Duration {
     query
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("interval=")))
         .and_then(|v| v.parse::<u64>().ok())
-        .map_or(DEFAULT_INTERVAL, |ms| Duration::from_millis(ms).min(max))
+        .map_or(DEFAULT_INTERVAL, Duration::from_millis)
+        .min(max)
 }
 
 /// What the driver does after an input.
@@ -593,7 +595,7 @@ fn reset_event(t: &Trace, reason: &str, after_seq: Option<u64>, multi: bool, out
 
 /// `event: <kind>`, `id: <epoch>:<seq>` and the start of the `data:` line; the caller adds
 /// one JSON text and the blank line.
-fn event_head(kind: &str, epoch: &str, seq: u64) -> Vec<u8> {
+pub(crate) fn event_head(kind: &str, epoch: &str, seq: u64) -> Vec<u8> {
     let mut head = Vec::with_capacity(128);
     head.extend_from_slice(b"event: ");
     head.extend_from_slice(kind.as_bytes());
@@ -606,7 +608,7 @@ fn event_head(kind: &str, epoch: &str, seq: u64) -> Vec<u8> {
 }
 
 /// The coalescing interval when a viewer asks for none.
-const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
 /// Chunks this large are written in place, not gathered (a snapshot, a big update).
 const DIRECT_WRITE: usize = 4 * 1024;
 /// The most bytes of small chunks gathered into one write: what one session holds besides
@@ -1007,6 +1009,22 @@ mod tests {
         ] {
             assert_eq!(interval_of(query, max), expected, "{query:?}");
         }
+    }
+
+    /// Found by `check_sse` (fuzz target `sse`): under a bound below the 50 ms default, a
+    /// viewer that asked for no interval (or for one that does not parse) was flushed every
+    /// 50 ms, past the bound that `viewer_interval_max` promises every viewer.
+    #[test]
+    fn fuzz_the_default_interval_stays_within_a_smaller_bound() {
+        let max = Duration::from_millis(10);
+        for query in [None, Some(""), Some("interval=abc"), Some("interval=20")] {
+            assert_eq!(interval_of(query, max), max, "{query:?}");
+        }
+        assert_eq!(interval_of(None, Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            interval_of(Some("interval=5"), max),
+            Duration::from_millis(5)
+        );
     }
 
     /// A figure feed frames the shared ops with its trace index: coalesced and lone updates,

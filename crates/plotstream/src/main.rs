@@ -1,6 +1,7 @@
 //! `plotstream`: the one CLI binary. Thin: argument parsing, logging and signal handling here;
 //! the work lives in the library crates.
 
+mod config_file;
 mod demo;
 
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use plotstream_proto::Maxpoints;
 use plotstream_server::faults::FaultKind;
 use plotstream_server::{Config, Storage, StoreConfig};
@@ -32,7 +33,7 @@ enum Command {
     ///   plotstream serve --demo
     ///   plotstream serve --listen 0.0.0.0:80 --listen 0.0.0.0:9999 --public-url http://plot.example.org:9999
     ///   plotstream serve --tokens registered --on-duplicate reject --idle-timeout 30s
-    #[command(verbatim_doc_comment)]
+    #[command(verbatim_doc_comment, args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Stream newline-delimited JSON from stdin to a token, with heartbeats.
     ///
@@ -180,6 +181,14 @@ struct ServeArgs {
     /// the URL, PLOTSTREAM_REDIS_PASSWORD is used (docs/storage.md "On Redis").
     #[arg(long, value_name = "URL", conflicts_with_all = ["in_memory", "data_dir"])]
     redis: Option<String>,
+    /// Read flags from this TOML file, one key per long flag (`data-dir = "/var/lib/plotstream"`,
+    /// `listen = ["0.0.0.0:80", "0.0.0.0:9999"]`, `open = true`); flags given here override it
+    /// (docs/serve.md "Configuration file").
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (file, flags and defaults) as TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// The longest time between two group commits of accepted lines (docs/storage.md DC2): a
     /// crash loses at most this much of streams whose writers had no final 200 yet.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
@@ -283,7 +292,22 @@ fn real_main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let command = Cli::command();
+    let serve_command = command
+        .find_subcommand("serve")
+        .cloned()
+        .context("no serve command")?;
+    let args = config_file::expand(std::env::args_os().collect(), &serve_command)?;
+    let matches = command.get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Serve(args), Some(serve_matches)) =
+        (&cli.command, matches.subcommand_matches("serve"))
+    {
+        if args.print_config {
+            print!("{}", config_file::print(&serve_command, serve_matches));
+            return Ok(());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -352,3 +352,130 @@ fn s12_descriptor_pressure_beside_established_writers() {
     assert!(admitted < Duration::from_secs(5), "{admitted:?}");
     server.stop();
 }
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("plotstream-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn print_config(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// #15 item 4: `serve --config FILE` takes every flag as a key, the command line overrides it,
+/// and `--print-config` prints what is in effect in a form that reads back the same.
+#[test]
+fn a_config_file_sets_flags_that_the_command_line_overrides() {
+    let file = temp_file(
+        "config",
+        "default-maxpoints = 7\nidle-timeout = \"30s\"\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nlenient-lines = true\n",
+    );
+    let f = file.to_str().unwrap();
+    let (ok, printed, err) = print_config(&["--config", f]);
+    assert!(ok, "{err}");
+    for line in [
+        "default-maxpoints = 7",
+        "idle-timeout = \"30s\"",
+        "lenient-lines = true",
+        "listen = [\"127.0.0.1:1\", \"127.0.0.1:2\"]",
+        "max-maxpoints = 10000",
+    ] {
+        assert!(printed.lines().any(|l| l == line), "{line} in\n{printed}");
+    }
+    // The command line wins, and a repeatable flag given there replaces the file's list.
+    let (ok, over, err) = print_config(&[
+        "--config",
+        f,
+        "--default-maxpoints",
+        "9",
+        "--listen",
+        "127.0.0.1:3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(over.lines().any(|l| l == "default-maxpoints = 9"), "{over}");
+    assert!(
+        over.lines().any(|l| l == "listen = [\"127.0.0.1:3\"]"),
+        "{over}"
+    );
+    // What it prints reads back to the same.
+    let again = temp_file("config-again", &printed);
+    let (ok, reread, err) = print_config(&["--config", again.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(reread, printed);
+    // And a server started from it uses it.
+    let server = Server::start(&["--config", f]);
+    let mut send = Command::new(BIN)
+        .args(["send", "--target", &server.base, "--token", "cfgtoken1"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: String = (1..=10).map(|i| format!("{{\"x\":{i}}}\n")).collect();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(send.wait_with_output().unwrap().status.success());
+    let inspect = server.get("/api/streams/cfgtoken1");
+    assert!(inspect.contains("\"maxpoints\":7"), "{inspect}");
+    assert!(inspect.contains("\"x\":[4,5,6,7,8,9,10]"), "{inspect}");
+    server.stop();
+    for p in [file, again] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Whatever is wrong in a config file is named with the file (and the key, where there is one).
+#[test]
+fn a_bad_config_file_is_refused_naming_the_key_and_the_file() {
+    for (name, text, says) in [
+        ("unknown", "colour = \"red\"\n", "unknown key \"colour\""),
+        (
+            "switch",
+            "in-memory = \"yes\"\n",
+            "key \"in-memory\": --in-memory is a switch",
+        ),
+        (
+            "list",
+            "idle-timeout = [\"1s\"]\n",
+            "key \"idle-timeout\": --idle-timeout takes one value",
+        ),
+        (
+            "value",
+            "idle-timeout = \"soon\"\n",
+            "invalid value 'soon' for '--idle-timeout",
+        ),
+        (
+            "conflict",
+            "in-memory = true\ndata-dir = \"x\"\n",
+            "cannot be used with",
+        ),
+        ("table", "[serve]\nopen = true\n", "unknown key \"serve\""),
+        ("toml", "open = \n", "not valid TOML"),
+        (
+            "huge",
+            &format!("# {}\n", "x".repeat(1 << 20)),
+            "(L56: 1048576)",
+        ),
+    ] {
+        let file = temp_file(&format!("bad-{name}"), text);
+        let f = file.to_str().unwrap();
+        let (ok, _, err) = print_config(&["--config", f]);
+        assert!(!ok, "{name}: accepted");
+        assert!(err.contains(f), "{name}: the file is not named: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+        let _ = std::fs::remove_file(file);
+    }
+}

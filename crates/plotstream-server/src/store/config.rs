@@ -43,8 +43,8 @@ pub struct StoreConfig {
     pub viewer_queue_bytes: usize,
     /// L35 (note): the longest coalescing interval a viewer may ask for with `?interval=MS`
     /// (default 5 s); longer ones are clamped to it, and a value that is not a whole number of
-    /// milliseconds means the 50 ms default. A viewer that reads everything flushes at least
-    /// this often, and earlier at half an L35 bound.
+    /// milliseconds means the 50 ms default (or this bound, if it is smaller). A viewer that
+    /// reads everything flushes at least this often, and earlier at half an L35 bound.
     pub viewer_interval_max: std::time::Duration,
     /// L37: viewers per stream (default 1 000); the next subscribe gets 503.
     pub viewers_per_stream: usize,

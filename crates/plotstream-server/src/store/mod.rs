@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use plotstream_proto::{Maxpoints, Status, Token, Update, Value};
 use tokio::sync::Notify;
@@ -994,6 +994,30 @@ mod tests {
     /// connection's read buffer". It did (a `Str` is a `Bytes` slice of the chunk the line was
     /// read into): a window of timestamp strings pinned whole read buffers. Now the window
     /// keeps owned copies; the buffer is freed once the line is done.
+    /// L27 on the server's one clock (tokio's, here paused): an idle stream goes after the TTL
+    /// without the test waiting an hour; one with a writer or a registered owner stays.
+    #[tokio::test(start_paused = true)]
+    async fn idle_streams_go_after_l27_on_paused_time() {
+        let (s, c) = store(StoreConfig::default());
+        apply(&s, &c, "idle1", r#"{"x":1}"#).unwrap();
+        s.release(&c);
+        let writer = s.new_conn();
+        apply(&s, &writer, "busy1", r#"{"x":1}"#).unwrap();
+        s.register("owned1").unwrap();
+        let c3 = s.new_conn();
+        apply(&s, &c3, "owned1", r#"{"x":1}"#).unwrap();
+        s.release(&c3);
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        assert_eq!(s.evict_idle(Instant::now()), 0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(s.evict_idle(Instant::now()), 1);
+        assert!(s.inspect("idle1", true).is_none());
+        assert!(s.inspect("busy1", true).is_some());
+        assert!(s.inspect("owned1", true).is_some());
+        // The next line starts a new stream (a new epoch), as L27 says.
+        assert_eq!(apply(&s, &c, "idle1", r#"{"x":2}"#), Ok(1));
+    }
+
     /// #11 item 4: one lock per stream. While one stream's lock is held (a long inspection, a
     /// big snapshot), lines of another stream still apply.
     #[test]

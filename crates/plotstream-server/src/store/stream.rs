@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use plotstream_proto::canonical::{write_jcs, write_jcs_string};

@@ -1,0 +1,198 @@
+//! `plotstream serve --config FILE` (docs/serve.md "Configuration file"): a TOML file whose keys
+//! are `serve`'s long flags, read as if its flags came first on the command line, so that flags
+//! given there override it. The keys come from the command's own definition, so every flag is
+//! accepted and nothing else is: an unknown key, a table, or a value of the wrong kind is an
+//! error naming the key and the file.
+//!
+//! `--print-config` prints the effective configuration (file, flags and defaults) in the same
+//! format, so it can be saved and read back.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::{ArgAction, ArgMatches, Command};
+
+/// Flags that are about the file itself, not settings it may hold.
+const NOT_IN_FILE: [&str; 3] = ["config", "print-config", "help"];
+
+/// L56: the largest configuration file read (a config file is small; a huge one is a mistake).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// `args` (a whole command line) with the flags of `serve --config FILE` inserted right after
+/// `serve`, before the flags given, so those override the file. Other commands are returned
+/// as they are. `serve` is the definition of the `serve` subcommand.
+pub fn expand(args: Vec<OsString>, serve: &Command) -> Result<Vec<OsString>> {
+    let Some(at) = args.iter().position(|a| a == "serve") else {
+        return Ok(args);
+    };
+    if at != 1 {
+        return Ok(args);
+    }
+    let given = &args[at + 1..];
+    let Some(file) = config_path(given) else {
+        return Ok(args);
+    };
+    let text = read(Path::new(&file))?;
+    let from_file = flags_of(&text, serve).with_context(|| file.to_string_lossy().into_owned())?;
+    // A repeatable flag given on the command line replaces the file's values instead of adding
+    // to them; a single one overrides by coming later (`args_override_self`).
+    let on_command_line: Vec<String> = given
+        .iter()
+        .filter_map(|a| a.to_str()?.strip_prefix("--"))
+        .map(|a| a.split('=').next().unwrap_or(a).to_owned())
+        .collect();
+    let mut flags: Vec<OsString> = Vec::new();
+    for (key, values) in from_file {
+        let repeatable = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .is_some_and(|a| matches!(a.get_action(), ArgAction::Append));
+        if repeatable && on_command_line.contains(&key) {
+            continue;
+        }
+        for v in values {
+            flags.push(format!("--{key}").into());
+            if let Some(v) = v {
+                flags.push(v.into());
+            }
+        }
+    }
+    // The file alone must make sense (values, conflicts): say so naming the file, not as if
+    // the flags had been typed.
+    let alone = std::iter::once(OsString::from("serve")).chain(flags.iter().cloned());
+    if let Err(e) = serve.clone().try_get_matches_from(alone) {
+        let first = e.to_string();
+        let first = first
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        bail!("{}: {first}", file.to_string_lossy());
+    }
+    let mut out: Vec<OsString> = args[..=at].to_vec();
+    out.extend(flags);
+    out.extend(given.iter().cloned());
+    Ok(out)
+}
+
+/// The value of `--config FILE` or `--config=FILE` among `args`.
+fn config_path(args: &[OsString]) -> Option<OsString> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("--config=")) {
+            return Some(v.into());
+        }
+    }
+    None
+}
+
+fn read(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        bail!(
+            "{}: {} bytes, more than a configuration file may hold (L56: {MAX_CONFIG_BYTES})",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))
+}
+
+/// The flags `text` (TOML) stands for, in the file's order: each key with its values (`None`
+/// for a flag without a value). Errors name the key.
+pub fn flags_of(text: &str, serve: &Command) -> Result<Vec<(String, Vec<Option<String>>)>> {
+    let doc: toml::Table = text.parse().context("not valid TOML")?;
+    let mut out = Vec::new();
+    for (key, value) in doc {
+        let Some(arg) = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .filter(|_| !NOT_IN_FILE.contains(&key.as_str()))
+        else {
+            bail!("unknown key {key:?}: `plotstream serve` has no --{key}");
+        };
+        let is_flag = matches!(arg.get_action(), ArgAction::SetTrue);
+        let repeatable = matches!(arg.get_action(), ArgAction::Append);
+        let scalar = |v: &toml::Value| -> Result<String> {
+            Ok(match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => bail!(
+                    "key {key:?}: expected a string or a number, not {}",
+                    v.type_str()
+                ),
+            })
+        };
+        let values = match (&value, is_flag, repeatable) {
+            (toml::Value::Boolean(true), true, _) => vec![None],
+            (toml::Value::Boolean(false), true, _) => Vec::new(),
+            (_, true, _) => bail!("key {key:?}: --{key} is a switch: use true or false"),
+            (toml::Value::Array(items), false, true) => items
+                .iter()
+                .map(|v| scalar(v).map(Some))
+                .collect::<Result<_>>()?,
+            (toml::Value::Array(_), false, false) => {
+                bail!("key {key:?}: --{key} takes one value, not a list")
+            }
+            (v, false, _) => vec![Some(scalar(v)?)],
+        };
+        out.push((key, values));
+    }
+    Ok(out)
+}
+
+/// The effective configuration of `matches` (the `serve` subcommand's) as TOML: every flag with
+/// its value, whether from the file, the command line or the default.
+pub fn print(serve: &Command, matches: &ArgMatches) -> String {
+    let mut doc = toml::Table::new();
+    for arg in serve.get_arguments() {
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        if NOT_IN_FILE.contains(&long) {
+            continue;
+        }
+        let id = arg.get_id().as_str();
+        match arg.get_action() {
+            ArgAction::SetTrue => {
+                doc.insert(long.to_owned(), toml::Value::Boolean(matches.get_flag(id)));
+            }
+            action => {
+                let values: Vec<toml::Value> = matches
+                    .get_raw(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|v| typed(&v.to_string_lossy()))
+                    .collect();
+                if matches.value_source(id).is_none() && values.is_empty() {
+                    continue;
+                }
+                let value = if matches!(action, ArgAction::Append) {
+                    toml::Value::Array(values)
+                } else {
+                    match values.into_iter().next() {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                };
+                doc.insert(long.to_owned(), value);
+            }
+        }
+    }
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+/// A raw flag value as TOML: an integer when it is one, else a string.
+fn typed(raw: &str) -> toml::Value {
+    match raw.parse::<i64>() {
+        Ok(i) if i.to_string() == raw => toml::Value::Integer(i),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
