@@ -603,6 +603,40 @@ mod tests {
         );
     }
 
+    /// A child that prints its address on stdout, as the bench's hyper sink does, is read, kept
+    /// in the log and stopped by SIGTERM; one that exits first is an error that says so.
+    #[cfg(unix)]
+    #[test]
+    fn supervised_children_are_read_logged_and_stopped() -> Result<()> {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo starting; echo listening on 127.0.0.1:1; exec sleep 30",
+        ]);
+        let mut child = Supervised::spawn(&mut cmd, Watch::Stdout, 1, Some("the sink".into()))?;
+        let addr = child.wait_for("where it listens", |line| {
+            line.strip_prefix("listening on ").map(str::to_owned)
+        })?;
+        assert_eq!(addr, "127.0.0.1:1");
+        assert_eq!(child.log(), ["listening on 127.0.0.1:1"]);
+        let status = child.stop(Stop::Graceful)?;
+        assert!(!status.success(), "sleep ended by SIGTERM: {status}");
+
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo no address here"]);
+        let mut child = Supervised::spawn(&mut cmd, Watch::Stdout, 10, None)?;
+        let err = child
+            .wait_for("where it listens", |_| None::<()>)
+            .err()
+            .map(|err| err.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("exited before it printed where it listens; its log:\nno address here"),
+            "{err}"
+        );
+        Ok(())
+    }
+
     #[test]
     fn the_ulimit_wrapper_execs_the_server_with_its_flags() {
         let serve = Serve::new(Path::new("/bin/plotstream"))
