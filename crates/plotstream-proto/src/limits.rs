@@ -68,7 +68,7 @@ impl Default for Limits {
             json_depth: 32,
             json_string: 1024,
             json_members: 256,
-            json_array: crate::Maxpoints::MAX.get(),
+            json_array: crate::maxpoints::Maxpoints::MAX.get(),
             idle: Duration::from_secs(60),
             unbound: Duration::from_secs(60),
         }

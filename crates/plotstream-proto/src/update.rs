@@ -112,10 +112,10 @@ pub enum UpdateError {
 
 impl UpdateError {
     /// The status this rejection is answered with.
-    pub fn status(self) -> crate::Status {
+    pub fn status(self) -> crate::status::Status {
         match self {
-            UpdateError::Token => crate::Status::BAD_REQUEST,
-            _ => crate::Status::UNPROCESSABLE,
+            UpdateError::Token => crate::status::Status::BAD_REQUEST,
+            _ => crate::status::Status::UNPROCESSABLE,
         }
     }
 }
@@ -432,7 +432,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(bad).unwrap_err().status(),
-                crate::Status::UNPROCESSABLE,
+                crate::status::Status::UNPROCESSABLE,
                 "{bad}"
             );
         }

@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::faults::{Due, FaultPlan, LineAction};
+use crate::shared::Shared;
 use crate::transport::{close_gracefully, Io};
-use crate::Shared;
 
 /// Serves one accepted connection to the end: counts it (L10, L11, by its real address on
 /// every transport), completes the TLS handshake for a TLS listener, then drives it.

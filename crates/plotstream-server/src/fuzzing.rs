@@ -221,9 +221,9 @@ pub fn check_records(data: &[u8]) {
         });
     }
     let n_streams = loaded.streams.len();
-    let store = crate::Store::new(
-        crate::StoreConfig::default(),
-        std::sync::Arc::new(crate::Metrics::default()),
+    let store = crate::store::Store::new(
+        crate::store::StoreConfig::default(),
+        std::sync::Arc::new(crate::metrics::Metrics::default()),
     );
     let report = store.recover(loaded);
     assert!(report.streams <= n_streams);
@@ -264,7 +264,7 @@ pub fn check_sse(data: &[u8]) {
         Duration::ZERO,
         Duration::from_millis(1),
         Duration::from_millis(49),
-        crate::StoreConfig::default().viewer_interval_max,
+        crate::store::StoreConfig::default().viewer_interval_max,
         Duration::MAX,
     ] {
         let interval = interval_of(Some(&query), max);

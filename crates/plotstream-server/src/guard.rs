@@ -1,14 +1,11 @@
-//! Counts that undo themselves: a connection or a viewer is counted when its guard is made and
-//! uncounted when the guard drops, on every path out (return, error, panic, cancellation).
-//! The viewer total used to be recomputed on subscribe and never decremented on leave, so one
-//! figure with 10 001 traces locked every later viewer out with 503 until a restart.
+//! A count that undoes itself: a connection is counted when its guard is made and uncounted when
+//! the guard drops, on every path out (return, error, panic, cancellation). Viewer slots are
+//! counted the same way, by `store::queue::ViewerGuard`.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use crate::metrics::Metrics;
-use crate::Shared;
+use crate::shared::Shared;
 
 /// One open connection, counted in `plotstream_connections_open` and per peer address (L10,
 /// L11).
@@ -65,37 +62,5 @@ impl Drop for ConnGuard<'_> {
             .metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// One viewer subscription (one per stream a session follows: a figure feed holds one per
-/// streamed trace), counted in `plotstream_viewers` against L37's total. The
-/// [`Subscription`](crate::store::Subscription) holds it, so the count is the number of live
-/// subscriptions at every moment and the gauge is never stale; a resubscription after a reset
-/// keeps its guard.
-#[derive(Debug)]
-pub struct ViewerGuard {
-    metrics: Arc<Metrics>,
-}
-
-impl ViewerGuard {
-    /// Counts one more viewer, unless `max` are already counted (L37: 503).
-    pub fn new(metrics: &Arc<Metrics>, max: usize) -> Option<ViewerGuard> {
-        let max = u64::try_from(max).unwrap_or(u64::MAX);
-        metrics
-            .viewers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(ViewerGuard {
-            metrics: metrics.clone(),
-        })
-    }
-}
-
-impl Drop for ViewerGuard {
-    fn drop(&mut self) {
-        self.metrics.viewers.fetch_sub(1, Ordering::AcqRel);
     }
 }

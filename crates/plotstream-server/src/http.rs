@@ -9,10 +9,12 @@ use bytes::BytesMut;
 use plotstream_proto::head::RequestHead;
 use plotstream_proto::Status;
 
+use crate::random::new_token;
 use crate::response::{read_body, Response};
+use crate::shared::Shared;
 use crate::text::push_json_str;
 use crate::transport::{close_gracefully, Io};
-use crate::{pages, sse, Shared};
+use crate::{pages, sse};
 
 /// Serves one non-ingest request from `peer`.
 pub async fn serve(
@@ -177,11 +179,6 @@ pub fn issue_tokens(shared: &Shared, count: usize) -> Option<String> {
     }
     out.push_str("]}");
     Some(out)
-}
-
-/// One token: 10 characters of `[a-z0-9]` from the OS CSPRNG (L8).
-pub fn new_token() -> String {
-    crate::random::chars(crate::random::LOWER_DIGITS, 10)
 }
 
 /// `GET /api/streams`: every stream with its read `id`; its write `token` only when

@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+mod config;
 mod conn;
 pub mod durable;
 pub mod faults;
@@ -20,6 +21,7 @@ mod random;
 pub mod records;
 mod response;
 mod rest;
+mod shared;
 mod sse;
 pub mod store;
 mod text;
@@ -30,150 +32,21 @@ pub mod window;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use plotstream_proto::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::ServerConfig;
 
-pub use http::new_token;
+pub use config::{Config, PlotlyJs, Storage};
 pub use metrics::Metrics;
-pub use pages::PlotlyJs;
+pub use random::new_token;
+pub use shared::Shared;
 pub use store::{Store, StoreConfig};
-
-/// Everything `plotstream serve` can be told.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Protocol limits (L1–L29); `--idle-timeout` sets `limits.idle`.
-    pub limits: Limits,
-    /// Store policy: tokens, duplicates, maxpoints, budgets.
-    pub store: StoreConfig,
-    /// `--lenient-lines`.
-    pub lenient_lines: bool,
-    /// `--public-url`: the origin given to clients and pages; else `http://` + Host.
-    pub public_url: Option<String>,
-    /// `--plotly-js`: where the pages' plotly.js comes from (the copy in the binary by default).
-    pub plotly_js: PlotlyJs,
-    /// `--viewer-dir`: a development override; `viewer.js` and `viewer.css` are read from this
-    /// directory at every request instead of the copies in the binary.
-    pub viewer_dir: Option<PathBuf>,
-    /// L33: lingering close, time.
-    pub linger: Duration,
-    /// L34: shutdown drain.
-    pub drain: Duration,
-    /// L38: SSE keepalive.
-    pub keepalive: Duration,
-    /// L36/L32: write progress.
-    pub write_timeout: Duration,
-    /// L10: open connections; past it new ones get 503.
-    pub max_connections: usize,
-    /// L11: open connections per peer address (0 = off).
-    pub max_connections_per_peer: usize,
-    /// `--fault`: the simulator's faults.
-    pub faults: Vec<faults::Fault>,
-    /// `--seed`: makes injected faults reproducible.
-    pub seed: u64,
-    /// L44: a REST body must arrive whole within this long.
-    pub rest_body_deadline: Duration,
-    /// L46–L48: the REST file registry's budgets.
-    pub files: files::FileLimits,
-    /// Where state is kept (`--data-dir`, `--in-memory`).
-    pub storage: Storage,
-    /// `--sync-interval`: the longest time between two group commits (docs/storage.md DC2).
-    pub sync_interval: Duration,
-}
-
-/// Where `serve` keeps its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Storage {
-    /// Nothing survives the process (`--in-memory`; the library's default, for tests).
-    InMemory,
-    /// The embedded store in this directory (`--data-dir`; the CLI's default).
-    Dir(PathBuf),
-    /// The embedded store, with the simulator's `disk-full:after=N[,for=MS]` fault.
-    DirWithDiskFull {
-        /// The directory.
-        dir: PathBuf,
-        /// Lines committed before the disk fills.
-        after: u64,
-        /// How long it stays full.
-        duration: Duration,
-    },
-    /// Redis or Valkey at this URL (`--redis`, docs/storage.md "On Redis").
-    Redis(String),
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            limits: Limits::default(),
-            store: StoreConfig::default(),
-            lenient_lines: false,
-            public_url: None,
-            plotly_js: PlotlyJs::Embedded,
-            viewer_dir: None,
-            linger: Duration::from_secs(2),
-            drain: Duration::from_secs(10),
-            keepalive: Duration::from_secs(15),
-            write_timeout: Duration::from_secs(10),
-            max_connections: 10_000,
-            max_connections_per_peer: 256,
-            faults: Vec::new(),
-            seed: 0,
-            rest_body_deadline: Duration::from_secs(30),
-            files: files::FileLimits::default(),
-            storage: Storage::InMemory,
-            sync_interval: Duration::from_millis(10),
-        }
-    }
-}
-
-/// State shared by every connection.
-#[derive(Debug)]
-pub struct Shared {
-    /// The configuration.
-    pub config: Config,
-    /// Streams and viewers.
-    pub store: Store,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// The origin of the monotonic `now` handed to the protocol machines.
-    pub origin: Instant,
-    /// Flips to true when shutdown starts.
-    pub shutdown: watch::Receiver<bool>,
-    /// Grids and plots of the REST subset.
-    pub files: files::Files,
-    /// L50: REST body bytes in flight, in KiB permits.
-    pub rest_budget: Arc<tokio::sync::Semaphore>,
-    /// Writer connections per token so far, for reproducible fault seeds.
-    pub token_conns: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-    /// Open connections per peer address (L11).
-    pub per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-impl Shared {
-    /// Monotonic time since the server started.
-    pub fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    /// The number of this writer connection among `token`'s connections (0, 1, 2…).
-    pub fn next_token_conn(&self, token: &str) -> u64 {
-        let mut map = self
-            .token_conns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(token.to_owned()).or_insert(0);
-        *n += 1;
-        *n - 1
-    }
-}
 
 /// A bound listener, plain or TLS (terminated in this process, so TLS peers are counted and
 /// limited by their own address).

@@ -11,72 +11,20 @@
 //! files from disk instead (development), `--plotly-js` serves another plotly.js or loads it
 //! from a URL.
 
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::LazyLock;
 
 use askama::Template;
 use sha2::{Digest, Sha256};
 
+use crate::config::PlotlyJs;
 use crate::response::Response;
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Rows of the stream table, and of the plot list, on `GET /`.
 pub const INDEX_ROWS: usize = 500;
 
 /// The version of the plotly.js embedded in the binary (the `plotly` crate's `plotly_embed_js`).
 pub const PLOTLY_JS_VERSION: &str = "3.0.1";
-
-/// Where the pages' plotly.js comes from (`--plotly-js PATH|URL`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PlotlyJs {
-    /// The copy in the binary (plotly.js [`PLOTLY_JS_VERSION`]), served at
-    /// `/assets/plotly-<version>.min.js` and cached for a year.
-    #[default]
-    Embedded,
-    /// A file served at `/assets/plotly.min.js` instead.
-    File(PathBuf),
-    /// A URL the pages load; the Content-Security-Policy allows exactly its origin.
-    Url {
-        /// The URL as given.
-        url: String,
-        /// `scheme://host[:port]` of `url`.
-        origin: String,
-    },
-}
-
-impl FromStr for PlotlyJs {
-    type Err = String;
-
-    /// An `http://` or `https://` URL, else a file path.
-    fn from_str(s: &str) -> Result<PlotlyJs, String> {
-        let lower = s.to_ascii_lowercase();
-        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-            return Ok(PlotlyJs::File(PathBuf::from(s)));
-        }
-        let (scheme, rest) = s.split_once("://").ok_or("not a URL")?;
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        // The origin goes into a header and a policy: only what a host and port may hold, so it
-        // can neither end the directive (`;`, `,`, space) nor the header (CR, LF).
-        let valid = !authority.is_empty()
-            && !authority.contains('@')
-            && authority
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
-        if !valid {
-            return Err(format!(
-                "{s:?}: the URL's host must be a plain host[:port] (letters, digits, `-._:[]`)"
-            ));
-        }
-        if s.bytes().any(|b| b.is_ascii_control() || b == b'"') {
-            return Err(format!("{s:?}: control characters or quotes in the URL"));
-        }
-        Ok(PlotlyJs::Url {
-            url: s.to_owned(),
-            origin: format!("{}://{}", scheme.to_ascii_lowercase(), authority),
-        })
-    }
-}
 
 /// Who may show a page in a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,11 @@ pub fn id(n: usize) -> String {
     chars(LOWER_DIGITS, n)
 }
 
+/// One token: 10 characters of `[a-z0-9]` from the OS CSPRNG (L8).
+pub fn new_token() -> String {
+    chars(LOWER_DIGITS, 10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,8 @@ use plotstream_proto::Status;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
+use crate::shared::Shared;
 use crate::transport::Io;
-use crate::Shared;
 
 /// A complete response.
 pub struct Response {

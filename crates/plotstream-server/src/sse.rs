@@ -29,9 +29,9 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::response::Response;
+use crate::shared::Shared;
 use crate::store::{Fanout, Store, StoreConfig, Subscription, ViewerMsg};
 use crate::transport::{close_gracefully, Io};
-use crate::Shared;
 
 /// What a session follows.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// One accepted connection's byte stream.
 #[derive(Debug)]

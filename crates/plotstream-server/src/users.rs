@@ -336,7 +336,7 @@ impl Users {
             }
             let mut fresh = Vec::with_capacity(count);
             while fresh.len() < count {
-                let t = crate::new_token();
+                let t = crate::random::new_token();
                 if !taken.contains(&t) && !fresh.contains(&t) {
                     fresh.push(t);
                 }

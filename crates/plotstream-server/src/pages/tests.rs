@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use std::path::PathBuf;
+
 use super::*;
 
 /// What the test inputs try to smuggle in, and the only form each may take in the output.

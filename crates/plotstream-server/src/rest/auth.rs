@@ -4,8 +4,8 @@
 use plotstream_proto::head::RequestHead;
 
 use crate::response::{error, Response};
+use crate::shared::Shared;
 use crate::users::valid_username;
-use crate::Shared;
 
 /// The authenticated (keys mode) or claimed (open mode) user of a request; `Ok(None)` when
 /// it sent no credentials. Wrong credentials in keys mode are a 401 whatever the route.

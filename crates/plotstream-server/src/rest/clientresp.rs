@@ -15,9 +15,9 @@ use super::figures::{
 use super::form::{parse_json_lenient, split_form, MAX_BODY};
 use crate::files::Plot;
 use crate::response::{read_body, Response};
+use crate::shared::Shared;
 use crate::transport::Io;
 use crate::users::valid_username;
-use crate::Shared;
 
 /// Serves `POST /clientresp` (docs/protocol.md §8): always 200 with `error` a string.
 pub async fn serve_clientresp(

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 use super::auth::{caller, constant_time_eq};
 use crate::files::{split_fid, stream_token, FileError, Plot};
 use crate::response::{error, Response};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// The figure `fid` if the request may see it: world-readable, or `?share_key=` matches, or
 /// the caller is its owner (Basic credentials, checked in keys mode). Unknown and hidden

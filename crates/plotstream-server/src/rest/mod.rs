@@ -31,8 +31,8 @@ use serde_json::{json, Value as Json};
 use self::figures::{bind_figure, check_figure, empty_object, file_error, valid_path, web_url};
 use crate::files::Plot;
 use crate::response::{error, read_body, Response};
+use crate::shared::Shared;
 use crate::transport::Io;
-use crate::Shared;
 
 /// Serves a `/v2/...` request.
 pub async fn serve_v2(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::guard::ViewerGuard;
 use crate::metrics::Metrics;
 
 /// One event queued to a viewer.
@@ -120,4 +119,36 @@ pub struct Subscription {
 pub(super) struct ViewerSlot {
     pub(super) tx: mpsc::Sender<ViewerMsg>,
     pub(super) queue: Arc<ViewerQueue>,
+}
+
+/// One viewer subscription (one per stream a session follows: a figure feed holds one per
+/// streamed trace), counted in `plotstream_viewers` against L37's total. The
+/// [`Subscription`] holds it, so the count is the number of live
+/// subscriptions at every moment and the gauge is never stale; a resubscription after a reset
+/// keeps its guard.
+#[derive(Debug)]
+pub struct ViewerGuard {
+    metrics: Arc<Metrics>,
+}
+
+impl ViewerGuard {
+    /// Counts one more viewer, unless `max` are already counted (L37: 503).
+    pub fn new(metrics: &Arc<Metrics>, max: usize) -> Option<ViewerGuard> {
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        metrics
+            .viewers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ViewerGuard {
+            metrics: metrics.clone(),
+        })
+    }
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.metrics.viewers.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use plotstream_proto::Status;
 use tokio::sync::mpsc;
 
+use super::queue::ViewerGuard;
 use super::queue::{Subscription, ViewerMsg, ViewerQueue, ViewerSlot};
 use super::stream::Stream;
 use super::{Cell, Refusal, Store};
-use crate::guard::ViewerGuard;
 
 impl Store {
     /// Subscribes a viewer: the snapshot and the registration are atomic (under the stream's

@@ -1,0 +1,54 @@
+//! The state every connection shares: the configuration, the store, the files, the metrics,
+//! the clock's origin and the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::files;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Streams and viewers.
+    pub store: Store,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The origin of the monotonic `now` handed to the protocol machines.
+    pub origin: Instant,
+    /// Flips to true when shutdown starts.
+    pub shutdown: watch::Receiver<bool>,
+    /// Grids and plots of the REST subset.
+    pub files: files::Files,
+    /// L50: REST body bytes in flight, in KiB permits.
+    pub rest_budget: Arc<tokio::sync::Semaphore>,
+    /// Writer connections per token so far, for reproducible fault seeds.
+    pub token_conns: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Open connections per peer address (L11).
+    pub per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl Shared {
+    /// Monotonic time since the server started.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// The number of this writer connection among `token`'s connections (0, 1, 2…).
+    pub fn next_token_conn(&self, token: &str) -> u64 {
+        let mut map = self
+            .token_conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(token.to_owned()).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+}
