@@ -70,38 +70,6 @@ const ALLOWED_CYCLES: &[&[&str]] = &[
         "crates/plotstream-load/src/load/mod.rs",
         "crates/plotstream-load/src/load/verify.rs",
     ],
-    // `lib.rs` re-exports the modules' types; `limits.rs` and `update.rs` name
-    // `crate::Maxpoints` and `crate::Status`, re-exports of lib.rs, instead of their files.
-    &[
-        "crates/plotstream-proto/src/chunked.rs",
-        "crates/plotstream-proto/src/head.rs",
-        "crates/plotstream-proto/src/ingest.rs",
-        "crates/plotstream-proto/src/json.rs",
-        "crates/plotstream-proto/src/lib.rs",
-        "crates/plotstream-proto/src/limits.rs",
-        "crates/plotstream-proto/src/update.rs",
-    ],
-    // `lib.rs` defines `Shared` and drives `http`, `pages` and `store`, and every route and the
-    // store's guard import `crate::Shared` (or `crate::new_token`, a re-export of `http`'s).
-    &[
-        "crates/plotstream-server/src/files.rs",
-        "crates/plotstream-server/src/guard.rs",
-        "crates/plotstream-server/src/http.rs",
-        "crates/plotstream-server/src/lib.rs",
-        "crates/plotstream-server/src/pages.rs",
-        "crates/plotstream-server/src/response.rs",
-        "crates/plotstream-server/src/rest/auth.rs",
-        "crates/plotstream-server/src/rest/clientresp.rs",
-        "crates/plotstream-server/src/rest/figures.rs",
-        "crates/plotstream-server/src/rest/mod.rs",
-        "crates/plotstream-server/src/sse.rs",
-        "crates/plotstream-server/src/store/config.rs",
-        "crates/plotstream-server/src/store/mod.rs",
-        "crates/plotstream-server/src/store/queue.rs",
-        "crates/plotstream-server/src/store/stream.rs",
-        "crates/plotstream-server/src/transport.rs",
-        "crates/plotstream-server/src/users.rs",
-    ],
 ];
 
 /// One Rust file of a crate.
