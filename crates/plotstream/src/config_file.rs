@@ -16,7 +16,7 @@ use clap::{ArgAction, ArgMatches, Command};
 /// Flags that are about the file itself, not settings it may hold.
 const NOT_IN_FILE: [&str; 3] = ["config", "print-config", "help"];
 
-/// L56: the largest configuration file read (a config file is small; a huge one is a mistake).
+/// L57: the largest configuration file read (a config file is small; a huge one is a mistake).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// `args` (a whole command line) with the flags of `serve --config FILE` inserted right after
@@ -95,7 +95,7 @@ fn read(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
         bail!(
-            "{}: {} bytes, more than a configuration file may hold (L56: {MAX_CONFIG_BYTES})",
+            "{}: {} bytes, more than a configuration file may hold (L57: {MAX_CONFIG_BYTES})",
             path.display(),
             meta.len()
         );

@@ -467,7 +467,7 @@ fn a_bad_config_file_is_refused_naming_the_key_and_the_file() {
         (
             "huge",
             &format!("# {}\n", "x".repeat(1 << 20)),
-            "(L56: 1048576)",
+            "(L57: 1048576)",
         ),
     ] {
         let file = temp_file(&format!("bad-{name}"), text);
