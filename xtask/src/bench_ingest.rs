@@ -18,7 +18,7 @@
 //! printed. The load generator runs on the same two cores as the server, as docs/performance.md's
 //! targets say.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -191,6 +191,59 @@ pub(crate) fn run() -> Result<ExitCode> {
     e["lost"] = latency["lost"].clone();
     results.push(e);
     drop(server);
+    // docs/storage.md "On Redis": the same runs on `serve --redis`, a local redis-server with
+    // `appendfsync always` (the setting under which an acknowledgement means what it does on
+    // disk), and what each point costs Redis in commands.
+    if let Some(redis) = RedisServer::start(&target_dir.join("bench-redis"))? {
+        println!(
+            "\n== plotstream serve --redis (redis-server {} on port {})",
+            redis.version, redis.port
+        );
+        let server = serve_with(&bin, &["--redis", &redis.url()])?;
+        let url = format!("http://{}", server.addr());
+        for (name, args, reference) in [
+            ("ingest/redis/100_streams_bulk", BULK_100, &bulk),
+            (
+                "ingest/redis/100_streams_per_point",
+                PER_POINT_100,
+                &per_point,
+            ),
+        ] {
+            let before = redis.commands()?;
+            let report = load(&bin, &url, args)?;
+            let commands = redis.commands()?.saturating_sub(before);
+            let mut e = entry(name, &report, None, None);
+            let memory = points_per_s(reference);
+            e["in_memory_points_per_s"] = json!(memory);
+            e["ratio_to_in_memory"] = json!(if memory > 0.0 {
+                points_per_s(&report) / memory
+            } else {
+                0.0
+            });
+            let points = report["points_acknowledged"]
+                .as_f64()
+                .or_else(|| report["points_sent"].as_f64())
+                .unwrap_or(0.0);
+            #[allow(clippy::cast_precision_loss)] // a count of commands
+            let per_point = if points > 0.0 {
+                commands as f64 / points
+            } else {
+                0.0
+            };
+            e["redis_commands"] = json!(commands);
+            e["redis_commands_per_point"] = json!(per_point);
+            results.push(e);
+        }
+        let latency = load(&bin, &url, LATENCY_100)?;
+        let mut e = entry("ingest/redis/latency_100x100", &latency, None, None);
+        e["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
+        e["in_memory_e2e_latency_ms"] = lat["e2e_latency_ms"].clone();
+        e["lost"] = latency["lost"].clone();
+        results.push(e);
+        drop(server);
+    } else {
+        println!("\n== plotstream serve --redis: SKIPPED (no redis-server on PATH)");
+    }
     results.push(startup(&bin, &target_dir)?);
     // A fresh server: L10 allows 10 000 connections, and the previous runs' may still linger.
     let server = serve(&bin)?;
@@ -537,4 +590,99 @@ fn table(results: &[Value]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A redis-server for the bench: the system's package, on a free loopback port, its AOF in
+/// `dir` with `appendfsync always`; killed when dropped.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    version: String,
+}
+
+impl RedisServer {
+    /// `None` when there is no redis-server to start.
+    fn start(dir: &Path) -> Result<Option<RedisServer>> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = match Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("cannot start redis-server"),
+        };
+        let mut r = RedisServer {
+            child,
+            port,
+            version: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(info) = r.info("server") {
+                r.version = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("redis_version:"))
+                    .unwrap_or("?")
+                    .trim()
+                    .to_owned();
+                return Ok(Some(r));
+            }
+            if Instant::now() > deadline {
+                bail!("redis-server did not answer on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `INFO section`'s text, over a plain socket (RESP: `$<len>\r\n<text>\r\n`).
+    fn info(&self, section: &str) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "INFO {section}\r\n")?;
+        let mut reader = BufReader::new(s);
+        let mut head = String::new();
+        reader.read_line(&mut head)?;
+        let len: usize = head
+            .trim()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("INFO answered {head:?}"))?;
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Commands Redis has processed so far (`INFO stats`, minus this call's own).
+    fn commands(&self) -> Result<u64> {
+        let info = self.info("stats")?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .context("no total_commands_processed in INFO stats")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
