@@ -174,12 +174,7 @@ fn eval_seq(nodes: &[Node], subst: &Subst, budget: &mut Budget) -> Result<Vec<It
                 debug_assert_eq!(text.len() as u128, len);
                 out.push(Item::Bytes(text.into_bytes()))?;
             }
-            Node::Pause(ms) => out.push(Item::Pause(*ms))?,
-            Node::Flush => out.push(Item::Flush)?,
-            Node::Eof => out.push(Item::Eof)?,
-            Node::Rst => out.push(Item::Rst)?,
-            Node::Mark => out.push(Item::Mark)?,
-            Node::AwaitContinue => out.push(Item::AwaitContinue)?,
+            Node::Event(item) => out.push(item.clone())?,
         }
     }
     Ok(out.items)

@@ -1,7 +1,7 @@
 //! The parser of the bytes DSL: text to nodes, with string and head-modifier escapes and the
 //! nesting limit [`MAX_DEPTH`].
 
-use super::syntax::{Mod, Node, END, P1, P2};
+use super::syntax::{Item, Mod, Node, END, P1, P2};
 use crate::error::{bail, Error};
 
 type Result<T> = std::result::Result<T, Error>;
@@ -64,7 +64,7 @@ impl Parser<'_> {
                 Some(b'+') => self.pos += 1,
                 Some(b'|') => {
                     self.pos += 1;
-                    nodes.push(Node::Flush);
+                    nodes.push(Node::Event(Item::Flush));
                 }
                 Some(b'"') => nodes.push(Node::Lit(self.string()?)),
                 Some(b) if b.is_ascii_alphabetic() => nodes.push(self.word()?),
@@ -95,15 +95,15 @@ impl Parser<'_> {
             "P1" => Node::Lit(P1.into()),
             "P2" => Node::Lit(P2.into()),
             "END" => Node::Lit(END.into()),
-            "eof" => Node::Eof,
-            "rst" => Node::Rst,
-            "mark" => Node::Mark,
-            "await_continue" => Node::AwaitContinue,
+            "eof" => Node::Event(Item::Eof),
+            "rst" => Node::Event(Item::Rst),
+            "mark" => Node::Event(Item::Mark),
+            "await_continue" => Node::Event(Item::AwaitContinue),
             "Hcl" => {
                 let n = self.args_numbers(1)?[0];
                 Node::Hcl(n)
             }
-            "pause" => Node::Pause(self.args_numbers(1)?[0]),
+            "pause" => Node::Event(Item::Pause(self.args_numbers(1)?[0])),
             "nums" => {
                 self.open()?;
                 let a = self.signed()?;

@@ -46,6 +46,7 @@ pub(super) enum Mod {
     Set(String, Vec<u8>),
 }
 
+/// One parsed item of a program; the words with arguments keep their inner programs.
 #[derive(Debug, Clone)]
 pub(super) enum Node {
     Lit(Vec<u8>),
@@ -57,10 +58,6 @@ pub(super) enum Node {
     PadTo(u64, Vec<Node>),
     Drip(u64, u64, Vec<Node>),
     Nums(i64, i64),
-    Pause(u64),
-    Flush,
-    Eof,
-    Rst,
-    Mark,
-    AwaitContinue,
+    /// An item that is not bytes (a pause, a write boundary, a connection event), as it is.
+    Event(Item),
 }

@@ -20,13 +20,7 @@ pub fn encode_point_line(
     token: Option<&Token>,
     out: &mut Vec<u8>,
 ) {
-    // One monomorphic copy per flavour: the punctuation becomes constant-size copies.
-    match flavour {
-        Flavour::Python => point_line(&PYTHON, x, y, token, out),
-        Flavour::Node => point_line(&NODE, x, y, token, out),
-        Flavour::Arduino => point_line(&ARDUINO, x, y, token, out),
-        Flavour::Raw => point_line(&RAW, x, y, token, out),
-    }
+    point_in::<false>(flavour, x, y, token, out);
 }
 
 /// Appends one point as one chunk in the flavour's framing: the size line (lowercase hex, or
@@ -38,12 +32,7 @@ pub fn encode_point_chunk(
     token: Option<&Token>,
     out: &mut Vec<u8>,
 ) {
-    match flavour {
-        Flavour::Python => point_chunk(&PYTHON, x, y, token, out),
-        Flavour::Node => point_chunk(&NODE, x, y, token, out),
-        Flavour::Arduino => point_chunk(&ARDUINO, x, y, token, out),
-        Flavour::Raw => point_chunk(&RAW, x, y, token, out),
-    }
+    point_in::<true>(flavour, x, y, token, out);
 }
 
 /// Batches many points into one chunk (the Raw writer, `--points-per-chunk`).
@@ -128,14 +117,22 @@ impl ChunkBatch {
 /// Hex digits of the size field [`ChunkBatch`] reserves: chunks up to 64 KiB − 1 need no move.
 pub const BATCH_SIZE_DIGITS: usize = 4;
 
+/// [`point`] in `flavour`'s style, one monomorphic copy per flavour: the punctuation becomes
+/// constant-size copies.
 #[inline(always)]
-fn point_line(style: &Style, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
-    point::<false>(style, x, y, token, out);
-}
-
-#[inline(always)]
-fn point_chunk(style: &Style, x: Num, y: Num, token: Option<&Token>, out: &mut Vec<u8>) {
-    point::<true>(style, x, y, token, out);
+fn point_in<const CHUNK: bool>(
+    flavour: Flavour,
+    x: Num,
+    y: Num,
+    token: Option<&Token>,
+    out: &mut Vec<u8>,
+) {
+    match flavour {
+        Flavour::Python => point::<CHUNK>(&PYTHON, x, y, token, out),
+        Flavour::Node => point::<CHUNK>(&NODE, x, y, token, out),
+        Flavour::Arduino => point::<CHUNK>(&ARDUINO, x, y, token, out),
+        Flavour::Raw => point::<CHUNK>(&RAW, x, y, token, out),
+    }
 }
 
 /// Formats both numbers, then assembles the line (and its chunk framing when `CHUNK`) in place.
