@@ -51,7 +51,7 @@ impl From<toml::de::Error> for Error {
 /// `return Err(Error::Dsl(format!(…)))` and the like: `bail!(Dsl, "…", args)`.
 macro_rules! bail {
     ($kind:ident, $($arg:tt)*) => {
-        return Err($crate::Error::$kind(format!($($arg)*)))
+        return Err($crate::error::Error::$kind(format!($($arg)*)))
     };
 }
 

@@ -6,8 +6,8 @@
 //! contributor's new case can make hostile: loading and evaluating it must fail with an error
 //! that says why, never panic, hang or allocate without bound.
 
-use crate::dsl::{MAX_EVAL_BYTES, MAX_EVAL_ITEMS};
-use crate::{parse_case, payload, Item, Program};
+use crate::dsl::{payload, Item, Program, MAX_EVAL_BYTES, MAX_EVAL_ITEMS};
+use crate::load::parse_case;
 
 /// Arbitrary bytes as a program of the bytes DSL, as the contents of one `"…"` literal, and as
 /// a case file. Never panics. A program that parses evaluates within [`MAX_EVAL_BYTES`] and
@@ -253,7 +253,7 @@ mod tests {
     /// Every case of the catalogue holds the property (the seeds of the fuzz corpus).
     #[test]
     fn the_catalogue_holds_the_property() {
-        for (_, text) in crate::case::CASE_FILES {
+        for (_, text) in crate::load::CASE_FILES {
             check_conform_dsl(text.as_bytes());
         }
     }

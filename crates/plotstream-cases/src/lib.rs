@@ -24,17 +24,19 @@
 mod case;
 mod dsl;
 mod error;
+mod expect;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod load;
 pub mod segment;
+mod setup;
 
-pub use case::{
-    catalogue, parse_case, Case, Converted, DuplicateMode, End, Expect, Level, LinesMode, NoStatus,
-    ScriptStep, Segmentation, Setup, SetupKind, StatusSpec, TokensMode, Variant, ACCOUNT_VARIABLES,
-    DEFAULT_WAIT_MS, MAX_TOKEN_LEN, STREAM_ID_VARIABLE,
-};
+pub use case::{Case, ScriptStep, Variant, MAX_TOKEN_LEN};
 pub use dsl::{
     payload, substitute_text, variables, Item, Program, END, MAX_DEPTH, MAX_EVAL_BYTES,
     MAX_EVAL_ITEMS, P1, P2,
 };
 pub use error::Error;
+pub use expect::{Converted, End, Expect, NoStatus, StatusSpec};
+pub use load::{catalogue, parse_case, ACCOUNT_VARIABLES, DEFAULT_WAIT_MS, STREAM_ID_VARIABLE};
+pub use setup::{DuplicateMode, Level, LinesMode, Segmentation, Setup, SetupKind, TokensMode};

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::case::Segmentation;
 use crate::dsl::Item;
+use crate::setup::Segmentation;
 
 /// One step of a connection's schedule: a write, a pause or a connection event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,13 +3,16 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
+use super::number::NumScratch;
+use super::request::host_without_port;
+use super::style::NumStyle;
 use super::*;
 use crate::chunked::encode_chunk;
 use crate::ingest::{run_to_end, Event, IngestConfig};
-use crate::json::Str;
+use crate::json::{Str, Value};
 use crate::limits::Limits;
 use crate::status::Status;
-use crate::update::parse_update;
+use crate::update::{parse_update, Token, Update};
 
 const ALL: [Flavour; 4] = [
     Flavour::Python,
