@@ -361,8 +361,7 @@ mod tests {
             if flavour == Flavour::Arduino {
                 cfg.convert_timestamp = None;
             }
-            let mut w = Writer::new(cfg, Duration::ZERO);
-            w.handle_connected(Duration::ZERO);
+            let mut w = connected_with(cfg);
             w.write_point(Duration::from_secs(1), Num::Int(1500), Num::Float(0.5));
             w.heartbeat(Duration::from_secs(2));
             w.write_point(Duration::from_secs(3), Num::Int(-3), Num::Float(1e-300));
@@ -399,11 +398,21 @@ mod tests {
         }
     }
 
+    /// A writer of `flavour` whose socket connected at 0.
+    fn connected(flavour: Flavour) -> Writer {
+        connected_with(WriterConfig::new(flavour, "h", token()))
+    }
+
+    fn connected_with(config: WriterConfig) -> Writer {
+        let mut w = Writer::new(config, Duration::ZERO);
+        w.handle_connected(Duration::ZERO);
+        w
+    }
+
     fn closed_writer(response_bytes: usize) -> Writer {
         let mut cfg = WriterConfig::new(Flavour::Raw, "h", token());
         cfg.response_bytes = response_bytes;
-        let mut w = Writer::new(cfg, Duration::ZERO);
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected_with(cfg);
         w.write_point(Duration::ZERO, Num::Int(1), Num::Int(2));
         w.close(Duration::ZERO);
         w
@@ -462,11 +471,7 @@ mod tests {
 
     #[test]
     fn queued_bytes_move_without_a_copy() {
-        let mut w = Writer::new(
-            WriterConfig::new(Flavour::Node, "h", token()),
-            Duration::ZERO,
-        );
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected(Flavour::Node);
         assert_eq!(w.n_queued(), 0);
         w.send_head();
         let n_head = w.n_queued();
@@ -485,11 +490,7 @@ mod tests {
 
     #[test]
     fn heartbeat_is_due_after_quiet_time() {
-        let mut w = Writer::new(
-            WriterConfig::new(Flavour::Python, "h", token()),
-            Duration::ZERO,
-        );
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected(Flavour::Python);
         assert_eq!(w.poll_timeout(), Some(Duration::from_secs(30)));
         w.write_point(Duration::from_secs(10), Num::Int(1), Num::Int(2));
         assert_eq!(w.poll_timeout(), Some(Duration::from_secs(40)));
@@ -503,11 +504,7 @@ mod tests {
 
     #[test]
     fn node_sends_its_head_with_the_first_write() {
-        let mut w = Writer::new(
-            WriterConfig::new(Flavour::Node, "h", token()),
-            Duration::ZERO,
-        );
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected(Flavour::Node);
         let mut out = Vec::new();
         w.poll_transmit(&mut out);
         assert!(out.is_empty());
@@ -519,11 +516,7 @@ mod tests {
 
     #[test]
     fn a_close_without_response_is_reported() {
-        let mut w = Writer::new(
-            WriterConfig::new(Flavour::Raw, "h", token()),
-            Duration::ZERO,
-        );
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected(Flavour::Raw);
         w.handle_input(Duration::ZERO, b"HTTP/1.1 408 Req");
         assert_eq!(w.poll_event(), None);
         w.handle_eof(Duration::ZERO);

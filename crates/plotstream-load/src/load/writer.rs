@@ -397,7 +397,10 @@ mod tests {
     fn chunks_hold_consecutive_points() {
         let one = chunk(Flavour::Raw, 5, 1);
         let (size, line) = one.split_once("\r\n").unwrap_or_default();
-        assert!(line.starts_with("{\"x\":5,") && line.ends_with("}\n\r\n"), "{one}");
+        assert!(
+            line.starts_with("{\"x\":5,") && line.ends_with("}\n\r\n"),
+            "{one}"
+        );
         assert_eq!(usize::from_str_radix(size, 16).ok(), Some(line.len() - 2));
         let text = chunk(Flavour::Python, 2, 3);
         let xs: Vec<&str> = text.matches("{\"x\": ").collect();
