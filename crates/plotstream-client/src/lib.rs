@@ -11,9 +11,9 @@
 //! [`ClientEvent`] ([`Client::events`]) and counted in [`Stats`] ([`Client::stats`]).
 //!
 //! When the server ends a stream with `200`, its body says how many points it accepted on that
-//! connection (`{"status":200,...,"points":N}`, read by the proto `Writer`). The driver keeps the last
-//! [`Options::replay`] lines it wrote and resends the ones the server did not accept on the
-//! next connection, so a healthy disconnect (a server restart with a drain, the hosted
+//! connection (`{"status":200,...,"points":N}`, read by the proto `Writer`). The driver keeps
+//! the last [`Options::replay`] lines it wrote and resends the ones the server did not accept
+//! on the next connection, so a healthy disconnect (a server restart with a drain, the hosted
 //! service's maintenance flap) loses nothing. After a close without a response, or any other
 //! status, the server's count is unknown and nothing is resent: delivery is at most once there.
 //!

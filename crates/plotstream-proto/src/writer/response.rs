@@ -273,7 +273,8 @@ mod tests {
         crate::status::encode_response(Status::REQUEST_TIMEOUT, 9, &mut timeout);
         assert_eq!(read(LIMIT, &[&timeout]), answered(408, None));
         // The bench's hyper sink: another member first, spaces after colons.
-        let sink = b"HTTP/1.1 200 OK\r\ncontent-length: 37\r\n\r\n{\"status\":200,\"bytes\":9, \"points\": 3}";
+        let sink = b"HTTP/1.1 200 OK\r\ncontent-length: 37\r\n\r\n\
+                     {\"status\":200,\"bytes\":9, \"points\": 3}";
         assert_eq!(read(LIMIT, &[sink]), answered(200, Some(3)));
         for body in [
             &b"healthy"[..],
@@ -405,5 +406,71 @@ mod tests {
         assert_eq!(read(limit, &[&[b'\n'; 1024]]), Answer::NONE);
         let interim = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(100);
         assert_eq!(read(limit, &[&interim]), Answer::NONE);
+    }
+
+    /// Pieces that build responses, well-formed or not, so random sequences reach every state.
+    const PIECES: &[&[u8]] = &[
+        b"HTTP/1.1 ",
+        b"200 OK",
+        b"100 Continue",
+        b"408 Request Timeout",
+        b"204 No Content",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"Content-Length: ",
+        b"3",
+        b"12",
+        b"{\"points\":",
+        b"7}",
+        b" ",
+        b"x",
+    ];
+
+    /// Feeds `parts`, checking the bound after every read; then EOF.
+    fn read_bounded(limit: usize, parts: &[&[u8]]) -> Answer {
+        let mut r = ResponseReader::new(limit);
+        for part in parts {
+            let answer = r.push(part);
+            assert!(r.buf.len() <= limit, "{} held, limit {limit}", r.buf.len());
+            if let Some(a) = answer {
+                return a;
+            }
+        }
+        r.eof()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Whole, byte by byte, or cut anywhere: one answer, and never more than the limit held.
+        #[test]
+        fn the_answer_does_not_depend_on_the_reads(
+            picks in proptest::collection::vec(0..PIECES.len(), 0..40),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..6),
+            limit in 16usize..160,
+            with_head in proptest::prelude::any::<bool>(),
+        ) {
+            let head: &[u8] = if with_head {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n"
+            } else {
+                b""
+            };
+            let pieces = picks.iter().flat_map(|&i| PIECES[i].iter().copied());
+            let wire: Vec<u8> = head.iter().copied().chain(pieces).collect();
+            let whole = read_bounded(limit, &[&wire]);
+            let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+            proptest::prop_assert_eq!(read_bounded(limit, &bytes), whole);
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+            at.sort_unstable();
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for cut in at {
+                parts.push(&wire[from..cut]);
+                from = cut;
+            }
+            parts.push(&wire[from..]);
+            proptest::prop_assert_eq!(read_bounded(limit, &parts), whole);
+        }
     }
 }
