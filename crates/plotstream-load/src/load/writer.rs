@@ -271,7 +271,7 @@ async fn open(ctx: &Ctx, stream_idx: usize) -> Result<Conn, &'static str> {
     // Every flavour's head goes out at connect time (node's real client sends it with the
     // first write), so the stream exists before its viewer subscribes.
     writer.send_head();
-    let mut head = Vec::with_capacity(256);
+    let mut head = Vec::new();
     writer.poll_transmit(&mut head);
     let mut conn = Conn {
         stream,
