@@ -52,6 +52,7 @@ impl WriterConfig {
     }
 
     /// The token a line names: the Arduino names its own in every line.
+    #[inline]
     fn line_token(&self) -> Option<&Token> {
         if self.flavour == Flavour::Arduino {
             self.token.as_ref()
@@ -132,6 +133,7 @@ impl Writer {
     }
 
     /// Bytes queued for [`Writer::poll_transmit`].
+    #[inline]
     pub fn n_queued(&self) -> usize {
         self.out.len()
     }
@@ -298,6 +300,7 @@ impl Writer {
         self.state = State::Answered;
     }
 
+    #[inline]
     fn begin_write(&mut self, now: Duration) -> bool {
         if self.state != State::Open {
             return false;
