@@ -31,6 +31,16 @@ pub(crate) enum Command {
 pub(crate) enum Line {
     Point(Num, Num),
     Update(Box<Update>),
+    /// The caller's own bytes, without the LF.
+    Raw(Bytes),
+}
+
+/// How a connection ended: the server's status and the points it acknowledged (both read by
+/// the proto `Writer`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    status: Option<Status>,
+    accepted: Option<u64>,
 }
 
 /// State the handle reads.
@@ -143,6 +153,7 @@ impl Driver {
         match &line {
             Line::Point(x, y) => conn.writer.write_point(now, *x, *y),
             Line::Update(u) => conn.writer.write_update(now, u, None),
+            Line::Raw(line) => conn.writer.write_raw_line(now, line),
         }
         conn.n_sent += 1;
         self.stats(|s| s.n_points += 1);
@@ -194,12 +205,9 @@ impl Driver {
         }
     }
 
-    /// Accounts for a connection that ended with `status` and `body`; returns whether to
-    /// reconnect.
-    fn end(&mut self, mut conn: Conn, status: Option<Status>, body: &[u8]) -> bool {
-        let accepted = (status == Some(Status::OK))
-            .then(|| acknowledged_points(body))
-            .flatten();
+    /// Accounts for a connection that ended with `status`, the server having acknowledged
+    /// `accepted` points (only a `200` says); returns whether to reconnect.
+    fn end(&mut self, mut conn: Conn, Ended { status, accepted }: Ended) -> bool {
         self.stats(|s| {
             s.last_status = status;
             s.n_points_acknowledged += accepted.unwrap_or(0);
@@ -241,7 +249,7 @@ impl Driver {
     }
 
     /// Sends the close sequence and reads the response.
-    async fn close_conn(&self, conn: &mut Conn) -> Result<(Option<Status>, Bytes), Error> {
+    async fn close_conn(&self, conn: &mut Conn) -> Result<Ended, Error> {
         conn.writer.close(self.now());
         let _ = conn.flush().await;
         let read = async {
@@ -282,8 +290,9 @@ pub(crate) async fn run(mut d: Driver, first: Conn) {
                     d.finish(e.clone(), None);
                     let _ = reply.send(Err(e));
                 }
-                Ok((status, body)) => {
-                    let again = d.end(c, status, &body);
+                Ok(ended) => {
+                    let status = ended.status;
+                    let again = d.end(c, ended);
                     if again && !d.replay.is_empty() {
                         // Some lines were not accepted: deliver them, then close again.
                         closing = Some(reply);
@@ -296,9 +305,9 @@ pub(crate) async fn run(mut d: Driver, first: Conn) {
             return;
         }
         if c.flush().await.is_err() {
-            let (status, body) = c.drain_after_failure(d.origin);
-            if !d.end(c, status, &body) {
-                d.finish(Error::Ended(status), status);
+            let ended = c.drain_after_failure(d.origin);
+            if !d.end(c, ended) {
+                d.finish(Error::Ended(ended.status), ended.status);
                 return;
             }
             continue;
@@ -339,11 +348,11 @@ pub(crate) async fn run(mut d: Driver, first: Conn) {
                 if closing.is_some() {
                     // Flush what was queued before the close on this connection first.
                     if c.flush().await.is_err() {
-                        let (status, body) = c.drain_after_failure(d.origin);
-                        if !d.end(c, status, &body) {
-                            d.finish(Error::Ended(status), status);
+                        let ended = c.drain_after_failure(d.origin);
+                        if !d.end(c, ended) {
+                            d.finish(Error::Ended(ended.status), ended.status);
                             if let Some(reply) = closing.take() {
-                                let _ = reply.send(Ok(status));
+                                let _ = reply.send(Ok(ended.status));
                             }
                             return;
                         }
@@ -361,9 +370,9 @@ pub(crate) async fn run(mut d: Driver, first: Conn) {
                 };
                 match result {
                     None => conn = Some(c),
-                    Some((status, body)) => {
-                        if !d.end(c, status, &body) {
-                            d.finish(Error::Ended(status), status);
+                    Some(ended) => {
+                        if !d.end(c, ended) {
+                            d.finish(Error::Ended(ended.status), ended.status);
                             return;
                         }
                     }
@@ -400,7 +409,7 @@ impl Conn {
     }
 
     /// Reads what is there; the response once it is complete (or the socket ended).
-    async fn read(&mut self, origin: Instant) -> Option<(Option<Status>, Bytes)> {
+    async fn read(&mut self, origin: Instant) -> Option<Ended> {
         let mut buf = [0u8; 4096];
         match self.stream.readable().await {
             Ok(()) => match self.stream.try_read(&mut buf) {
@@ -415,7 +424,7 @@ impl Conn {
     }
 
     /// After a failed write: whatever response already arrived, else none.
-    fn drain_after_failure(&mut self, origin: Instant) -> (Option<Status>, Bytes) {
+    fn drain_after_failure(&mut self, origin: Instant) -> Ended {
         let mut buf = [0u8; 4096];
         while let Ok(n) = self.stream.try_read(&mut buf) {
             if n == 0 {
@@ -424,13 +433,19 @@ impl Conn {
             self.writer.handle_input(origin.elapsed(), &buf[..n]);
         }
         self.writer.handle_eof(origin.elapsed());
-        self.poll_response().unwrap_or((None, Bytes::new()))
+        self.poll_response().unwrap_or(Ended {
+            status: None,
+            accepted: None,
+        })
     }
 
-    fn poll_response(&mut self) -> Option<(Option<Status>, Bytes)> {
+    fn poll_response(&mut self) -> Option<Ended> {
         self.writer
             .poll_event()
-            .map(|WriterEvent::Response { status, body }| (status, body))
+            .map(|WriterEvent::Response { status, points }| Ended {
+                status,
+                accepted: points,
+            })
     }
 }
 
@@ -450,31 +465,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `N` from a `200` body `{"status":200,"message":"...","points":N}`.
-fn acknowledged_points(body: &[u8]) -> Option<u64> {
-    let at = body.windows(POINTS.len()).position(|w| w == POINTS)? + POINTS.len();
-    let digits: Vec<u8> = body[at..]
-        .iter()
-        .copied()
-        .skip_while(|b| *b == b' ')
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
-}
-
 /// Commands handled per turn before the bytes go out.
 const BATCH: usize = 256;
-const POINTS: &[u8] = b"\"points\":";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_acknowledged_count() {
-        let body = br#"{"status":200,"message":"healthy endpoint disconnect","points":17}"#;
-        assert_eq!(acknowledged_points(body), Some(17));
-        assert_eq!(acknowledged_points(b"timeout on active data"), None);
-        assert_eq!(acknowledged_points(br#"{"points": 3}"#), Some(3));
-    }
-}

@@ -11,9 +11,9 @@
 //! [`ClientEvent`] ([`Client::events`]) and counted in [`Stats`] ([`Client::stats`]).
 //!
 //! When the server ends a stream with `200`, its body says how many points it accepted on that
-//! connection (`{"status":200,...,"points":N}`). The driver keeps the last
-//! [`Options::replay`] lines it wrote and resends the ones the server did not accept on the
-//! next connection, so a healthy disconnect (a server restart with a drain, the hosted
+//! connection (`{"status":200,...,"points":N}`, read by the proto `Writer`). The driver keeps
+//! the last [`Options::replay`] lines it wrote and resends the ones the server did not accept
+//! on the next connection, so a healthy disconnect (a server restart with a drain, the hosted
 //! service's maintenance flap) loses nothing. After a close without a response, or any other
 //! status, the server's count is unknown and nothing is resent: delivery is at most once there.
 //!
@@ -242,7 +242,7 @@ impl fmt::Display for Error {
         match self {
             Error::Url(u) => write!(f, "invalid url {u:?}: expected http://host[:port]"),
             Error::Token => f.write_str("invalid token: use 1 to 64 characters of [A-Za-z0-9_-]"),
-            Error::Connect(e) => write!(f, "cannot connect: {e}"),
+            Error::Connect(e) => write!(f, "cannot connect to {e}"),
             Error::Ended(Some(s)) => write!(f, "stream ended with {s}"),
             Error::Ended(None) => f.write_str("stream ended without a response"),
             Error::CloseTimeout => f.write_str("no response to the close sequence"),
@@ -341,6 +341,14 @@ impl Client {
             update,
         ))))
         .await
+    }
+
+    /// Queues one line of the caller's own bytes (JSON, without its LF), sent unchanged as one
+    /// chunk (`plotstream send` forwards what it reads). A line holding an LF would reach the
+    /// server as several lines and throw the acknowledged count off.
+    pub async fn write_line(&self, line: impl Into<bytes::Bytes>) -> Result<(), Error> {
+        self.send(driver::Command::Line(driver::Line::Raw(line.into())))
+            .await
     }
 
     /// Queues a heartbeat now (the driver also sends them on its own).

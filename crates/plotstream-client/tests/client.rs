@@ -361,3 +361,66 @@ async fn a_refused_first_connect_is_an_error() {
         .unwrap_err();
     assert_eq!(err, plotstream_client::Error::Token);
 }
+
+#[tokio::test]
+async fn a_response_that_trickles_in_is_read_whole() {
+    let addr = fake(|_, mut s| async move {
+        let _ = s.set_nodelay(true);
+        read_until(&mut s, |b| b.ends_with(b"0\r\n\r\n")).await;
+        let mut response = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        response.extend_from_slice(&ok_response(2));
+        for b in response {
+            s.write_all(&[b]).await.unwrap();
+        }
+        let _ = s.shutdown().await;
+        read_until(&mut s, |_| false).await;
+    })
+    .await;
+    let client = Client::connect(&format!("http://{addr}"), "trickle001", Options::default())
+        .await
+        .unwrap();
+    client.write_line(r#"{"x":1,"y":1}"#).await.unwrap();
+    client.write_line(r#"{"x":2,"y":2}"#).await.unwrap();
+    let closed = client.close().await.unwrap();
+    assert_eq!(closed.status, Some(Status::OK));
+    assert_eq!(closed.stats.n_points_acknowledged, 2);
+    assert_eq!(closed.stats.n_points_replayed, 0);
+}
+
+/// L56: a server that never finishes its response ends the connection once the client has
+/// held that much of it; the client neither waits for the rest nor buffers it.
+#[tokio::test]
+async fn an_endless_response_ends_the_connection() {
+    let addr = fake(|_, mut s| async move {
+        read_until(&mut s, |b| b.ends_with(b"\r\n\r\n")).await;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n{\"points\":";
+        if s.write_all(head).await.is_err() {
+            return;
+        }
+        let noise = [b'7'; 4096];
+        while s.write_all(&noise).await.is_ok() {}
+    })
+    .await;
+    let options = Options {
+        backoff: Backoff {
+            max_retries: Some(0),
+            ..Backoff::default()
+        },
+        ..Options::default()
+    };
+    let client = Client::connect(&format!("http://{addr}"), "endless001", options)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let seen = until(&mut events, |e| matches!(e, ClientEvent::Ended { .. })).await;
+    assert_eq!(
+        seen.first(),
+        Some(&ClientEvent::Disconnected {
+            status: Some(Status::OK),
+            n_points_sent: 0,
+            n_points_accepted: None
+        }),
+        "{seen:?}"
+    );
+    assert_eq!(client.stats().n_points_acknowledged, 0);
+}

@@ -200,7 +200,8 @@ fn split_schedule(data: &[u8]) -> (Vec<u8>, &[u8]) {
     (rest[..n].to_vec(), &rest[n..])
 }
 
-fn cut<'a>(input: &'a [u8], schedule: &[u8]) -> Vec<&'a [u8]> {
+/// `input` cut at the positions `schedule`'s bytes pick (also the writer's response tests').
+pub(crate) fn cut<'a>(input: &'a [u8], schedule: &[u8]) -> Vec<&'a [u8]> {
     let mut points: Vec<usize> = schedule
         .iter()
         .enumerate()

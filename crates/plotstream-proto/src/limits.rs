@@ -47,6 +47,9 @@ pub struct Limits {
     pub idle: Duration,
     /// L29: an unbound connection since the end of its head. Heartbeats cannot hold a token-less socket (406).
     pub unbound: Duration,
+    /// L56: the server's final response as a writer holds it (interim responses, head and body).
+    /// Stops a hostile or broken server from growing a writer's memory with an endless response.
+    pub response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +74,7 @@ impl Default for Limits {
             json_array: crate::maxpoints::Maxpoints::MAX.get(),
             idle: Duration::from_secs(60),
             unbound: Duration::from_secs(60),
+            response_bytes: 16 * 1024,
         }
     }
 }

@@ -4,16 +4,21 @@
 //! [`Writer::handle_connected`], then [`Writer::write_point`] / [`Writer::write_update`] /
 //! [`Writer::heartbeat`] / [`Writer::close`], and moves [`Writer::poll_transmit`]'s bytes to the
 //! socket. Bytes from the server go to [`Writer::handle_input`]; the final response comes out of
-//! [`Writer::poll_event`]. [`Writer::poll_timeout`] is when the automatic heartbeat is due.
-//! Time is a monotonic `Duration` since a driver-chosen origin, as in [`crate::ingest`].
+//! [`Writer::poll_event`] as its status and the points it acknowledged, the protocol's only
+//! acknowledgement (docs/protocol.md §4.1), read here and nowhere else, whatever the reads'
+//! sizes, holding at most L56 bytes of it. [`Writer::poll_timeout`] is when the automatic
+//! heartbeat is due. Time is a monotonic `Duration` since a driver-chosen origin, as in
+//! [`crate::ingest`].
+
+mod response;
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-
-use crate::encode::{self, Flavour, Num};
+use crate::encode::{self, ChunkBatch, Flavour, Num};
+use crate::limits::Limits;
 use crate::status::Status;
 use crate::update::{Token, Update};
+use response::ResponseReader;
 
 /// How a writer speaks.
 #[derive(Debug, Clone)]
@@ -29,6 +34,8 @@ pub struct WriterConfig {
     /// Send a heartbeat when nothing was written for this long (Plotly's advice: under 30 s
     /// between writes, because the server's idle timeout is 60 s). `None` disables it.
     pub heartbeat: Option<Duration>,
+    /// L56: bytes of the server's response held at most ([`Limits::response_bytes`]).
+    pub response_bytes: usize,
 }
 
 impl WriterConfig {
@@ -40,20 +47,33 @@ impl WriterConfig {
             token: Some(token),
             convert_timestamp: None,
             heartbeat: Some(Duration::from_secs(30)),
+            response_bytes: Limits::default().response_bytes,
+        }
+    }
+
+    /// The token a line names: the Arduino names its own in every line.
+    #[inline]
+    fn line_token(&self) -> Option<&Token> {
+        if self.flavour == Flavour::Arduino {
+            self.token.as_ref()
+        } else {
+            None
         }
     }
 }
 
 /// What the writer's driver must act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterEvent {
-    /// The server answered; the connection is over. `status` is `None` when it closed without
-    /// a (complete) response.
+    /// The server answered, or closed; the connection is over.
     Response {
-        /// The status code, if a response head arrived.
+        /// The final status; `None` when the server closed without a response head, or sent
+        /// one that is malformed or longer than L56.
         status: Option<Status>,
-        /// The response body, as far as it arrived.
-        body: Bytes,
+        /// The points the server acknowledged: `N` of a `200` whose body arrived whole and
+        /// says `"points":N` (plotstream's `{"status":200,"message":...,"points":N}`). `None`
+        /// for any other status, a body cut short (by the close or by L56), or one without it.
+        points: Option<u64>,
     },
 }
 
@@ -66,7 +86,9 @@ pub struct Writer {
     /// When bytes were last queued (the heartbeat's base).
     last_write: Duration,
     out: Vec<u8>,
-    input: BytesMut,
+    response: ResponseReader,
+    /// The event to report, once decided.
+    answer: Option<WriterEvent>,
     n_points: u64,
 }
 
@@ -78,22 +100,24 @@ enum State {
     Open,
     /// The close sequence is queued; waiting for the response.
     Closing,
-    /// The response (or EOF) arrived and was reported.
-    Done,
     /// The response event is ready.
     Answered,
+    /// The response (or EOF) arrived and was reported.
+    Done,
 }
 
 impl Writer {
     /// A writer that has not connected yet.
     pub fn new(config: WriterConfig, now: Duration) -> Writer {
+        let response = ResponseReader::new(config.response_bytes);
         Writer {
             config,
             state: State::Idle,
             head_sent: false,
             last_write: now,
             out: Vec::new(),
-            input: BytesMut::new(),
+            response,
+            answer: None,
             n_points: 0,
         }
     }
@@ -108,6 +132,12 @@ impl Writer {
         self.state == State::Open
     }
 
+    /// Bytes queued for [`Writer::poll_transmit`].
+    #[inline]
+    pub fn n_queued(&self) -> usize {
+        self.out.len()
+    }
+
     /// The socket connected. Queues the head, except for node, which sends it with its first
     /// write (docs/protocol.md §2.10).
     pub fn handle_connected(&mut self, now: Duration) {
@@ -118,18 +148,42 @@ impl Writer {
         }
     }
 
+    /// Queues the head now if it has not gone out yet: node's own client sends it with its
+    /// first write, but a driver may need the stream to exist before that (the load generator
+    /// subscribes its viewer first).
+    pub fn send_head(&mut self) {
+        if self.state == State::Open && !self.head_sent {
+            self.queue_head();
+        }
+    }
+
     /// Queues one point `{x, y}` as one chunk.
     pub fn write_point(&mut self, now: Duration, x: Num, y: Num) {
+        self.write_points(now, [(x, y)]);
+    }
+
+    /// Queues points `{x, y}` as one chunk, one line each (`--points-per-chunk`). One point is
+    /// the chunk [`Writer::write_point`] writes; no point writes nothing.
+    pub fn write_points(&mut self, now: Duration, points: impl IntoIterator<Item = (Num, Num)>) {
+        let mut points = points.into_iter();
+        let Some((x, y)) = points.next() else {
+            return;
+        };
         if !self.begin_write(now) {
             return;
         }
-        let token = if self.config.flavour == Flavour::Arduino {
-            self.config.token.as_ref()
-        } else {
-            None
+        let (flavour, token) = (self.config.flavour, self.config.line_token());
+        let Some(second) = points.next() else {
+            encode::encode_point_chunk(flavour, x, y, token, &mut self.out);
+            self.n_points += 1;
+            return;
         };
-        encode::encode_point_chunk(self.config.flavour, x, y, token, &mut self.out);
-        self.n_points += 1;
+        let mut batch = ChunkBatch::begin(&mut self.out);
+        for (x, y) in [(x, y), second].into_iter().chain(points) {
+            batch.push_point(flavour, x, y, token, &mut self.out);
+        }
+        self.n_points += batch.n_points() as u64;
+        batch.finish(&mut self.out);
     }
 
     /// Queues any update as one chunk; `token` overrides the connection's for this line.
@@ -137,12 +191,7 @@ impl Writer {
         if !self.begin_write(now) {
             return;
         }
-        let own = if self.config.flavour == Flavour::Arduino {
-            self.config.token.as_ref()
-        } else {
-            None
-        };
-        let token = token.or(own);
+        let token = token.or(self.config.line_token());
         let mut line = Vec::new();
         encode::encode_update_line(self.config.flavour, update, token, &mut line);
         crate::chunked::encode_size(
@@ -187,21 +236,22 @@ impl Writer {
         self.state = State::Closing;
     }
 
-    /// Bytes from the server.
+    /// Bytes from the server, split anywhere. Once the response is decided (complete,
+    /// malformed, or past L56) later bytes are ignored.
     pub fn handle_input(&mut self, _now: Duration, data: &[u8]) {
         if matches!(self.state, State::Done | State::Answered) {
             return;
         }
-        self.input.extend_from_slice(data);
-        if response_complete(&self.input) {
-            self.state = State::Answered;
+        if let Some(answer) = self.response.push(data) {
+            self.answer(answer);
         }
     }
 
     /// The server closed (or the connection failed).
     pub fn handle_eof(&mut self, _now: Duration) {
-        if self.state != State::Done {
-            self.state = State::Answered;
+        if !matches!(self.state, State::Done | State::Answered) {
+            let answer = self.response.eof();
+            self.answer(answer);
         }
     }
 
@@ -222,9 +272,14 @@ impl Writer {
         self.config.heartbeat.map(|every| self.last_write + every)
     }
 
-    /// Appends the bytes to send.
+    /// Appends the bytes to send. Into an empty `out` they move without a copy, and `out`'s
+    /// allocation is kept for the next ones.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.out);
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.out);
+        } else {
+            out.append(&mut self.out);
+        }
     }
 
     /// The response, once.
@@ -234,10 +289,18 @@ impl Writer {
             return None;
         }
         self.state = State::Done;
-        let (status, body) = parse_response(&self.input);
-        Some(WriterEvent::Response { status, body })
+        self.answer.take()
     }
 
+    fn answer(&mut self, answer: response::Answer) {
+        self.answer = Some(WriterEvent::Response {
+            status: answer.status,
+            points: answer.points,
+        });
+        self.state = State::Answered;
+    }
+
+    #[inline]
     fn begin_write(&mut self, now: Duration) -> bool {
         if self.state != State::Open {
             return false;
@@ -278,46 +341,6 @@ pub fn should_reconnect(status: Option<Status>) -> bool {
     }
 }
 
-/// The server's final response as far as it arrived: skips any `100 Continue`, and returns the
-/// status, the body bytes received and whether the `Content-Length` body is complete. `None`
-/// until a whole response head has arrived. Shared by every driver that reads statuses.
-pub fn final_response(input: &[u8]) -> Option<(Status, &[u8], bool)> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(n)) = resp.parse(input) else {
-        return None;
-    };
-    let code = resp.code?;
-    if code == 100 {
-        return final_response(&input[n..]);
-    }
-    let len = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
-        .unwrap_or(0);
-    let body = &input[n..];
-    Some((Status::new(code), body, body.len() >= len))
-}
-
-fn response_complete(input: &[u8]) -> bool {
-    final_response(input).is_some_and(|(_, _, complete)| complete)
-}
-
-fn parse_response(input: &[u8]) -> (Option<Status>, Bytes) {
-    match final_response(input) {
-        Some((status, body, _)) => (Some(status), Bytes::copy_from_slice(body)),
-        None => (None, Bytes::new()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,11 +364,13 @@ mod tests {
             if flavour == Flavour::Arduino {
                 cfg.convert_timestamp = None;
             }
-            let mut w = Writer::new(cfg, Duration::ZERO);
-            w.handle_connected(Duration::ZERO);
+            let mut w = connected_with(cfg);
             w.write_point(Duration::from_secs(1), Num::Int(1500), Num::Float(0.5));
             w.heartbeat(Duration::from_secs(2));
             w.write_point(Duration::from_secs(3), Num::Int(-3), Num::Float(1e-300));
+            let batch = (0..3).map(|i| (Num::Int(i), Num::Float(0.25)));
+            w.write_points(Duration::from_secs(3), batch);
+            assert_eq!(w.n_points(), 5);
             w.close(Duration::from_secs(4));
             let mut wire = Vec::new();
             w.poll_transmit(&mut wire);
@@ -358,27 +383,117 @@ mod tests {
                 .count();
             assert_eq!(
                 n_updates,
-                2,
+                5,
                 "{flavour:?}: {}",
                 String::from_utf8_lossy(&wire)
             );
             assert!(response.starts_with(b"HTTP/1.1 200 OK"), "{flavour:?}");
             w.handle_input(Duration::from_secs(5), &response);
-            let Some(WriterEvent::Response { status, body }) = w.poll_event() else {
-                panic!()
-            };
-            assert_eq!(status, Some(Status::OK));
-            assert!(body.ends_with(b"\"points\":2}"));
+            assert_eq!(
+                w.poll_event(),
+                Some(WriterEvent::Response {
+                    status: Some(Status::OK),
+                    points: Some(5)
+                }),
+                "{flavour:?}"
+            );
+            assert_eq!(w.poll_event(), None);
         }
+    }
+
+    /// A writer of `flavour` whose socket connected at 0.
+    fn connected(flavour: Flavour) -> Writer {
+        connected_with(WriterConfig::new(flavour, "h", token()))
+    }
+
+    fn connected_with(config: WriterConfig) -> Writer {
+        let mut w = Writer::new(config, Duration::ZERO);
+        w.handle_connected(Duration::ZERO);
+        w
+    }
+
+    fn closed_writer(response_bytes: usize) -> Writer {
+        let mut cfg = WriterConfig::new(Flavour::Raw, "h", token());
+        cfg.response_bytes = response_bytes;
+        let mut w = connected_with(cfg);
+        w.write_point(Duration::ZERO, Num::Int(1), Num::Int(2));
+        w.close(Duration::ZERO);
+        w
+    }
+
+    /// The final response fed one byte per read: nothing is reported before its last byte, the
+    /// status and count after it, and bytes after the response change nothing.
+    #[test]
+    fn the_response_is_read_whatever_the_reads() {
+        let mut response = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        crate::status::encode_response(Status::OK, 1, &mut response);
+        let mut w = closed_writer(Limits::default().response_bytes);
+        let (last, before) = response.split_last().unwrap();
+        for b in before {
+            w.handle_input(Duration::ZERO, std::slice::from_ref(b));
+            assert_eq!(w.poll_event(), None);
+        }
+        w.handle_input(Duration::ZERO, std::slice::from_ref(last));
+        w.handle_input(Duration::ZERO, b"HTTP/1.1 408 Request Timeout\r\n\r\n");
+        w.handle_eof(Duration::ZERO);
+        assert_eq!(
+            w.poll_event(),
+            Some(WriterEvent::Response {
+                status: Some(Status::OK),
+                points: Some(1)
+            })
+        );
+        assert_eq!(w.poll_event(), None);
+    }
+
+    /// L56: a server that never ends its response gets an answer as soon as it passed the
+    /// limit, not an ever-growing buffer.
+    #[test]
+    fn an_endless_response_is_cut_at_l56() {
+        let mut w = closed_writer(256);
+        w.handle_input(
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n{\"points\":",
+        );
+        let mut n_fed = 0;
+        while w.poll_event().is_none() {
+            assert!(n_fed <= 256, "still reading after {n_fed} bytes");
+            w.handle_input(Duration::ZERO, b"1");
+            n_fed += 1;
+        }
+        let mut w = closed_writer(256);
+        w.handle_input(Duration::ZERO, &[b'H'; 257]);
+        assert_eq!(
+            w.poll_event(),
+            Some(WriterEvent::Response {
+                status: None,
+                points: None
+            })
+        );
+    }
+
+    #[test]
+    fn queued_bytes_move_without_a_copy() {
+        let mut w = connected(Flavour::Node);
+        assert_eq!(w.n_queued(), 0);
+        w.send_head();
+        let n_head = w.n_queued();
+        assert!(n_head > 0);
+        w.write_point(Duration::ZERO, Num::Int(0), Num::Int(0));
+        let mut out = Vec::new();
+        w.poll_transmit(&mut out);
+        assert!(out.starts_with(b"POST / HTTP/1.1\r\n"));
+        assert!(out.ends_with(b"e\r\n{\"x\":0,\"y\":0}\n\r\n"));
+        assert_eq!(w.n_queued(), 0);
+        let before = out.len();
+        w.write_point(Duration::ZERO, Num::Int(1), Num::Int(1));
+        w.poll_transmit(&mut out);
+        assert_eq!(&out[before..], b"e\r\n{\"x\":1,\"y\":1}\n\r\n");
     }
 
     #[test]
     fn heartbeat_is_due_after_quiet_time() {
-        let mut w = Writer::new(
-            WriterConfig::new(Flavour::Python, "h", token()),
-            Duration::ZERO,
-        );
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected(Flavour::Python);
         assert_eq!(w.poll_timeout(), Some(Duration::from_secs(30)));
         w.write_point(Duration::from_secs(10), Num::Int(1), Num::Int(2));
         assert_eq!(w.poll_timeout(), Some(Duration::from_secs(40)));
@@ -392,11 +507,7 @@ mod tests {
 
     #[test]
     fn node_sends_its_head_with_the_first_write() {
-        let mut w = Writer::new(
-            WriterConfig::new(Flavour::Node, "h", token()),
-            Duration::ZERO,
-        );
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected(Flavour::Node);
         let mut out = Vec::new();
         w.poll_transmit(&mut out);
         assert!(out.is_empty());
@@ -408,11 +519,7 @@ mod tests {
 
     #[test]
     fn a_close_without_response_is_reported() {
-        let mut w = Writer::new(
-            WriterConfig::new(Flavour::Raw, "h", token()),
-            Duration::ZERO,
-        );
-        w.handle_connected(Duration::ZERO);
+        let mut w = connected(Flavour::Raw);
         w.handle_input(Duration::ZERO, b"HTTP/1.1 408 Req");
         assert_eq!(w.poll_event(), None);
         w.handle_eof(Duration::ZERO);
@@ -420,7 +527,7 @@ mod tests {
             w.poll_event(),
             Some(WriterEvent::Response {
                 status: None,
-                body: Bytes::new()
+                points: None
             })
         );
         assert!(should_reconnect(None));

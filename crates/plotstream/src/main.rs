@@ -315,7 +315,9 @@ fn real_main() -> Result<()> {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Send(args) => demo::send(&args.target, &args.token, args.heartbeat).await,
-            Command::Demo(args) => demo::demo(&args.target, &args.token, args.interval, None).await,
+            Command::Demo(args) => {
+                demo::demo(&args.target, &args.token, args.interval, false).await
+            }
             Command::Load(args) => exit_with(plotstream_load::load::run(args).await?),
             Command::Conform(args) => exit_with(plotstream_load::conform::run(*args).await?),
             Command::User(args) => user(args),
@@ -559,8 +561,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if args.demo {
         let target = base.clone();
         tokio::spawn(async move {
-            if let Err(e) = demo::demo(&target, "demo", Duration::from_millis(100), Some(())).await
-            {
+            if let Err(e) = demo::demo(&target, "demo", Duration::from_millis(100), true).await {
                 tracing::warn!(error = %e, "demo writer stopped");
             }
         });

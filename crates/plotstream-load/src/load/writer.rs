@@ -2,17 +2,19 @@
 //! start, then write every chunk when it is due, in the chosen client's bytes; close with the
 //! client's close sequence and read the final status.
 //!
-//! A task that falls behind writes everything due in one go (up to [`MAX_WRITE`] bytes), and
-//! each chunk's latency is counted from its intended time, so lateness is never hidden. If the
-//! server ends the stream mid-run, the status is counted and the task reconnects where the
-//! real clients would ([`should_reconnect`]), with capped backoff.
+//! The bytes (head, chunks, heartbeats, close) and the reading of the response are the proto
+//! [`Writer`]'s; this task schedules, moves bytes and counts. A task that falls behind writes
+//! everything due in one go (up to [`MAX_WRITE`] bytes), and each chunk's latency is counted
+//! from its intended time, so lateness is never hidden. If the server ends the stream mid-run,
+//! the status is counted and the task reconnects where the real clients would
+//! ([`should_reconnect`]), with capped backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use plotstream_proto::encode::{self, ChunkBatch, Flavour, Num};
-use plotstream_proto::writer::final_response;
-use plotstream_proto::writer::should_reconnect;
+use plotstream_client::Backoff;
+use plotstream_proto::encode::Num;
+use plotstream_proto::writer::{should_reconnect, Writer, WriterConfig, WriterEvent};
 use plotstream_proto::Status;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -74,12 +76,11 @@ pub(crate) async fn run(
     } else {
         start + schedule.duration
     };
-    let token = (ctx.flavour == Flavour::Arduino).then(|| &ctx.tokens[stream_idx]);
     let mut latencies = ctx.counters.send_latency.local();
     // Grows to what the rate needs; 10 000 slow streams should not hold 10 000 big buffers.
+    // It trades places with the writer's own buffer at each write, so nothing is copied.
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk_idx: u64 = 0;
-    let mut last_write = Instant::now();
     let mut backoff = 0u32;
     'run: loop {
         if *stop.borrow() {
@@ -97,11 +98,14 @@ pub(crate) async fn run(
         let due = schedule.due(stream_idx, now - start);
         if due > chunk_idx {
             let first = chunk_idx;
-            buf.clear();
-            while chunk_idx < due && buf.len() < MAX_WRITE {
-                encode_chunk(ctx.flavour, stream_idx, chunk_idx, k, token, &mut buf);
+            let at = conn.at(now);
+            while chunk_idx < due && conn.writer.n_queued() < MAX_WRITE {
+                conn.writer
+                    .write_points(at, points(stream_idx, chunk_idx, k));
                 chunk_idx += 1;
             }
+            buf.clear();
+            conn.writer.poll_transmit(&mut buf);
             let n_points = (chunk_idx - first) * k;
             if let Some(writes) = ctx.writes.get(stream_idx) {
                 // Before the write: the viewer may see the points before this task runs again.
@@ -122,10 +126,9 @@ pub(crate) async fn run(
                 };
                 latencies.record(done.saturating_duration_since(intended), k);
             }
-            last_write = done;
             out.sent_until = Some(done);
             if written.is_err() {
-                let status = conn.read_end().await;
+                let WriterEvent::Response { status, .. } = conn.read_end().await;
                 if !recover(&ctx, stream_idx, &mut conn, status, &mut backoff).await {
                     return out;
                 }
@@ -137,26 +140,27 @@ pub(crate) async fn run(
         } else {
             send_end
         };
-        let heartbeat_at = last_write + HEARTBEAT;
+        let heartbeat_at = conn
+            .writer
+            .poll_timeout()
+            .map_or(send_end, |t| conn.origin + t);
         let wake = next_due.min(heartbeat_at).min(send_end);
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {
-                if Instant::now() >= heartbeat_at {
-                    buf.clear();
-                    encode::encode_heartbeat(&mut buf);
-                    if conn.stream.write_all(&buf).await.is_err() {
-                        let status = conn.read_end().await;
-                        if !recover(&ctx, stream_idx, &mut conn, status, &mut backoff).await {
-                            return out;
-                        }
+                conn.writer.handle_timeout(conn.at(Instant::now()));
+                buf.clear();
+                conn.writer.poll_transmit(&mut buf);
+                if !buf.is_empty() && conn.stream.write_all(&buf).await.is_err() {
+                    let WriterEvent::Response { status, .. } = conn.read_end().await;
+                    if !recover(&ctx, stream_idx, &mut conn, status, &mut backoff).await {
+                        return out;
                     }
-                    last_write = Instant::now();
                 }
             }
             res = conn.stream.readable() => {
                 // Servers say nothing until the final response: this is the end of the stream.
-                let status = if res.is_ok() { conn.read_some() } else { Some(None) };
-                if let Some(status) = status {
+                let event = if res.is_ok() { conn.read_some() } else { Some(conn.eof()) };
+                if let Some(WriterEvent::Response { status, .. }) = event {
                     if !recover(&ctx, stream_idx, &mut conn, status, &mut backoff).await {
                         return out;
                     }
@@ -170,27 +174,10 @@ pub(crate) async fn run(
     out
 }
 
-/// Appends chunk `chunk_idx` of stream `stream_idx`: points `chunk_idx·k ..` as one chunk.
-pub fn encode_chunk(
-    flavour: Flavour,
-    stream_idx: usize,
-    chunk_idx: u64,
-    k: u64,
-    token: Option<&plotstream_proto::Token>,
-    out: &mut Vec<u8>,
-) {
+/// The points of chunk `chunk_idx` of stream `stream_idx`: `chunk_idx·k ..`, as `{x, y}`.
+fn points(stream_idx: usize, chunk_idx: u64, k: u64) -> impl Iterator<Item = (Num, Num)> {
     let first = chunk_idx * k;
-    if k == 1 {
-        let y = Num::Float(value(stream_idx, first));
-        encode::encode_point_chunk(flavour, point_x(first), y, token, out);
-        return;
-    }
-    let mut batch = ChunkBatch::begin(out);
-    for i in first..first + k {
-        let y = Num::Float(value(stream_idx, i));
-        batch.push_point(flavour, point_x(i), y, token, out);
-    }
-    batch.finish(out);
+    (first..first + k).map(move |i| (point_x(i), Num::Float(value(stream_idx, i))))
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,50 +190,65 @@ fn point_x(i: u64) -> Num {
     Num::Int(i64::try_from(i).unwrap_or(i64::MAX))
 }
 
-/// One writer connection.
+/// One writer connection: the socket and the proto machine that speaks on it.
 struct Conn {
     stream: TcpStream,
-    /// Response bytes so far.
-    response: Vec<u8>,
+    writer: Writer,
+    /// The writer's time origin: its `now` is the time since.
+    origin: Instant,
 }
 
 impl Conn {
-    /// Reads what is there without waiting: `Some(status)` once the response is complete or
-    /// the connection ended (`Some(None)`: no response).
-    fn read_some(&mut self) -> Option<Option<u16>> {
+    fn at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
+    }
+
+    /// Reads what is there without waiting: the response once it is complete or the
+    /// connection ended.
+    fn read_some(&mut self) -> Option<WriterEvent> {
         let mut chunk = [0u8; 4096];
         loop {
+            let now = self.at(Instant::now());
             match self.stream.try_read(&mut chunk) {
-                Ok(0) => return Some(parse_status(&self.response)),
-                Ok(n) => {
-                    self.response.extend_from_slice(&chunk[..n]);
-                    if let Some(status) = complete_status(&self.response) {
-                        return Some(Some(status));
-                    }
-                }
+                Ok(0) => self.writer.handle_eof(now),
+                Ok(n) => self.writer.handle_input(now, &chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                Err(_) => return Some(parse_status(&self.response)),
+                Err(_) => self.writer.handle_eof(now),
+            }
+            if let Some(event) = self.writer.poll_event() {
+                return Some(event);
             }
         }
     }
 
+    /// The connection failed: the response as far as it arrived.
+    fn eof(&mut self) -> WriterEvent {
+        self.writer.handle_eof(self.at(Instant::now()));
+        self.writer.poll_event().unwrap_or(NO_RESPONSE)
+    }
+
     /// Reads until the response is complete or the connection ends (bounded).
-    async fn read_end(&mut self) -> Option<u16> {
+    async fn read_end(&mut self) -> WriterEvent {
         let read = async {
             loop {
                 if self.stream.readable().await.is_err() {
-                    return parse_status(&self.response);
+                    return self.eof();
                 }
-                if let Some(status) = self.read_some() {
-                    return status;
+                if let Some(event) = self.read_some() {
+                    return event;
                 }
             }
         };
         tokio::time::timeout(RESPONSE_TIMEOUT, read)
             .await
-            .unwrap_or(None)
+            .unwrap_or(NO_RESPONSE)
     }
 }
+
+const NO_RESPONSE: WriterEvent = WriterEvent::Response {
+    status: None,
+    points: None,
+};
 
 async fn open(ctx: &Ctx, stream_idx: usize) -> Result<Conn, &'static str> {
     let connect = TcpStream::connect(&ctx.target.addr);
@@ -260,14 +262,21 @@ async fn open(ctx: &Ctx, stream_idx: usize) -> Result<Conn, &'static str> {
         // after its duration and the acknowledged rate is what the server did in that time.
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(MAX_MODE_SNDBUF);
     }
-    let mut head = Vec::with_capacity(256);
-    let token = (ctx.flavour != Flavour::Arduino).then(|| &ctx.tokens[stream_idx]);
+    let origin = Instant::now();
+    let mut config =
+        WriterConfig::new(ctx.flavour, ctx.target.host.clone(), ctx.tokens[stream_idx]);
+    config.heartbeat = Some(HEARTBEAT);
+    let mut writer = Writer::new(config, Duration::ZERO);
+    writer.handle_connected(Duration::ZERO);
     // Every flavour's head goes out at connect time (node's real client sends it with the
     // first write), so the stream exists before its viewer subscribes.
-    encode::encode_head(ctx.flavour, &ctx.target.host, token, None, &mut head);
+    writer.send_head();
+    let mut head = Vec::new();
+    writer.poll_transmit(&mut head);
     let mut conn = Conn {
         stream,
-        response: Vec::new(),
+        writer,
+        origin,
     };
     if conn.stream.write_all(&head).await.is_err() {
         return Err("io");
@@ -285,7 +294,7 @@ async fn connect_with_retries(ctx: &Ctx, stream_idx: usize) -> Option<Conn> {
                 if *ctx.stop.borrow() {
                     return None;
                 }
-                tokio::time::sleep(backoff_delay(attempt)).await;
+                tokio::time::sleep(BACKOFF.delay(attempt + 1)).await;
             }
         }
     }
@@ -298,16 +307,15 @@ async fn recover(
     ctx: &Ctx,
     stream_idx: usize,
     conn: &mut Conn,
-    status: Option<u16>,
+    status: Option<Status>,
     backoff: &mut u32,
 ) -> bool {
-    ctx.counters
-        .error(status.map_or_else(|| "no_response".to_owned(), |s| s.to_string()));
-    if !should_reconnect(status.map(Status::new)) {
+    count_error(ctx, status);
+    if !should_reconnect(status) {
         return false;
     }
     while *backoff < RECONNECT_ATTEMPTS {
-        tokio::time::sleep(backoff_delay(*backoff)).await;
+        tokio::time::sleep(BACKOFF.delay(*backoff + 1)).await;
         *backoff += 1;
         if *ctx.stop.borrow() {
             return false;
@@ -327,49 +335,33 @@ async fn recover(
 /// Sends the close sequence and reads the final status (and the acknowledged points of a
 /// `200`); a non-200 counts as an error.
 async fn close(ctx: &Ctx, conn: &mut Conn, out: &mut Outcome) {
+    conn.writer.close(conn.at(Instant::now()));
     let mut bytes = Vec::new();
-    encode::encode_close(ctx.flavour, &mut bytes);
+    conn.writer.poll_transmit(&mut bytes);
     // After a failed write there may still be a response to read.
     let _ = conn.stream.write_all(&bytes).await;
-    let status = conn.read_end().await;
+    let WriterEvent::Response { status, points } = conn.read_end().await;
     out.closed_at = Some(Instant::now());
-    if status == Some(200) {
-        out.n_points_acked = acknowledged_points(&conn.response);
+    if status == Some(Status::OK) {
+        out.n_points_acked = points;
     } else {
-        ctx.counters
-            .error(status.map_or_else(|| "no_response".to_owned(), |s| s.to_string()));
+        count_error(ctx, status);
     }
-    out.final_status = status;
+    out.final_status = status.map(Status::code);
 }
 
-/// `N` from a body holding `"points":N` (plotstream's `200`, the bench's hyper sink).
-fn acknowledged_points(response: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = b"\"points\":";
-    let at = response.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let digits: String = response[at..]
-        .iter()
-        .map(|&b| char::from(b))
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+/// Counts an end of stream other than the final `200` by its status code.
+fn count_error(ctx: &Ctx, status: Option<Status>) {
+    ctx.counters
+        .error(status.map_or_else(|| "no_response".to_owned(), |s| s.code().to_string()));
 }
 
-/// The status once the response (head and Content-Length body) is complete.
-fn complete_status(buf: &[u8]) -> Option<u16> {
-    final_response(buf)
-        .filter(|(_, _, complete)| *complete)
-        .map(|(s, _, _)| s.code())
-}
-
-/// The status of a response head, complete body or not.
-fn parse_status(buf: &[u8]) -> Option<u16> {
-    final_response(buf).map(|(s, _, _)| s.code())
-}
-
-fn backoff_delay(attempt: u32) -> Duration {
-    (Duration::from_millis(100) * 2u32.pow(attempt.min(5))).min(Duration::from_secs(2))
-}
-
+/// Reconnect delays: 100 ms, doubling, at most 2 s.
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(2),
+    max_retries: None,
+};
 /// `SO_SNDBUF` of `--rate max` connections.
 const MAX_MODE_SNDBUF: usize = 256 * 1024;
 /// Bytes encoded per socket write when behind schedule (or at `--rate max`).
@@ -386,32 +378,42 @@ const RECONNECT_ATTEMPTS: u32 = 8;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plotstream_proto::encode::Flavour;
+    use plotstream_proto::Token;
 
-    #[test]
-    fn responses_are_complete_only_with_their_body() {
-        let mut r = Vec::new();
-        plotstream_proto::status::encode_response(Status::OK, 3, &mut r);
-        assert_eq!(complete_status(&r), Some(200));
-        assert_eq!(complete_status(&r[..r.len() - 1]), None);
-        assert_eq!(parse_status(&r[..r.len() - 1]), Some(200));
-        assert_eq!(parse_status(b"HTTP/1.1 40"), None);
-        assert_eq!(acknowledged_points(&r), Some(3));
-        assert_eq!(acknowledged_points(b"HTTP/1.1 408 x\r\n\r\ntimeout"), None);
+    fn chunk(flavour: Flavour, chunk_idx: u64, k: u64) -> String {
+        let token = Token::parse(b"abcdef1234").unwrap();
+        let mut w = Writer::new(WriterConfig::new(flavour, "h", token), Duration::ZERO);
+        w.handle_connected(Duration::ZERO);
+        let mut out = Vec::new();
+        w.poll_transmit(&mut out);
+        out.clear();
+        w.write_points(Duration::ZERO, points(0, chunk_idx, k));
+        w.poll_transmit(&mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
 
     #[test]
     fn chunks_hold_consecutive_points() {
-        let mut one = Vec::new();
-        encode_chunk(Flavour::Raw, 0, 5, 1, None, &mut one);
-        assert!(one.starts_with(b"") && one.windows(6).any(|w| w == b"{\"x\":5"));
-        let mut many = Vec::new();
-        encode_chunk(Flavour::Python, 0, 2, 3, None, &mut many);
-        let text = String::from_utf8(many).unwrap_or_default();
+        let one = chunk(Flavour::Raw, 5, 1);
+        let (size, line) = one.split_once("\r\n").unwrap_or_default();
+        assert!(
+            line.starts_with("{\"x\":5,") && line.ends_with("}\n\r\n"),
+            "{one}"
+        );
+        assert_eq!(usize::from_str_radix(size, 16).ok(), Some(line.len() - 2));
+        let text = chunk(Flavour::Python, 2, 3);
         let xs: Vec<&str> = text.matches("{\"x\": ").collect();
         assert_eq!(xs.len(), 3);
         assert!(
             text.contains("{\"x\": 6,") && text.contains("{\"x\": 8,"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn reconnects_back_off_from_100ms_to_2s() {
+        let delays: Vec<u128> = (1..=7).map(|n| BACKOFF.delay(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
     }
 }
