@@ -7,5 +7,8 @@
 #![deny(missing_docs)]
 
 pub mod conform;
+pub mod error;
 pub mod load;
 mod probe;
+
+pub use error::{Error, Result};

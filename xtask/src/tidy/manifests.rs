@@ -67,10 +67,7 @@ fn libraries_do_not_depend_on_anyhow() -> Result<()> {
 }
 
 /// The library crates that still list `anyhow` in `[dependencies]`.
-const ANYHOW_ALLOWED: &[&str] = &[
-    // remove when #12's typed errors land
-    "plotstream-load",
-];
+const ANYHOW_ALLOWED: &[&str] = &[];
 
 /// STYLE.md convention 10: internal crates are `publish = false` and take the workspace lints.
 #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use plotstream_cases::{Case, Expect, Segmentation, Variant};
 
 use super::drivers;
@@ -70,7 +70,9 @@ pub async fn run_all(
     });
     let mut reports = Vec::with_capacity(handles.len());
     for h in handles {
-        let r = h.await.context("a case panicked")?;
+        let r = h
+            .await
+            .map_err(|e| Error::Runner(format!("a case panicked: {e}")))?;
         done(&r);
         reports.push(r);
     }
@@ -368,12 +370,18 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
                 .jobs
                 .acquire_many(runner.jobs_total)
                 .await
-                .context("runner closed")?,
+                .map_err(|_| Error::Runner("runner closed".into()))?,
         )
     } else if ctx.exclusive || case.timers {
         None
     } else {
-        Some(runner.jobs.acquire().await.context("runner closed")?)
+        Some(
+            runner
+                .jobs
+                .acquire()
+                .await
+                .map_err(|_| Error::Runner("runner closed".into()))?,
+        )
     };
     if v.parallel > 1 {
         let mut set = tokio::task::JoinSet::new();
@@ -394,7 +402,7 @@ async fn attempt(ctx: &RunCtx) -> Result<Observation> {
         let mut all = Observation::default();
         let mut idx = 0;
         while let Some(res) = set.join_next().await {
-            let obs = res.context("a parallel run panicked")??;
+            let obs = res.map_err(|e| Error::Runner(format!("a parallel run panicked: {e}")))??;
             idx += 1;
             for (name, c) in obs.conns {
                 all.conns.push((format!("#{idx}{name}"), c));

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use plotstream_cases::SetupKind;
 use tokio::sync::Semaphore;
 
@@ -144,7 +144,8 @@ impl ConformArgs {
         }
         let argv = std::iter::once(std::ffi::OsString::from("conform"))
             .chain(args.into_iter().map(Into::into));
-        let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
+        let cli =
+            <Cli as clap::Parser>::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
         Ok(cli.args)
     }
 
@@ -155,7 +156,7 @@ impl ConformArgs {
 }
 
 /// Runs `plotstream conform`; returns the process exit code (0 only when nothing failed).
-pub async fn run(args: ConformArgs) -> anyhow::Result<i32> {
+pub async fn run(args: ConformArgs) -> Result<i32> {
     let cases = select(&args)?;
     if args.list {
         for c in &cases {
@@ -179,7 +180,7 @@ pub async fn run(args: ConformArgs) -> anyhow::Result<i32> {
     let t = report::Totals::of(&reports);
     if let Some(path) = &args.junit {
         std::fs::write(path, report::junit(&reports))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .map_err(Error::io(format!("cannot write {}", path.display())))?;
     }
     if let Some(dir) = &args.json {
         report::write_json(dir, &reports)?;
@@ -207,7 +208,7 @@ pub async fn run_cases(
     print: bool,
 ) -> Result<Vec<CaseReport>> {
     let Some(main_url) = &args.target else {
-        bail!("--target URL is required");
+        return Err(Error::Usage("--target URL is required".into()));
     };
     let tokens = TokenSource::new();
     let main = Arc::new(Target::probe(main_url, None, &tokens).await?);
@@ -306,7 +307,9 @@ fn select(args: &ConformArgs) -> Result<Vec<Case>> {
     let all = catalogue()?;
     for want in args.cases.iter().chain(&args.strict_cases) {
         if !all.iter().any(|c| c.id == *want || c.group() == want) {
-            bail!("no case or group {want:?} in the catalogue (see --list)");
+            return Err(Error::Usage(format!(
+                "no case or group {want:?} in the catalogue (see --list)"
+            )));
         }
     }
     if args.cases.is_empty() {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use crate::error::Result;
 use plotstream_cases::segment;
 use plotstream_cases::{Case, End, Expect, Segmentation, SetupKind, Variant};
 use tokio::sync::Semaphore;

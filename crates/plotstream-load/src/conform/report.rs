@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 
 use super::verdict::{CaseReport, VariantOutcome, Verdict, RERUN_MARK};
 
@@ -223,7 +223,7 @@ pub fn junit(reports: &[CaseReport]) -> String {
 
 /// Writes `DIR/<id>.json` per case.
 pub fn write_json(dir: &Path, reports: &[CaseReport]) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
     for r in reports {
         let variants: Vec<serde_json::Value> = r
             .variants
@@ -258,8 +258,9 @@ pub fn write_json(dir: &Path, reports: &[CaseReport]) -> Result<()> {
             "variants": variants,
         });
         let path = dir.join(format!("{}.json", r.id));
-        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        std::fs::write(&path, text)
+            .map_err(Error::io(format!("cannot write {}", path.display())))?;
     }
     Ok(())
 }

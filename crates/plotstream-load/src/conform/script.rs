@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use plotstream_cases::{Segmentation, Variant};
 
 use super::observe::excerpt;
@@ -84,12 +84,14 @@ pub async fn run_script(
                 Some(idx) => conns.remove(idx).1.finish().await,
                 None => match done.iter().find(|(n, _)| n == name) {
                     Some((_, res)) => res.clone(),
-                    None => anyhow::bail!("capture: no connection {name}"),
+                    None => return Err(Error::Script(format!("capture: no connection {name}"))),
                 },
             };
             for (var, pointer) in capture {
-                let value = capture_value(&res, pointer).with_context(|| {
-                    format!("capture ${var} at {pointer:?} of {name}'s response")
+                let value = capture_value(&res, pointer).map_err(|e| {
+                    Error::Script(format!(
+                        "capture ${var} at {pointer:?} of {name}'s response: {e}"
+                    ))
                 })?;
                 captured.push((format!("${var}"), value));
             }
@@ -110,21 +112,21 @@ pub async fn run_script(
 /// query, which is what a request line names.
 fn capture_value(res: &ConnResult, pointer: &str) -> Result<String> {
     let Some(r) = &res.response else {
-        anyhow::bail!("no response: {}", res.describe());
+        return Err(Error::Script(format!("no response: {}", res.describe())));
     };
-    let json: serde_json::Value = serde_json::from_slice(&r.body).with_context(|| {
-        format!(
-            "status {}, the body is not JSON: {}",
+    let json: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| {
+        Error::Script(format!(
+            "status {}, the body is not JSON ({e}): {}",
             r.status,
             excerpt(&String::from_utf8_lossy(&r.body))
-        )
+        ))
     })?;
     let Some(value) = json.pointer(pointer).and_then(serde_json::Value::as_str) else {
-        anyhow::bail!(
+        return Err(Error::Script(format!(
             "status {}, no string there: {}",
             r.status,
             excerpt(&String::from_utf8_lossy(&r.body))
-        );
+        )));
     };
     Ok(url_path(value).unwrap_or(value).to_owned())
 }

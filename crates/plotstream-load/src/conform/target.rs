@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use plotstream_cases::segment::splitmix;
 use plotstream_cases::{Program, SetupKind};
 
@@ -39,8 +39,8 @@ impl Target {
         let addr = resolve(url).await?;
         tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
-            .with_context(|| format!("{url}: connect timed out"))?
-            .with_context(|| format!("cannot connect to {url}"))?;
+            .map_err(|_| Error::Target(format!("{url}: connect timed out")))?
+            .map_err(|e| Error::Target(format!("cannot connect to {url}: {e}")))?;
         let endpoint = Endpoint::from(addr);
         let metrics = http::metrics(&endpoint)
             .await
@@ -48,7 +48,9 @@ impl Target {
             .unwrap_or(false);
         let tokens_api = matches!(http::issue_tokens(&endpoint, 1).await, Ok(t) if t.len() == 1);
         if kind == Some(SetupKind::Registered) && !tokens_api {
-            bail!("{url}: a registered-mode target needs POST /api/tokens to issue tokens");
+            return Err(Error::Target(format!(
+                "{url}: a registered-mode target needs POST /api/tokens to issue tokens"
+            )));
         }
         let mut target = Target {
             url: url.to_owned(),
@@ -95,7 +97,8 @@ impl Target {
         if pool.is_empty() {
             *pool = http::issue_tokens(&self.endpoint, POOL_REFILL).await?;
         }
-        pool.pop().context("POST /api/tokens issued no token")
+        pool.pop()
+            .ok_or_else(|| Error::Target("POST /api/tokens issued no token".into()))
     }
 
     /// What the target lacks for a case that needs `inspection` and `metrics`.
@@ -162,7 +165,9 @@ impl Default for TokenSource {
 /// `http://host:port[/]` → a socket address.
 pub async fn resolve(url: &str) -> Result<SocketAddr> {
     let Some(rest) = url.strip_prefix("http://") else {
-        bail!("target {url:?}: only http:// URLs are supported (terminate TLS in front)");
+        return Err(Error::Usage(format!(
+            "target {url:?}: only http:// URLs are supported (terminate TLS in front)"
+        )));
     };
     let authority = rest.split('/').next().unwrap_or_default();
     let with_port = if authority
@@ -176,9 +181,9 @@ pub async fn resolve(url: &str) -> Result<SocketAddr> {
     };
     let addr = tokio::net::lookup_host(&with_port)
         .await
-        .with_context(|| format!("cannot resolve {with_port}"))?
+        .map_err(|e| Error::Target(format!("cannot resolve {with_port}: {e}")))?
         .next()
-        .with_context(|| format!("{with_port} resolves to nothing"))?;
+        .ok_or_else(|| Error::Target(format!("{with_port} resolves to nothing")))?;
     Ok(addr)
 }
 

@@ -15,6 +15,7 @@
 //! API is read for each stream and its viewer runs until it has seen the last seq.
 
 pub mod assert;
+mod ctx;
 mod printer;
 pub mod report;
 pub mod schedule;
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use crate::error::{Error, Result};
 use plotstream_client::Target;
 use plotstream_proto::encode::Flavour;
 use plotstream_proto::Token;
@@ -37,6 +38,7 @@ pub use assert::Assertion;
 pub use report::{Percentiles, Report};
 pub use schedule::Rate;
 
+use ctx::Ctx;
 use report::Counters;
 use verify::Finish;
 
@@ -159,12 +161,12 @@ pub enum ReportFormat {
 
 /// Runs `plotstream load`; returns the process exit code: 0, 1 when an assertion failed (one
 /// line each on stderr), 130 when interrupted.
-pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
+pub async fn run(args: LoadArgs) -> Result<i32> {
     let assertions = args
         .asserts
         .iter()
-        .map(|a| Assertion::parse(a))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|a| Assertion::parse(a).map_err(|e| Error::Usage(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
     let report = measure(&args, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -191,22 +193,29 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
 pub async fn measure(
     args: &LoadArgs,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<Report> {
+) -> Result<Report> {
     if args.streams == 0 || args.streams > MAX_STREAMS {
-        bail!("--streams must be between 1 and {MAX_STREAMS}");
+        return Err(Error::Usage(format!(
+            "--streams must be between 1 and {MAX_STREAMS}"
+        )));
     }
     if args.points_per_chunk == 0 || args.points_per_chunk > MAX_POINTS_PER_CHUNK {
-        bail!("--points-per-chunk must be between 1 and {MAX_POINTS_PER_CHUNK}");
+        return Err(Error::Usage(format!(
+            "--points-per-chunk must be between 1 and {MAX_POINTS_PER_CHUNK}"
+        )));
     }
-    let target = Target::parse(&args.target).context("--target")?;
+    let target = Target::parse(&args.target).map_err(|e| Error::Usage(format!("--target: {e}")))?;
     let prefix = args.token_prefix.clone().unwrap_or_else(random_prefix);
     let tokens = (0..args.streams)
         .map(|s| {
             let t = format!("{prefix}{s:05}");
-            Token::parse(t.as_bytes())
-                .with_context(|| format!("invalid token {t:?}: use [A-Za-z0-9_-], at most 64"))
+            Token::parse(t.as_bytes()).ok_or_else(|| {
+                Error::Usage(format!(
+                    "invalid token {t:?}: use [A-Za-z0-9_-], at most 64"
+                ))
+            })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let schedule = Schedule::new(
         args.rate,
         args.streams,
@@ -463,45 +472,6 @@ async fn finish_verification(
         }
     }
     sum
-}
-
-/// What every task of a run shares.
-#[derive(Debug)]
-pub(crate) struct Ctx {
-    target: Target,
-    flavour: Flavour,
-    schedule: Schedule,
-    /// Invariant: one token per stream.
-    tokens: Vec<Token>,
-    counters: Counters,
-    /// With `--verify`, per stream: `(end_chunk_idx, issued)` for each write in flight or not
-    /// yet matched by the viewer, covering chunks from the previous entry's end to `end`.
-    writes: Vec<std::sync::Mutex<std::collections::VecDeque<(u64, Instant)>>>,
-    /// The common start time, once every stream is ready.
-    start: watch::Receiver<Option<Instant>>,
-    /// True on Ctrl-C.
-    stop: watch::Receiver<bool>,
-    verify: bool,
-}
-
-impl Ctx {
-    /// Waits for the common start; `None` if the run was stopped first.
-    async fn wait_start(&self) -> Option<Instant> {
-        let mut start = self.start.clone();
-        let mut stop = self.stop.clone();
-        loop {
-            if let Some(at) = *start.borrow_and_update() {
-                return Some(at);
-            }
-            if *stop.borrow_and_update() {
-                return None;
-            }
-            tokio::select! {
-                r = start.changed() => if r.is_err() { return None },
-                r = stop.changed() => if r.is_err() { return None },
-            }
-        }
-    }
 }
 
 use schedule::Schedule;

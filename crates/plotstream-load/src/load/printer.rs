@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::ctx::Ctx;
 use super::report::{Counters, Percentiles, Report};
-use super::Ctx;
 
 /// Prints progress until `done` flips: a line rewritten in place on a terminal, plain lines
 /// every `every` otherwise.

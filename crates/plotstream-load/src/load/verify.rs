@@ -18,9 +18,9 @@ use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::ctx::Ctx;
 use super::report::Counters;
 use super::schedule::value;
-use super::Ctx;
 use crate::probe::inspect::{self, Detail};
 use crate::probe::sse::{Event, Subscription};
 use crate::probe::{jcs, Endpoint, ErrorKind};

@@ -21,9 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::ctx::Ctx;
 use super::report::Counters;
 use super::schedule::value;
-use super::Ctx;
 
 /// What one writer did.
 #[derive(Debug, Clone, Default)]
