@@ -162,34 +162,13 @@ pub(crate) fn run() -> Result<ExitCode> {
     let data = target_dir.join("bench-store");
     let _ = std::fs::remove_dir_all(&data);
     let data_arg = data.display().to_string();
+    let memory = InMemory {
+        bulk: &bulk,
+        per_point: &per_point,
+        latency: &lat,
+    };
     let server = serve_with(&bin, &["--data-dir", &data_arg])?;
-    let url = format!("http://{}", server.addr());
-    for (name, args, reference) in [
-        ("ingest/store/100_streams_bulk", BULK_100, &bulk),
-        (
-            "ingest/store/100_streams_per_point",
-            PER_POINT_100,
-            &per_point,
-        ),
-    ] {
-        let report = load(&bin, &url, args)?;
-        let mut e = entry(name, &report, None, None);
-        let memory = points_per_s(reference);
-        e["in_memory_points_per_s"] = json!(memory);
-        e["ratio_to_in_memory"] = json!(if memory > 0.0 {
-            points_per_s(&report) / memory
-        } else {
-            0.0
-        });
-        e["target_ratio"] = json!(0.75);
-        results.push(e);
-    }
-    let latency = load(&bin, &url, LATENCY_100)?;
-    let mut e = entry("ingest/store/latency_100x100", &latency, None, None);
-    e["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
-    e["in_memory_e2e_latency_ms"] = lat["e2e_latency_ms"].clone();
-    e["lost"] = latency["lost"].clone();
-    results.push(e);
+    results.extend(storage_rows(&bin, &server, "store", &memory, None)?);
     drop(server);
     // docs/storage.md "On Redis": the same runs on `serve --redis`, a local redis-server with
     // `appendfsync always` (the setting under which an acknowledgement means what it does on
@@ -200,46 +179,7 @@ pub(crate) fn run() -> Result<ExitCode> {
             redis.version, redis.port
         );
         let server = serve_with(&bin, &["--redis", &redis.url()])?;
-        let url = format!("http://{}", server.addr());
-        for (name, args, reference) in [
-            ("ingest/redis/100_streams_bulk", BULK_100, &bulk),
-            (
-                "ingest/redis/100_streams_per_point",
-                PER_POINT_100,
-                &per_point,
-            ),
-        ] {
-            let before = redis.commands()?;
-            let report = load(&bin, &url, args)?;
-            let commands = redis.commands()?.saturating_sub(before);
-            let mut e = entry(name, &report, None, None);
-            let memory = points_per_s(reference);
-            e["in_memory_points_per_s"] = json!(memory);
-            e["ratio_to_in_memory"] = json!(if memory > 0.0 {
-                points_per_s(&report) / memory
-            } else {
-                0.0
-            });
-            let points = report["points_acknowledged"]
-                .as_f64()
-                .or_else(|| report["points_sent"].as_f64())
-                .unwrap_or(0.0);
-            #[allow(clippy::cast_precision_loss)] // a count of commands
-            let per_point = if points > 0.0 {
-                commands as f64 / points
-            } else {
-                0.0
-            };
-            e["redis_commands"] = json!(commands);
-            e["redis_commands_per_point"] = json!(per_point);
-            results.push(e);
-        }
-        let latency = load(&bin, &url, LATENCY_100)?;
-        let mut e = entry("ingest/redis/latency_100x100", &latency, None, None);
-        e["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
-        e["in_memory_e2e_latency_ms"] = lat["e2e_latency_ms"].clone();
-        e["lost"] = latency["lost"].clone();
-        results.push(e);
+        results.extend(storage_rows(&bin, &server, "redis", &memory, Some(&redis))?);
         drop(server);
     } else {
         println!("\n== plotstream serve --redis: SKIPPED (no redis-server on PATH)");
@@ -590,6 +530,74 @@ fn table(results: &[Value]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The in-memory rows a storage's rows are compared with.
+struct InMemory<'a> {
+    bulk: &'a Value,
+    per_point: &'a Value,
+    latency: &'a Value,
+}
+
+/// The bulk, per-point and latency rows against `server` (a storage other than memory), named
+/// `ingest/<storage>/...`, each beside its in-memory row; with `redis`, the Redis commands per
+/// point too.
+fn storage_rows(
+    bin: &Path,
+    server: &Server,
+    storage: &str,
+    memory: &InMemory<'_>,
+    redis: Option<&RedisServer>,
+) -> Result<Vec<Value>> {
+    let url = format!("http://{}", server.addr());
+    let mut rows = Vec::new();
+    for (row, args, reference) in [
+        ("100_streams_bulk", BULK_100, memory.bulk),
+        ("100_streams_per_point", PER_POINT_100, memory.per_point),
+    ] {
+        let before = redis.map(RedisServer::commands).transpose()?;
+        let report = load(bin, &url, args)?;
+        let mut e = entry(&format!("ingest/{storage}/{row}"), &report, None, None);
+        let in_memory = points_per_s(reference);
+        e["in_memory_points_per_s"] = json!(in_memory);
+        e["ratio_to_in_memory"] = json!(if in_memory > 0.0 {
+            points_per_s(&report) / in_memory
+        } else {
+            0.0
+        });
+        if redis.is_none() {
+            // #11's target for the embedded store.
+            e["target_ratio"] = json!(0.75);
+        }
+        if let (Some(redis), Some(before)) = (redis, before) {
+            let commands = redis.commands()?.saturating_sub(before);
+            let points = report["points_acknowledged"]
+                .as_f64()
+                .or_else(|| report["points_sent"].as_f64())
+                .unwrap_or(0.0);
+            #[allow(clippy::cast_precision_loss)] // a count of commands
+            let per_point = if points > 0.0 {
+                commands as f64 / points
+            } else {
+                0.0
+            };
+            e["redis_commands"] = json!(commands);
+            e["redis_commands_per_point"] = json!(per_point);
+        }
+        rows.push(e);
+    }
+    let latency = load(bin, &url, LATENCY_100)?;
+    let mut e = entry(
+        &format!("ingest/{storage}/latency_100x100"),
+        &latency,
+        None,
+        None,
+    );
+    e["e2e_latency_ms"] = latency["e2e_latency_ms"].clone();
+    e["in_memory_e2e_latency_ms"] = memory.latency["e2e_latency_ms"].clone();
+    e["lost"] = latency["lost"].clone();
+    rows.push(e);
+    Ok(rows)
 }
 
 /// A redis-server for the bench: the system's package, on a free loopback port, its AOF in
