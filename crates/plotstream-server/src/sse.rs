@@ -789,30 +789,14 @@ mod tests {
         for interval in [Duration::ZERO, Duration::from_millis(50)] {
             let f = Fixture::new(StoreConfig::default());
             // A figure's stream: only its own figure restarts it.
-            f.store
-                .bind_trace(
-                    "tok1",
-                    plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
-                    Vec::new(),
-                    "u",
-                    None,
-                )
-                .unwrap();
+            f.store.figure("tok1", 500, Vec::new(), "u").unwrap();
             f.apply("tok1", r#"{"x":1}"#);
             let mut session = f.session("tok1", interval);
             let old = session.traces[0].sub.epoch.clone();
             for n in 2..=4 {
                 f.apply("tok1", &format!("{{\"x\":{n}}}"));
             }
-            f.store
-                .bind_trace(
-                    "tok1",
-                    plotstream_proto::Maxpoints::new(100, plotstream_proto::Maxpoints::MAX),
-                    Vec::new(),
-                    "u",
-                    None,
-                )
-                .unwrap();
+            f.store.figure("tok1", 100, Vec::new(), "u").unwrap();
             for n in 1..=2 {
                 assert_eq!(f.apply("tok1", &format!("{{\"x\":{}}}", 100 + n)), n);
             }
@@ -851,28 +835,12 @@ mod tests {
             viewer_queue: 2,
             ..StoreConfig::default()
         });
-        f.store
-            .bind_trace(
-                "tok1",
-                plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
-                Vec::new(),
-                "u",
-                None,
-            )
-            .unwrap();
+        f.store.figure("tok1", 500, Vec::new(), "u").unwrap();
         f.apply("tok1", r#"{"x":1}"#);
         let mut session = f.session("tok1", Duration::ZERO);
         f.apply("tok1", r#"{"x":2}"#);
         f.apply("tok1", r#"{"x":3}"#);
-        f.store
-            .bind_trace(
-                "tok1",
-                plotstream_proto::Maxpoints::new(100, plotstream_proto::Maxpoints::MAX),
-                Vec::new(),
-                "u",
-                None,
-            )
-            .unwrap();
+        f.store.figure("tok1", 100, Vec::new(), "u").unwrap();
         let now = Instant::now();
         assert_eq!(f.pump(&mut session, now), Flow::Continue);
         f.apply("tok1", r#"{"x":101}"#);

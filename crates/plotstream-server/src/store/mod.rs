@@ -651,6 +651,27 @@ impl Store {
 const ALLOWANCE_PEERS: usize = 65_536;
 
 #[cfg(test)]
+impl Store {
+    /// A figure of `owner` naming `token` ([`Store::bind_trace`] with a plain maxpoints and no
+    /// peer), for tests.
+    pub(crate) fn figure(
+        &self,
+        token: &str,
+        maxpoints: usize,
+        initial: Vec<(String, Vec<Value>)>,
+        owner: &str,
+    ) -> Result<(), Refusal> {
+        self.bind_trace(
+            token,
+            Maxpoints::new(maxpoints, Maxpoints::MAX),
+            initial,
+            owner,
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use bytes::Bytes;
     use plotstream_proto::update::parse_update;
@@ -719,14 +740,7 @@ mod tests {
     #[test]
     fn window_keeps_the_newest_maxpoints_and_replaces_arrays() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(3, plotstream_proto::Maxpoints::MAX),
-            Vec::new(),
-            "u",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 3, Vec::new(), "u").unwrap();
         for n in 1..=5 {
             apply(&s, &c, "tok1", &format!("{{\"x\":{n},\"y\":{n}}}")).unwrap();
         }
@@ -784,24 +798,11 @@ mod tests {
     #[test]
     fn another_users_figure_adopts_a_live_stream_without_wiping_or_retiring_it() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
-            Vec::new(),
-            "victim",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 500, Vec::new(), "victim").unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let before = inspect(&s, "tok1");
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(1, plotstream_proto::Maxpoints::MAX),
-            vec![("x".into(), vec![])],
-            "mallory",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 1, vec![("x".into(), vec![])], "mallory")
+            .unwrap();
         s.retire_token("tok1", "mallory");
         let after = inspect(&s, "tok1");
         assert_eq!(before["epoch"], after["epoch"]);
@@ -854,27 +855,13 @@ mod tests {
     #[test]
     fn retired_tokens_get_449_then_403() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(10, plotstream_proto::Maxpoints::MAX),
-            Vec::new(),
-            "u",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 10, Vec::new(), "u").unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         s.retire_token("tok1", "u");
         assert_eq!(c.kick_status(), Some(Status::RETRY_WITH));
         let c2 = s.new_conn();
         assert_eq!(apply(&s, &c2, "tok1", r#"{"x":2}"#), Err(Status::FORBIDDEN));
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(10, plotstream_proto::Maxpoints::MAX),
-            Vec::new(),
-            "u",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 10, Vec::new(), "u").unwrap();
         assert_eq!(
             apply(&s, &c2, "tok1", r#"{"x":3}"#),
             Ok(1),
@@ -913,14 +900,7 @@ mod tests {
     #[test]
     fn viewers_share_a_snapshot_while_it_is_current() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
-            Vec::new(),
-            "u",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 500, Vec::new(), "u").unwrap();
         for n in 1..=5 {
             apply(&s, &c, "tok1", &format!("{{\"x\":{n}}}")).unwrap();
         }
@@ -933,24 +913,16 @@ mod tests {
         apply(&s, &c, "tok1", r#"{"x":6}"#).unwrap();
         let after_apply = s.subscribe("tok1").unwrap().unwrap();
         assert_eq!(json(&after_apply)["last_seq"], 6);
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(2, plotstream_proto::Maxpoints::MAX),
-            Vec::new(),
-            "u",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 2, Vec::new(), "u").unwrap();
         let after_restart = s.subscribe("tok1").unwrap().unwrap();
         assert_ne!(json(&after_restart)["epoch"], json(&a)["epoch"]);
         assert_eq!(json(&after_restart)["last_seq"], 0);
         // The same key in a new epoch: never the old epoch's snapshot.
-        s.bind_trace(
+        s.figure(
             "tok1",
-            plotstream_proto::Maxpoints::new(2, plotstream_proto::Maxpoints::MAX),
+            2,
             vec![("x".to_owned(), vec![Value::Number(7.0)])],
             "u",
-            None,
         )
         .unwrap();
         let again = s.subscribe("tok1").unwrap().unwrap();
@@ -961,23 +933,15 @@ mod tests {
     #[test]
     fn a_figure_restart_gives_viewers_an_epoch_reset() {
         let (s, c) = store(StoreConfig::default());
-        s.bind_trace(
-            "tok1",
-            plotstream_proto::Maxpoints::new(500, plotstream_proto::Maxpoints::MAX),
-            Vec::new(),
-            "u",
-            None,
-        )
-        .unwrap();
+        s.figure("tok1", 500, Vec::new(), "u").unwrap();
         apply(&s, &c, "tok1", r#"{"x":1}"#).unwrap();
         let mut sub = s.subscribe("tok1").unwrap().unwrap();
         let epoch = sub.epoch.clone();
-        s.bind_trace(
+        s.figure(
             "tok1",
-            plotstream_proto::Maxpoints::new(80, plotstream_proto::Maxpoints::MAX),
+            80,
             vec![("x".to_owned(), vec![Value::Number(9.0)])],
             "u",
-            None,
         )
         .unwrap();
         assert!(matches!(sub.rx.try_recv(), Ok(ViewerMsg::Reset("epoch"))));
@@ -1159,12 +1123,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("plotstream-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (s, c, thread) = journaled(&dir);
-        s.bind_trace(
+        s.figure(
             "tok1",
-            plotstream_proto::Maxpoints::new(5, plotstream_proto::Maxpoints::MAX),
+            5,
             vec![("x".into(), vec![Value::Number(0.5)])],
             "alice",
-            None,
         )
         .unwrap();
         // 150 lines: two snapshots (every 64) and lines after the last one.
