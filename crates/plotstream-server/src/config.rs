@@ -50,6 +50,9 @@ pub struct Config {
     pub storage: Storage,
     /// `--sync-interval`: the longest time between two group commits (docs/storage.md DC2).
     pub sync_interval: Duration,
+    /// `--lease-time`: on Redis, how long a node's hold on a writer's token outlives the node
+    /// (docs/storage.md "Several nodes"; refreshed every third of it).
+    pub lease_ttl: Duration,
 }
 
 /// Where `serve` keeps its state.
@@ -93,6 +96,7 @@ impl Default for Config {
             files: files::FileLimits::default(),
             storage: Storage::InMemory,
             sync_interval: Duration::from_millis(10),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }

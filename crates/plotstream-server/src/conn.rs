@@ -85,7 +85,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
             match event {
                 Event::Head(head) => {
                     let admitted = match &head.token {
-                        Some(token) => shared.store.bind(&conn, token),
+                        Some(token) => crate::cluster::admit_writer(shared, &conn, token).await,
                         None => Ok(()),
                     };
                     match admitted {
@@ -122,7 +122,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                         (LineAction::Reset, name) => {
                             shared.metrics.fault(name.unwrap_or("reset"));
                             tracing::info!(%peer, "fault: reset");
-                            shared.store.release(&conn);
+                            shared.release_writer(&conn);
                             // The one deliberate reset: SO_LINGER 0, then close.
                             stream.reset_on_close();
                             return;
@@ -134,6 +134,16 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                             continue;
                         }
                         (LineAction::Apply, _) => {}
+                    }
+                    if shared.cluster.is_some() && !conn.holds(token.as_str()) {
+                        // On several nodes a token is taken for this node before its first
+                        // line here (a token named in the lines, not the head).
+                        if let Err(status) =
+                            crate::cluster::admit_writer(shared, &conn, token).await
+                        {
+                            ingest.reject_line(status);
+                            continue;
+                        }
                     }
                     let update = ingest.update();
                     if plan.hold(now, token, update) {
@@ -175,7 +185,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                         apply_held(&mut plan, shared.now(), shared, &conn, &mut ingest);
                     }
                     // Release bindings before the response is written (P7, M32).
-                    shared.store.release(&conn);
+                    shared.release_writer(&conn);
                     ingest.poll_transmit(&mut out);
                     // DC1: the final response (its `points` count is the only acknowledgement
                     // the protocol has) waits until every line it counts is durable; if the
@@ -183,9 +193,17 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     let mut final_status = end.status;
                     let ticket = conn.last_ticket.load(Ordering::Acquire);
                     if let (Some(status), true) = (end.status, ticket > 0) {
-                        if shared.store.journal().wait(ticket).await.is_err()
-                            && status.code() == 200
+                        let stored = shared.store.journal().wait(ticket).await.is_ok();
+                        if let (true, Some(kick), 200) =
+                            (stored, conn.kick_status(), status.code())
                         {
+                            // On several nodes: another node took a token while these lines
+                            // were being stored, and its fence refused some of them (the
+                            // backend displaced this writer before the commit's ticket).
+                            out.clear();
+                            plotstream_proto::status::encode_response(kick, end.n_points, &mut out);
+                            final_status = Some(kick);
+                        } else if !stored && status.code() == 200 {
                             out.clear();
                             plotstream_proto::status::encode_response(
                                 Status::UNAVAILABLE,
@@ -218,7 +236,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
         ingest.poll_transmit(&mut out);
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
-                shared.store.release(&conn);
+                shared.release_writer(&conn);
                 return;
             }
             out.clear();

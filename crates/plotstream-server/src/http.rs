@@ -44,15 +44,14 @@ pub async fn serve(
             Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())
         }
         ("GET", ["api", "streams"]) => Response::json(200, streams_json(&shared, !keys_mode)),
-        ("GET", ["api", "streams", id]) => match shared
-            .store
-            .resolve(id, !keys_mode)
+        ("GET", ["api", "streams", id]) => match crate::cluster::resolve(&shared, id, !keys_mode)
+            .await
             .and_then(|token| shared.store.inspect(&token, !keys_mode))
         {
             Some(json) => Response::json(200, json),
             None => not_found(),
         },
-        ("GET", ["api", "streams", id, "events"]) => match shared.store.resolve(id, !keys_mode) {
+        ("GET", ["api", "streams", id, "events"]) => match crate::cluster::resolve(&shared, id, !keys_mode).await {
             Some(token) => {
                 sse::serve(stream, &head, sse::Feed::Stream(token), shared).await;
                 return;
@@ -61,13 +60,15 @@ pub async fn serve(
         },
         // The page addresses its feeds by the id it was opened with: a read id (keys mode), or
         // in open mode also a token, even one that has not streamed yet.
-        ("GET", ["streams", id])
-            if shared.store.resolve(id, !keys_mode).is_some()
-                || (!keys_mode && plotstream_proto::Token::parse(id.as_bytes()).is_some()) =>
-        {
-            pages::stream_page(&shared, id)
+        ("GET", ["streams", id]) => {
+            if crate::cluster::resolve(&shared, id, !keys_mode).await.is_some()
+                || (!keys_mode && plotstream_proto::Token::parse(id.as_bytes()).is_some())
+            {
+                pages::stream_page(&shared, id)
+            } else {
+                Response::error(Status::NOT_FOUND)
+            }
         }
-        ("GET", ["streams", _]) => Response::error(Status::NOT_FOUND),
         ("GET", ["assets", file]) => pages::asset(&shared, file).await,
         ("GET", ["api", "plots", fid, "events"]) => {
             match crate::rest::visible_plot(&shared, &head, fid) {

@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 mod config;
 mod conn;
 pub mod durable;
@@ -89,10 +90,21 @@ pub struct Server {
 impl Server {
     /// Opens the store `config.storage` names and recovers its state (docs/storage.md DC6):
     /// refuses, naming the file, when it cannot be read.
-    pub fn open(config: Config) -> Result<Server, durable::StorageError> {
+    pub fn open(mut config: Config) -> Result<Server, durable::StorageError> {
         let metrics = Arc::new(Metrics::default());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (journal, committer, loaded) = open_storage(&config, &metrics)?;
+        let cluster = match &config.storage {
+            Storage::Redis(url) => Some(Arc::new(cluster::Cluster::new(url, config.lease_ttl)?)),
+            _ => None,
+        };
+        config.store.clustered = cluster.is_some();
+        let on_fenced = cluster.as_ref().map(|c| c.on_fenced());
+        let (journal, committer, mut loaded) = open_storage(&config, &metrics, on_fenced)?;
+        if let (Some(loaded), true) = (&mut loaded, cluster.is_some()) {
+            // On several nodes a node's stop says nothing about what other nodes showed: each
+            // stream's epoch is decided when a node takes it (docs/storage.md "Several nodes").
+            loaded.clean = true;
+        }
         let store = Store::with_journal(config.store.clone(), metrics.clone(), journal.clone());
         let files = files::Files::with_journal(config.files, journal);
         let mut recovery = store::Recovery::default();
@@ -117,7 +129,11 @@ impl Server {
             shutdown: stop_rx,
             token_conns: std::sync::Mutex::default(),
             per_peer: std::sync::Mutex::default(),
+            cluster: cluster.clone(),
         });
+        if let Some(cluster) = &cluster {
+            cluster.start(&shared);
+        }
         Ok(Server {
             shared,
             stop_tx,
@@ -135,6 +151,9 @@ impl Server {
     ) {
         let shared = self.shared.clone();
         serve(listeners, &shared, self.stop_tx, shutdown).await;
+        if let Some(cluster) = shared.cluster.clone() {
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        }
         let committer = self.committer.take();
         let journal = shared.store.journal().clone();
         let _ = tokio::task::spawn_blocking(move || journal.close(committer)).await;
@@ -149,7 +168,11 @@ type Opened = (
 
 /// Opens the backend, reads it, marks the run as not yet cleanly stopped (durably, before any
 /// connection), and starts the committer.
-fn open_storage(config: &Config, metrics: &Arc<Metrics>) -> Result<Opened, durable::StorageError> {
+fn open_storage(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    on_fenced: Option<durable::OnFenced>,
+) -> Result<Opened, durable::StorageError> {
     let mut backend: Box<dyn durable::Backend> = match &config.storage {
         Storage::InMemory => return Ok((durable::Journal::memory(), None, None)),
         Storage::Dir(dir) => Box::new(durable::RedbBackend::open(dir)?),
@@ -162,7 +185,7 @@ fn open_storage(config: &Config, metrics: &Arc<Metrics>) -> Result<Opened, durab
             *after,
             *duration,
         )),
-        Storage::Redis(url) => Box::new(durable::RedisBackend::open(url)?),
+        Storage::Redis(url) => Box::new(durable::RedisBackend::open(url, on_fenced)?),
     };
     let gen_of = |meta: &[u8]| records::StreamMeta::decode(meta).map(|m| m.gen);
     let started = Instant::now();

@@ -31,6 +31,8 @@ pub struct Shared {
     pub rest_budget: Arc<tokio::sync::Semaphore>,
     /// Writer connections per token so far, for reproducible fault seeds.
     pub token_conns: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// On Redis: this node's part of the cluster (docs/storage.md "Several nodes").
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Open connections per peer address (L11).
     pub per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
@@ -39,6 +41,17 @@ impl Shared {
     /// Monotonic time since the server started.
     pub fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    /// Releases every binding `conn` holds (`Store::release`); on several nodes their leases
+    /// go too, once their lines are stored.
+    pub fn release_writer(&self, conn: &Arc<crate::store::Conn>) {
+        let tokens = self.store.release(conn);
+        if let Some(cluster) = &self.cluster {
+            for token in tokens {
+                cluster.release(&token);
+            }
+        }
     }
 
     /// The number of this writer connection among `token`'s connections (0, 1, 2…).

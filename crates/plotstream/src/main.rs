@@ -193,6 +193,21 @@ struct ServeArgs {
     /// crash loses at most this much of streams whose writers had no final 200 yet.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     sync_interval: Duration,
+    /// With --redis: how long a node's hold on a writer's token outlives the node, so that the
+    /// writer is admitted by another node at most this long after its node died; refreshed
+    /// every third of it (docs/storage.md "Several nodes").
+    #[arg(long, default_value = "5s", value_parser = parse_lease_time, requires = "redis")]
+    lease_time: Duration,
+}
+
+/// `--lease-time`: 300 ms to 60 s (shorter would expire under a busy Redis; longer keeps a dead
+/// node's writers out too long).
+fn parse_lease_time(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(300) || d > Duration::from_secs(60) {
+        return Err(format!("{s}: a lease time is between 300ms and 60s"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, clap::Args)]
@@ -499,6 +514,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .faults
         .retain(|f| !matches!(f.kind, FaultKind::DiskFull { .. }));
     config.sync_interval = args.sync_interval;
+    config.lease_ttl = args.lease_time;
     config.storage = if args.in_memory {
         if disk_full.is_some() {
             bail!("--fault disk-full needs the embedded store: drop --in-memory");

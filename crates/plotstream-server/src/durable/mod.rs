@@ -12,6 +12,7 @@
 //! journal reports itself failing, and the store refuses new lines with 503 until a retry
 //! succeeds (DC5).
 
+mod cluster;
 mod disk_full;
 mod journal;
 mod ops;
@@ -22,4 +23,7 @@ pub use self::disk_full::DiskFull;
 pub use self::journal::{Journal, Progress, MAX_BACKLOG};
 pub use self::ops::{Backend, Batch, LineRun, Loaded, LoadedStream, Op, StorageError, Table};
 pub use self::redb::RedbBackend;
-pub use self::redis::{RedisBackend, PASSWORD_ENV as REDIS_PASSWORD_ENV};
+pub use self::cluster::{Acquired, ClusterLink, OWNERS_CHANNEL};
+pub use self::redis::{
+    fence_of, OnFenced, RedisBackend, RedisLink, FENCE_SHIFT, PASSWORD_ENV as REDIS_PASSWORD_ENV,
+};

@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult, Value};
 
+use plotstream_proto::Token;
+
 use super::ops::{Backend, Batch, Loaded, LoadedStream, Op, StorageError, Table};
+use crate::records::StreamMeta;
 
 /// Where every key of a server lives.
 const PREFIX: &str = "plotstream:";
@@ -36,31 +39,56 @@ const LOAD_PIPELINE: usize = 512;
 pub const PASSWORD_ENV: &str = "PLOTSTREAM_REDIS_PASSWORD";
 
 /// One entry of an `XRANGE` reply: its id and its fields.
-type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+pub(super) type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
 /// A server's state in Redis.
 pub struct RedisBackend {
-    client: redis::Client,
-    /// `None` after a failed command: the next commit reconnects.
-    conn: Option<Connection>,
-    /// The URL without its password, for messages.
-    shown: String,
+    link: RedisLink,
+    /// The token of each generation this process wrote metadata for: the fence scripts check
+    /// the stream's owner by token.
+    owners: std::collections::HashMap<u64, String>,
+    /// Told the token of a stream whose changes were refused because another node owns it now,
+    /// before the commit's ticket is published (so its writer is not acknowledged).
+    on_fenced: Option<OnFenced>,
 }
+
+/// What a backend calls when another node's fence refused a stream's changes.
+pub type OnFenced = std::sync::Arc<dyn Fn(&str, u64) + Send + Sync>;
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection to Redis, reconnected after any failure: the backend's (the committer
+/// thread's) and each cluster thread's own.
+pub struct RedisLink {
+    client: redis::Client,
+    /// `None` after a failed command: the next call reconnects.
+    conn: Option<Connection>,
+    /// The URL without its password, for messages.
+    pub(super) shown: String,
+    /// Read and write timeout.
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
             .field("url", &self.shown)
             .field("connected", &self.conn.is_some())
             .finish()
     }
 }
 
-impl RedisBackend {
-    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS);
-    /// a password missing from the URL comes from `PLOTSTREAM_REDIS_PASSWORD` if set. Refuses,
-    /// naming the URL (without its password), when Redis cannot be reached or refuses us.
-    pub fn open(url: &str) -> Result<RedisBackend, StorageError> {
+impl RedisLink {
+    /// A link to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS); a
+    /// password missing from the URL comes from `PLOTSTREAM_REDIS_PASSWORD` if set. Nothing is
+    /// sent yet.
+    pub fn new(url: &str) -> Result<RedisLink, StorageError> {
         let shown = without_password(url);
         let info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| StorageError(format!("{shown}: not a Redis URL: {e}")))?;
@@ -76,44 +104,52 @@ impl RedisBackend {
         };
         let client =
             redis::Client::open(info).map_err(|e| StorageError(format!("{shown}: {e}")))?;
-        let mut backend = RedisBackend {
+        Ok(RedisLink {
             client,
             conn: None,
             shown,
-        };
-        let version = backend.server_version()?;
-        tracing::info!(redis = %backend.shown, version = %version, "store: Redis");
-        backend.warn_unless_fsync_always();
-        Ok(backend)
+            timeout: TIMEOUT,
+        })
     }
 
-    /// `url` as messages show it: without its password.
-    pub fn shown_url(url: &str) -> String {
-        without_password(url)
+    /// The same Redis with another read timeout (a blocking read's link).
+    pub fn with_timeout(&self, timeout: Duration) -> RedisLink {
+        RedisLink {
+            client: self.client.clone(),
+            conn: None,
+            shown: self.shown.clone(),
+            timeout,
+        }
+    }
+
+    /// A new connection of its own (pub/sub), with this link's timeouts.
+    pub fn connect(&self) -> Result<Connection, StorageError> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(TIMEOUT)
+            .map_err(|e| self.err("cannot connect", &e))?;
+        conn.set_read_timeout(Some(self.timeout))
+            .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|e| self.err("cannot set timeouts", &e))?;
+        Ok(conn)
     }
 
     fn conn(&mut self) -> Result<&mut Connection, StorageError> {
         if self.conn.is_none() {
-            let conn = self
-                .client
-                .get_connection_with_timeout(TIMEOUT)
-                .map_err(|e| self.err("cannot connect", &e))?;
-            conn.set_read_timeout(Some(TIMEOUT))
-                .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
-                .map_err(|e| self.err("cannot set timeouts", &e))?;
-            self.conn = Some(conn);
+            self.conn = Some(self.connect()?);
         }
         self.conn
             .as_mut()
             .ok_or_else(|| StorageError("the Redis connection is closed".into()))
     }
 
-    fn err(&self, what: &str, e: &dyn std::fmt::Display) -> StorageError {
+    /// `what` failed with `e`, named with the URL (never its password).
+    pub fn err(&self, what: &str, e: &dyn std::fmt::Display) -> StorageError {
         StorageError(format!("{}: {what}: {e}", self.shown))
     }
 
     /// Runs `f` on the connection; any failure drops it, so the next call reconnects.
-    fn with_conn<T>(
+    pub fn with_conn<T>(
         &mut self,
         what: &str,
         f: impl FnOnce(&mut Connection) -> RedisResult<T>,
@@ -123,6 +159,40 @@ impl RedisBackend {
             self.conn = None;
             self.err(what, &e)
         })
+    }
+}
+
+impl RedisBackend {
+    /// Connects to `url` (see [`RedisLink::new`]). Refuses, naming the URL (without its
+    /// password), when Redis cannot be reached, refuses us or is older than 7.
+    /// `on_fenced` hears of streams another node took over (see [`OnFenced`]).
+    pub fn open(url: &str, on_fenced: Option<OnFenced>) -> Result<RedisBackend, StorageError> {
+        let mut backend = RedisBackend {
+            link: RedisLink::new(url)?,
+            owners: std::collections::HashMap::new(),
+            on_fenced,
+        };
+        let version = backend.server_version()?;
+        tracing::info!(redis = %backend.link.shown, version = %version, "store: Redis");
+        backend.warn_unless_fsync_always();
+        Ok(backend)
+    }
+
+    /// `url` as messages show it: without its password.
+    pub fn shown_url(url: &str) -> String {
+        without_password(url)
+    }
+
+    fn err(&self, what: &str, e: &dyn std::fmt::Display) -> StorageError {
+        self.link.err(what, e)
+    }
+
+    fn with_conn<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StorageError> {
+        self.link.with_conn(what, f)
     }
 
     /// Redis's version; refuses servers older than 7 (`XTRIM MINID` is 6.2, the rest of the
@@ -147,7 +217,7 @@ impl RedisBackend {
         if !valkey && major < 7 {
             return Err(StorageError(format!(
                 "{}: Redis {version} is too old: plotstream needs Redis 7 or later, or Valkey",
-                self.shown
+                self.link.shown
             )));
         }
         Ok(version)
@@ -169,7 +239,7 @@ impl RedisBackend {
         let fsync = fsync.get(1).map_or("", String::as_str);
         if aof != "yes" || fsync != "always" {
             tracing::warn!(
-                redis = %self.shown,
+                redis = %self.link.shown,
                 appendonly = aof,
                 appendfsync = fsync,
                 "store: this Redis does not fsync every write: acknowledged lines survive a \
@@ -177,14 +247,6 @@ impl RedisBackend {
                  (docs/storage.md \"On Redis\")"
             );
         }
-    }
-
-    fn key(rest: &str) -> String {
-        format!("{PREFIX}{rest}")
-    }
-
-    fn lines_key(gen: u64) -> String {
-        format!("{PREFIX}lines:{gen}")
     }
 
     fn kv_key(table: Table) -> String {
@@ -215,138 +277,260 @@ impl Backend for RedisBackend {
             }
         }
         let meta: Vec<(String, Vec<u8>)> = self.with_conn("HGETALL", |c| {
-            redis::cmd("HGETALL").arg(Self::key("meta")).query(c)
+            redis::cmd("HGETALL").arg(key("meta")).query(c)
         })?;
-        let snaps: Vec<(u64, Vec<u8>)> = self.with_conn("HGETALL", |c| {
-            redis::cmd("HGETALL").arg(Self::key("snap")).query(c)
-        })?;
-        out.fresh = out.entries.is_empty() && meta.is_empty() && snaps.is_empty();
+        out.fresh = out.entries.is_empty() && meta.is_empty();
         if out.fresh {
             out.clean = true;
         }
-        let snaps: std::collections::HashMap<u64, Vec<u8>> = snaps.into_iter().collect();
-        let mut streams: Vec<(LoadedStream, Option<u64>, u64)> = Vec::with_capacity(meta.len());
-        for (token, record) in meta {
-            let gen = gen_of(&record);
-            let mut s = LoadedStream {
-                token,
-                meta: record,
-                ..LoadedStream::default()
-            };
-            let mut after = 0;
-            if let Some(stored) = gen.and_then(|g| snaps.get(&g)) {
-                match stored.split_first_chunk::<8>() {
-                    Some((seq, record)) => {
-                        after = u64::from_be_bytes(*seq);
-                        s.snapshot = Some((after, record.to_vec()));
-                    }
-                    // Too short to hold its seq: damaged; recovery reports it (DC6).
-                    None => s.snapshot = Some((0, Vec::new())),
-                }
-            }
-            streams.push((s, gen, after));
-        }
-        // The lines after each snapshot, many streams a round trip.
-        for chunk in streams.chunks_mut(LOAD_PIPELINE) {
-            let mut pipe = redis::pipe();
-            for (_, gen, after) in chunk.iter() {
-                pipe.cmd("XRANGE")
-                    .arg(Self::lines_key(gen.unwrap_or(0)))
-                    .arg(format!("{}-0", after.saturating_add(1)))
-                    .arg("+");
-            }
-            let replies: Vec<Vec<StreamEntry>> = self.with_conn("XRANGE", |c| pipe.query(c))?;
-            for ((s, gen, after), entries) in chunk.iter_mut().zip(replies) {
-                if gen.is_none() {
-                    continue;
-                }
-                for (id, fields) in entries {
-                    let last = id
-                        .split_once('-')
-                        .and_then(|(ms, _)| ms.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    let record = fields
-                        .into_iter()
-                        .find(|(f, _)| f == "r")
-                        .map(|(_, v)| v)
-                        .unwrap_or_default();
-                    if !s.push_stored(last, &record, *after) {
-                        break;
-                    }
-                }
-            }
-        }
-        out.streams = streams.into_iter().map(|(s, _, _)| s).collect();
+        out.streams = self.with_conn("load", |c| read_streams(c, meta, gen_of))?;
         Ok(out)
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
-        // Which commands are XADDs, whose "already there" is not an error (see the module).
-        let mut appends = Vec::new();
+        // What each command's reply means (see `Reply`).
+        let mut replies_are = Vec::new();
         for op in &batch.ops {
             match op {
-                Op::Meta { token, record } => {
-                    pipe.cmd("HSET")
-                        .arg(Self::key("meta"))
-                        .arg(token)
-                        .arg(record);
-                }
-                Op::Line { .. } => continue,
+                Op::Meta { token, record } => match StreamMeta::decode(record) {
+                    Some(meta) => {
+                        self.owners.insert(meta.gen, token.clone());
+                        pipe.cmd("EVAL")
+                            .arg(META_SCRIPT)
+                            .arg(3)
+                            .arg(key("owner"))
+                            .arg(key("meta"))
+                            .arg(key("readid"))
+                            .arg(token)
+                            .arg(fence_of(meta.gen))
+                            .arg(record)
+                            .arg(&meta.read_id);
+                        replies_are.push(Reply::Fenced(token.clone(), fence_of(meta.gen)));
+                    }
+                    None => {
+                        pipe.cmd("HSET").arg(key("meta")).arg(token).arg(record);
+                        replies_are.push(Reply::Plain);
+                    }
+                },
+                Op::Line { .. } => {}
                 Op::Snapshot { gen, seq, record } => {
+                    let Some(token) = self.owners.get(gen) else {
+                        tracing::warn!(gen, "store: a snapshot of a generation without metadata; skipped");
+                        continue;
+                    };
                     let mut value = Vec::with_capacity(8 + record.len());
                     value.extend_from_slice(&seq.to_be_bytes());
                     value.extend_from_slice(record);
-                    pipe.cmd("HSET").arg(Self::key("snap")).arg(gen).arg(value);
-                    appends.push(false);
-                    pipe.cmd("XTRIM")
-                        .arg(Self::lines_key(*gen))
-                        .arg("MINID")
+                    pipe.cmd("EVAL")
+                        .arg(SNAP_SCRIPT)
+                        .arg(3)
+                        .arg(key("owner"))
+                        .arg(key("snap"))
+                        .arg(lines_key(*gen))
+                        .arg(token)
+                        .arg(fence_of(*gen))
+                        .arg(gen)
+                        .arg(value)
                         .arg(format!("{}-0", seq.saturating_add(1)));
+                    replies_are.push(Reply::Fenced(token.clone(), fence_of(*gen)));
                 }
                 Op::DropGen { gen } => {
-                    pipe.cmd("HDEL").arg(Self::key("snap")).arg(gen);
-                    appends.push(false);
-                    pipe.cmd("DEL").arg(Self::lines_key(*gen));
+                    pipe.cmd("HDEL").arg(key("snap")).arg(gen);
+                    pipe.cmd("DEL").arg(lines_key(*gen));
+                    replies_are.extend([Reply::Plain, Reply::Plain]);
                 }
                 Op::DropStream { token } => {
-                    pipe.cmd("HDEL").arg(Self::key("meta")).arg(token);
+                    pipe.cmd("HDEL").arg(key("meta")).arg(token);
+                    replies_are.push(Reply::Plain);
                 }
-                Op::Put { table, key, value } => match value {
-                    Some(v) => {
-                        pipe.cmd("HSET").arg(Self::kv_key(*table)).arg(key).arg(v);
-                    }
-                    None => {
-                        pipe.cmd("HDEL").arg(Self::kv_key(*table)).arg(key);
-                    }
-                },
+                Op::Put { table, key, value } => {
+                    match value {
+                        Some(v) => pipe.cmd("HSET").arg(Self::kv_key(*table)).arg(key).arg(v),
+                        None => pipe.cmd("HDEL").arg(Self::kv_key(*table)).arg(key),
+                    };
+                    replies_are.push(Reply::Plain);
+                }
             }
-            appends.push(false);
         }
         let mut record = Vec::new();
         for run in batch.line_runs() {
+            let Some(token) = self.owners.get(&run.gen) else {
+                tracing::warn!(gen = run.gen, "store: lines of a generation without metadata; skipped");
+                continue;
+            };
             run.encode(&mut record);
-            pipe.cmd("XADD")
-                .arg(Self::lines_key(run.gen))
+            pipe.cmd("EVAL")
+                .arg(APPEND_SCRIPT)
+                .arg(2)
+                .arg(key("owner"))
+                .arg(lines_key(run.gen))
+                .arg(token)
+                .arg(fence_of(run.gen))
                 .arg(format!("{}-0", run.last))
-                .arg("r")
                 .arg(record.as_slice());
-            appends.push(true);
+            replies_are.push(Reply::Fenced(token.clone(), fence_of(run.gen)));
         }
-        if appends.is_empty() {
+        for op in &batch.ops {
+            if let Op::DropGen { gen } = op {
+                self.owners.remove(gen);
+            }
+        }
+        if replies_are.is_empty() {
             return Ok(());
         }
         let replies: Vec<RedisResult<Value>> = self.with_conn("commit", |c| pipe.query(c))?;
-        for (reply, is_append) in replies.into_iter().zip(appends) {
-            match reply {
-                Ok(_) => {}
-                Err(e) if is_append && e.to_string().contains("equal or smaller") => {}
-                Err(e) => return Err(self.err("commit", &e)),
+        let mut fenced: Vec<(String, u64)> = Vec::new();
+        for (reply, is) in replies.into_iter().zip(replies_are) {
+            match (reply, is) {
+                (Err(e), _) => return Err(self.err("commit", &e)),
+                (Ok(Value::Int(0)), Reply::Fenced(token, fence)) => {
+                    if !fenced.contains(&(token.clone(), fence)) {
+                        fenced.push((token, fence));
+                    }
+                }
+                (Ok(_), _) => {}
+            }
+        }
+        for (token, fence) in fenced {
+            tracing::warn!(
+                token = %Token::parse(token.as_bytes()).map_or_else(|| "-".to_owned(), |t| t.fingerprint()),
+                "store: another node owns this stream now; this node's changes to it were not stored"
+            );
+            if let Some(on_fenced) = &self.on_fenced {
+                on_fenced(&token, fence);
             }
         }
         Ok(())
     }
+}
+
+/// What a commit's reply means.
+enum Reply {
+    /// `OK` or a count: nothing to check beyond success.
+    Plain,
+    /// A fenced script's, with the fence the change was made under: `0` when another node
+    /// owns the stream of this token now (the change was not applied), `1` applied, `2`
+    /// already there (a retried commit's lines).
+    Fenced(String, u64),
+}
+
+/// The fence number a generation was made under (docs/storage.md "Several nodes"): every
+/// generation of a stream a node owns is `fence << FENCE_SHIFT | n`.
+pub const FENCE_SHIFT: u32 = 20;
+
+/// The fence number of generation `gen`.
+pub fn fence_of(gen: u64) -> u64 {
+    gen >> FENCE_SHIFT
+}
+
+/// Applies the metadata of `ARGV[1]` only while its owner's fence is `ARGV[2]`, and indexes
+/// its read id.
+const META_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+return 1";
+
+/// Stores a snapshot (and trims the lines it covers) only while the fence holds.
+const SNAP_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('XTRIM', KEYS[3], 'MINID', ARGV[5])
+return 1";
+
+/// Appends a run of lines only while the fence holds; `2` when a retried commit finds it there.
+const APPEND_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+local ok = redis.pcall('XADD', KEYS[2], ARGV[3], 'r', ARGV[4])
+if type(ok) == 'table' and ok.err then return 2 end
+return 1";
+
+/// The streams whose metadata records `meta` holds, each with its snapshot and the lines after
+/// it, many streams a round trip (start-up, and a cluster node loading one stream).
+pub(super) fn read_streams(
+    c: &mut Connection,
+    meta: Vec<(String, Vec<u8>)>,
+    gen_of: &dyn Fn(&[u8]) -> Option<u64>,
+) -> RedisResult<Vec<LoadedStream>> {
+    let mut streams: Vec<(LoadedStream, Option<u64>, u64)> = meta
+        .into_iter()
+        .map(|(token, record)| {
+            let gen = gen_of(&record);
+            let s = LoadedStream {
+                token,
+                meta: record,
+                ..LoadedStream::default()
+            };
+            (s, gen, 0)
+        })
+        .collect();
+    for chunk in streams.chunks_mut(LOAD_PIPELINE) {
+        // The snapshots, then the lines after each.
+        let mut pipe = redis::pipe();
+        for (_, gen, _) in chunk.iter() {
+            pipe.cmd("HGET").arg(key("snap")).arg(gen.unwrap_or(0));
+        }
+        let snaps: Vec<Option<Vec<u8>>> = pipe.query(c)?;
+        for ((s, gen, after), stored) in chunk.iter_mut().zip(snaps) {
+            let Some(stored) = stored.filter(|_| gen.is_some()) else {
+                continue;
+            };
+            match stored.split_first_chunk::<8>() {
+                Some((seq, record)) => {
+                    *after = u64::from_be_bytes(*seq);
+                    s.snapshot = Some((*after, record.to_vec()));
+                }
+                // Too short to hold its seq: damaged; recovery reports it (DC6).
+                None => s.snapshot = Some((0, Vec::new())),
+            }
+        }
+        let mut pipe = redis::pipe();
+        for (_, gen, after) in chunk.iter() {
+            pipe.cmd("XRANGE")
+                .arg(lines_key(gen.unwrap_or(0)))
+                .arg(format!("{}-0", after.saturating_add(1)))
+                .arg("+");
+        }
+        let replies: Vec<Vec<StreamEntry>> = pipe.query(c)?;
+        for ((s, gen, after), entries) in chunk.iter_mut().zip(replies) {
+            if gen.is_none() {
+                continue;
+            }
+            for (id, fields) in entries {
+                let (last, record) = entry_record(&id, fields);
+                if !s.push_stored(last, &record, *after) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(streams.into_iter().map(|(s, _, _)| s).collect())
+}
+
+/// An entry of a `lines:<gen>` stream: its last seq (the id's first part) and its record.
+pub(super) fn entry_record(id: &str, fields: Vec<(String, Vec<u8>)>) -> (u64, Vec<u8>) {
+    let last = id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+        .unwrap_or(0);
+    let record = fields
+        .into_iter()
+        .find(|(f, _)| f == "r")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    (last, record)
+}
+
+/// A key under the prefix.
+pub(super) fn key(rest: &str) -> String {
+    format!("{PREFIX}{rest}")
+}
+
+/// The Redis Stream of generation `gen`'s lines.
+pub(super) fn lines_key(gen: u64) -> String {
+    format!("{PREFIX}lines:{gen}")
 }
 
 /// `url` with the password of its user part replaced by `***`.

@@ -133,6 +133,9 @@ pub async fn serve_v2(
             if let Err(r) = check_figure(shared, &user, &plot) {
                 return r;
             }
+            if let Err(status) = crate::cluster::own_for_figure(shared, &plot.tokens()).await {
+                return Response::error(status);
+            }
             let fid = match shared.files.create_plot(&user, path, plot.clone()) {
                 Ok(fid) => fid,
                 Err(e) => return file_error(e),
@@ -149,6 +152,9 @@ pub async fn serve_v2(
             };
             if let Err(r) = check_figure(shared, &user, &plot) {
                 return r;
+            }
+            if let Err(status) = crate::cluster::own_for_figure(shared, &plot.tokens()).await {
+                return Response::error(status);
             }
             match shared.files.replace_plot(&user, fid, plot.clone()) {
                 Ok(old) => {

@@ -60,6 +60,9 @@ pub struct StoreConfig {
     pub new_streams_per_peer: u32,
     /// Keys mode (`serve --users FILE`): only tokens some user owns may stream.
     pub users: Option<Arc<Users>>,
+    /// On Redis (`--redis`), where several nodes may share the state: a node changes a stream
+    /// only while it owns it under a fence (docs/storage.md "Several nodes").
+    pub clustered: bool,
 }
 
 impl Default for StoreConfig {
@@ -81,6 +84,7 @@ impl Default for StoreConfig {
             idle_stream_ttl: Duration::from_secs(3600),
             new_streams_per_peer: 1000,
             users: None,
+            clustered: false,
         }
     }
 }

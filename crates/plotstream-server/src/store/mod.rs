@@ -15,6 +15,7 @@
 //! operations by concern: `viewers` (subscribing), `inspect` (reading for the routes),
 //! `persist` (the journal and recovery).
 
+mod cluster;
 mod config;
 mod inspect;
 mod persist;
@@ -24,6 +25,7 @@ mod stream;
 mod viewers;
 mod writer;
 
+pub use self::cluster::Follow;
 pub use self::config::StoreConfig;
 pub use self::queue::{Fanout, Subscription, ViewerMsg, ViewerQueue};
 pub use self::report::{Recovery, StreamSummary};
@@ -233,6 +235,11 @@ impl Store {
             if conn.is_displaced() {
                 return Err(self.displaced_line(Some(stream), conn));
             }
+            if self.config.clustered && stream.fence == 0 {
+                // On several nodes only the owner changes a stream (its writer acquires it
+                // first; one that lost it is displaced above).
+                return Err(Status::UNAVAILABLE);
+            }
             if self.journal.is_failing() {
                 // DC5: what cannot be stored is not accepted (the writer gets 503 + Retry-After).
                 self.metrics.limit_breach("DC5");
@@ -286,8 +293,9 @@ impl Store {
     }
 
     /// Releases every binding `conn` holds (its body ended or it closed), before its response
-    /// is written (P7, M32).
-    pub fn release(&self, conn: &Arc<Conn>) {
+    /// is written (P7, M32). Returns the tokens it was still the writer of.
+    pub fn release(&self, conn: &Arc<Conn>) -> Vec<String> {
+        let mut released = Vec::new();
         let tokens = std::mem::take(
             &mut *conn
                 .bound
@@ -302,6 +310,7 @@ impl Store {
             if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
                 stream.writer = None;
                 stream.idle_since = Instant::now();
+                released.push(token.clone());
             }
             let counters = (stream.rejected_lines, stream.displaced_lines);
             if counters != stream.stored_counters && !stream.removed {
@@ -310,6 +319,7 @@ impl Store {
                 conn.last_ticket.fetch_max(ticket, Ordering::AcqRel);
             }
         }
+        released
     }
 
     /// Binds `token` to a trace of `owner`'s figure (docs/protocol.md §1.4, §7.5) and registers it.
@@ -331,7 +341,7 @@ impl Store {
         let (cell, created) = loop {
             let (cell, created) = match self.find(token) {
                 Some(cell) => (cell, false),
-                None => self.create(token, maxpoints, peer)?,
+                None => self.create(token, maxpoints, peer, 0)?,
             };
             if !cell.lock().removed {
                 break (cell, created);
@@ -405,7 +415,8 @@ impl Store {
             s.removed = true;
             by_read_id.remove(&s.read_id);
             self.account_bytes(s.window.bytes(), 0);
-            if self.journal.is_durable() {
+            // On several nodes a copy goes from this node only: the stream stays in Redis.
+            if self.journal.is_durable() && !self.config.clustered {
                 self.journal.push(Op::DropGen { gen: s.gen });
                 self.journal.push(Op::DropStream {
                     token: token.clone(),
@@ -445,7 +456,7 @@ impl Store {
         }
         self.check_owned(token)?;
         Ok(self
-            .create(token, self.config.default_maxpoints, conn.peer)?
+            .create(token, self.config.default_maxpoints, conn.peer, 0)?
             .0)
     }
 
@@ -459,11 +470,15 @@ impl Store {
 
     /// Creates `token`'s stream: L26 (streams), L25 (bytes), L43 (`peer`'s allowance). Returns
     /// the stream and whether this call created it (another may have, meanwhile).
+    ///
+    /// On several nodes, a stream this node creates as its owner has a generation under
+    /// `fence`; a copy made to follow another node's (`fence` 0) stores nothing.
     fn create(
         &self,
         token: &str,
         maxpoints: Maxpoints,
         peer: Option<IpAddr>,
+        fence: u64,
     ) -> Result<(Arc<Cell>, bool), Refusal> {
         let mut index = self.index_mut();
         if let Some(cell) = index.streams.get(token) {
@@ -505,7 +520,13 @@ impl Store {
             }
         };
         index.by_read_id.insert(read_id.clone(), token.to_owned());
-        let stream = Stream::new(maxpoints, read_id, self.new_gen());
+        let gen = if fence == 0 {
+            self.new_gen()
+        } else {
+            self.gen_under(fence)
+        };
+        let mut stream = Stream::new(maxpoints, read_id, gen);
+        stream.fence = fence;
         // Nobody else can see the stream yet: its first record goes before any of its lines.
         self.store_meta(token, &stream);
         let cell = Arc::new(Cell::new(stream));

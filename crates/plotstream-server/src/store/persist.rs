@@ -15,7 +15,7 @@ use crate::records::{self, StreamMeta};
 impl Store {
     /// Journals `stream`'s metadata.
     pub(super) fn store_meta(&self, token: &str, s: &Stream) -> u64 {
-        if !self.journal.is_durable() {
+        if !self.stores(s) {
             return 0;
         }
         self.journal.push(Op::Meta {
@@ -26,7 +26,7 @@ impl Store {
 
     /// Journals `stream`'s whole window (compaction: its earlier lines go).
     pub(super) fn store_snapshot(&self, s: &mut Stream) -> u64 {
-        if !self.journal.is_durable() {
+        if !self.stores(s) {
             return 0;
         }
         s.snap_seq = s.last_seq;
@@ -40,13 +40,23 @@ impl Store {
     /// Journals a new generation for `token`'s stream (its epoch changed): the old one's
     /// records go, the new one starts from a snapshot of the window as it is now.
     pub(super) fn store_new_gen(&self, token: &str, s: &mut Stream) -> u64 {
-        if !self.journal.is_durable() {
+        if !self.stores(s) {
             return 0;
         }
         self.journal.push(Op::DropGen { gen: s.gen });
-        s.gen = self.new_gen();
+        s.gen = if s.fence == 0 {
+            self.new_gen()
+        } else {
+            self.gen_under(s.fence)
+        };
         self.store_meta(token, s);
         self.store_snapshot(s)
+    }
+
+    /// True when changes to `s` are stored: the store is durable and, on several nodes, this
+    /// node owns `s`.
+    fn stores(&self, s: &Stream) -> bool {
+        self.journal.is_durable() && (!self.config.clustered || s.fence != 0)
     }
 
     pub(super) fn store_put(&self, table: Table, key: &str, value: Option<Vec<u8>>) {
@@ -124,7 +134,9 @@ impl Store {
         for r in rebuilt.into_iter().flatten() {
             report.dropped.extend(r.notes);
             let Some(mut s) = r.stream else {
-                self.journal.push(Op::DropStream { token: r.token });
+                if !self.config.clustered {
+                    self.journal.push(Op::DropStream { token: r.token });
+                }
                 continue;
             };
             if r.damaged {
@@ -148,10 +160,10 @@ impl Store {
 
 /// One stream as [`rebuild`] made it from its records.
 #[derive(Debug)]
-struct Rebuilt {
-    token: String,
+pub(super) struct Rebuilt {
+    pub(super) token: String,
     /// `None` when its metadata was unreadable (dropped).
-    stream: Option<Stream>,
+    pub(super) stream: Option<Stream>,
     /// Something was dropped: it needs a new generation.
     damaged: bool,
     /// Lines replayed.
@@ -163,7 +175,7 @@ struct Rebuilt {
 /// A stream from its metadata, snapshot and later lines, replayed through the same `apply` as
 /// live lines, up to the first record that does not decode or does not follow (DC6). After an
 /// unclean stop (`clean` false), or when something was dropped, it gets a new epoch (DC4).
-fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Maxpoints) -> Rebuilt {
+pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Maxpoints) -> Rebuilt {
     let fp = Token::parse(ls.token.as_bytes())
         .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
     let mut out = Rebuilt {

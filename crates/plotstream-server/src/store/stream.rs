@@ -25,6 +25,12 @@ pub(super) struct Stream {
     pub(super) gen: u64,
     /// The seq of its last stored snapshot: lines after it are stored one by one.
     pub(super) snap_seq: u64,
+    /// On several nodes (docs/storage.md "Several nodes"): the fence under which this node
+    /// owns the stream, or 0 when another node may (this copy follows Redis).
+    pub(super) fence: u64,
+    /// On several nodes: this copy may be behind Redis (another node took the stream, or
+    /// announced a new owner): the next read loads it again.
+    pub(super) stale: bool,
     /// `(rejected_lines, displaced_lines)` as last stored.
     pub(super) stored_counters: (u64, u64),
     /// The user whose figure created (or, in keys mode, owns) the stream: only its figures
@@ -151,6 +157,8 @@ impl Stream {
             removed: false,
             gen,
             snap_seq: 0,
+            fence: 0,
+            stale: false,
             stored_counters: (0, 0),
             claimed_by: None,
             read_id,

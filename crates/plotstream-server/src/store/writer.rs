@@ -42,6 +42,15 @@ impl Conn {
         }
     }
 
+    /// True once this connection became the writer of `token` (and has not been released).
+    pub fn holds(&self, token: &str) -> bool {
+        self.bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|t| t == token)
+    }
+
     pub(super) fn displace(&self, status: Status) {
         // The first reason wins.
         let _ = self

@@ -1,0 +1,341 @@
+//! What several nodes on one Redis share beyond the store's records (docs/storage.md "Several
+//! nodes"): the writer leases and the fences that order owners, one stream read on demand, the
+//! read-id index, the channel that announces a new owner, and the tail of a stream's lines.
+//!
+//! Keys (beside the backend's, under the same prefix):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `lease:<token>` | string, expires | the node whose writer holds the token |
+//! | `owner` | hash | token → the fence of the node that owns the stream now |
+//! | `released` | hash | token → the last fence whose node let go of it cleanly |
+//! | `fence` | string | the last fence handed out (`INCR`) |
+//! | `readid` | hash | read id → token |
+//! | `owners` | channel | `<token> <fence>` whenever a stream gets a new owner |
+//!
+//! Every change a node stores for a stream is checked, in the same script, against the
+//! stream's `owner` fence (the backend's scripts): a node that lost a stream, however slow or
+//! paused, can never interleave its lines with the new owner's.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::ops::{LoadedStream, StorageError};
+use super::redis::{entry_record, key, lines_key, read_streams, RedisLink, StreamEntry};
+
+/// The channel on which a new owner is announced.
+pub const OWNERS_CHANNEL: &str = "plotstream:owners";
+
+/// Takes a stream's lease for node `ARGV[1]` (`ARGV[2]` ms), unless another node's lease is
+/// live and `ARGV[3]` (takeover) is `0`. Returns `{state, fence, clean}`: state `0` refused,
+/// `1` this node held it already (fence unchanged), `2` a new fence; `clean` is `1` when the
+/// previous owner let go cleanly (or there was none).
+const ACQUIRE_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or 0), 1}
+end
+if cur and ARGV[3] == '0' then return {0, 0, 0} end
+local prev = redis.call('HGET', KEYS[2], ARGV[4])
+local clean = 0
+if prev == false or redis.call('HGET', KEYS[4], ARGV[4]) == prev then clean = 1 end
+local f = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[4], f)
+redis.call('PUBLISH', ARGV[5], ARGV[4] .. ' ' .. f)
+return {2, f, clean}";
+
+/// Extends the lease if this node holds it, or takes it again if it expired while nobody else
+/// took the stream (Redis was away longer than the lease); `0` when another node owns it now.
+const REFRESH_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if cur == false and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Lets go of the lease if this node holds it, recording that its fence ended cleanly.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+local f = redis.call('HGET', KEYS[2], ARGV[2])
+if f then redis.call('HSET', KEYS[3], ARGV[2], f) end
+return 1";
+
+/// What [`ClusterLink::acquire`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// Another node's writer holds the token and takeover is off (423).
+    Refused,
+    /// This node owns the stream under `fence`.
+    Owned {
+        /// The fence its changes are stored under.
+        fence: u64,
+        /// True when this call made the fence (a new owner): the node must load the stream.
+        new: bool,
+        /// The previous owner let go cleanly (or there was none): nothing it showed its viewers
+        /// can be missing from Redis, so the stream keeps its epoch.
+        clean: bool,
+    },
+}
+
+/// One node's link to the cluster's shared state.
+#[derive(Debug)]
+pub struct ClusterLink {
+    link: RedisLink,
+    /// This process's node id (random, new at every start).
+    node: String,
+    ttl: Duration,
+}
+
+fn lease_key(token: &str) -> String {
+    key(&format!("lease:{token}"))
+}
+
+impl ClusterLink {
+    /// A link for node `node` whose leases last `ttl`.
+    pub fn new(url: &str, node: String, ttl: Duration) -> Result<ClusterLink, StorageError> {
+        Ok(ClusterLink {
+            link: RedisLink::new(url)?,
+            node,
+            ttl,
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The lease time.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Another link to the same Redis (each thread has its own connection), whose reads wait
+    /// at most `timeout`.
+    pub fn sibling(&self, timeout: Duration) -> ClusterLink {
+        ClusterLink {
+            link: self.link.with_timeout(timeout),
+            node: self.node.clone(),
+            ttl: self.ttl,
+        }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Takes `token`'s lease for this node (a writer is about to stream it here).
+    pub fn acquire(&mut self, token: &str, takeover: bool) -> Result<Acquired, StorageError> {
+        let ttl = self.ttl_ms();
+        let node = self.node.clone();
+        let reply: (u64, u64, u64) = self.link.with_conn("acquire", |c| {
+            redis::cmd("EVAL")
+                .arg(ACQUIRE_SCRIPT)
+                .arg(4)
+                .arg(lease_key(token))
+                .arg(key("owner"))
+                .arg(key("fence"))
+                .arg(key("released"))
+                .arg(&node)
+                .arg(ttl)
+                .arg(u8::from(takeover))
+                .arg(token)
+                .arg(OWNERS_CHANNEL)
+                .query(c)
+        })?;
+        Ok(match reply {
+            (0, _, _) => Acquired::Refused,
+            (state, fence, clean) => Acquired::Owned {
+                fence,
+                new: state == 2,
+                clean: clean == 1,
+            },
+        })
+    }
+
+    /// Extends the leases of `held` (token, fence), one round trip; returns those this node
+    /// lost.
+    pub fn refresh(&mut self, held: &[(String, u64)]) -> Result<Vec<(String, u64)>, StorageError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl = self.ttl_ms();
+        let mut pipe = redis::pipe();
+        for (token, fence) in held {
+            pipe.cmd("EVAL")
+                .arg(REFRESH_SCRIPT)
+                .arg(2)
+                .arg(lease_key(token))
+                .arg(key("owner"))
+                .arg(&self.node)
+                .arg(ttl)
+                .arg(token)
+                .arg(fence);
+        }
+        let kept: Vec<u8> = self.link.with_conn("refresh", |c| pipe.query(c))?;
+        Ok(held
+            .iter()
+            .zip(kept)
+            .filter(|(_, k)| *k == 0)
+            .map(|(h, _)| h.clone())
+            .collect())
+    }
+
+    /// Lets go of the leases of `tokens` (their writers left and their lines are stored).
+    pub fn release(&mut self, tokens: &[String]) -> Result<(), StorageError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for token in tokens {
+            pipe.cmd("EVAL")
+                .arg(RELEASE_SCRIPT)
+                .arg(3)
+                .arg(lease_key(token))
+                .arg(key("owner"))
+                .arg(key("released"))
+                .arg(&self.node)
+                .arg(token);
+        }
+        self.link
+            .with_conn("release", |c| pipe.query::<Vec<Value>>(c))
+            .map(drop)
+    }
+
+    /// `token`'s stream as Redis holds it now, if it exists.
+    pub fn load_stream(
+        &mut self,
+        token: &str,
+        gen_of: &dyn Fn(&[u8]) -> Option<u64>,
+    ) -> Result<Option<LoadedStream>, StorageError> {
+        self.link.with_conn("load", |c| {
+            let meta: Option<Vec<u8>> = redis::cmd("HGET").arg(key("meta")).arg(token).query(c)?;
+            let Some(meta) = meta else {
+                return Ok(None);
+            };
+            Ok(read_streams(c, vec![(token.to_owned(), meta)], gen_of)?.pop())
+        })
+    }
+
+    /// The metadata records of `tokens` (`None` for a stream that is gone), one round trip.
+    pub fn metas(&mut self, tokens: &[String]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.link.with_conn("HMGET", |c| {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(key("meta"));
+            for t in tokens {
+                cmd.arg(t);
+            }
+            cmd.query(c)
+        })
+    }
+
+    /// The seq generation `gen`'s snapshot was taken at, if it has one.
+    pub fn snapshot_seq(&mut self, gen: u64) -> Result<Option<u64>, StorageError> {
+        // The whole record (up to L24's 4 MiB) for its first 8 bytes: only when a followed
+        // stream changes generation, which a writer's connection does, not a line.
+        let stored: Option<Vec<u8>> = self.link.with_conn("HGET", |c| {
+            redis::cmd("HGET").arg(key("snap")).arg(gen).query(c)
+        })?;
+        Ok(stored
+            .as_deref()
+            .and_then(|b| b.split_first_chunk::<8>())
+            .map(|(seq, _)| u64::from_be_bytes(*seq)))
+    }
+
+    /// The token of read id `id`, if some node made it.
+    pub fn token_of_read_id(&mut self, id: &str) -> Result<Option<String>, StorageError> {
+        self.link.with_conn("HGET", |c| {
+            redis::cmd("HGET").arg(key("readid")).arg(id).query(c)
+        })
+    }
+
+    /// Every stream's token.
+    pub fn tokens(&mut self) -> Result<Vec<String>, StorageError> {
+        self.link.with_conn("HKEYS", |c| {
+            redis::cmd("HKEYS").arg(key("meta")).query(c)
+        })
+    }
+
+    /// The lines stored after `after` of each `(gen, after)`, waiting up to `block` for the
+    /// first: `(gen, last seq, record)` per stored run, in order. One round trip for every
+    /// stream this node follows (`XREAD`), not one per point.
+    pub fn tail(
+        &mut self,
+        follows: &[(u64, u64)],
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<(u64, u64, Vec<u8>)>, StorageError> {
+        if follows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ms = u64::try_from(block.as_millis()).unwrap_or(0);
+        type Reply = Option<Vec<(String, Vec<StreamEntry>)>>;
+        let reply: Reply = self.link.with_conn("XREAD", |c| {
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT").arg(count).arg("BLOCK").arg(ms).arg("STREAMS");
+            for (gen, _) in follows {
+                cmd.arg(lines_key(*gen));
+            }
+            for (_, after) in follows {
+                cmd.arg(format!("{after}-0"));
+            }
+            cmd.query(c)
+        })?;
+        let mut out = Vec::new();
+        for (stream_key, entries) in reply.unwrap_or_default() {
+            let Some(gen) = stream_key
+                .rsplit(':')
+                .next()
+                .and_then(|g| g.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            for (id, fields) in entries {
+                let (last, record) = entry_record(&id, fields);
+                out.push((gen, last, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Listens on [`OWNERS_CHANNEL`], calling `on(token, fence)` for each announcement, until
+    /// `stop` is set (checked at least every read timeout of this link) or the connection
+    /// breaks (`Err`: listen again).
+    pub fn listen(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        mut on: impl FnMut(&str, u64),
+    ) -> Result<(), StorageError> {
+        let mut conn = self.link.connect()?;
+        let mut pubsub = conn.as_pubsub();
+        pubsub
+            .subscribe(OWNERS_CHANNEL)
+            .map_err(|e| self.link.err("SUBSCRIBE", &e))?;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let msg = match pubsub.get_message() {
+                Ok(msg) => msg,
+                Err(e) if e.is_timeout() => continue,
+                Err(e) => return Err(self.link.err("the owners channel", &e)),
+            };
+            let payload: String = msg.get_payload().unwrap_or_default();
+            if let Some((token, fence)) = payload.split_once(' ') {
+                if let Ok(fence) = fence.parse() {
+                    on(token, fence);
+                }
+            }
+        }
+        Ok(())
+    }
+}

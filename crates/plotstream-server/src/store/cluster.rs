@@ -1,0 +1,311 @@
+//! The store on several nodes (docs/storage.md "Several nodes"): a stream's copy is either
+//! owned by this node under a fence (its writer is here; every change is stored under that
+//! fence) or follows Redis (lines applied as another node stores them, reloaded when stale).
+//! Nothing here does I/O: the cluster driver (`crate::cluster`) reads Redis and hands the
+//! results in.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use plotstream_proto::Status;
+
+use super::persist::rebuild;
+use super::queue::ViewerMsg;
+use super::stream::{new_epoch, Prepared, Stream};
+use super::{Refusal, Store};
+use crate::durable::{LoadedStream, Op, FENCE_SHIFT};
+use crate::records::{self, StreamMeta};
+
+/// A followed stream, as the driver tails it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follow {
+    /// The write token.
+    pub token: String,
+    /// The generation whose lines it reads.
+    pub gen: u64,
+    /// The last seq this copy has.
+    pub last_seq: u64,
+    /// The copy must be loaded again before it is followed.
+    pub stale: bool,
+}
+
+impl Store {
+    /// A new generation under `fence`: unique across the cluster, because the fence is.
+    pub(super) fn gen_under(&self, fence: u64) -> u64 {
+        (fence << FENCE_SHIFT) | (self.new_gen() & ((1 << FENCE_SHIFT) - 1))
+    }
+
+    /// The fence under which this node owns `token`'s stream (0: it does not).
+    pub fn fence(&self, token: &str) -> u64 {
+        self.find(token).map_or(0, |cell| cell.lock().fence)
+    }
+
+    /// True when `token`'s copy here must be loaded before it is read: it is not owned here,
+    /// and it is stale or absent, or no viewer keeps it following Redis.
+    pub fn needs_load(&self, token: &str) -> bool {
+        let Some(cell) = self.find(token) else {
+            return true;
+        };
+        let s = cell.lock();
+        s.fence == 0 && (s.stale || s.viewers.iter().all(|v| v.tx.is_closed()))
+    }
+
+    /// This node now owns `token`'s stream under `fence` (its lease was just taken): the copy
+    /// becomes what Redis holds (`loaded`), in a new generation under the fence, with a new
+    /// epoch unless the previous owner let go `clean`ly. Viewers here stay, reset if what they
+    /// saw changed. A writer of the old copy here is displaced (its lease was lost). A stream
+    /// new to the cluster counts against L25, L26 and `peer`'s L43 allowance like any other.
+    pub fn install(
+        &self,
+        token: &str,
+        loaded: Option<LoadedStream>,
+        fence: u64,
+        clean: bool,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        let stored_gen = loaded
+            .as_ref()
+            .and_then(|ls| StreamMeta::decode(&ls.meta))
+            .map(|m| m.gen);
+        let mut loaded = loaded;
+        loop {
+            let cell = match self.find(token) {
+                Some(cell) => cell,
+                None if loaded.is_none() => {
+                    let (cell, created) =
+                        self.create(token, self.config.default_maxpoints, peer, fence)?;
+                    if created {
+                        return Ok(());
+                    }
+                    cell
+                }
+                None => self.create(token, self.config.default_maxpoints, None, 0)?.0,
+            };
+            let mut guard = cell.lock();
+            let s = &mut *guard;
+            if s.removed {
+                continue;
+            }
+            if s.fence == fence {
+                return Ok(());
+            }
+            if let Some(w) = s.writer.take() {
+                w.displace(Status::LOCKED);
+            }
+            if let Some(ls) = loaded.take() {
+                // A clean handover to a copy that followed goes on as updates; anything else
+                // (a new epoch, a copy that missed lines) is a reset and a snapshot.
+                if !(clean && self.catch_up(s, &ls)) {
+                    let (budget, ceiling) = (self.config.stream_bytes, self.config.max_maxpoints);
+                    if let Some(mut new) = rebuild(ls, true, budget, ceiling).stream {
+                        if !clean && (new.last_seq > 0 || !new.window.is_empty()) {
+                            new.epoch = new_epoch();
+                        }
+                        self.replace(token, s, new);
+                    }
+                }
+            }
+            s.fence = fence;
+            s.stale = false;
+            let old_gen = std::mem::replace(&mut s.gen, self.gen_under(fence));
+            self.store_meta(token, s);
+            self.store_snapshot(s);
+            for gen in [Some(old_gen), stored_gen].into_iter().flatten() {
+                if gen != s.gen && gen != 0 {
+                    self.journal.push(Op::DropGen { gen });
+                }
+            }
+            cell.watched
+                .store(!s.viewers.is_empty(), Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+
+    /// `token`'s copy, which this node does not own, becomes what Redis holds (`loaded`;
+    /// `None`: nothing, and the copy is left as it is). A copy this node owns is left alone.
+    pub fn refresh(&self, token: &str, loaded: Option<LoadedStream>) {
+        let Some(ls) = loaded else {
+            return;
+        };
+        let cell = match self.find(token) {
+            Some(cell) => cell,
+            None => match self.create(token, self.config.default_maxpoints, None, 0) {
+                Ok((cell, _)) => cell,
+                Err(_) => return,
+            },
+        };
+        let mut guard = cell.lock();
+        let s = &mut *guard;
+        if s.removed || s.fence != 0 {
+            return;
+        }
+        if !(!s.stale && self.catch_up(s, &ls)) {
+            let (budget, ceiling) = (self.config.stream_bytes, self.config.max_maxpoints);
+            if let Some(new) = rebuild(ls, true, budget, ceiling).stream {
+                self.replace(token, s, new);
+            }
+        }
+        s.stale = false;
+    }
+
+    /// Brings copy `s` up to `ls` by applying the lines it lacks, fanned out to its viewers as
+    /// updates: only when `ls` is the same epoch and shape and its snapshot is not past the
+    /// copy. False when it is not (the caller replaces the copy).
+    fn catch_up(&self, s: &mut Stream, ls: &LoadedStream) -> bool {
+        let Some(meta) = StreamMeta::decode(&ls.meta) else {
+            return false;
+        };
+        if meta.epoch != s.epoch
+            || meta.maxpoints != s.window.maxpoints()
+            || ls.snapshot.as_ref().is_some_and(|(seq, _)| *seq > s.last_seq)
+        {
+            return false;
+        }
+        if !self.apply_stored(s, ls.lines.iter().map(|(seq, r)| (*seq, r.as_slice()))) {
+            return false;
+        }
+        s.gen = meta.gen;
+        s.claimed_by = meta.claimed_by;
+        s.rejected_lines = meta.rejected_lines;
+        s.displaced_lines = meta.displaced_lines;
+        true
+    }
+
+    /// Applies stored lines `(seq, update record)` after copy `s`'s last seq, as the owner
+    /// applied them, fanning them out. False at the first that does not follow or decode.
+    fn apply_stored<'a>(&self, s: &mut Stream, lines: impl Iterator<Item = (u64, &'a [u8])>) -> bool {
+        let mut prepared = Prepared::default();
+        for (seq, bytes) in lines {
+            if seq <= s.last_seq {
+                continue;
+            }
+            let update = (seq == s.last_seq + 1)
+                .then(|| records::decode_update(bytes))
+                .flatten();
+            let Some(update) = update else {
+                return false;
+            };
+            prepared.sizes_and_record(&update, false);
+            let before = s.window.bytes();
+            let global_full = self.total_bytes.load(Ordering::Relaxed) >= self.config.total_bytes;
+            s.apply(&update, &mut prepared, self.config.stream_bytes, global_full);
+            self.account_bytes(before, s.window.bytes());
+        }
+        true
+    }
+
+    /// Replaces `old`'s state with `new`'s, keeping its viewers (reset unless what they saw is
+    /// what `new` shows: same epoch and last seq) and its byte count and read id index true.
+    fn replace(&self, token: &str, old: &mut Stream, mut new: Stream) {
+        let same = new.epoch == old.epoch && new.last_seq == old.last_seq;
+        new.viewers = std::mem::take(&mut old.viewers);
+        new.writer = old.writer.take();
+        new.idle_since = old.idle_since;
+        self.account_bytes(old.window.bytes(), new.window.bytes());
+        if new.read_id != old.read_id {
+            let mut index = self.index_mut();
+            index.by_read_id.remove(&old.read_id);
+            index.by_read_id.insert(new.read_id.clone(), token.to_owned());
+        }
+        *old = new;
+        if !same {
+            for v in &old.viewers {
+                if v.tx.try_send(ViewerMsg::Reset("epoch")).is_err() {
+                    v.queue.mark_lagged();
+                }
+            }
+        }
+    }
+
+    /// Another node owns `token`'s stream now (announced under `fence`, or `None`: its lease
+    /// or a store write said so): if this node owned it under an older fence, the copy stops
+    /// being owned, its writer here ends with 423, and the copy is loaded again at its next
+    /// read.
+    pub fn lost_ownership(&self, token: &str, fence: Option<u64>) {
+        let Some(cell) = self.find(token) else {
+            return;
+        };
+        let mut s = cell.lock();
+        // A copy that only follows learns of a new generation from Redis itself (the
+        // follower's check), without a reload.
+        if s.fence == 0 || fence.is_some_and(|f| s.fence >= f) {
+            return;
+        }
+        // What this node showed its viewers as owner may not all be stored: load it again.
+        s.stale = true;
+        s.fence = 0;
+        if let Some(w) = s.writer.take() {
+            w.displace(Status::LOCKED);
+            self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The tokens this node holds a writer's lease for, with their fences.
+    pub fn leased(&self) -> Vec<(String, u64)> {
+        self.cells()
+            .into_iter()
+            .filter_map(|(t, cell)| {
+                let s = cell.lock();
+                (s.fence != 0 && s.writer.is_some()).then(|| (t, s.fence))
+            })
+            .collect()
+    }
+
+    /// True while a writer here holds `token`.
+    pub fn has_writer(&self, token: &str) -> bool {
+        self.find(token).is_some_and(|cell| cell.lock().writer.is_some())
+    }
+
+    /// The streams with viewers here that this node does not own: they follow Redis.
+    pub fn follows(&self) -> Vec<Follow> {
+        self.cells()
+            .into_iter()
+            .filter_map(|(token, cell)| {
+                let mut s = cell.lock();
+                s.viewers.retain(|v| !v.tx.is_closed());
+                (s.fence == 0 && !s.viewers.is_empty() && !s.removed).then(|| Follow {
+                    token,
+                    gen: s.gen,
+                    last_seq: s.last_seq,
+                    stale: s.stale,
+                })
+            })
+            .collect()
+    }
+
+    /// `token`'s stream went on in generation `gen` (epoch `epoch`) from a snapshot at
+    /// `snap_seq`: if this copy (not owned here) is in that epoch and has every line up to the
+    /// snapshot, it follows the new generation from where it is. False when it must be loaded.
+    pub fn switch_gen(&self, token: &str, gen: u64, epoch: &str, snap_seq: u64) -> bool {
+        let Some(cell) = self.find(token) else {
+            return false;
+        };
+        let mut s = cell.lock();
+        if s.fence != 0 || s.epoch != epoch || snap_seq > s.last_seq {
+            return false;
+        }
+        s.gen = gen;
+        true
+    }
+
+    /// Applies a run of lines another node stored for `token` (generation `gen`, the record
+    /// of the lines up to `last`) to this node's copy, fanning them out to its viewers, with
+    /// the seqs the owner gave them. False when the run does not follow the copy (a gap, a
+    /// record that does not decode): the copy is marked stale, to be loaded again.
+    pub fn follow(&self, token: &str, gen: u64, last: u64, record: &[u8]) -> bool {
+        let Some(cell) = self.find(token) else {
+            return true;
+        };
+        let mut guard = cell.lock();
+        let s = &mut *guard;
+        if s.fence != 0 || s.gen != gen || s.removed {
+            return true;
+        }
+        let applied = records::decode_batch(last, record)
+            .is_some_and(|lines| self.apply_stored(s, lines.into_iter()));
+        if !applied {
+            s.stale = true;
+        }
+        applied
+    }
+}
