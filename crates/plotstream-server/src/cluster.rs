@@ -213,9 +213,14 @@ pub async fn load(shared: &Shared, token: &str) {
         return;
     }
     let t = token.to_owned();
-    match cluster.call(move |link| link.load_stream(&t, &gen_of)).await {
+    match cluster
+        .call(move |link| link.load_stream(&t, &gen_of))
+        .await
+    {
         Ok(loaded) => shared.store.refresh(token, loaded),
-        Err(e) => tracing::warn!(error = %e, "cluster: cannot load a stream; showing this node's copy"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: cannot load a stream; showing this node's copy")
+        }
     }
 }
 
@@ -249,7 +254,12 @@ pub async fn resolve(shared: &Shared, id: &str, allow_token: bool) -> Option<Str
 
 /// The leases thread: refreshes this node's leases every third of their time, and lets go of
 /// those whose writers left once everything journaled before is stored.
-fn leases(mut link: ClusterLink, shared: &Weak<Shared>, rx: &mpsc::Receiver<String>, stop: &AtomicBool) {
+fn leases(
+    mut link: ClusterLink,
+    shared: &Weak<Shared>,
+    rx: &mpsc::Receiver<String>,
+    stop: &AtomicBool,
+) {
     let period = link.ttl() / 3;
     let mut next_refresh = Instant::now() + period;
     while !stop.load(Ordering::Relaxed) {
@@ -343,11 +353,31 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool) {
                     if meta.gen == f.gen {
                         continue;
                     }
-                    // A writer connected to a node again: a new generation whose snapshot
-                    // this copy already has goes on from where the copy is, without a reset.
-                    let switched = link.snapshot_seq(meta.gen).ok().flatten().is_some_and(|seq| {
-                        shared.store.switch_gen(&f.token, meta.gen, &meta.epoch, seq)
-                    });
+                    // A writer connected to a node again: the copy takes the rest of the old
+                    // generation, then goes on in the new one from where it is, without a
+                    // reset, if the new one's snapshot is not past it.
+                    let mut last = f.last_seq;
+                    while let Ok(runs) = link.tail(&[(f.gen, last)], Duration::ZERO, FOLLOW_BATCH) {
+                        let Some(end) = runs.last().map(|r| r.1) else {
+                            break;
+                        };
+                        if !runs
+                            .iter()
+                            .all(|(gen, l, r)| shared.store.follow(&f.token, *gen, *l, r))
+                        {
+                            break;
+                        }
+                        last = end;
+                    }
+                    let switched = link
+                        .snapshot_seq(meta.gen)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|seq| {
+                            shared
+                                .store
+                                .switch_gen(&f.token, meta.gen, &meta.epoch, seq)
+                        });
                     if !switched {
                         reload.push(f.token.clone());
                     }

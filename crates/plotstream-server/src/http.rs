@@ -51,17 +51,21 @@ pub async fn serve(
             Some(json) => Response::json(200, json),
             None => not_found(),
         },
-        ("GET", ["api", "streams", id, "events"]) => match crate::cluster::resolve(&shared, id, !keys_mode).await {
-            Some(token) => {
-                sse::serve(stream, &head, sse::Feed::Stream(token), shared).await;
-                return;
+        ("GET", ["api", "streams", id, "events"]) => {
+            match crate::cluster::resolve(&shared, id, !keys_mode).await {
+                Some(token) => {
+                    sse::serve(stream, &head, sse::Feed::Stream(token), shared).await;
+                    return;
+                }
+                None => not_found(),
             }
-            None => not_found(),
-        },
+        }
         // The page addresses its feeds by the id it was opened with: a read id (keys mode), or
         // in open mode also a token, even one that has not streamed yet.
         ("GET", ["streams", id]) => {
-            if crate::cluster::resolve(&shared, id, !keys_mode).await.is_some()
+            if crate::cluster::resolve(&shared, id, !keys_mode)
+                .await
+                .is_some()
                 || (!keys_mode && plotstream_proto::Token::parse(id.as_bytes()).is_some())
             {
                 pages::stream_page(&shared, id)

@@ -11,7 +11,7 @@
 //! | `released` | hash | token → the last fence whose node let go of it cleanly |
 //! | `fence` | string | the last fence handed out (`INCR`) |
 //! | `readid` | hash | read id → token |
-//! | `owners` | channel | `<token> <fence>` whenever a stream gets a new owner |
+//! | `owners` | channel | `<token> <fence> <node>` whenever a stream gets a new owner |
 //!
 //! Every change a node stores for a stream is checked, in the same script, against the
 //! stream's `owner` fence (the backend's scripts): a node that lost a stream, however slow or
@@ -44,7 +44,7 @@ if prev == false or redis.call('HGET', KEYS[4], ARGV[4]) == prev then clean = 1 
 local f = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[4], f)
-redis.call('PUBLISH', ARGV[5], ARGV[4] .. ' ' .. f)
+redis.call('PUBLISH', ARGV[5], ARGV[4] .. ' ' .. f .. ' ' .. ARGV[1])
 return {2, f, clean}";
 
 /// Extends the lease if this node holds it, or takes it again if it expired while nobody else
@@ -130,7 +130,9 @@ impl ClusterLink {
     }
 
     fn ttl_ms(&self) -> u64 {
-        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     /// Takes `token`'s lease for this node (a writer is about to stream it here).
@@ -263,13 +265,12 @@ impl ClusterLink {
 
     /// Every stream's token.
     pub fn tokens(&mut self) -> Result<Vec<String>, StorageError> {
-        self.link.with_conn("HKEYS", |c| {
-            redis::cmd("HKEYS").arg(key("meta")).query(c)
-        })
+        self.link
+            .with_conn("HKEYS", |c| redis::cmd("HKEYS").arg(key("meta")).query(c))
     }
 
-    /// The lines stored after `after` of each `(gen, after)`, waiting up to `block` for the
-    /// first: `(gen, last seq, record)` per stored run, in order. One round trip for every
+    /// The lines stored after `after` of each `(gen, after)`, waiting up to `block` (zero:
+    /// not at all) for the first: `(gen, last seq, record)` per stored run, in order. One round trip for every
     /// stream this node follows (`XREAD`), not one per point.
     pub fn tail(
         &mut self,
@@ -284,7 +285,12 @@ impl ClusterLink {
         type Reply = Option<Vec<(String, Vec<StreamEntry>)>>;
         let reply: Reply = self.link.with_conn("XREAD", |c| {
             let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT").arg(count).arg("BLOCK").arg(ms).arg("STREAMS");
+            cmd.arg("COUNT").arg(count);
+            // `BLOCK 0` would wait forever: no wait is no `BLOCK`.
+            if ms > 0 {
+                cmd.arg("BLOCK").arg(ms);
+            }
+            cmd.arg("STREAMS");
             for (gen, _) in follows {
                 cmd.arg(lines_key(*gen));
             }
@@ -310,7 +316,8 @@ impl ClusterLink {
         Ok(out)
     }
 
-    /// Listens on [`OWNERS_CHANNEL`], calling `on(token, fence)` for each announcement, until
+    /// Listens on [`OWNERS_CHANNEL`], calling `on(token, fence)` for each other node's
+    /// announcement, until
     /// `stop` is set (checked at least every read timeout of this link) or the connection
     /// breaks (`Err`: listen again).
     pub fn listen(
@@ -330,8 +337,12 @@ impl ClusterLink {
                 Err(e) => return Err(self.link.err("the owners channel", &e)),
             };
             let payload: String = msg.get_payload().unwrap_or_default();
-            if let Some((token, fence)) = payload.split_once(' ') {
-                if let Ok(fence) = fence.parse() {
+            let mut parts = payload.split(' ');
+            if let (Some(token), Some(Ok(fence)), Some(node)) =
+                (parts.next(), parts.next().map(str::parse), parts.next())
+            {
+                // This node's own announcements change nothing here.
+                if node != self.node {
                     on(token, fence);
                 }
             }

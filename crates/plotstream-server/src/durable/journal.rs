@@ -104,6 +104,23 @@ impl Journal {
         c.queued(&mut p, n)
     }
 
+    /// Queues `ops` in one go: the committer takes all of them in the same transaction or
+    /// none (a new generation's metadata, snapshot and the old one's drop must not be split by a
+    /// crash). Returns the last one's ticket (0 in memory).
+    pub fn push_all(&self, ops: impl IntoIterator<Item = Op>) -> u64 {
+        let Some(c) = &self.inner else {
+            return 0;
+        };
+        let mut p = c.lock();
+        let mut ticket = 0;
+        for op in ops {
+            let n = op.n_bytes();
+            p.batch.ops.push(op);
+            ticket = c.queued(&mut p, n);
+        }
+        ticket
+    }
+
     /// Queues line `seq` of generation `gen`, its record written by `encode` straight into
     /// the pending batch's buffer (no allocation per line); returns its ticket (0 in memory).
     pub fn push_line(&self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {

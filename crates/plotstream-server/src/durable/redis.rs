@@ -32,6 +32,9 @@ const PREFIX: &str = "plotstream:";
 /// to writers) instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the lines of a dropped generation stay readable for other nodes' followers.
+const DROPPED_LINES_MS: u64 = 30_000;
+
 /// Streams whose lines one round trip reads at start-up.
 const LOAD_PIPELINE: usize = 512;
 
@@ -317,7 +320,10 @@ impl Backend for RedisBackend {
                 Op::Line { .. } => {}
                 Op::Snapshot { gen, seq, record } => {
                     let Some(token) = self.owners.get(gen) else {
-                        tracing::warn!(gen, "store: a snapshot of a generation without metadata; skipped");
+                        tracing::warn!(
+                            gen,
+                            "store: a snapshot of a generation without metadata; skipped"
+                        );
                         continue;
                     };
                     let mut value = Vec::with_capacity(8 + record.len());
@@ -337,8 +343,12 @@ impl Backend for RedisBackend {
                     replies_are.push(Reply::Fenced(token.clone(), fence_of(*gen)));
                 }
                 Op::DropGen { gen } => {
+                    // Other nodes may still be reading its last lines (a writer that moved
+                    // to another node): they go a while later.
                     pipe.cmd("HDEL").arg(key("snap")).arg(gen);
-                    pipe.cmd("DEL").arg(lines_key(*gen));
+                    pipe.cmd("PEXPIRE")
+                        .arg(lines_key(*gen))
+                        .arg(DROPPED_LINES_MS);
                     replies_are.extend([Reply::Plain, Reply::Plain]);
                 }
                 Op::DropStream { token } => {
@@ -357,7 +367,10 @@ impl Backend for RedisBackend {
         let mut record = Vec::new();
         for run in batch.line_runs() {
             let Some(token) = self.owners.get(&run.gen) else {
-                tracing::warn!(gen = run.gen, "store: lines of a generation without metadata; skipped");
+                tracing::warn!(
+                    gen = run.gen,
+                    "store: lines of a generation without metadata; skipped"
+                );
                 continue;
             };
             run.encode(&mut record);

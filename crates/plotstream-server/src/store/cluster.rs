@@ -79,7 +79,10 @@ impl Store {
                     }
                     cell
                 }
-                None => self.create(token, self.config.default_maxpoints, None, 0)?.0,
+                None => {
+                    self.create(token, self.config.default_maxpoints, None, 0)?
+                        .0
+                }
             };
             let mut guard = cell.lock();
             let s = &mut *guard;
@@ -107,16 +110,13 @@ impl Store {
             }
             s.fence = fence;
             s.stale = false;
-            let old_gen = std::mem::replace(&mut s.gen, self.gen_under(fence));
-            self.store_meta(token, s);
-            self.store_snapshot(s);
-            for gen in [Some(old_gen), stored_gen].into_iter().flatten() {
-                if gen != s.gen && gen != 0 {
+            if stored_gen.is_some_and(|g| g != s.gen) {
+                if let Some(gen) = stored_gen {
                     self.journal.push(Op::DropGen { gen });
                 }
             }
-            cell.watched
-                .store(!s.viewers.is_empty(), Ordering::Relaxed);
+            self.store_new_gen(token, s);
+            cell.watched.store(!s.viewers.is_empty(), Ordering::Relaxed);
             return Ok(());
         }
     }
@@ -157,7 +157,10 @@ impl Store {
         };
         if meta.epoch != s.epoch
             || meta.maxpoints != s.window.maxpoints()
-            || ls.snapshot.as_ref().is_some_and(|(seq, _)| *seq > s.last_seq)
+            || ls
+                .snapshot
+                .as_ref()
+                .is_some_and(|(seq, _)| *seq > s.last_seq)
         {
             return false;
         }
@@ -173,7 +176,11 @@ impl Store {
 
     /// Applies stored lines `(seq, update record)` after copy `s`'s last seq, as the owner
     /// applied them, fanning them out. False at the first that does not follow or decode.
-    fn apply_stored<'a>(&self, s: &mut Stream, lines: impl Iterator<Item = (u64, &'a [u8])>) -> bool {
+    fn apply_stored<'a>(
+        &self,
+        s: &mut Stream,
+        lines: impl Iterator<Item = (u64, &'a [u8])>,
+    ) -> bool {
         let mut prepared = Prepared::default();
         for (seq, bytes) in lines {
             if seq <= s.last_seq {
@@ -188,7 +195,12 @@ impl Store {
             prepared.sizes_and_record(&update, false);
             let before = s.window.bytes();
             let global_full = self.total_bytes.load(Ordering::Relaxed) >= self.config.total_bytes;
-            s.apply(&update, &mut prepared, self.config.stream_bytes, global_full);
+            s.apply(
+                &update,
+                &mut prepared,
+                self.config.stream_bytes,
+                global_full,
+            );
             self.account_bytes(before, s.window.bytes());
         }
         true
@@ -205,7 +217,9 @@ impl Store {
         if new.read_id != old.read_id {
             let mut index = self.index_mut();
             index.by_read_id.remove(&old.read_id);
-            index.by_read_id.insert(new.read_id.clone(), token.to_owned());
+            index
+                .by_read_id
+                .insert(new.read_id.clone(), token.to_owned());
         }
         *old = new;
         if !same {
@@ -231,8 +245,11 @@ impl Store {
         if s.fence == 0 || fence.is_some_and(|f| s.fence >= f) {
             return;
         }
-        // What this node showed its viewers as owner may not all be stored: load it again.
-        s.stale = true;
+        // A writer here when it was lost: what this node showed its viewers may not all be
+        // stored, load it again. Without one, every line was stored before the lease went (the
+        // leases thread waits for that), and the follower goes on into the new owner's
+        // generation (or reloads, if the new owner started a new epoch).
+        s.stale = s.writer.is_some();
         s.fence = 0;
         if let Some(w) = s.writer.take() {
             w.displace(Status::LOCKED);
@@ -253,7 +270,8 @@ impl Store {
 
     /// True while a writer here holds `token`.
     pub fn has_writer(&self, token: &str) -> bool {
-        self.find(token).is_some_and(|cell| cell.lock().writer.is_some())
+        self.find(token)
+            .is_some_and(|cell| cell.lock().writer.is_some())
     }
 
     /// The streams with viewers here that this node does not own: they follow Redis.

@@ -37,20 +37,33 @@ impl Store {
         })
     }
 
-    /// Journals a new generation for `token`'s stream (its epoch changed): the old one's
-    /// records go, the new one starts from a snapshot of the window as it is now.
+    /// Journals a new generation for `token`'s stream (its epoch changed, or on several nodes
+    /// a new owner): the old one's records go, the new one starts from a snapshot of the window
+    /// as it is now; all in one transaction, so a crash never leaves the metadata naming a
+    /// generation without its snapshot.
     pub(super) fn store_new_gen(&self, token: &str, s: &mut Stream) -> u64 {
-        if !self.stores(s) {
-            return 0;
-        }
-        self.journal.push(Op::DropGen { gen: s.gen });
+        let drop = Op::DropGen { gen: s.gen };
         s.gen = if s.fence == 0 {
             self.new_gen()
         } else {
             self.gen_under(s.fence)
         };
-        self.store_meta(token, s);
-        self.store_snapshot(s)
+        if !self.stores(s) {
+            return 0;
+        }
+        s.snap_seq = s.last_seq;
+        self.journal.push_all([
+            drop,
+            Op::Meta {
+                token: token.to_owned(),
+                record: s.meta().encode(),
+            },
+            Op::Snapshot {
+                gen: s.gen,
+                seq: s.last_seq,
+                record: s.snapshot_record(),
+            },
+        ])
     }
 
     /// True when changes to `s` are stored: the store is durable and, on several nodes, this

@@ -1,0 +1,366 @@
+//! Several `plotstream serve` nodes on one real Redis (docs/storage.md "Several nodes"), driven
+//! as a user would: raw writers and SSE viewers on different nodes, a takeover across nodes, a
+//! node killed with SIGKILL, Redis killed and restarted from its AOF.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::*;
+
+/// Redis and `n` nodes on it.
+struct Cluster {
+    nodes: Vec<(Proc, SocketAddr)>,
+    redis: RedisServer,
+}
+
+impl Cluster {
+    fn start(name: &str, n: usize, extra: &[&str]) -> Cluster {
+        let redis = RedisServer::start(name);
+        let keep = Keep::Redis(redis);
+        let nodes = (0..n)
+            .map(|_| {
+                let (p, addr, _) = start_in(&keep, "127.0.0.1:0", extra);
+                (p, addr)
+            })
+            .collect();
+        let Keep::Redis(redis) = keep else {
+            unreachable!()
+        };
+        Cluster { nodes, redis }
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].1
+    }
+}
+
+/// A writer on its own connection: `POST /` chunked, the token in the head.
+struct Writer(TcpStream);
+
+impl Writer {
+    fn open(addr: SocketAddr, token: &str) -> Writer {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: x\r\nplotly-streamtoken: {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Writer(s)
+    }
+
+    /// Sends `{"x":x,"y":x}` lines; false once the server has closed.
+    fn points(&mut self, xs: impl IntoIterator<Item = u64>) -> bool {
+        let mut body = String::new();
+        for x in xs {
+            body.push_str(&format!("{{\"x\":{x},\"y\":{x}}}\n"));
+        }
+        write!(self.0, "{:x}\r\n{body}\r\n", body.len()).is_ok()
+    }
+
+    /// Ends the body and returns the final status (0 when none came).
+    fn close(mut self) -> u16 {
+        let _ = self.0.write_all(b"0\r\n\r\n");
+        self.status()
+    }
+
+    /// The status the server ended the request with (0 when none came).
+    fn status(&mut self) -> u16 {
+        let mut out = String::new();
+        let _ = self.0.read_to_string(&mut out);
+        out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Writes `xs` on one connection; the final status.
+fn write_all(addr: SocketAddr, token: &str, xs: std::ops::Range<u64>) -> u16 {
+    let mut w = Writer::open(addr, token);
+    w.points(xs);
+    w.close()
+}
+
+/// An SSE viewer, reading in the background: every `(epoch, seq, x)` it was shown (a
+/// snapshot's window counts as the points up to its last seq), and every reset.
+struct Viewer {
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    /// `(epoch, seq, x)` in the order shown.
+    points: Vec<(String, u64, u64)>,
+    resets: usize,
+    snapshots: usize,
+}
+
+impl Viewer {
+    fn open(addr: SocketAddr, token: &str) -> Viewer {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /api/streams/{token}/events?interval=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+        let into = seen.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let mut buf = [0u8; 8192];
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                while let Some(end) = text.find("\n\n") {
+                    let event: String = text.drain(..end + 2).collect();
+                    into.lock().unwrap().take(&event);
+                }
+            }
+        });
+        Viewer { seen }
+    }
+
+    fn seen(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until the viewer was shown seq `seq` (or 10 s).
+    fn wait_for(&self, seq: u64) -> Seen {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.seen();
+            if seen.points.last().is_some_and(|p| p.1 >= seq) || Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Seen {
+    fn take(&mut self, event: &str) {
+        let kind = event
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .unwrap_or("");
+        let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            return;
+        };
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let epoch = v["epoch"].as_str().unwrap_or("").to_owned();
+        match kind {
+            "snapshot" => {
+                self.snapshots += 1;
+                self.points.clear();
+                let xs = v["window"]["x"].as_array().cloned().unwrap_or_default();
+                let last = v["last_seq"].as_u64().unwrap();
+                let first = last + 1 - xs.len() as u64;
+                for (i, x) in xs.iter().enumerate() {
+                    self.points
+                        .push((epoch.clone(), first + i as u64, x.as_u64().unwrap()));
+                }
+            }
+            "update" => {
+                for op in v["data"].as_array().unwrap() {
+                    let seq = op["seq"].as_u64().unwrap();
+                    let x = op["append"]["x"][0].as_u64().unwrap();
+                    self.points.push((epoch.clone(), seq, x));
+                }
+            }
+            "reset" => self.resets += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Checks a viewer's points: one epoch, seqs consecutive, and returns the xs.
+fn consecutive(seen: &Seen) -> Vec<u64> {
+    for w in seen.points.windows(2) {
+        assert_eq!(w[0].0, w[1].0, "one epoch: {seen:?}");
+        assert_eq!(
+            w[0].1 + 1,
+            w[1].1,
+            "no gap, no duplicate, no reorder: {seen:?}"
+        );
+    }
+    seen.points.iter().map(|p| p.2).collect()
+}
+
+#[test]
+fn a_viewer_on_another_node_sees_the_same_ids_as_one_on_the_writers_node() {
+    let c = Cluster::start("cluster-fanout", 3, &[]);
+    assert_eq!(write_all(c.addr(0), "fanout1", 0..1), 200);
+    let on_a = Viewer::open(c.addr(0), "fanout1");
+    let on_b = Viewer::open(c.addr(1), "fanout1");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut w = Writer::open(c.addr(0), "fanout1");
+    for chunk in 0..20 {
+        assert!(w.points(1 + chunk * 10..1 + (chunk + 1) * 10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(w.close(), 200);
+    // The writer moves to another node and goes on: viewers see one sequence.
+    assert_eq!(write_all(c.addr(2), "fanout1", 201..251), 200);
+    let a = on_a.wait_for(251);
+    let b = on_b.wait_for(251);
+    assert_eq!(consecutive(&a), (0..251).collect::<Vec<_>>());
+    assert_eq!(a.points, b.points, "the same ids on both nodes");
+    assert_eq!((a.resets, b.resets), (0, 0), "a clean move needs no reset");
+    // Any node answers the inspection with the same window.
+    let digests: Vec<String> = (0..3)
+        .map(|i| {
+            inspect(c.addr(i), "fanout1")["digest"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(digests.windows(2).all(|d| d[0] == d[1]), "{digests:?}");
+}
+
+#[test]
+fn a_takeover_on_another_node_ends_the_first_writer_with_423_and_nothing_interleaves() {
+    let c = Cluster::start("cluster-takeover", 2, &[]);
+    let viewer_token = "takeover1";
+    assert_eq!(write_all(c.addr(0), viewer_token, 0..1), 200);
+    let on_b = Viewer::open(c.addr(1), viewer_token);
+    let mut first = Writer::open(c.addr(0), viewer_token);
+    assert!(first.points(1..50));
+    std::thread::sleep(Duration::from_millis(200));
+    // The same token on node B: B takes it over.
+    let b = c.addr(1);
+    let second = std::thread::spawn(move || write_all(b, viewer_token, 1000..1050));
+    std::thread::sleep(Duration::from_millis(300));
+    // The first writer goes on as if nothing happened; its node ends it with 423.
+    let _ = first.points(50..60);
+    assert_eq!(first.status(), 423, "the displaced writer ends with 423");
+    assert_eq!(second.join().unwrap(), 200);
+    let window = inspect(c.addr(0), viewer_token);
+    let xs: Vec<u64> = window["window"]["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let split = xs.iter().position(|x| *x >= 1000).unwrap();
+    assert!(xs[..split].iter().all(|x| *x < 60), "{xs:?}");
+    assert_eq!(xs[split..], (1000..1050).collect::<Vec<_>>()[..], "{xs:?}");
+    assert!(xs[..split].windows(2).all(|w| w[0] + 1 == w[1]), "{xs:?}");
+    // The viewer on B ends in the same state; seqs never went back.
+    let seen = on_b.wait_for(window["last_seq"].as_u64().unwrap());
+    let shown: Vec<u64> = seen.points.iter().map(|p| p.2).collect();
+    assert_eq!(shown, xs, "{seen:?}");
+}
+
+#[test]
+fn a_dead_nodes_writer_is_admitted_by_another_within_the_lease_and_keeps_what_was_acknowledged() {
+    let mut c = Cluster::start(
+        "cluster-node-dies",
+        2,
+        &["--on-duplicate", "reject", "--lease-time", "1s"],
+    );
+    assert_eq!(write_all(c.addr(0), "dies1", 0..20), 200);
+    let mut open = Writer::open(c.addr(0), "dies1");
+    assert!(open.points(20..30));
+    std::thread::sleep(Duration::from_millis(300));
+    c.nodes[0].0.sigkill();
+    drop(open);
+    // Node B refuses the token while A's lease lives (reject), then admits it.
+    let killed = Instant::now();
+    let admitted = loop {
+        let status = write_all(c.addr(1), "dies1", 100..110);
+        if status == 200 {
+            break killed.elapsed();
+        }
+        assert_eq!(status, 423, "refused while the dead node's lease lives");
+        assert!(killed.elapsed() < Duration::from_secs(5), "never admitted");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(admitted <= Duration::from_millis(1_500), "{admitted:?}");
+    let xs: Vec<u64> = inspect(c.addr(1), "dies1")["window"]["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    // Every acknowledged point, once, in order; what A stored of the open request may follow.
+    assert_eq!(xs[..20], (0..20).collect::<Vec<_>>()[..], "{xs:?}");
+    let tail = xs.iter().position(|x| *x >= 100).unwrap();
+    assert!(
+        xs[20..tail]
+            .iter()
+            .enumerate()
+            .all(|(i, x)| *x == 20 + i as u64),
+        "{xs:?}"
+    );
+    assert_eq!(xs[tail..], (100..110).collect::<Vec<_>>()[..], "{xs:?}");
+}
+
+#[test]
+fn nodes_refuse_writes_while_redis_is_down_and_resume_when_it_returns() {
+    let mut c = Cluster::start("cluster-redis-restart", 2, &[]);
+    let mut acked: Vec<u64> = (0..10).collect();
+    assert_eq!(write_all(c.addr(0), "redis1", 0..10), 200);
+    let on_b = Viewer::open(c.addr(1), "redis1");
+    std::thread::sleep(Duration::from_millis(300));
+    c.redis.sigkill();
+    let refused = Instant::now();
+    assert_eq!(
+        write_all(c.addr(0), "redis1", 10..20),
+        503,
+        "nothing is acknowledged that cannot be stored"
+    );
+    assert!(
+        refused.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        refused.elapsed()
+    );
+    c.redis.restart();
+    // No node restarts: writes resume on both nodes once Redis answers again. A refused
+    // batch is never sent again (it may or may not have been stored: 503 acknowledges nothing).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut next = 20;
+    let mut resumed = 0;
+    while resumed < 2 {
+        let status = write_all(c.addr(resumed % 2), "redis1", next..next + 10);
+        if status == 200 {
+            acked.extend(next..next + 10);
+            resumed += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "still {status} after Redis returned"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        next += 10;
+    }
+    let window = inspect(c.addr(0), "redis1");
+    let xs: Vec<u64> = window["window"]["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert!(
+        xs.windows(2).all(|w| w[0] < w[1]),
+        "once each, in order: {xs:?}"
+    );
+    assert!(
+        acked.iter().all(|x| xs.contains(x)),
+        "every acknowledged point: {xs:?}"
+    );
+    assert!(xs.iter().all(|x| *x < next), "{xs:?}");
+    let seen = on_b.wait_for(window["last_seq"].as_u64().unwrap());
+    assert_eq!(
+        seen.points.iter().map(|p| p.2).collect::<Vec<_>>(),
+        xs,
+        "{seen:?}"
+    );
+}
