@@ -2,15 +2,19 @@
 //! server loses nothing (in every client's bytes), a proxy that drops and repeats lines is
 //! caught exactly, and a proxy that delays lines shows up in the write→viewer latency. No test
 //! sleeps to wait for an outcome, and timing bounds are floors the injected fault guarantees.
+//! Several `--target`s are two recording proxies in front of one server: each proxy is a node,
+//! and what it carried shows where each stream's writer, viewer and inspection went.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plotstream_load::load::{measure, Assertion, LoadArgs, Report};
+use plotstream_load::load::{measure, Assertion, LoadArgs, Report, TargetLoad, ViewersOn};
+use plotstream_load::Error;
 use plotstream_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,14 +59,20 @@ impl Server {
 
 async fn load(target: SocketAddr, extra: &[&str]) -> Report {
     let url = format!("http://{target}");
-    let mut argv = vec!["--target", &url, "--quiet", "--verify"];
+    let mut argv = vec!["--target", &url];
     argv.extend_from_slice(extra);
+    load_args(&argv).await.unwrap()
+}
+
+/// A verified, quiet run with `argv` (which names the targets).
+async fn load_args(argv: &[&str]) -> Result<Report, Error> {
+    let mut argv = argv.to_vec();
+    argv.extend_from_slice(&["--quiet", "--verify"]);
     let args = LoadArgs::from_args(argv).unwrap();
     let run = measure(&args, std::future::pending());
     tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("a bounded run ends within 60 s")
-        .unwrap()
 }
 
 #[track_caller]
@@ -107,7 +117,100 @@ async fn a_healthy_server_loses_nothing() {
     for expr in ["lost=0", "duplicated=0", "achieved_rate>=0.5*offered_rate"] {
         assert_eq!(Assertion::parse(expr).unwrap().check(&r), None, "{expr}");
     }
+    // One target: the report is the one from before several targets.
+    assert_eq!(r.target, format!("http://{}", server.addr));
+    assert_eq!(r.viewers_on, None);
+    let json = r.to_json();
+    assert!(
+        !json.contains("\"targets\"") && !json.contains("viewers_on"),
+        "{json}"
+    );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_spread_over_targets_and_viewers_cross_to_the_other() {
+    let server = Server::start().await;
+    let a = Proxy::start(server.addr, Fault::None).await;
+    let b = Proxy::start(server.addr, Fault::None).await;
+    let (url_a, url_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    // 4 streams × 100 points/s for 1 s, over two targets.
+    let r = load_args(&[
+        "--target",
+        &url_a,
+        "--target",
+        &url_b,
+        "--viewers-on",
+        "other",
+        "--token-prefix",
+        PREFIX,
+        "--streams",
+        "4",
+        "--rate",
+        "400",
+        "--duration",
+        "1s",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.points_scheduled, Some(400));
+    assert_clean(&r);
+    // Stream i's writer on target i % 2, its viewer and inspection on (i + 1) % 2.
+    assert_eq!(a.streams(Kind::Writer), [0, 2]);
+    assert_eq!(b.streams(Kind::Writer), [1, 3]);
+    assert_eq!(a.streams(Kind::Viewer), [1, 3]);
+    assert_eq!(b.streams(Kind::Viewer), [0, 2]);
+    assert_eq!(a.streams(Kind::Inspection), [1, 3]);
+    assert_eq!(b.streams(Kind::Inspection), [0, 2]);
+    assert_eq!(r.target, format!("{url_a},{url_b}"));
+    assert_eq!(r.viewers_on, Some(ViewersOn::Other));
+    let placed = |url: &str| TargetLoad {
+        url: url.to_owned(),
+        writers: 2,
+        viewers: 2,
+    };
+    assert_eq!(r.targets, [placed(&url_a), placed(&url_b)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_stay_with_their_writer_by_default() {
+    let server = Server::start().await;
+    let a = Proxy::start(server.addr, Fault::None).await;
+    let b = Proxy::start(server.addr, Fault::None).await;
+    let (url_a, url_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let r = load_args(&[
+        "--target",
+        &url_a,
+        "--target",
+        &url_b,
+        "--token-prefix",
+        PREFIX,
+        "--streams",
+        "3",
+        "--rate",
+        "300",
+        "--duration",
+        "500ms",
+    ])
+    .await
+    .unwrap();
+    assert_clean(&r);
+    for kind in [Kind::Writer, Kind::Viewer, Kind::Inspection] {
+        assert_eq!(a.streams(kind), [0, 2], "{kind:?}");
+        assert_eq!(b.streams(kind), [1], "{kind:?}");
+    }
+    assert_eq!(r.viewers_on, Some(ViewersOn::Same));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_other_with_one_target_is_a_usage_error() {
+    let r = load_args(&["--target", "http://127.0.0.1:9", "--viewers-on", "other"]).await;
+    assert!(
+        matches!(&r, Err(Error::Usage(m)) if m.contains("--viewers-on other needs at least two --target")),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,13 +316,33 @@ enum Fault {
     Mangle { drop_every: u64, repeat_every: u64 },
     /// Forward every chunk this long after it arrived, in order.
     Delay(Duration),
+    /// Forward everything as is.
+    None,
 }
+
+/// What a request to a proxy was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `POST /`: a writer.
+    Writer,
+    /// `GET /api/streams/{token}/events`: a viewer.
+    Viewer,
+    /// `GET /api/streams/{token}`: the inspection read.
+    Inspection,
+}
+
+/// The token prefix of the runs whose requests the proxies attribute to streams.
+const PREFIX: &str = "xnode";
 
 struct Proxy {
     addr: SocketAddr,
     dropped: Arc<AtomicU64>,
     repeated: Arc<AtomicU64>,
+    /// Each request's kind and the index of the stream its head names (tokens `PREFIX` + index).
+    requests: Requests,
 }
+
+type Requests = Arc<Mutex<Vec<(Kind, usize)>>>;
 
 impl Proxy {
     async fn start(upstream: SocketAddr, fault: Fault) -> Proxy {
@@ -227,7 +350,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let dropped = Arc::new(AtomicU64::new(0));
         let repeated = Arc::new(AtomicU64::new(0));
-        let counts = (dropped.clone(), repeated.clone());
+        let requests = Requests::default();
+        let counts = (dropped.clone(), repeated.clone(), requests.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let counts = counts.clone();
@@ -240,26 +364,60 @@ impl Proxy {
             addr,
             dropped,
             repeated,
+            requests,
         }
     }
+
+    /// The streams whose requests of `kind` came through this proxy.
+    fn streams(&self, kind: Kind) -> Vec<usize> {
+        let requests = self.requests.lock().unwrap();
+        let set: BTreeSet<usize> = requests
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, s)| *s)
+            .collect();
+        set.into_iter().collect()
+    }
+}
+
+/// What a complete request head is for, and which stream it names (`PREFIX` + 5 digits).
+fn classify(head: &[u8]) -> Option<(Kind, usize)> {
+    let head = String::from_utf8_lossy(head);
+    let request_line = head.lines().next()?;
+    let kind = if request_line.starts_with("POST / ") {
+        Kind::Writer
+    } else if request_line.starts_with("GET /api/streams/") && request_line.contains("/events") {
+        Kind::Viewer
+    } else if request_line.starts_with("GET /api/streams/") {
+        Kind::Inspection
+    } else {
+        return None;
+    };
+    let at = head.find(PREFIX)? + PREFIX.len();
+    let stream_idx = head.get(at..at + 5)?.parse().ok()?;
+    Some((kind, stream_idx))
 }
 
 async fn relay(
     mut client: TcpStream,
     upstream: SocketAddr,
     fault: Fault,
-    (dropped, repeated): (Arc<AtomicU64>, Arc<AtomicU64>),
+    (dropped, repeated, requests): (Arc<AtomicU64>, Arc<AtomicU64>, Requests),
 ) -> std::io::Result<()> {
     let mut server = TcpStream::connect(upstream).await?;
     let _ = server.set_nodelay(true);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
-    while buf.len() < 4 {
+    // The whole request head, to record what it is for.
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = client.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+    if let Some(request) = classify(&buf) {
+        requests.lock().unwrap().push(request);
     }
     if !buf.starts_with(b"POST") {
         server.write_all(&buf).await?;
@@ -285,7 +443,7 @@ async fn relay(
     });
     let delay = match fault {
         Fault::Delay(d) => d,
-        Fault::Mangle { .. } => Duration::ZERO,
+        Fault::Mangle { .. } | Fault::None => Duration::ZERO,
     };
     let send = |bytes: Vec<u8>| {
         let _ = tx.send((tokio::time::Instant::now() + delay, bytes));

@@ -1,4 +1,5 @@
-//! The binary as a user runs it: `serve` on a free port, `send` from stdin, `token`, SIGTERM.
+//! The binary as a user runs it: `serve` on a free port, `send` from stdin, `load` over two
+//! targets, `token`, SIGTERM.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -478,4 +479,82 @@ fn a_bad_config_file_is_refused_naming_the_key_and_the_file() {
         assert!(err.contains(says), "{name}: {err}");
         let _ = std::fs::remove_file(file);
     }
+}
+
+/// `plotstream load` with its arguments, quiet, JSON report: (success, stdout, stderr).
+fn load(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("load")
+        .args(args)
+        .args(["--quiet", "--report", "json"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn load_writes_to_one_target_and_verifies_from_the_other() {
+    let server = Server::start(&[]);
+    // One server under two names: two targets as the load generator sees them.
+    let port = server.base.rsplit(':').next().unwrap();
+    let other = format!("http://localhost:{port}");
+    let (ok, out, err) = load(&[
+        "--target",
+        &server.base,
+        "--target",
+        &other,
+        "--viewers-on",
+        "other",
+        "--verify",
+        "--streams",
+        "4",
+        "--rate",
+        "400",
+        "--duration",
+        "500ms",
+        "--assert",
+        "lost=0",
+        "--assert",
+        "duplicated=0",
+        "--assert",
+        "out_of_order=0",
+        "--assert",
+        "digest_mismatches=0",
+    ]);
+    assert!(ok, "{err}\n{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["target"],
+        format!("{},{other}", server.base),
+        "{out}"
+    );
+    assert_eq!(report["viewers_on"], "other", "{out}");
+    assert_eq!(
+        report["targets"],
+        serde_json::json!([
+            {"url": server.base, "writers": 2, "viewers": 2},
+            {"url": other, "writers": 2, "viewers": 2},
+        ]),
+        "{out}"
+    );
+    assert_eq!(report["points_verified"], 200, "{out}");
+
+    // One target has no other node.
+    let (ok, out, err) = load(&[
+        "--target",
+        &server.base,
+        "--viewers-on",
+        "other",
+        "--verify",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("--viewers-on other needs at least two --target"),
+        "{err}"
+    );
+    server.stop();
 }

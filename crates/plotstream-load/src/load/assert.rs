@@ -291,52 +291,7 @@ mod tests {
     use super::*;
 
     fn report() -> Report {
-        Report {
-            target: "http://h".into(),
-            streams: 1,
-            client: "raw".into(),
-            points_per_chunk: 1,
-            duration_s: 1.0,
-            connect_s: 0.0,
-            offered_rate: Some(1000.0),
-            achieved_rate: 995.0,
-            points_scheduled: Some(1000),
-            points_sent: 995,
-            bytes_sent: 1,
-            points_acknowledged: None,
-            acknowledged_rate: None,
-            bytes_per_s: 1.0,
-            points_verified: Some(990),
-            lost: Some(5),
-            duplicated: Some(0),
-            out_of_order: Some(0),
-            corrupted: Some(0),
-            unobserved: Some(0),
-            seq_gaps: Some(0),
-            viewer_resets: Some(0),
-            digest_mismatches: Some(0),
-            count_mismatches: Some(0),
-            reconnects: 0,
-            errors_by_status: [("503".to_owned(), 2)].into_iter().collect(),
-            send_latency_ms: Some(Percentiles {
-                p50: 0.1,
-                p90: 0.2,
-                p99: 0.5,
-                p999: 1.0,
-                max: 2.0,
-                count: 995,
-            }),
-            e2e_latency_ms: Some(Percentiles {
-                p50: 1.0,
-                p90: 2.0,
-                p99: 60.0,
-                p999: 70.0,
-                max: 80.0,
-                count: 990,
-            }),
-            server_latency_ms: None,
-            interrupted: false,
-        }
+        Report::example()
     }
 
     #[track_caller]

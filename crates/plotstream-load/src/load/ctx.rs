@@ -1,6 +1,5 @@
 //! What every task of a load run shares.
 
-use plotstream_client::Target;
 use plotstream_proto::encode::Flavour;
 use plotstream_proto::Token;
 use tokio::sync::watch;
@@ -8,11 +7,13 @@ use tokio::time::Instant;
 
 use super::report::Counters;
 use super::schedule::Schedule;
+use super::targets::Targets;
 
 /// What every task of a run shares.
 #[derive(Debug)]
 pub(crate) struct Ctx {
-    pub(super) target: Target,
+    /// Where each stream's writer and viewer go.
+    pub(super) targets: Targets,
     pub(super) flavour: Flavour,
     pub(super) schedule: Schedule,
     /// Invariant: one token per stream.

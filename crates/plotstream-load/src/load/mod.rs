@@ -5,8 +5,9 @@
 //! One module per concern, as in oha: [`schedule`] (intended times and point values), `writer`
 //! (one task per stream), `verify` (SSE viewers and inspection through the shared
 //! `crate::probe`, the digest from its independent JCS oracle), [`report`] (counters, HdrHistogram percentiles, the JSON report), [`assert`]
-//! (`--assert`) and `printer` (progress line, text report). [`run`] is what `plotstream load`
-//! calls; [`measure`] runs the load and returns the [`Report`] (tests call it).
+//! (`--assert`), `printer` (progress line, text report) and [`targets`] (which node each
+//! stream's writer and viewer use when `--target` is given several times). [`run`] is what
+//! `plotstream load` calls; [`measure`] runs the load and returns the [`Report`] (tests call it).
 //!
 //! A run has three phases. Connect: stream `s` connects at `ramp · s / streams`, sends its
 //! head, and with `--verify` its viewer subscribes. Send: once every stream is ready, the
@@ -19,6 +20,7 @@ mod ctx;
 mod printer;
 pub mod report;
 pub mod schedule;
+pub mod targets;
 mod verify;
 mod writer;
 
@@ -28,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use plotstream_client::Target;
 use plotstream_proto::encode::Flavour;
 use plotstream_proto::Token;
 use tokio::sync::{oneshot, watch};
@@ -37,9 +38,11 @@ use tokio::time::Instant;
 pub use assert::Assertion;
 pub use report::{Percentiles, Report};
 pub use schedule::Rate;
+pub use targets::{TargetLoad, ViewersOn};
 
 use ctx::Ctx;
 use report::Counters;
+use targets::Targets;
 use verify::Finish;
 
 /// `plotstream load` options.
@@ -48,11 +51,18 @@ use verify::Finish;
 ///   plotstream load --target http://127.0.0.1:9999 --streams 100 --rate 20000 --duration 10s --verify --assert lost=0
 ///   plotstream load --target http://127.0.0.1:9999 --streams 100 --rate max --points-per-chunk 1000 --duration 5s
 ///   plotstream load --target http://127.0.0.1:9999 --streams 10000 --rate 0 --ramp 1s --duration 10s
+///   plotstream load --target http://node-a:9999 --target http://node-b:9999 --streams 100 --rate 20000 --duration 10s --verify --viewers-on other --assert lost=0
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// The endpoint, e.g. http://127.0.0.1:9999.
-    #[arg(long)]
-    pub target: String,
+    /// The endpoint, e.g. http://127.0.0.1:9999. Repeat it for the nodes of one cluster
+    /// (several servers sharing one store): stream i's writer goes to target i % n.
+    #[arg(long = "target", value_name = "URL", required = true)]
+    pub targets: Vec<String>,
+    /// With --verify and several targets: where each stream's viewer subscribes (and its
+    /// inspection is read): on its writer's target (`same`), or on the next one, (i + 1) % n
+    /// (`other`), which proves delivery across nodes.
+    #[arg(long, value_enum, default_value_t = ViewersOn::Same)]
+    pub viewers_on: ViewersOn,
     /// Concurrent writer streams (one connection and one token each).
     #[arg(long, default_value_t = 1)]
     pub streams: usize,
@@ -204,7 +214,7 @@ pub async fn measure(
             "--points-per-chunk must be between 1 and {MAX_POINTS_PER_CHUNK}"
         )));
     }
-    let target = Target::parse(&args.target).map_err(|e| Error::Usage(format!("--target: {e}")))?;
+    let targets = Targets::parse(&args.targets, args.viewers_on, args.verify)?;
     let prefix = args.token_prefix.clone().unwrap_or_else(random_prefix);
     let tokens = (0..args.streams)
         .map(|s| {
@@ -225,7 +235,7 @@ pub async fn measure(
     let (start_tx, start_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
-        target,
+        targets,
         flavour: args.client.flavour(),
         schedule,
         tokens,
@@ -350,7 +360,9 @@ pub async fn measure(
         Err(e) => e.into_inner().clone(),
     };
     Ok(Report {
-        target: args.target.clone(),
+        target: ctx.targets.joined(),
+        targets: ctx.targets.loads(n, args.verify),
+        viewers_on: ctx.targets.viewers_on(),
         streams: n,
         client: args.client.name().to_owned(),
         points_per_chunk: args.points_per_chunk,
@@ -415,7 +427,7 @@ async fn finish_verification(
         let limit = limit.clone();
         reads.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
-            verify::inspect(&ctx, ctx.tokens[s].as_str()).await
+            verify::inspect(&ctx, s).await
         }));
     }
     for (s, r) in reads.into_iter().enumerate() {
@@ -551,7 +563,30 @@ mod tests {
         assert!(a.verify);
         assert_eq!(a.asserts, ["lost=0"]);
         assert_eq!(a.client, ClientKind::Python);
+        assert_eq!(a.targets, ["http://127.0.0.1:9999"]);
+        assert_eq!(a.viewers_on, ViewersOn::Same);
         assert!(LoadArgs::from_args(["--target", "x", "--rate", "fast"]).is_err());
+        assert!(
+            LoadArgs::from_args(["--streams", "2"]).is_err(),
+            "--target is required"
+        );
+    }
+
+    #[test]
+    fn target_repeats_and_viewers_on_parses() {
+        let a = LoadArgs::from_args([
+            "--target",
+            "http://a:1",
+            "--target",
+            "http://b:2",
+            "--viewers-on",
+            "other",
+            "--verify",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.targets, ["http://a:1", "http://b:2"]);
+        assert_eq!(a.viewers_on, ViewersOn::Other);
+        assert!(LoadArgs::from_args(["--target", "http://a:1", "--viewers-on", "next"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::ctx::Ctx;
 use super::report::{Counters, Percentiles, Report};
+use super::targets::ViewersOn;
 
 /// Prints progress until `done` flips: a line rewritten in place on a terminal, plain lines
 /// every `every` otherwise.
@@ -86,7 +87,11 @@ fn status_line(ctx: &Ctx, now: Instant, rate: f64) -> String {
 pub fn text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Summary:");
-    let _ = writeln!(s, "  Target:          {}", r.target);
+    if r.targets.len() > 1 {
+        targets_block(&mut s, r);
+    } else {
+        let _ = writeln!(s, "  Target:          {}", r.target);
+    }
     let _ = writeln!(
         s,
         "  Streams:         {} (client {}, {} point{}/chunk)",
@@ -191,6 +196,27 @@ pub fn text(r: &Report) -> String {
     s
 }
 
+/// Several targets: the placement, then one line per target.
+fn targets_block(s: &mut String, r: &Report) {
+    let placement = match r.viewers_on {
+        _ if r.points_verified.is_none() => "no viewers",
+        Some(ViewersOn::Other) => "viewers on the next target",
+        Some(ViewersOn::Same) | None => "viewers on the writer's target",
+    };
+    let _ = writeln!(
+        s,
+        "  Targets:         {} (writers round-robin, {placement})",
+        r.targets.len()
+    );
+    for t in &r.targets {
+        let _ = writeln!(
+            s,
+            "    {}   writers {}   viewers {}",
+            t.url, t.writers, t.viewers
+        );
+    }
+}
+
 fn latency_block(s: &mut String, title: &str, p: Option<Percentiles>) {
     let Some(p) = p else { return };
     let _ = writeln!(s, "\n{title}, ms ({} samples):", group(p.count));
@@ -216,6 +242,7 @@ fn group(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::targets::TargetLoad;
     use super::*;
 
     #[test]
@@ -224,5 +251,36 @@ mod tests {
         assert_eq!(group(999), "999");
         assert_eq!(group(1000), "1 000");
         assert_eq!(group(1234567), "1 234 567");
+    }
+
+    #[test]
+    fn one_target_is_one_line_several_name_each_and_the_placement() {
+        let mut r = Report::example();
+        let one = text(&r);
+        assert!(one.contains("\n  Target:          http://h\n"), "{one}");
+        assert!(!one.contains("Targets:"), "{one}");
+        r.target = "http://a:1,http://b:2".to_owned();
+        r.viewers_on = Some(ViewersOn::Other);
+        r.targets = vec![
+            TargetLoad {
+                url: "http://a:1".to_owned(),
+                writers: 2,
+                viewers: 1,
+            },
+            TargetLoad {
+                url: "http://b:2".to_owned(),
+                writers: 1,
+                viewers: 2,
+            },
+        ];
+        let two = text(&r);
+        assert!(
+            two.contains(
+                "  Targets:         2 (writers round-robin, viewers on the next target)\n    \
+                 http://a:1   writers 2   viewers 1\n    http://b:2   writers 1   viewers 2\n"
+            ),
+            "{two}"
+        );
+        assert!(!two.contains("  Target: "), "{two}");
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::targets::{TargetLoad, ViewersOn};
+
 /// Latencies of one kind, shared by every task. Tasks record into a [`LocalLatencies`] and
 /// merge in batches, so the lock is taken once per [`FLUSH_EVERY`] samples.
 #[derive(Debug)]
@@ -163,8 +165,15 @@ impl Counters {
 /// The result of one run (`--report json` prints it as one JSON object).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
-    /// The endpoint.
+    /// The endpoint; with several `--target`s, all of them joined by `,`.
     pub target: String,
+    /// With several `--target`s, each one and the streams whose writer and viewer it served
+    /// (left out of the JSON with one target, so that report is unchanged).
+    #[serde(skip_serializing_if = "is_single")]
+    pub targets: Vec<TargetLoad>,
+    /// With several `--target`s, `--viewers-on` (`same` or `other`); `None` with one target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewers_on: Option<ViewersOn>,
     /// Concurrent writer streams.
     pub streams: usize,
     /// The client flavour.
@@ -233,6 +242,63 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+
+    /// A one-target verified run with a few losses, for the tests of the report's readers.
+    #[cfg(test)]
+    pub(crate) fn example() -> Report {
+        Report {
+            target: "http://h".into(),
+            targets: Vec::new(),
+            viewers_on: None,
+            streams: 1,
+            client: "raw".into(),
+            points_per_chunk: 1,
+            duration_s: 1.0,
+            connect_s: 0.0,
+            offered_rate: Some(1000.0),
+            achieved_rate: 995.0,
+            points_scheduled: Some(1000),
+            points_sent: 995,
+            bytes_sent: 1,
+            points_acknowledged: None,
+            acknowledged_rate: None,
+            bytes_per_s: 1.0,
+            points_verified: Some(990),
+            lost: Some(5),
+            duplicated: Some(0),
+            out_of_order: Some(0),
+            corrupted: Some(0),
+            unobserved: Some(0),
+            seq_gaps: Some(0),
+            viewer_resets: Some(0),
+            digest_mismatches: Some(0),
+            count_mismatches: Some(0),
+            reconnects: 0,
+            errors_by_status: [("503".to_owned(), 2)].into_iter().collect(),
+            send_latency_ms: Some(Percentiles {
+                p50: 0.1,
+                p90: 0.2,
+                p99: 0.5,
+                p999: 1.0,
+                max: 2.0,
+                count: 995,
+            }),
+            e2e_latency_ms: Some(Percentiles {
+                p50: 1.0,
+                p90: 2.0,
+                p99: 60.0,
+                p999: 70.0,
+                max: 80.0,
+                count: 990,
+            }),
+            server_latency_ms: None,
+            interrupted: false,
+        }
+    }
+}
+
+fn is_single(targets: &[TargetLoad]) -> bool {
+    targets.len() <= 1
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -264,5 +330,33 @@ mod tests {
         assert_eq!(p.count, 101);
         assert!((49.0..=52.0).contains(&p.p50), "{p:?}");
         assert!((1990.0..=2010.0).contains(&p.max), "{p:?}");
+    }
+
+    #[test]
+    fn json_names_several_targets_and_keeps_the_one_target_shape() {
+        let parse = |r: &Report| -> serde_json::Value {
+            serde_json::from_str(&r.to_json()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut r = Report::example();
+        let one = parse(&r);
+        assert_eq!(one["target"], "http://h");
+        assert!(one.get("targets").is_none(), "{one}");
+        assert!(one.get("viewers_on").is_none(), "{one}");
+        r.target = "http://a:1,http://b:2".to_owned();
+        r.viewers_on = Some(ViewersOn::Other);
+        r.targets = ["http://a:1", "http://b:2"]
+            .into_iter()
+            .map(|url| TargetLoad {
+                url: url.to_owned(),
+                writers: 1,
+                viewers: 1,
+            })
+            .collect();
+        let two = parse(&r);
+        assert_eq!(two["viewers_on"], "other");
+        assert_eq!(
+            two["targets"][1],
+            serde_json::json!({"url": "http://b:2", "writers": 1, "viewers": 1})
+        );
     }
 }

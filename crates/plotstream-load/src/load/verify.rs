@@ -8,7 +8,9 @@
 //! silent gap, and the points it skipped are counted as unobserved rather than lost. At the end
 //! the inspection read gives `last_seq` (compared with the points sent) and `digest`
 //! (compared with an independent JCS of the last `maxpoints` points sent). The viewer, the
-//! inspection reader and the JCS oracle are the ones `conform` uses ([`crate::probe`]).
+//! inspection reader and the JCS oracle are the ones `conform` uses ([`crate::probe`]). Both the
+//! viewer and the inspection read go to the stream's viewer target (`super::targets`), which is
+//! another node than its writer's with `--viewers-on other`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,7 +142,7 @@ pub(crate) async fn run(
     } else {
         SUBSCRIBE_TIMEOUT
     };
-    let mut feed = match subscribe(&ctx, &token, patience).await {
+    let mut feed = match subscribe(&ctx, stream_idx, &token, patience).await {
         Ok(s) => s,
         Err(kind) => {
             ctx.counters.error(kind);
@@ -300,10 +302,12 @@ fn write_issued(ctx: &Ctx, stream_idx: usize, chunk_idx: u64) -> Option<Instant>
 /// first line) is retried briefly. An error is the counter it is reported under.
 async fn subscribe(
     ctx: &Ctx,
+    stream_idx: usize,
     token: &str,
     patience: Duration,
 ) -> Result<Subscription, &'static str> {
-    let endpoint = Endpoint::new(&ctx.target.addr, &ctx.target.host);
+    let target = ctx.targets.viewer(stream_idx);
+    let endpoint = Endpoint::new(&target.addr, &target.host);
     let deadline = Instant::now() + patience;
     let mut delay = Duration::from_millis(2);
     loop {
@@ -326,9 +330,12 @@ async fn subscribe(
     }
 }
 
-/// `GET /api/streams/{token}`: what the verifier compares, or why there is nothing to compare.
-pub(crate) async fn inspect(ctx: &Ctx, token: &str) -> Result<inspect::Inspection, String> {
-    let endpoint = Endpoint::new(&ctx.target.addr, &ctx.target.host);
+/// `GET /api/streams/{token}` of stream `stream_idx`, on its viewer's target: what the verifier
+/// compares, or why there is nothing to compare.
+pub(crate) async fn inspect(ctx: &Ctx, stream_idx: usize) -> Result<inspect::Inspection, String> {
+    let token = ctx.tokens[stream_idx].as_str();
+    let target = ctx.targets.viewer(stream_idx);
+    let endpoint = Endpoint::new(&target.addr, &target.host);
     match inspect::read(&endpoint, token, Detail::Counts).await {
         Ok(Some(i)) => Ok(i),
         Ok(None) => Err(format!("GET /api/streams/{token}: no such stream")),

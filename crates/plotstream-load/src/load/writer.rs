@@ -251,7 +251,8 @@ const NO_RESPONSE: WriterEvent = WriterEvent::Response {
 };
 
 async fn open(ctx: &Ctx, stream_idx: usize) -> Result<Conn, &'static str> {
-    let connect = TcpStream::connect(&ctx.target.addr);
+    let target = ctx.targets.writer(stream_idx);
+    let connect = TcpStream::connect(&target.addr);
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(s)) => s,
         _ => return Err("connect"),
@@ -263,8 +264,7 @@ async fn open(ctx: &Ctx, stream_idx: usize) -> Result<Conn, &'static str> {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(MAX_MODE_SNDBUF);
     }
     let origin = Instant::now();
-    let mut config =
-        WriterConfig::new(ctx.flavour, ctx.target.host.clone(), ctx.tokens[stream_idx]);
+    let mut config = WriterConfig::new(ctx.flavour, target.host.clone(), ctx.tokens[stream_idx]);
     config.heartbeat = Some(HEARTBEAT);
     let mut writer = Writer::new(config, Duration::ZERO);
     writer.handle_connected(Duration::ZERO);
