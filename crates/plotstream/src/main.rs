@@ -193,9 +193,9 @@ struct ServeArgs {
     /// crash loses at most this much of streams whose writers had no final 200 yet.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     sync_interval: Duration,
-    /// With --redis (ignored otherwise): how long a node's hold on a writer's token outlives the node, so that the
-    /// writer is admitted by another node at most this long after its node died; refreshed
-    /// every third of it (docs/storage.md "Several nodes").
+    /// With --redis (ignored otherwise): how long a node's hold on a writer's token outlives
+    /// the node, so that the writer is admitted by another node at most this long after its
+    /// node died; refreshed every third of it (docs/storage.md "Several nodes").
     #[arg(long, default_value = "5s", value_parser = parse_lease_time)]
     lease_time: Duration,
 }
