@@ -4,7 +4,7 @@
 //!
 //! One module per concern, as in oha: [`schedule`] (intended times and point values), `writer`
 //! (one task per stream), `verify` (SSE viewers and inspection through the shared
-//! `crate::probe`, the digest from its independent JCS oracle), [`report`] (counters, HdrHistogram percentiles, the JSON report), [`assert`]
+//! `crate::probe`, the digest from its independent JCS oracle), [`report`] (counters, HdrHistogram percentiles, the JSON report), [`assert`](mod@assert)
 //! (`--assert`) and `printer` (progress line, text report). [`run`] is what `plotstream load`
 //! calls; [`measure`] runs the load and returns the [`Report`] (tests call it).
 //!

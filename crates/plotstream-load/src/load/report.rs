@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Latencies of one kind, shared by every task. Tasks record into a [`LocalLatencies`] and
-/// merge in batches, so the lock is taken once per [`FLUSH_EVERY`] samples.
+/// merge in batches, so the lock is taken once per `FLUSH_EVERY` samples.
 #[derive(Debug)]
 pub struct Latencies {
     hist: Mutex<Histogram<u64>>,
