@@ -88,9 +88,19 @@ fn steps() -> Vec<Step> {
             run: clippy,
         },
         Step {
+            name: "docs",
+            what: "RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps",
+            run: docs,
+        },
+        Step {
             name: "test",
             what: "cargo test --workspace, one count per test",
             run: test,
+        },
+        Step {
+            name: "package",
+            what: "cargo publish --workspace --dry-run --allow-dirty: every published crate packaged and built alone",
+            run: package,
         },
         Step {
             name: "conform",
@@ -195,6 +205,22 @@ fn clippy(_: &Ctx) -> Result<Outcome> {
         "-D",
         "warnings",
     ]);
+    Ok(Outcome::check(util::run_echoed(&mut cmd)?))
+}
+
+/// The API documentation with every rustdoc warning an error (broken intra-doc links among them).
+fn docs(_: &Ctx) -> Result<Outcome> {
+    let mut cmd = util::cargo(["doc", "--workspace", "--no-deps"]);
+    cmd.env("RUSTDOCFLAGS", "-D warnings");
+    Ok(Outcome::check(util::run_echoed(&mut cmd)?))
+}
+
+/// Packages the crates crates.io gets, in dependency order, and builds each from its package
+/// alone (their dependencies on each other resolve to the packages just made, not to
+/// crates.io), as `cargo publish` would before uploading. `--allow-dirty`: it checks what
+/// would ship, not whether the checkout is committed. It reads the crates.io index.
+fn package(_: &Ctx) -> Result<Outcome> {
+    let mut cmd = util::cargo(["publish", "--workspace", "--dry-run", "--allow-dirty"]);
     Ok(Outcome::check(util::run_echoed(&mut cmd)?))
 }
 

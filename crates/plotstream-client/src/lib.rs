@@ -17,7 +17,10 @@
 //! service's maintenance flap) loses nothing. After a close without a response, or any other
 //! status, the server's count is unknown and nothing is resent: delivery is at most once there.
 //!
-//! # Example
+//! The examples run against an in-process `plotstream-server`: this one writes a stream, and
+//! [`Client::events`] has one that watches the client reconnect after the server ends a stream.
+//!
+//! # Example: write a stream
 //!
 //! ```
 //! use plotstream_client::{Client, Options};
@@ -53,6 +56,11 @@
 //! ```
 
 #![deny(missing_docs)]
+
+// The README's example is a doctest too, so the one crates.io shows compiles and passes.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod driver;
 
@@ -377,6 +385,8 @@ impl Client {
     }
 
     /// Events from now on (the first connection's `Connected` is before any subscriber).
+    ///
+    /// # Example: reconnect
     ///
     /// ```
     /// use std::time::Duration;

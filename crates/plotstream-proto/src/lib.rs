@@ -36,11 +36,12 @@
 //!  Ingest::poll_timeout    ──► the next deadline (L1, L2, L28, L29)
 //! ```
 //!
-//! The client side runs the other way: `encode` writes points and updates in each real
-//! client's flavour, and `writer::Writer` adds the head, heartbeats, the close sequence and the
-//! response.
+//! The client side runs the other way: [`encode`] writes points and updates in each real
+//! client's flavour, and [`writer::Writer`] adds the head, heartbeats, the close sequence and the
+//! response. Its documentation has the example that writes a stream, and
+//! [`writer::should_reconnect`] says when a client reconnects.
 //!
-//! # Example
+//! # Example: decode a stream
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -78,6 +79,11 @@
 //! ```
 
 #![deny(missing_docs)]
+
+// The README's example is a doctest too, so the one crates.io shows compiles and passes.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod canonical;
 pub mod chunked;

@@ -78,6 +78,58 @@ pub enum WriterEvent {
 }
 
 /// One writer connection.
+///
+/// # Example: write a stream
+///
+/// A writer in chart_studio's flavour writes three points and closes; proto's own [`Ingest`]
+/// plays the server, and its response goes back to the writer one byte per read. A driver does
+/// the same with a socket in between (`plotstream-client` is one).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use bytes::BytesMut;
+/// use plotstream_proto::encode::{Flavour, Num};
+/// use plotstream_proto::writer::{should_reconnect, Writer, WriterConfig, WriterEvent};
+/// use plotstream_proto::{Event, Ingest, IngestConfig, Status, Token};
+///
+/// let now = Duration::ZERO;
+/// let token = Token::parse(b"abcdef1234").expect("a valid token");
+/// let config = WriterConfig::new(Flavour::Python, "127.0.0.1:9999", token);
+/// let mut writer = Writer::new(config, now);
+/// writer.handle_connected(now); // the socket connected: the head is queued
+/// for i in 0..3 {
+///     writer.write_point(now, Num::Int(i), Num::Float(0.5 * i as f64));
+/// }
+/// writer.close(now);
+/// let mut wire = Vec::new();
+/// writer.poll_transmit(&mut wire); // what the driver writes to the socket
+///
+/// // The server's side.
+/// let mut ingest = Ingest::new(IngestConfig::default(), now);
+/// ingest.handle_input(now, &mut BytesMut::from(&wire[..]));
+/// while let Some(event) = ingest.poll_event(now) {
+///     if let Event::Head(_) = event {
+///         ingest.admit(now, SystemTime::UNIX_EPOCH);
+///     }
+/// }
+/// let mut response = Vec::new();
+/// ingest.poll_transmit(&mut response);
+///
+/// // Whatever the reads' sizes, the writer reports the status and the points acknowledged.
+/// for byte in &response {
+///     writer.handle_input(now, std::slice::from_ref(byte));
+/// }
+/// writer.handle_eof(now);
+/// let Some(WriterEvent::Response { status, points }) = writer.poll_event() else {
+///     panic!("the response is complete");
+/// };
+/// assert_eq!(status, Some(Status::OK));
+/// assert_eq!(points, Some(3));
+/// // A 200 ends one connection; the real clients open the next one.
+/// assert!(should_reconnect(status));
+/// ```
+///
+/// [`Ingest`]: crate::Ingest
 #[derive(Debug)]
 pub struct Writer {
     config: WriterConfig,
@@ -334,6 +386,16 @@ impl Writer {
 /// no response, a healthy disconnect (200, the legacy maintenance flap), a timeout (408) or
 /// unavailability (502, 503, 520). Not after 423 (another writer holds the token), nor after
 /// any other 4xx, which would repeat.
+///
+/// ```
+/// use plotstream_proto::writer::should_reconnect;
+/// use plotstream_proto::Status;
+///
+/// assert!(should_reconnect(None)); // the server closed without a response
+/// assert!(should_reconnect(Some(Status::OK)));
+/// assert!(should_reconnect(Some(Status::REQUEST_TIMEOUT)));
+/// assert!(!should_reconnect(Some(Status::BAD_REQUEST)));
+/// ```
 pub fn should_reconnect(status: Option<Status>) -> bool {
     match status {
         None => true,

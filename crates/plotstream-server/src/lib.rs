@@ -6,6 +6,11 @@
 
 #![deny(missing_docs)]
 
+// The README's example is a doctest too, so the one crates.io shows compiles and passes.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod cluster;
 mod config;
 mod conn;

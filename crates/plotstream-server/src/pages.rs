@@ -337,9 +337,11 @@ fn short_hash(text: &str) -> String {
         .collect()
 }
 
-static VIEWER_JS: &str = include_str!("../../../viewer/viewer.js");
-static VIEWER_CSS: &str = include_str!("../../../viewer/viewer.css");
-static PLOTLY_JS_LICENSE: &str = include_str!("../../../viewer/LICENSE-plotly.js.txt");
+// crates/plotstream-server/viewer/ holds symlinks to the repository's viewer/, so that the
+// packaged crate (which cannot reach outside its directory) carries the files themselves.
+static VIEWER_JS: &str = include_str!("../viewer/viewer.js");
+static VIEWER_CSS: &str = include_str!("../viewer/viewer.css");
+static PLOTLY_JS_LICENSE: &str = include_str!("../viewer/LICENSE-plotly.js.txt");
 
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";

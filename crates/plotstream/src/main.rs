@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// The variants' doc comments are clap's help text, verbatim: their example URLs stay bare.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the stream server (ingest endpoint, live viewer, inspection API).

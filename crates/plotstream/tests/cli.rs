@@ -149,6 +149,28 @@ fn demo_streams_points_that_the_api_shows() {
     server.stop();
 }
 
+/// `--version` reports `[workspace.package] version`, which every crate of ours takes (tidy
+/// checks that the published ones say `version.workspace = true` and that the workspace's
+/// dependencies on them name the same version).
+#[test]
+fn version_is_the_crates_version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+    let manifest = std::fs::read_to_string(root).unwrap();
+    let package = manifest.split("[workspace.package]").nth(1).unwrap();
+    let version = package
+        .lines()
+        .find_map(|line| line.strip_prefix("version = "))
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("plotstream {version}\n")
+    );
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+}
+
 #[test]
 fn tokens_are_ten_lowercase_alphanumerics() {
     let out = Command::new(BIN)

@@ -1,6 +1,7 @@
 //! What the `Cargo.toml` files may say: the codemap's dependency directions (README.md,
-//! Codemap), no I/O runtime in the protocol crate, no `anyhow` in library crates, unpublished
-//! crates with the workspace lints, documented libraries.
+//! Codemap), no I/O runtime in the protocol crate, no `anyhow` in library crates, published
+//! crates ready for crates.io and the others unpublished, the workspace lints, documented
+//! libraries.
 
 use std::{collections::BTreeSet, fs, path::PathBuf};
 
@@ -69,9 +70,11 @@ fn libraries_do_not_depend_on_anyhow() -> Result<()> {
 /// The library crates that still list `anyhow` in `[dependencies]`.
 const ANYHOW_ALLOWED: &[&str] = &[];
 
-/// STYLE.md convention 10: internal crates are `publish = false` and take the workspace lints.
+/// STYLE.md convention 10: internal crates are `publish = false`, the crates of [`PUBLISHED`]
+/// carry what crates.io and docs.rs show (issue 15 item 1), and every crate takes the workspace
+/// lints.
 #[test]
-fn crates_are_unpublished_and_use_workspace_lints() -> Result<()> {
+fn crates_are_published_or_internal_and_use_workspace_lints() -> Result<()> {
     let mut offenders = Vec::new();
     for manifest_path in crate_manifests()? {
         let entries = manifest_entries(&read(&manifest_path)?);
@@ -80,9 +83,23 @@ fn crates_are_unpublished_and_use_workspace_lints() -> Result<()> {
                 .iter()
                 .any(|e| e.table == table && e.key == key && e.value == value)
         };
-        if !has("package", "publish", "false") {
+        let name = entries
+            .iter()
+            .find(|e| e.table == "package" && e.key == "name")
+            .map(|e| unquote(&e.value).to_owned())
+            .unwrap_or_default();
+        let unpublished = has("package", "publish", "false");
+        if PUBLISHED.contains(&name.as_str()) {
+            if unpublished {
+                offenders.push(format!(
+                    "{}: published, but says `publish = false`",
+                    relative(&manifest_path)
+                ));
+            }
+            offenders.extend(publication_gaps(&manifest_path, &entries));
+        } else if !unpublished {
             offenders.push(format!(
-                "{}: missing `publish = false`",
+                "{}: missing `publish = false` (or add it to PUBLISHED)",
                 relative(&manifest_path)
             ));
         }
@@ -103,6 +120,95 @@ fn crates_are_unpublished_and_use_workspace_lints() -> Result<()> {
         offenders.join("\n  ")
     );
     Ok(())
+}
+
+/// A published crate links only published crates of ours (`cargo publish` refuses a normal or
+/// build dependency that is not on crates.io; a dev-dependency without a version is dropped).
+#[test]
+fn published_crates_link_only_published_crates() -> Result<()> {
+    let members = workspace_members()?;
+    let ours: BTreeSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    let mut offenders = Vec::new();
+    for member in members
+        .iter()
+        .filter(|m| PUBLISHED.contains(&m.name.as_str()))
+    {
+        for dependency in member.linked() {
+            let to = dependency.name.as_str();
+            if ours.contains(to) && !PUBLISHED.contains(&to) {
+                offenders.push(format!(
+                    "{}:{}: {} -> {to}",
+                    member.manifest, dependency.line, member.name
+                ));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "published crates that link an unpublished one:\n  {}",
+        offenders.join("\n  ")
+    );
+    Ok(())
+}
+
+/// Every crate of ours in `[workspace.dependencies]` has a `version` (crates.io needs it), and it
+/// is `[workspace.package] version`, the one every crate and the CLI's `--version` report.
+#[test]
+fn workspace_dependencies_on_our_crates_have_the_workspace_version() -> Result<()> {
+    let entries = manifest_entries(&read(&project_root().join("Cargo.toml"))?);
+    let version = entries
+        .iter()
+        .find(|e| e.table == "workspace.package" && e.key == "version")
+        .map(|e| unquote(&e.value).to_owned())
+        .context("[workspace.package] has no version")?;
+    let wanted = format!("version = \"{version}\"");
+    let mut offenders = Vec::new();
+    for entry in entries
+        .iter()
+        .filter(|e| e.table == "workspace.dependencies" && PUBLISHED.contains(&e.key.as_str()))
+    {
+        if !entry.value.contains(&wanted) {
+            offenders.push(format!(
+                "Cargo.toml:{}: {} = {}",
+                entry.line, entry.key, entry.value
+            ));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "[workspace.dependencies] entries of our crates without `{wanted}`:\n  {}",
+        offenders.join("\n  ")
+    );
+    Ok(())
+}
+
+/// What a published crate's manifest and directory lack: the metadata crates.io shows, an
+/// `include` list (so tests, benches and fixtures never ship), the workspace version, and the
+/// README and licence files that `include` names.
+fn publication_gaps(manifest_path: &std::path::Path, entries: &[ManifestEntry]) -> Vec<String> {
+    let mut gaps = Vec::new();
+    for key in [
+        "description",
+        "keywords",
+        "categories",
+        "readme",
+        "include",
+        "license.workspace",
+        "repository.workspace",
+        "version.workspace",
+    ] {
+        if !entries.iter().any(|e| e.table == "package" && e.key == key) {
+            gaps.push(format!("{}: missing `{key}`", relative(manifest_path)));
+        }
+    }
+    let dir = manifest_path.parent().unwrap_or(manifest_path);
+    for file in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
+        // `is_file` follows the symlinks to the repository's licence files.
+        if !dir.join(file).is_file() {
+            gaps.push(format!("{}: missing {file}", relative(&dir.join(file))));
+        }
+    }
+    gaps
 }
 
 /// STYLE.md convention 6: library crates document every public item.
@@ -358,6 +464,9 @@ const SERVER: &str = "plotstream-server";
 const LOAD: &str = "plotstream-load";
 /// The binary crate: the command line.
 const CLI: &str = "plotstream";
+/// The crates on crates.io, in publishing order (docs/development.md, Publishing). Every other
+/// crate is `publish = false`. plotstream-cases is here because plotstream-load links it.
+const PUBLISHED: &[&str] = &[PROTO, CASES, SERVER, "plotstream-client", LOAD, CLI];
 
 const FORBIDDEN_PROTO_DEPENDENCIES: &[&str] =
     &["tokio", "mio", "socket2", "async-std", "hyper", "reqwest"];

@@ -4,8 +4,8 @@
 //! offending file and line, not just the first. By rule family:
 //!
 //! - `manifests`: what the `Cargo.toml` files may say: the codemap's dependency directions, no I/O
-//!   runtime in the protocol crate, no `anyhow` in libraries, unpublished crates with the
-//!   workspace lints, documented libraries;
+//!   runtime in the protocol crate, no `anyhow` in libraries, published crates ready for
+//!   crates.io and internal ones unpublished, the workspace lints, documented libraries;
 //! - `sources`: what Rust source may contain: no I/O or clock in the protocol crate, no ignored
 //!   tests, no file over 700 lines outside tests;
 //! - `imports`: no import circle between the files of a crate;

@@ -4,10 +4,11 @@
 //!
 //! One module per concern, as in oha: [`schedule`] (intended times and point values), `writer`
 //! (one task per stream), `verify` (SSE viewers and inspection through the shared
-//! `crate::probe`, the digest from its independent JCS oracle), [`report`] (counters, HdrHistogram percentiles, the JSON report), [`assert`]
-//! (`--assert`), `printer` (progress line, text report) and [`targets`] (which node each
-//! stream's writer and viewer use when `--target` is given several times). [`run`] is what
-//! `plotstream load` calls; [`measure`] runs the load and returns the [`Report`] (tests call it).
+//! `crate::probe`, the digest from its independent JCS oracle), [`report`] (counters,
+//! HdrHistogram percentiles, the JSON report), [`assert`](mod@assert) (`--assert`), `printer`
+//! (progress line, text report) and [`targets`] (which node each stream's writer and viewer use
+//! when `--target` is given several times). [`run`] is what `plotstream load` calls;
+//! [`measure`] runs the load and returns the [`Report`] (tests call it).
 //!
 //! A run has three phases. Connect: stream `s` connects at `ramp · s / streams`, sends its
 //! head, and with `--verify` its viewer subscribes. Send: once every stream is ready, the

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::targets::{TargetLoad, ViewersOn};
 
 /// Latencies of one kind, shared by every task. Tasks record into a [`LocalLatencies`] and
-/// merge in batches, so the lock is taken once per [`FLUSH_EVERY`] samples.
+/// merge in batches, so the lock is taken once per `FLUSH_EVERY` samples.
 #[derive(Debug)]
 pub struct Latencies {
     hist: Mutex<Histogram<u64>>,

@@ -5,7 +5,7 @@
 //! (read-mostly) finds them. Every operation that must be atomic with another for one stream
 //! (apply vs. takeover, subscribe vs. apply) happens under that stream's lock, and none waits
 //! on I/O: a line is sized, encoded for the journal and for viewers before the lock
-//! ([`Prepared`]), and fan-out uses `try_send` into bounded per-viewer queues, so a slow viewer
+//! (`Prepared`), and fan-out uses `try_send` into bounded per-viewer queues, so a slow viewer
 //! can never stall ingest (M28). [`Store`] gives the lock order.
 //!
 //! Files, lowest first (each imports only those above it): `config` (the policy), `writer`

@@ -1,0 +1,1 @@
+../../../viewer/viewer.js
