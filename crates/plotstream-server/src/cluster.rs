@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use plotstream_proto::Status;
 
-use crate::durable::{Acquired, ClusterLink, OnFenced, StorageError};
+use crate::durable::{Acquired, ClusterLink, OnFenced, StorageError, Table};
 use crate::records::StreamMeta;
 use crate::shared::Shared;
 use crate::store::Conn;
@@ -46,6 +46,8 @@ pub struct Cluster {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The node's shared state, once it exists (the backend's fence callback needs it).
     shared: Arc<OnceLock<Weak<Shared>>>,
+    /// The version of the small tables this node last loaded.
+    tables_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
             shared: Arc::new(OnceLock::new()),
+            tables_seen: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -151,6 +154,7 @@ pub async fn admit_writer(
     token: &plotstream_proto::Token,
 ) -> Result<(), Status> {
     if let Some(cluster) = &shared.cluster {
+        sync_tables(shared).await;
         let takeover = shared.config.store.takeover;
         own(shared, cluster, token.as_str(), takeover, conn.peer).await?;
     }
@@ -201,6 +205,39 @@ fn unavailable(shared: &Shared, e: &StorageError) -> Status {
     tracing::warn!(error = %e, "cluster: Redis did not answer; 503");
     shared.metrics.limit_breach("DC5");
     Status::UNAVAILABLE
+}
+
+/// Before a request that reads or changes tokens, files or folders: reloads them if another
+/// node changed them since this node last did (one `GET` when nothing changed). This node's
+/// own changes are stored first, so a reload never hides them.
+pub async fn sync_tables(shared: &Shared) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let Ok(version) = cluster.call(ClusterLink::tables_version).await else {
+        return;
+    };
+    if version == cluster.tables_seen.load(Ordering::Acquire) {
+        return;
+    }
+    let journal = shared.store.journal();
+    let _ = journal.wait(journal.last_ticket()).await;
+    let Ok(entries) = cluster.call(ClusterLink::tables).await else {
+        return;
+    };
+    let (mut registered, mut retired, mut files) = (Vec::new(), Vec::new(), Vec::new());
+    for (table, key, value) in entries {
+        match table {
+            Table::Registered => registered.push(key),
+            Table::Retired => retired.push(key),
+            _ => files.push((table, key, value)),
+        }
+    }
+    shared.store.replace_tokens(registered, retired);
+    for dropped in shared.files.replace_all(files) {
+        tracing::warn!("cluster: {dropped}");
+    }
+    cluster.tables_seen.store(version, Ordering::Release);
 }
 
 /// Before a read of `token`'s stream: loads this node's copy from Redis unless this node owns

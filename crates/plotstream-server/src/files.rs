@@ -240,6 +240,13 @@ impl Files {
         dropped
     }
 
+    /// Replaces every file and folder with `entries` (on several nodes, when another node
+    /// changed them). Returns what it could not read, as [`Files::restore`].
+    pub fn replace_all(&self, entries: Vec<(Table, String, Vec<u8>)>) -> Vec<String> {
+        *self.lock() = Inner::default();
+        self.restore(entries)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()

@@ -24,6 +24,8 @@ pub async fn serve(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) {
+    // On several nodes: tokens, files and folders as the cluster has them.
+    crate::cluster::sync_tables(&shared).await;
     let path = head.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = head.method.as_str();

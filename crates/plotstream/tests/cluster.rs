@@ -364,3 +364,50 @@ fn nodes_refuse_writes_while_redis_is_down_and_resume_when_it_returns() {
         "{seen:?}"
     );
 }
+
+/// `POST /v2/plots` of a figure with one streamed trace of `token` on `addr`; its fid.
+fn figure(addr: SocketAddr, token: &str) -> String {
+    let body = serde_json::json!({
+        "figure": {"data": [{"type": "scatter", "x": [], "y": [], "stream": {"token": token, "maxpoints": 50}}], "layout": {}},
+        "filename": "cluster-figure"
+    })
+    .to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v2/plots HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap();
+    json["file"]["fid"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_figure_made_on_one_node_is_served_and_streamed_by_the_others() {
+    let c = Cluster::start("cluster-figure", 3, &[]);
+    let fid = figure(c.addr(0), "figtok1");
+    let (user, n) = fid.split_once(':').unwrap();
+    // Its page, from another node.
+    let (status, page) = get(c.addr(1), &format!("/~{user}/{n}"));
+    assert_eq!(status, 200, "{page}");
+    // The figure set maxpoints 50: a writer on a third node streams into that window.
+    assert_eq!(write_all(c.addr(2), "figtok1", 0..80), 200);
+    let window = inspect(c.addr(1), "figtok1");
+    assert_eq!(window["maxpoints"], 50, "{window}");
+    let xs: Vec<u64> = window["window"]["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(xs, (30..80).collect::<Vec<_>>());
+    // The listing of plots on the third node has it too.
+    let (status, listing) = get(c.addr(2), "/");
+    assert_eq!(status, 200);
+    assert!(listing.contains(n), "{listing}");
+}

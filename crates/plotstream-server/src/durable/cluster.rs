@@ -11,6 +11,7 @@
 //! | `released` | hash | token → the last fence whose node let go of it cleanly |
 //! | `fence` | string | the last fence handed out (`INCR`) |
 //! | `readid` | hash | read id → token |
+//! | `tables` | string | moved by every commit that changes tokens, files or folders |
 //! | `owners` | channel | `<token> <fence> <node>` whenever a stream gets a new owner |
 //!
 //! Every change a node stores for a stream is checked, in the same script, against the
@@ -21,8 +22,11 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::ops::{LoadedStream, StorageError};
-use super::redis::{entry_record, key, lines_key, read_streams, RedisLink, StreamEntry};
+use super::ops::{LoadedStream, StorageError, Table};
+use super::redis::{
+    entry_record, key, lines_key, read_streams, RedisBackend, RedisLink, StreamEntry,
+    TABLES_VERSION,
+};
 
 /// The channel on which a new owner is announced.
 pub const OWNERS_CHANNEL: &str = "plotstream:owners";
@@ -261,6 +265,37 @@ impl ClusterLink {
         self.link.with_conn("HGET", |c| {
             redis::cmd("HGET").arg(key("readid")).arg(id).query(c)
         })
+    }
+
+    /// The version of the small tables (moved by every commit that changes them).
+    pub fn tables_version(&mut self) -> Result<u64, StorageError> {
+        self.link.with_conn("GET", |c| {
+            redis::cmd("GET")
+                .arg(key(TABLES_VERSION))
+                .query::<Option<u64>>(c)
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// The small tables' entries `(table, key, value)`: registered and retired tokens, files
+    /// and folders.
+    pub fn tables(&mut self) -> Result<Vec<(Table, String, Vec<u8>)>, StorageError> {
+        let tables = [
+            Table::Registered,
+            Table::Retired,
+            Table::Files,
+            Table::Folders,
+        ];
+        let mut pipe = redis::pipe();
+        for table in tables {
+            pipe.cmd("HGETALL").arg(RedisBackend::kv_key(table));
+        }
+        let all: Vec<Vec<(String, Vec<u8>)>> = self.link.with_conn("HGETALL", |c| pipe.query(c))?;
+        Ok(tables
+            .into_iter()
+            .zip(all)
+            .flat_map(|(t, entries)| entries.into_iter().map(move |(k, v)| (t, k, v)))
+            .collect())
     }
 
     /// Every stream's token.

@@ -32,6 +32,9 @@ const PREFIX: &str = "plotstream:";
 /// to writers) instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The counter every commit that changes the small tables (tokens, files, folders) moves.
+pub(super) const TABLES_VERSION: &str = "tables";
+
 /// How long the lines of a dropped generation stay readable for other nodes' followers.
 const DROPPED_LINES_MS: u64 = 30_000;
 
@@ -252,7 +255,7 @@ impl RedisBackend {
         }
     }
 
-    fn kv_key(table: Table) -> String {
+    pub(super) fn kv_key(table: Table) -> String {
         format!("{PREFIX}kv:{}", table.id())
     }
 }
@@ -363,6 +366,16 @@ impl Backend for RedisBackend {
                     replies_are.push(Reply::Plain);
                 }
             }
+        }
+        // Other nodes reload the small tables when this counter moves (docs/storage.md
+        // "Several nodes").
+        if batch
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::Put { table, .. } if *table != Table::Server))
+        {
+            pipe.cmd("INCR").arg(key(TABLES_VERSION));
+            replies_are.push(Reply::Plain);
         }
         let mut record = Vec::new();
         for run in batch.line_runs() {

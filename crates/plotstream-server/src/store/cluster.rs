@@ -139,7 +139,7 @@ impl Store {
         if s.removed || s.fence != 0 {
             return;
         }
-        if !(!s.stale && self.catch_up(s, &ls)) {
+        if s.stale || !self.catch_up(s, &ls) {
             let (budget, ceiling) = (self.config.stream_bytes, self.config.max_maxpoints);
             if let Some(new) = rebuild(ls, true, budget, ceiling).stream {
                 self.replace(token, s, new);
@@ -255,6 +255,14 @@ impl Store {
             w.displace(Status::LOCKED);
             self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Replaces the registered and retired token sets (on several nodes, when another node
+    /// changed them).
+    pub fn replace_tokens(&self, registered: Vec<String>, retired: Vec<String>) {
+        let mut sets = self.tokens();
+        sets.registered = registered.into_iter().collect();
+        sets.retired = retired.into_iter().collect();
     }
 
     /// The tokens this node holds a writer's lease for, with their fences.

@@ -358,6 +358,13 @@ impl Store {
         }
         let mut guard = cell.lock();
         let stream = &mut *guard;
+        // On several nodes the figure's node made the stream when it took it (`install`): a
+        // stream nobody claimed or wrote is this figure's to claim.
+        let created = created
+            || (self.config.clustered
+                && stream.claimed_by.is_none()
+                && stream.last_seq == 0
+                && stream.window.is_empty());
         if (created || self.config.users.is_some()) && stream.claimed_by.as_deref() != Some(owner) {
             stream.claimed_by = Some(owner.to_owned());
             self.store_meta(token, stream);
