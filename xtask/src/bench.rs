@@ -32,6 +32,9 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     if filter.as_deref() == Some("ingest") {
         return crate::bench_ingest::run();
     }
+    if filter.as_deref() == Some("cluster") {
+        return crate::cluster::bench();
+    }
     if filter.as_deref() == Some("engines") {
         return engines(&passthrough);
     }

@@ -265,7 +265,7 @@ fn points_per_s(report: &Value) -> f64 {
 }
 
 /// Runs `plotstream load --report json --quiet` and returns its report.
-fn load(bin: &Path, url: &str, args: &[&str]) -> Result<Value> {
+pub(crate) fn load(bin: &Path, url: &str, args: &[&str]) -> Result<Value> {
     let mut cmd = Command::new(bin);
     cmd.args(["load", "--target", url, "--report", "json", "--quiet"])
         .args(args)
@@ -306,7 +306,7 @@ fn serve(bin: &Path) -> Result<Server> {
 
 /// `plotstream serve` with `storage` (`--in-memory` or `--data-dir DIR`) and the bench's flags;
 /// stopped when dropped (SIGTERM: a durable server records its clean stop; a kill after 15 s).
-fn serve_with(bin: &Path, storage: &[&str]) -> Result<Server> {
+pub(crate) fn serve_with(bin: &Path, storage: &[&str]) -> Result<Server> {
     let server = Serve::new(bin)
         .flags(storage)
         .flags([

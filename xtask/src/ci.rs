@@ -18,13 +18,21 @@ use crate::{browser, compat, conform as conform_suite, fuzz, util};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(fuzz::SMOKE_SECS);
+    // `--step NAME`: only that step (to rerun one while working on it).
+    let only: Option<String> = args.value("--step")?;
     let (positional, _) = args.finish()?;
     if let Some(extra) = positional.first() {
         anyhow::bail!("`ci` takes no positional argument, got `{extra}`");
     }
     let ctx = Ctx { fuzz_secs };
 
-    let steps = steps();
+    let mut steps = steps();
+    if let Some(only) = &only {
+        steps.retain(|s| s.name == only);
+        if steps.is_empty() {
+            anyhow::bail!("no ci step is named `{only}`");
+        }
+    }
     let n_steps = steps.len();
     let mut results = Vec::with_capacity(n_steps);
     for (step_idx, step) in steps.iter().enumerate() {
@@ -106,6 +114,11 @@ fn steps() -> Vec<Step> {
             name: "conform",
             what: "plotstream conform against plotstream serve, and its calibration",
             run: conform,
+        },
+        Step {
+            name: "cluster",
+            what: "three plotstream serve --redis nodes on a real redis-server: conform against one, load --verify with every viewer on another node",
+            run: cluster,
         },
         Step {
             name: "compat",
@@ -264,6 +277,21 @@ fn compat(_: &Ctx) -> Result<Outcome> {
         failed: tally.failed,
         skipped: None,
         details: tally.failures,
+    })
+}
+
+/// Several nodes on one Redis (`cluster::check`): two checks, or skipped without redis-server.
+fn cluster(_: &Ctx) -> Result<Outcome> {
+    let checked = crate::cluster::check()?;
+    if let Some(reason) = checked.skipped {
+        println!("cluster: SKIPPED ({reason})");
+        return Ok(Outcome::skipped(reason));
+    }
+    Ok(Outcome {
+        passed: checked.passed,
+        failed: checked.failed,
+        skipped: None,
+        details: checked.failures,
     })
 }
 

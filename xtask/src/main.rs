@@ -21,6 +21,7 @@ mod bench_ingest;
 mod bench_summary;
 mod browser;
 mod ci;
+mod cluster;
 mod compat;
 mod conform;
 mod fuzz;

@@ -391,8 +391,8 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool) {
                         continue;
                     }
                     // A writer connected to a node again: the copy takes the rest of the old
-                    // generation, then goes on in the new one from where it is, without a
-                    // reset, if the new one's snapshot is not past it.
+                    // generation, then follows the new one from where it is, without a reset
+                    // (if the new one does not go on from there, `follow` sees the gap).
                     let mut last = f.last_seq;
                     while let Ok(runs) = link.tail(&[(f.gen, last)], Duration::ZERO, FOLLOW_BATCH) {
                         let Some(end) = runs.last().map(|r| r.1) else {
@@ -406,15 +406,7 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool) {
                         }
                         last = end;
                     }
-                    let switched = link
-                        .snapshot_seq(meta.gen)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|seq| {
-                            shared
-                                .store
-                                .switch_gen(&f.token, meta.gen, &meta.epoch, seq)
-                        });
+                    let switched = shared.store.switch_gen(&f.token, meta.gen, &meta.epoch);
                     if !switched {
                         reload.push(f.token.clone());
                     }

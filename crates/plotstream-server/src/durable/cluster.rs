@@ -247,19 +247,6 @@ impl ClusterLink {
         })
     }
 
-    /// The seq generation `gen`'s snapshot was taken at, if it has one.
-    pub fn snapshot_seq(&mut self, gen: u64) -> Result<Option<u64>, StorageError> {
-        // The whole record (up to L24's 4 MiB) for its first 8 bytes: only when a followed
-        // stream changes generation, which a writer's connection does, not a line.
-        let stored: Option<Vec<u8>> = self.link.with_conn("HGET", |c| {
-            redis::cmd("HGET").arg(key("snap")).arg(gen).query(c)
-        })?;
-        Ok(stored
-            .as_deref()
-            .and_then(|b| b.split_first_chunk::<8>())
-            .map(|(seq, _)| u64::from_be_bytes(*seq)))
-    }
-
     /// The token of read id `id`, if some node made it.
     pub fn token_of_read_id(&mut self, id: &str) -> Result<Option<String>, StorageError> {
         self.link.with_conn("HGET", |c| {

@@ -180,9 +180,10 @@ type GenLines<'a> = (u64, Vec<(u64, &'a [u8])>);
 impl Batch {
     /// The lines this commit stores, as every backend stores them: per generation, runs of
     /// consecutive seqs (a gap cannot happen within one generation; split rather than trust
-    /// it), without the lines that a snapshot or a dropped generation later in the same batch
-    /// makes unnecessary.
-    pub fn line_runs(&self) -> Vec<LineRun<'_>> {
+    /// it), without the lines that a dropped generation later in the same batch makes
+    /// unnecessary, nor (`skip_snapshotted`) those a snapshot later in the batch covers. Redis
+    /// keeps the latter: other nodes follow a stream by its lines.
+    pub fn line_runs(&self, skip_snapshotted: bool) -> Vec<LineRun<'_>> {
         let mut by_gen: Vec<GenLines<'_>> = Vec::new();
         for op in &self.ops {
             match op {
@@ -196,7 +197,7 @@ impl Batch {
                     };
                     by_gen[i].1.push((*seq, self.record(op)));
                 }
-                Op::Snapshot { gen, seq, .. } => {
+                Op::Snapshot { gen, seq, .. } if skip_snapshotted => {
                     if let Some((_, lines)) = by_gen.iter_mut().find(|(g, _)| g == gen) {
                         lines.retain(|(s, _)| s > seq);
                     }

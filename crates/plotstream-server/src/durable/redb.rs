@@ -138,7 +138,7 @@ impl RedbBackend {
                 }
             }
             let mut record = Vec::new();
-            for run in batch.line_runs() {
+            for run in batch.line_runs(true) {
                 run.encode(&mut record);
                 lines
                     .insert((run.gen, run.last), record.as_slice())

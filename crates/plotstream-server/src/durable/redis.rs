@@ -10,8 +10,9 @@
 //! | `lines:<gen>` | stream | one entry per stream and commit, id `<last seq>-0`, field `r`: the lines' record (`records::encode_batch`) |
 //! | `kv:<table>` | hash | the small tables (registered, retired, files, folders, server) |
 //!
-//! A snapshot trims its generation's stream to the lines after it (`XTRIM MINID`), so a stream
-//! holds about one window of lines, as on disk. Redis transactions do not roll back: a commit
+//! A snapshot trims its generation's stream (`XTRIM MINID`) to the lines after the snapshot
+//! this node stored [`KEPT_COMMITS`] commits earlier: a load needs only those after the last
+//! snapshot, other nodes that follow the stream by its lines need a margin. Redis transactions do not roll back: a commit
 //! retried after a lost `EXEC` reply may find its lines already there, which `XADD` reports as
 //! an id "equal or smaller" than the stream's top and this backend counts as written (every
 //! other op is idempotent).
@@ -35,6 +36,10 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The counter every commit that changes the small tables (tokens, files, folders) moves.
 pub(super) const TABLES_VERSION: &str = "tables";
 
+/// Commits of a stream's lines kept past its snapshots, for other nodes that follow it (see
+/// `RedisBackend::trims`).
+const KEPT_COMMITS: usize = 16;
+
 /// How long the lines of a dropped generation stay readable for other nodes' followers.
 const DROPPED_LINES_MS: u64 = 30_000;
 
@@ -53,6 +58,10 @@ pub struct RedisBackend {
     /// The token of each generation this process wrote metadata for: the fence scripts check
     /// the stream's owner by token.
     owners: std::collections::HashMap<u64, String>,
+    /// Per generation, the seq of its last snapshot in each of the last [`KEPT_COMMITS`]
+    /// commits that stored one: a snapshot trims the lines only up to the oldest, so another
+    /// node that follows the stream up to that many commits behind still finds every line.
+    trims: std::collections::HashMap<u64, std::collections::VecDeque<u64>>,
     /// Told the token of a stream whose changes were refused because another node owns it now,
     /// before the commit's ticket is published (so its writer is not acknowledged).
     on_fenced: Option<OnFenced>,
@@ -176,6 +185,7 @@ impl RedisBackend {
         let mut backend = RedisBackend {
             link: RedisLink::new(url)?,
             owners: std::collections::HashMap::new(),
+            trims: std::collections::HashMap::new(),
             on_fenced,
         };
         let version = backend.server_version()?;
@@ -191,6 +201,24 @@ impl RedisBackend {
 
     fn err(&self, what: &str, e: &dyn std::fmt::Display) -> StorageError {
         self.link.err(what, e)
+    }
+
+    /// The `MINID` a snapshot of `gen` at `seq` trims to (empty: nothing yet), and `seq`
+    /// remembered for the commits after this one (several snapshots in one commit count once).
+    fn trim_before(&mut self, gen: u64, seq: u64) -> String {
+        let kept = self.trims.entry(gen).or_default();
+        let minid = match kept.front() {
+            Some(oldest) if kept.len() >= KEPT_COMMITS => format!("{}-0", oldest + 1),
+            _ => String::new(),
+        };
+        if kept.back().is_some_and(|last| *last >= seq) {
+            return minid;
+        }
+        kept.push_back(seq);
+        while kept.len() > KEPT_COMMITS {
+            kept.pop_front();
+        }
+        minid
     }
 
     fn with_conn<T>(
@@ -322,7 +350,7 @@ impl Backend for RedisBackend {
                 },
                 Op::Line { .. } => {}
                 Op::Snapshot { gen, seq, record } => {
-                    let Some(token) = self.owners.get(gen) else {
+                    let Some(token) = self.owners.get(gen).cloned() else {
                         tracing::warn!(
                             gen,
                             "store: a snapshot of a generation without metadata; skipped"
@@ -338,12 +366,12 @@ impl Backend for RedisBackend {
                         .arg(key("owner"))
                         .arg(key("snap"))
                         .arg(lines_key(*gen))
-                        .arg(token)
+                        .arg(&token)
                         .arg(fence_of(*gen))
                         .arg(gen)
                         .arg(value)
-                        .arg(format!("{}-0", seq.saturating_add(1)));
-                    replies_are.push(Reply::Fenced(token.clone(), fence_of(*gen)));
+                        .arg(self.trim_before(*gen, *seq));
+                    replies_are.push(Reply::Fenced(token, fence_of(*gen)));
                 }
                 Op::DropGen { gen } => {
                     // Other nodes may still be reading its last lines (a writer that moved
@@ -378,7 +406,7 @@ impl Backend for RedisBackend {
             replies_are.push(Reply::Plain);
         }
         let mut record = Vec::new();
-        for run in batch.line_runs() {
+        for run in batch.line_runs(false) {
             let Some(token) = self.owners.get(&run.gen) else {
                 tracing::warn!(
                     gen = run.gen,
@@ -401,6 +429,7 @@ impl Backend for RedisBackend {
         for op in &batch.ops {
             if let Op::DropGen { gen } = op {
                 self.owners.remove(gen);
+                self.trims.remove(gen);
             }
         }
         if replies_are.is_empty() {
@@ -459,11 +488,12 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
 return 1";
 
-/// Stores a snapshot (and trims the lines it covers) only while the fence holds.
+/// Stores a snapshot only while the fence holds, and trims the lines before `ARGV[5]` (none
+/// when empty).
 const SNAP_SCRIPT: &str = r"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-redis.call('XTRIM', KEYS[3], 'MINID', ARGV[5])
+if ARGV[5] ~= '' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[5]) end
 return 1";
 
 /// Appends a run of lines only while the fence holds; `2` when a retried commit finds it there.

@@ -299,15 +299,15 @@ impl Store {
             .collect()
     }
 
-    /// `token`'s stream went on in generation `gen` (epoch `epoch`) from a snapshot at
-    /// `snap_seq`: if this copy (not owned here) is in that epoch and has every line up to the
-    /// snapshot, it follows the new generation from where it is. False when it must be loaded.
-    pub fn switch_gen(&self, token: &str, gen: u64, epoch: &str, snap_seq: u64) -> bool {
+    /// `token`'s stream went on in generation `gen` (epoch `epoch`): if this copy (not owned
+    /// here) is in that epoch, it follows the new generation from where it is (a gap there
+    /// makes it stale, see [`Store::follow`]). False when it must be loaded.
+    pub fn switch_gen(&self, token: &str, gen: u64, epoch: &str) -> bool {
         let Some(cell) = self.find(token) else {
             return false;
         };
         let mut s = cell.lock();
-        if s.fence != 0 || s.epoch != epoch || snap_seq > s.last_seq {
+        if s.fence != 0 || s.epoch != epoch {
             return false;
         }
         s.gen = gen;
