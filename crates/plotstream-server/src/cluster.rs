@@ -1,41 +1,16 @@
-//! Several nodes on one Redis (`serve --redis`, docs/storage.md "Several nodes"): the driver
-//! between the store (which does no I/O) and what the nodes share in Redis
-//! ([`crate::durable::ClusterLink`]).
-//!
-//! - A writer's token is taken with a lease before its first line ([`admit_writer`]): a new
-//!   owner gets a new fence, loads the stream from Redis and goes on from its last stored
-//!   line; the previous owner hears of it on the owners channel and ends its writer with 423.
-//! - Three threads per node: `leases` (refreshes this node's leases every third of their
-//!   time, lets go of those whose writers left once their lines are stored), `owners` (the
-//!   announcements of new owners), `follow` (tails the lines of every stream with viewers here
-//!   that another node owns, one `XREAD` for all of them, and loads a copy again on a gap or a
-//!   new generation).
-//! - Reads of a stream this node neither owns nor follows load it first ([`load`]).
+//! This node's part of several nodes on one Redis (`serve --redis`, docs/storage.md "Several
+//! nodes"): its link to what the nodes share (`durable::ClusterLink`), its threads, the tokens
+//! whose leases go, and what a fenced change does. What the routes and threads do with it is
+//! `nodes`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use plotstream_proto::Status;
-
-use crate::durable::{Acquired, ClusterLink, OnFenced, StorageError, Table};
-use crate::records::StreamMeta;
-use crate::shared::Shared;
-use crate::store::Conn;
-
-/// How long a follower's `XREAD` waits for new lines before it looks for new streams to follow.
-const FOLLOW_BLOCK: Duration = Duration::from_millis(100);
-
-/// How often a follower checks that the streams it follows are still in the generation it
-/// reads (a figure restarted one, or a new owner took it).
-const META_CHECK: Duration = Duration::from_millis(100);
-
-/// Runs of lines one `XREAD` returns at most.
-const FOLLOW_BATCH: usize = 1024;
+use crate::durable::{ClusterLink, OnFenced, StorageError};
 
 /// A node's part of the cluster.
-#[derive(Debug)]
 pub struct Cluster {
     /// For the routes' calls (taken from blocking tasks, one call at a time).
     link: Arc<Mutex<ClusterLink>>,
@@ -44,10 +19,23 @@ pub struct Cluster {
     releases_rx: Mutex<Option<mpsc::Receiver<String>>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// The node's shared state, once it exists (the backend's fence callback needs it).
-    shared: Arc<OnceLock<Weak<Shared>>>,
+    /// What to do when the backend's fence refused a change (set once the node's state
+    /// exists: `nodes::start`).
+    fenced: Arc<OnceLock<FencedHandler>>,
     /// The version of the small tables this node last loaded.
-    tables_seen: std::sync::atomic::AtomicU64,
+    pub(crate) tables_seen: std::sync::atomic::AtomicU64,
+}
+
+/// What a node does when another node's fence refused its change to a stream.
+pub type FencedHandler = Box<dyn Fn(&str, u64) + Send + Sync>;
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("link", &self.link)
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cluster {
@@ -62,54 +50,50 @@ impl Cluster {
             releases_rx: Mutex::new(Some(rx)),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
-            shared: Arc::new(OnceLock::new()),
+            fenced: Arc::new(OnceLock::new()),
             tables_seen: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// What the backend calls when another node's fence refused this node's change to a
-    /// stream (made under `fence`): this node stops owning it and its writer ends with 423,
-    /// before the commit is acknowledged.
+    /// stream (made under `fence`): the handler set by [`Cluster::on_fenced_do`], before the
+    /// commit is acknowledged.
     pub fn on_fenced(&self) -> OnFenced {
-        let shared = self.shared.clone();
+        let fenced = self.fenced.clone();
         Arc::new(move |token: &str, fence: u64| {
-            if let Some(shared) = shared.get().and_then(Weak::upgrade) {
-                shared.store.lost_ownership(token, Some(fence + 1));
+            if let Some(handler) = fenced.get() {
+                handler(token, fence);
             }
         })
     }
 
-    /// Starts the node's threads.
-    pub fn start(&self, shared: &Arc<Shared>) {
-        let _ = self.shared.set(Arc::downgrade(shared));
-        let link = lock(&self.link);
-        let mut threads = lock(&self.threads);
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(format!("plotstream-{name}"))
-                .spawn(f)
-                .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"))
-        };
-        if let Some(rx) = lock(&self.releases_rx).take() {
-            let (l, w, stop) = (
-                link.sibling(Duration::from_secs(2)),
-                Arc::downgrade(shared),
-                self.stop.clone(),
-            );
-            threads.push(spawn("leases", Box::new(move || leases(l, &w, &rx, &stop))));
-        }
-        let (l, w, stop) = (
-            link.sibling(Duration::from_millis(250)),
-            Arc::downgrade(shared),
-            self.stop.clone(),
-        );
-        threads.push(spawn("owners", Box::new(move || owners(&l, &w, &stop))));
-        let (l, w, stop) = (
-            link.sibling(Duration::from_secs(2)),
-            Arc::downgrade(shared),
-            self.stop.clone(),
-        );
-        threads.push(spawn("follow", Box::new(move || follow(l, &w, &stop))));
+    /// Sets what a refused change does (once).
+    pub fn on_fenced_do(&self, handler: FencedHandler) {
+        let _ = self.fenced.set(handler);
+    }
+
+    /// A link of this node's own for a thread, whose reads wait at most `timeout`.
+    pub fn sibling(&self, timeout: Duration) -> ClusterLink {
+        lock(&self.link).sibling(timeout)
+    }
+
+    /// The stop flag the node's threads watch.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// The tokens whose writers left (the leases thread's end; once).
+    pub fn take_releases(&self) -> Option<mpsc::Receiver<String>> {
+        lock(&self.releases_rx).take()
+    }
+
+    /// Starts a thread named `plotstream-<name>` that [`Cluster::stop`] joins.
+    pub fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+        let handle = std::thread::Builder::new()
+            .name(format!("plotstream-{name}"))
+            .spawn(f)
+            .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"));
+        lock(&self.threads).push(handle);
     }
 
     /// Stops the threads (shutdown).
@@ -121,7 +105,7 @@ impl Cluster {
     }
 
     /// Runs `f` on the routes' link in a blocking task.
-    async fn call<T: Send + 'static>(
+    pub(crate) async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut ClusterLink) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
@@ -137,311 +121,6 @@ impl Cluster {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn gen_of(meta: &[u8]) -> Option<u64> {
-    StreamMeta::decode(meta).map(|m| m.gen)
-}
-
-/// Takes `token` for this node before a writer streams it here: 423 when another node's
-/// writer holds it and takeover is off, 503 when Redis cannot be reached; then the store's own
-/// admission (`Store::bind`).
-pub async fn admit_writer(
-    shared: &Shared,
-    conn: &Arc<Conn>,
-    token: &plotstream_proto::Token,
-) -> Result<(), Status> {
-    if let Some(cluster) = &shared.cluster {
-        sync_tables(shared).await;
-        let takeover = shared.config.store.takeover;
-        own(shared, cluster, token.as_str(), takeover, conn.peer).await?;
-    }
-    shared.store.bind(conn, token)
-}
-
-/// Takes the streams a figure names for this node, so that its changes to them are stored
-/// (a writer of one on another node is displaced, as a takeover); the leases go again at once.
-pub async fn own_for_figure(shared: &Shared, tokens: &[String]) -> Result<(), Status> {
-    let Some(cluster) = &shared.cluster else {
-        return Ok(());
-    };
-    for token in tokens {
-        own(shared, cluster, token, true, None).await?;
-        cluster.release(token);
-    }
-    Ok(())
-}
-
-async fn own(
-    shared: &Shared,
-    cluster: &Cluster,
-    token: &str,
-    takeover: bool,
-    peer: Option<std::net::IpAddr>,
-) -> Result<(), Status> {
-    let t = token.to_owned();
-    let acquired = cluster
-        .call(move |link| link.acquire(&t, takeover))
-        .await
-        .map_err(|e| unavailable(shared, &e))?;
-    let (fence, clean) = match acquired {
-        Acquired::Refused => return Err(Status::LOCKED),
-        Acquired::Owned { fence, clean, .. } => (fence, clean),
-    };
-    if shared.store.fence(token) == fence {
-        return Ok(());
-    }
-    let t = token.to_owned();
-    let loaded = cluster
-        .call(move |link| link.load_stream(&t, &gen_of))
-        .await
-        .map_err(|e| unavailable(shared, &e))?;
-    shared.store.install(token, loaded, fence, clean, peer)
-}
-
-fn unavailable(shared: &Shared, e: &StorageError) -> Status {
-    tracing::warn!(error = %e, "cluster: Redis did not answer; 503");
-    shared.metrics.limit_breach("DC5");
-    Status::UNAVAILABLE
-}
-
-/// Before a request that reads or changes tokens, files or folders: reloads them if another
-/// node changed them since this node last did (one `GET` when nothing changed). This node's
-/// own changes are stored first, so a reload never hides them.
-pub async fn sync_tables(shared: &Shared) {
-    let Some(cluster) = &shared.cluster else {
-        return;
-    };
-    let Ok(version) = cluster.call(ClusterLink::tables_version).await else {
-        return;
-    };
-    if version == cluster.tables_seen.load(Ordering::Acquire) {
-        return;
-    }
-    let journal = shared.store.journal();
-    let _ = journal.wait(journal.last_ticket()).await;
-    let Ok(entries) = cluster.call(ClusterLink::tables).await else {
-        return;
-    };
-    let (mut registered, mut retired, mut files) = (Vec::new(), Vec::new(), Vec::new());
-    for (table, key, value) in entries {
-        match table {
-            Table::Registered => registered.push(key),
-            Table::Retired => retired.push(key),
-            _ => files.push((table, key, value)),
-        }
-    }
-    shared.store.replace_tokens(registered, retired);
-    for dropped in shared.files.replace_all(files) {
-        tracing::warn!("cluster: {dropped}");
-    }
-    cluster.tables_seen.store(version, Ordering::Release);
-}
-
-/// Before a read of `token`'s stream: loads this node's copy from Redis unless this node owns
-/// it or follows it (a stream with viewers here). Redis unreachable: the copy as it is.
-pub async fn load(shared: &Shared, token: &str) {
-    let Some(cluster) = &shared.cluster else {
-        return;
-    };
-    if !shared.store.needs_load(token) {
-        return;
-    }
-    let t = token.to_owned();
-    match cluster
-        .call(move |link| link.load_stream(&t, &gen_of))
-        .await
-    {
-        Ok(loaded) => shared.store.refresh(token, loaded),
-        Err(e) => {
-            tracing::warn!(error = %e, "cluster: cannot load a stream; showing this node's copy")
-        }
-    }
-}
-
-/// What a page or feed URL names (see `Store::resolve`), on any node: a read id another node
-/// made is looked up in Redis, and the stream loaded.
-pub async fn resolve(shared: &Shared, id: &str, allow_token: bool) -> Option<String> {
-    let Some(cluster) = &shared.cluster else {
-        return shared.store.resolve(id, allow_token);
-    };
-    let token = match shared.store.resolve(id, allow_token) {
-        Some(token) => token,
-        None => {
-            let i = id.to_owned();
-            let by_read_id = cluster
-                .call(move |link| link.token_of_read_id(&i))
-                .await
-                .ok()
-                .flatten();
-            match by_read_id {
-                Some(token) => token,
-                None if allow_token && plotstream_proto::Token::parse(id.as_bytes()).is_some() => {
-                    id.to_owned()
-                }
-                None => return None,
-            }
-        }
-    };
-    load(shared, &token).await;
-    shared.store.resolve(id, allow_token)
-}
-
-/// The leases thread: refreshes this node's leases every third of their time, and lets go of
-/// those whose writers left once everything journaled before is stored.
-fn leases(
-    mut link: ClusterLink,
-    shared: &Weak<Shared>,
-    rx: &mpsc::Receiver<String>,
-    stop: &AtomicBool,
-) {
-    let period = link.ttl() / 3;
-    let mut next_refresh = Instant::now() + period;
-    while !stop.load(Ordering::Relaxed) {
-        let wait = next_refresh
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(200));
-        let mut released = Vec::new();
-        if let Ok(token) = rx.recv_timeout(wait) {
-            released.push(token);
-            released.extend(rx.try_iter());
-        }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        if !released.is_empty() {
-            // Only what is stored may be let go of: the next owner keeps the epoch.
-            let journal = shared.store.journal().clone();
-            let ticket = journal.last_ticket();
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while journal.progress().durable < ticket && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if journal.progress().durable >= ticket {
-                released.retain(|t| !shared.store.has_writer(t));
-                released.sort();
-                released.dedup();
-                if let Err(e) = link.release(&released) {
-                    tracing::warn!(error = %e, "cluster: cannot let go of leases; they expire");
-                }
-            }
-        }
-        if Instant::now() >= next_refresh {
-            next_refresh = Instant::now() + period;
-            let held = shared.store.leased();
-            match link.refresh(&held) {
-                Ok(lost) => {
-                    for (token, _) in lost {
-                        tracing::warn!("cluster: a lease was lost; its writer ends with 423");
-                        shared.store.lost_ownership(&token, None);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cluster: cannot refresh leases"),
-            }
-        }
-    }
-}
-
-/// The owners thread: every announced new owner makes this node's copy stale (and ends its
-/// writer here, if this node owned it under an older fence).
-fn owners(link: &ClusterLink, shared: &Weak<Shared>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        let result = link.listen(stop, |token, fence| {
-            if let Some(shared) = shared.upgrade() {
-                shared.store.lost_ownership(token, Some(fence));
-            }
-        });
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cluster: the owners channel broke; listening again");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// The follow thread: applies the lines other nodes store to this node's copies of the
-/// streams with viewers here.
-fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool) {
-    let mut last_check = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let Some(shared) = weak.upgrade() else {
-            return;
-        };
-        let follows = shared.store.follows();
-        if follows.is_empty() {
-            drop(shared);
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        let mut reload: Vec<String> = follows
-            .iter()
-            .filter(|f| f.stale)
-            .map(|f| f.token.clone())
-            .collect();
-        if last_check.elapsed() >= META_CHECK {
-            last_check = Instant::now();
-            let tokens: Vec<String> = follows.iter().map(|f| f.token.clone()).collect();
-            if let Ok(metas) = link.metas(&tokens) {
-                for (f, meta) in follows.iter().zip(metas) {
-                    let Some(meta) = meta.as_deref().and_then(StreamMeta::decode) else {
-                        continue;
-                    };
-                    if meta.gen == f.gen {
-                        continue;
-                    }
-                    // A writer connected to a node again: the copy takes the rest of the old
-                    // generation, then follows the new one from where it is, without a reset
-                    // (if the new one does not go on from there, `follow` sees the gap).
-                    let mut last = f.last_seq;
-                    while let Ok(runs) = link.tail(&[(f.gen, last)], Duration::ZERO, FOLLOW_BATCH) {
-                        let Some(end) = runs.last().map(|r| r.1) else {
-                            break;
-                        };
-                        if !runs
-                            .iter()
-                            .all(|(gen, l, r)| shared.store.follow(&f.token, *gen, *l, r))
-                        {
-                            break;
-                        }
-                        last = end;
-                    }
-                    let switched = shared.store.switch_gen(&f.token, meta.gen, &meta.epoch);
-                    if !switched {
-                        reload.push(f.token.clone());
-                    }
-                }
-            }
-        }
-        if !reload.is_empty() {
-            for token in reload {
-                match link.load_stream(&token, &gen_of) {
-                    Ok(loaded) => shared.store.refresh(&token, loaded),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cluster: cannot load a followed stream");
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                }
-            }
-            continue;
-        }
-        let reads: Vec<(u64, u64)> = follows.iter().map(|f| (f.gen, f.last_seq)).collect();
-        drop(shared);
-        let runs = match link.tail(&reads, FOLLOW_BLOCK, FOLLOW_BATCH) {
-            Ok(runs) => runs,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster: cannot read followed streams");
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-        };
-        let Some(shared) = weak.upgrade() else {
-            return;
-        };
-        for (gen, last, record) in runs {
-            if let Some(f) = follows.iter().find(|f| f.gen == gen) {
-                shared.store.follow(&f.token, gen, last, &record);
-            }
-        }
-    }
 }

@@ -85,7 +85,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
             match event {
                 Event::Head(head) => {
                     let admitted = match &head.token {
-                        Some(token) => crate::cluster::admit_writer(shared, &conn, token).await,
+                        Some(token) => crate::nodes::admit_writer(shared, &conn, token).await,
                         None => Ok(()),
                     };
                     match admitted {
@@ -138,8 +138,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     if shared.cluster.is_some() && !conn.holds(token.as_str()) {
                         // On several nodes a token is taken for this node before its first
                         // line here (a token named in the lines, not the head).
-                        if let Err(status) =
-                            crate::cluster::admit_writer(shared, &conn, token).await
+                        if let Err(status) = crate::nodes::admit_writer(shared, &conn, token).await
                         {
                             ingest.reject_line(status);
                             continue;

@@ -25,7 +25,7 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     // On several nodes: tokens, files and folders as the cluster has them.
-    crate::cluster::sync_tables(&shared).await;
+    crate::nodes::sync_tables(&shared).await;
     let path = head.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = head.method.as_str();
@@ -34,7 +34,10 @@ pub async fn serve(
     let keys_mode = shared.config.store.users.is_some();
     let not_found = || Response::json(404, r#"{"errors":[{"message":"Not found"}]}"#);
     let response = match (method, segments.as_slice()) {
-        ("GET", [""]) => pages::index(&shared),
+        ("GET", [""]) => {
+            crate::nodes::load_unseen(&shared).await;
+            pages::index(&shared)
+        }
         ("GET", ["healthz"]) if shared.store.journal().is_failing() => Response::new(
             503,
             "text/plain",
@@ -45,8 +48,11 @@ pub async fn serve(
         ("GET", ["metrics"]) => {
             Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())
         }
-        ("GET", ["api", "streams"]) => Response::json(200, streams_json(&shared, !keys_mode)),
-        ("GET", ["api", "streams", id]) => match crate::cluster::resolve(&shared, id, !keys_mode)
+        ("GET", ["api", "streams"]) => {
+            crate::nodes::load_unseen(&shared).await;
+            Response::json(200, streams_json(&shared, !keys_mode))
+        }
+        ("GET", ["api", "streams", id]) => match crate::nodes::resolve(&shared, id, !keys_mode)
             .await
             .and_then(|token| shared.store.inspect(&token, !keys_mode))
         {
@@ -54,7 +60,7 @@ pub async fn serve(
             None => not_found(),
         },
         ("GET", ["api", "streams", id, "events"]) => {
-            match crate::cluster::resolve(&shared, id, !keys_mode).await {
+            match crate::nodes::resolve(&shared, id, !keys_mode).await {
                 Some(token) => {
                     sse::serve(stream, &head, sse::Feed::Stream(token), shared).await;
                     return;
@@ -65,7 +71,7 @@ pub async fn serve(
         // The page addresses its feeds by the id it was opened with: a read id (keys mode), or
         // in open mode also a token, even one that has not streamed yet.
         ("GET", ["streams", id]) => {
-            if crate::cluster::resolve(&shared, id, !keys_mode)
+            if crate::nodes::resolve(&shared, id, !keys_mode)
                 .await
                 .is_some()
                 || (!keys_mode && plotstream_proto::Token::parse(id.as_bytes()).is_some())

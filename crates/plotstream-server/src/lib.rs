@@ -22,6 +22,7 @@ pub mod fuzzing;
 mod guard;
 mod http;
 pub mod metrics;
+pub mod nodes;
 mod pages;
 mod random;
 pub mod records;
@@ -137,7 +138,7 @@ impl Server {
             cluster: cluster.clone(),
         });
         if let Some(cluster) = &cluster {
-            cluster.start(&shared);
+            nodes::start(cluster, &shared);
         }
         Ok(Server {
             shared,

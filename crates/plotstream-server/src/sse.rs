@@ -62,7 +62,7 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
     };
     let mut traces = Vec::new();
     for (index, token) in tokens {
-        crate::cluster::load(&shared, &token).await;
+        crate::nodes::load(&shared, &token).await;
         match shared.store.subscribe(&token) {
             Ok(Some(sub)) => traces.push(Trace::new(index, token, sub)),
             Ok(None) if matches!(feed, Feed::Plot { .. }) => {}

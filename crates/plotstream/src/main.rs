@@ -192,9 +192,11 @@ struct ServeArgs {
     #[arg(long)]
     print_config: bool,
     /// The longest time between two group commits of accepted lines (docs/storage.md DC2): a
-    /// crash loses at most this much of streams whose writers had no final 200 yet.
-    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
-    sync_interval: Duration,
+    /// crash loses at most this much of streams whose writers had no final 200 yet. Default
+    /// 10ms, and 2ms with --redis (a commit there is a round trip, and viewers on other nodes
+    /// wait for it: docs/storage.md "Several nodes").
+    #[arg(long, value_parser = parse_duration)]
+    sync_interval: Option<Duration>,
     /// With --redis (ignored otherwise): how long a node's hold on a writer's token outlives
     /// the node, so that the writer is admitted by another node at most this long after its
     /// node died; refreshed every third of it (docs/storage.md "Several nodes").
@@ -515,7 +517,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config
         .faults
         .retain(|f| !matches!(f.kind, FaultKind::DiskFull { .. }));
-    config.sync_interval = args.sync_interval;
+    config.sync_interval = args.sync_interval.unwrap_or(if args.redis.is_some() {
+        Duration::from_millis(2)
+    } else {
+        Duration::from_millis(10)
+    });
     config.lease_ttl = args.lease_time;
     config.storage = if args.in_memory {
         if disk_full.is_some() {

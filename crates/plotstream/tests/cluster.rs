@@ -416,6 +416,11 @@ fn a_figure_made_on_one_node_is_served_and_streamed_by_the_others() {
     let (status, listing) = get(c.addr(2), "/");
     assert_eq!(status, 200);
     assert!(listing.contains(n), "{listing}");
+    // A stream only node A has seen is in every node's listing.
+    assert_eq!(write_all(c.addr(0), "listed1", 0..3), 200);
+    let (status, streams) = get(c.addr(1), "/api/streams");
+    assert_eq!(status, 200);
+    assert!(streams.contains("\"listed1\""), "{streams}");
 }
 
 #[test]

@@ -232,6 +232,22 @@ impl ClusterLink {
         })
     }
 
+    /// The streams of `tokens` as Redis holds them now (those that exist), many a round trip.
+    pub fn load_streams(
+        &mut self,
+        tokens: &[String],
+        gen_of: &dyn Fn(&[u8]) -> Option<u64>,
+    ) -> Result<Vec<LoadedStream>, StorageError> {
+        let metas = self.metas(tokens)?;
+        let found: Vec<(String, Vec<u8>)> = tokens
+            .iter()
+            .zip(metas)
+            .filter_map(|(t, m)| Some((t.clone(), m?)))
+            .collect();
+        self.link
+            .with_conn("load", |c| read_streams(c, found, gen_of))
+    }
+
     /// The metadata records of `tokens` (`None` for a stream that is gone), one round trip.
     pub fn metas(&mut self, tokens: &[String]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
         if tokens.is_empty() {

@@ -94,7 +94,7 @@ pub async fn serve_clientresp(
     if let Err(r) = check_figure(shared, &user, &plot) {
         return failed(&error_message(&r));
     }
-    if let Err(status) = crate::cluster::own_for_figure(shared, &plot.tokens()).await {
+    if let Err(status) = crate::nodes::own_for_figure(shared, &plot.tokens()).await {
         return failed(status.reason());
     }
     let fileopt = kwargs

@@ -133,7 +133,7 @@ pub async fn serve_v2(
             if let Err(r) = check_figure(shared, &user, &plot) {
                 return r;
             }
-            if let Err(status) = crate::cluster::own_for_figure(shared, &plot.tokens()).await {
+            if let Err(status) = crate::nodes::own_for_figure(shared, &plot.tokens()).await {
                 return Response::error(status);
             }
             let fid = match shared.files.create_plot(&user, path, plot.clone()) {
@@ -153,7 +153,7 @@ pub async fn serve_v2(
             if let Err(r) = check_figure(shared, &user, &plot) {
                 return r;
             }
-            if let Err(status) = crate::cluster::own_for_figure(shared, &plot.tokens()).await {
+            if let Err(status) = crate::nodes::own_for_figure(shared, &plot.tokens()).await {
                 return Response::error(status);
             }
             match shared.files.replace_plot(&user, fid, plot.clone()) {

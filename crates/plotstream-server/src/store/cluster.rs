@@ -11,23 +11,11 @@ use plotstream_proto::Status;
 
 use super::persist::rebuild;
 use super::queue::ViewerMsg;
+use super::report::Follow;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Refusal, Store};
 use crate::durable::{LoadedStream, Op, FENCE_SHIFT};
 use crate::records::{self, StreamMeta};
-
-/// A followed stream, as the driver tails it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Follow {
-    /// The write token.
-    pub token: String,
-    /// The generation whose lines it reads.
-    pub gen: u64,
-    /// The last seq this copy has.
-    pub last_seq: u64,
-    /// The copy must be loaded again before it is followed.
-    pub stale: bool,
-}
 
 impl Store {
     /// A new generation under `fence`: unique across the cluster, because the fence is.

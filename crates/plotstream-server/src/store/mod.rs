@@ -25,10 +25,9 @@ mod stream;
 mod viewers;
 mod writer;
 
-pub use self::cluster::Follow;
 pub use self::config::StoreConfig;
 pub use self::queue::{Fanout, Subscription, ViewerMsg, ViewerQueue};
-pub use self::report::{Recovery, StreamSummary};
+pub use self::report::{Follow, Recovery, StreamSummary};
 pub use self::stream::PATCH_BYTES;
 use self::stream::{snapshot_every, Prepared, Stream, PREPARED};
 pub use self::writer::Conn;

@@ -29,3 +29,16 @@ pub struct Recovery {
     /// What was damaged and dropped, one sentence each (DC6).
     pub dropped: Vec<String>,
 }
+
+/// A followed stream, as the driver tails it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follow {
+    /// The write token.
+    pub token: String,
+    /// The generation whose lines it reads.
+    pub gen: u64,
+    /// The last seq this copy has.
+    pub last_seq: u64,
+    /// The copy must be loaded again before it is followed.
+    pub stale: bool,
+}

@@ -1,0 +1,401 @@
+//! What a node does on several nodes (docs/storage.md "Several nodes"): the driver between
+//! the store (which does no I/O) and what the nodes share in Redis, through this node's
+//! [`Cluster`].
+//!
+//! - A writer's token is taken with a lease before its first line ([`admit_writer`]): a new
+//!   owner gets a new fence, loads the stream from Redis and goes on from its last stored
+//!   line; the previous owner hears of it on the owners channel and ends its writer with 423.
+//! - Three threads per node ([`start`]): `leases` (refreshes this node's leases every third of
+//!   their time, lets go of those whose writers left once their lines are stored), `owners`
+//!   (the announcements of new owners), `follow` (tails the lines of every stream with viewers
+//!   here that another node owns, one `XREAD` for all of them, and loads a copy again on a gap
+//!   or a new epoch).
+//! - Reads of a stream this node neither owns nor follows load it first ([`load`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Weak};
+use std::time::{Duration, Instant};
+
+use plotstream_proto::Status;
+
+use crate::cluster::Cluster;
+use crate::durable::{Acquired, ClusterLink, StorageError, Table};
+use crate::records::StreamMeta;
+use crate::shared::Shared;
+use crate::store::Conn;
+
+/// How long a follower's `XREAD` waits for new lines before it looks for new streams to follow.
+const FOLLOW_BLOCK: Duration = Duration::from_millis(100);
+
+/// How often a follower checks that the streams it follows are still in the generation it
+/// reads (a figure restarted one, or a new owner took it).
+const META_CHECK: Duration = Duration::from_millis(100);
+
+/// Runs of lines one `XREAD` returns at most.
+const FOLLOW_BATCH: usize = 1024;
+
+/// Starts `cluster`'s threads for the node whose state is `shared`, and what a fenced change
+/// does: this node stops owning the stream and its writer ends with 423.
+pub fn start(cluster: &Cluster, shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    cluster.on_fenced_do(Box::new(move |token: &str, fence: u64| {
+        if let Some(shared) = weak.upgrade() {
+            shared.store.lost_ownership(token, Some(fence + 1));
+        }
+    }));
+    if let Some(rx) = cluster.take_releases() {
+        let (l, w, stop) = (
+            cluster.sibling(Duration::from_secs(2)),
+            Arc::downgrade(shared),
+            cluster.stop_flag(),
+        );
+        cluster.spawn("leases", move || leases(l, &w, &rx, &stop));
+    }
+    let (l, w, stop) = (
+        cluster.sibling(Duration::from_millis(250)),
+        Arc::downgrade(shared),
+        cluster.stop_flag(),
+    );
+    cluster.spawn("owners", move || owners(&l, &w, &stop));
+    let (l, w, stop) = (
+        cluster.sibling(Duration::from_secs(2)),
+        Arc::downgrade(shared),
+        cluster.stop_flag(),
+    );
+    cluster.spawn("follow", move || follow(l, &w, &stop));
+}
+
+fn gen_of(meta: &[u8]) -> Option<u64> {
+    StreamMeta::decode(meta).map(|m| m.gen)
+}
+
+/// Takes `token` for this node before a writer streams it here: 423 when another node's
+/// writer holds it and takeover is off, 503 when Redis cannot be reached; then the store's own
+/// admission (`Store::bind`).
+pub async fn admit_writer(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    token: &plotstream_proto::Token,
+) -> Result<(), Status> {
+    if let Some(cluster) = &shared.cluster {
+        sync_tables(shared).await;
+        let takeover = shared.config.store.takeover;
+        own(shared, cluster, token.as_str(), takeover, conn.peer).await?;
+    }
+    shared.store.bind(conn, token)
+}
+
+/// Takes the streams a figure names for this node, so that its changes to them are stored
+/// (a writer of one on another node is displaced, as a takeover); the leases go again at once.
+pub async fn own_for_figure(shared: &Shared, tokens: &[String]) -> Result<(), Status> {
+    let Some(cluster) = &shared.cluster else {
+        return Ok(());
+    };
+    for token in tokens {
+        own(shared, cluster, token, true, None).await?;
+        cluster.release(token);
+    }
+    Ok(())
+}
+
+async fn own(
+    shared: &Shared,
+    cluster: &Cluster,
+    token: &str,
+    takeover: bool,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), Status> {
+    let t = token.to_owned();
+    let acquired = cluster
+        .call(move |link| link.acquire(&t, takeover))
+        .await
+        .map_err(|e| unavailable(shared, &e))?;
+    let (fence, clean) = match acquired {
+        Acquired::Refused => return Err(Status::LOCKED),
+        Acquired::Owned { fence, clean, .. } => (fence, clean),
+    };
+    if shared.store.fence(token) == fence {
+        return Ok(());
+    }
+    let t = token.to_owned();
+    let loaded = cluster
+        .call(move |link| link.load_stream(&t, &gen_of))
+        .await
+        .map_err(|e| unavailable(shared, &e))?;
+    shared.store.install(token, loaded, fence, clean, peer)
+}
+
+fn unavailable(shared: &Shared, e: &StorageError) -> Status {
+    tracing::warn!(error = %e, "cluster: Redis did not answer; 503");
+    shared.metrics.limit_breach("DC5");
+    Status::UNAVAILABLE
+}
+
+/// Before a request that reads or changes tokens, files or folders: reloads them if another
+/// node changed them since this node last did (one `GET` when nothing changed). This node's
+/// own changes are stored first, so a reload never hides them.
+pub async fn sync_tables(shared: &Shared) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let Ok(version) = cluster.call(ClusterLink::tables_version).await else {
+        return;
+    };
+    if version == cluster.tables_seen.load(Ordering::Acquire) {
+        return;
+    }
+    let journal = shared.store.journal();
+    let _ = journal.wait(journal.last_ticket()).await;
+    let Ok(entries) = cluster.call(ClusterLink::tables).await else {
+        return;
+    };
+    let (mut registered, mut retired, mut files) = (Vec::new(), Vec::new(), Vec::new());
+    for (table, key, value) in entries {
+        match table {
+            Table::Registered => registered.push(key),
+            Table::Retired => retired.push(key),
+            _ => files.push((table, key, value)),
+        }
+    }
+    shared.store.replace_tokens(registered, retired);
+    for dropped in shared.files.replace_all(files) {
+        tracing::warn!("cluster: {dropped}");
+    }
+    cluster.tables_seen.store(version, Ordering::Release);
+}
+
+/// Before a read of `token`'s stream: loads this node's copy from Redis unless this node owns
+/// it or follows it (a stream with viewers here). Redis unreachable: the copy as it is.
+pub async fn load(shared: &Shared, token: &str) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    if !shared.store.needs_load(token) {
+        return;
+    }
+    let t = token.to_owned();
+    match cluster
+        .call(move |link| link.load_stream(&t, &gen_of))
+        .await
+    {
+        Ok(loaded) => shared.store.refresh(token, loaded),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: cannot load a stream; showing this node's copy")
+        }
+    }
+}
+
+/// Before a listing of streams: loads those another node made that this node has never seen
+/// (the counts of copies it has may lag until they are read).
+pub async fn load_unseen(shared: &Shared) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let Ok(tokens) = cluster.call(ClusterLink::tokens).await else {
+        return;
+    };
+    let unseen: Vec<String> = tokens
+        .into_iter()
+        .filter(|t| shared.store.read_id(t).is_none())
+        .collect();
+    if unseen.is_empty() {
+        return;
+    }
+    match cluster
+        .call(move |link| link.load_streams(&unseen, &gen_of))
+        .await
+    {
+        Ok(loaded) => {
+            for ls in loaded {
+                let token = ls.token.clone();
+                shared.store.refresh(&token, Some(ls));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cluster: cannot load streams for a listing"),
+    }
+}
+
+/// What a page or feed URL names (see `Store::resolve`), on any node: a read id another node
+/// made is looked up in Redis, and the stream loaded.
+pub async fn resolve(shared: &Shared, id: &str, allow_token: bool) -> Option<String> {
+    let Some(cluster) = &shared.cluster else {
+        return shared.store.resolve(id, allow_token);
+    };
+    let token = match shared.store.resolve(id, allow_token) {
+        Some(token) => token,
+        None => {
+            let i = id.to_owned();
+            let by_read_id = cluster
+                .call(move |link| link.token_of_read_id(&i))
+                .await
+                .ok()
+                .flatten();
+            match by_read_id {
+                Some(token) => token,
+                None if allow_token && plotstream_proto::Token::parse(id.as_bytes()).is_some() => {
+                    id.to_owned()
+                }
+                None => return None,
+            }
+        }
+    };
+    load(shared, &token).await;
+    shared.store.resolve(id, allow_token)
+}
+
+/// The leases thread: refreshes this node's leases every third of their time, and lets go of
+/// those whose writers left once everything journaled before is stored.
+fn leases(
+    mut link: ClusterLink,
+    shared: &Weak<Shared>,
+    rx: &mpsc::Receiver<String>,
+    stop: &AtomicBool,
+) {
+    let period = link.ttl() / 3;
+    let mut next_refresh = Instant::now() + period;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = next_refresh
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(200));
+        let mut released = Vec::new();
+        if let Ok(token) = rx.recv_timeout(wait) {
+            released.push(token);
+            released.extend(rx.try_iter());
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if !released.is_empty() {
+            // Only what is stored may be let go of: the next owner keeps the epoch.
+            let journal = shared.store.journal().clone();
+            let ticket = journal.last_ticket();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while journal.progress().durable < ticket && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if journal.progress().durable >= ticket {
+                released.retain(|t| !shared.store.has_writer(t));
+                released.sort();
+                released.dedup();
+                if let Err(e) = link.release(&released) {
+                    tracing::warn!(error = %e, "cluster: cannot let go of leases; they expire");
+                }
+            }
+        }
+        if Instant::now() >= next_refresh {
+            next_refresh = Instant::now() + period;
+            let held = shared.store.leased();
+            match link.refresh(&held) {
+                Ok(lost) => {
+                    for (token, _) in lost {
+                        tracing::warn!("cluster: a lease was lost; its writer ends with 423");
+                        shared.store.lost_ownership(&token, None);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster: cannot refresh leases"),
+            }
+        }
+    }
+}
+
+/// The owners thread: every announced new owner makes this node's copy stale (and ends its
+/// writer here, if this node owned it under an older fence).
+fn owners(link: &ClusterLink, shared: &Weak<Shared>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let result = link.listen(stop, |token, fence| {
+            if let Some(shared) = shared.upgrade() {
+                shared.store.lost_ownership(token, Some(fence));
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cluster: the owners channel broke; listening again");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The follow thread: applies the lines other nodes store to this node's copies of the
+/// streams with viewers here.
+fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool) {
+    let mut last_check = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let follows = shared.store.follows();
+        if follows.is_empty() {
+            drop(shared);
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let mut reload: Vec<String> = follows
+            .iter()
+            .filter(|f| f.stale)
+            .map(|f| f.token.clone())
+            .collect();
+        if last_check.elapsed() >= META_CHECK {
+            last_check = Instant::now();
+            let tokens: Vec<String> = follows.iter().map(|f| f.token.clone()).collect();
+            if let Ok(metas) = link.metas(&tokens) {
+                for (f, meta) in follows.iter().zip(metas) {
+                    let Some(meta) = meta.as_deref().and_then(StreamMeta::decode) else {
+                        continue;
+                    };
+                    if meta.gen == f.gen {
+                        continue;
+                    }
+                    // A writer connected to a node again: the copy takes the rest of the old
+                    // generation, then follows the new one from where it is, without a reset
+                    // (if the new one does not go on from there, `follow` sees the gap).
+                    let mut last = f.last_seq;
+                    while let Ok(runs) = link.tail(&[(f.gen, last)], Duration::ZERO, FOLLOW_BATCH) {
+                        let Some(end) = runs.last().map(|r| r.1) else {
+                            break;
+                        };
+                        if !runs
+                            .iter()
+                            .all(|(gen, l, r)| shared.store.follow(&f.token, *gen, *l, r))
+                        {
+                            break;
+                        }
+                        last = end;
+                    }
+                    let switched = shared.store.switch_gen(&f.token, meta.gen, &meta.epoch);
+                    if !switched {
+                        reload.push(f.token.clone());
+                    }
+                }
+            }
+        }
+        if !reload.is_empty() {
+            for token in reload {
+                match link.load_stream(&token, &gen_of) {
+                    Ok(loaded) => shared.store.refresh(&token, loaded),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster: cannot load a followed stream");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+            continue;
+        }
+        let reads: Vec<(u64, u64)> = follows.iter().map(|f| (f.gen, f.last_seq)).collect();
+        drop(shared);
+        let runs = match link.tail(&reads, FOLLOW_BLOCK, FOLLOW_BATCH) {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot read followed streams");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        for (gen, last, record) in runs {
+            if let Some(f) = follows.iter().find(|f| f.gen == gen) {
+                shared.store.follow(&f.token, gen, last, &record);
+            }
+        }
+    }
+}
