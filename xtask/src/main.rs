@@ -25,6 +25,7 @@ mod compat;
 mod conform;
 mod fuzz;
 mod process;
+mod redis;
 mod soak;
 #[cfg(test)]
 mod tidy;

@@ -1,0 +1,112 @@
+//! A real `redis-server` for the xtask commands that run `plotstream serve --redis` (`cargo xtask
+//! bench ingest`'s `redis` rows).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// A redis-server: the system's package, on a free loopback port, its AOF in `dir` with
+/// `appendfsync always`; killed by PID when dropped.
+#[derive(Debug)]
+pub(crate) struct RedisServer {
+    child: Child,
+    /// The loopback port it listens on.
+    pub(crate) port: u16,
+    /// `redis_version` of `INFO server`.
+    pub(crate) version: String,
+}
+
+impl RedisServer {
+    /// Starts one with its AOF in `dir` (emptied first); `None` when there is no redis-server
+    /// to start.
+    pub(crate) fn start(dir: &Path) -> Result<Option<RedisServer>> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = match Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("cannot start redis-server"),
+        };
+        let mut r = RedisServer {
+            child,
+            port,
+            version: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(info) = r.info("server") {
+                r.version = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("redis_version:"))
+                    .unwrap_or("?")
+                    .trim()
+                    .to_owned();
+                return Ok(Some(r));
+            }
+            if Instant::now() > deadline {
+                bail!("redis-server did not answer on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`, for `serve --redis`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `INFO section`'s text, over a plain socket (RESP: `$<len>\r\n<text>\r\n`).
+    pub(crate) fn info(&self, section: &str) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "INFO {section}\r\n")?;
+        let mut reader = BufReader::new(s);
+        let mut head = String::new();
+        reader.read_line(&mut head)?;
+        let len: usize = head
+            .trim()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("INFO answered {head:?}"))?;
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Commands Redis has processed so far (`INFO stats`, minus this call's own).
+    pub(crate) fn commands(&self) -> Result<u64> {
+        let info = self.info("stats")?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .context("no total_commands_processed in INFO stats")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
