@@ -1,5 +1,5 @@
-//! A real `redis-server` for the xtask commands that run `plotstream serve --redis` (`cargo xtask
-//! bench ingest`'s `redis` rows).
+//! A real `redis-server` for the xtask commands that run `plotstream serve --redis`: `cargo xtask
+//! bench ingest`'s `redis` rows and `cargo xtask compat cluster`.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
