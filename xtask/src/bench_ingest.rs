@@ -24,12 +24,12 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::redis::RedisServer;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::{
     process::{Serve, Server, Supervised, Watch},
+    redis::RedisServer,
     util,
 };
 

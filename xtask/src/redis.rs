@@ -1,25 +1,31 @@
-//! A real `redis-server` (the system's package) for the benches and the cluster checks.
+//! A real `redis-server` for the xtask commands that run `plotstream serve --redis`: `cargo xtask
+//! bench ingest`'s `redis` rows, `cargo xtask bench cluster`, the `cluster` CI step and `cargo xtask
+//! compat cluster`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 
-/// A redis-server for the benches and the cluster checks: the system's package, on a free loopback port, its AOF in
-/// `dir` with `appendfsync always`; killed when dropped.
+/// A redis-server: the system's package, on a free loopback port, its AOF in `dir` with
+/// `appendfsync always`; killed by PID when dropped.
+#[derive(Debug)]
 pub(crate) struct RedisServer {
-    child: std::process::Child,
-    /// Its loopback port.
+    child: Child,
+    /// The loopback port it listens on.
     pub(crate) port: u16,
     /// `redis_version` of `INFO server`.
     pub(crate) version: String,
 }
 
 impl RedisServer {
-    /// `None` when there is no redis-server to start.
+    /// Starts one with its AOF in `dir` (emptied first); `None` when there is no redis-server
+    /// to start.
     pub(crate) fn start(dir: &Path) -> Result<Option<RedisServer>> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
@@ -66,6 +72,7 @@ impl RedisServer {
         }
     }
 
+    /// `redis://127.0.0.1:<port>`, for `serve --redis`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

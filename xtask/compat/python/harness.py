@@ -68,10 +68,11 @@ def http_get(url, timeout=5.0):
         return err.code, err.read().decode("utf-8", "replace")
 
 
-def inspect(token):
-    """`GET /api/streams/{token}` as a dict, or None when the server has no such stream. In keys mode
-    streams are read by their read id (see `streams()`), never by their write token."""
-    status, body = http_get("%s/api/streams/%s" % (SERVER, token))
+def inspect(token, server=SERVER):
+    """`GET /api/streams/{token}` of `server` (by default COMPAT_SERVER) as a dict, or None when the server
+    has no such stream. In keys mode streams are read by their read id (see `streams()`), never by their
+    write token."""
+    status, body = http_get("%s/api/streams/%s" % (server, token))
     if status == 404:
         return None
     check(status == 200, "GET /api/streams/%s answered %d: %s" % (token, status, body[:200]))
@@ -96,15 +97,16 @@ def metric(name):
     raise CheckFailed("no metric %s in GET /metrics" % name)
 
 
-def plot_snapshot(fid, timeout=5.0, query=""):
+def plot_snapshot(fid, timeout=5.0, query="", server=SERVER):
     """The `snapshot` event of a figure page's feed (`/api/plots/{fid}/events`, plus `query` such as
-    `?share_key=K`), as a dict."""
-    sock = socket.create_connection((HOST, PORT), timeout=timeout)
+    `?share_key=K`) on `server` (by default COMPAT_SERVER), as a dict."""
+    host, port = urllib.parse.urlsplit(server).hostname, urllib.parse.urlsplit(server).port
+    sock = socket.create_connection((host, port), timeout=timeout)
     try:
         sock.sendall(
             (
                 "GET /api/plots/%s/events%s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n"
-                % (fid, query, HOST, PORT)
+                % (fid, query, host, port)
             ).encode()
         )
         data = b""

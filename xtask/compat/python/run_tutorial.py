@@ -5,16 +5,23 @@ the port of COMPAT_SERVER. Two spies record, without changing either, what the t
 stream and what `py.plot` (called by `py.iplot`) returned. The case passes when every cell runs, the
 plot's URL is on this server and its pages are served, and the inspection API shows every point that
 was written, in order, with the window of `maxpoints` 80.
+
+With `--reader ORIGIN` (the cluster case: COMPAT_SERVER is node A of two `serve --redis` nodes on one
+Redis, ORIGIN node B), the same checks are then made on node B, which the tutorial never talked to: the
+figure's pages at the URL `py.plot` returned with node B's host and port, the figure's feed, and the
+stream's inspection, whose stored state (epoch, seqs, window, digest) must equal node A's.
 """
 
 import os
 import re
+import sys
+import urllib.parse
 
 import harness
 from harness import SERVER, check
 
 
-def run():
+def run(reader=None):
     import chart_studio.plotly as py_package
     import chart_studio.plotly.plotly as py_module
     from IPython.core.interactiveshell import InteractiveShell
@@ -75,13 +82,7 @@ def run():
     )
 
     # The figure's pages are served, and their feed carries the streamed points.
-    for page in (url, iplot_frame.src):
-        status, body = harness.http_get(page)
-        check(status == 200, "GET %s answered %d" % (page, status))
-        check(
-            'data-events="/api/plots/%s/events"' % fid in body,
-            "the page %s does not follow the figure %s: %s" % (page, fid, body[:300]),
-        )
+    check_pages((url, iplot_frame.src), fid)
 
     # Every point written, in order; the window keeps the newest 80.
     xs = [point["x"] for point in written]
@@ -97,14 +98,7 @@ def run():
     check(state["rejected_lines"] == 0, "%r lines rejected" % state["rejected_lines"])
     check(not state["writer_connected"], "the writer is still connected after s.close()")
 
-    snapshot = harness.plot_snapshot(fid)
-    trace = snapshot["traces"][0]
-    check(trace["stream"] is not None, "the figure's feed has no stream for trace 0: %r" % snapshot)
-    feed_window = trace["stream"].get("window", trace["stream"])
-    check(
-        feed_window.get("x") == xs[-80:] and feed_window.get("y") == ys[-80:],
-        lambda: "the figure page's feed does not carry the last 80 points: %r" % trace["stream"],
-    )
+    check_feed(fid, xs, ys)
 
     # The notebook's last cell embeds Plotly's demo plot. With IPython, chart_studio 1.1.0 passes the URL
     # it built as the owner too (tools.embed -> _get_embed_url(url, file_id)), so the IFrame's src is
@@ -113,14 +107,68 @@ def run():
     demo_src = "%s/~%s/~streaming-demos/12/12.embed" % (SERVER, SERVER)
     check(embed_frame.src == demo_src, "tls.embed built %r, not %r" % (embed_frame.src, demo_src))
 
-    return "py.iplot -> py.plot %s; %d points written, last_seq %d, window %d of maxpoints %d" % (
+    summary = "py.iplot -> py.plot %s; %d points written, last_seq %d, window %d of maxpoints %d" % (
         url,
         len(written),
         state["last_seq"],
         state["count"],
         state["maxpoints"],
     )
+    if reader is None:
+        return summary
+    return summary + "; " + check_reader(reader, (url, iplot_frame.src), fid, stream_id, state, xs, ys)
+
+
+def check_pages(pages, fid):
+    """Every page answers 200 and follows the figure's feed."""
+    for page in pages:
+        status, body = harness.http_get(page)
+        check(status == 200, "GET %s answered %d: %s" % (page, status, body[:300]))
+        check(
+            'data-events="/api/plots/%s/events"' % fid in body,
+            "the page %s does not follow the figure %s: %s" % (page, fid, body[:300]),
+        )
+
+
+def check_feed(fid, xs, ys, server=SERVER):
+    """The snapshot of the figure's feed on `server` carries the last 80 points written."""
+    snapshot = harness.plot_snapshot(fid, server=server)
+    trace = snapshot["traces"][0]
+    check(trace["stream"] is not None, "the figure's feed on %s has no stream for trace 0: %r" % (server, snapshot))
+    feed_window = trace["stream"].get("window", trace["stream"])
+    check(
+        feed_window.get("x") == xs[-80:] and feed_window.get("y") == ys[-80:],
+        lambda: "the figure page's feed on %s does not carry the last 80 points: %r" % (server, trace["stream"]),
+    )
+
+
+# What node B must show of the stream exactly as node A does: what is stored, not who is connected.
+STORED = ("id", "epoch", "first_seq", "last_seq", "count", "maxpoints", "bytes", "window", "digest")
+
+
+def check_reader(reader, pages, fid, stream_id, on_a, xs, ys):
+    """The figure and the stream, read from node `reader` after the tutorial ended on node A."""
+    # The URLs py.plot and py.iplot returned, with node B's host and port.
+    origin = urllib.parse.urlsplit(reader)
+    moved = [urllib.parse.urlsplit(page)._replace(scheme=origin.scheme, netloc=origin.netloc).geturl() for page in pages]
+    check_pages(moved, fid)
+    check_feed(fid, xs, ys, server=reader)
+    on_b = harness.inspect(stream_id, server=reader)
+    check(on_b is not None, "node B (%s) has no stream %s" % (reader, stream_id))
+    differ = {key: (on_a.get(key), on_b.get(key)) for key in STORED if on_a.get(key) != on_b.get(key)}
+    check(not differ, lambda: "node B's inspection differs from node A's (A, B): %r" % differ)
+    check(not on_b["writer_connected"], "node B says a writer is connected after s.close()")
+    return "node B %s: %s and its .embed 200 following %s, feed and inspection the same (last_seq %d, digest %s...)" % (
+        origin.netloc,
+        moved[0],
+        fid,
+        on_b["last_seq"],
+        on_b["digest"][:12],
+    )
 
 
 if __name__ == "__main__":
-    harness.main(run)
+    args = sys.argv[1:]
+    if args and (len(args) != 2 or args[0] != "--reader"):
+        sys.exit("usage: run_tutorial.py [--reader ORIGIN], not %r" % args)
+    harness.main(lambda: run(reader=args[1] if args else None))

@@ -23,7 +23,6 @@ server, so that no write lands inside it.
 """
 
 import collections
-import json
 import time
 import urllib.parse
 
@@ -63,11 +62,7 @@ def connections_total(server=None):
 
 def inspect(token, server=None):
     """`GET /api/streams/{token}` of `server` (the case's own by default); None when it has no stream."""
-    status, body = harness.http_get("%s/api/streams/%s" % (server or harness.SERVER, token))
-    if status == 404:
-        return None
-    check(status == 200, "GET /api/streams/%s answered %d: %s" % (token, status, body[:200]))
-    return json.loads(body)
+    return harness.inspect(token, server or harness.SERVER)
 
 
 def delivered(token, server=None):

@@ -1,6 +1,7 @@
 //! The compat cases, in the order they run: the tutorial, docs/protocol.md §9.2's scenarios, the
-//! clients through the simulator's faults, the clients against keys mode, then chart_studio
-//! across restarts. Each starts the servers it needs and runs one client script (S15 three).
+//! clients through the simulator's faults, the clients against keys mode, chart_studio across
+//! restarts, then the tutorial across two nodes of one Redis. Each starts the servers it needs
+//! and runs one client script (S15 three).
 
 use std::time::Duration;
 
@@ -10,7 +11,10 @@ use super::{
     env::Needs,
     run::{CaseEnv, Pass},
 };
-use crate::process::{self, Server, Stop};
+use crate::{
+    process::{self, Server, Stop},
+    redis::RedisServer,
+};
 
 /// One case of the suite; a failure is an `Err` saying what differed.
 #[derive(Debug)]
@@ -37,9 +41,9 @@ impl Case {
     }
 }
 
-/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `U2`, `S15`, `tutorial`)
-/// picks the cases of that ID, any other one the cases whose name contains it; no filter picks
-/// every case.
+/// The cases `filters` pick: a filter shaped like an ID (`V11`, `F3`, `U2`, `S15`, `tutorial`,
+/// `cluster`) picks the cases of that ID, any other one the cases whose name contains it; no
+/// filter picks every case.
 pub(super) fn selected(filters: &[String]) -> Vec<Case> {
     cases()
         .into_iter()
@@ -47,6 +51,7 @@ pub(super) fn selected(filters: &[String]) -> Vec<Case> {
             filters.is_empty()
                 || filters.iter().any(|filter| {
                     let is_id = filter.eq_ignore_ascii_case("tutorial")
+                        || filter.eq_ignore_ascii_case("cluster")
                         || filter.len() > 1
                             && filter.starts_with(['V', 'v', 'F', 'f', 'U', 'u', 'S', 's'])
                             && filter[1..].bytes().all(|b| b.is_ascii_digit());
@@ -61,10 +66,10 @@ pub(super) fn selected(filters: &[String]) -> Vec<Case> {
 }
 
 /// The cases in the order they run: the tutorial, docs/protocol.md §9.2's scenarios, the clients
-/// through the simulator's faults, the clients against keys mode, then chart_studio across
-/// restarts.
+/// through the simulator's faults, the clients against keys mode, chart_studio across restarts,
+/// then the tutorial across two nodes.
 fn cases() -> Vec<Case> {
-    use Needs::{Node, NodeTls, Python};
+    use Needs::{Node, NodeTls, Python, PythonRedis};
     let case = |id, name, needs, run| Case {
         id,
         name,
@@ -211,6 +216,12 @@ fn cases() -> Vec<Case> {
             "restarts: py.plot and py.Stream, SIGTERM, SIGKILL; same URL and window, streaming on",
             Python,
             s15_restart,
+        ),
+        case(
+            "cluster",
+            "the streaming tutorial against node A of two on one Redis; its page and stream read from node B",
+            PythonRedis,
+            cluster_tutorial,
         ),
     ]
 }
@@ -430,6 +441,40 @@ fn s15_restart(env: &CaseEnv<'_>) -> Result<Pass> {
     )))
 }
 
+// ---- the tutorial across two nodes (issue 13; docs/storage.md "Several nodes") ------------------
+
+/// The tutorial, unchanged, against node A of two `serve --redis` nodes on one fresh
+/// redis-server (A on port 80 as in the tutorial case); `run_tutorial.py --reader B` then reads
+/// the figure's pages, its feed and the stream's inspection from node B too, and compares them
+/// with node A's. Everything stops by PID when the case ends: the nodes, then Redis.
+fn cluster_tutorial(env: &CaseEnv<'_>) -> Result<Pass> {
+    let redis = RedisServer::start(&env.fresh_dir("redis")?)?
+        .context("no redis-server on PATH (install the system's package)")?;
+    let url = redis.url();
+    let node_a = env
+        .server(&[
+            "--redis",
+            &url,
+            "--listen",
+            "127.0.0.1:80",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .context(
+            "node A streams the unmodified tutorial on port 80, so it must listen on \
+             127.0.0.1:80 (root or CAP_NET_BIND_SERVICE, and a free port)",
+        )?;
+    let node_b = env.server(&["--redis", &url])?;
+    let reader = format!("http://{}", node_b.addr());
+    let Pass(detail) = env.python(
+        "run_tutorial.py",
+        &["--reader", &reader],
+        &node_a,
+        TUTORIAL_TIMEOUT,
+    )?;
+    Ok(Pass(format!("redis-server {}: {detail}", redis.version)))
+}
+
 /// Runs a node script against `server`, told the port of its first TLS listener in
 /// `COMPAT_TLS_PORT`.
 fn node_over_tls(env: &CaseEnv<'_>, script: &str, server: &Server) -> Result<Pass> {
@@ -502,6 +547,8 @@ mod tests {
         assert_eq!(ids(&["keys mode"]), ["U1", "U2", "U3", "U4", "U5"]);
         assert_eq!(ids(&["s15"]), ["S15"]);
         assert_eq!(ids(&["restarts"]), ["S15"]);
+        assert_eq!(ids(&["cluster"]), ["cluster"]);
+        assert_eq!(ids(&["Redis"]), ["cluster"]);
         assert_eq!(ids(&[]).len(), cases().len());
     }
 }

@@ -1,6 +1,7 @@
 //! The environment of the compat suite: the server binary, and the real clients installed under
 //! `<target dir>/compat/`: a Python venv with the pinned chart_studio and plotly, npm plotly
-//! 1.0.6, and a self-signed certificate for the TLS cases.
+//! 1.0.6, a self-signed certificate for the TLS cases, and whether the cluster case can start a
+//! `redis-server`.
 
 use std::{
     fs,
@@ -18,6 +19,8 @@ pub(super) enum Needs {
     Python,
     Node,
     NodeTls,
+    /// Python and a `redis-server` on PATH (the cluster case).
+    PythonRedis,
 }
 
 /// What every case can use: the server binary and the prepared clients.
@@ -33,6 +36,8 @@ pub(super) struct Env {
     pub(super) node_modules: Result<PathBuf, String>,
     /// The self-signed certificate and key, or why there are none.
     pub(super) tls: Result<(PathBuf, PathBuf), String>,
+    /// Whether `redis-server` runs (`redis-server --version`), or why not.
+    pub(super) redis: Result<(), String>,
 }
 
 impl Env {
@@ -47,7 +52,7 @@ impl Env {
         let binary = process::build_plotstream(false)?;
 
         let not_needed = "not needed by the selected cases";
-        let python = if needs(&[Needs::Python]) {
+        let python = if needs(&[Needs::Python, Needs::PythonRedis]) {
             prepare_venv(&root, &work)
         } else {
             Err(not_needed.to_owned())
@@ -62,10 +67,20 @@ impl Env {
         } else {
             Err(not_needed.to_owned())
         };
+        let redis = if needs(&[Needs::PythonRedis]) {
+            if util::succeeds_quietly(Command::new("redis-server").arg("--version")) {
+                Ok(())
+            } else {
+                Err(NO_REDIS.to_owned())
+            }
+        } else {
+            Err(not_needed.to_owned())
+        };
         for (what, result) in [
             ("python venv", python.as_ref().map(|_| ())),
             ("node plotly", node_modules.as_ref().map(|_| ())),
             ("certificate", tls.as_ref().map(|_| ())),
+            ("redis-server", redis.as_ref().copied()),
         ] {
             if let Err(reason) = result {
                 if reason != not_needed {
@@ -80,14 +95,17 @@ impl Env {
             python,
             node_modules,
             tls,
+            redis,
         })
     }
 
-    /// Why a case that needs `needs` is skipped: only the TLS case, when openssl is missing.
-    /// A missing Python or node is a failure of the cases that need it, not a skip.
+    /// Why a case that needs `needs` is skipped: only the TLS case, when openssl is missing, and
+    /// the cluster case, when redis-server is (`.ci/run` installs both). A missing Python or node
+    /// is a failure of the cases that need it, not a skip.
     pub(super) fn missing(&self, needs: Needs) -> Option<String> {
-        match (&self.tls, needs) {
-            (Err(reason), Needs::NodeTls) if reason.contains(NO_OPENSSL) => Some(reason.clone()),
+        match (&self.tls, &self.redis, needs) {
+            (Err(reason), _, Needs::NodeTls) if reason.contains(NO_OPENSSL) => Some(reason.clone()),
+            (_, Err(reason), Needs::PythonRedis) => Some(reason.clone()),
             _ => None,
         }
     }
@@ -202,6 +220,7 @@ fn prepare_cert(work: &Path) -> Result<(PathBuf, PathBuf), String> {
 /// The marker, inside the venv, of the requirements it was installed with.
 const PINS_MARKER: &str = "plotstream-requirements.txt";
 const NO_OPENSSL: &str = "openssl not installed";
+const NO_REDIS: &str = "no redis-server on PATH";
 
 #[cfg(test)]
 mod tests {

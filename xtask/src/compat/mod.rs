@@ -41,6 +41,13 @@
 //! the same flags on the same address ([`CaseEnv::restart`]), so the URLs `py.plot` returned
 //! still name it.
 //!
+//! Case `cluster` (issue 13; docs/storage.md "Several nodes") starts a `redis-server` on a free
+//! port ([`crate::redis::RedisServer`], its AOF in `compat/redis/<case>`) and two `serve --redis`
+//! nodes on it, runs the tutorial unchanged against node A, and `run_tutorial.py --reader` reads
+//! the figure's pages (the URLs `py.plot` returned, with node B's address), its feed and the
+//! stream's inspection from node B, which must equal node A's. Without `redis-server` on PATH the
+//! case is skipped.
+//!
 //! The module by concern: `cases` (the table and what each case does), `env` (building the server,
 //! installing the clients, the certificate), `run` (one case: its servers, homes and scripts). The
 //! servers themselves are [`crate::process::Serve`]'s, like every other xtask command's.

@@ -49,7 +49,8 @@ impl<'a> CaseEnv<'a> {
     }
 
     /// Starts `plotstream serve` with `flags` (plus `--listen 127.0.0.1:0` unless they listen,
-    /// and `--in-memory` unless they name a `--data-dir`), from the repository root.
+    /// and `--in-memory` unless they name a `--data-dir` or a `--redis`), from the repository
+    /// root.
     pub(super) fn server(&self, flags: &[&str]) -> Result<Server> {
         let mut serve = Serve::new(&self.env.binary)
             .flags(flags)
@@ -57,7 +58,7 @@ impl<'a> CaseEnv<'a> {
         if !serve.has_flag("--listen") {
             serve = serve.flags(["--listen", "127.0.0.1:0"]);
         }
-        if !serve.has_flag("--data-dir") {
+        if !serve.has_flag("--data-dir") && !serve.has_flag("--redis") {
             serve = serve.flags(["--in-memory"]);
         }
         Ok(self.keep_log(serve.start()?))
