@@ -24,6 +24,8 @@ pub struct Cluster {
     fenced: Arc<OnceLock<FencedHandler>>,
     /// The version of the small tables this node last loaded.
     pub(crate) tables_seen: std::sync::atomic::AtomicU64,
+    /// The leases thread's last round trip to Redis failed (`/healthz` says not ready).
+    pub(crate) unreachable: AtomicBool,
 }
 
 /// What a node does when another node's fence refused its change to a stream.
@@ -52,6 +54,7 @@ impl Cluster {
             threads: Mutex::new(Vec::new()),
             fenced: Arc::new(OnceLock::new()),
             tables_seen: std::sync::atomic::AtomicU64::new(0),
+            unreachable: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +97,11 @@ impl Cluster {
             .spawn(f)
             .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"));
         lock(&self.threads).push(handle);
+    }
+
+    /// True while Redis did not answer the leases thread's last round trip.
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
     }
 
     /// Stops the threads (shutdown).

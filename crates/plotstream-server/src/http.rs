@@ -44,6 +44,14 @@ pub async fn serve(
             "the store cannot write (DC5): writers get 503, reads and viewers work",
         )
         .header("Retry-After", "5"),
+        ("GET", ["healthz"]) if shared.cluster.as_ref().is_some_and(|c| c.is_unreachable()) => {
+            Response::new(
+                503,
+                "text/plain",
+                "Redis does not answer: writers get 503, reads and viewers show what this node has",
+            )
+            .header("Retry-After", "5")
+        }
         ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok"),
         ("GET", ["metrics"]) => {
             Response::new(200, "text/plain; version=0.0.4", shared.metrics.render())

@@ -285,7 +285,13 @@ fn leases(
         if Instant::now() >= next_refresh {
             next_refresh = Instant::now() + period;
             let held = shared.store.leased();
-            match link.refresh(&held) {
+            let refreshed = link.refresh(&held);
+            if let Some(cluster) = &shared.cluster {
+                cluster
+                    .unreachable
+                    .store(refreshed.is_err(), Ordering::Relaxed);
+            }
+            match refreshed {
                 Ok(lost) => {
                     for (token, _) in lost {
                         tracing::warn!("cluster: a lease was lost; its writer ends with 423");

@@ -327,7 +327,21 @@ fn nodes_refuse_writes_while_redis_is_down_and_resume_when_it_returns() {
         "{:?}",
         refused.elapsed()
     );
+    // A node with no writer says it is not ready too, within a lease refresh and a timeout.
+    let idle = c.addr(1);
+    let until = |status: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(idle, "/healthz").0 != status {
+            assert!(
+                Instant::now() < deadline,
+                "/healthz never answered {status}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until(503);
     c.redis.restart();
+    until(200);
     // No node restarts: writes resume on both nodes once Redis answers again. A refused
     // batch is never sent again (it may or may not have been stored: 503 acknowledges nothing).
     let deadline = Instant::now() + Duration::from_secs(15);

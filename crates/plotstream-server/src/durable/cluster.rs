@@ -168,10 +168,13 @@ impl ClusterLink {
         })
     }
 
-    /// Extends the leases of `held` (token, fence), one round trip; returns those this node
-    /// lost.
+    /// Extends the leases of `held` (token, fence), one round trip (a `PING` when there are
+    /// none, so a node without writers still learns that Redis is away); returns those this
+    /// node lost.
     pub fn refresh(&mut self, held: &[(String, u64)]) -> Result<Vec<(String, u64)>, StorageError> {
         if held.is_empty() {
+            self.link
+                .with_conn("PING", |c| redis::cmd("PING").query::<String>(c))?;
             return Ok(Vec::new());
         }
         let ttl = self.ttl_ms();
