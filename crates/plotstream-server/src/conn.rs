@@ -193,8 +193,8 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     let ticket = conn.last_ticket.load(Ordering::Acquire);
                     if let (Some(status), true) = (end.status, ticket > 0) {
                         let stored = shared.store.journal().wait(ticket).await.is_ok();
-                        if let (true, Some(kick), 200) = (stored, conn.kick_status(), status.code())
-                        {
+                        let kicked = conn.kick_status().filter(|_| shared.cluster.is_some());
+                        if let (true, Some(kick), 200) = (stored, kicked, status.code()) {
                             // On several nodes: another node took a token while these lines
                             // were being stored, and its fence refused some of them (the
                             // backend displaced this writer before the commit's ticket).

@@ -24,8 +24,11 @@ pub async fn serve(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) {
-    // On several nodes: tokens, files and folders as the cluster has them.
-    crate::nodes::sync_tables(&shared).await;
+    // On several nodes: tokens, files and folders as the cluster has them (not for the
+    // probes, which must answer even when Redis does not).
+    if !matches!(head.path(), "/healthz" | "/metrics") {
+        crate::nodes::sync_tables(&shared).await;
+    }
     let path = head.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = head.method.as_str();

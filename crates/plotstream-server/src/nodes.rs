@@ -40,7 +40,7 @@ pub fn start(cluster: &Cluster, shared: &Arc<Shared>) {
     let weak = Arc::downgrade(shared);
     cluster.on_fenced_do(Box::new(move |token: &str, fence: u64| {
         if let Some(shared) = weak.upgrade() {
-            shared.store.lost_ownership(token, Some(fence + 1));
+            shared.store.lost_ownership(token, Some(fence + 1), true);
         }
     }));
     if let Some(rx) = cluster.take_releases() {
@@ -79,6 +79,8 @@ pub async fn admit_writer(
 ) -> Result<(), Status> {
     if let Some(cluster) = &shared.cluster {
         sync_tables(shared).await;
+        // Nothing is taken or made for a token that may not stream.
+        shared.store.may_write(token.as_str())?;
         let takeover = shared.config.store.takeover;
         own(shared, cluster, token.as_str(), takeover, conn.peer).await?;
     }
@@ -277,8 +279,15 @@ fn leases(
                 released.retain(|t| !shared.store.has_writer(t));
                 released.sort();
                 released.dedup();
-                if let Err(e) = link.release(&released) {
-                    tracing::warn!(error = %e, "cluster: cannot let go of leases; they expire");
+                match link.release(&released) {
+                    Ok(()) => {
+                        for token in &released {
+                            shared.store.disown(token);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster: cannot let go of leases; they expire");
+                    }
                 }
             }
         }
@@ -295,7 +304,7 @@ fn leases(
                 Ok(lost) => {
                     for (token, _) in lost {
                         tracing::warn!("cluster: a lease was lost; its writer ends with 423");
-                        shared.store.lost_ownership(&token, None);
+                        shared.store.lost_ownership(&token, None, false);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cluster: cannot refresh leases"),
@@ -310,7 +319,7 @@ fn owners(link: &ClusterLink, shared: &Weak<Shared>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let result = link.listen(stop, |token, fence| {
             if let Some(shared) = shared.upgrade() {
-                shared.store.lost_ownership(token, Some(fence));
+                shared.store.lost_ownership(token, Some(fence), false);
             }
         });
         if let Err(e) = result {

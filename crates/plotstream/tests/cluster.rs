@@ -461,3 +461,33 @@ fn a_viewer_on_another_node_gets_every_line_even_when_a_snapshot_covers_it() {
         inspect(c.addr(0), "snaps1")["digest"]
     );
 }
+
+#[test]
+fn a_token_that_may_not_stream_is_refused_before_anything_is_made_for_it() {
+    let c = Cluster::start("cluster-registered", 2, &["--tokens", "registered"]);
+    assert_eq!(write_all(c.addr(0), "unregistered1", 0..3), 404);
+    assert_eq!(
+        c.redis
+            .command(&["HEXISTS", "plotstream:owner", "unregistered1"]),
+        ":0"
+    );
+    assert_eq!(
+        c.redis
+            .command(&["HEXISTS", "plotstream:meta", "unregistered1"]),
+        ":0"
+    );
+    // A token registered on node B streams on node A.
+    let mut s = TcpStream::connect(c.addr(1)).unwrap();
+    write!(
+        s,
+        "POST /api/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    let body: serde_json::Value =
+        serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let token = body["tokens"][0].as_str().unwrap().to_owned();
+    assert_eq!(write_all(c.addr(0), &token, 0..3), 200);
+}

@@ -256,6 +256,9 @@ impl LoadedStream {
     pub fn push_stored(&mut self, last: u64, bytes: &[u8], after: u64) -> bool {
         match crate::records::decode_batch(last, bytes) {
             Some(batch) => {
+                // A commit retried after its reply was lost may store a record that repeats
+                // lines of the one before it: only what comes after the lines so far counts.
+                let after = self.lines.last().map_or(after, |(seq, _)| after.max(*seq));
                 self.lines.extend(
                     batch
                         .into_iter()
@@ -313,5 +316,28 @@ impl Backend for Box<dyn Backend> {
 
     fn set_clean(&mut self, clean: bool) -> Result<(), StorageError> {
         (**self).set_clean(clean)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoadedStream;
+
+    fn record(first: u64, n: usize) -> Vec<u8> {
+        let lines: Vec<Vec<u8>> = (0..n).map(|i| vec![u8::try_from(i).unwrap_or(0)]).collect();
+        let mut out = Vec::new();
+        crate::records::encode_batch(first, lines.iter().map(Vec::as_slice), &mut out);
+        out
+    }
+
+    /// A commit retried after its reply was lost may store a record that repeats the lines of
+    /// the one before it: a load keeps each seq once, in order.
+    #[test]
+    fn a_record_repeating_earlier_lines_adds_only_the_new_ones() {
+        let mut s = LoadedStream::default();
+        assert!(s.push_stored(10, &record(1, 10), 0));
+        assert!(s.push_stored(15, &record(1, 15), 0));
+        let seqs: Vec<u64> = s.lines.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
     }
 }

@@ -326,7 +326,7 @@ impl Backend for RedisBackend {
         pipe.atomic().ignore_errors();
         // What each command's reply means (see `Reply`).
         let mut replies_are = Vec::new();
-        for op in &batch.ops {
+        for (i, op) in batch.ops.iter().enumerate() {
             match op {
                 Op::Meta { token, record } => match StreamMeta::decode(record) {
                     Some(meta) => {
@@ -374,13 +374,41 @@ impl Backend for RedisBackend {
                     replies_are.push(Reply::Fenced(token, fence_of(*gen)));
                 }
                 Op::DropGen { gen } => {
-                    // Other nodes may still be reading its last lines (a writer that moved
-                    // to another node): they go a while later.
-                    pipe.cmd("HDEL").arg(key("snap")).arg(gen);
-                    pipe.cmd("PEXPIRE")
-                        .arg(lines_key(*gen))
-                        .arg(DROPPED_LINES_MS);
-                    replies_are.extend([Reply::Plain, Reply::Plain]);
+                    // Fenced like the changes it goes with: the new generation's metadata right
+                    // after it (`Journal::push_all`: a new owner, a restart), else the fence it
+                    // was made under.
+                    // Other nodes may still be reading its last lines (a writer that moved to
+                    // another node): they go a while later.
+                    let next_meta = match batch.ops.get(i + 1) {
+                        Some(Op::Meta { token, record }) => {
+                            StreamMeta::decode(record).map(|m| (token.clone(), fence_of(m.gen)))
+                        }
+                        _ => None,
+                    };
+                    let owner = next_meta
+                        .or_else(|| self.owners.get(gen).map(|t| (t.clone(), fence_of(*gen))));
+                    match owner {
+                        Some((token, fence)) => {
+                            pipe.cmd("EVAL")
+                                .arg(DROP_SCRIPT)
+                                .arg(3)
+                                .arg(key("owner"))
+                                .arg(key("snap"))
+                                .arg(lines_key(*gen))
+                                .arg(&token)
+                                .arg(fence)
+                                .arg(gen)
+                                .arg(DROPPED_LINES_MS);
+                            replies_are.push(Reply::Fenced(token, fence));
+                        }
+                        None => {
+                            pipe.cmd("HDEL").arg(key("snap")).arg(gen);
+                            pipe.cmd("PEXPIRE")
+                                .arg(lines_key(*gen))
+                                .arg(DROPPED_LINES_MS);
+                            replies_are.extend([Reply::Plain, Reply::Plain]);
+                        }
+                    }
                 }
                 Op::DropStream { token } => {
                     pipe.cmd("HDEL").arg(key("meta")).arg(token);
@@ -496,11 +524,22 @@ redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 if ARGV[5] ~= '' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[5]) end
 return 1";
 
+/// Drops generation `ARGV[3]` (its snapshot now, its lines after `ARGV[4]` ms) only while the
+/// fence holds.
+const DROP_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1";
+
 /// Appends a run of lines only while the fence holds; `2` when a retried commit finds it there.
 const APPEND_SCRIPT: &str = r"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 local ok = redis.pcall('XADD', KEYS[2], ARGV[3], 'r', ARGV[4])
-if type(ok) == 'table' and ok.err then return 2 end
+if type(ok) == 'table' and ok.err then
+  if string.find(ok.err, 'equal or smaller', 1, true) then return 2 end
+  return redis.error_reply(ok.err)
+end
 return 1";
 
 /// The streams whose metadata records `meta` holds, each with its snapshot and the lines after

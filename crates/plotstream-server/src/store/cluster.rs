@@ -83,16 +83,24 @@ impl Store {
             if let Some(w) = s.writer.take() {
                 w.displace(Status::LOCKED);
             }
+            let mut moved = None;
             if let Some(ls) = loaded.take() {
                 // A clean handover to a copy that followed goes on as updates; anything else
                 // (a new epoch, a copy that missed lines) is a reset and a snapshot.
                 if !(clean && self.catch_up(s, &ls)) {
                     let (budget, ceiling) = (self.config.stream_bytes, self.config.max_maxpoints);
-                    if let Some(mut new) = rebuild(ls, true, budget, ceiling).stream {
+                    let rebuilt = rebuild(ls, true, budget, ceiling);
+                    if rebuilt.damaged {
+                        // Read while another node changed it, or damaged in Redis: storing
+                        // it as this node's generation would make the loss permanent.
+                        tracing::warn!(notes = ?rebuilt.notes, "cluster: a stream loaded incomplete; 503");
+                        return Err(Status::UNAVAILABLE);
+                    }
+                    if let Some(mut new) = rebuilt.stream {
                         if !clean && (new.last_seq > 0 || !new.window.is_empty()) {
                             new.epoch = new_epoch();
                         }
-                        self.replace(token, s, new);
+                        moved = self.replace(s, new);
                     }
                 }
             }
@@ -105,6 +113,8 @@ impl Store {
             }
             self.store_new_gen(token, s);
             cell.watched.store(!s.viewers.is_empty(), Ordering::Relaxed);
+            drop(guard);
+            self.reindex(token, moved);
             return Ok(());
         }
     }
@@ -127,13 +137,16 @@ impl Store {
         if s.removed || s.fence != 0 {
             return;
         }
+        let mut moved = None;
         if s.stale || !self.catch_up(s, &ls) {
             let (budget, ceiling) = (self.config.stream_bytes, self.config.max_maxpoints);
             if let Some(new) = rebuild(ls, true, budget, ceiling).stream {
-                self.replace(token, s, new);
+                moved = self.replace(s, new);
             }
         }
         s.stale = false;
+        drop(guard);
+        self.reindex(token, moved);
     }
 
     /// Brings copy `s` up to `ls` by applying the lines it lacks, fanned out to its viewers as
@@ -195,20 +208,17 @@ impl Store {
     }
 
     /// Replaces `old`'s state with `new`'s, keeping its viewers (reset unless what they saw is
-    /// what `new` shows: same epoch and last seq) and its byte count and read id index true.
-    fn replace(&self, token: &str, old: &mut Stream, mut new: Stream) {
+    /// what `new` shows: same epoch and last seq) and its byte count true. Returns the read id
+    /// change for [`Store::reindex`], which takes the index lock once the stream's is released
+    /// (lock order).
+    fn replace(&self, old: &mut Stream, mut new: Stream) -> Option<(String, String)> {
         let same = new.epoch == old.epoch && new.last_seq == old.last_seq;
         new.viewers = std::mem::take(&mut old.viewers);
         new.writer = old.writer.take();
         new.idle_since = old.idle_since;
         self.account_bytes(old.window.bytes(), new.window.bytes());
-        if new.read_id != old.read_id {
-            let mut index = self.index_mut();
-            index.by_read_id.remove(&old.read_id);
-            index
-                .by_read_id
-                .insert(new.read_id.clone(), token.to_owned());
-        }
+        let moved =
+            (new.read_id != old.read_id).then(|| (old.read_id.clone(), new.read_id.clone()));
         *old = new;
         if !same {
             for v in &old.viewers {
@@ -217,13 +227,24 @@ impl Store {
                 }
             }
         }
+        moved
+    }
+
+    /// Points the read id index at `token` for a copy whose read id moved (see `replace`).
+    fn reindex(&self, token: &str, moved: Option<(String, String)>) {
+        if let Some((old, new)) = moved {
+            let mut index = self.index_mut();
+            index.by_read_id.remove(&old);
+            index.by_read_id.insert(new, token.to_owned());
+        }
     }
 
     /// Another node owns `token`'s stream now (announced under `fence`, or `None`: its lease
-    /// or a store write said so): if this node owned it under an older fence, the copy stops
-    /// being owned, its writer here ends with 423, and the copy is loaded again at its next
-    /// read.
-    pub fn lost_ownership(&self, token: &str, fence: Option<u64>) {
+    /// said so): if this node owned it under an older fence, the copy stops being owned, its
+    /// writer here ends with 423, and the copy is loaded again at its next read. `refused`: a
+    /// fence refused this node's changes, so the writer that left last ends with 423 too (its
+    /// final status is still waiting for those lines).
+    pub fn lost_ownership(&self, token: &str, fence: Option<u64>, refused: bool) {
         let Some(cell) = self.find(token) else {
             return;
         };
@@ -237,11 +258,32 @@ impl Store {
         // stored, load it again. Without one, every line was stored before the lease went (the
         // leases thread waits for that), and the follower goes on into the new owner's
         // generation (or reloads, if the new owner started a new epoch).
-        s.stale = s.writer.is_some();
+        s.stale = s.writer.is_some() || refused;
         s.fence = 0;
         if let Some(w) = s.writer.take() {
             w.displace(Status::LOCKED);
             self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(w) = s
+            .last_writer
+            .take()
+            .filter(|_| refused)
+            .and_then(|w| w.upgrade())
+        {
+            w.displace(Status::LOCKED);
+        }
+    }
+
+    /// This node let go of `token`'s lease with every line stored: unless a writer here took
+    /// it again, the copy now follows Redis like any other node's (so a new owner elsewhere
+    /// is seen even if its announcement was missed).
+    pub fn disown(&self, token: &str) {
+        if let Some(cell) = self.find(token) {
+            let mut s = cell.lock();
+            if s.writer.is_none() {
+                s.fence = 0;
+                s.last_writer = None;
+            }
         }
     }
 

@@ -309,6 +309,9 @@ impl Store {
             if stream.writer.as_ref().is_some_and(|w| w.id == conn.id) {
                 stream.writer = None;
                 stream.idle_since = Instant::now();
+                if self.config.clustered {
+                    stream.last_writer = Some(Arc::downgrade(conn));
+                }
                 released.push(token.clone());
             }
             let counters = (stream.rejected_lines, stream.displaced_lines);
@@ -448,6 +451,16 @@ impl Store {
         if let Some(cell) = self.find(token) {
             return Ok(cell);
         }
+        self.may_write(token)?;
+        Ok(self
+            .create(token, self.config.default_maxpoints, conn.peer, 0)?
+            .0)
+    }
+
+    /// Whether a writer may stream `token` at all: 403 retired, 404 unknown in registered
+    /// mode or not owned in keys mode. Checked before anything is created for it (on several
+    /// nodes, before its node takes it).
+    pub fn may_write(&self, token: &str) -> Result<(), Refusal> {
         {
             let sets = self.tokens();
             if sets.retired.contains(token) {
@@ -460,10 +473,7 @@ impl Store {
                 return Err(Status::NOT_FOUND);
             }
         }
-        self.check_owned(token)?;
-        Ok(self
-            .create(token, self.config.default_maxpoints, conn.peer, 0)?
-            .0)
+        self.check_owned(token)
     }
 
     /// Keys mode: only a token some user owns streams (a removed user's tokens stop).

@@ -178,11 +178,11 @@ pub(super) struct Rebuilt {
     /// `None` when its metadata was unreadable (dropped).
     pub(super) stream: Option<Stream>,
     /// Something was dropped: it needs a new generation.
-    damaged: bool,
+    pub(super) damaged: bool,
     /// Lines replayed.
     lines: usize,
     /// What was dropped (DC6).
-    notes: Vec<String>,
+    pub(super) notes: Vec<String>,
 }
 
 /// A stream from its metadata, snapshot and later lines, replayed through the same `apply` as

@@ -48,6 +48,9 @@ pub(super) struct Stream {
     pub(super) layout: Vec<(Str, Value)>,
     pub(super) line: Vec<(Str, Value)>,
     pub(super) writer: Option<Arc<Conn>>,
+    /// On several nodes: the writer that left last, until its lines are stored (a fence that
+    /// refuses them must still end it with 423, not 200).
+    pub(super) last_writer: Option<Weak<Conn>>,
     pub(super) viewers: Vec<ViewerSlot>,
     /// The snapshot last handed to a viewer, kept only while a viewer still holds it: viewers
     /// that subscribe at the same point share one copy of a window of up to L24's 4 MiB.
@@ -170,6 +173,7 @@ impl Stream {
             layout: Vec::new(),
             line: Vec::new(),
             writer: None,
+            last_writer: None,
             viewers: Vec::new(),
             snapshot: SharedSnapshot::default(),
             rejected_lines: 0,

@@ -87,6 +87,16 @@ impl RedisServer {
         r
     }
 
+    /// Sends one command (its words, no spaces inside) and returns the raw reply's first line.
+    pub fn command(&self, words: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        writeln!(s, "{}\r", words.join(" ")).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
