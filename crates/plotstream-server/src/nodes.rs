@@ -88,14 +88,15 @@ pub async fn admit_writer(
 }
 
 /// Takes the streams a figure names for this node, so that its changes to them are stored
-/// (a writer of one on another node is displaced, as a takeover); the leases go again at once.
+/// (a writer of one on another node is displaced, as a takeover). The figure lets go of them
+/// once its changes are queued (`rest::figures::bind_figure`), and the leases thread once they
+/// are stored.
 pub async fn own_for_figure(shared: &Shared, tokens: &[String]) -> Result<(), Status> {
     let Some(cluster) = &shared.cluster else {
         return Ok(());
     };
     for token in tokens {
         own(shared, cluster, token, true, None).await?;
-        cluster.release(token);
     }
     Ok(())
 }
@@ -281,6 +282,18 @@ fn leases(
                 released.dedup();
                 match link.release(&released) {
                     Ok(()) => {
+                        // A writer here that took a token again meanwhile takes its lease
+                        // again at once (it is absent and the fence is still this node's).
+                        let again: Vec<(String, u64)> = released
+                            .iter()
+                            .filter(|t| shared.store.has_writer(t))
+                            .map(|t| (t.clone(), shared.store.fence(t)))
+                            .collect();
+                        if let Ok(lost) = link.refresh(&again) {
+                            for (token, _) in lost {
+                                shared.store.lost_ownership(&token, None, false);
+                            }
+                        }
                         for token in &released {
                             shared.store.disown(token);
                         }

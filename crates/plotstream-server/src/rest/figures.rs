@@ -141,6 +141,13 @@ pub(super) fn bind_figure(
             shared.store.retire_token(&token, user);
         }
     }
+    // On several nodes: the leases `nodes::own_for_figure` took go once these changes are
+    // stored.
+    if let Some(cluster) = &shared.cluster {
+        for token in &kept {
+            cluster.release(token);
+        }
+    }
     Ok(())
 }
 
