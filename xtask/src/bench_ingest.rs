@@ -304,21 +304,24 @@ fn serve(bin: &Path) -> Result<Server> {
     serve_with(bin, &["--in-memory"])
 }
 
+/// What every bench's `plotstream serve` gets: one peer (the load generator) opens thousands of
+/// connections and streams, and idles between phases.
+pub(crate) const BENCH_SERVE_FLAGS: &[&str] = &[
+    "--max-connections-per-peer",
+    "0",
+    "--new-streams-per-peer",
+    "0",
+    "--idle-timeout",
+    "120s",
+];
+
 /// `plotstream serve` with `storage` (`--in-memory` or `--data-dir DIR`) and the bench's flags;
 /// stopped when dropped (SIGTERM: a durable server records its clean stop; a kill after 15 s).
 pub(crate) fn serve_with(bin: &Path, storage: &[&str]) -> Result<Server> {
     let server = Serve::new(bin)
         .flags(storage)
-        .flags([
-            "--listen",
-            "127.0.0.1:0",
-            "--max-connections-per-peer",
-            "0",
-            "--new-streams-per-peer",
-            "0",
-            "--idle-timeout",
-            "120s",
-        ])
+        .flags(["--listen", "127.0.0.1:0"])
+        .flags(BENCH_SERVE_FLAGS)
         .env("RUST_LOG", "warn")
         .start()?;
     println!("started {} on {}", server.describe(), server.addr());

@@ -15,7 +15,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench_ingest::{load, serve_with};
+use crate::bench_ingest::{load, serve_with, BENCH_SERVE_FLAGS};
 use crate::process::{self, Serve, Server};
 use crate::redis::RedisServer;
 use crate::util;
@@ -129,14 +129,6 @@ pub(crate) fn bench() -> Result<ExitCode> {
     let target_dir = util::target_dir();
     let redis = RedisServer::start(&target_dir.join("bench-cluster-redis"))?
         .context("bench cluster needs redis-server on PATH")?;
-    let flags = [
-        "--max-connections-per-peer",
-        "0",
-        "--new-streams-per-peer",
-        "0",
-        "--idle-timeout",
-        "120s",
-    ];
     let data = target_dir.join("bench-cluster-store");
     let _ = std::fs::remove_dir_all(&data);
     let mut rows = Vec::new();
@@ -151,7 +143,7 @@ pub(crate) fn bench() -> Result<ExitCode> {
         },
     )?);
     drop(store);
-    let one = nodes(&bin, &redis, 1, &flags)?;
+    let one = nodes(&bin, &redis, 1, BENCH_SERVE_FLAGS)?;
     rows.extend(run_setup(
         &bin,
         &Setup {
@@ -162,7 +154,7 @@ pub(crate) fn bench() -> Result<ExitCode> {
         },
     )?);
     drop(one);
-    let three = nodes(&bin, &redis, 3, &flags)?;
+    let three = nodes(&bin, &redis, 3, BENCH_SERVE_FLAGS)?;
     rows.extend(run_setup(
         &bin,
         &Setup {
