@@ -29,6 +29,8 @@
   var arrivals = [];       // timestamps of accepted points, for the rate
   var drawn = false;
   var writerConnected = null;
+  // False while the server's node cannot reach what a cluster's nodes share (a `status` event).
+  var upstreamOk = true;
   var source = null;
 
   function setState(s) {
@@ -226,6 +228,10 @@
     setState("reconnecting");
     source = new EventSource(el.dataset.events);
     source.addEventListener("open", function () { setState(writerConnected === false ? "writer-disconnected" : "live"); });
+    source.addEventListener("status", function (e) {
+      upstreamOk = JSON.parse(e.data).upstream !== "reconnecting";
+      setState(!upstreamOk ? "reconnecting" : writerConnected === false ? "writer-disconnected" : "live");
+    });
     source.addEventListener("snapshot", function (e) { onSnapshot(JSON.parse(e.data)); });
     source.addEventListener("update", function (e) { onUpdate(JSON.parse(e.data)); });
     source.addEventListener("reset", function (e) {
@@ -242,7 +248,7 @@
     fetch(el.dataset.inspect).then(function (r) { return r.ok ? r.json() : null; }).then(function (s) {
       if (!s) return;
       writerConnected = s.writer_connected;
-      if (source && source.readyState === 1) { setState(writerConnected ? "live" : "writer-disconnected"); }
+      if (source && source.readyState === 1 && upstreamOk) { setState(writerConnected ? "live" : "writer-disconnected"); }
     }).catch(function () {});
   }
   poll(); setInterval(poll, 2000);

@@ -25,6 +25,13 @@ pub struct Metrics {
     pub displaced_lines: AtomicU64,
     /// Counter: takeovers.
     pub takeovers: AtomicU64,
+    /// Counter (several nodes): lines this node's writers added that it published live.
+    pub live_lines_out: AtomicU64,
+    /// Counter (several nodes): lines that skipped the live path, the outbox full (L58).
+    pub live_lines_skipped: AtomicU64,
+    /// Counter (several nodes): lines of other nodes' writers applied here from the live
+    /// path (the rest came from the stored lines).
+    pub live_lines_in: AtomicU64,
     /// Gauge: live viewer subscriptions (one per stream a session follows), counted by
     /// `ViewerGuard`s: the L37 total.
     pub viewers: AtomicU64,
@@ -119,6 +126,21 @@ impl Metrics {
                 &self.displaced_lines,
             ),
             ("plotstream_takeovers_total", "counter", &self.takeovers),
+            (
+                "plotstream_live_lines_out_total",
+                "counter",
+                &self.live_lines_out,
+            ),
+            (
+                "plotstream_live_lines_skipped_total",
+                "counter",
+                &self.live_lines_skipped,
+            ),
+            (
+                "plotstream_live_lines_in_total",
+                "counter",
+                &self.live_lines_in,
+            ),
             ("plotstream_viewers", "gauge", &self.viewers),
             (
                 "plotstream_viewers_dropped_total",

@@ -20,16 +20,27 @@ use plotstream_proto::Status;
 
 use crate::cluster::Cluster;
 use crate::durable::{Acquired, ClusterLink, StorageError, Table};
+use crate::metrics::Metrics;
 use crate::records::StreamMeta;
 use crate::shared::Shared;
-use crate::store::Conn;
+use crate::store::{Conn, Outbox};
 
 /// How long a follower's `XREAD` waits for new lines before it looks for new streams to follow.
 const FOLLOW_BLOCK: Duration = Duration::from_millis(100);
 
+/// How often a follower reads the stored lines of the streams it follows while the live path
+/// is up (it waits on them otherwise): the longest a line lost on the live path is late.
+const FOLLOW_POLL: Duration = Duration::from_millis(50);
+
 /// How often a follower checks that the streams it follows are still in the generation it
 /// reads (a figure restarted one, or a new owner took it).
 const META_CHECK: Duration = Duration::from_millis(100);
+
+/// How long the live-out thread waits for lines before it looks at its stop flag.
+const LIVE_WAIT: Duration = Duration::from_millis(100);
+
+/// How long the first line waiting to be published waits for others (see `Outbox::take`).
+const LIVE_GATHER: Duration = Duration::from_millis(1);
 
 /// Runs of lines one `XREAD` returns at most.
 const FOLLOW_BATCH: usize = 1024;
@@ -57,12 +68,30 @@ pub fn start(cluster: &Cluster, shared: &Arc<Shared>) {
         cluster.stop_flag(),
     );
     cluster.spawn("owners", move || owners(&l, &w, &stop));
-    let (l, w, stop) = (
+    // Set while this node is subscribed to the live channels: the follow thread polls the
+    // stored lines then, instead of waiting on them.
+    let live_ok = Arc::new(AtomicBool::new(false));
+    let (l, w, stop, ok) = (
         cluster.sibling(Duration::from_secs(2)),
         Arc::downgrade(shared),
         cluster.stop_flag(),
+        live_ok.clone(),
     );
-    cluster.spawn("follow", move || follow(l, &w, &stop));
+    cluster.spawn("follow", move || follow(l, &w, &stop, &ok));
+    if let Some(outbox) = shared.store.live().cloned() {
+        let (l, m, stop) = (
+            cluster.sibling(Duration::from_secs(2)),
+            shared.metrics.clone(),
+            cluster.stop_flag(),
+        );
+        cluster.spawn("live-out", move || live_out(l, &outbox, &m, &stop));
+    }
+    let (l, w, stop) = (
+        cluster.sibling(Duration::from_millis(20)),
+        Arc::downgrade(shared),
+        cluster.stop_flag(),
+    );
+    cluster.spawn("live-in", move || live_in(&l, &w, &stop, &live_ok));
 }
 
 fn gen_of(meta: &[u8]) -> Option<u64> {
@@ -313,6 +342,7 @@ fn leases(
                     .unreachable
                     .store(refreshed.is_err(), Ordering::Relaxed);
             }
+            shared.store.set_upstream(refreshed.is_ok());
             match refreshed {
                 Ok(lost) => {
                     for (token, _) in lost {
@@ -342,9 +372,68 @@ fn owners(link: &ClusterLink, shared: &Weak<Shared>, stop: &AtomicBool) {
     }
 }
 
+/// The live-out thread: publishes the lines this node's writers add as soon as they are
+/// applied, every run waiting in one round trip (while it is under way, the next lines
+/// gather); a generation that reached no node is left quiet for a while.
+fn live_out(mut link: ClusterLink, outbox: &Outbox, metrics: &Metrics, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let runs = outbox.take(LIVE_WAIT, LIVE_GATHER);
+        let skipped = outbox.take_skipped();
+        metrics
+            .live_lines_skipped
+            .fetch_add(skipped, Ordering::Relaxed);
+        match link.publish(&runs) {
+            Ok(got) => {
+                for (run, n) in runs.iter().zip(got) {
+                    if n == 0 {
+                        outbox.quiet(&run.token);
+                        continue;
+                    }
+                    let first = run
+                        .records
+                        .first_chunk::<8>()
+                        .map_or(run.last, |b| u64::from_le_bytes(*b));
+                    let lines = (run.last + 1).saturating_sub(first);
+                    metrics.live_lines_out.fetch_add(lines, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                // The followers take these lines from the stored ones.
+                tracing::debug!(error = %e, "cluster: cannot publish lines live");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// The live-in thread: applies the lines other nodes publish for the streams this node
+/// follows, ahead of their stored copies (which fill whatever this path lost).
+fn live_in(link: &ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, ok: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let result = link.live(
+            stop,
+            || {
+                ok.store(true, Ordering::Relaxed);
+                let follows = weak.upgrade().map(|s| s.store.follows());
+                follows.into_iter().flatten().map(|f| f.token).collect()
+            },
+            |run| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.store.follow_live(&run);
+                }
+            },
+        );
+        ok.store(false, Ordering::Relaxed);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cluster: a live channel broke; subscribing again");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// The follow thread: applies the lines other nodes store to this node's copies of the
 /// streams with viewers here.
-fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool) {
+fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, live_ok: &AtomicBool) {
     let mut last_check = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let Some(shared) = weak.upgrade() else {
@@ -409,7 +498,14 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool) {
         }
         let reads: Vec<(u64, u64)> = follows.iter().map(|f| (f.gen, f.last_seq)).collect();
         drop(shared);
-        let runs = match link.tail(&reads, FOLLOW_BLOCK, FOLLOW_BATCH) {
+        // With the live path up, the stored lines only fill its gaps: read every
+        // FOLLOW_POLL, not at every commit of every followed stream.
+        let live = live_ok.load(Ordering::Relaxed);
+        if live {
+            std::thread::sleep(FOLLOW_POLL);
+        }
+        let block = if live { Duration::ZERO } else { FOLLOW_BLOCK };
+        let runs = match link.tail(&reads, block, FOLLOW_BATCH) {
             Ok(runs) => runs,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: cannot read followed streams");

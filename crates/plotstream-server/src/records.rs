@@ -347,6 +347,11 @@ pub fn encode_batch<'a>(
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(&first_seq.to_le_bytes());
+    encode_batch_more(records, out);
+}
+
+/// Appends `records` to a batch [`encode_batch`] began in `out` (their seqs follow its last).
+pub fn encode_batch_more<'a>(records: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
     for r in records {
         let n = u32::try_from(r.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&n.to_le_bytes());

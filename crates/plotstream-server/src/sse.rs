@@ -90,6 +90,7 @@ pub async fn serve(mut stream: Io, head: &RequestHead, feed: Feed, shared: Arc<S
             session.out.push(Bytes::from_static(SSE_HEAD));
         }
     }
+    session.set_upstream(shared.store.upstream_up());
     let mut shutdown = shared.shutdown.clone();
     let mut keepalive = tokio::time::interval(shared.config.keepalive);
     keepalive.tick().await;
@@ -266,6 +267,8 @@ struct Session {
     max_pending_bytes: usize,
     last_flush: Option<Instant>,
     lag_times: Vec<Instant>,
+    /// What the viewer was last told of this node's link to Redis (several nodes).
+    upstream: bool,
     /// SSE bytes for the socket.
     out: Outbox,
 }
@@ -285,6 +288,7 @@ impl Session {
             max_pending_bytes: (config.viewer_queue_bytes / 2).max(1),
             last_flush: None,
             lag_times: Vec::new(),
+            upstream: true,
             out,
         }
     }
@@ -361,6 +365,7 @@ impl Session {
                     reset_event(&self.traces[i], reason, None, self.multi, &mut self.out);
                     return Flow::Close;
                 }
+                ViewerMsg::Upstream(up) => self.set_upstream(up),
             }
             match self.traces[i].sub.rx.try_recv() {
                 Ok(next) => msg = next,
@@ -376,6 +381,22 @@ impl Session {
             self.handle_timeout(now);
         }
         Flow::Continue
+    }
+
+    /// Tells the viewer, once per change, whether this node reaches Redis (several nodes):
+    /// `status` `{"upstream":"reconnecting"}` while it does not (the viewer keeps its window),
+    /// `{"upstream":"ok"}` when it does again. Updates before it go out first.
+    fn set_upstream(&mut self, up: bool) {
+        if up == self.upstream {
+            return;
+        }
+        self.upstream = up;
+        self.flush_all();
+        self.out.push(Bytes::from_static(if up {
+            b"event: status\ndata: {\"upstream\":\"ok\"}\n\n"
+        } else {
+            b"event: status\ndata: {\"upstream\":\"reconnecting\"}\n\n"
+        }));
     }
 
     /// The flush timer fired: every pending update goes out.
@@ -466,6 +487,8 @@ impl Session {
         if !self.multi {
             snapshot_event(&self.feed, &self.traces, &mut self.out);
         }
+        // A status message that found the queue full marked it lagged (`set_upstream`).
+        self.set_upstream(store.upstream_up());
         Flow::Continue
     }
 }
@@ -1111,5 +1134,28 @@ mod tests {
         );
         assert_eq!(events[2].2["reason"], "shutdown");
         assert_eq!(check_continuity(&events), [2, 3, 4]);
+    }
+
+    #[test]
+    fn a_node_that_loses_redis_tells_its_viewers_once_and_again_when_it_is_back() {
+        let f = Fixture::new(StoreConfig::default());
+        f.apply("tok1", r#"{"x":1}"#);
+        let mut session = f.session("tok1", Duration::ZERO);
+        f.apply("tok1", r#"{"x":2}"#);
+        f.store.set_upstream(false);
+        f.store.set_upstream(false);
+        f.apply("tok1", r#"{"x":3}"#);
+        f.store.set_upstream(true);
+        assert_eq!(f.pump(&mut session, Instant::now()), Flow::Continue);
+        assert!(f.store.upstream_up());
+        let events = events(&session.out.to_vec());
+        assert_eq!(
+            kinds(&events),
+            ["snapshot", "update", "status", "update", "status"],
+            "{events:?}"
+        );
+        assert_eq!(events[2].2["upstream"], "reconnecting");
+        assert_eq!(events[4].2["upstream"], "ok");
+        assert_eq!(check_continuity(&events), [2, 3]);
     }
 }

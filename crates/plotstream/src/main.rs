@@ -193,8 +193,7 @@ struct ServeArgs {
     print_config: bool,
     /// The longest time between two group commits of accepted lines (docs/storage.md DC2): a
     /// crash loses at most this much of streams whose writers had no final 200 yet. Default
-    /// 10ms, and 2ms with --redis (a commit there is a round trip, and viewers on other nodes
-    /// wait for it: docs/storage.md "Several nodes").
+    /// 10ms.
     #[arg(long, value_parser = parse_duration)]
     sync_interval: Option<Duration>,
     /// With --redis (ignored otherwise): how long a node's hold on a writer's token outlives
@@ -517,11 +516,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config
         .faults
         .retain(|f| !matches!(f.kind, FaultKind::DiskFull { .. }));
-    config.sync_interval = args.sync_interval.unwrap_or(if args.redis.is_some() {
-        Duration::from_millis(2)
-    } else {
-        Duration::from_millis(10)
-    });
+    config.sync_interval = args.sync_interval.unwrap_or(Duration::from_millis(10));
     config.lease_ttl = args.lease_time;
     config.storage = if args.in_memory {
         if disk_full.is_some() {

@@ -98,6 +98,8 @@ struct Seen {
     /// Each reset's `reason`.
     reasons: Vec<String>,
     snapshots: usize,
+    /// Each `status` event's `upstream`.
+    statuses: Vec<String>,
 }
 
 impl Viewer {
@@ -175,6 +177,9 @@ impl Seen {
                     self.points.push((epoch.clone(), seq, x));
                 }
             }
+            "status" => self
+                .statuses
+                .push(v["upstream"].as_str().unwrap_or("").to_owned()),
             "reset" => {
                 self.resets += 1;
                 self.reasons
@@ -340,8 +345,19 @@ fn nodes_refuse_writes_while_redis_is_down_and_resume_when_it_returns() {
         }
     };
     until(503);
+    // B's viewer keeps its window and is told the node is reconnecting, then that it is back.
+    let told = |what: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while on_b.seen().statuses != what {
+            assert!(Instant::now() < deadline, "{:?}", on_b.seen().statuses);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    told(&["reconnecting"]);
+    assert_eq!(on_b.seen().points.len(), 10);
     c.redis.restart();
     until(200);
+    told(&["reconnecting", "ok"]);
     // No node restarts: writes resume on both nodes once Redis answers again. A refused
     // batch is never sent again (it may or may not have been stored: 503 acknowledges nothing).
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -490,4 +506,44 @@ fn a_token_that_may_not_stream_is_refused_before_anything_is_made_for_it() {
         serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap();
     let token = body["tokens"][0].as_str().unwrap().to_owned();
     assert_eq!(write_all(c.addr(0), &token, 0..3), 200);
+}
+
+/// The value of counter `name` in `addr`'s `/metrics`.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn lines_reach_another_node_live_and_the_stored_lines_fill_what_the_live_path_lost() {
+    let c = Cluster::start("cluster-live", 2, &[]);
+    assert_eq!(write_all(c.addr(0), "live1", 0..1), 200);
+    let on_b = Viewer::open(c.addr(1), "live1");
+    // B follows and subscribes; a generation nobody followed is published again after 200 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut w = Writer::open(c.addr(0), "live1");
+    for x in 1..200 {
+        assert!(w.points(x..x + 1));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    on_b.wait_for(199);
+    let live = metric(c.addr(1), "plotstream_live_lines_in_total");
+    assert!(live > 0, "B applied lines from the live path");
+    assert!(metric(c.addr(0), "plotstream_live_lines_out_total") >= live);
+    // Every subscriber's connection dropped: what is published until they are back is lost.
+    c.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    for x in 200..400 {
+        assert!(w.points(x..x + 1));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(w.close(), 200);
+    let seen = on_b.wait_for(399);
+    assert_eq!(seen.resets, 0, "resets: {:?}", seen.reasons);
+    assert_eq!(consecutive(&seen), (0..400).collect::<Vec<_>>());
+    // B was without its subscription for at least 200 ms of these lines: the stored lines
+    // brought some of them.
+    assert!(metric(c.addr(1), "plotstream_live_lines_in_total") < 399);
 }

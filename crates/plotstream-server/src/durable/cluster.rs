@@ -13,6 +13,7 @@
 //! | `readid` | hash | read id → token |
 //! | `tables` | string | moved by every commit that changes tokens, files or folders |
 //! | `owners` | channel | `<token> <fence> <node>` whenever a stream gets a new owner |
+//! | `live:<token>` | channel | the stream's lines as its owner applies them ([`LiveRun`]) |
 //!
 //! Every change a node stores for a stream is checked, in the same script, against the
 //! stream's `owner` fence (the backend's scripts): a node that lost a stream, however slow or
@@ -30,6 +31,61 @@ use super::redis::{
 
 /// The channel on which a new owner is announced.
 pub const OWNERS_CHANNEL: &str = "plotstream:owners";
+
+/// Lines of one generation as its owner applied them, published on the stream's live channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRun {
+    /// The stream's write token (its channel).
+    pub token: String,
+    /// The generation.
+    pub gen: u64,
+    /// The stream's epoch (a follower in the same epoch may go on into a new generation).
+    pub epoch: String,
+    /// The last line's seq.
+    pub last: u64,
+    /// The lines' records, in the stored lines' format (`records::encode_batch`).
+    pub records: Vec<u8>,
+}
+
+impl LiveRun {
+    /// The message: gen and last seq (8 bytes each, little-endian), the epoch's length (1 byte)
+    /// and the epoch, then the records.
+    fn encode(&self) -> Vec<u8> {
+        let epoch = &self.epoch.as_bytes()[..self.epoch.len().min(255)];
+        let mut out = Vec::with_capacity(17 + epoch.len() + self.records.len());
+        out.extend_from_slice(&self.gen.to_le_bytes());
+        out.extend_from_slice(&self.last.to_le_bytes());
+        out.push(u8::try_from(epoch.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(epoch);
+        out.extend_from_slice(&self.records);
+        out
+    }
+
+    /// The message `bytes` of `token`'s channel; `None` unless it is what `encode` writes
+    /// (records are checked where they are applied).
+    pub fn decode(token: &str, bytes: &[u8]) -> Option<LiveRun> {
+        let (gen, rest) = bytes.split_first_chunk::<8>()?;
+        let (last, rest) = rest.split_first_chunk::<8>()?;
+        let (n, rest) = rest.split_first()?;
+        let (epoch, records) = rest.split_at_checked(usize::from(*n))?;
+        Some(LiveRun {
+            token: token.to_owned(),
+            gen: u64::from_le_bytes(*gen),
+            epoch: std::str::from_utf8(epoch).ok()?.to_owned(),
+            last: u64::from_le_bytes(*last),
+            records: records.to_vec(),
+        })
+    }
+}
+
+const LIVE_PREFIX: &str = "live:";
+
+fn live_channel(token: &str) -> String {
+    key(&format!("{LIVE_PREFIX}{token}"))
+}
+
+/// How often a live subscription is brought to the generations this node follows.
+const LIVE_RESUBSCRIBE: Duration = Duration::from_millis(20);
 
 /// Takes a stream's lease for node `ARGV[1]` (`ARGV[2]` ms), unless another node's lease is
 /// live and `ARGV[3]` (takeover) is `0`. Returns `{state, fence, clean}`: state `0` refused,
@@ -355,6 +411,77 @@ impl ClusterLink {
             }
         }
         Ok(out)
+    }
+
+    /// Publishes `runs` on their streams' live channels, in one round trip. Returns, per run,
+    /// how many nodes got it.
+    pub fn publish(&mut self, runs: &[LiveRun]) -> Result<Vec<u64>, StorageError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.link.with_conn("PUBLISH", |c| {
+            let mut pipe = redis::pipe();
+            for run in runs {
+                pipe.cmd("PUBLISH")
+                    .arg(live_channel(&run.token))
+                    .arg(run.encode());
+            }
+            pipe.query(c)
+        })
+    }
+
+    /// Subscribes to the live channels of the streams `want()` returns (asked again every
+    /// [`LIVE_RESUBSCRIBE`]), calling `on(run)` for each message, until `stop` is set or the
+    /// connection breaks (`Err`: subscribe again; messages sent meanwhile are lost, which the
+    /// stored lines make up for).
+    pub fn live(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        mut want: impl FnMut() -> Vec<String>,
+        mut on: impl FnMut(LiveRun),
+    ) -> Result<(), StorageError> {
+        let mut conn = self.link.connect()?;
+        let mut pubsub = conn.as_pubsub();
+        let mut subscribed = std::collections::HashSet::new();
+        let mut synced = std::time::Instant::now() - LIVE_RESUBSCRIBE;
+        let prefix = key(LIVE_PREFIX);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if synced.elapsed() >= LIVE_RESUBSCRIBE {
+                synced = std::time::Instant::now();
+                let wanted: std::collections::HashSet<String> = want().into_iter().collect();
+                let gone: Vec<String> = subscribed
+                    .difference(&wanted)
+                    .map(|t| live_channel(t))
+                    .collect();
+                let new: Vec<String> = wanted
+                    .difference(&subscribed)
+                    .map(|t| live_channel(t))
+                    .collect();
+                // A confirmation slower than the read timeout is skipped when it comes (it is
+                // not a message): the command was sent.
+                let sent = |r: redis::RedisResult<()>, what| match r {
+                    Err(e) if !e.is_timeout() => Err(self.link.err(what, &e)),
+                    _ => Ok(()),
+                };
+                if !gone.is_empty() {
+                    sent(pubsub.unsubscribe(&gone), "UNSUBSCRIBE")?;
+                }
+                if !new.is_empty() {
+                    sent(pubsub.subscribe(&new), "SUBSCRIBE")?;
+                }
+                subscribed = wanted;
+            }
+            let msg = match pubsub.get_message() {
+                Ok(msg) => msg,
+                Err(e) if e.is_timeout() => continue,
+                Err(e) => return Err(self.link.err("a live channel", &e)),
+            };
+            let token = msg.get_channel_name().strip_prefix(prefix.as_str());
+            if let Some(run) = token.and_then(|t| LiveRun::decode(t, msg.get_payload_bytes())) {
+                on(run);
+            }
+        }
+        Ok(())
     }
 
     /// Listens on [`OWNERS_CHANNEL`], calling `on(token, fence)` for each other node's

@@ -433,6 +433,10 @@ impl Backend for RedisBackend {
             pipe.cmd("INCR").arg(key(TABLES_VERSION));
             replies_are.push(Reply::Plain);
         }
+        // Every run of lines in one script: a busy node's commit costs Redis one script call,
+        // not one per stream.
+        let mut appends = redis::cmd("EVAL");
+        let (mut keys, mut args, mut appended) = (vec![key("owner")], Vec::new(), Vec::new());
         let mut record = Vec::new();
         for run in batch.line_runs(false) {
             let Some(token) = self.owners.get(&run.gen) else {
@@ -443,16 +447,21 @@ impl Backend for RedisBackend {
                 continue;
             };
             run.encode(&mut record);
-            pipe.cmd("EVAL")
+            keys.push(lines_key(run.gen));
+            args.push(token.as_bytes().to_vec());
+            args.push(fence_of(run.gen).to_string().into_bytes());
+            args.push(format!("{}-0", run.last).into_bytes());
+            args.push(std::mem::take(&mut record));
+            appended.push((token.clone(), fence_of(run.gen)));
+        }
+        if !appended.is_empty() {
+            appends
                 .arg(APPEND_SCRIPT)
-                .arg(2)
-                .arg(key("owner"))
-                .arg(lines_key(run.gen))
-                .arg(token)
-                .arg(fence_of(run.gen))
-                .arg(format!("{}-0", run.last))
-                .arg(record.as_slice());
-            replies_are.push(Reply::Fenced(token.clone(), fence_of(run.gen)));
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+            pipe.add_command(appends);
+            replies_are.push(Reply::Appends(appended));
         }
         for op in &batch.ops {
             if let Op::DropGen { gen } = op {
@@ -471,6 +480,13 @@ impl Backend for RedisBackend {
                 (Ok(Value::Int(0)), Reply::Fenced(token, fence)) => {
                     if !fenced.contains(&(token.clone(), fence)) {
                         fenced.push((token, fence));
+                    }
+                }
+                (Ok(Value::Array(codes)), Reply::Appends(runs)) => {
+                    for (code, run) in codes.iter().zip(runs) {
+                        if matches!(code, Value::Int(0)) && !fenced.contains(&run) {
+                            fenced.push(run);
+                        }
                     }
                 }
                 (Ok(_), _) => {}
@@ -497,6 +513,8 @@ enum Reply {
     /// owns the stream of this token now (the change was not applied), `1` applied, `2`
     /// already there (a retried commit's lines).
     Fenced(String, u64),
+    /// The line appends' script: one such code per run, in order (`(token, fence)` each).
+    Appends(Vec<(String, u64)>),
 }
 
 /// The fence number a generation was made under (docs/storage.md "Several nodes"): every
@@ -532,15 +550,28 @@ redis.call('HDEL', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1";
 
-/// Appends a run of lines only while the fence holds; `2` when a retried commit finds it there.
+/// Appends runs of lines, run `i` (key `KEYS[i + 1]`, arguments `token, fence, id, record` from
+/// `ARGV[4i - 3]`) only while its stream's fence holds. Returns a code per run: `0` fenced, `1`
+/// appended, `2` already there (a retried commit's lines).
 const APPEND_SCRIPT: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-local ok = redis.pcall('XADD', KEYS[2], ARGV[3], 'r', ARGV[4])
-if type(ok) == 'table' and ok.err then
-  if string.find(ok.err, 'equal or smaller', 1, true) then return 2 end
-  return redis.error_reply(ok.err)
+local out = {}
+for i = 2, #KEYS do
+  local a = (i - 2) * 4
+  if redis.call('HGET', KEYS[1], ARGV[a + 1]) ~= ARGV[a + 2] then
+    out[i - 1] = 0
+  else
+    local ok = redis.pcall('XADD', KEYS[i], ARGV[a + 3], 'r', ARGV[a + 4])
+    if type(ok) == 'table' and ok.err then
+      if not string.find(ok.err, 'equal or smaller', 1, true) then
+        return redis.error_reply(ok.err)
+      end
+      out[i - 1] = 2
+    else
+      out[i - 1] = 1
+    end
+  end
 end
-return 1";
+return out";
 
 /// The streams whose metadata records `meta` holds, each with its snapshot and the lines after
 /// it, many streams a round trip (start-up, and a cluster node loading one stream).

@@ -18,6 +18,7 @@
 mod cluster;
 mod config;
 mod inspect;
+mod live;
 mod persist;
 mod queue;
 mod report;
@@ -26,6 +27,7 @@ mod viewers;
 mod writer;
 
 pub use self::config::StoreConfig;
+pub use self::live::Outbox;
 pub use self::queue::{Fanout, Subscription, ViewerMsg, ViewerQueue};
 pub use self::report::{Follow, Recovery, StreamSummary};
 pub use self::stream::PATCH_BYTES;
@@ -36,13 +38,15 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio::time::Instant;
 
 use plotstream_proto::{Maxpoints, Status, Token, Update, Value};
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 
 use crate::durable::{Journal, Op, Table};
 use crate::metrics::Metrics;
+
+/// L43: peers whose creation allowance is remembered before full buckets are forgotten.
+const ALLOWANCE_PEERS: usize = 65_536;
 
 /// The store.
 ///
@@ -64,6 +68,10 @@ pub struct Store {
     journal: Arc<Journal>,
     /// The next stream generation (docs/storage.md "Records"): unique across restarts.
     next_gen: AtomicU64,
+    /// On several nodes: the lines this node's writers add, for the nodes that follow them.
+    live: Option<Arc<Outbox>>,
+    /// On several nodes: this node cannot reach Redis (its viewers are told, `Upstream`).
+    upstream_down: AtomicBool,
 }
 
 /// Which streams exist.
@@ -123,7 +131,6 @@ impl Store {
         journal: Arc<Journal>,
     ) -> Store {
         Store {
-            config,
             index: RwLock::new(Index::default()),
             tokens: Mutex::new(TokenSets::default()),
             allowance: Mutex::new(HashMap::new()),
@@ -132,6 +139,9 @@ impl Store {
             next_conn: AtomicU64::new(1),
             journal,
             next_gen: AtomicU64::new(1),
+            live: config.clustered.then(Arc::default),
+            upstream_down: AtomicBool::new(false),
+            config,
         }
     }
 
@@ -266,6 +276,9 @@ impl Store {
                 let mut ticket = self
                     .journal
                     .push_line(stream.gen, seq, |out| out.extend_from_slice(record));
+                if let Some(live) = &self.live {
+                    live.push(key, stream.gen, &stream.epoch, seq, record);
+                }
                 if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {
                     ticket = self.store_snapshot(stream);
                 }
@@ -683,9 +696,6 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
-
-/// L43: peers whose creation allowance is remembered before full buckets are forgotten.
-const ALLOWANCE_PEERS: usize = 65_536;
 
 #[cfg(test)]
 impl Store {

@@ -16,6 +16,9 @@ pub enum ViewerMsg {
     Update(Arc<Fanout>),
     /// The stream's history was lost (`epoch`) or the server is stopping (`shutdown`).
     Reset(&'static str),
+    /// On several nodes: this node lost (`false`) or regained (`true`) Redis; its viewers
+    /// keep their window meanwhile (docs/storage.md "Several nodes").
+    Upstream(bool),
 }
 
 /// An update as fanned out: encoded once, when someone watches, and shared by every viewer's

@@ -88,6 +88,28 @@ impl Store {
         (rx, queue)
     }
 
+    /// On several nodes: this node lost (`up` false) or regained Redis. Every viewer is told
+    /// once per change ([`ViewerMsg::Upstream`]; one whose queue is full is marked lagged, and
+    /// its session tells it with the snapshot it sends next).
+    pub fn set_upstream(&self, up: bool) {
+        let was_down = self.upstream_down.swap(!up, Ordering::Relaxed);
+        if was_down != up {
+            return;
+        }
+        for (_, cell) in self.cells() {
+            for v in &cell.lock().viewers {
+                if v.tx.try_send(ViewerMsg::Upstream(up)).is_err() {
+                    v.queue.mark_lagged();
+                }
+            }
+        }
+    }
+
+    /// False while this node cannot reach Redis (several nodes; see [`Store::set_upstream`]).
+    pub fn upstream_up(&self) -> bool {
+        !self.upstream_down.load(Ordering::Relaxed)
+    }
+
     /// Sends `reset` (shutdown) to every viewer.
     pub fn shutdown_viewers(&self) {
         for (_, cell) in self.cells() {
