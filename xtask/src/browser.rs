@@ -11,21 +11,29 @@
 //! another origin. It leaves full-page screenshots in `<target dir>/browser-check.png` (the
 //! live view) and `browser-check-figure.png`.
 //!
+//! Then, where redis-server is installed, `xtask/browser/reconnecting.mjs` watches the live view
+//! of a `serve --demo --redis` node while Redis is killed and started again: the page must say
+//! `reconnecting` and keep its points, then `live` with new ones
+//! (`browser-check-reconnecting.png`).
+//!
 //! Playwright never downloads a browser here: the check needs Chromium from the system (`.ci/run`
 //! installs it) and node with npm; without them the CI step is skipped, not failed. plotly.js
 //! comes from the server's binary, so nothing is installed for the viewer.
 
 use std::{
     env,
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
-    time::Duration,
+    process::{Command, ExitCode, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
     process::{self, Serve, Stop},
+    redis::RedisServer,
     util,
 };
 
@@ -114,7 +122,85 @@ pub(crate) fn check(chromium: &Path) -> Result<bool> {
             println!("browser: screenshot at {}", path.display());
         }
     }
-    Ok(passed && stopped_cleanly)
+    let reconnects = reconnecting(&binary, chromium)?;
+    Ok(passed && stopped_cleanly && reconnects)
+}
+
+/// `reconnecting.mjs`: the live view of a node on Redis while Redis is killed and started
+/// again from its AOF, the harness doing each when the page says it is ready for it. Passes
+/// when the page says `reconnecting` keeping its points, then `live` with new ones. Skipped,
+/// with a line, where there is no redis-server.
+fn reconnecting(binary: &Path, chromium: &Path) -> Result<bool> {
+    let root = util::project_root();
+    let target_dir = util::target_dir();
+    let Some(mut redis) = RedisServer::start(&target_dir.join("browser-redis"))? else {
+        println!("browser: no redis-server; the reconnecting check is SKIPPED");
+        return Ok(true);
+    };
+    let screenshot = target_dir.join(RECONNECTING_SCREENSHOT_FILE);
+    let _ = std::fs::remove_file(&screenshot);
+    let url = redis.url();
+    let mut server = Serve::new(binary)
+        .flags(["--demo", "--redis", &url, "--lease-time", "1s"])
+        .flags(["--listen", "127.0.0.1:0"])
+        .named("the demo node on Redis".to_owned())
+        .echo()
+        .start()?;
+    let origin = format!("http://127.0.0.1:{}", server.port());
+    let mut node = Command::new("node");
+    node.arg(root.join("xtask/browser/reconnecting.mjs"))
+        .arg(&origin)
+        .arg(&screenshot)
+        .env("CHROMIUM_PATH", chromium)
+        .current_dir(&root)
+        .stdout(Stdio::piped());
+    println!("$ {}", util::display_command(&node));
+    let mut child = node.spawn().context("cannot start node")?;
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let mut passed = false;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        println!("browser: the page says `{line}`");
+        match line.as_str() {
+            "live" => redis.kill(),
+            "reconnecting" => {
+                if let Err(e) = redis.restart() {
+                    println!("browser: {e:#}");
+                    break;
+                }
+            }
+            "live again" => {
+                passed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    match process::wait_timeout(&mut child, Duration::from_secs(10))? {
+        Some(status) => passed &= status.success(),
+        None => {
+            process::end(&mut child, Stop::Graceful)?;
+            passed = false;
+        }
+    }
+    let stopped = server.stop(Stop::Graceful);
+    if !passed || !stopped.as_ref().is_ok_and(std::process::ExitStatus::success) {
+        println!("browser: the node's log:");
+        for line in server.log() {
+            println!("  | {line}");
+        }
+    }
+    if screenshot.is_file() {
+        println!("browser: screenshot at {}", screenshot.display());
+    }
+    Ok(passed)
 }
 
 /// Runs `cmd` with inherited stdio; `Ok(true)` if it exited with 0 within `timeout`.
@@ -149,6 +235,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 const SYSTEM_CHROMIUM: &str = "/usr/bin/chromium";
 const SCREENSHOT_FILE: &str = "browser-check.png";
 const FIGURE_SCREENSHOT_FILE: &str = "browser-check-figure.png";
+const RECONNECTING_SCREENSHOT_FILE: &str = "browser-check-reconnecting.png";
 /// check.mjs gives each of its three pages and the framing check 20 s to draw (about 10 s in
 /// all when they do) and watches the live view for 3 s; the rest is Chromium's start.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);

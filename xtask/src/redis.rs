@@ -5,7 +5,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -19,8 +19,32 @@ pub(crate) struct RedisServer {
     child: Child,
     /// The loopback port it listens on.
     pub(crate) port: u16,
+    dir: PathBuf,
     /// `redis_version` of `INFO server`.
     pub(crate) version: String,
+}
+
+/// redis-server on `port` with its AOF in `dir`; `None` when there is none to start.
+fn spawn(port: u16, dir: &Path) -> Result<Option<Child>> {
+    match Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("cannot start redis-server"),
+    }
 }
 
 impl RedisServer {
@@ -30,46 +54,48 @@ impl RedisServer {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = match Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).context("cannot start redis-server"),
+        let Some(child) = spawn(port, dir)? else {
+            return Ok(None);
         };
         let mut r = RedisServer {
             child,
             port,
+            dir: dir.to_owned(),
             version: String::new(),
         };
+        r.wait_ready()?;
+        r.version = r
+            .info("server")?
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        Ok(Some(r))
+    }
+
+    /// Kills it (SIGKILL, by PID): what a crash or a lost network looks like to the nodes.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port from its AOF (after [`RedisServer::kill`]).
+    pub(crate) fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.child = spawn(self.port, &self.dir)?.context("redis-server is gone")?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(info) = r.info("server") {
-                r.version = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("redis_version:"))
-                    .unwrap_or("?")
-                    .trim()
-                    .to_owned();
-                return Ok(Some(r));
-            }
+        while self.info("server").is_err() {
             if Instant::now() > deadline {
-                bail!("redis-server did not answer on port {port}");
+                bail!("redis-server did not answer on port {}", self.port);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// `redis://127.0.0.1:<port>`, for `serve --redis`.

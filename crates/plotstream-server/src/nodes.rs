@@ -5,11 +5,13 @@
 //! - A writer's token is taken with a lease before its first line ([`admit_writer`]): a new
 //!   owner gets a new fence, loads the stream from Redis and goes on from its last stored
 //!   line; the previous owner hears of it on the owners channel and ends its writer with 423.
-//! - Three threads per node ([`start`]): `leases` (refreshes this node's leases every third of
-//!   their time, lets go of those whose writers left once their lines are stored), `owners`
-//!   (the announcements of new owners), `follow` (tails the lines of every stream with viewers
-//!   here that another node owns, one `XREAD` for all of them, and loads a copy again on a gap
-//!   or a new epoch).
+//! - Five threads per node ([`start`]): `leases` (refreshes this node's leases every third of
+//!   their time, lets go of those whose writers left once their lines are stored, tells the
+//!   viewers when Redis is out of reach), `owners` (the announcements of new owners),
+//!   `live-out` (publishes the lines this node's writers add as they are applied), `live-in`
+//!   (applies what other nodes publish for the streams with viewers here), `follow` (reads the
+//!   stored lines of those streams, one `XREAD` for all of them, to fill what the live path
+//!   lost, and loads a copy again on a gap or a new epoch).
 //! - Reads of a stream this node neither owns nor follows load it first ([`load`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
