@@ -191,7 +191,11 @@ fn reconnecting(binary: &Path, chromium: &Path) -> Result<bool> {
         }
     }
     let stopped = server.stop(Stop::Graceful);
-    if !passed || !stopped.as_ref().is_ok_and(std::process::ExitStatus::success) {
+    if !passed
+        || !stopped
+            .as_ref()
+            .is_ok_and(std::process::ExitStatus::success)
+    {
         println!("browser: the node's log:");
         for line in server.log() {
             println!("  | {line}");

@@ -15,17 +15,17 @@
 //! - Reads of a stream this node neither owns nor follows load it first ([`load`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Weak};
+use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use plotstream_proto::Status;
 
-use crate::cluster::Cluster;
+use crate::cluster::{lock, Cluster};
 use crate::durable::{Acquired, ClusterLink, StorageError, Table};
 use crate::metrics::Metrics;
 use crate::records::StreamMeta;
 use crate::shared::Shared;
-use crate::store::{Conn, Outbox};
+use crate::store::{Conn, Live, Outbox};
 
 /// How long a follower's `XREAD` waits for new lines before it looks for new streams to follow.
 const FOLLOW_BLOCK: Duration = Duration::from_millis(100);
@@ -70,16 +70,14 @@ pub fn start(cluster: &Cluster, shared: &Arc<Shared>) {
         cluster.stop_flag(),
     );
     cluster.spawn("owners", move || owners(&l, &w, &stop));
-    // Set while this node is subscribed to the live channels: the follow thread polls the
-    // stored lines then, instead of waiting on them.
-    let live_ok = Arc::new(AtomicBool::new(false));
-    let (l, w, stop, ok) = (
+    let poll = Arc::new(Poll::default());
+    let (l, w, stop, p) = (
         cluster.sibling(Duration::from_secs(2)),
         Arc::downgrade(shared),
         cluster.stop_flag(),
-        live_ok.clone(),
+        poll.clone(),
     );
-    cluster.spawn("follow", move || follow(l, &w, &stop, &ok));
+    cluster.spawn("follow", move || follow(l, &w, &stop, &p));
     if let Some(outbox) = shared.store.live().cloned() {
         let (l, m, stop) = (
             cluster.sibling(Duration::from_secs(2)),
@@ -93,7 +91,7 @@ pub fn start(cluster: &Cluster, shared: &Arc<Shared>) {
         Arc::downgrade(shared),
         cluster.stop_flag(),
     );
-    cluster.spawn("live-in", move || live_in(&l, &w, &stop, &live_ok));
+    cluster.spawn("live-in", move || live_in(l, &w, &stop, &poll));
 }
 
 fn gen_of(meta: &[u8]) -> Option<u64> {
@@ -362,15 +360,51 @@ fn leases(
 /// writer here, if this node owned it under an older fence).
 fn owners(link: &ClusterLink, shared: &Weak<Shared>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        let result = link.listen(stop, |token, fence| {
-            if let Some(shared) = shared.upgrade() {
-                shared.store.lost_ownership(token, Some(fence), false);
-            }
-        });
+        let result = link.listen(
+            stop,
+            |token, fence| {
+                if let Some(shared) = shared.upgrade() {
+                    shared.store.lost_ownership(token, Some(fence), false);
+                }
+            },
+            |token| {
+                if let Some(live) = shared.upgrade().as_ref().and_then(|s| s.store.live()) {
+                    live.followed(token);
+                }
+            },
+        );
         if let Err(e) = result {
             tracing::warn!(error = %e, "cluster: the owners channel broke; listening again");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// How the follow thread reads the stored lines: waiting on them while the live path is down,
+/// polling while it is up, at once when a live run showed a gap.
+#[derive(Debug, Default)]
+struct Poll {
+    /// This node is subscribed to the live channels.
+    live: AtomicBool,
+    /// A live run went past its copy: read the stored lines now.
+    due: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Poll {
+    fn now(&self) {
+        *lock(&self.due) = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits `most`, or less if a gap was seen meanwhile.
+    fn wait(&self, most: Duration) {
+        let due = lock(&self.due);
+        let (mut due, _) = self
+            .wake
+            .wait_timeout_while(due, most, |due| !*due)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *due = false;
     }
 }
 
@@ -410,22 +444,23 @@ fn live_out(mut link: ClusterLink, outbox: &Outbox, metrics: &Metrics, stop: &At
 
 /// The live-in thread: applies the lines other nodes publish for the streams this node
 /// follows, ahead of their stored copies (which fill whatever this path lost).
-fn live_in(link: &ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, ok: &AtomicBool) {
+fn live_in(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: &Poll) {
     while !stop.load(Ordering::Relaxed) {
         let result = link.live(
             stop,
             || {
-                ok.store(true, Ordering::Relaxed);
+                poll.live.store(true, Ordering::Relaxed);
                 let follows = weak.upgrade().map(|s| s.store.follows());
                 follows.into_iter().flatten().map(|f| f.token).collect()
             },
             |run| {
-                if let Some(shared) = weak.upgrade() {
-                    shared.store.follow_live(&run);
+                let applied = weak.upgrade().map(|s| s.store.follow_live(&run));
+                if applied == Some(Live::Ahead) {
+                    poll.now();
                 }
             },
         );
-        ok.store(false, Ordering::Relaxed);
+        poll.live.store(false, Ordering::Relaxed);
         if let Err(e) = result {
             tracing::warn!(error = %e, "cluster: a live channel broke; subscribing again");
             std::thread::sleep(Duration::from_millis(200));
@@ -435,7 +470,7 @@ fn live_in(link: &ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, ok: &Atom
 
 /// The follow thread: applies the lines other nodes store to this node's copies of the
 /// streams with viewers here.
-fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, live_ok: &AtomicBool) {
+fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: &Poll) {
     let mut last_check = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let Some(shared) = weak.upgrade() else {
@@ -502,9 +537,9 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, live_ok
         drop(shared);
         // With the live path up, the stored lines only fill its gaps: read every
         // FOLLOW_POLL, not at every commit of every followed stream.
-        let live = live_ok.load(Ordering::Relaxed);
+        let live = poll.live.load(Ordering::Relaxed);
         if live {
-            std::thread::sleep(FOLLOW_POLL);
+            poll.wait(FOLLOW_POLL);
         }
         let block = if live { Duration::ZERO } else { FOLLOW_BLOCK };
         let runs = match link.tail(&reads, block, FOLLOW_BATCH) {

@@ -13,6 +13,7 @@
 //! | `readid` | hash | read id → token |
 //! | `tables` | string | moved by every commit that changes tokens, files or folders |
 //! | `owners` | channel | `<token> <fence> <node>` whenever a stream gets a new owner |
+//! | `follows` | channel | `<token>` whenever a node starts following a stream |
 //! | `live:<token>` | channel | the stream's lines as its owner applies them ([`LiveRun`]) |
 //!
 //! Every change a node stores for a stream is checked, in the same script, against the
@@ -31,6 +32,10 @@ use super::redis::{
 
 /// The channel on which a new owner is announced.
 pub const OWNERS_CHANNEL: &str = "plotstream:owners";
+
+/// The channel on which a node says it now follows a stream (`<token>`): its owner publishes
+/// the stream's lines again at once, quiet or not.
+pub const FOLLOWS_CHANNEL: &str = "plotstream:follows";
 
 /// Lines of one generation as its owner applied them, published on the stream's live channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,14 +440,14 @@ impl ClusterLink {
     /// connection breaks (`Err`: subscribe again; messages sent meanwhile are lost, which the
     /// stored lines make up for).
     pub fn live(
-        &self,
+        &mut self,
         stop: &std::sync::atomic::AtomicBool,
         mut want: impl FnMut() -> Vec<String>,
         mut on: impl FnMut(LiveRun),
     ) -> Result<(), StorageError> {
         let mut conn = self.link.connect()?;
         let mut pubsub = conn.as_pubsub();
-        let mut subscribed = std::collections::HashSet::new();
+        let mut subscribed = std::collections::HashSet::<String>::new();
         let mut synced = std::time::Instant::now() - LIVE_RESUBSCRIBE;
         let prefix = key(LIVE_PREFIX);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -468,6 +473,14 @@ impl ClusterLink {
                 }
                 if !new.is_empty() {
                     sent(pubsub.subscribe(&new), "SUBSCRIBE")?;
+                    // Their owners publish at once, even a stream nobody followed a moment ago.
+                    let _: Result<Vec<u64>, _> = self.link.with_conn("PUBLISH", |c| {
+                        let mut pipe = redis::pipe();
+                        for token in wanted.difference(&subscribed) {
+                            pipe.cmd("PUBLISH").arg(FOLLOWS_CHANNEL).arg(token);
+                        }
+                        pipe.query(c)
+                    });
                 }
                 subscribed = wanted;
             }
@@ -484,19 +497,20 @@ impl ClusterLink {
         Ok(())
     }
 
-    /// Listens on [`OWNERS_CHANNEL`], calling `on(token, fence)` for each other node's
-    /// announcement, until
-    /// `stop` is set (checked at least every read timeout of this link) or the connection
-    /// breaks (`Err`: listen again).
+    /// Listens on [`OWNERS_CHANNEL`] and [`FOLLOWS_CHANNEL`], calling `on_owner(token, fence)`
+    /// for each other node's announcement of a new owner and `on_follow(token)` for each
+    /// stream a node starts following, until `stop` is set (checked at least every read
+    /// timeout of this link) or the connection breaks (`Err`: listen again).
     pub fn listen(
         &self,
         stop: &std::sync::atomic::AtomicBool,
-        mut on: impl FnMut(&str, u64),
+        mut on_owner: impl FnMut(&str, u64),
+        mut on_follow: impl FnMut(&str),
     ) -> Result<(), StorageError> {
         let mut conn = self.link.connect()?;
         let mut pubsub = conn.as_pubsub();
         pubsub
-            .subscribe(OWNERS_CHANNEL)
+            .subscribe(&[OWNERS_CHANNEL, FOLLOWS_CHANNEL])
             .map_err(|e| self.link.err("SUBSCRIBE", &e))?;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let msg = match pubsub.get_message() {
@@ -505,13 +519,17 @@ impl ClusterLink {
                 Err(e) => return Err(self.link.err("the owners channel", &e)),
             };
             let payload: String = msg.get_payload().unwrap_or_default();
+            if msg.get_channel_name() == FOLLOWS_CHANNEL {
+                on_follow(&payload);
+                continue;
+            }
             let mut parts = payload.split(' ');
             if let (Some(token), Some(Ok(fence)), Some(node)) =
                 (parts.next(), parts.next().map(str::parse), parts.next())
             {
                 // This node's own announcements change nothing here.
                 if node != self.node {
-                    on(token, fence);
+                    on_owner(token, fence);
                 }
             }
         }

@@ -11,7 +11,7 @@ use plotstream_proto::Status;
 
 use super::persist::rebuild;
 use super::queue::ViewerMsg;
-use super::report::Follow;
+use super::report::{Follow, Live};
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Refusal, Store};
 use crate::durable::{LiveRun, LoadedStream, Op, FENCE_SHIFT};
@@ -365,39 +365,37 @@ impl Store {
 
     /// Applies a run of lines the owner of its stream published as it applied them
     /// ([`Store::live`]), like [`Store::follow`], except that a run that does not follow the
-    /// copy changes nothing: the stored lines fill the gap (the live path may lose messages;
-    /// the stored lines are complete). Lines the copy has are skipped, whichever path brought
-    /// them first. A run of a later generation in the copy's epoch that goes on from its last
-    /// seq moves the copy into that generation (a writer that moved cleanly to another node;
-    /// nothing of the earlier one can be missing). False when the run was not applied.
-    pub fn follow_live(&self, run: &LiveRun) -> bool {
+    /// copy changes nothing ([`Live::Ahead`]): the stored lines fill the gap (the live path may
+    /// lose messages; the stored lines are complete). Lines the copy has are skipped, whichever
+    /// path brought them first. A run of a later generation in the copy's epoch that goes on
+    /// from its last seq moves the copy into that generation (a writer that moved cleanly to
+    /// another node; nothing of the earlier one can be missing).
+    pub fn follow_live(&self, run: &LiveRun) -> Live {
         let Some(cell) = self.find(&run.token) else {
-            return false;
+            return Live::Ignored;
         };
         let mut guard = cell.lock();
         let s = &mut *guard;
         if s.fence != 0 || s.removed || s.stale {
-            return false;
+            return Live::Ignored;
         }
         let Some(lines) = records::decode_batch(run.last, &run.records) else {
-            return false;
+            return Live::Ignored;
         };
         let first = lines.first().map_or(0, |(seq, _)| *seq);
-        if first > s.last_seq + 1 {
-            return false;
+        let next = s.last_seq + 1;
+        if run.gen != s.gen && (run.gen < s.gen || run.epoch != s.epoch || first != next) {
+            return Live::Ignored;
         }
-        if run.gen != s.gen {
-            if run.gen < s.gen || run.epoch != s.epoch || first != s.last_seq + 1 {
-                return false;
-            }
-            s.gen = run.gen;
+        if first > next {
+            return Live::Ahead;
         }
+        s.gen = run.gen;
         let before = s.last_seq;
-        let applied = self.apply_stored(s, lines.into_iter());
-        s.stale |= !applied;
+        s.stale |= !self.apply_stored(s, lines.into_iter());
         let n = s.last_seq.saturating_sub(before);
         self.metrics.live_lines_in.fetch_add(n, Ordering::Relaxed);
-        applied
+        Live::Applied
     }
 
     /// The outbox of the lines this node's writers add (on several nodes; `None` on one).

@@ -117,6 +117,11 @@ impl Outbox {
         p.quiet.insert(token.to_owned(), now + QUIET_FOR);
     }
 
+    /// A node started following `token`'s stream: it is published again at once.
+    pub fn followed(&self, token: &str) {
+        self.lock().quiet.remove(token);
+    }
+
     /// Lines that skipped the live path since the last call (L58).
     pub fn take_skipped(&self) -> u64 {
         std::mem::take(&mut self.lock().skipped)

@@ -29,7 +29,7 @@ mod writer;
 pub use self::config::StoreConfig;
 pub use self::live::Outbox;
 pub use self::queue::{Fanout, Subscription, ViewerMsg, ViewerQueue};
-pub use self::report::{Follow, Recovery, StreamSummary};
+pub use self::report::{Follow, Live, Recovery, StreamSummary};
 pub use self::stream::PATCH_BYTES;
 use self::stream::{snapshot_every, Prepared, Stream, PREPARED};
 pub use self::writer::Conn;

@@ -42,3 +42,16 @@ pub struct Follow {
     /// The copy must be loaded again before it is followed.
     pub stale: bool,
 }
+
+/// What a run of lines published live did to a copy that follows its stream
+/// (`Store::follow_live`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Applied (or already there).
+    Applied,
+    /// It starts past the copy's last seq: the lines between are to be read from the stored
+    /// ones, now rather than at the next poll.
+    Ahead,
+    /// Not for this copy (not followed here, owned here, stale, another epoch).
+    Ignored,
+}
