@@ -123,7 +123,8 @@ struct Setup<'a> {
 }
 
 /// `cargo xtask bench cluster`: the same loads against the embedded store, one node on Redis
-/// and three nodes on Redis (writers spread, viewers on other nodes), in one run.
+/// and three nodes on Redis (writers spread, viewers on other nodes), then the three nodes
+/// again with Redis's `appendfsync everysec`, in one run.
 pub(crate) fn bench() -> Result<ExitCode> {
     let bin = process::build_plotstream(true)?;
     let target_dir = util::target_dir();
@@ -159,6 +160,18 @@ pub(crate) fn bench() -> Result<ExitCode> {
         &bin,
         &Setup {
             name: "redis, 3 nodes",
+            targets: three.iter().map(url).collect(),
+            redis: Some(&redis),
+            cross: true,
+        },
+    )?);
+    // The same with Redis fsyncing once a second instead of at every commit: what
+    // `appendfsync always` costs the viewers on other nodes (its fsyncs block Redis).
+    redis.config_set("appendfsync", "everysec")?;
+    rows.extend(run_setup(
+        &bin,
+        &Setup {
+            name: "redis everysec, 3 nodes",
             targets: three.iter().map(url).collect(),
             redis: Some(&redis),
             cross: true,

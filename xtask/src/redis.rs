@@ -121,6 +121,19 @@ impl RedisServer {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// `CONFIG SET name value` (an inline command; `+OK` expected).
+    pub(crate) fn config_set(&self, name: &str, value: &str) -> Result<()> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "CONFIG SET {name} {value}\r\n")?;
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply)?;
+        if reply.trim() != "+OK" {
+            bail!("CONFIG SET {name} {value} answered {reply:?}");
+        }
+        Ok(())
+    }
+
     /// Commands Redis has processed so far (`INFO stats`, minus this call's own).
     pub(crate) fn commands(&self) -> Result<u64> {
         let info = self.info("stats")?;

@@ -34,6 +34,9 @@ const FOLLOW_BLOCK: Duration = Duration::from_millis(100);
 /// is up (it waits on them otherwise): the longest a line lost on the live path is late.
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
 
+/// The least time between two reads of the stored lines while the live path is up.
+const FOLLOW_MIN: Duration = Duration::from_millis(5);
+
 /// How often a follower checks that the streams it follows are still in the generation it
 /// reads (a figure restarted one, or a new owner took it).
 const META_CHECK: Duration = Duration::from_millis(100);
@@ -472,7 +475,17 @@ fn live_in(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: 
 /// streams with viewers here.
 fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: &Poll) {
     let mut last_check = Instant::now();
+    let mut last_read = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // With the live path up, the stored lines only fill its gaps: they are read every
+        // FOLLOW_POLL (at once when a live run showed a gap, but not more often than every
+        // FOLLOW_MIN), not at every commit of every followed stream.
+        let live = poll.live.load(Ordering::Relaxed);
+        if live {
+            poll.wait(FOLLOW_POLL.saturating_sub(last_read.elapsed()));
+            std::thread::sleep(FOLLOW_MIN.saturating_sub(last_read.elapsed()));
+        }
+        last_read = Instant::now();
         let Some(shared) = weak.upgrade() else {
             return;
         };
@@ -535,12 +548,6 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: &
         }
         let reads: Vec<(u64, u64)> = follows.iter().map(|f| (f.gen, f.last_seq)).collect();
         drop(shared);
-        // With the live path up, the stored lines only fill its gaps: read every
-        // FOLLOW_POLL, not at every commit of every followed stream.
-        let live = poll.live.load(Ordering::Relaxed);
-        if live {
-            poll.wait(FOLLOW_POLL);
-        }
         let block = if live { Duration::ZERO } else { FOLLOW_BLOCK };
         let runs = match link.tail(&reads, block, FOLLOW_BATCH) {
             Ok(runs) => runs,
