@@ -30,6 +30,9 @@ use super::redis::{
     TABLES_VERSION,
 };
 
+/// How many times a stream is read when its generation changes while it is read.
+const LOAD_TRIES: usize = 3;
+
 /// The channel on which a new owner is announced.
 pub const OWNERS_CHANNEL: &str = "plotstream:owners";
 
@@ -288,11 +291,24 @@ impl ClusterLink {
         gen_of: &dyn Fn(&[u8]) -> Option<u64>,
     ) -> Result<Option<LoadedStream>, StorageError> {
         self.link.with_conn("load", |c| {
-            let meta: Option<Vec<u8>> = redis::cmd("HGET").arg(key("meta")).arg(token).query(c)?;
-            let Some(meta) = meta else {
-                return Ok(None);
+            let meta_of = |c: &mut redis::Connection| -> redis::RedisResult<Option<Vec<u8>>> {
+                redis::cmd("HGET").arg(key("meta")).arg(token).query(c)
             };
-            Ok(read_streams(c, vec![(token.to_owned(), meta)], gen_of)?.pop())
+            let mut loaded = None;
+            // The metadata, snapshot and lines are read in turn: a new generation made
+            // meanwhile (another node took the stream) may have dropped the snapshot read
+            // next. Read again, a few times, until the generation held still.
+            for _ in 0..LOAD_TRIES {
+                let Some(meta) = meta_of(c)? else {
+                    return Ok(None);
+                };
+                let gen = gen_of(&meta);
+                loaded = read_streams(c, vec![(token.to_owned(), meta)], gen_of)?.pop();
+                if meta_of(c)?.as_deref().and_then(gen_of) == gen {
+                    break;
+                }
+            }
+            Ok(loaded)
         })
     }
 
