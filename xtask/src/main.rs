@@ -25,12 +25,15 @@ mod cluster;
 mod compat;
 mod conform;
 mod fuzz;
+mod http;
 mod process;
 mod redis;
 mod soak;
 #[cfg(test)]
 mod tidy;
 mod util;
+mod venv;
+mod wheel;
 
 use std::process::ExitCode;
 
@@ -61,6 +64,7 @@ fn run() -> Result<ExitCode> {
         "bench" => bench::run(args),
         "browser" => browser::run(args),
         "soak" => soak::run(args),
+        "wheel" => wheel::run(args),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(ExitCode::SUCCESS)
