@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{browser, compat, conform as conform_suite, fuzz, util, wheel};
+use crate::{browser, compat, conform as conform_suite, cross, fuzz, util, wheel};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(fuzz::SMOKE_SECS);
@@ -129,6 +129,11 @@ fn steps() -> Vec<Step> {
             name: "wheel",
             what: "the Python wheel (maturin, dev profile) in a fresh venv: README.md's \"For Python users\" blocks as written, then the tutorial against the venv's plotstream",
             run: wheel_check,
+        },
+        Step {
+            name: "cross",
+            what: "packaging/'s sample config through serve --print-config; plotstream for aarch64 (cross gcc, profile cross-ci) run under qemu: --version, a writer, the inspection",
+            run: cross_check,
         },
         Step {
             name: "fuzz",
@@ -321,6 +326,12 @@ fn cluster(_: &Ctx) -> Result<Outcome> {
 /// installed wheel, or skipped without python3's venv or maturin.
 fn wheel_check(_: &Ctx) -> Result<Outcome> {
     Ok(Outcome::from_checked("wheel", wheel::check()?))
+}
+
+/// The ARM build and the service's files (`cross::check`); a part the machine cannot make is
+/// skipped.
+fn cross_check(_: &Ctx) -> Result<Outcome> {
+    Ok(Outcome::from_checked("cross", cross::check()?))
 }
 
 /// The conformance suite against our server (one check) and its calibration (one check).

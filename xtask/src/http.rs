@@ -43,6 +43,22 @@ pub(crate) fn inspect(addr: SocketAddr, token: &str) -> Result<serde_json::Value
         .with_context(|| format!("GET /api/streams/{token} is not JSON: {}", response.body))
 }
 
+/// Writes `lines` to the stream `token` as chart_studio does: `POST /` with a
+/// `plotly-streamtoken` head and a chunked body, one chunk per line; the server's final response
+/// once the body ended.
+pub(crate) fn write_lines(addr: SocketAddr, token: &str, lines: &[String]) -> Result<Response> {
+    let mut request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nplotly-streamtoken: {token}\r\n\r\n"
+    )
+    .into_bytes();
+    for line in lines {
+        let line = format!("{line}\n");
+        request.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    exchange(addr, &request).with_context(|| format!("POST / to http://{addr} (token {token})"))
+}
+
 /// Sends `request` on a fresh connection and reads the response until the server closes.
 fn exchange(addr: SocketAddr, request: &[u8]) -> Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;

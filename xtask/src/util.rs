@@ -341,6 +341,12 @@ impl Checked {
         }
     }
 
+    /// Skips the check `what` because of `why` (said on a line of its own, and in the summary).
+    pub(crate) fn skip(&mut self, what: &str, why: impl std::fmt::Display) {
+        println!("{what}: SKIPPED ({why})");
+        self.skipped_parts.push(format!("{what}: {why}"));
+    }
+
     /// Counts the check `what`: passed, or failed with `why` (printed, and kept for the summary).
     pub(crate) fn count(&mut self, what: &str, result: Result<String>) {
         match result {

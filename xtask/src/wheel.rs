@@ -5,7 +5,8 @@
 //! `python/build-requirements.txt`, in the venv `<target>/wheel/maturin`.
 //!
 //! - `cargo xtask wheel` builds the release wheel, stripped, into `<target>/wheels`, and prints
-//!   its path and size.
+//!   its path and size; `--target aarch64-unknown-linux-gnu` (or armv7) builds one for an ARM
+//!   board with the cross gcc, as `cargo xtask cross` does (into `<target>/wheels/TRIPLE`).
 //! - The CI step builds it with the dev profile (the binary earlier steps built is reused: the
 //!   wheel takes seconds, not the minutes of a release build), then checks, one count each:
 //!   1. `readme`: the fenced blocks of README.md's "For Python users" marked
@@ -34,23 +35,32 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    compat, http,
+    compat, cross, http,
     process::{self, Serve, Stop},
     util::{self, Checked},
     venv,
 };
 
-pub(crate) fn run(args: util::Args) -> Result<ExitCode> {
+pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
+    let target: Option<String> = args.value("--target")?;
     let (positional, _) = args.finish()?;
     if let Some(extra) = positional.first() {
         bail!("`wheel` takes no positional argument, got `{extra}`");
     }
     let maturin = maturin().map_err(|reason| anyhow::anyhow!("no maturin: {reason}"))?;
-    let wheel = build(
-        &maturin,
-        Profile::Release,
-        &util::target_dir().join("wheels"),
-    )?;
+    let out = util::target_dir().join("wheels");
+    let wheel = match &target {
+        None => build(&maturin, Profile::Release, &out, None)?,
+        Some(triple) => {
+            let env = cross::build_env(triple)?;
+            build(
+                &maturin,
+                Profile::Release,
+                &out.join(triple),
+                Some((triple, &env)),
+            )?
+        }
+    };
     println!("wheel: {}", describe(&wheel)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -64,7 +74,7 @@ pub(crate) fn check() -> Result<Checked> {
     let work = util::target_dir().join("wheel");
     let mut out = Checked::default();
     let started = Instant::now();
-    let wheel = match build(&maturin, Profile::Dev, &work.join("dist")) {
+    let wheel = match build(&maturin, Profile::Dev, &work.join("dist"), None) {
         Ok(wheel) => wheel,
         Err(err) => {
             out.count("wheel: build", Err(err));
@@ -112,9 +122,15 @@ fn maturin() -> Result<PathBuf, String> {
     Ok(venv.join("bin").join("maturin"))
 }
 
-/// `maturin build` of `python/pyproject.toml` into `out` (emptied first): the wheel, whose
-/// name must carry the workspace version.
-fn build(maturin: &Path, profile: Profile, out: &Path) -> Result<PathBuf> {
+/// `maturin build` of `python/pyproject.toml` into `out` (emptied first), for the host or for
+/// a `(triple, the environment that builds for it)`: the wheel, whose name must carry the
+/// workspace version.
+fn build(
+    maturin: &Path,
+    profile: Profile,
+    out: &Path,
+    target: Option<(&str, &[(String, String)])>,
+) -> Result<PathBuf> {
     if out.exists() {
         fs::remove_dir_all(out).with_context(|| format!("cannot empty {}", out.display()))?;
     }
@@ -127,6 +143,9 @@ fn build(maturin: &Path, profile: Profile, out: &Path) -> Result<PathBuf> {
         .arg("--out")
         .arg(out)
         .current_dir(util::project_root().join("python"));
+    if let Some((triple, env)) = target {
+        cmd.args(["--target", triple]).envs(env.iter().cloned());
+    }
     if !util::run_echoed(&mut cmd)? {
         bail!("maturin build failed");
     }
