@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{browser, compat, conform as conform_suite, fuzz, util};
+use crate::{browser, compat, conform as conform_suite, cross, fuzz, util, wheel};
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let fuzz_secs = args.value("--fuzz-secs")?.unwrap_or(fuzz::SMOKE_SECS);
@@ -126,6 +126,16 @@ fn steps() -> Vec<Step> {
             run: compat,
         },
         Step {
+            name: "wheel",
+            what: "the Python wheel (maturin, dev profile) in a fresh venv: README.md's \"For Python users\" blocks as written, then the tutorial against the venv's plotstream",
+            run: wheel_check,
+        },
+        Step {
+            name: "cross",
+            what: "packaging/'s sample config through serve --print-config; plotstream for aarch64 (cross gcc, profile cross-ci) run under qemu: --version, a writer, the inspection",
+            run: cross_check,
+        },
+        Step {
             name: "fuzz",
             what: "cargo +nightly fuzz without ASan: every corpus input once, then a short run of every target",
             run: fuzz_smoke,
@@ -161,6 +171,8 @@ struct Outcome {
     failed: u64,
     /// Why the step did not run, if it was skipped.
     skipped: Option<String>,
+    /// The checks of a step that ran which the machine could not make, with why.
+    skipped_parts: Vec<String>,
     /// What failed, in the step's own words (see `util::FailureLines`).
     details: Vec<String>,
 }
@@ -195,11 +207,35 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a step of several checks, its skip said on a line of its own.
+    fn from_checked(step: &str, checked: util::Checked) -> Outcome {
+        if let Some(reason) = checked.skipped {
+            println!("{step}: SKIPPED ({reason})");
+            return Outcome::skipped(reason);
+        }
+        Outcome {
+            passed: checked.passed,
+            failed: checked.failed,
+            skipped: None,
+            skipped_parts: checked.skipped_parts,
+            details: checked.failures,
+        }
+    }
+
     fn describe(&self) -> String {
-        match &self.skipped {
-            Some(reason) => format!("SKIPPED ({reason})"),
+        let text = match &self.skipped {
+            Some(reason) => return format!("SKIPPED ({reason})"),
             None if self.failed == 0 => format!("ok, {} passed", self.passed),
             None => format!("FAILED, {} passed, {} failed", self.passed, self.failed),
+        };
+        if self.skipped_parts.is_empty() {
+            text
+        } else {
+            format!(
+                "{text}, {} SKIPPED ({})",
+                self.skipped_parts.len(),
+                self.skipped_parts.join("; ")
+            )
         }
     }
 }
@@ -276,23 +312,26 @@ fn compat(_: &Ctx) -> Result<Outcome> {
         passed: tally.passed,
         failed: tally.failed,
         skipped: None,
+        skipped_parts: Vec::new(),
         details: tally.failures,
     })
 }
 
 /// Several nodes on one Redis (`cluster::check`): two checks, or skipped without redis-server.
 fn cluster(_: &Ctx) -> Result<Outcome> {
-    let checked = crate::cluster::check()?;
-    if let Some(reason) = checked.skipped {
-        println!("cluster: SKIPPED ({reason})");
-        return Ok(Outcome::skipped(reason));
-    }
-    Ok(Outcome {
-        passed: checked.passed,
-        failed: checked.failed,
-        skipped: None,
-        details: checked.failures,
-    })
+    Ok(Outcome::from_checked("cluster", crate::cluster::check()?))
+}
+
+/// The Python package (`wheel::check`): the README's blocks and the tutorial against the
+/// installed wheel, or skipped without python3's venv or maturin.
+fn wheel_check(_: &Ctx) -> Result<Outcome> {
+    Ok(Outcome::from_checked("wheel", wheel::check()?))
+}
+
+/// The ARM build and the service's files (`cross::check`); a part the machine cannot make is
+/// skipped.
+fn cross_check(_: &Ctx) -> Result<Outcome> {
+    Ok(Outcome::from_checked("cross", cross::check()?))
 }
 
 /// The conformance suite against our server (one check) and its calibration (one check).
@@ -303,6 +342,7 @@ fn conform(_: &Ctx) -> Result<Outcome> {
         passed: u64::from(suite) + u64::from(calibration),
         failed: u64::from(!suite) + u64::from(!calibration),
         skipped: None,
+        skipped_parts: Vec::new(),
         details: checked.failures,
     })
 }
@@ -416,6 +456,11 @@ mod tests {
             "FAILED, 0 passed, 1 failed"
         );
         assert_eq!(Outcome::skipped("why").describe(), "SKIPPED (why)");
+        let partly = Outcome {
+            skipped_parts: vec!["run: no qemu".to_owned()],
+            ..Outcome::passed()
+        };
+        assert_eq!(partly.describe(), "ok, 1 passed, 1 SKIPPED (run: no qemu)");
     }
 
     #[test]

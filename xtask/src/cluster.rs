@@ -18,17 +18,7 @@ use serde_json::{json, Value};
 use crate::bench_ingest::{load, serve_with, BENCH_SERVE_FLAGS};
 use crate::process::{self, Serve, Server};
 use crate::redis::RedisServer;
-use crate::util;
-
-/// What the CI step found.
-#[derive(Debug, Default)]
-pub(crate) struct Checked {
-    pub(crate) passed: u64,
-    pub(crate) failed: u64,
-    /// Why it did not run (no redis-server).
-    pub(crate) skipped: Option<String>,
-    pub(crate) failures: Vec<String>,
-}
+use crate::util::{self, Checked};
 
 /// Starts `n` nodes on `redis` with `flags`.
 fn nodes(bin: &Path, redis: &RedisServer, n: usize, flags: &[&str]) -> Result<Vec<Server>> {
@@ -54,10 +44,9 @@ fn url(node: &Server) -> String {
 /// The CI step (see the module).
 pub(crate) fn check() -> Result<Checked> {
     let Some(redis) = RedisServer::start(&util::target_dir().join("cluster-redis"))? else {
-        return Ok(Checked {
-            skipped: Some("no redis-server on PATH (.ci/run installs it)".into()),
-            ..Checked::default()
-        });
+        return Ok(Checked::skipped(
+            "no redis-server on PATH (.ci/run installs it)",
+        ));
     };
     println!(
         "cluster: redis-server {} on port {}",

@@ -10,6 +10,8 @@
 //! cargo xtask bench ingest                plotstream serve under plotstream load, beside TCP and hyper
 //! cargo xtask bench engines               redb, fjall and SQLite on the durable store's workload
 //! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
+//! cargo xtask wheel [--target TRIPLE]    the Python wheel (maturin, release) into <target>/wheels
+//! cargo xtask cross [--target TRIPLE]     release binaries for ARM boards (aarch64, armv7), with their sizes
 //! ```
 //!
 //! The tidy checks are `#[test]`s in `tidy/`, so `cargo test --workspace` (and with it
@@ -24,13 +26,17 @@ mod ci;
 mod cluster;
 mod compat;
 mod conform;
+mod cross;
 mod fuzz;
+mod http;
 mod process;
 mod redis;
 mod soak;
 #[cfg(test)]
 mod tidy;
 mod util;
+mod venv;
+mod wheel;
 
 use std::process::ExitCode;
 
@@ -61,6 +67,8 @@ fn run() -> Result<ExitCode> {
         "bench" => bench::run(args),
         "browser" => browser::run(args),
         "soak" => soak::run(args),
+        "wheel" => wheel::run(args),
+        "cross" => cross::run(args),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(ExitCode::SUCCESS)
@@ -73,10 +81,11 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, `fuzz --smoke` (a replay
-                               of every fuzz corpus, then N s of each target, default 10, two at a
-                               time, built without ASan to stay well under 5 min), the browser check;
-                               the last line is `N passed, M failed`. XTASK_SKIP_FUZZ=1 skips fuzzing
+  ci [--fuzz-secs N]           fmt, clippy, every test, the compat suite, the wheel and cross checks,
+       [--step NAME]           `fuzz --smoke` (a replay of every fuzz corpus, then N s of each target,
+                               default 10, two at a time, built without ASan to stay well under
+                               5 min), the browser check; the last line is `N passed, M failed`.
+                               XTASK_SKIP_FUZZ=1 skips fuzzing; --step NAME runs one step
   compat [FILTER...] [--list]  the real clients (chart_studio 1.1.0 + plotly 6.0.0, npm plotly 1.0.6)
                                against `plotstream serve`, one line per case of docs/protocol.md §9.2 a
                                client plays (and F1-F6, U1-U5, S15); FILTER picks cases
@@ -117,4 +126,14 @@ commands:
                                600), two at a time, merged into fuzz/corpus
   browser                      build and start `plotstream serve --demo`, open its live view in headless
                                Chromium (xtask/browser/check.mjs) and check that the plot grows;
-                               leaves <target>/browser-check.png";
+                               leaves <target>/browser-check.png
+  wheel [--target TRIPLE]      build the Python wheel plotstream-server (python/pyproject.toml, maturin
+                               from python/build-requirements.txt in <target>/wheel/maturin), release
+                               and stripped, into <target>/wheels; prints its path and size; with
+                               --target, for an ARM board (as `cross` builds it), into wheels/TRIPLE
+  cross [--target TRIPLE]      build plotstream in release for aarch64-unknown-linux-gnu and
+                               armv7-unknown-linux-gnueabihf with the system's cross gcc (Debian's
+                               gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf
+                               libc6-dev-armhf-cross; rustup target add), print each binary's size and
+                               stripped size, leave the stripped copies in <target>/cross, and run each
+                               under qemu-user when it is installed (--version, serve, a writer)";

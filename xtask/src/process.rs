@@ -287,6 +287,9 @@ pub(crate) fn free_port() -> Result<u16> {
 #[derive(Debug, Clone)]
 pub(crate) struct Serve {
     binary: PathBuf,
+    /// A program that runs the binary, with its arguments before the binary's path: the cross
+    /// step's `qemu-aarch64 -L SYSROOT`.
+    runner: Vec<String>,
     /// The flags after `serve`.
     flags: Vec<String>,
     /// An RLIMIT_NOFILE set by `sh`, which then `exec`s the server, so the PID stays the server's.
@@ -304,6 +307,7 @@ impl Serve {
     pub(crate) fn new(binary: &Path) -> Serve {
         Serve {
             binary: binary.to_path_buf(),
+            runner: Vec::new(),
             flags: Vec::new(),
             nofile: None,
             env: Vec::new(),
@@ -328,6 +332,14 @@ impl Serve {
 
     pub(crate) fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f == flag)
+    }
+
+    /// Runs the binary with `runner` (a program and its arguments): `runner… binary serve …`.
+    /// The runner must exec the binary or be it (qemu-user runs it in its own process), so
+    /// that the PID stopped is the server's.
+    pub(crate) fn runner(mut self, runner: &[String]) -> Serve {
+        self.runner = runner.to_vec();
+        self
     }
 
     /// Runs the server under `ulimit -n nofile`.
@@ -366,15 +378,22 @@ impl Serve {
 
     /// The command that starts the server.
     pub(crate) fn command(&self) -> Command {
+        // What runs: the runner's program with its arguments and the binary, or the binary.
+        let mut words: Vec<&std::ffi::OsStr> = self.runner.iter().map(|w| w.as_ref()).collect();
+        words.push(self.binary.as_os_str());
         let mut cmd = match self.nofile {
             Some(n) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(&self.binary);
+                    .args(&words);
                 sh
             }
-            None => Command::new(&self.binary),
+            None => {
+                let mut cmd = Command::new(words[0]);
+                cmd.args(&words[1..]);
+                cmd
+            }
         };
         cmd.arg("serve").args(&self.flags).env("NO_COLOR", "1");
         for (name, value) in &self.env {
@@ -650,6 +669,11 @@ mod tests {
         assert_eq!(
             util::display_command(&plain.command()),
             "/bin/plotstream serve --demo"
+        );
+        let emulated = plain.runner(&["qemu-aarch64".to_owned(), "-L".to_owned(), "/x".to_owned()]);
+        assert_eq!(
+            util::display_command(&emulated.command()),
+            "qemu-aarch64 -L /x /bin/plotstream serve --demo"
         );
     }
 }

@@ -75,6 +75,42 @@ pub(crate) fn target_dir() -> PathBuf {
     })
 }
 
+/// `[workspace.package] version` of the root manifest: the version of every crate, of
+/// `plotstream --version` and of the wheel.
+pub(crate) fn workspace_version() -> Result<String> {
+    let manifest = std::fs::read_to_string(project_root().join("Cargo.toml"))
+        .context("cannot read the root Cargo.toml")?;
+    manifest_entries(&manifest)
+        .into_iter()
+        .find(|e| e.table == "workspace.package" && e.key == "version")
+        .map(|e| unquote(&e.value).to_owned())
+        .context("[workspace.package] has no version")
+}
+
+/// Runs `cmd` and returns its stdout; a failure to start or a non-zero exit is an error that
+/// carries its stderr.
+pub(crate) fn output_of(cmd: &mut Command) -> Result<String> {
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot start `{}`", display_command(cmd)))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` exited with {}: {}",
+            display_command(cmd),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `12.3 MiB`.
+pub(crate) fn mib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    format!("{mib:.1} MiB")
+}
+
 /// Command-line arguments after the subcommand: `--flag`, `--flag VALUE`, positionals, and
 /// everything after a bare `--` kept verbatim.
 #[derive(Debug)]
@@ -282,6 +318,53 @@ pub(crate) fn parse_account(line: &str) -> Result<Account> {
         api_key: text("api_key")?,
         stream_ids,
     })
+}
+
+/// What a CI step made of several checks (`cluster`, `wheel`, `cross`): one count each, and the
+/// failures in its own words; or why it did not run at all.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
+    /// Why the step did not run (what the machine lacks).
+    pub(crate) skipped: Option<String>,
+    /// The checks of a step that ran which this machine could not make: `what: why`.
+    pub(crate) skipped_parts: Vec<String>,
+    pub(crate) failures: Vec<String>,
+}
+
+impl Checked {
+    pub(crate) fn skipped(reason: impl Into<String>) -> Checked {
+        Checked {
+            skipped: Some(reason.into()),
+            ..Checked::default()
+        }
+    }
+
+    /// Skips the check `what` because of `why` (said on a line of its own, and in the summary).
+    pub(crate) fn skip(&mut self, what: &str, why: impl std::fmt::Display) {
+        println!("{what}: SKIPPED ({why})");
+        self.skipped_parts.push(format!("{what}: {why}"));
+    }
+
+    /// Counts the check `what`: passed, or failed with `why` (printed, and kept for the summary).
+    pub(crate) fn count(&mut self, what: &str, result: Result<String>) {
+        match result {
+            Ok(detail) => {
+                println!("{what}: ok: {detail}");
+                self.passed += 1;
+            }
+            Err(err) => {
+                let text = format!("{err:#}");
+                println!("{what}: FAILED: {text}");
+                self.failed += 1;
+                self.failures.push(format!(
+                    "{what}: {}",
+                    text.lines().next().unwrap_or_default()
+                ));
+            }
+        }
+    }
 }
 
 /// The lines of a step's output worth repeating in the CI summary, where a reader of only the

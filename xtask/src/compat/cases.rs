@@ -228,7 +228,8 @@ fn cases() -> Vec<Case> {
 
 // ---- the Python and node cases -------------------------------------------------------------------
 
-fn tutorial(env: &CaseEnv<'_>) -> Result<Pass> {
+/// The tutorial, unchanged, against a server on port 80 (its stream port) and a free port.
+pub(super) fn tutorial(env: &CaseEnv<'_>) -> Result<Pass> {
     let server = env
         .server(&["--listen", "127.0.0.1:80", "--listen", "127.0.0.1:0"])
         .context(

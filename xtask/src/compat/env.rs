@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{process, util};
+use crate::{process, util, venv};
 
 /// What a case needs besides the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,10 @@ impl Env {
 
         let not_needed = "not needed by the selected cases";
         let python = if needs(&[Needs::Python, Needs::PythonRedis]) {
-            prepare_venv(&root, &work)
+            venv::prepare(
+                &root.join("xtask/compat/python/requirements.txt"),
+                &work.join("venv"),
+            )
         } else {
             Err(not_needed.to_owned())
         };
@@ -99,6 +102,24 @@ impl Env {
         })
     }
 
+    /// The environment of a case run by another command: `binary` as the server, `python` (a
+    /// venv with the pins of `xtask/compat/python/requirements.txt`) as the client, logs and
+    /// homes under `work`; no node, certificate or Redis.
+    pub(super) fn with_client(binary: &Path, python: &Path, work: &Path) -> Result<Env> {
+        fs::create_dir_all(work.join("logs"))
+            .with_context(|| format!("cannot create {}", work.display()))?;
+        let not_here = "not prepared for this run";
+        Ok(Env {
+            root: util::project_root(),
+            work: work.to_path_buf(),
+            binary: binary.to_path_buf(),
+            python: Ok(python.to_path_buf()),
+            node_modules: Err(not_here.to_owned()),
+            tls: Err(not_here.to_owned()),
+            redis: Err(not_here.to_owned()),
+        })
+    }
+
     /// Why a case that needs `needs` is skipped: only the TLS case, when openssl is missing, and
     /// the cluster case, when redis-server is (`.ci/run` installs both). A missing Python or node
     /// is a failure of the cases that need it, not a skip.
@@ -109,58 +130,6 @@ impl Env {
             _ => None,
         }
     }
-}
-
-/// Creates (or reuses) the venv with the pinned clients; its python.
-fn prepare_venv(root: &Path, work: &Path) -> Result<PathBuf, String> {
-    let requirements = root.join("xtask/compat/python/requirements.txt");
-    let wanted = fs::read_to_string(&requirements)
-        .map_err(|err| format!("cannot read {}: {err}", requirements.display()))?;
-    let venv = work.join("venv");
-    let python = venv.join("bin").join("python");
-    let marker = venv.join(PINS_MARKER);
-    if python.is_file() && fs::read_to_string(&marker).is_ok_and(|pins| pins == wanted) {
-        println!(
-            "compat: {} is current ({})",
-            venv.display(),
-            pins_summary(&wanted)
-        );
-        return Ok(python);
-    }
-    if !python.is_file() {
-        let mut create = Command::new("python3");
-        create.args(["-m", "venv"]).arg(&venv);
-        if !util::run_echoed(&mut create).map_err(|err| format!("{err:#}"))? {
-            return Err("`python3 -m venv` failed (on Debian, install python3-venv)".into());
-        }
-    }
-    let mut install = Command::new(&python);
-    install
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--quiet",
-            "-r",
-        ])
-        .arg(&requirements);
-    if !util::run_echoed(&mut install).map_err(|err| format!("{err:#}"))? {
-        return Err(format!("pip install -r {} failed", requirements.display()));
-    }
-    fs::write(&marker, &wanted)
-        .map_err(|err| format!("cannot write {}: {err}", marker.display()))?;
-    Ok(python)
-}
-
-/// `chart_studio==1.1.0, plotly==6.0.0, ...`: the requirement lines without comments.
-fn pins_summary(requirements: &str) -> String {
-    requirements
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Installs `xtask/compat/node/package.json` into `compat/node`; its `node_modules`.
@@ -217,20 +186,5 @@ fn prepare_cert(work: &Path) -> Result<(PathBuf, PathBuf), String> {
     Ok((cert, key))
 }
 
-/// The marker, inside the venv, of the requirements it was installed with.
-const PINS_MARKER: &str = "plotstream-requirements.txt";
 const NO_OPENSSL: &str = "openssl not installed";
 const NO_REDIS: &str = "no redis-server on PATH";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pins_are_summarised_without_comments() {
-        assert_eq!(
-            pins_summary("# why\nchart_studio==1.1.0\n\nplotly==6.0.0\n"),
-            "chart_studio==1.1.0, plotly==6.0.0"
-        );
-    }
-}

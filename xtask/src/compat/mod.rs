@@ -56,7 +56,7 @@ mod cases;
 mod env;
 mod run;
 
-use std::{io::Write, process::ExitCode, time::Instant};
+use std::{io::Write, path::Path, process::ExitCode, time::Instant};
 
 use anyhow::{bail, Result};
 
@@ -95,6 +95,22 @@ pub(crate) struct Tally {
     pub(crate) skipped: u64,
     /// `ID name: first line of the error` for each failed case.
     pub(crate) failures: Vec<String>,
+}
+
+/// The `tutorial` case with `binary` as the server and `python` as the client's interpreter (a
+/// venv with the pins of `xtask/compat/python/requirements.txt`), its logs and homes under
+/// `work`: the wheel step runs it with the `plotstream` and the python of the venv it installed
+/// the wheel into. Its detail line, or what failed (the server's log printed).
+pub(crate) fn tutorial_with(binary: &Path, python: &Path, work: &Path) -> Result<String> {
+    let env = Env::with_client(binary, python, work)?;
+    let case_env = CaseEnv::new(&env, "tutorial".to_owned());
+    match cases::tutorial(&case_env) {
+        Ok(Pass(detail)) => Ok(detail),
+        Err(err) => {
+            case_env.print_server_logs();
+            Err(err)
+        }
+    }
 }
 
 /// Prepares the clients and runs every case whose `ID name` contains one of `filters` (all cases

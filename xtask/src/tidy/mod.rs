@@ -9,6 +9,7 @@
 //! - `sources`: what Rust source may contain: no I/O or clock in the protocol crate, no ignored
 //!   tests, no file over 700 lines outside tests;
 //! - `imports`: no import circle between the files of a crate;
+//! - `packaging`: the Python package's manifest has the workspace version and builds the binary;
 //! - `docs`: the spec in `docs/`: cited ids and sections exist, catalogue cases belong to
 //!   described groups, relative links resolve, nothing cites the spec files that were replaced.
 //!
@@ -19,6 +20,7 @@ mod docs;
 mod imports;
 mod lexer;
 mod manifests;
+mod packaging;
 mod sources;
 
 use std::{
