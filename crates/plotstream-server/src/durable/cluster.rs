@@ -452,7 +452,7 @@ impl ClusterLink {
     }
 
     /// Subscribes to the live channels of the streams `want()` returns (asked again every
-    /// [`LIVE_RESUBSCRIBE`]), calling `on(run)` for each message, until `stop` is set or the
+    /// `LIVE_RESUBSCRIBE`), calling `on(run)` for each message, until `stop` is set or the
     /// connection breaks (`Err`: subscribe again; messages sent meanwhile are lost, which the
     /// stored lines make up for).
     pub fn live(

@@ -19,7 +19,7 @@ mod ops;
 mod redb;
 mod redis;
 
-pub use self::cluster::{Acquired, ClusterLink, LiveRun, OWNERS_CHANNEL};
+pub use self::cluster::{Acquired, ClusterLink, LiveRun, FOLLOWS_CHANNEL, OWNERS_CHANNEL};
 pub use self::disk_full::DiskFull;
 pub use self::journal::{Journal, Progress, MAX_BACKLOG};
 pub use self::ops::{Backend, Batch, LineRun, Loaded, LoadedStream, Op, StorageError, Table};

@@ -109,7 +109,7 @@ impl Outbox {
     }
 
     /// The last publication of `token`'s stream reached no node: it is not published for
-    /// [`QUIET_FOR`].
+    /// `QUIET_FOR`.
     pub fn quiet(&self, token: &str) {
         let mut p = self.lock();
         let now = Instant::now();
