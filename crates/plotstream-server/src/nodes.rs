@@ -113,8 +113,11 @@ pub async fn admit_writer(
         sync_tables(shared).await;
         // Nothing is taken or made for a token that may not stream.
         shared.store.may_write(token.as_str())?;
+        // Held until the writer is bound: the leases thread keeps the lease meanwhile.
+        let _admitting = shared.store.admitting(token.as_str());
         let takeover = shared.config.store.takeover;
         own(shared, cluster, token.as_str(), takeover, conn.peer).await?;
+        return shared.store.bind(conn, token);
     }
     shared.store.bind(conn, token)
 }
@@ -309,7 +312,7 @@ fn leases(
                 std::thread::sleep(Duration::from_millis(2));
             }
             if journal.progress().durable >= ticket {
-                released.retain(|t| !shared.store.has_writer(t));
+                released.retain(|t| !shared.store.held_for_writers(t));
                 released.sort();
                 released.dedup();
                 match link.release(&released) {
@@ -318,7 +321,7 @@ fn leases(
                         // again at once (it is absent and the fence is still this node's).
                         let again: Vec<(String, u64)> = released
                             .iter()
-                            .filter(|t| shared.store.has_writer(t))
+                            .filter(|t| shared.store.held_for_writers(t))
                             .map(|t| (t.clone(), shared.store.fence(t)))
                             .collect();
                         if let Ok(lost) = link.refresh(&again) {

@@ -547,3 +547,30 @@ fn lines_reach_another_node_live_and_the_stored_lines_fill_what_the_live_path_lo
     // brought some of them.
     assert!(metric(c.addr(1), "plotstream_live_lines_in_total") < 399);
 }
+
+#[test]
+fn writers_taking_a_token_over_on_one_node_get_200_or_423_never_503() {
+    // Each writer that leaves lets its node's lease go once its lines are stored; the next
+    // writer, admitted meanwhile, must never find the copy let go of (a 503 for its lines).
+    let c = Cluster::start("cluster-churn", 1, &["--new-streams-per-peer", "0"]);
+    let addr = c.addr(0);
+    let threads: Vec<_> = (0..16u64)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let token = format!("churn{}", k % 2);
+                (0..150u64)
+                    .map(|i| write_all(addr, &token, i * 3..i * 3 + 3))
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 423),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200));
+}

@@ -4,11 +4,14 @@
 //! Nothing here does I/O: the cluster driver (`crate::cluster`) reads Redis and hands the
 //! results in.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use plotstream_proto::Status;
 
+use super::live::Outbox;
 use super::persist::rebuild;
 use super::queue::ViewerMsg;
 use super::report::{Follow, Live};
@@ -17,7 +20,69 @@ use super::{Refusal, Store};
 use crate::durable::{LiveRun, LoadedStream, Op, FENCE_SHIFT};
 use crate::records::{self, StreamMeta};
 
+/// What the store keeps only on several nodes.
+#[derive(Debug, Default)]
+pub(super) struct Nodes {
+    /// The lines this node's writers add, for the nodes that follow them.
+    pub(super) live: Option<Arc<Outbox>>,
+    /// This node cannot reach Redis (its viewers are told, `ViewerMsg::Upstream`).
+    pub(super) upstream_down: AtomicBool,
+    /// Tokens whose writers are being admitted (their lease taken, not yet bound), with how
+    /// many: the leases thread does not let go of them meanwhile.
+    admitting: Mutex<HashMap<String, usize>>,
+}
+
+impl Nodes {
+    pub(super) fn new(clustered: bool) -> Nodes {
+        Nodes {
+            live: clustered.then(Arc::default),
+            ..Nodes::default()
+        }
+    }
+
+    fn admitting(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.admitting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A writer of `token` being admitted on several nodes ([`Store::admitting`]), until dropped.
+#[derive(Debug)]
+pub struct Admitting<'a> {
+    store: &'a Store,
+    token: String,
+}
+
+impl Drop for Admitting<'_> {
+    fn drop(&mut self) {
+        let mut admitting = self.store.nodes.admitting();
+        if let Some(n) = admitting.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                admitting.remove(&self.token);
+            }
+        }
+    }
+}
+
 impl Store {
+    /// A writer of `token` is being admitted: until the guard is dropped (once it is bound),
+    /// this node keeps the token's lease and its ownership ([`Store::disown`],
+    /// [`Store::held_for_writers`]), so the writer never binds to a copy let go of meanwhile.
+    pub fn admitting(&self, token: &str) -> Admitting<'_> {
+        *self.nodes.admitting().entry(token.to_owned()).or_default() += 1;
+        Admitting {
+            store: self,
+            token: token.to_owned(),
+        }
+    }
+
+    /// True while a writer of `token` is here or being admitted: its lease is kept.
+    pub fn held_for_writers(&self, token: &str) -> bool {
+        self.has_writer(token) || self.nodes.admitting().contains_key(token)
+    }
+
     /// A new generation under `fence`: unique across the cluster, because the fence is.
     pub(super) fn gen_under(&self, fence: u64) -> u64 {
         (fence << FENCE_SHIFT) | (self.new_gen() & ((1 << FENCE_SHIFT) - 1))
@@ -278,6 +343,9 @@ impl Store {
     /// it again, the copy now follows Redis like any other node's (so a new owner elsewhere
     /// is seen even if its announcement was missed).
     pub fn disown(&self, token: &str) {
+        if self.nodes.admitting().contains_key(token) {
+            return;
+        }
         if let Some(cell) = self.find(token) {
             let mut s = cell.lock();
             if s.writer.is_none() {
@@ -399,7 +467,7 @@ impl Store {
     }
 
     /// The outbox of the lines this node's writers add (on several nodes; `None` on one).
-    pub fn live(&self) -> Option<&std::sync::Arc<super::Outbox>> {
-        self.live.as_ref()
+    pub fn live(&self) -> Option<&Arc<Outbox>> {
+        self.nodes.live.as_ref()
     }
 }

@@ -68,10 +68,8 @@ pub struct Store {
     journal: Arc<Journal>,
     /// The next stream generation (docs/storage.md "Records"): unique across restarts.
     next_gen: AtomicU64,
-    /// On several nodes: the lines this node's writers add, for the nodes that follow them.
-    live: Option<Arc<Outbox>>,
-    /// On several nodes: this node cannot reach Redis (its viewers are told, `Upstream`).
-    upstream_down: AtomicBool,
+    /// What only several nodes use (`cluster::Nodes`).
+    nodes: cluster::Nodes,
 }
 
 /// Which streams exist.
@@ -139,8 +137,7 @@ impl Store {
             next_conn: AtomicU64::new(1),
             journal,
             next_gen: AtomicU64::new(1),
-            live: config.clustered.then(Arc::default),
-            upstream_down: AtomicBool::new(false),
+            nodes: cluster::Nodes::new(config.clustered),
             config,
         }
     }
@@ -276,7 +273,7 @@ impl Store {
                 let mut ticket = self
                     .journal
                     .push_line(stream.gen, seq, |out| out.extend_from_slice(record));
-                if let Some(live) = &self.live {
+                if let Some(live) = &self.nodes.live {
                     live.push(key, stream.gen, &stream.epoch, seq, record);
                 }
                 if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {

@@ -92,7 +92,7 @@ impl Store {
     /// once per change ([`ViewerMsg::Upstream`]; one whose queue is full is marked lagged, and
     /// its session tells it with the snapshot it sends next).
     pub fn set_upstream(&self, up: bool) {
-        let was_down = self.upstream_down.swap(!up, Ordering::Relaxed);
+        let was_down = self.nodes.upstream_down.swap(!up, Ordering::Relaxed);
         if was_down != up {
             return;
         }
@@ -107,7 +107,7 @@ impl Store {
 
     /// False while this node cannot reach Redis (several nodes; see [`Store::set_upstream`]).
     pub fn upstream_up(&self) -> bool {
-        !self.upstream_down.load(Ordering::Relaxed)
+        !self.nodes.upstream_down.load(Ordering::Relaxed)
     }
 
     /// Sends `reset` (shutdown) to every viewer.
