@@ -21,11 +21,7 @@
 // on its page, so it also shows what a failing page looked like. CHROMIUM_PATH overrides
 // /usr/bin/chromium. Playwright never downloads a browser here.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [origin, screenshotPath] = process.argv.slice(2);
 if (!origin || !screenshotPath) {
@@ -34,16 +30,6 @@ if (!origin || !screenshotPath) {
 }
 const figureScreenshotPath = screenshotPath.replace(/(\.png)?$/, "-figure.png");
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--no-first-run",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const VIEWPORT = { width: 1000, height: 600 };
 const TRACE_TIMEOUT_MS = 20_000;
 const GROWTH_WAIT_MS = 3_000;
@@ -59,17 +45,12 @@ const pageLog = [];
 // What must not happen on any page of steps 1–3; each one fails the check.
 const problems = [];
 
-// A fresh profile per run; launchPersistentContext is how playwright takes --user-data-dir.
-const userDataDir = mkdtempSync(join(tmpdir(), "plotstream-chromium-"));
+let browser = null;
 let context = null;
 let exitCode = 0;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    viewport: VIEWPORT,
-  });
+  browser = await launch(VIEWPORT);
+  context = browser.context;
   // Runs before any page script (playwright injects it past the page's CSP).
   await context.addInitScript(() => {
     window.__cspViolations = [];
@@ -171,9 +152,7 @@ try {
   console.error(`browser check: ${err instanceof CheckFailed ? "" : "error: "}${err.message}`);
   for (const line of pageLog) console.error(`  ${line}`);
 } finally {
-  // Closing the persistent context closes Chromium; nothing may outlive the check.
-  await context?.close().catch((err) => console.error(`browser check: closing Chromium: ${err.message}`));
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
 }
 process.exit(exitCode);
 

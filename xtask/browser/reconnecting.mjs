@@ -11,11 +11,7 @@
 // expectation prints `browser check: ...` to stderr and exits 1. CHROMIUM_PATH overrides
 // /usr/bin/chromium.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [origin, screenshotPath] = process.argv.slice(2);
 if (!origin || !screenshotPath) {
@@ -23,30 +19,16 @@ if (!origin || !screenshotPath) {
   process.exit(2);
 }
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--no-first-run",
-  "--disable-component-update",
-  "--disable-sync",
-];
 // Each phase waits at most this long: the node learns of Redis within a lease refresh and
 // a timeout, and a restarted Redis is taken up at the next refresh.
 const PHASE_TIMEOUT_MS = 30_000;
 
-const userDataDir = mkdtempSync(join(tmpdir(), "plotstream-chromium-"));
+let browser = null;
 let context = null;
 let exitCode = 0;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    viewport: { width: 1000, height: 600 },
-  });
+  browser = await launch({ width: 1000, height: 600 });
+  context = browser.context;
   const page = context.pages()[0] ?? (await context.newPage());
   await page.goto(`${origin}/streams/demo`, { waitUntil: "domcontentloaded", timeout: PHASE_TIMEOUT_MS });
   // What the page shows: its state, how many points, the newest x.
@@ -89,7 +71,6 @@ try {
   console.error(`browser check: ${err.message.split("\n")[0]}`);
   exitCode = 1;
 } finally {
-  await context?.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
 }
 process.exit(exitCode);
