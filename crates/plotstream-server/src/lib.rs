@@ -20,6 +20,7 @@ pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod guard;
+pub mod history;
 mod http;
 pub mod metrics;
 pub mod nodes;
