@@ -9,8 +9,10 @@
 
 pub mod build;
 pub mod downsample;
+pub mod export;
 pub mod point;
 pub mod query;
+pub mod serve;
 pub mod tier;
 
 pub use build::{Builder, Head, Write, XKind, CHUNK, HEAD};
