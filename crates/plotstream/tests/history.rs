@@ -1,6 +1,8 @@
 //! History as a user meets it (docs/history.md): the real binary, written to with the Rust
 //! client, killed and restarted, read back through `GET /api/streams/{id}/history`.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::time::{Duration, Instant};
