@@ -91,7 +91,8 @@ fn plan(store: &dyn Store, token: &str, req: &Request) -> Result<Plan, Refused> 
             } else {
                 Bucketing::N { lo: a, hi: b }
             };
-            Some(view.downsample(a, b, max, bucketing)?)
+            let top = if req.tiers { super::tier::TOP } else { 0 };
+            Some(view.downsample(a, b, max, bucketing, top)?)
         }
         _ => None,
     };
