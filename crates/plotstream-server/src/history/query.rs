@@ -9,7 +9,7 @@ use super::build::{Head, CHUNK, HEAD};
 use super::downsample::{downsample, Bucketing};
 use super::point::{decode_points, Point};
 use super::tier::{decode_block, span, Mark, Summary, FANOUT, TOP};
-use crate::durable::StorageError;
+use crate::error::StorageError;
 
 /// Where a stream's history records are read from: `(index, record)` for the keys of `level`
 /// in `from..to`, in index order, at most `limit` of them.
