@@ -160,7 +160,24 @@ async fn own(
         .call(move |link| link.load_stream(&t, &gen_of))
         .await
         .map_err(|e| unavailable(shared, &e))?;
-    shared.store.install(token, loaded, fence, clean, peer)
+    // Its history as stored, read after the fence moved: the previous owner's later writes
+    // are refused, so this node goes on from exactly what is there (docs/history.md).
+    let history = match shared.store.history().cloned() {
+        Some(h) => {
+            let t = token.to_owned();
+            let read = tokio::task::spawn_blocking(move || {
+                crate::history::Builder::load(&crate::history::Stored {
+                    store: &*h,
+                    token: &t,
+                })
+            })
+            .await
+            .map_err(|_| Status::UNAVAILABLE)?;
+            Some(read.map_err(|e| unavailable(shared, &e))?)
+        }
+        None => None,
+    };
+    shared.store.install(token, loaded, fence, clean, peer, history)
 }
 
 fn unavailable(shared: &Shared, e: &StorageError) -> Status {

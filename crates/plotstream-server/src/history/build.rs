@@ -71,6 +71,9 @@ pub struct Head {
     pub monotone: bool,
     /// The last point's x key (for `monotone`).
     pub last_x: f64,
+    /// The last point's receive time (a later point's is never earlier).
+    #[serde(default)]
+    pub last_t: i64,
 }
 
 impl Head {
@@ -84,8 +87,9 @@ impl Head {
         serde_json::from_slice(bytes).ok()
     }
 
-    /// Takes `p` into the x facts.
+    /// Takes `p` into the x facts and the last time.
     pub fn observe(&mut self, p: &Point) {
+        self.last_t = self.last_t.max(p.t);
         let kind = XKind::of(&p.x);
         if self.x == XKind::Unknown {
             self.x = kind;
@@ -181,6 +185,22 @@ impl Builder {
             b.push(p, &mut |_| {});
         }
         b
+    }
+
+    /// The history `src` holds, ready to go on (a restart, or a node taking a stream over):
+    /// its head, its open tier blocks and the parts after the last seal.
+    pub fn load(src: &dyn super::query::Source) -> Result<Builder, crate::error::StorageError> {
+        let view = super::query::View::load(src)?;
+        let mut open = Vec::new();
+        for (level, j) in Builder::open_blocks(view.stored.sealed) {
+            if let Some((_, rec)) = src.read(level, j, j + 1, 1)?.into_iter().next() {
+                let entries = super::tier::decode_block(&rec).ok_or_else(|| {
+                    crate::error::StorageError("history: a tier block does not decode".into())
+                })?;
+                open.push((level, entries));
+            }
+        }
+        Ok(Builder::restore(view.stored.clone(), open, view.parts()))
     }
 
     /// The block each level's open entries belong to, for [`Builder::restore`]: `(level,

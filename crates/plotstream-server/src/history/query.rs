@@ -30,7 +30,7 @@ fn damaged(what: &str) -> StorageError {
 
 /// A stream's history as stored now: its head and the points after the last seal.
 #[derive(Debug)]
-pub struct View<'s, S: Source + ?Sized> {
+pub struct View<'s, S: Source + ?Sized = dyn Source + 's> {
     src: &'s S,
     /// The head, with the parts' points taken into its x facts.
     pub head: Head,

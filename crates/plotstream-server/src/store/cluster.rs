@@ -115,12 +115,14 @@ impl Store {
         fence: u64,
         clean: bool,
         peer: Option<IpAddr>,
+        history: Option<crate::history::Builder>,
     ) -> Result<(), Refusal> {
         let stored_gen = loaded
             .as_ref()
             .and_then(|ls| StreamMeta::decode(&ls.meta))
             .map(|m| m.gen);
         let mut loaded = loaded;
+        let mut history = history;
         loop {
             let cell = match self.find(token) {
                 Some(cell) => cell,
@@ -128,6 +130,8 @@ impl Store {
                     let (cell, created) =
                         self.create(token, self.config.default_maxpoints, peer, fence)?;
                     if created {
+                        let mut s = cell.lock();
+                        self.set_history(&mut s, token, history.take());
                         return Ok(());
                     }
                     cell
@@ -171,6 +175,7 @@ impl Store {
             }
             s.fence = fence;
             s.stale = false;
+            self.set_history(s, token, history.take());
             if stored_gen.is_some_and(|g| g != s.gen) {
                 if let Some(gen) = stored_gen {
                     self.journal.push(Op::DropGen { gen });
@@ -325,6 +330,7 @@ impl Store {
         // generation (or reloads, if the new owner started a new epoch).
         s.stale = s.writer.is_some() || refused;
         s.fence = 0;
+        self.set_history(&mut s, token, None);
         if let Some(w) = s.writer.take() {
             w.displace(Status::LOCKED);
             self.metrics.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -351,6 +357,7 @@ impl Store {
             if s.writer.is_none() {
                 s.fence = 0;
                 s.last_writer = None;
+                self.set_history(&mut s, token, None);
             }
         }
     }

@@ -24,8 +24,6 @@ pub(super) struct Histories {
 pub(super) struct Kept {
     pub(super) token: Arc<str>,
     pub(super) builder: Builder,
-    /// The last receive time given (a point's time never goes back, even if the clock does).
-    pub(super) last_t: i64,
     /// Its stored history could not be read at start-up: nothing more is added to it rather
     /// than overwrite what is there (the log says why).
     pub(super) broken: bool,

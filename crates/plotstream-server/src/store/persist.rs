@@ -13,7 +13,7 @@ use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Cell, Store};
 use crate::durable::{Loaded, LoadedStream, Op, Table};
-use crate::history::{self, Builder, Stored, View, Write};
+use crate::history::{self, Builder, Stored, Write};
 use crate::records::{self, StreamMeta};
 
 impl Store {
@@ -164,7 +164,10 @@ impl Store {
             } else if !clean {
                 self.store_meta(&r.token, &s);
             }
-            s.history = self.restore_history(&r.token);
+            if !self.config.clustered {
+                // On several nodes a stream's history comes with its ownership (`install`).
+                s.history = self.restore_history(&r.token);
+            }
             report.streams += 1;
             report.points += s.count();
             report.lines += r.lines;
@@ -268,7 +271,7 @@ impl Store {
     /// Keeps history from now on, read back through `store` (a durable store's reader).
     pub fn keep_history_in(&self, store: Arc<dyn history::Store>) {
         let cfg = &self.config.history;
-        if self.journal.is_durable() && !cfg.retention.is_zero() && !self.config.clustered {
+        if self.journal.is_durable() && !cfg.retention.is_zero() {
             let _ = self.histories.store.set(store);
             let m = &self.metrics;
             m.history_stream_limit
@@ -300,19 +303,23 @@ impl Store {
         if self.histories.store.get().is_none() {
             return 0;
         }
+        if self.config.clustered && (s.fence == 0 || s.history.is_none()) {
+            // Only an owner adds to a stream's history, and only to what it read when it took
+            // the stream (a fresh builder would overwrite what Redis holds).
+            return 0;
+        }
         let kept = s.history.get_or_insert_with(|| {
             Box::new(Kept {
                 token: Arc::from(token),
                 builder: Builder::new(),
-                last_t: 0,
                 broken: false,
             })
         });
         if kept.broken {
             return 0;
         }
-        let t = now_ms().max(kept.last_t);
-        kept.last_t = t;
+        // A point's time never goes back, even if the clock does.
+        let t = now_ms().max(kept.builder.head.last_t);
         POINTS.with(|points| {
             let mut points = points.borrow_mut();
             points.clear();
@@ -367,6 +374,21 @@ impl Store {
         self.metrics.history_bytes.store(total, Ordering::Relaxed);
     }
 
+    /// `s`'s history from now on: `builder` (read when this node took the stream), or none
+    /// (it let go of it).
+    pub(super) fn set_history(&self, s: &mut Stream, token: &str, builder: Option<Builder>) {
+        let before = s.history.as_ref().map_or(0, |k| k.builder.bytes());
+        s.history = builder.map(|builder| {
+            Box::new(Kept {
+                token: Arc::from(token),
+                builder,
+                broken: false,
+            })
+        });
+        let after = s.history.as_ref().map_or(0, |k| k.builder.bytes());
+        self.account_history(before, after);
+    }
+
     /// `token`'s history as stored, ready to go on (start-up): its head, its open tier
     /// blocks and the parts after the last seal.
     pub(super) fn restore_history(&self, token: &str) -> Option<Box<Kept>> {
@@ -375,45 +397,21 @@ impl Store {
             store: &**store,
             token,
         };
-        let restored = (|| {
-            let view = View::load(&src)?;
-            let mut open = Vec::new();
-            for (level, j) in Builder::open_blocks(view.stored.sealed) {
-                if let Some((_, rec)) = src_read(&src, level, j)? {
-                    let entries = history::tier::decode_block(&rec).ok_or_else(|| {
-                        crate::durable::StorageError("history: a tier block does not decode".into())
-                    })?;
-                    open.push((level, entries));
-                }
-            }
-            let last_t = view.parts().last().map_or(0, |p| p.t);
-            let b = Builder::restore(view.stored.clone(), open, view.parts());
-            Ok::<_, crate::durable::StorageError>((b, last_t))
-        })();
-        let (builder, last_t, broken) = match restored {
-            Ok((b, last_t)) => (b, last_t, false),
+        let (builder, broken) = match Builder::load(&src) {
+            Ok(b) => (b, false),
             Err(e) => {
                 let fp = plotstream_proto::Token::parse(token.as_bytes())
                     .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
                 tracing::warn!(stream = %fp, error = %e, "history: not restored; nothing more is added to it");
-                (Builder::new(), 0, true)
+                (Builder::new(), true)
             }
         };
         self.account_history(0, builder.bytes());
         Some(Box::new(Kept {
             token: Arc::from(token),
             builder,
-            last_t,
             broken,
         }))
     }
 }
 
-fn src_read(
-    src: &Stored<'_>,
-    level: u8,
-    j: u64,
-) -> Result<Option<(u64, Vec<u8>)>, crate::durable::StorageError> {
-    use history::Source as _;
-    Ok(src.read(level, j, j + 1, 1)?.into_iter().next())
-}
