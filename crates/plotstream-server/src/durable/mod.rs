@@ -1,6 +1,6 @@
 //! What survives a restart (docs/storage.md): the journal that group-commits the store's
 //! changes to a [`Backend`] (`journal`), and the backends: redb on disk (`redb`), Redis
-//! (`redis`, issue #13's first part), and a fault
+//! (`redis`, issue #13's first part; its history in `redis_history`), and a fault
 //! wrapper for the simulator's `disk-full` (`disk_full`); `ops` holds what they share: the ops,
 //! the batch and its line records, what a load returns, and the trait.
 //!
@@ -18,6 +18,7 @@ mod journal;
 mod ops;
 mod redb;
 mod redis;
+mod redis_history;
 
 pub use self::cluster::{Acquired, ClusterLink, LiveRun, FOLLOWS_CHANNEL, OWNERS_CHANNEL};
 pub use self::disk_full::DiskFull;
@@ -29,3 +30,4 @@ pub use self::redb::{RedbBackend, RedbHistory};
 pub use self::redis::{
     fence_of, OnFenced, RedisBackend, RedisLink, FENCE_SHIFT, PASSWORD_ENV as REDIS_PASSWORD_ENV,
 };
+pub use self::redis_history::RedisHistory;

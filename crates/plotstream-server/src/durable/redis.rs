@@ -9,6 +9,7 @@
 //! | `snap` | hash | generation → 8-byte big-endian seq, then the snapshot record |
 //! | `lines:<gen>` | stream | one entry per stream and commit, id `<last seq>-0`, field `r`: the lines' record (`records::encode_batch`) |
 //! | `kv:<table>` | hash | the small tables (registered, retired, files, folders, server) |
+//! | `hist:<token>` | sorted set | the stream's history records (`redis_history`) |
 //!
 //! A snapshot trims its generation's stream (`XTRIM MINID`) to the lines after the snapshot
 //! this node stored [`KEPT_COMMITS`] commits earlier: a load needs only those after the last
@@ -24,6 +25,7 @@ use redis::{Connection, RedisResult, Value};
 use plotstream_proto::Token;
 
 use super::ops::{Backend, Batch, Loaded, LoadedStream, Op, StorageError, Table};
+use super::redis_history::{script, RedisHistory};
 use crate::records::StreamMeta;
 
 /// Where every key of a server lives.
@@ -194,6 +196,11 @@ impl RedisBackend {
         Ok(backend)
     }
 
+    /// Reads history records beside the commits, over a connection of its own.
+    pub fn history_reader(&self) -> RedisHistory {
+        RedisHistory::new(&self.link.client, &self.link.shown, key("hist:"), TIMEOUT)
+    }
+
     /// `url` as messages show it: without its password.
     pub fn shown_url(url: &str) -> String {
         without_password(url)
@@ -348,7 +355,7 @@ impl Backend for RedisBackend {
                         replies_are.push(Reply::Plain);
                     }
                 },
-                // History on Redis: not yet (the server keeps none there; docs/history.md).
+                // Lines and history: in one script each, below.
                 Op::Line { .. }
                 | Op::HistPoints { .. }
                 | Op::HistPut { .. }
@@ -468,6 +475,12 @@ impl Backend for RedisBackend {
             pipe.add_command(appends);
             replies_are.push(Reply::Appends(appended));
         }
+        // Every stream's history in one script, fenced as its lines are.
+        let (owner, hist) = (key("owner"), key("hist:"));
+        if let Some((cmd, streams)) = script(batch, &owner, &hist, &self.owners, fence_of) {
+            pipe.add_command(cmd);
+            replies_are.push(Reply::Appends(streams));
+        }
         for op in &batch.ops {
             if let Op::DropGen { gen } = op {
                 self.owners.remove(gen);
@@ -518,7 +531,8 @@ enum Reply {
     /// owns the stream of this token now (the change was not applied), `1` applied, `2`
     /// already there (a retried commit's lines).
     Fenced(String, u64),
-    /// The line appends' script: one such code per run, in order (`(token, fence)` each).
+    /// The line appends' or the history's script: a code per run or stream, in order (`(token,
+    /// fence)` each).
     Appends(Vec<(String, u64)>),
 }
 
