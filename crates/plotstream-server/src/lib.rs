@@ -185,7 +185,7 @@ fn open_storage(
     metrics: &Arc<Metrics>,
     on_fenced: Option<durable::OnFenced>,
 ) -> Result<Opened, durable::StorageError> {
-    let mut history: Option<Arc<dyn history::Store>> = None;
+    let history: Option<Arc<dyn history::Store>>;
     let mut backend: Box<dyn durable::Backend> = match &config.storage {
         Storage::InMemory => return Ok((durable::Journal::memory(), None, None, None)),
         Storage::Dir(dir) => {
@@ -202,7 +202,11 @@ fn open_storage(
             history = Some(Arc::new(b.history_reader()));
             Box::new(durable::DiskFull::new(b, *after, *duration))
         }
-        Storage::Redis(url) => Box::new(durable::RedisBackend::open(url, on_fenced)?),
+        Storage::Redis(url) => {
+            let b = durable::RedisBackend::open(url, on_fenced)?;
+            history = Some(Arc::new(b.history_reader()));
+            Box::new(b)
+        }
     };
     let gen_of = |meta: &[u8]| records::StreamMeta::decode(meta).map(|m| m.gen);
     let started = Instant::now();

@@ -177,7 +177,9 @@ async fn own(
         }
         None => None,
     };
-    shared.store.install(token, loaded, fence, clean, peer, history)
+    shared
+        .store
+        .install(token, loaded, fence, clean, peer, history)
 }
 
 fn unavailable(shared: &Shared, e: &StorageError) -> Status {

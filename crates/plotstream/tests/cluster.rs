@@ -574,3 +574,36 @@ fn writers_taking_a_token_over_on_one_node_get_200_or_423_never_503() {
     );
     assert!(statuses.contains(&200));
 }
+
+/// docs/history.md on Redis: a stream's history is written by its owner, read from any node,
+/// and goes on from where it was when another node takes the stream over.
+#[test]
+fn history_is_kept_in_redis_read_on_any_node_and_goes_on_after_a_takeover() {
+    let c = Cluster::start("cluster-history", 2, &[]);
+    let xs = |i: usize| -> Vec<u64> {
+        let (status, body) = get(c.addr(i), "/api/streams/hist1/history?by=n&format=ndjson");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["x"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(write_all(c.addr(0), "hist1", 0..3000), 200);
+    assert_eq!(xs(1), (0..3000).collect::<Vec<_>>(), "read on another node");
+    assert_eq!(write_all(c.addr(1), "hist1", 3000..5000), 200);
+    assert_eq!(
+        xs(0),
+        (0..5000).collect::<Vec<_>>(),
+        "the new owner went on from the stored history"
+    );
+    let (status, body) = get(c.addr(0), "/api/streams/hist1/history?by=x&max_points=40");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let points = v["points"].as_array().unwrap();
+    assert!(points.len() <= 40);
+    assert_eq!(points[0][3], 0);
+    assert_eq!(points[points.len() - 1][3], 4999);
+}

@@ -187,22 +187,6 @@ impl Builder {
         b
     }
 
-    /// The history `src` holds, ready to go on (a restart, or a node taking a stream over):
-    /// its head, its open tier blocks and the parts after the last seal.
-    pub fn load(src: &dyn super::query::Source) -> Result<Builder, crate::error::StorageError> {
-        let view = super::query::View::load(src)?;
-        let mut open = Vec::new();
-        for (level, j) in Builder::open_blocks(view.stored.sealed) {
-            if let Some((_, rec)) = src.read(level, j, j + 1, 1)?.into_iter().next() {
-                let entries = super::tier::decode_block(&rec).ok_or_else(|| {
-                    crate::error::StorageError("history: a tier block does not decode".into())
-                })?;
-                open.push((level, entries));
-            }
-        }
-        Ok(Builder::restore(view.stored.clone(), open, view.parts()))
-    }
-
     /// The block each level's open entries belong to, for [`Builder::restore`]: `(level,
     /// index)` of the open block of every level at `sealed`.
     pub fn open_blocks(sealed: u64) -> impl Iterator<Item = (u8, u64)> {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::build::{Head, CHUNK, HEAD};
+use super::build::{Builder, Head, CHUNK, HEAD};
 use super::downsample::{downsample, Bucketing};
 use super::point::{decode_points, Point};
 use super::tier::{decode_block, span, Mark, Summary, FANOUT, TOP};
@@ -254,5 +254,23 @@ impl<'s, S: Source + ?Sized> View<'s, S> {
         let mut items = Vec::new();
         self.cover(a, b, level, &mut items)?;
         Ok(downsample(&items, max, bucketing))
+    }
+}
+
+impl Builder {
+    /// The history `src` holds, ready to go on (a restart, or a node taking a stream over):
+    /// its head, its open tier blocks and the parts after the last seal.
+    pub fn load(src: &dyn Source) -> Result<Builder, crate::error::StorageError> {
+        let view = View::load(src)?;
+        let mut open = Vec::new();
+        for (level, j) in Builder::open_blocks(view.stored.sealed) {
+            if let Some((_, rec)) = src.read(level, j, j + 1, 1)?.into_iter().next() {
+                let entries = decode_block(&rec).ok_or_else(|| {
+                    crate::error::StorageError("history: a tier block does not decode".into())
+                })?;
+                open.push((level, entries));
+            }
+        }
+        Ok(Builder::restore(view.stored.clone(), open, view.parts()))
     }
 }

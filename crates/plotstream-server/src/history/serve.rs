@@ -164,7 +164,7 @@ async fn start(
     let Some(store) = shared.store.history().cloned() else {
         return Err(error(
             404,
-            "this server keeps no history (--in-memory, --retention 0, or Redis)",
+            "this server keeps no history (--in-memory or --retention 0)",
         ));
     };
     let (s, t, r) = (store.clone(), token.clone(), req.clone());
