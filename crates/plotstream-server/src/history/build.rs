@@ -94,7 +94,8 @@ impl Head {
         if self.x == XKind::Unknown {
             self.x = kind;
             self.monotone = matches!(kind, XKind::Number | XKind::Date);
-            self.last_x = f64::NEG_INFINITY;
+            // Finite: JSON has no infinity (the head would not read back).
+            self.last_x = f64::MIN;
         }
         if self.monotone {
             let k = p.x.key();

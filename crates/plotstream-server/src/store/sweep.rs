@@ -104,23 +104,35 @@ impl Store {
                 }
             }
         }
-        for _ in 0..10_000 {
-            if self.history_bytes() <= cfg.total_bytes {
-                break;
-            }
-            let oldest = cells
+        if self.history_bytes() > cfg.total_bytes {
+            // The streams' facts once, then only the one that lost a chunk is looked at again.
+            let mut oldest: Vec<_> = cells
                 .iter()
                 .filter_map(|(_, c)| facts(c).map(|f| (f, c)))
-                .filter(|((_, first, sealed, ..), _)| first < sealed)
-                .min_by_key(|((.., first_t), _)| *first_t);
-            let Some(((token, first, ..), cell)) = oldest else {
-                break;
-            };
-            if self.drop_chunk(&**store, cell, &token, first, |_| true) != Some(true) {
-                break;
+                .collect();
+            for _ in 0..10_000 {
+                if self.history_bytes() <= cfg.total_bytes {
+                    break;
+                }
+                let Some(i) = (0..oldest.len())
+                    .filter(|&i| oldest[i].0 .1 < oldest[i].0 .2)
+                    .min_by_key(|&i| oldest[i].0 .4)
+                else {
+                    break;
+                };
+                let ((token, first, ..), cell) = &oldest[i];
+                if self.drop_chunk(&**store, cell, token, *first, |_| true) != Some(true) {
+                    break;
+                }
+                self.metrics.limit_breach("L60");
+                dropped += 1;
+                match facts(cell) {
+                    Some(f) => oldest[i].0 = f,
+                    None => {
+                        oldest.swap_remove(i);
+                    }
+                }
             }
-            self.metrics.limit_breach("L60");
-            dropped += 1;
         }
         self.metrics
             .history_chunks_dropped
