@@ -79,6 +79,15 @@ pub async fn serve(
                 None => not_found(),
             }
         }
+        ("GET", ["api", "streams", id, "history"]) => {
+            match crate::nodes::resolve(&shared, id, !keys_mode).await {
+                Some(token) => {
+                    crate::history::serve::serve(stream, &head, token, shared).await;
+                    return;
+                }
+                None => not_found(),
+            }
+        }
         // The page addresses its feeds by the id it was opened with: a read id (keys mode), or
         // in open mode also a token, even one that has not streamed yet.
         ("GET", ["streams", id]) => {

@@ -20,6 +20,7 @@ pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod guard;
+pub mod history;
 mod http;
 pub mod metrics;
 pub mod nodes;
@@ -105,13 +106,16 @@ impl Server {
         };
         config.store.clustered = cluster.is_some();
         let on_fenced = cluster.as_ref().map(|c| c.on_fenced());
-        let (journal, committer, mut loaded) = open_storage(&config, &metrics, on_fenced)?;
+        let (journal, committer, mut loaded, history) = open_storage(&config, &metrics, on_fenced)?;
         if let (Some(loaded), true) = (&mut loaded, cluster.is_some()) {
             // On several nodes a node's stop says nothing about what other nodes showed: each
             // stream's epoch is decided when a node takes it (docs/storage.md "Several nodes").
             loaded.clean = true;
         }
         let store = Store::with_journal(config.store.clone(), metrics.clone(), journal.clone());
+        if let Some(history) = history {
+            store.keep_history_in(history);
+        }
         let files = files::Files::with_journal(config.files, journal);
         let mut recovery = store::Recovery::default();
         if let Some(loaded) = loaded {
@@ -170,6 +174,7 @@ type Opened = (
     Arc<durable::Journal>,
     Option<std::thread::JoinHandle<()>>,
     Option<durable::Loaded>,
+    Option<Arc<dyn history::Store>>,
 );
 
 /// Opens the backend, reads it, marks the run as not yet cleanly stopped (durably, before any
@@ -179,18 +184,23 @@ fn open_storage(
     metrics: &Arc<Metrics>,
     on_fenced: Option<durable::OnFenced>,
 ) -> Result<Opened, durable::StorageError> {
+    let mut history: Option<Arc<dyn history::Store>> = None;
     let mut backend: Box<dyn durable::Backend> = match &config.storage {
-        Storage::InMemory => return Ok((durable::Journal::memory(), None, None)),
-        Storage::Dir(dir) => Box::new(durable::RedbBackend::open(dir)?),
+        Storage::InMemory => return Ok((durable::Journal::memory(), None, None, None)),
+        Storage::Dir(dir) => {
+            let b = durable::RedbBackend::open(dir)?;
+            history = Some(Arc::new(b.history_reader()));
+            Box::new(b)
+        }
         Storage::DirWithDiskFull {
             dir,
             after,
             duration,
-        } => Box::new(durable::DiskFull::new(
-            durable::RedbBackend::open(dir)?,
-            *after,
-            *duration,
-        )),
+        } => {
+            let b = durable::RedbBackend::open(dir)?;
+            history = Some(Arc::new(b.history_reader()));
+            Box::new(durable::DiskFull::new(b, *after, *duration))
+        }
         Storage::Redis(url) => Box::new(durable::RedisBackend::open(url, on_fenced)?),
     };
     let gen_of = |meta: &[u8]| records::StreamMeta::decode(meta).map(|m| m.gen);
@@ -203,7 +213,7 @@ fn open_storage(
     );
     backend.set_clean(false)?;
     let (journal, thread) = durable::Journal::start(backend, config.sync_interval, metrics.clone());
-    Ok((journal, Some(thread), Some(loaded)))
+    Ok((journal, Some(thread), Some(loaded), history))
 }
 
 async fn serve(
@@ -271,8 +281,19 @@ async fn housekeeping(shared: Arc<Shared>) {
     let sweep_every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
     let mut sweep = tokio::time::interval(sweep_every);
     let mut users = tokio::time::interval(users::REFRESH);
+    let mut retention = tokio::time::interval(HISTORY_SWEEP);
     loop {
         tokio::select! {
+            _ = retention.tick(), if shared.store.history().is_some() => {
+                let s = shared.clone();
+                let now = store::now_ms();
+                let dropped = tokio::task::spawn_blocking(move || s.store.sweep_history(now))
+                    .await
+                    .unwrap_or(0);
+                if dropped > 0 {
+                    tracing::info!(dropped, "history: retention dropped chunks");
+                }
+            }
             _ = sweep.tick() => {
                 let gone = shared.store.evict_idle(Instant::now());
                 if gone > 0 {
@@ -287,6 +308,9 @@ async fn housekeeping(shared: Arc<Shared>) {
         }
     }
 }
+
+/// How often retention looks at every stream's history (docs/history.md "Retention").
+const HISTORY_SWEEP: Duration = Duration::from_secs(1);
 
 /// L50: REST body bytes in flight over all connections, in KiB (64 MiB).
 const REST_BYTES_IN_FLIGHT_KIB: usize = 64 * 1024;

@@ -19,6 +19,16 @@ pub struct Metrics {
     pub streams: AtomicU64,
     /// Counter: accepted trace-update lines.
     pub points: AtomicU64,
+    /// Counter: points kept in history (docs/history.md).
+    pub history_points: AtomicU64,
+    /// Counter: history chunks retention dropped (age, L59, L60).
+    pub history_chunks_dropped: AtomicU64,
+    /// Gauge: history bytes of every stream (L60's count).
+    pub history_bytes: AtomicU64,
+    /// Gauge: L59, a stream's history bytes (0 when no history is kept).
+    pub history_stream_limit: AtomicU64,
+    /// Gauge: L60, all streams' history bytes (0 when no history is kept).
+    pub history_total_limit: AtomicU64,
     /// Counter: heartbeats.
     pub heartbeats: AtomicU64,
     /// Counter: lines from displaced writers, discarded (P7).
@@ -119,6 +129,27 @@ impl Metrics {
             ),
             ("plotstream_streams", "gauge", &self.streams),
             ("plotstream_points_ingested_total", "counter", &self.points),
+            (
+                "plotstream_history_points_total",
+                "counter",
+                &self.history_points,
+            ),
+            (
+                "plotstream_history_chunks_dropped_total",
+                "counter",
+                &self.history_chunks_dropped,
+            ),
+            ("plotstream_history_bytes", "gauge", &self.history_bytes),
+            (
+                "plotstream_history_stream_bytes_limit",
+                "gauge",
+                &self.history_stream_limit,
+            ),
+            (
+                "plotstream_history_bytes_limit",
+                "gauge",
+                &self.history_total_limit,
+            ),
             ("plotstream_heartbeats_total", "counter", &self.heartbeats),
             (
                 "plotstream_displaced_lines_total",

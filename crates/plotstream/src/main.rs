@@ -159,6 +159,17 @@ struct ServeArgs {
     /// (L27).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     idle_stream_ttl: Duration,
+    /// How long every accepted point is kept in the stream's history, beyond its window
+    /// (docs/history.md); 0 keeps no history. Needs a data directory.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    retention: Duration,
+    /// Megabytes of history one stream may keep; past it its oldest points go (L59).
+    #[arg(long, default_value_t = 256)]
+    history_stream_mb: u64,
+    /// Megabytes of history all streams together may keep; past it the oldest points of
+    /// any stream go (L60).
+    #[arg(long, default_value_t = 4096)]
+    history_total_mb: u64,
     /// A REST or /clientresp body must arrive whole within this long (L44).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     rest_body_timeout: Duration,
@@ -507,6 +518,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         new_streams_per_peer: args.new_streams_per_peer,
         idle_stream_ttl: args.idle_stream_ttl,
         users,
+        history: plotstream_server::store::HistoryConfig {
+            retention: args.retention,
+            stream_bytes: args.history_stream_mb << 20,
+            total_bytes: args.history_total_mb << 20,
+        },
         ..StoreConfig::default()
     };
     let disk_full = config.faults.iter().find_map(|f| match f.kind {

@@ -515,13 +515,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_or((s, "s"), |i| (&s[..i], &s[i..]));
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m, 7d"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+        "d" => n * 86_400.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use ms, s, m, h or d"
+            ))
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }

@@ -136,6 +136,31 @@ impl Journal {
         c.queued(&mut p, n)
     }
 
+    /// Queues the history points `n..n + count` of `token`'s stream, their encodings copied
+    /// into the pending batch's buffer; returns the ticket (0 in memory).
+    pub fn push_points(
+        &self,
+        token: &std::sync::Arc<str>,
+        n: u64,
+        count: u32,
+        bytes: &[u8],
+    ) -> u64 {
+        let Some(c) = &self.inner else {
+            return 0;
+        };
+        let mut p = c.lock();
+        let start = p.batch.lines.len();
+        p.batch.lines.extend_from_slice(bytes);
+        let at = start..p.batch.lines.len();
+        p.batch.ops.push(Op::HistPoints {
+            token: token.clone(),
+            n,
+            count,
+            at,
+        });
+        c.queued(&mut p, 64 + bytes.len())
+    }
+
     /// The last ticket handed out (waiting for it waits for everything pushed so far).
     pub fn last_ticket(&self) -> u64 {
         self.inner

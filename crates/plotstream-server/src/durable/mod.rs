@@ -22,8 +22,10 @@ mod redis;
 pub use self::cluster::{Acquired, ClusterLink, LiveRun, FOLLOWS_CHANNEL, OWNERS_CHANNEL};
 pub use self::disk_full::DiskFull;
 pub use self::journal::{Journal, Progress, MAX_BACKLOG};
-pub use self::ops::{Backend, Batch, LineRun, Loaded, LoadedStream, Op, StorageError, Table};
-pub use self::redb::RedbBackend;
+pub use self::ops::{
+    Backend, Batch, HistKv, LineRun, Loaded, LoadedStream, Op, StorageError, Table,
+};
+pub use self::redb::{RedbBackend, RedbHistory};
 pub use self::redis::{
     fence_of, OnFenced, RedisBackend, RedisLink, FENCE_SHIFT, PASSWORD_ENV as REDIS_PASSWORD_ENV,
 };

@@ -41,6 +41,46 @@ pub enum Op {
         /// The write token.
         token: String,
     },
+    /// The points `n..n + count` of a stream's history, their encodings in the batch's
+    /// `lines` at `at` (docs/history.md "Records"): a backend stores a commit's consecutive
+    /// points of one stream and chunk as one part.
+    HistPoints {
+        /// The write token.
+        token: std::sync::Arc<str>,
+        /// The first point's position.
+        n: u64,
+        /// How many.
+        count: u32,
+        /// Where their encodings are in the batch's `lines`.
+        at: std::ops::Range<usize>,
+    },
+    /// A history record (a sealed chunk, a tier block, the head), replacing the level-0 keys
+    /// `index..index + replaces` first.
+    HistPut {
+        /// The write token.
+        token: std::sync::Arc<str>,
+        /// Its level.
+        level: u8,
+        /// Its index.
+        index: u64,
+        /// The record.
+        value: Vec<u8>,
+        /// Level-0 keys it replaces (a chunk's parts), else 0.
+        replaces: u64,
+    },
+    /// A stream's history before position `before` is dropped (retention): its chunks and the
+    /// tier blocks that end by then.
+    HistTrim {
+        /// The write token.
+        token: std::sync::Arc<str>,
+        /// The first position kept.
+        before: u64,
+    },
+    /// A stream's whole history is dropped (the stream is).
+    HistDrop {
+        /// The write token.
+        token: String,
+    },
     /// A key of the small tables (registered and retired tokens, files, folders): `None`
     /// removes it.
     Put {
@@ -62,6 +102,10 @@ impl Op {
             Op::DropGen { .. } => 0,
             Op::DropStream { token } => token.len(),
             Op::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+            Op::HistPoints { at, .. } => at.len(),
+            Op::HistPut { value, .. } => value.len(),
+            Op::HistTrim { .. } => 0,
+            Op::HistDrop { token } => token.len(),
         }
     }
 }
@@ -85,10 +129,13 @@ impl Batch {
         }
     }
 
-    /// The record of a line op (empty for other ops or a range outside the buffer).
+    /// The record of a line op, or the points of a history op (empty for other ops or a
+    /// range outside the buffer).
     pub fn record(&self, op: &Op) -> &[u8] {
         match op {
-            Op::Line { at, .. } => self.lines.get(at.clone()).unwrap_or_default(),
+            Op::Line { at, .. } | Op::HistPoints { at, .. } => {
+                self.lines.get(at.clone()).unwrap_or_default()
+            }
             _ => &[],
         }
     }
@@ -101,6 +148,17 @@ impl Batch {
             Op::Line { gen, seq, at } => Op::Line {
                 gen,
                 seq,
+                at: at.start + shift..at.end + shift,
+            },
+            Op::HistPoints {
+                token,
+                n,
+                count,
+                at,
+            } => Op::HistPoints {
+                token,
+                n,
+                count,
                 at: at.start + shift..at.end + shift,
             },
             op => op,
@@ -220,6 +278,146 @@ impl Batch {
             }
         }
         runs
+    }
+}
+
+/// One write to the history's keys `(token, level, index)`, as every backend makes it.
+#[derive(Debug, PartialEq)]
+pub enum HistKv<'a> {
+    /// Puts a record.
+    Put {
+        /// The write token.
+        token: &'a str,
+        /// The level.
+        level: u8,
+        /// The index.
+        index: u64,
+        /// The record.
+        value: std::borrow::Cow<'a, [u8]>,
+    },
+    /// Removes the keys of `level` in `from..to`.
+    Delete {
+        /// The write token.
+        token: &'a str,
+        /// The level.
+        level: u8,
+        /// The first index removed.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
+}
+
+/// A run of one stream's points in one commit: `(first, count, encodings)`.
+type PointRun = (u64, u64, Vec<u8>);
+
+impl Batch {
+    /// The history writes of this commit, in order: each stream's consecutive points within
+    /// one chunk become one part (`varint count`, then the points), written before any other
+    /// history op of that stream.
+    pub fn hist_writes(&self) -> Vec<HistKv<'_>> {
+        use crate::history::{tier::span, tier::TOP, CHUNK, HEAD};
+        use std::borrow::Cow;
+        fn flush<'a>(token: &'a str, run: PointRun, out: &mut Vec<HistKv<'a>>) {
+            let (n, count, bytes) = run;
+            let mut value = Vec::with_capacity(bytes.len() + 3);
+            crate::history::point::put_varint(count, &mut value);
+            value.extend_from_slice(&bytes);
+            out.push(HistKv::Put {
+                token,
+                level: 0,
+                index: n,
+                value: Cow::Owned(value),
+            });
+        }
+        let mut out = Vec::new();
+        let mut runs: Vec<(&str, PointRun)> = Vec::new();
+        let take = |token: &str, runs: &mut Vec<(&str, PointRun)>| {
+            runs.iter()
+                .position(|(t, _)| *t == token)
+                .map(|i| runs.swap_remove(i).1)
+        };
+        for op in &self.ops {
+            match op {
+                Op::HistPoints {
+                    token, n, count, ..
+                } => {
+                    let bytes = self.record(op);
+                    let count = u64::from(*count);
+                    match runs.iter_mut().find(|(t, _)| *t == &**token) {
+                        Some((_, run)) if run.0 + run.1 == *n && run.0 / CHUNK == *n / CHUNK => {
+                            run.1 += count;
+                            run.2.extend_from_slice(bytes);
+                        }
+                        Some((t, run)) => {
+                            let old = std::mem::replace(run, (*n, count, bytes.to_vec()));
+                            flush(t, old, &mut out);
+                        }
+                        None => runs.push((token, (*n, count, bytes.to_vec()))),
+                    }
+                }
+                Op::HistPut {
+                    token,
+                    level,
+                    index,
+                    value,
+                    replaces,
+                } => {
+                    if let Some(run) = take(token, &mut runs) {
+                        flush(token, run, &mut out);
+                    }
+                    if *replaces > 0 {
+                        out.push(HistKv::Delete {
+                            token,
+                            level: 0,
+                            from: *index,
+                            to: index.saturating_add(*replaces),
+                        });
+                    }
+                    out.push(HistKv::Put {
+                        token,
+                        level: *level,
+                        index: *index,
+                        value: Cow::Borrowed(value),
+                    });
+                }
+                Op::HistTrim { token, before } => {
+                    if let Some(run) = take(token, &mut runs) {
+                        flush(token, run, &mut out);
+                    }
+                    out.push(HistKv::Delete {
+                        token,
+                        level: 0,
+                        from: 0,
+                        to: *before,
+                    });
+                    for level in 1..=TOP {
+                        out.push(HistKv::Delete {
+                            token,
+                            level,
+                            from: 0,
+                            to: before / span(level + 1),
+                        });
+                    }
+                }
+                Op::HistDrop { token } => {
+                    take(token, &mut runs);
+                    for level in (0..=TOP).chain([HEAD]) {
+                        out.push(HistKv::Delete {
+                            token,
+                            level,
+                            from: 0,
+                            to: u64::MAX,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (token, run) in runs {
+            flush(token, run, &mut out);
+        }
+        out
     }
 }
 

@@ -1,22 +1,28 @@
 //! The embedded store: one redb file (docs/storage.md "Choosing the embedded store").
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::ops::{Backend, Batch, Loaded, LoadedStream, Op, StorageError, Table};
+use super::ops::{Backend, Batch, HistKv, Loaded, LoadedStream, Op, StorageError, Table};
 
 /// The on-disk store: one redb file, `plotstream.redb`, in the data directory.
 #[derive(Debug)]
 pub struct RedbBackend {
     /// `None` after a failed commit: redb refuses every operation after an I/O error until
     /// the file is opened again, so the next commit reopens it (and redb repairs it).
-    db: Option<redb::Database>,
+    db: Option<Arc<redb::Database>>,
     path: PathBuf,
+    /// The database as history readers get it (`None` while closed).
+    shared: Arc<Mutex<Option<Arc<redb::Database>>>>,
 }
 
 const META: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("stream_meta");
 const LINES: redb::TableDefinition<'_, (u64, u64), &[u8]> = redb::TableDefinition::new("lines");
 const SNAPS: redb::TableDefinition<'_, u64, (u64, &[u8])> = redb::TableDefinition::new("snapshots");
 const KV: redb::TableDefinition<'_, (u8, &str), &[u8]> = redb::TableDefinition::new("kv");
+/// History records by `(token, level, index)` (docs/history.md "Records").
+const HIST: redb::TableDefinition<'_, (&str, u8, u64), &[u8]> =
+    redb::TableDefinition::new("history");
 
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError(format!("{}: {what}: {e}", path.display()))
@@ -34,8 +40,12 @@ impl RedbBackend {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(dir, "cannot create the data directory", e))?;
         let path = Self::file_in(dir);
-        let db = Self::open_file(&path)?;
-        Ok(RedbBackend { db: Some(db), path })
+        let db = Arc::new(Self::open_file(&path)?);
+        Ok(RedbBackend {
+            shared: Arc::new(Mutex::new(Some(db.clone()))),
+            db: Some(db),
+            path,
+        })
     }
 
     fn open_file(path: &Path) -> Result<redb::Database, StorageError> {
@@ -55,6 +65,7 @@ impl RedbBackend {
             w.open_table(LINES).map_err(|e| err(path, "lines", e))?;
             w.open_table(SNAPS).map_err(|e| err(path, "snapshots", e))?;
             w.open_table(KV).map_err(|e| err(path, "kv", e))?;
+            w.open_table(HIST).map_err(|e| err(path, "history", e))?;
         }
         w.commit().map_err(|e| err(path, "commit", e))?;
         Ok(db)
@@ -65,20 +76,37 @@ impl RedbBackend {
     pub fn compact(&mut self) -> Result<bool, StorageError> {
         let p = self.path.clone();
         self.db()?;
-        let db = self
-            .db
-            .as_mut()
-            .ok_or_else(|| StorageError("the store is closed".into()))?;
-        db.compact().map_err(|e| err(&p, "compact", e))
+        // redb compacts only a database nobody else holds: readers get it back after.
+        self.set_shared(None);
+        let result = match self.db.as_mut().and_then(Arc::get_mut) {
+            Some(db) => db.compact().map_err(|e| err(&p, "compact", e)),
+            None => Ok(false),
+        };
+        self.set_shared(self.db.clone());
+        result
+    }
+
+    fn set_shared(&self, db: Option<Arc<redb::Database>>) {
+        *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = db;
+    }
+
+    /// Reads history records beside the commits (docs/history.md "Reading").
+    pub fn history_reader(&self) -> RedbHistory {
+        RedbHistory {
+            db: self.shared.clone(),
+            path: self.path.clone(),
+        }
     }
 
     fn db(&mut self) -> Result<&redb::Database, StorageError> {
         if self.db.is_none() {
-            self.db = Some(Self::open_file(&self.path)?);
+            let db = Arc::new(Self::open_file(&self.path)?);
+            self.set_shared(Some(db.clone()));
+            self.db = Some(db);
             tracing::info!(path = %self.path.display(), "store reopened after a failed commit");
         }
         self.db
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| StorageError("the store is closed".into()))
     }
 
@@ -87,6 +115,7 @@ impl RedbBackend {
         if result.is_err() {
             // Dropped now, reopened by the next attempt.
             self.db = None;
+            self.set_shared(None);
         }
         result
     }
@@ -99,13 +128,18 @@ impl RedbBackend {
             let mut lines = w.open_table(LINES).map_err(|e| err(p, "lines", e))?;
             let mut snaps = w.open_table(SNAPS).map_err(|e| err(p, "snapshots", e))?;
             let mut kv = w.open_table(KV).map_err(|e| err(p, "kv", e))?;
+            let mut hist = w.open_table(HIST).map_err(|e| err(p, "history", e))?;
             for op in &batch.ops {
                 match op {
                     Op::Meta { token, record } => {
                         meta.insert(token.as_str(), record.as_slice())
                             .map_err(|e| err(p, "write", e))?;
                     }
-                    Op::Line { .. } => {}
+                    Op::Line { .. }
+                    | Op::HistPoints { .. }
+                    | Op::HistPut { .. }
+                    | Op::HistTrim { .. }
+                    | Op::HistDrop { .. } => {}
                     Op::Snapshot { gen, seq, record } => {
                         snaps
                             .insert(*gen, (*seq, record.as_slice()))
@@ -134,6 +168,28 @@ impl RedbBackend {
                                 kv.remove(k).map_err(|e| err(p, "write", e))?;
                             }
                         }
+                    }
+                }
+            }
+            for w in batch.hist_writes() {
+                match w {
+                    HistKv::Put {
+                        token,
+                        level,
+                        index,
+                        value,
+                    } => {
+                        hist.insert((token, level, index), &*value)
+                            .map_err(|e| err(p, "write", e))?;
+                    }
+                    HistKv::Delete {
+                        token,
+                        level,
+                        from,
+                        to,
+                    } => {
+                        hist.retain_in((token, level, from)..(token, level, to), |_, _| false)
+                            .map_err(|e| err(p, "write", e))?;
                     }
                 }
             }
@@ -206,5 +262,47 @@ impl Backend for RedbBackend {
 
     fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
         self.write(batch)
+    }
+}
+
+/// Reads a redb store's history records beside its commits (a read transaction per page).
+#[derive(Debug, Clone)]
+pub struct RedbHistory {
+    db: Arc<Mutex<Option<Arc<redb::Database>>>>,
+    path: PathBuf,
+}
+
+impl crate::history::Store for RedbHistory {
+    fn read(
+        &self,
+        token: &str,
+        level: u8,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        use redb::ReadableDatabase as _;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let p = &self.path;
+        let db = self
+            .db
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StorageError("the store is reopening".into()))?;
+        let r = db.begin_read().map_err(|e| err(p, "begin", e))?;
+        let hist = r.open_table(HIST).map_err(|e| err(p, "history", e))?;
+        let mut out = Vec::new();
+        for row in hist
+            .range((token, level, from)..(token, level, to))
+            .map_err(|e| err(p, "read", e))?
+            .take(limit)
+        {
+            let (k, v) = row.map_err(|e| err(p, "read", e))?;
+            out.push((k.value().2, v.value().to_vec()));
+        }
+        Ok(out)
     }
 }

@@ -348,7 +348,12 @@ impl Backend for RedisBackend {
                         replies_are.push(Reply::Plain);
                     }
                 },
-                Op::Line { .. } => {}
+                // History on Redis: not yet (the server keeps none there; docs/history.md).
+                Op::Line { .. }
+                | Op::HistPoints { .. }
+                | Op::HistPut { .. }
+                | Op::HistTrim { .. }
+                | Op::HistDrop { .. } => {}
                 Op::Snapshot { gen, seq, record } => {
                     let Some(token) = self.owners.get(gen).cloned() else {
                         tracing::warn!(

@@ -1,4 +1,5 @@
-//! The store's policy: tokens, duplicates, maxpoints, budgets (L23–L27, L35, L37, L43, L54).
+//! The store's policy: tokens, duplicates, maxpoints, budgets (L23–L27, L35, L37, L43, L54),
+//! history (L59, L60).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,30 @@ pub struct StoreConfig {
     /// On Redis (`--redis`), where several nodes may share the state: a node changes a stream
     /// only while it owns it under a fence (docs/storage.md "Several nodes").
     pub clustered: bool,
+    /// What history keeps (docs/history.md).
+    pub history: HistoryConfig,
+}
+
+/// What a stream's history keeps (docs/history.md "Retention"), with a durable store only.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// `--retention`: points older than this go (whole chunks); zero keeps no history.
+    pub retention: Duration,
+    /// L59 (`--history-stream-mb`): a stream's history bytes; past it its oldest chunks go.
+    pub stream_bytes: u64,
+    /// L60 (`--history-total-mb`): all streams' history bytes; past it the oldest chunks of
+    /// any stream go.
+    pub total_bytes: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            stream_bytes: 256 << 20,
+            total_bytes: 4 << 30,
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -85,6 +110,7 @@ impl Default for StoreConfig {
             new_streams_per_peer: 1000,
             users: None,
             clustered: false,
+            history: HistoryConfig::default(),
         }
     }
 }

@@ -17,16 +17,19 @@
 
 mod cluster;
 mod config;
+mod history;
 mod inspect;
 mod live;
 mod persist;
 mod queue;
 mod report;
 mod stream;
+mod sweep;
 mod viewers;
 mod writer;
 
-pub use self::config::StoreConfig;
+pub use self::config::{HistoryConfig, StoreConfig};
+pub use self::history::now_ms;
 pub use self::live::Outbox;
 pub use self::queue::{Fanout, Subscription, ViewerMsg, ViewerQueue};
 pub use self::report::{Follow, Live, Recovery, StreamSummary};
@@ -42,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use plotstream_proto::{Maxpoints, Status, Token, Update, Value};
 use tokio::{sync::Notify, time::Instant};
 
-use crate::durable::{Journal, Op, Table};
+use crate::durable::{Journal, Table};
 use crate::metrics::Metrics;
 
 /// L43: peers whose creation allowance is remembered before full buckets are forgotten.
@@ -70,6 +73,8 @@ pub struct Store {
     next_gen: AtomicU64,
     /// What only several nodes use (`cluster::Nodes`).
     nodes: cluster::Nodes,
+    /// History's reader and L60's count.
+    histories: history::Histories,
 }
 
 /// Which streams exist.
@@ -138,6 +143,7 @@ impl Store {
             journal,
             next_gen: AtomicU64::new(1),
             nodes: cluster::Nodes::new(config.clustered),
+            histories: history::Histories::default(),
             config,
         }
     }
@@ -276,6 +282,7 @@ impl Store {
                 if let Some(live) = &self.nodes.live {
                     live.push(key, stream.gen, &stream.epoch, seq, record);
                 }
+                ticket = ticket.max(self.keep_points(stream, key, update, seq));
                 if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {
                     ticket = self.store_snapshot(stream);
                 }
@@ -402,57 +409,6 @@ impl Store {
         }
         self.account_bytes(before, stream.window.bytes());
         Ok(())
-    }
-
-    /// L27: drops streams that ingest created and nobody has written, watched or bound to a
-    /// figure for `idle_stream_ttl`. Returns how many went.
-    pub fn evict_idle(&self, now: Instant) -> usize {
-        let ttl = self.config.idle_stream_ttl;
-        let mut index = self.index_mut();
-        let Index {
-            streams,
-            by_read_id,
-        } = &mut *index;
-        let mut gone = 0;
-        streams.retain(|token, cell| {
-            let mut s = cell.lock();
-            s.viewers.retain(|v| !v.tx.is_closed());
-            if s.writer.is_some() || !s.viewers.is_empty() {
-                s.idle_since = now;
-                return true;
-            }
-            let owned = self.tokens().registered.contains(token)
-                || self
-                    .config
-                    .users
-                    .as_ref()
-                    .is_some_and(|u| u.snapshot().owner_of(token).is_some());
-            if owned || now.saturating_duration_since(s.idle_since) < ttl {
-                return true;
-            }
-            // A line that found this stream before it went retries from the index.
-            s.removed = true;
-            by_read_id.remove(&s.read_id);
-            self.account_bytes(s.window.bytes(), 0);
-            // On several nodes a copy goes from this node only: the stream stays in Redis.
-            if self.journal.is_durable() && !self.config.clustered {
-                self.journal.push(Op::DropGen { gen: s.gen });
-                self.journal.push(Op::DropStream {
-                    token: token.clone(),
-                });
-            }
-            gone += 1;
-            false
-        });
-        if gone > 0 {
-            self.metrics
-                .streams
-                .fetch_sub(gone as u64, Ordering::Relaxed);
-            for _ in 0..gone {
-                self.metrics.limit_breach("L27");
-            }
-        }
-        gone
     }
 
     /// The stream a writer's line for `token` goes to, created when it does not exist yet

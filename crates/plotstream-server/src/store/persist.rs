@@ -148,7 +148,10 @@ impl Store {
             report.dropped.extend(r.notes);
             let Some(mut s) = r.stream else {
                 if !self.config.clustered {
-                    self.journal.push(Op::DropStream { token: r.token });
+                    self.journal.push(Op::DropStream {
+                        token: r.token.clone(),
+                    });
+                    self.journal.push(Op::HistDrop { token: r.token });
                 }
                 continue;
             };
@@ -157,6 +160,7 @@ impl Store {
             } else if !clean {
                 self.store_meta(&r.token, &s);
             }
+            s.history = self.restore_history(&r.token);
             report.streams += 1;
             report.points += s.count();
             report.lines += r.lines;

@@ -57,6 +57,8 @@ pub(super) struct Stream {
     pub(super) snapshot: SharedSnapshot,
     pub(super) rejected_lines: u64,
     pub(super) displaced_lines: u64,
+    /// Its history as this node builds it (docs/history.md), when the store keeps history.
+    pub(super) history: Option<Box<super::history::Kept>>,
 }
 
 /// The snapshot a stream last handed out, without keeping it alive: only viewers hold it
@@ -178,6 +180,7 @@ impl Stream {
             snapshot: SharedSnapshot::default(),
             rejected_lines: 0,
             displaced_lines: 0,
+            history: None,
         }
     }
 

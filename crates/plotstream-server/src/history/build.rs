@@ -1,0 +1,306 @@
+//! A stream's history as its owner builds it (docs/history.md "Records"): each point goes into
+//! the open chunk and the open entry of every tier level; the points of each line are stored
+//! at the next commit as one part; every [`CHUNK`] points the chunk is sealed: one record
+//! replaces its parts, and the tier blocks finished since the last seal (and the open ones as
+//! they are) are written with the head. No I/O: what to store comes out as [`Write`]s.
+
+use serde::{Deserialize, Serialize};
+
+use super::point::{encode_point, put_varint, Point, Val};
+use super::tier::{encode_block, span, Mark, Summary, FANOUT, TOP};
+
+/// Points per sealed chunk (a multiple of `span(2)`, so a chunk ends level-1 and level-2
+/// entries).
+pub const CHUNK: u64 = 1024;
+/// The level of the head record (index 0).
+pub const HEAD: u8 = 255;
+
+/// What x holds, decided by the first point: it decides how ranges and buckets can use x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XKind {
+    /// No point yet.
+    #[default]
+    Unknown,
+    /// Points have no x (plotly draws them at their index).
+    None,
+    /// Numbers.
+    Number,
+    /// Date strings (ordered by their milliseconds).
+    Date,
+    /// Other strings.
+    Category,
+}
+
+impl XKind {
+    fn of(x: &Val) -> XKind {
+        match x {
+            Val::None => XKind::None,
+            Val::Num(_) => XKind::Number,
+            Val::Str(s) if super::point::parse_date(s).is_some() => XKind::Date,
+            Val::Str(_) => XKind::Category,
+        }
+    }
+
+    /// Its name in responses.
+    pub fn name(self) -> &'static str {
+        match self {
+            XKind::Unknown | XKind::None => "none",
+            XKind::Number => "number",
+            XKind::Date => "date",
+            XKind::Category => "category",
+        }
+    }
+}
+
+/// What a stream's history is, beside its records (stored as the head at every seal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Head {
+    /// Points before it were dropped (retention); a multiple of [`CHUNK`].
+    pub first: u64,
+    /// The receive time of point `first` (ms since the Unix epoch).
+    pub first_t: i64,
+    /// Points before it are in sealed chunks; those from it on are in parts.
+    pub sealed: u64,
+    /// Bytes of the sealed chunks kept (with the open chunk's, what L59 and L60 count).
+    pub bytes: u64,
+    /// What x holds.
+    pub x: XKind,
+    /// Every point's x so far is of kind `x` (a number or a date) and none is below the one
+    /// before it: ranges and buckets may use x.
+    pub monotone: bool,
+    /// The last point's x key (for `monotone`).
+    pub last_x: f64,
+}
+
+impl Head {
+    /// The head's record.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The head in `bytes`, if it is one.
+    pub fn decode(bytes: &[u8]) -> Option<Head> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// Takes `p` into the x facts.
+    pub fn observe(&mut self, p: &Point) {
+        let kind = XKind::of(&p.x);
+        if self.x == XKind::Unknown {
+            self.x = kind;
+            self.monotone = matches!(kind, XKind::Number | XKind::Date);
+            self.last_x = f64::NEG_INFINITY;
+        }
+        if self.monotone {
+            let k = p.x.key();
+            if kind != self.x || k.is_nan() || k < self.last_x {
+                self.monotone = false;
+            } else {
+                self.last_x = k;
+            }
+        }
+    }
+
+    /// True when ranges and buckets may use x.
+    pub fn by_x(&self) -> bool {
+        self.monotone && matches!(self.x, XKind::Number | XKind::Date)
+    }
+}
+
+/// One thing to store, in order.
+#[derive(Debug, PartialEq)]
+pub enum Write<'a> {
+    /// The encoded points `n..n + count` (without a count: a part's points).
+    Points {
+        /// The first one's position.
+        n: u64,
+        /// How many.
+        count: u32,
+        /// Their encodings, back to back.
+        bytes: &'a [u8],
+    },
+    /// The points before `before` are dropped (retention).
+    Trim {
+        /// The first position kept.
+        before: u64,
+    },
+    /// A record: a sealed chunk (level 0, replacing the parts in `index..index + replaces`),
+    /// a tier block or the head.
+    Put {
+        /// The level (0 for points, [`HEAD`] for the head).
+        level: u8,
+        /// The record's index.
+        index: u64,
+        /// The record.
+        value: Vec<u8>,
+        /// Level-0 keys from `index` it replaces (the chunk's parts), else 0.
+        replaces: u64,
+    },
+}
+
+/// The owner's side of a stream's history.
+#[derive(Debug, Default)]
+pub struct Builder {
+    /// The facts as of the last point.
+    pub head: Head,
+    /// The head as stored at the last seal (readers replay the parts after it).
+    stored: Head,
+    /// The next point's position.
+    pub end: u64,
+    /// The open chunk's point encodings, back to back.
+    chunk: Vec<u8>,
+    /// The open block of every level 1..=TOP (`levels[l - 1]`): `(slot, summary)`.
+    levels: Vec<Vec<(u8, Summary)>>,
+    /// Blocks finished since the last seal, written with it: `(level, index, record)`.
+    done: Vec<(u8, u64, Vec<u8>)>,
+}
+
+impl Builder {
+    /// An empty history.
+    pub fn new() -> Builder {
+        Builder {
+            levels: vec![Vec::new(); usize::from(TOP)],
+            ..Builder::default()
+        }
+    }
+
+    /// The history as stored: its head, the open tier blocks and the parts after the head's
+    /// seal (`points` from `head.sealed` on). The parts are replayed without writing them again.
+    pub fn restore(head: Head, open: Vec<(u8, Vec<(u8, Summary)>)>, points: &[Point]) -> Builder {
+        let mut b = Builder::new();
+        b.end = head.sealed;
+        b.stored = head.clone();
+        b.head = head;
+        for (level, entries) in open {
+            if let Some(l) = b.levels.get_mut(usize::from(level).wrapping_sub(1)) {
+                *l = entries;
+            }
+        }
+        for p in points {
+            b.push(p, &mut |_| {});
+        }
+        b
+    }
+
+    /// The block each level's open entries belong to, for [`Builder::restore`]: `(level,
+    /// index)` of the open block of every level at `sealed`.
+    pub fn open_blocks(sealed: u64) -> impl Iterator<Item = (u8, u64)> {
+        (1..=TOP)
+            .filter(move |l| !sealed.is_multiple_of(span(l + 1)))
+            .map(move |l| (l, sealed / span(l + 1)))
+    }
+
+    /// Adds `p` as the next point; `write` gets what to store (its part, and when it ends a
+    /// chunk, the seal).
+    pub fn push(&mut self, p: &Point, write: &mut dyn FnMut(Write<'_>)) {
+        let n = self.end;
+        let start = self.chunk.len();
+        encode_point(p, &mut self.chunk);
+        if n == self.head.first {
+            self.head.first_t = p.t;
+        }
+        self.head.observe(p);
+        write(Write::Points {
+            n,
+            count: 1,
+            bytes: &self.chunk[start..],
+        });
+        let mark = Mark::of(n, p);
+        self.end += 1;
+        for l in 1..=TOP {
+            let open = &mut self.levels[usize::from(l - 1)];
+            let slot = ((n / span(l)) % FANOUT) as u8;
+            match open.last_mut() {
+                Some((s, sum)) if *s == slot => sum.merge(&Summary::of(mark)),
+                _ => open.push((slot, Summary::of(mark))),
+            }
+            if self.end.is_multiple_of(span(l + 1)) {
+                let mut record = Vec::new();
+                encode_block(open, &mut record);
+                open.clear();
+                self.done.push((l, n / span(l + 1), record));
+            }
+        }
+        if self.end.is_multiple_of(CHUNK) {
+            self.seal(write);
+        }
+    }
+
+    fn seal(&mut self, write: &mut dyn FnMut(Write<'_>)) {
+        let index = self.head.sealed;
+        let mut value = Vec::with_capacity(self.chunk.len() + 3);
+        put_varint(self.end - index, &mut value);
+        value.extend_from_slice(&self.chunk);
+        self.chunk.clear();
+        self.head.bytes += value.len() as u64;
+        write(Write::Put {
+            level: 0,
+            index,
+            value,
+            replaces: CHUNK,
+        });
+        for (level, index, value) in self.done.drain(..) {
+            write(Write::Put {
+                level,
+                index,
+                value,
+                replaces: 0,
+            });
+        }
+        for (l, open) in (1..=TOP).zip(&self.levels) {
+            if !open.is_empty() {
+                let mut value = Vec::new();
+                encode_block(open, &mut value);
+                write(Write::Put {
+                    level: l,
+                    index: (self.end - 1) / span(l + 1),
+                    value,
+                    replaces: 0,
+                });
+            }
+        }
+        self.head.sealed = self.end;
+        self.stored = self.head.clone();
+        write(Write::Put {
+            level: HEAD,
+            index: 0,
+            value: self.head.encode(),
+            replaces: 0,
+        });
+    }
+
+    /// Bytes kept: the sealed chunks' and the open chunk's (L59).
+    pub fn bytes(&self) -> u64 {
+        self.head.bytes + self.chunk.len() as u64
+    }
+
+    /// Drops the oldest sealed chunk, `count` points in `bytes` bytes, after which the first
+    /// point kept was received at `next_t` (retention). False when there is none to drop.
+    pub fn trim(
+        &mut self,
+        count: u64,
+        bytes: u64,
+        next_t: i64,
+        write: &mut dyn FnMut(Write<'_>),
+    ) -> bool {
+        if self.head.first + count > self.head.sealed || count == 0 {
+            return false;
+        }
+        for h in [&mut self.head, &mut self.stored] {
+            h.first += count;
+            h.bytes = h.bytes.saturating_sub(bytes);
+            h.first_t = next_t;
+        }
+        write(Write::Trim {
+            before: self.head.first,
+        });
+        write(Write::Put {
+            level: HEAD,
+            index: 0,
+            value: self.stored.encode(),
+            replaces: 0,
+        });
+        true
+    }
+}

@@ -1,0 +1,347 @@
+//! The history end to end without I/O: points built into records as a backend stores them
+//! (through `Batch::hist_writes`, the backends' own translation), read back through `View`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::build::{Builder, Head, Write, HEAD};
+use super::downsample::{downsample, Bucketing};
+use super::point::{decode_points, Point, Val};
+use super::query::{By, Source, View};
+use super::tier::{decode_block, Mark, Summary};
+use crate::durable::{Batch, HistKv, Op, StorageError};
+
+/// A backend's keys in a map.
+#[derive(Default)]
+struct Mem(BTreeMap<(u8, u64), Vec<u8>>);
+
+impl Source for Mem {
+    fn read(
+        &self,
+        level: u8,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .0
+            .range((level, from)..(level, to))
+            .take(limit)
+            .map(|((_, i), v)| (*i, v.clone()))
+            .collect())
+    }
+}
+
+impl Mem {
+    fn commit(&mut self, batch: &Batch) {
+        for w in batch.hist_writes() {
+            match w {
+                HistKv::Put {
+                    level,
+                    index,
+                    value,
+                    ..
+                } => {
+                    self.0.insert((level, index), value.into_owned());
+                }
+                HistKv::Delete {
+                    level, from, to, ..
+                } => {
+                    let keys: Vec<_> = self
+                        .0
+                        .range((level, from)..(level, to))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in keys {
+                        self.0.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pushes `w` into `batch` as the store does.
+fn journal(token: &Arc<str>, batch: &mut Batch, w: Write<'_>) {
+    match w {
+        Write::Points { n, count, bytes } => {
+            let start = batch.lines.len();
+            batch.lines.extend_from_slice(bytes);
+            batch.ops.push(Op::HistPoints {
+                token: token.clone(),
+                n,
+                count,
+                at: start..batch.lines.len(),
+            });
+        }
+        Write::Put {
+            level,
+            index,
+            value,
+            replaces,
+        } => {
+            batch.ops.push(Op::HistPut {
+                token: token.clone(),
+                level,
+                index,
+                value,
+                replaces,
+            });
+        }
+        Write::Trim { before } => batch.ops.push(Op::HistTrim {
+            token: token.clone(),
+            before,
+        }),
+    }
+}
+
+/// A day at 1 Hz-like point `i`: x a date string one second apart, y a slow wave with a spike
+/// at every 10 007th point.
+fn point(i: u64) -> Point {
+    let x = super::point::format_date(1_796_515_200_000.0 + i as f64 * 1000.0).unwrap_or_default();
+    let y = if i % 10_007 == 5 {
+        1000.0 + i as f64
+    } else {
+        ((i as f64) / 500.0).sin()
+    };
+    Point {
+        seq: i + 1,
+        t: 1_796_515_200_000 + i as i64,
+        x: Val::Str(x.into()),
+        y: Val::Num(y),
+    }
+}
+
+/// `total` points, committed every `every`.
+fn build(total: u64, every: u64) -> (Mem, Builder) {
+    let token: Arc<str> = Arc::from("tok");
+    let mut mem = Mem::default();
+    let mut b = Builder::new();
+    let mut batch = Batch::default();
+    for i in 0..total {
+        b.push(&point(i), &mut |w| journal(&token, &mut batch, w));
+        if (i + 1) % every == 0 {
+            mem.commit(&std::mem::take(&mut batch));
+        }
+    }
+    mem.commit(&batch);
+    (mem, b)
+}
+
+fn raw(view: &View<'_, Mem>, a: u64, b: u64) -> Vec<(u64, Point)> {
+    let mut out = Vec::new();
+    view.points(a, b, &mut |n, p| {
+        out.push((n, p.clone()));
+        true
+    })
+    .unwrap_or_default();
+    out
+}
+
+#[test]
+fn every_point_is_read_back_whatever_the_commits() {
+    for every in [1, 7, 1000, 5000] {
+        let (mem, b) = build(5_000, every);
+        let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(view.end, 5_000);
+        assert_eq!(b.end, 5_000);
+        let all = raw(&view, 0, 5_000);
+        assert_eq!(all.len(), 5_000, "every {every}");
+        assert!(all.iter().all(|(n, p)| *p == point(*n)));
+        assert_eq!(raw(&view, 1020, 1030).len(), 10);
+        assert!(view.head.by_x());
+        // The parts of sealed chunks are gone: only whole chunks and the open one's parts.
+        let level0 = mem.0.range((0, 0)..(1, 0)).count();
+        assert!(level0 <= 4 + usize::try_from(8 * 1024 / every.min(1024) / 8).unwrap_or(0) + 200);
+    }
+}
+
+#[test]
+fn ranges_by_time_and_by_x_find_the_exact_positions() {
+    let (mem, _) = build(70_000, 100);
+    let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+    for n in [0u64, 1, 15, 16, 1023, 1024, 4095, 65_535, 65_536, 69_999] {
+        let p = point(n);
+        assert_eq!(view.locate(By::Time, p.t as f64, false).unwrap_or(0), n);
+        assert_eq!(view.locate(By::Time, p.t as f64, true).unwrap_or(0), n + 1);
+        assert_eq!(view.locate(By::X, p.x.key(), false).unwrap_or(0), n);
+        assert_eq!(view.locate(By::X, p.x.key() - 0.5, false).unwrap_or(0), n);
+    }
+    assert_eq!(view.locate(By::Time, 0.0, false).unwrap_or(1), 0);
+    assert_eq!(view.locate(By::Time, f64::MAX, false).unwrap_or(0), 70_000);
+}
+
+#[test]
+fn a_downsampled_range_is_bounded_real_and_keeps_the_extremes() {
+    let (mem, _) = build(86_400, 250);
+    let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+    let all = raw(&view, 0, 86_400);
+    for (a, b, max) in [
+        (0u64, 86_400u64, 2000usize),
+        (13, 80_001, 1000),
+        (40_000, 40_300, 2000),
+        (5, 9, 3),
+    ] {
+        let lo = point(a).x.key();
+        let hi = point(b - 1).x.key();
+        let out = view
+            .downsample(a, b, max, Bucketing::X { lo, hi })
+            .unwrap_or_default();
+        assert!(out.len() <= max, "{a}..{b}: {} > {max}", out.len());
+        assert!(out.windows(2).all(|w| w[0].n < w[1].n && w[0].x <= w[1].x));
+        for m in &out {
+            assert!((a..b).contains(&m.n));
+            assert_eq!(*m, Mark::of(m.n, &all[m.n as usize].1), "a real point");
+        }
+        let range = &all[a as usize..b as usize];
+        let ymax = range
+            .iter()
+            .map(|(n, p)| Mark::of(*n, p).y)
+            .fold(f64::MIN, f64::max);
+        let ymin = range
+            .iter()
+            .map(|(n, p)| Mark::of(*n, p).y)
+            .fold(f64::MAX, f64::min);
+        assert!(
+            out.iter().any(|m| m.y == ymax),
+            "{a}..{b}: the highest point"
+        );
+        if max >= 4 {
+            assert!(
+                out.iter().any(|m| m.y == ymin),
+                "{a}..{b}: the lowest point"
+            );
+            assert_eq!(out.first().map(|m| m.n), Some(a));
+            assert_eq!(out.last().map(|m| m.n), Some(b - 1));
+        }
+        if b - a <= max as u64 / 4 {
+            // Small enough that every bucket is one point: exact.
+            assert_eq!(out.len() as u64, b - a);
+        }
+    }
+}
+
+#[test]
+fn the_tiers_give_what_the_points_give() {
+    // Downsampling from tier entries equals downsampling the same covering by single points,
+    // bucket for bucket (the entries are exact summaries of their points).
+    let (mem, _) = build(20_000, 333);
+    let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (777u64, 19_500u64);
+    for level in 1..=3u8 {
+        let mut coarse = Vec::new();
+        view.cover(a, b, level, &mut coarse)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(coarse.iter().map(|s| s.count).sum::<u64>(), b - a);
+        assert_eq!(coarse.first().map(|s| s.first.n), Some(a));
+        assert_eq!(coarse.last().map(|s| s.last.n), Some(b - 1));
+        let mut fine: Vec<Summary> = Vec::new();
+        view.cover(a, b, 0, &mut fine)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Group the single points exactly as the coarse covering does.
+        let mut grouped = Vec::new();
+        let mut it = fine.into_iter();
+        for c in &coarse {
+            let mut s = it.next().unwrap_or_else(|| panic!("short"));
+            for _ in 1..c.count {
+                s.merge(&it.next().unwrap_or_else(|| panic!("short")));
+            }
+            assert_eq!(s, *c, "level {level}");
+            grouped.push(s);
+        }
+        let bucketing = Bucketing::N { lo: a, hi: b };
+        assert_eq!(
+            downsample(&coarse, 400, bucketing),
+            downsample(&grouped, 400, bucketing)
+        );
+    }
+}
+
+#[test]
+fn a_restored_builder_goes_on_as_if_nothing_happened() {
+    let token: Arc<str> = Arc::from("tok");
+    let (mut mem, _) = build(70_001, 10);
+    // Restore from what is stored, as a restart does.
+    let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+    let head = view.head.clone();
+    let stored_head = mem
+        .0
+        .get(&(HEAD, 0))
+        .and_then(|h| Head::decode(h))
+        .unwrap_or_default();
+    let open = Builder::open_blocks(stored_head.sealed)
+        .filter_map(|(l, j)| Some((l, decode_block(mem.0.get(&(l, j))?)?)))
+        .collect();
+    let parts: Vec<Point> = mem
+        .0
+        .range((0, stored_head.sealed)..(1, 0))
+        .flat_map(|(_, r)| decode_points(r).unwrap_or_default())
+        .collect();
+    let mut b = Builder::restore(stored_head, open, &parts);
+    assert_eq!(b.end, 70_001);
+    assert_eq!(b.head.x, head.x);
+    let mut batch = Batch::default();
+    for i in 70_001..140_000 {
+        b.push(&point(i), &mut |w| journal(&token, &mut batch, w));
+    }
+    mem.commit(&batch);
+    let (whole, _) = build(140_000, 10);
+    // The same keys, but for the open chunk's parts (committed at other moments here).
+    let open = |k: &&(u8, u64)| k.0 != 0 || k.1 < 140_000 / 1024 * 1024;
+    let (got, want): (Vec<_>, Vec<_>) = (
+        mem.0.keys().filter(open).collect(),
+        whole.0.keys().filter(open).collect(),
+    );
+    let extra: Vec<_> = got.iter().filter(|k| !want.contains(k)).collect();
+    let missing: Vec<_> = want.iter().filter(|k| !got.contains(k)).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "extra {extra:?} missing {missing:?}"
+    );
+    for (k, v) in &whole.0 {
+        if k.0 != 0 && k.0 != HEAD {
+            assert_eq!(mem.0.get(k), Some(v), "block {k:?}");
+        }
+    }
+}
+
+#[test]
+fn a_trim_drops_whole_chunks_and_reads_start_after_them() {
+    let token: Arc<str> = Arc::from("tok");
+    let (mut mem, mut b) = build(10_000, 100);
+    let before = View::load(&mem).unwrap_or_else(|e| panic!("{e}")).bytes;
+    assert_eq!(before, b.bytes());
+    let mut dropped = 0;
+    for _ in 0..4 {
+        let first = b.head.first;
+        let len = mem.0.get(&(0, first)).map_or(0, Vec::len) as u64;
+        dropped += len;
+        let mut batch = Batch::default();
+        let next_t = point(first + 1024).t;
+        assert!(b.trim(1024, len, next_t, &mut |w| journal(&token, &mut batch, w)));
+        mem.commit(&batch);
+    }
+    let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(view.bytes, before - dropped);
+    assert_eq!(view.head.first_t, point(4096).t);
+    let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+    let all = raw(&view, 0, 10_000);
+    assert_eq!(all.first().map(|(n, _)| *n), Some(4096));
+    assert_eq!(all.len(), 10_000 - 4096);
+    assert_eq!(view.locate(By::Time, 0.0, false).unwrap_or(0), 4096);
+    let out = view
+        .downsample(
+            0,
+            10_000,
+            100,
+            Bucketing::N {
+                lo: 4096,
+                hi: 10_000,
+            },
+        )
+        .unwrap_or_default();
+    assert!(out.iter().all(|m| m.n >= 4096));
+}
