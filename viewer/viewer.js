@@ -314,6 +314,7 @@
     if (range === "live") {
       hist.active = false;
       forgetDrawn();
+      delete el.dataset.historyStatus;
       if (csvEl) csvEl.hidden = true;
       setState(connState);
       drawLive();
@@ -466,7 +467,9 @@
     return fetch(historyUrl(q, "json"), controller ? { signal: controller.signal } : {})
       .then(function (r) {
         return r.json().then(function (body) {
-          if (!r.ok) throw new Error(r.status + " " + (body && body.error ? body.error : r.statusText));
+          // Errors come as {"errors": [{"message": ...}]}, as everywhere on this server.
+          var why = body && body.errors && body.errors[0] && body.errors[0].message;
+          if (!r.ok) throw new Error(r.status + " " + (why || r.statusText));
           return body;
         }, function () { throw new Error(r.status + " " + r.statusText); });
       })
@@ -507,10 +510,7 @@
     }
     plot([trace], layout);
     drawn = false; // the live window is not on the plot any more
-    if (countEl) {
-      var inRange = a.end_n - a.first_n;
-      countEl.textContent = k + " points" + (a.downsampled ? " of " + inRange + " (downsampled)" : "");
-    }
+    if (countEl) countEl.textContent = k + " points" + (a.downsampled ? " (downsampled)" : "");
     if (csvEl) {
       csvEl.href = historyUrl(q, "csv");
       csvEl.download = (nameEl ? nameEl.textContent : "stream") + ".csv";
