@@ -12,6 +12,7 @@
 //! | `ingest/10000_streams` | 10 000 streams × 10 points/s, `--ramp 1s` |
 //! | `ingest/latency_100x100` | 100 streams × 100 points/s with `--verify`: write → viewer percentiles |
 //! | `ingest/idle_rss_10000` | the server's VmRSS with 10 000 idle streams connected |
+//! | `ingest/store/…`, `ingest/store_window_only/…` | bulk, per-point and latency runs on `--data-dir`, with history (the default) and without (`--retention 0`) |
 //!
 //! The hyper sink (`crates/plotstream-load/examples/hyper_sink.rs`) reads bodies and counts
 //! bytes, nothing else. Results are merged into `<target>/bench-summary.json` by name and
@@ -168,9 +169,23 @@ pub(crate) fn run() -> Result<ExitCode> {
         per_point: &per_point,
         latency: &lat,
     };
-    let server = serve_with(&bin, &["--data-dir", &data_arg])?;
-    results.extend(storage_rows(&bin, &server, "store", &memory, None)?);
+    // docs/history.md: the same runs keeping the window only (`--retention 0`), and the
+    // history-on rows' ratio to them (issue #14's target: at least 0.75).
+    let server = serve_with(&bin, &["--data-dir", &data_arg, "--retention", "0"])?;
+    let window_only = storage_rows(&bin, &server, "store_window_only", &memory, None)?;
     drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    let server = serve_with(&bin, &["--data-dir", &data_arg])?;
+    let mut store = storage_rows(&bin, &server, "store", &memory, None)?;
+    drop(server);
+    for (row, base) in store.iter_mut().zip(&window_only) {
+        let (with, without) = (points_per_s(row), points_per_s(base));
+        row["window_only_points_per_s"] = json!(without);
+        row["ratio_to_window_only"] = json!(if without > 0.0 { with / without } else { 0.0 });
+        row["target_ratio_to_window_only"] = json!(0.75);
+    }
+    results.extend(window_only);
+    results.extend(store);
     // docs/storage.md "On Redis": the same runs on `serve --redis`, a local redis-server with
     // `appendfsync always` (the setting under which an acknowledgement means what it does on
     // disk), and what each point costs Redis in commands.
@@ -504,6 +519,9 @@ fn table(results: &[Value]) -> String {
             }
             if let Some(t) = r["target_points_per_s"].as_f64() {
                 l.push_str(&format!("   target {t:.0}"));
+            }
+            if let Some(ratio) = r["ratio_to_window_only"].as_f64() {
+                l.push_str(&format!("   {ratio:.2} of window-only (target >= 0.75)"));
             }
             if let Some(p) = r["e2e_latency_ms"].as_object() {
                 l.push_str(&format!(

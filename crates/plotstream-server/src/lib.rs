@@ -15,6 +15,7 @@ pub mod cluster;
 mod config;
 mod conn;
 pub mod durable;
+pub mod error;
 pub mod faults;
 pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -1,6 +1,8 @@
 //! What the backends and the journal share: the ops in the store's order, a commit's batch and
 //! its line records, the tables, what a load returns, and the [`Backend`] trait.
 
+pub use crate::error::StorageError;
+
 /// One change to make durable, in the order the store made it.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -472,18 +474,6 @@ impl LoadedStream {
         }
     }
 }
-
-/// Why the store could not do something.
-#[derive(Debug)]
-pub struct StorageError(pub String);
-
-impl std::fmt::Display for StorageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StorageError {}
 
 /// Where the store's state is kept: the seam a Redis backend implements next.
 pub trait Backend: Send + std::fmt::Debug + 'static {

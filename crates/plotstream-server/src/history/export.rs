@@ -35,6 +35,9 @@ pub struct Request {
     pub max_points: Option<usize>,
     /// The rows' format.
     pub format: Format,
+    /// `tiers=off`: downsample from every point, not from the tiers (for benchmarks and to
+    /// check the tiers against).
+    pub tiers: bool,
 }
 
 fn decode(v: &str) -> Option<String> {
@@ -75,6 +78,7 @@ impl Request {
             to: None,
             max_points: None,
             format: Format::Json,
+            tiers: true,
         };
         let query = query.unwrap_or("");
         if query.len() > 1024 {
@@ -108,6 +112,7 @@ impl Request {
                             .ok_or_else(|| format!("max_points: 1 to {MAX_POINTS} (L61)"))?,
                     );
                 }
+                "tiers" => r.tiers = v != "off",
                 "format" => {
                     r.format = match v.as_str() {
                         "json" => Format::Json,

@@ -34,7 +34,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, crate::durable::StorageError>;
+    ) -> Result<Vec<(u64, Vec<u8>)>, crate::error::StorageError>;
 }
 
 /// One stream's records in a [`Store`].
@@ -53,7 +53,7 @@ impl Source for Stored<'_> {
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, crate::durable::StorageError> {
+    ) -> Result<Vec<(u64, Vec<u8>)>, crate::error::StorageError> {
         self.store.read(self.token, level, from, to, limit)
     }
 }

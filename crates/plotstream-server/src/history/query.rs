@@ -9,7 +9,7 @@ use super::build::{Head, CHUNK, HEAD};
 use super::downsample::{downsample, Bucketing};
 use super::point::{decode_points, Point};
 use super::tier::{decode_block, span, Mark, Summary, FANOUT, TOP};
-use crate::durable::StorageError;
+use crate::error::StorageError;
 
 /// Where a stream's history records are read from: `(index, record)` for the keys of `level`
 /// in `from..to`, in index order, at most `limit` of them.
@@ -234,20 +234,21 @@ impl<'s, S: Source + ?Sized> View<'s, S> {
     }
 
     /// At most `max` points of `a..b` that keep every bucket's first, last, lowest and
-    /// highest point (docs/history.md "Downsampling"), from the coarsest level that gives
-    /// each bucket at least 8 entries.
+    /// highest point (docs/history.md "Downsampling"), from the coarsest level up to `top`
+    /// that gives each bucket at least 8 entries (`top` 0: from every point).
     pub fn downsample(
         &self,
         a: u64,
         b: u64,
         max: usize,
         bucketing: Bucketing,
+        top: u8,
     ) -> Result<Vec<Mark>, StorageError> {
         let a = a.max(self.head.first);
         let b = b.min(self.end);
         let buckets = (max / 4).max(1) as u64;
         let mut level = 0;
-        while level < TOP && b.saturating_sub(a) / span(level + 1) >= 8 * buckets {
+        while level < top.min(TOP) && b.saturating_sub(a) / span(level + 1) >= 8 * buckets {
             level += 1;
         }
         let mut items = Vec::new();

@@ -31,11 +31,11 @@ struct Plan {
 
 enum Refused {
     Bad(String),
-    Storage(crate::durable::StorageError),
+    Storage(crate::error::StorageError),
 }
 
-impl From<crate::durable::StorageError> for Refused {
-    fn from(e: crate::durable::StorageError) -> Self {
+impl From<crate::error::StorageError> for Refused {
+    fn from(e: crate::error::StorageError) -> Self {
         Refused::Storage(e)
     }
 }
@@ -91,7 +91,8 @@ fn plan(store: &dyn Store, token: &str, req: &Request) -> Result<Plan, Refused> 
             } else {
                 Bucketing::N { lo: a, hi: b }
             };
-            Some(view.downsample(a, b, max, bucketing)?)
+            let top = if req.tiers { super::tier::TOP } else { 0 };
+            Some(view.downsample(a, b, max, bucketing, top)?)
         }
         _ => None,
     };
@@ -115,7 +116,7 @@ fn page(
     a: u64,
     b: u64,
     first_row: bool,
-) -> Result<(Vec<u8>, u64), crate::durable::StorageError> {
+) -> Result<(Vec<u8>, u64), crate::error::StorageError> {
     let src = Stored { store, token };
     let view = View::load(&src)?;
     let mut out = Vec::new();

@@ -8,7 +8,7 @@ use super::build::{Builder, Head, Write, HEAD};
 use super::downsample::{downsample, Bucketing};
 use super::point::{decode_points, Point, Val};
 use super::query::{By, Source, View};
-use super::tier::{decode_block, Mark, Summary};
+use super::tier::{decode_block, Mark, Summary, TOP};
 use crate::durable::{Batch, HistKv, Op, StorageError};
 
 /// A backend's keys in a map.
@@ -188,7 +188,7 @@ fn a_downsampled_range_is_bounded_real_and_keeps_the_extremes() {
         let lo = point(a).x.key();
         let hi = point(b - 1).x.key();
         let out = view
-            .downsample(a, b, max, Bucketing::X { lo, hi })
+            .downsample(a, b, max, Bucketing::X { lo, hi }, TOP)
             .unwrap_or_default();
         assert!(out.len() <= max, "{a}..{b}: {} > {max}", out.len());
         assert!(out.windows(2).all(|w| w[0].n < w[1].n && w[0].x <= w[1].x));
@@ -341,6 +341,7 @@ fn a_trim_drops_whole_chunks_and_reads_start_after_them() {
                 lo: 4096,
                 hi: 10_000,
             },
+            TOP,
         )
         .unwrap_or_default();
     assert!(out.iter().all(|m| m.n >= 4096));

@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use plotstream_proto::{Maxpoints, Token};
 
+use plotstream_proto::Update;
+
+use super::history::{now_ms, Kept, POINTS};
 use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Cell, Store};
 use crate::durable::{Loaded, LoadedStream, Op, Table};
+use crate::history::{self, Builder, Stored, View, Write};
 use crate::records::{self, StreamMeta};
 
 impl Store {
@@ -257,4 +261,161 @@ pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Max
     }
     out.stream = Some(s);
     out
+}
+
+/// History: the owner's points into the journal, builders restored at start-up.
+impl Store {
+    /// Keeps history from now on, read back through `store` (a durable store's reader).
+    pub fn keep_history_in(&self, store: Arc<dyn history::Store>) {
+        let cfg = &self.config.history;
+        if self.journal.is_durable() && !cfg.retention.is_zero() && !self.config.clustered {
+            let _ = self.histories.store.set(store);
+            let m = &self.metrics;
+            m.history_stream_limit
+                .store(cfg.stream_bytes, Ordering::Relaxed);
+            m.history_total_limit
+                .store(cfg.total_bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Where history is read from; `None` when the server keeps none.
+    pub fn history(&self) -> Option<&Arc<dyn history::Store>> {
+        self.histories.store.get()
+    }
+
+    /// L60's count: every stream's history bytes.
+    pub fn history_bytes(&self) -> u64 {
+        self.histories.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The points of `update`, applied as `seq`, into `s`'s history; returns the last ticket
+    /// of what it stored (0 when nothing).
+    pub(super) fn keep_points(
+        &self,
+        s: &mut Stream,
+        token: &str,
+        update: &Update,
+        seq: u64,
+    ) -> u64 {
+        if self.histories.store.get().is_none() {
+            return 0;
+        }
+        let kept = s.history.get_or_insert_with(|| {
+            Box::new(Kept {
+                token: Arc::from(token),
+                builder: Builder::new(),
+                last_t: 0,
+                broken: false,
+            })
+        });
+        if kept.broken {
+            return 0;
+        }
+        let t = now_ms().max(kept.last_t);
+        kept.last_t = t;
+        POINTS.with(|points| {
+            let mut points = points.borrow_mut();
+            points.clear();
+            history::points_of(update, seq, t, &mut points);
+            let before = kept.builder.bytes();
+            let mut ticket = 0;
+            let Kept { token, builder, .. } = &mut **kept;
+            for p in points.iter() {
+                builder.push(p, &mut |w| ticket = self.journal_history(token, w));
+            }
+            self.metrics
+                .history_points
+                .fetch_add(points.len() as u64, Ordering::Relaxed);
+            self.account_history(before, kept.builder.bytes());
+            ticket
+        })
+    }
+
+    pub(super) fn journal_history(&self, token: &Arc<str>, w: Write<'_>) -> u64 {
+        match w {
+            Write::Points { n, count, bytes } => self.journal.push_points(token, n, count, bytes),
+            Write::Put {
+                level,
+                index,
+                value,
+                replaces,
+            } => self.journal.push(Op::HistPut {
+                token: token.clone(),
+                level,
+                index,
+                value,
+                replaces,
+            }),
+            Write::Trim { before } => self.journal.push(Op::HistTrim {
+                token: token.clone(),
+                before,
+            }),
+        }
+    }
+
+    pub(super) fn account_history(&self, before: u64, after: u64) {
+        let h = &self.histories.bytes;
+        let total = if after >= before {
+            h.fetch_add(after - before, Ordering::Relaxed) + (after - before)
+        } else {
+            let less = before - after;
+            let old = h
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(less))
+                })
+                .unwrap_or(0);
+            old.saturating_sub(less)
+        };
+        self.metrics.history_bytes.store(total, Ordering::Relaxed);
+    }
+
+    /// `token`'s history as stored, ready to go on (start-up): its head, its open tier
+    /// blocks and the parts after the last seal.
+    pub(super) fn restore_history(&self, token: &str) -> Option<Box<Kept>> {
+        let store = self.histories.store.get()?;
+        let src = Stored {
+            store: &**store,
+            token,
+        };
+        let restored = (|| {
+            let view = View::load(&src)?;
+            let mut open = Vec::new();
+            for (level, j) in Builder::open_blocks(view.stored.sealed) {
+                if let Some((_, rec)) = src_read(&src, level, j)? {
+                    let entries = history::tier::decode_block(&rec).ok_or_else(|| {
+                        crate::durable::StorageError("history: a tier block does not decode".into())
+                    })?;
+                    open.push((level, entries));
+                }
+            }
+            let last_t = view.parts().last().map_or(0, |p| p.t);
+            let b = Builder::restore(view.stored.clone(), open, view.parts());
+            Ok::<_, crate::durable::StorageError>((b, last_t))
+        })();
+        let (builder, last_t, broken) = match restored {
+            Ok((b, last_t)) => (b, last_t, false),
+            Err(e) => {
+                let fp = plotstream_proto::Token::parse(token.as_bytes())
+                    .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
+                tracing::warn!(stream = %fp, error = %e, "history: not restored; nothing more is added to it");
+                (Builder::new(), 0, true)
+            }
+        };
+        self.account_history(0, builder.bytes());
+        Some(Box::new(Kept {
+            token: Arc::from(token),
+            builder,
+            last_t,
+            broken,
+        }))
+    }
+}
+
+fn src_read(
+    src: &Stored<'_>,
+    level: u8,
+    j: u64,
+) -> Result<Option<(u64, Vec<u8>)>, crate::durable::StorageError> {
+    use history::Source as _;
+    Ok(src.read(level, j, j + 1, 1)?.into_iter().next())
 }

@@ -2,11 +2,14 @@
 //! retention lets go of (docs/history.md "Retention").
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Index, Store};
+use super::history::Kept;
+use super::{Cell, Index, Store};
 use crate::durable::Op;
+use crate::history;
 
 impl Store {
     /// L27: drops streams that ingest created and nobody has written, watched or bound to a
@@ -62,4 +65,118 @@ impl Store {
         }
         gone
     }
+}
+
+impl Store {
+    /// Retention (docs/history.md "Retention"): drops the oldest sealed chunks of streams whose
+    /// history is older than `--retention` or larger than L59, then, while all of it is larger
+    /// than L60, those of the stream with the oldest. Reads outside any lock; each drop is
+    /// made under the stream's lock if its history has not moved meanwhile. Returns the chunks
+    /// dropped.
+    pub fn sweep_history(&self, now_ms: i64) -> u64 {
+        let Some(store) = self.histories.store.get() else {
+            return 0;
+        };
+        let cfg = &self.config.history;
+        let cutoff =
+            now_ms.saturating_sub(i64::try_from(cfg.retention.as_millis()).unwrap_or(i64::MAX));
+        let mut dropped = 0;
+        let cells = self.cells();
+        for (_, cell) in &cells {
+            for _ in 0..256 {
+                let Some((token, first, sealed, bytes, first_t)) = facts(cell) else {
+                    break;
+                };
+                if first >= sealed || (bytes <= cfg.stream_bytes && first_t >= cutoff) {
+                    break;
+                }
+                let over = bytes > cfg.stream_bytes;
+                match self.drop_chunk(&**store, cell, &token, first, |last_t| {
+                    over || last_t < cutoff
+                }) {
+                    Some(true) => {
+                        if over {
+                            self.metrics.limit_breach("L59");
+                        }
+                        dropped += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        for _ in 0..10_000 {
+            if self.history_bytes() <= cfg.total_bytes {
+                break;
+            }
+            let oldest = cells
+                .iter()
+                .filter_map(|(_, c)| facts(c).map(|f| (f, c)))
+                .filter(|((_, first, sealed, ..), _)| first < sealed)
+                .min_by_key(|((.., first_t), _)| *first_t);
+            let Some(((token, first, ..), cell)) = oldest else {
+                break;
+            };
+            if self.drop_chunk(&**store, cell, &token, first, |_| true) != Some(true) {
+                break;
+            }
+            self.metrics.limit_breach("L60");
+            dropped += 1;
+        }
+        self.metrics
+            .history_chunks_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Drops the chunk at `first` of `cell`'s history if `decide(its last point's time)` says
+    /// so. `None` when it cannot be read.
+    fn drop_chunk(
+        &self,
+        store: &dyn history::Store,
+        cell: &Cell,
+        token: &str,
+        first: u64,
+        decide: impl FnOnce(i64) -> bool,
+    ) -> Option<bool> {
+        let recs = store.read(token, 0, first, u64::MAX, 2).ok()?;
+        let (_, chunk) = recs.first().filter(|(i, _)| *i == first)?;
+        let points = history::point::decode_points(chunk)?;
+        let last_t = points.last()?.t;
+        if !decide(last_t) {
+            return Some(false);
+        }
+        let next_t = recs
+            .get(1)
+            .and_then(|(_, r)| history::point::decode_points(r))
+            .and_then(|p| p.first().map(|p| p.t))
+            .unwrap_or(last_t);
+        let mut s = cell.lock();
+        let kept = s.history.as_mut()?;
+        if kept.builder.head.first != first {
+            return Some(false);
+        }
+        let before = kept.builder.bytes();
+        let Kept { token, builder, .. } = &mut **kept;
+        let ok = builder.trim(points.len() as u64, chunk.len() as u64, next_t, &mut |w| {
+            self.journal_history(token, w);
+        });
+        let after = builder.bytes();
+        drop(s);
+        self.account_history(before, after);
+        Some(ok)
+    }
+}
+
+/// `(token, first, sealed, bytes, first_t)` of `cell`'s history, if it has one.
+fn facts(cell: &Cell) -> Option<(Arc<str>, u64, u64, u64, i64)> {
+    let s = cell.lock();
+    let k = s.history.as_ref()?;
+    let h = &k.builder.head;
+    Some((
+        k.token.clone(),
+        h.first,
+        h.sealed,
+        k.builder.bytes(),
+        h.first_t,
+    ))
 }
