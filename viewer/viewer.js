@@ -302,8 +302,9 @@
   // live window; `range` is the chosen button ("live", a span in ms, "all"), or "zoom" when the
   // user zoomed the live view; `base` the query of that range; `meta` what the newest answer
   // said about x; `x` and `n` the drawn points' x and their positions in the history; `req` the
-  // id of the newest request, whose answer alone is drawn.
-  var hist = { active: false, range: "live", base: null, meta: null, x: [], n: [], req: 0, abort: null, timer: null };
+  // id of the newest request, whose answer alone is drawn; `endN` where the whole history ended
+  // when the server was last asked (a zoom begun on the live view maps x to positions with it).
+  var hist = { active: false, range: "live", base: null, meta: null, x: [], n: [], endN: undefined, req: 0, abort: null, timer: null };
 
   function chooseRange(range) {
     clearTimeout(hist.timer);
