@@ -359,6 +359,209 @@ fn reference_interval(query: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(ms))
 }
 
+/// History (docs/history.md) from arbitrary bytes: its records as read from a store (points,
+/// tier blocks, the head) decode without panicking and re-encode to what they decoded; a
+/// request's query (the input's first line) parses or is refused, `max_points` within L61; and
+/// points made from the input, stored through `Batch::hist_writes` as every backend stores
+/// them, read back whole, and a downsampled range of them keeps at most `max` points in
+/// position order, with x never decreasing when buckets are by x, the range's first and last
+/// point and its highest y (and its lowest, from four points on).
+pub fn check_history(data: &[u8]) {
+    use crate::history::point::{decode_points, encode_points};
+    use crate::history::tier::{decode_block, encode_block, TOP};
+    use crate::history::{Bucketing, Builder, Head, Point, Val, View, Write};
+    use std::collections::BTreeMap;
+    if let Some(points) = decode_points(data) {
+        let mut again = Vec::new();
+        encode_points(points.iter(), &mut again);
+        assert_eq!(decode_points(&again), Some(points));
+    }
+    if let Some(entries) = decode_block(data) {
+        let mut again = Vec::new();
+        encode_block(&entries, &mut again);
+        assert_eq!(again, data);
+    }
+    let _ = Head::decode(data);
+    let first_line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+    if let Ok(r) =
+        crate::history::export::Request::parse(Some(&String::from_utf8_lossy(first_line)))
+    {
+        assert!(r
+            .max_points
+            .is_none_or(|m| (1..=crate::history::export::MAX_POINTS).contains(&m)));
+    }
+    // Points from the input: each byte pair a y, x growing by the first byte's low bits (or
+    // not a number when the byte is 0xff), a few thousand at most.
+    #[derive(Default)]
+    struct Mem(BTreeMap<(u8, u64), Vec<u8>>);
+    impl crate::history::Source for Mem {
+        fn read(
+            &self,
+            level: u8,
+            from: u64,
+            to: u64,
+            limit: usize,
+        ) -> Result<Vec<(u64, Vec<u8>)>, crate::error::StorageError> {
+            Ok(if from >= to {
+                Vec::new()
+            } else {
+                self.0
+                    .range((level, from)..(level, to))
+                    .take(limit)
+                    .map(|((_, i), v)| (*i, v.clone()))
+                    .collect()
+            })
+        }
+    }
+    let token: std::sync::Arc<str> = std::sync::Arc::from("fuzz");
+    let repeat = usize::from(data.first().copied().unwrap_or(0) % 8) + 1;
+    let mut builder = Builder::new();
+    let mut batch = crate::durable::Batch::default();
+    let mut x = 0.0;
+    let mut ys = Vec::new();
+    for (i, pair) in data
+        .chunks(2)
+        .cycle()
+        .take(((data.len() / 2) * repeat * 16).min(5_000))
+        .enumerate()
+    {
+        let y = if pair[0] == 0xff {
+            Val::None
+        } else {
+            Val::Num(f64::from(i16::from_le_bytes([
+                pair[0],
+                *pair.get(1).unwrap_or(&0),
+            ])))
+        };
+        x += f64::from(pair[0] & 3);
+        ys.push(match y {
+            Val::Num(v) => v,
+            _ => f64::NAN,
+        });
+        let p = Point {
+            seq: i as u64 + 1,
+            t: i as i64,
+            x: Val::Num(x),
+            y,
+        };
+        builder.push(&p, &mut |w| match w {
+            Write::Points { n, count, bytes } => {
+                let start = batch.lines.len();
+                batch.lines.extend_from_slice(bytes);
+                batch.ops.push(crate::durable::Op::HistPoints {
+                    token: token.clone(),
+                    n,
+                    count,
+                    at: start..batch.lines.len(),
+                });
+            }
+            Write::Put {
+                level,
+                index,
+                value,
+                replaces,
+            } => batch.ops.push(crate::durable::Op::HistPut {
+                token: token.clone(),
+                level,
+                index,
+                value,
+                replaces,
+            }),
+            Write::Trim { before } => batch.ops.push(crate::durable::Op::HistTrim {
+                token: token.clone(),
+                before,
+            }),
+        });
+    }
+    let mut mem = Mem::default();
+    for w in batch.hist_writes() {
+        match w {
+            crate::durable::HistKv::Put {
+                level,
+                index,
+                value,
+                ..
+            } => {
+                mem.0.insert((level, index), value.into_owned());
+            }
+            crate::durable::HistKv::Delete {
+                level, from, to, ..
+            } => {
+                let keys: Vec<_> = mem
+                    .0
+                    .range((level, from)..(level, to))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in keys {
+                    mem.0.remove(&k);
+                }
+            }
+        }
+    }
+    let Ok(view) = View::load(&mem) else {
+        panic!("what the builder stored must load");
+    };
+    let end = ys.len() as u64;
+    assert_eq!(view.end, end);
+    let mut n_read = 0;
+    let _ = view.points(0, end, &mut |n, _| {
+        assert_eq!(n, n_read);
+        n_read += 1;
+        true
+    });
+    assert_eq!(n_read, end);
+    if end == 0 {
+        return;
+    }
+    let a = u64::from(data.get(1).copied().unwrap_or(0)) % end;
+    let b = end - u64::from(data.get(2).copied().unwrap_or(0)) % (end - a);
+    let max = usize::from(data.get(3).copied().unwrap_or(0)) + 1;
+    let by_x = data.get(4).is_some_and(|b| b & 1 == 1);
+    let bucketing = if by_x {
+        let key = |n: u64| {
+            let mut k = 0.0;
+            let _ = view.points(n, n + 1, &mut |_, p| {
+                k = p.x.key();
+                false
+            });
+            k
+        };
+        Bucketing::X {
+            lo: key(a),
+            hi: key(b - 1),
+        }
+    } else {
+        Bucketing::N { lo: a, hi: b }
+    };
+    let Ok(out) = view.downsample(a, b, max, bucketing, TOP) else {
+        panic!("a stored range must downsample");
+    };
+    assert!(out.len() <= max, "{} > {max}", out.len());
+    assert!(out.windows(2).all(|w| w[0].n < w[1].n && w[0].x <= w[1].x));
+    assert!(out.iter().all(|m| (a..b).contains(&m.n)));
+    let range = &ys[a as usize..b as usize];
+    if let Some(hi) = range
+        .iter()
+        .copied()
+        .filter(|y| !y.is_nan())
+        .reduce(f64::max)
+    {
+        assert!(out.iter().any(|m| m.y == hi), "the highest y of {a}..{b}");
+    }
+    if max >= 4 {
+        assert_eq!(out.first().map(|m| m.n), Some(a));
+        assert_eq!(out.last().map(|m| m.n), Some(b - 1));
+        if let Some(lo) = range
+            .iter()
+            .copied()
+            .filter(|y| !y.is_nan())
+            .reduce(f64::min)
+        {
+            assert!(out.iter().any(|m| m.y == lo), "the lowest y of {a}..{b}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -412,6 +615,9 @@ mod tests {
 
         #[test]
         fn records(data in proptest::collection::vec(any::<u8>(), 0..300)) { check_records(&data) }
+
+        #[test]
+        fn history(data in proptest::collection::vec(any::<u8>(), 0..300)) { check_history(&data) }
 
         /// Real records with one byte changed: mostly refused, never misread into a broken one.
         #[test]

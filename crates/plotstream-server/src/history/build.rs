@@ -194,18 +194,41 @@ impl Builder {
     /// Adds `p` as the next point; `write` gets what to store (its part, and when it ends a
     /// chunk, the seal).
     pub fn push(&mut self, p: &Point, write: &mut dyn FnMut(Write<'_>)) {
+        self.push_all(std::slice::from_ref(p), write);
+    }
+
+    /// Adds `points` (one line's) as the next ones: `write` gets one part per chunk they
+    /// fall in, and the seal of every chunk they end.
+    pub fn push_all(&mut self, points: &[Point], write: &mut dyn FnMut(Write<'_>)) {
+        let (mut run_n, mut run_at) = (self.end, self.chunk.len());
+        for p in points {
+            self.add(p);
+            if self.end.is_multiple_of(CHUNK) {
+                write(Write::Points {
+                    n: run_n,
+                    count: (self.end - run_n) as u32,
+                    bytes: &self.chunk[run_at..],
+                });
+                self.seal(write);
+                (run_n, run_at) = (self.end, 0);
+            }
+        }
+        if self.end > run_n {
+            write(Write::Points {
+                n: run_n,
+                count: (self.end - run_n) as u32,
+                bytes: &self.chunk[run_at..],
+            });
+        }
+    }
+
+    fn add(&mut self, p: &Point) {
         let n = self.end;
-        let start = self.chunk.len();
         encode_point(p, &mut self.chunk);
         if n == self.head.first {
             self.head.first_t = p.t;
         }
         self.head.observe(p);
-        write(Write::Points {
-            n,
-            count: 1,
-            bytes: &self.chunk[start..],
-        });
         let mark = Mark::of(n, p);
         self.end += 1;
         for l in 1..=TOP {
@@ -221,9 +244,6 @@ impl Builder {
                 open.clear();
                 self.done.push((l, n / span(l + 1), record));
             }
-        }
-        if self.end.is_multiple_of(CHUNK) {
-            self.seal(write);
         }
     }
 

@@ -346,3 +346,19 @@ fn a_trim_drops_whole_chunks_and_reads_start_after_them() {
         .unwrap_or_default();
     assert!(out.iter().all(|m| m.n >= 4096));
 }
+
+#[test]
+fn a_line_of_many_points_is_stored_as_its_points_one_by_one() {
+    // Lines of 700 points cross chunk boundaries: parts split there, seals come in between.
+    let token: Arc<str> = Arc::from("tok");
+    let mut mem = Mem::default();
+    let mut b = Builder::new();
+    let mut batch = Batch::default();
+    let points: Vec<Point> = (0..7_000).map(point).collect();
+    for line in points.chunks(700) {
+        b.push_all(line, &mut |w| journal(&token, &mut batch, w));
+        mem.commit(&std::mem::take(&mut batch));
+    }
+    let (one_by_one, _) = build(7_000, 700);
+    assert_eq!(mem.0, one_by_one.0);
+}

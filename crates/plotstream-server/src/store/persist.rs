@@ -320,9 +320,7 @@ impl Store {
             let before = kept.builder.bytes();
             let mut ticket = 0;
             let Kept { token, builder, .. } = &mut **kept;
-            for p in points.iter() {
-                builder.push(p, &mut |w| ticket = self.journal_history(token, w));
-            }
+            builder.push_all(&points, &mut |w| ticket = self.journal_history(token, w));
             self.metrics
                 .history_points
                 .fetch_add(points.len() as u64, Ordering::Relaxed);
