@@ -391,7 +391,11 @@
     }
     var span = hist.x.length ? nSpanDrawn(ax, lo, hi) : nSpanLive(ax, lo, hi);
     if (span) {
-      load({ by: "n", from: String(span[0]), to: String(span[1]) }, range);
+      // Numbers and dates keep their place on the axis; categories are placed by their order
+      // in the data drawn, and points without x by their index in the live window or their
+      // position in history, so the answer is shown whole instead.
+      var stable = meta.x_kind === "number" || meta.x_kind === "date";
+      load({ by: "n", from: String(span[0]), to: String(span[1]) }, stable ? range : null);
     } else if (!meta) {
       // The live window says nothing about positions: ask the server what x is first.
       var id = ++hist.req;
@@ -506,6 +510,8 @@
       layout.xaxis.range = range;
       layout.xaxis.autorange = false;
     } else {
+      // A new ui revision, or plotly.js would keep the range the user last zoomed to.
+      viewRev++;
       delete layout.xaxis.range;
       layout.xaxis.autorange = true;
     }
