@@ -16,6 +16,11 @@
 //! `reconnecting` and keep its points, then `live` with new ones
 //! (`browser-check-reconnecting.png`).
 //!
+//! Last, `xtask/browser/history.mjs` explores a day of points on a `serve --data-dir` of its
+//! own: the day at a glance downsampled (spikes kept), two minutes of it zoomed with every point,
+//! the CSV link, and back to live without a reload (`browser-check-history.png`, the zoom, and
+//! `browser-check-history-day.png`).
+//!
 //! Playwright never downloads a browser here: the check needs Chromium from the system (`.ci/run`
 //! installs it) and node with npm; without them the CI step is skipped, not failed. plotly.js
 //! comes from the server's binary, so nothing is installed for the viewer.
@@ -123,7 +128,8 @@ pub(crate) fn check(chromium: &Path) -> Result<bool> {
         }
     }
     let reconnects = reconnecting(&binary, chromium)?;
-    Ok(passed && stopped_cleanly && reconnects)
+    let explores = history(&binary, chromium)?;
+    Ok(passed && stopped_cleanly && reconnects && explores)
 }
 
 /// `reconnecting.mjs`: the live view of a node on Redis while Redis is killed and started
@@ -207,6 +213,54 @@ fn reconnecting(binary: &Path, chromium: &Path) -> Result<bool> {
     Ok(passed)
 }
 
+/// `history.mjs`: a server with a fresh data directory, to which the check writes a day of points
+/// and whose viewer it drives through that day's history. Passes when the check does and the
+/// server stops cleanly; the data directory is removed either way.
+fn history(binary: &Path, chromium: &Path) -> Result<bool> {
+    let root = util::project_root();
+    let target_dir = util::target_dir();
+    let data_dir = target_dir.join("browser-history-data");
+    let screenshot = target_dir.join(HISTORY_SCREENSHOT_FILE);
+    let day_screenshot = target_dir.join(HISTORY_DAY_SCREENSHOT_FILE);
+    for path in [&screenshot, &day_screenshot] {
+        let _ = std::fs::remove_file(path);
+    }
+    // A directory left by an interrupted run would hold that run's stream.
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let data_dir_flag = data_dir.display().to_string();
+    let mut server = Serve::new(binary)
+        .flags(["--data-dir", &data_dir_flag, "--listen", "127.0.0.1:0"])
+        .named("the history server".to_owned())
+        .echo()
+        .start()?;
+    let origin = format!("http://127.0.0.1:{}", server.port());
+    let mut node = Command::new("node");
+    node.arg(root.join("xtask/browser/history.mjs"))
+        .arg(&origin)
+        .arg(&screenshot)
+        .env("CHROMIUM_PATH", chromium)
+        .current_dir(&root);
+    let passed = run_with_timeout(&mut node, HISTORY_TIMEOUT);
+    let stopped = server.stop(Stop::Graceful);
+    let passed = passed?;
+    let stopped_cleanly = stopped
+        .as_ref()
+        .is_ok_and(std::process::ExitStatus::success);
+    if !passed || !stopped_cleanly {
+        println!("browser: the history server's log:");
+        for line in server.log() {
+            println!("  | {line}");
+        }
+    }
+    for path in [&screenshot, &day_screenshot] {
+        if path.is_file() {
+            println!("browser: screenshot at {}", path.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(passed && stopped_cleanly)
+}
+
 /// Runs `cmd` with inherited stdio; `Ok(true)` if it exited with 0 within `timeout`.
 ///
 /// A command that runs too long gets SIGTERM first, so that node can close Chromium, and is
@@ -240,6 +294,12 @@ const SYSTEM_CHROMIUM: &str = "/usr/bin/chromium";
 const SCREENSHOT_FILE: &str = "browser-check.png";
 const FIGURE_SCREENSHOT_FILE: &str = "browser-check-figure.png";
 const RECONNECTING_SCREENSHOT_FILE: &str = "browser-check-reconnecting.png";
+const HISTORY_SCREENSHOT_FILE: &str = "browser-check-history.png";
+/// history.mjs names the day's screenshot after the zoom's.
+const HISTORY_DAY_SCREENSHOT_FILE: &str = "browser-check-history-day.png";
 /// check.mjs gives each of its three pages and the framing check 20 s to draw (about 10 s in
 /// all when they do) and watches the live view for 3 s; the rest is Chromium's start.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+/// history.mjs writes its day in about 2 s and gives each of its phases 30 s; it takes about 16 s
+/// when they pass.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(120);
