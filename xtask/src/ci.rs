@@ -142,7 +142,7 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "browser",
-            what: "the demo's live view in headless Chromium, xtask/browser/check.mjs",
+            what: "the demo's live view, a node losing Redis, a day of history, in headless Chromium (xtask/browser/*.mjs)",
             run: browser_check,
         },
     ]
