@@ -111,6 +111,9 @@ pub struct ViewerPage {
     pub events: String,
     /// The inspection route polled for the writer's state (single streams).
     pub inspect: Option<String>,
+    /// The server keeps history: a single stream's page gets the range buttons and the CSV
+    /// link (docs/history.md).
+    pub history: bool,
     /// Where plotly.js is loaded from.
     pub plotly_src: String,
 }
@@ -182,6 +185,7 @@ pub fn stream_page(shared: &Shared, token: &str) -> Response {
         mode: None,
         events: format!("/api/streams/{token}/events"),
         inspect: Some(format!("/api/streams/{token}")),
+        history: shared.store.history().is_some(),
         plotly_src: plotly_src(&shared.config.plotly_js),
     };
     render(shared, 200, &page, Framing::SameOrigin)
@@ -199,6 +203,7 @@ pub fn figure_page(shared: &Shared, fid: &str, share_key: Option<&str>, embed: b
         mode: Some("plot"),
         events: format!("/api/plots/{fid}/events{key}"),
         inspect: None,
+        history: false,
         plotly_src: plotly_src(&shared.config.plotly_js),
     };
     render(shared, 200, &page, framing(embed))

@@ -224,14 +224,15 @@ impl Format {
         }
     }
 
-    /// What comes before the rows: JSON's object up to its points, CSV's header.
+    /// What comes before the rows: JSON's object up to its points (with the history's extent
+    /// `first..end` and the range's), CSV's header.
     pub fn start(
         self,
         kind: XKind,
         by_x: bool,
         downsampled: bool,
-        first: u64,
-        end: u64,
+        (first, end): (u64, u64),
+        range: std::ops::Range<u64>,
         out: &mut Vec<u8>,
     ) {
         match self {
@@ -243,7 +244,10 @@ impl Format {
                 } else {
                     b"\",\"bucketed_by\":\"n\""
                 });
-                out.extend_from_slice(format!(",\"downsampled\":{downsampled},\"first_n\":{first},\"end_n\":{end},\"points\":[").as_bytes());
+                out.extend_from_slice(format!(
+                        ",\"downsampled\":{downsampled},\"first_n\":{first},\"end_n\":{end},\"from_n\":{},\"to_n\":{},\"points\":[",
+                        range.start, range.end
+                    ).as_bytes());
             }
             Format::Ndjson => {}
             Format::Csv => out.extend_from_slice(b"n,seq,time,x,y\n"),
@@ -373,7 +377,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&nd).unwrap_or_default();
         assert_eq!(v["x"], "=HYPERLINK(\"x\"),1");
         let mut j = Vec::new();
-        Format::Json.start(XKind::Date, true, true, 0, 9, &mut j);
+        Format::Json.start(XKind::Date, true, true, (0, 9), 2..5, &mut j);
         let d = Val::None;
         Format::Json.row(
             &Row {
@@ -390,5 +394,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&j).unwrap_or_default();
         assert_eq!(v["points"][0][3], "1970-01-02 00:00:00.000000");
         assert_eq!(v["bucketed_by"], "x");
+        assert_eq!(
+            (v["from_n"].as_u64(), v["to_n"].as_u64()),
+            (Some(2), Some(5))
+        );
     }
 }

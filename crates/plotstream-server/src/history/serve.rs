@@ -97,8 +97,14 @@ fn plan(store: &dyn Store, token: &str, req: &Request) -> Result<Plan, Refused> 
         _ => None,
     };
     let mut start = Vec::new();
-    req.format
-        .start(view.head.x, by_x, marks.is_some(), first, end, &mut start);
+    req.format.start(
+        view.head.x,
+        by_x,
+        marks.is_some(),
+        (first, end),
+        a..b,
+        &mut start,
+    );
     Ok(Plan {
         start,
         marks,

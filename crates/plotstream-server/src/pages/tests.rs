@@ -75,6 +75,7 @@ fn viewer_pages_escape_and_load_only_two_scripts_by_src() {
                 mode: Some("plot"),
                 events: format!("/api/plots/{raw}/events"),
                 inspect: Some(raw.to_owned()),
+                history: true,
                 plotly_src: plotly_src(&PlotlyJs::Embedded),
             };
             let html = page.render().unwrap();
