@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
-use crate::bench_summary::{merge, to_json};
+use crate::bench_summary::merge_into_file;
 use crate::util;
 
 pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
@@ -31,6 +31,9 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     let filter = positional.first().cloned();
     if filter.as_deref() == Some("ingest") {
         return crate::bench_ingest::run();
+    }
+    if filter.as_deref() == Some("history") {
+        return crate::bench_history::run();
     }
     if filter.as_deref() == Some("cluster") {
         return crate::cluster::bench();
@@ -65,16 +68,7 @@ pub(crate) fn run(mut args: util::Args) -> Result<ExitCode> {
     }
     let fresh = summarise(&measurements);
 
-    let summary_path = target_dir.join(SUMMARY_FILE);
-    let previous = match fs::read_to_string(&summary_path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a JSON array", summary_path.display()))?,
-        Err(_) => Vec::new(),
-    };
-    let merged = merge(previous, fresh);
-    fs::write(&summary_path, to_json(&merged)?)
-        .with_context(|| format!("cannot write {}", summary_path.display()))?;
-
+    let (summary_path, merged) = merge_into_file(&target_dir, fresh)?;
     println!();
     print!("{}", table(&merged));
     println!("wrote {}", summary_path.display());
@@ -328,11 +322,11 @@ fn read_json(path: &PathBuf) -> Result<Value> {
 }
 
 const BENCH_PACKAGE: &str = "plotstream-benches";
-const SUMMARY_FILE: &str = "bench-summary.json";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench_summary::{merge, to_json};
 
     fn measurement(group: &str, function: &str, mean_ns: f64, n_points: u64) -> Measurement {
         Measurement {

@@ -226,15 +226,7 @@ pub(crate) fn run() -> Result<ExitCode> {
     println!("\n== idle streams");
     results.push(idle_rss(&bin, 10_000)?);
 
-    let summary_path = target_dir.join("bench-summary.json");
-    let previous = match std::fs::read_to_string(&summary_path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a JSON array", summary_path.display()))?,
-        Err(_) => Vec::new(),
-    };
-    let merged = crate::bench_summary::merge(previous, results.clone());
-    std::fs::write(&summary_path, crate::bench_summary::to_json(&merged)?)
-        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    let (summary_path, _) = crate::bench_summary::merge_into_file(&target_dir, results.clone())?;
     println!();
     print!("{}", table(&results));
     println!(
@@ -460,7 +452,7 @@ fn open_fds(pid: u32) -> Result<u64> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
 }
 
-fn vm_rss_kib(pid: u32) -> Result<u64> {
+pub(crate) fn vm_rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -1,8 +1,28 @@
-//! `bench-summary.json`, the one file every bench writes its results into (criterion's and
-//! `bench ingest`'s): merging fresh entries by name, and the JSON in reading order.
+//! `bench-summary.json`, the one file every bench writes its results into (criterion's,
+//! `bench ingest`'s and `bench history`'s): merging fresh entries by name, and the JSON in reading order.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use serde_json::{Map, Value};
+
+/// Merges `fresh` into `<target_dir>/bench-summary.json` (see [`merge`]) and writes it back: the
+/// file's path and the merged entries.
+pub(crate) fn merge_into_file(
+    target_dir: &Path,
+    fresh: Vec<Value>,
+) -> Result<(PathBuf, Vec<Value>)> {
+    let path = target_dir.join(FILE);
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON array", path.display()))?,
+        Err(_) => Vec::new(),
+    };
+    let merged = merge(previous, fresh);
+    std::fs::write(&path, to_json(&merged)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((path, merged))
+}
 
 /// `previous` with every entry named in `fresh` replaced in place, then the new names appended.
 pub(crate) fn merge(previous: Vec<Value>, fresh: Vec<Value>) -> Vec<Value> {
@@ -50,3 +70,6 @@ fn key_rank(key: &str) -> (u8, String) {
     };
     (rank, key.to_owned())
 }
+
+/// The summary's file name, in the target directory.
+const FILE: &str = "bench-summary.json";

@@ -71,7 +71,7 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> Result<Response> {
 }
 
 /// The status and body of a whole response (head, blank line, body).
-fn parse(bytes: &[u8]) -> Result<Response> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Response> {
     let text = String::from_utf8_lossy(bytes);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         bail!("no complete response head in {text:?}");

@@ -8,6 +8,7 @@
 //! cargo xtask fuzz [TARGET...|--all]      fuzz targets, merged into fuzz/corpus; --replay, --smoke (CI's step), --coverage
 //! cargo xtask bench [FILTER] [--no-run]   criterion benches, summarised into bench-summary.json
 //! cargo xtask bench ingest                plotstream serve under plotstream load, beside TCP and hyper
+//! cargo xtask bench history               history reads (downsampled, CSV export), beside the same without tiers
 //! cargo xtask bench engines               redb, fjall and SQLite on the durable store's workload
 //! cargo xtask browser                     the live viewer in headless Chromium; a screenshot
 //! cargo xtask wheel [--target TRIPLE]    the Python wheel (maturin, release) into <target>/wheels
@@ -19,6 +20,7 @@
 //! `process.rs`, one way for all of them.
 
 mod bench;
+mod bench_history;
 mod bench_ingest;
 mod bench_summary;
 mod browser;
@@ -117,6 +119,10 @@ commands:
   bench ingest                 plotstream serve (release) under plotstream load with 1, 100 and 10 000
                                streams, beside the loopback TCP ceiling and a hyper sink; the RSS of
                                10 000 idle streams; merged into <target>/bench-summary.json (~2 min)
+  bench history                a day (86 400 points) and a week (6 048 000) written to plotstream serve
+                               --data-dir (release), read back downsampled to 2 000 points with and
+                               without tiers (median and p95 of 20, every answer checked) and exported
+                               as CSV (MB/s, the server's peak VmRSS); into bench-summary.json (~2 min)
   bench engines [-- ARGS]      the embedded stores (redb 4.6 and 5.0, fjall, SQLite) on the durable
                                store's workload, from bench-engines/ (a workspace of its own):
                                group commit, start-up, disk use (docs/storage.md); data under
