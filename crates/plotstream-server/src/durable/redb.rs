@@ -24,6 +24,10 @@ const KV: redb::TableDefinition<'_, (u8, &str), &[u8]> = redb::TableDefinition::
 const HIST: redb::TableDefinition<'_, (&str, u8, u64), &[u8]> =
     redb::TableDefinition::new("history");
 
+/// redb's page cache (its default is 1 GiB): reads of history fill it, so without a bound an
+/// export of a week would keep a week's pages in memory (docs/history.md "What it costs").
+const CACHE_BYTES: usize = 64 << 20;
+
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError(format!("{}: {what}: {e}", path.display()))
 }
@@ -50,6 +54,7 @@ impl RedbBackend {
 
     fn open_file(path: &Path) -> Result<redb::Database, StorageError> {
         let db = redb::Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .set_repair_callback(|s| {
                 tracing::warn!(
                     progress = s.progress(),
