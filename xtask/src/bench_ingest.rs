@@ -179,7 +179,8 @@ pub(crate) fn run() -> Result<ExitCode> {
     let mut store = storage_rows(&bin, &server, "store", &memory, None)?;
     drop(server);
     for (row, base) in store.iter_mut().zip(&window_only) {
-        let (with, without) = (points_per_s(row), points_per_s(base));
+        let rate = |r: &Value| r["points_per_s"].as_f64().unwrap_or(0.0);
+        let (with, without) = (rate(row), rate(base));
         row["window_only_points_per_s"] = json!(without);
         row["ratio_to_window_only"] = json!(if without > 0.0 { with / without } else { 0.0 });
         row["target_ratio_to_window_only"] = json!(0.75);

@@ -369,7 +369,7 @@ fn reference_interval(query: &str) -> Option<std::time::Duration> {
 pub fn check_history(data: &[u8]) {
     use crate::history::point::{decode_points, encode_points};
     use crate::history::tier::{decode_block, encode_block, TOP};
-    use crate::history::{Bucketing, Builder, Head, Point, Val, View, Write};
+    use crate::history::{Bucketing, Builder, Head, Point, Val, View};
     use std::collections::BTreeMap;
     if let Some(points) = decode_points(data) {
         let mut again = Vec::new();
@@ -444,34 +444,7 @@ pub fn check_history(data: &[u8]) {
             x: Val::Num(x),
             y,
         };
-        builder.push(&p, &mut |w| match w {
-            Write::Points { n, count, bytes } => {
-                let start = batch.lines.len();
-                batch.lines.extend_from_slice(bytes);
-                batch.ops.push(crate::durable::Op::HistPoints {
-                    token: token.clone(),
-                    n,
-                    count,
-                    at: start..batch.lines.len(),
-                });
-            }
-            Write::Put {
-                level,
-                index,
-                value,
-                replaces,
-            } => batch.ops.push(crate::durable::Op::HistPut {
-                token: token.clone(),
-                level,
-                index,
-                value,
-                replaces,
-            }),
-            Write::Trim { before } => batch.ops.push(crate::durable::Op::HistTrim {
-                token: token.clone(),
-                before,
-            }),
-        });
+        builder.push(&p, &mut |w| batch.push_history(&token, w));
     }
     let mut mem = Mem::default();
     for w in batch.hist_writes() {

@@ -41,6 +41,10 @@ struct Committed {
 #[derive(Debug, Default)]
 struct Pending {
     batch: Batch,
+    /// Per stream, the index in `batch.ops` of its last history points op (they are
+    /// extended while the next points follow on in the same chunk: one op per stream and
+    /// commit, not one per line).
+    hist_runs: std::collections::HashMap<std::sync::Arc<str>, usize>,
     n_bytes: usize,
     next_ticket: u64,
     closing: bool,
@@ -136,8 +140,9 @@ impl Journal {
         c.queued(&mut p, n)
     }
 
-    /// Queues the history points `n..n + count` of `token`'s stream, their encodings copied
-    /// into the pending batch's buffer; returns the ticket (0 in memory).
+    /// Queues the history points `n..n + count` of `token`'s stream (their encodings): they
+    /// extend the stream's points op of this batch when they follow on in the same chunk, so a
+    /// commit holds one per stream, not one per line. Returns the ticket (0 in memory).
     pub fn push_points(
         &self,
         token: &std::sync::Arc<str>,
@@ -148,17 +153,31 @@ impl Journal {
         let Some(c) = &self.inner else {
             return 0;
         };
-        let mut p = c.lock();
-        let start = p.batch.lines.len();
-        p.batch.lines.extend_from_slice(bytes);
-        let at = start..p.batch.lines.len();
+        let mut guard = c.lock();
+        let p = &mut *guard;
+        let open = p.hist_runs.get(token).copied();
+        if let Some(Op::HistPoints {
+            n: first,
+            count: so_far,
+            bytes: run,
+            ..
+        }) = open.and_then(|i| p.batch.ops.get_mut(i))
+        {
+            let chunk = crate::history::CHUNK;
+            if *first + u64::from(*so_far) == n && *first / chunk == n / chunk {
+                *so_far += count;
+                run.extend_from_slice(bytes);
+                return c.queued(p, bytes.len());
+            }
+        }
+        p.hist_runs.insert(token.clone(), p.batch.ops.len());
         p.batch.ops.push(Op::HistPoints {
             token: token.clone(),
             n,
             count,
-            at,
+            bytes: bytes.to_vec(),
         });
-        c.queued(&mut p, 64 + bytes.len())
+        c.queued(p, 64 + bytes.len())
     }
 
     /// The last ticket handed out (waiting for it waits for everything pushed so far).
@@ -278,6 +297,7 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
                     .0;
             }
             let ops = std::mem::take(&mut p.batch);
+            p.hist_runs.clear();
             p.n_bytes = 0;
             c.backlog.store(0, Ordering::Relaxed);
             (ops, p.next_ticket - 1, p.closing)

@@ -43,9 +43,8 @@ pub enum Op {
         /// The write token.
         token: String,
     },
-    /// The points `n..n + count` of a stream's history, their encodings in the batch's
-    /// `lines` at `at` (docs/history.md "Records"): a backend stores a commit's consecutive
-    /// points of one stream and chunk as one part.
+    /// The points `n..n + count` of a stream's history (docs/history.md "Records"): a backend
+    /// stores a commit's consecutive points of one stream and chunk as one part.
     HistPoints {
         /// The write token.
         token: std::sync::Arc<str>,
@@ -53,8 +52,8 @@ pub enum Op {
         n: u64,
         /// How many.
         count: u32,
-        /// Where their encodings are in the batch's `lines`.
-        at: std::ops::Range<usize>,
+        /// Their encodings, back to back (the journal extends it while points follow on).
+        bytes: Vec<u8>,
     },
     /// A history record (a sealed chunk, a tier block, the head), replacing the level-0 keys
     /// `index..index + replaces` first.
@@ -104,7 +103,7 @@ impl Op {
             Op::DropGen { .. } => 0,
             Op::DropStream { token } => token.len(),
             Op::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
-            Op::HistPoints { at, .. } => at.len(),
+            Op::HistPoints { bytes, .. } => bytes.len(),
             Op::HistPut { value, .. } => value.len(),
             Op::HistTrim { .. } => 0,
             Op::HistDrop { token } => token.len(),
@@ -133,11 +132,10 @@ impl Batch {
 
     /// The record of a line op, or the points of a history op (empty for other ops or a
     /// range outside the buffer).
-    pub fn record(&self, op: &Op) -> &[u8] {
+    pub fn record<'a>(&'a self, op: &'a Op) -> &'a [u8] {
         match op {
-            Op::Line { at, .. } | Op::HistPoints { at, .. } => {
-                self.lines.get(at.clone()).unwrap_or_default()
-            }
+            Op::Line { at, .. } => self.lines.get(at.clone()).unwrap_or_default(),
+            Op::HistPoints { bytes, .. } => bytes,
             _ => &[],
         }
     }
@@ -152,17 +150,7 @@ impl Batch {
                 seq,
                 at: at.start + shift..at.end + shift,
             },
-            Op::HistPoints {
-                token,
-                n,
-                count,
-                at,
-            } => Op::HistPoints {
-                token,
-                n,
-                count,
-                at: at.start + shift..at.end + shift,
-            },
+
             op => op,
         }));
     }
@@ -310,6 +298,38 @@ pub enum HistKv<'a> {
     },
 }
 
+impl Batch {
+    /// Adds what a history builder says to store, as one op (tests, fuzzing: the store goes
+    /// through the journal, which extends a stream's points op instead).
+    pub fn push_history(&mut self, token: &std::sync::Arc<str>, w: crate::history::Write<'_>) {
+        use crate::history::Write;
+        self.ops.push(match w {
+            Write::Points { n, count, bytes } => Op::HistPoints {
+                token: token.clone(),
+                n,
+                count,
+                bytes: bytes.to_vec(),
+            },
+            Write::Put {
+                level,
+                index,
+                value,
+                replaces,
+            } => Op::HistPut {
+                token: token.clone(),
+                level,
+                index,
+                value,
+                replaces,
+            },
+            Write::Trim { before } => Op::HistTrim {
+                token: token.clone(),
+                before,
+            },
+        });
+    }
+}
+
 /// A run of one stream's points in one commit: `(first, count, encodings)`.
 type PointRun = (u64, u64, Vec<u8>);
 
@@ -333,12 +353,9 @@ impl Batch {
             });
         }
         let mut out = Vec::new();
-        let mut runs: Vec<(&str, PointRun)> = Vec::new();
-        let take = |token: &str, runs: &mut Vec<(&str, PointRun)>| {
-            runs.iter()
-                .position(|(t, _)| *t == token)
-                .map(|i| runs.swap_remove(i).1)
-        };
+        let mut runs: std::collections::HashMap<&str, PointRun> = std::collections::HashMap::new();
+        let take =
+            |token: &str, runs: &mut std::collections::HashMap<&str, PointRun>| runs.remove(token);
         for op in &self.ops {
             match op {
                 Op::HistPoints {
@@ -346,16 +363,18 @@ impl Batch {
                 } => {
                     let bytes = self.record(op);
                     let count = u64::from(*count);
-                    match runs.iter_mut().find(|(t, _)| *t == &**token) {
-                        Some((_, run)) if run.0 + run.1 == *n && run.0 / CHUNK == *n / CHUNK => {
+                    match runs.get_mut(&**token) {
+                        Some(run) if run.0 + run.1 == *n && run.0 / CHUNK == *n / CHUNK => {
                             run.1 += count;
                             run.2.extend_from_slice(bytes);
                         }
-                        Some((t, run)) => {
+                        Some(run) => {
                             let old = std::mem::replace(run, (*n, count, bytes.to_vec()));
-                            flush(t, old, &mut out);
+                            flush(token, old, &mut out);
                         }
-                        None => runs.push((token, (*n, count, bytes.to_vec()))),
+                        None => {
+                            runs.insert(token, (*n, count, bytes.to_vec()));
+                        }
                     }
                 }
                 Op::HistPut {

@@ -426,37 +426,9 @@ mod tests {
         backend.commit(batch).unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Pushes `w` into `batch` as the store does (`history/tests.rs` `journal`).
+    /// Pushes `w` into `batch`.
     fn journal(token: &Arc<str>, batch: &mut Batch, w: Write<'_>) {
-        let op = match w {
-            Write::Points { n, count, bytes } => {
-                let start = batch.lines.len();
-                batch.lines.extend_from_slice(bytes);
-                Op::HistPoints {
-                    token: token.clone(),
-                    n,
-                    count,
-                    at: start..batch.lines.len(),
-                }
-            }
-            Write::Put {
-                level,
-                index,
-                value,
-                replaces,
-            } => Op::HistPut {
-                token: token.clone(),
-                level,
-                index,
-                value,
-                replaces,
-            },
-            Write::Trim { before } => Op::HistTrim {
-                token: token.clone(),
-                before,
-            },
-        };
-        batch.ops.push(op);
+        batch.push_history(token, w);
     }
 
     fn point(i: u64) -> Point {

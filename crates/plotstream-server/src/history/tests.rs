@@ -9,7 +9,7 @@ use super::downsample::{downsample, Bucketing};
 use super::point::{decode_points, Point, Val};
 use super::query::{By, Source, View};
 use super::tier::{decode_block, Mark, Summary, TOP};
-use crate::durable::{Batch, HistKv, Op, StorageError};
+use crate::durable::{Batch, HistKv, StorageError};
 
 /// A backend's keys in a map.
 #[derive(Default)]
@@ -64,38 +64,9 @@ impl Mem {
     }
 }
 
-/// Pushes `w` into `batch` as the store does.
+/// Pushes `w` into `batch`.
 fn journal(token: &Arc<str>, batch: &mut Batch, w: Write<'_>) {
-    match w {
-        Write::Points { n, count, bytes } => {
-            let start = batch.lines.len();
-            batch.lines.extend_from_slice(bytes);
-            batch.ops.push(Op::HistPoints {
-                token: token.clone(),
-                n,
-                count,
-                at: start..batch.lines.len(),
-            });
-        }
-        Write::Put {
-            level,
-            index,
-            value,
-            replaces,
-        } => {
-            batch.ops.push(Op::HistPut {
-                token: token.clone(),
-                level,
-                index,
-                value,
-                replaces,
-            });
-        }
-        Write::Trim { before } => batch.ops.push(Op::HistTrim {
-            token: token.clone(),
-            before,
-        }),
-    }
+    batch.push_history(token, w);
 }
 
 /// A day at 1 Hz-like point `i`: x a date string one second apart, y a slow wave with a spike
