@@ -41,14 +41,19 @@ struct Committed {
 #[derive(Debug, Default)]
 struct Pending {
     batch: Batch,
-    /// Per stream, the index in `batch.ops` of its last history points op (they are
-    /// extended while the next points follow on in the same chunk: one op per stream and
-    /// commit, not one per line).
-    hist_runs: std::collections::HashMap<std::sync::Arc<str>, usize>,
+    /// Counts the batches the committer took: a [`Run`] of an older batch is gone.
+    batch_id: u64,
     n_bytes: usize,
     next_ticket: u64,
     closing: bool,
     closed: bool,
+}
+
+/// Where a stream's history points op is in the pending batch (`Journal::push_points`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Run {
+    batch: u64,
+    op: usize,
 }
 
 /// L55: bytes of changes waiting for the next commit past which a writer waits for it before
@@ -79,6 +84,7 @@ impl Journal {
             inner: Some(Committed {
                 pending: Mutex::new(Pending {
                     next_ticket: 1,
+                    batch_id: 1,
                     ..Pending::default()
                 }),
                 wake: Condvar::new(),
@@ -141,43 +147,51 @@ impl Journal {
     }
 
     /// Queues the history points `n..n + count` of `token`'s stream (their encodings): they
-    /// extend the stream's points op of this batch when they follow on in the same chunk, so a
-    /// commit holds one per stream, not one per line. Returns the ticket (0 in memory).
+    /// extend the stream's points op of this batch (`run`, which the caller keeps) when they
+    /// follow on in the same chunk, so a commit holds one per stream, not one per line.
+    /// Returns the ticket (0 in memory) and whether a new op (a new part) was started.
     pub fn push_points(
         &self,
         token: &std::sync::Arc<str>,
+        run: &mut Run,
         n: u64,
         count: u32,
         bytes: &[u8],
-    ) -> u64 {
+    ) -> (u64, bool) {
         let Some(c) = &self.inner else {
-            return 0;
+            return (0, false);
         };
         let mut guard = c.lock();
         let p = &mut *guard;
-        let open = p.hist_runs.get(token).copied();
-        if let Some(Op::HistPoints {
-            n: first,
-            count: so_far,
-            bytes: run,
-            ..
-        }) = open.and_then(|i| p.batch.ops.get_mut(i))
-        {
-            let chunk = crate::history::CHUNK;
-            if *first + u64::from(*so_far) == n && *first / chunk == n / chunk {
-                *so_far += count;
-                run.extend_from_slice(bytes);
-                return c.queued(p, bytes.len());
+        if run.batch == p.batch_id {
+            if let Some(Op::HistPoints {
+                token: of,
+                n: first,
+                count: so_far,
+                bytes: points,
+            }) = p.batch.ops.get_mut(run.op).filter(|op| {
+                matches!(op, Op::HistPoints { token: of, .. } if std::sync::Arc::ptr_eq(of, token))
+            }) {
+                let _ = of;
+                let chunk = crate::history::CHUNK;
+                if *first + u64::from(*so_far) == n && *first / chunk == n / chunk {
+                    *so_far += count;
+                    points.extend_from_slice(bytes);
+                    return (c.queued(p, bytes.len()), false);
+                }
             }
         }
-        p.hist_runs.insert(token.clone(), p.batch.ops.len());
+        *run = Run {
+            batch: p.batch_id,
+            op: p.batch.ops.len(),
+        };
         p.batch.ops.push(Op::HistPoints {
             token: token.clone(),
             n,
             count,
             bytes: bytes.to_vec(),
         });
-        c.queued(p, 64 + bytes.len())
+        (c.queued(p, 64 + bytes.len()), true)
     }
 
     /// The last ticket handed out (waiting for it waits for everything pushed so far).
@@ -297,7 +311,7 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
                     .0;
             }
             let ops = std::mem::take(&mut p.batch);
-            p.hist_runs.clear();
+            p.batch_id += 1;
             p.n_bytes = 0;
             c.backlog.store(0, Ordering::Relaxed);
             (ops, p.next_ticket - 1, p.closing)

@@ -238,9 +238,9 @@ impl Builder {
         self.end += 1;
         for l in 1..=TOP {
             let open = &mut self.levels[usize::from(l - 1)];
-            let slot = ((n / span(l)) % FANOUT) as u8;
+            let slot = ((n >> (4 * u32::from(l))) % FANOUT) as u8;
             match open.last_mut() {
-                Some((s, sum)) if *s == slot => sum.merge(&Summary::of(mark)),
+                Some((s, sum)) if *s == slot => sum.push(mark),
                 _ => open.push((slot, Summary::of(mark))),
             }
             if self.end.is_multiple_of(span(l + 1)) {

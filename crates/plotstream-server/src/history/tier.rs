@@ -12,7 +12,7 @@ pub const TOP: u8 = 4;
 
 /// Points one entry of `level` summarizes.
 pub fn span(level: u8) -> u64 {
-    FANOUT.pow(u32::from(level))
+    1 << (4 * u32::from(level))
 }
 
 /// A point as a summary keeps it: numbers only.
@@ -101,6 +101,19 @@ impl Summary {
         }
         if later.max.y > self.max.y || self.max.y.is_nan() && !later.max.y.is_nan() {
             self.max = later.max;
+        }
+    }
+
+    /// Adds the point right after this one's ([`Summary::merge`] of one point, without
+    /// building its summary: once per level for every point kept).
+    pub fn push(&mut self, m: Mark) {
+        self.count += 1;
+        self.last = m;
+        if m.y < self.min.y || self.min.y.is_nan() && !m.y.is_nan() {
+            self.min = m;
+        }
+        if m.y > self.max.y || self.max.y.is_nan() && !m.y.is_nan() {
+            self.max = m;
         }
     }
 

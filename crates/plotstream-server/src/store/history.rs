@@ -24,10 +24,19 @@ pub(super) struct Histories {
 pub(super) struct Kept {
     pub(super) token: Arc<str>,
     pub(super) builder: Builder,
+    /// Its points op in the journal's pending batch.
+    pub(super) run: crate::durable::Run,
+    /// `(chunk, parts)`: the parts the open chunk's points were stored in so far (a chunk of
+    /// at most [`KEEP_PARTS`] keeps them as its records when sealed).
+    pub(super) parts: (u64, u32),
     /// Its stored history could not be read at start-up: nothing more is added to it rather
     /// than overwrite what is there (the log says why).
     pub(super) broken: bool,
 }
+
+/// A history chunk that arrived in at most this many parts keeps them as its records: its
+/// seal does not write its points again as one record (docs/history.md "Records").
+pub(super) const KEEP_PARTS: u32 = 16;
 
 thread_local! {
     pub(super) static POINTS: RefCell<Vec<Point>> = const { RefCell::new(Vec::new()) };

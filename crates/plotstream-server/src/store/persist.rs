@@ -8,11 +8,11 @@ use plotstream_proto::{Maxpoints, Token};
 
 use plotstream_proto::Update;
 
-use super::history::{now_ms, Kept, POINTS};
+use super::history::{now_ms, Kept, KEEP_PARTS, POINTS};
 use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Cell, Store};
-use crate::durable::{Loaded, LoadedStream, Op, Table};
+use crate::durable::{Loaded, LoadedStream, Op, Run, Table};
 use crate::history::{self, Builder, Stored, Write};
 use crate::records::{self, StreamMeta};
 
@@ -312,6 +312,8 @@ impl Store {
             Box::new(Kept {
                 token: Arc::from(token),
                 builder: Builder::new(),
+                run: Run::default(),
+                parts: (0, 0),
                 broken: false,
             })
         });
@@ -326,8 +328,16 @@ impl Store {
             history::points_of(update, seq, t, &mut points);
             let before = kept.builder.bytes();
             let mut ticket = 0;
-            let Kept { token, builder, .. } = &mut **kept;
-            builder.push_all(&points, &mut |w| ticket = self.journal_history(token, w));
+            let Kept {
+                token,
+                builder,
+                run,
+                parts,
+                ..
+            } = &mut **kept;
+            builder.push_all(&points, &mut |w| {
+                ticket = ticket.max(self.journal_history(token, run, parts, w));
+            });
             self.metrics
                 .history_points
                 .fetch_add(points.len() as u64, Ordering::Relaxed);
@@ -336,9 +346,30 @@ impl Store {
         })
     }
 
-    pub(super) fn journal_history(&self, token: &Arc<str>, w: Write<'_>) -> u64 {
+    pub(super) fn journal_history(
+        &self,
+        token: &Arc<str>,
+        run: &mut Run,
+        parts: &mut (u64, u32),
+        w: Write<'_>,
+    ) -> u64 {
         match w {
-            Write::Points { n, count, bytes } => self.journal.push_points(token, n, count, bytes),
+            Write::Points { n, count, bytes } => {
+                let (ticket, new) = self.journal.push_points(token, run, n, count, bytes);
+                let chunk = n - n % history::CHUNK;
+                if parts.0 != chunk {
+                    *parts = (chunk, 0);
+                }
+                parts.1 = parts.1.saturating_add(u32::from(new));
+                ticket
+            }
+            // A chunk that arrived in few parts keeps them: its points are not written twice.
+            Write::Put {
+                level: 0,
+                index,
+                replaces: 1..,
+                ..
+            } if *parts == (index, parts.1) && parts.1 <= KEEP_PARTS => 0,
             Write::Put {
                 level,
                 index,
@@ -379,9 +410,12 @@ impl Store {
     pub(super) fn set_history(&self, s: &mut Stream, token: &str, builder: Option<Builder>) {
         let before = s.history.as_ref().map_or(0, |k| k.builder.bytes());
         s.history = builder.map(|builder| {
+            let open = builder.end - builder.end % history::CHUNK;
             Box::new(Kept {
                 token: Arc::from(token),
                 builder,
+                run: Run::default(),
+                parts: (open, KEEP_PARTS + 1),
                 broken: false,
             })
         });
@@ -407,9 +441,13 @@ impl Store {
             }
         };
         self.account_history(0, builder.bytes());
+        // The open chunk's parts before the restart are not counted: its seal writes it whole.
+        let open = builder.end - builder.end % history::CHUNK;
         Some(Box::new(Kept {
             token: Arc::from(token),
             builder,
+            run: Run::default(),
+            parts: (open, KEEP_PARTS + 1),
             broken,
         }))
     }

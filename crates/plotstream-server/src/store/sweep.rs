@@ -150,16 +150,32 @@ impl Store {
         first: u64,
         decide: impl FnOnce(i64) -> bool,
     ) -> Option<bool> {
-        let recs = store.read(token, 0, first, u64::MAX, 2).ok()?;
-        let (_, chunk) = recs.first().filter(|(i, _)| *i == first)?;
-        let points = history::point::decode_points(chunk)?;
-        let last_t = points.last()?.t;
+        // A sealed chunk is one record, or the parts it arrived in (docs/history.md "Records").
+        let end = first + history::CHUNK;
+        let recs = store
+            .read(token, 0, first, end, history::CHUNK as usize)
+            .ok()?;
+        if recs.first().map(|(i, _)| *i) != Some(first) {
+            return None;
+        }
+        let (mut count, mut len, mut last_t) = (0u64, 0u64, i64::MIN);
+        for (_, rec) in &recs {
+            let points = history::point::decode_points(rec)?;
+            count += points.len() as u64;
+            len += rec.len() as u64;
+            last_t = last_t.max(points.last().map_or(i64::MIN, |p| p.t));
+        }
+        if count != history::CHUNK {
+            return None;
+        }
         if !decide(last_t) {
             return Some(false);
         }
-        let next_t = recs
-            .get(1)
-            .and_then(|(_, r)| history::point::decode_points(r))
+        let next_t = store
+            .read(token, 0, end, u64::MAX, 1)
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|(_, r)| history::point::decode_points(&r))
             .and_then(|p| p.first().map(|p| p.t))
             .unwrap_or(last_t);
         let mut s = cell.lock();
@@ -168,9 +184,15 @@ impl Store {
             return Some(false);
         }
         let before = kept.builder.bytes();
-        let Kept { token, builder, .. } = &mut **kept;
-        let ok = builder.trim(points.len() as u64, chunk.len() as u64, next_t, &mut |w| {
-            self.journal_history(token, w);
+        let Kept {
+            token,
+            builder,
+            run,
+            parts,
+            ..
+        } = &mut **kept;
+        let ok = builder.trim(count, len, next_t, &mut |w| {
+            self.journal_history(token, run, parts, w);
         });
         let after = builder.bytes();
         drop(s);
