@@ -5,7 +5,8 @@
 //!
 //! `point` is one point and its records, `tier` the summaries and their blocks, `build` the
 //! owner's side (points in, records to store out), `query` the readers' side over stored
-//! records, `downsample` the bucketing. All of it is without I/O; `serve` is the route.
+//! records, `downsample` the bucketing, `export` a request's parameters and its rows. All of it
+//! is without I/O; `serve` is the route.
 
 pub mod build;
 pub mod downsample;
