@@ -540,7 +540,8 @@ fn lines_reach_another_node_live_and_the_stored_lines_fill_what_the_live_path_lo
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(w.close(), 200);
-    let seen = on_b.wait_for(399);
+    // x is seq - 1: x = 399 is seq 400 (waiting for 399 raced the last stored poll).
+    let seen = on_b.wait_for(400);
     assert_eq!(seen.resets, 0, "resets: {:?}", seen.reasons);
     assert_eq!(consecutive(&seen), (0..400).collect::<Vec<_>>());
     // B was without its subscription for at least 200 ms of these lines: the stored lines
