@@ -71,6 +71,8 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
     };
     let mut ingest = Ingest::new(config, shared.now());
     let conn = shared.store.new_conn_from(Some(peer.ip()));
+    // History keeps each line's receive time: one clock read per read, not per line.
+    let keeps_history = shared.store.history().is_some();
     let mut shutdown = shared.shutdown.clone();
     let mut out = Vec::new();
     let mut eof = false;
@@ -282,13 +284,21 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     ingest.handle_eof(shared.now());
                 }
                 Ok(buf) if buf.len() <= SMALL_READ => {
+                    if keeps_history {
+                        conn.mark_received();
+                    }
                     // A head, a heartbeat or one point: hand the machine a right-sized copy,
                     // so the 16 KiB read buffer is freed now instead of being kept by an idle
                     // connection (10 000 idle streams held 16.9 KB each).
                     let mut small = BytesMut::from(&buf[..]);
                     ingest.handle_input(shared.now(), &mut small);
                 }
-                Ok(mut buf) => ingest.handle_input(shared.now(), &mut buf),
+                Ok(mut buf) => {
+                    if keeps_history {
+                        conn.mark_received();
+                    }
+                    ingest.handle_input(shared.now(), &mut buf);
+                }
                 Err(_) => {
                     eof = true;
                     ingest.handle_eof(shared.now());

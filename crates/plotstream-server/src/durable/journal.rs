@@ -56,6 +56,22 @@ pub struct Run {
     op: usize,
 }
 
+/// History points to queue: `count` points from position `n` of `token`'s stream, their
+/// encodings `bytes`; `run` is the stream's handle on its points op.
+#[derive(Debug)]
+pub struct Part<'a> {
+    /// The stream.
+    pub token: &'a Arc<str>,
+    /// Where its points op of the pending batch is.
+    pub run: &'a mut Run,
+    /// The first point's position.
+    pub n: u64,
+    /// How many points.
+    pub count: u32,
+    /// Their encodings, back to back.
+    pub bytes: &'a [u8],
+}
+
 /// L55: bytes of changes waiting for the next commit past which a writer waits for it before
 /// it reads its next lines (so a disk slower than ingest slows writers instead of growing
 /// memory).
@@ -138,60 +154,36 @@ impl Journal {
             return 0;
         };
         let mut p = c.lock();
-        let start = p.batch.lines.len();
-        encode(&mut p.batch.lines);
-        let at = start..p.batch.lines.len();
-        let n = 64 + at.len();
-        p.batch.ops.push(Op::Line { gen, seq, at });
-        c.queued(&mut p, n)
+        c.line(&mut p, gen, seq, encode)
     }
 
     /// Queues the history points `n..n + count` of `token`'s stream (their encodings): they
     /// extend the stream's points op of this batch (`run`, which the caller keeps) when they
     /// follow on in the same chunk, so a commit holds one per stream, not one per line.
     /// Returns the ticket (0 in memory) and whether a new op (a new part) was started.
-    pub fn push_points(
+    pub fn push_points(&self, part: Part<'_>) -> (u64, bool) {
+        let Some(c) = &self.inner else {
+            return (0, false);
+        };
+        let mut p = c.lock();
+        c.points(&mut p, part)
+    }
+
+    /// [`Journal::push_line`] and [`Journal::push_points`] under one lock (the common case: a
+    /// line whose points stay in their stream's open history chunk).
+    pub fn push_line_and_points(
         &self,
-        token: &std::sync::Arc<str>,
-        run: &mut Run,
-        n: u64,
-        count: u32,
-        bytes: &[u8],
+        gen: u64,
+        seq: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+        part: Part<'_>,
     ) -> (u64, bool) {
         let Some(c) = &self.inner else {
             return (0, false);
         };
-        let mut guard = c.lock();
-        let p = &mut *guard;
-        if run.batch == p.batch_id {
-            if let Some(Op::HistPoints {
-                token: of,
-                n: first,
-                count: so_far,
-                bytes: points,
-            }) = p.batch.ops.get_mut(run.op).filter(|op| {
-                matches!(op, Op::HistPoints { token: of, .. } if std::sync::Arc::ptr_eq(of, token))
-            }) {
-                let _ = of;
-                let chunk = crate::history::CHUNK;
-                if *first + u64::from(*so_far) == n && *first / chunk == n / chunk {
-                    *so_far += count;
-                    points.extend_from_slice(bytes);
-                    return (c.queued(p, bytes.len()), false);
-                }
-            }
-        }
-        *run = Run {
-            batch: p.batch_id,
-            op: p.batch.ops.len(),
-        };
-        p.batch.ops.push(Op::HistPoints {
-            token: token.clone(),
-            n,
-            count,
-            bytes: bytes.to_vec(),
-        });
-        (c.queued(p, 64 + bytes.len()), true)
+        let mut p = c.lock();
+        c.line(&mut p, gen, seq, encode);
+        c.points(&mut p, part)
     }
 
     /// The last ticket handed out (waiting for it waits for everything pushed so far).
@@ -271,6 +263,53 @@ impl Committed {
             self.wake.notify_one();
         }
         ticket
+    }
+
+    fn line(&self, p: &mut Pending, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let start = p.batch.lines.len();
+        encode(&mut p.batch.lines);
+        let at = start..p.batch.lines.len();
+        let n = 64 + at.len();
+        p.batch.ops.push(Op::Line { gen, seq, at });
+        self.queued(p, n)
+    }
+
+    fn points(&self, p: &mut Pending, part: Part<'_>) -> (u64, bool) {
+        let Part {
+            token,
+            run,
+            n,
+            count,
+            bytes,
+        } = part;
+        if run.batch == p.batch_id {
+            if let Some(Op::HistPoints {
+                n: first,
+                count: so_far,
+                bytes: points,
+                ..
+            }) = p.batch.ops.get_mut(run.op).filter(
+                |op| matches!(op, Op::HistPoints { token: of, .. } if Arc::ptr_eq(of, token)),
+            ) {
+                let chunk = crate::history::CHUNK;
+                if *first + u64::from(*so_far) == n && *first / chunk == n / chunk {
+                    *so_far += count;
+                    points.extend_from_slice(bytes);
+                    return (self.queued(p, bytes.len()), false);
+                }
+            }
+        }
+        *run = Run {
+            batch: p.batch_id,
+            op: p.batch.ops.len(),
+        };
+        p.batch.ops.push(Op::HistPoints {
+            token: token.clone(),
+            n,
+            count,
+            bytes: bytes.to_vec(),
+        });
+        (self.queued(p, 64 + bytes.len()), true)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {

@@ -4,6 +4,8 @@
 //! replaces its parts, and the tier blocks finished since the last seal (and the open ones as
 //! they are) are written with the head. No I/O: what to store comes out as [`Write`]s.
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
 use super::point::{encode_point, put_varint, Point, Val};
@@ -33,11 +35,12 @@ pub enum XKind {
 }
 
 impl XKind {
-    fn of(x: &Val) -> XKind {
+    /// The kind of `x`, whose key is `k` (a string is a date when it has one).
+    fn of(x: &Val, k: f64) -> XKind {
         match x {
             Val::None => XKind::None,
             Val::Num(_) => XKind::Number,
-            Val::Str(s) if super::point::parse_date(s).is_some() => XKind::Date,
+            Val::Str(_) if !k.is_nan() => XKind::Date,
             Val::Str(_) => XKind::Category,
         }
     }
@@ -89,8 +92,13 @@ impl Head {
 
     /// Takes `p` into the x facts and the last time.
     pub fn observe(&mut self, p: &Point) {
+        self.observe_keyed(p, p.x.key());
+    }
+
+    /// [`Head::observe`] with `p.x.key()` known: `k`.
+    fn observe_keyed(&mut self, p: &Point, k: f64) {
         self.last_t = self.last_t.max(p.t);
-        let kind = XKind::of(&p.x);
+        let kind = XKind::of(&p.x, k);
         if self.x == XKind::Unknown {
             self.x = kind;
             self.monotone = matches!(kind, XKind::Number | XKind::Date);
@@ -98,7 +106,6 @@ impl Head {
             self.last_x = f64::MIN;
         }
         if self.monotone {
-            let k = p.x.key();
             if kind != self.x || k.is_nan() || k < self.last_x {
                 self.monotone = false;
             } else {
@@ -202,12 +209,39 @@ impl Builder {
         self.push_all(std::slice::from_ref(p), write);
     }
 
+    /// True when `count` more points stay in the open chunk: [`Builder::push_open`] takes them.
+    pub fn fits(&self, count: usize) -> bool {
+        (self.end % CHUNK).saturating_add(count as u64) < CHUNK
+    }
+
+    /// Adds `points` (one line's) when they [fit](Builder::fits) in the open chunk: nothing is
+    /// sealed, and their part is returned instead of written (`n`, `count`, their encodings),
+    /// so the caller can queue it with the line. The same records as [`Builder::push_all`].
+    pub fn push_open<P: Borrow<Point>>(
+        &mut self,
+        points: impl IntoIterator<Item = P>,
+    ) -> (u64, u32, &[u8]) {
+        let (n, at) = (self.end, self.chunk.len());
+        for p in points {
+            self.add(p.borrow());
+        }
+        debug_assert!(
+            self.end == n || !self.end.is_multiple_of(CHUNK),
+            "push_open sealed"
+        );
+        (n, (self.end - n) as u32, &self.chunk[at..])
+    }
+
     /// Adds `points` (one line's) as the next ones: `write` gets one part per chunk they
     /// fall in, and the seal of every chunk they end.
-    pub fn push_all(&mut self, points: &[Point], write: &mut dyn FnMut(Write<'_>)) {
+    pub fn push_all<P: Borrow<Point>>(
+        &mut self,
+        points: impl IntoIterator<Item = P>,
+        write: &mut dyn FnMut(Write<'_>),
+    ) {
         let (mut run_n, mut run_at) = (self.end, self.chunk.len());
         for p in points {
-            self.add(p);
+            self.add(p.borrow());
             if self.end.is_multiple_of(CHUNK) {
                 write(Write::Points {
                     n: run_n,
@@ -233,8 +267,9 @@ impl Builder {
         if n == self.head.first {
             self.head.first_t = p.t;
         }
-        self.head.observe(p);
-        let mark = Mark::of(n, p);
+        let key = p.x.key();
+        self.head.observe_keyed(p, key);
+        let mark = Mark::keyed(n, p, key);
         self.end += 1;
         for l in 1..=TOP {
             let open = &mut self.levels[usize::from(l - 1)];

@@ -18,7 +18,7 @@ pub mod tier;
 
 pub use build::{Builder, Head, Write, XKind, CHUNK, HEAD};
 pub use downsample::Bucketing;
-pub use point::{points_of, Point, Val};
+pub use point::{points_of, LinePoints, Point, Val};
 pub use query::{By, Source, View};
 
 #[cfg(test)]

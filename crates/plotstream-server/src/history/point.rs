@@ -52,7 +52,7 @@ pub struct Point {
 /// The points of one accepted line, in order: a scalar `x`/`y` is one point; arrays are one
 /// point per index (the longer one decides, the other's missing values are `None`). A line
 /// without `x` or `y` (style only) has none.
-pub fn points_of(update: &Update, seq: u64, t: i64, out: &mut Vec<Point>) {
+pub fn points_of(update: &Update, seq: u64, t: i64) -> LinePoints<'_> {
     let mut x = None;
     let mut y = None;
     for (attr, value) in &update.data {
@@ -67,19 +67,55 @@ pub fn points_of(update: &Update, seq: u64, t: i64, out: &mut Vec<Point>) {
         Some(_) => 1,
         None => 0,
     };
-    let at = |v: Option<&Value>, i: usize| match v {
-        Some(Value::Array(items)) => Val::of(items.get(i)),
-        other => Val::of(other),
-    };
-    for i in 0..len(x).max(len(y)) {
-        out.push(Point {
-            seq,
-            t,
-            x: at(x, i),
-            y: at(y, i),
-        });
+    LinePoints {
+        x,
+        y,
+        seq,
+        t,
+        next: 0,
+        len: len(x).max(len(y)),
     }
 }
+
+/// The points of one line ([`points_of`]), made one at a time: no buffer per line.
+#[derive(Debug)]
+pub struct LinePoints<'a> {
+    x: Option<&'a Value>,
+    y: Option<&'a Value>,
+    seq: u64,
+    t: i64,
+    next: usize,
+    len: usize,
+}
+
+impl Iterator for LinePoints<'_> {
+    type Item = Point;
+
+    fn next(&mut self) -> Option<Point> {
+        if self.next >= self.len {
+            return None;
+        }
+        let at = |v: Option<&Value>, i: usize| match v {
+            Some(Value::Array(items)) => Val::of(items.get(i)),
+            other => Val::of(other),
+        };
+        let i = self.next;
+        self.next += 1;
+        Some(Point {
+            seq: self.seq,
+            t: self.t,
+            x: at(self.x, i),
+            y: at(self.y, i),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.len - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for LinePoints<'_> {}
 
 const NONE: u8 = 0;
 const NUM: u8 = 1;
@@ -375,8 +411,8 @@ mod tests {
             Str::from("y"),
             Value::Array(vec![Value::Str(Str::from("a"))]),
         ));
-        let mut pts = Vec::new();
-        points_of(&u, 7, 1000, &mut pts);
+        let pts: Vec<Point> = points_of(&u, 7, 1000).collect();
+        assert_eq!(points_of(&u, 7, 1000).len(), 2);
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[1].x, Val::Num(2.0));
         assert_eq!(pts[1].y, Val::None);
@@ -390,8 +426,7 @@ mod tests {
         style
             .data
             .push((Str::from("marker.color"), Value::Str(Str::from("red"))));
-        let mut none = Vec::new();
-        points_of(&style, 1, 0, &mut none);
-        assert!(none.is_empty());
+        assert_eq!(points_of(&style, 1, 0).len(), 0);
+        assert_eq!(points_of(&style, 1, 0).next(), None);
     }
 }

@@ -335,6 +335,37 @@ fn a_line_of_many_points_is_stored_as_its_points_one_by_one() {
 }
 
 #[test]
+fn lines_that_fit_the_open_chunk_store_what_push_all_stores() {
+    // The store queues a line that stays in the open chunk with its part (`push_open`, one
+    // journal lock) and any other through `push_all`: the records must not depend on which.
+    let token: Arc<str> = Arc::from("tok");
+    let sizes = [1usize, 3, 1, 700, 2, 1, 1021, 1, 1, 5, 1024, 1, 2048, 3];
+    let points: Vec<Point> = (0..10_000).map(point).collect();
+    let (mut fast, mut slow) = (Mem::default(), Mem::default());
+    let (mut bf, mut bs) = (Builder::new(), Builder::new());
+    let mut at = 0;
+    for (i, size) in sizes.iter().cycle().take(25).enumerate() {
+        let line = &points[at..at + size];
+        at += size;
+        let (mut batch_f, mut batch_s) = (Batch::default(), Batch::default());
+        if bf.fits(line.len()) {
+            let (n, count, bytes) = bf.push_open(line);
+            assert_eq!(count as usize, line.len());
+            journal(&token, &mut batch_f, Write::Points { n, count, bytes });
+        } else {
+            bf.push_all(line, &mut |w| journal(&token, &mut batch_f, w));
+        }
+        bs.push_all(line, &mut |w| journal(&token, &mut batch_s, w));
+        fast.commit(&batch_f);
+        slow.commit(&batch_s);
+        assert_eq!(fast.0, slow.0, "after line {i} ({size} points)");
+    }
+    assert_eq!((bf.end, &bf.head), (bs.end, &bs.head));
+    assert!(bf.end > 3 * 1024, "the lines crossed chunks");
+    assert!(!bf.fits(1024) && bf.fits(0));
+}
+
+#[test]
 fn streams_whose_x_is_a_category_or_missing_read_back_past_a_seal() {
     // Their head once held x's last value as -inf, which JSON cannot carry: the head written at
     // the first seal did not read back (found by the viewer's check: 503 past 1 024 points).

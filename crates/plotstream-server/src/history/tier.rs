@@ -33,11 +33,16 @@ pub struct Mark {
 impl Mark {
     /// `p`, the point at `n`.
     pub fn of(n: u64, p: &Point) -> Mark {
+        Mark::keyed(n, p, p.x.key())
+    }
+
+    /// `p`, the point at `n`, whose x's key (`p.x.key()`) is known: `x`.
+    pub fn keyed(n: u64, p: &Point, x: f64) -> Mark {
         Mark {
             n,
             seq: p.seq,
             t: p.t,
-            x: p.x.key(),
+            x,
             y: match p.y {
                 super::point::Val::Num(y) => y,
                 _ => f64::NAN,

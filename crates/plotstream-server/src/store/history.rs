@@ -3,12 +3,11 @@
 //! points under the stream's lock (`persist`: no I/O, the records go to the journal with the
 //! line, and builders are restored at start-up); retention drops the oldest chunks (`sweep`).
 
-use std::cell::RefCell;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::history::{self, Builder, Point};
+use crate::history::{self, Builder};
 
 /// What the store keeps for history.
 #[derive(Debug, Default)]
@@ -37,10 +36,6 @@ pub(super) struct Kept {
 /// A history chunk that arrived in at most this many parts keeps them as its records: its
 /// seal does not write its points again as one record (docs/history.md "Records").
 pub(super) const KEEP_PARTS: u32 = 16;
-
-thread_local! {
-    pub(super) static POINTS: RefCell<Vec<Point>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Milliseconds since the Unix epoch now.
 pub fn now_ms() -> i64 {

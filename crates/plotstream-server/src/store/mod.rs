@@ -39,7 +39,7 @@ pub use self::writer::Conn;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use plotstream_proto::{Maxpoints, Status, Token, Update, Value};
@@ -172,6 +172,7 @@ impl Store {
             bound: Mutex::new(Vec::new()),
             kicked: Notify::new(),
             last_ticket: AtomicU64::new(0),
+            received_ms: AtomicI64::new(0),
         })
     }
 
@@ -276,13 +277,11 @@ impl Store {
             self.metrics.points.fetch_add(1, Ordering::Relaxed);
             if self.journal.is_durable() {
                 let record = &prepared.record;
-                let mut ticket = self
-                    .journal
-                    .push_line(stream.gen, seq, |out| out.extend_from_slice(record));
+                let mut ticket =
+                    self.journal_line(stream, key, update, seq, record, || conn.received_ms());
                 if let Some(live) = &self.nodes.live {
                     live.push(key, stream.gen, &stream.epoch, seq, record);
                 }
-                ticket = ticket.max(self.keep_points(stream, key, update, seq));
                 if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {
                     ticket = self.store_snapshot(stream);
                 }

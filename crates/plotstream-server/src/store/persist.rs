@@ -8,11 +8,11 @@ use plotstream_proto::{Maxpoints, Token};
 
 use plotstream_proto::Update;
 
-use super::history::{now_ms, Kept, KEEP_PARTS, POINTS};
+use super::history::{Kept, KEEP_PARTS};
 use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Cell, Store};
-use crate::durable::{Loaded, LoadedStream, Op, Run, Table};
+use crate::durable::{Loaded, LoadedStream, Op, Part, Run, Table};
 use crate::history::{self, Builder, Stored, Write};
 use crate::records::{self, StreamMeta};
 
@@ -291,22 +291,75 @@ impl Store {
         self.histories.bytes.load(Ordering::Relaxed)
     }
 
-    /// The points of `update`, applied as `seq`, into `s`'s history; returns the last ticket
-    /// of what it stored (0 when nothing).
-    pub(super) fn keep_points(
+    /// Journals line `seq` of `s` (its record `record`) and keeps its points in `s`'s history,
+    /// received at `received` (ms since the Unix epoch; read only when history is kept).
+    /// Returns the last ticket. A line whose points stay in the open chunk goes to the journal
+    /// with them under one lock; one that ends a chunk is journaled, then its points and the
+    /// seal.
+    pub(super) fn journal_line(
         &self,
         s: &mut Stream,
         token: &str,
         update: &Update,
         seq: u64,
+        record: &[u8],
+        received: impl FnOnce() -> i64,
     ) -> u64 {
-        if self.histories.store.get().is_none() {
-            return 0;
-        }
+        let gen = s.gen;
+        let line = |out: &mut Vec<u8>| out.extend_from_slice(record);
+        let Some(kept) = self.kept(s, token) else {
+            return self.journal.push_line(gen, seq, line);
+        };
+        // A point's time never goes back, even if the clock does.
+        let t = received().max(kept.builder.head.last_t);
+        let points = history::points_of(update, seq, t);
+        let count = points.len() as u64;
+        let before = kept.builder.bytes();
+        let Kept {
+            token,
+            builder,
+            run,
+            parts,
+            ..
+        } = kept;
+        let ticket = if builder.fits(points.len()) {
+            let (n, count, bytes) = builder.push_open(points);
+            if count == 0 {
+                self.journal.push_line(gen, seq, line)
+            } else {
+                let part = Part {
+                    token,
+                    run,
+                    n,
+                    count,
+                    bytes,
+                };
+                let (ticket, new) = self.journal.push_line_and_points(gen, seq, line, part);
+                count_part(parts, n, new);
+                ticket
+            }
+        } else {
+            let mut ticket = self.journal.push_line(gen, seq, line);
+            builder.push_all(points, &mut |w| {
+                ticket = ticket.max(self.journal_history(token, run, parts, w));
+            });
+            ticket
+        };
+        self.metrics
+            .history_points
+            .fetch_add(count, Ordering::Relaxed);
+        self.account_history(before, builder.bytes());
+        ticket
+    }
+
+    /// `s`'s history as its owner builds it: `None` when the server keeps none, this node does
+    /// not own the stream, or it could not be read.
+    fn kept<'s>(&self, s: &'s mut Stream, token: &str) -> Option<&'s mut Kept> {
+        self.histories.store.get()?;
         if self.config.clustered && (s.fence == 0 || s.history.is_none()) {
             // Only an owner adds to a stream's history, and only to what it read when it took
             // the stream (a fresh builder would overwrite what Redis holds).
-            return 0;
+            return None;
         }
         let kept = s.history.get_or_insert_with(|| {
             Box::new(Kept {
@@ -317,33 +370,7 @@ impl Store {
                 broken: false,
             })
         });
-        if kept.broken {
-            return 0;
-        }
-        // A point's time never goes back, even if the clock does.
-        let t = now_ms().max(kept.builder.head.last_t);
-        POINTS.with(|points| {
-            let mut points = points.borrow_mut();
-            points.clear();
-            history::points_of(update, seq, t, &mut points);
-            let before = kept.builder.bytes();
-            let mut ticket = 0;
-            let Kept {
-                token,
-                builder,
-                run,
-                parts,
-                ..
-            } = &mut **kept;
-            builder.push_all(&points, &mut |w| {
-                ticket = ticket.max(self.journal_history(token, run, parts, w));
-            });
-            self.metrics
-                .history_points
-                .fetch_add(points.len() as u64, Ordering::Relaxed);
-            self.account_history(before, kept.builder.bytes());
-            ticket
-        })
+        (!kept.broken).then_some(&mut **kept)
     }
 
     pub(super) fn journal_history(
@@ -355,12 +382,14 @@ impl Store {
     ) -> u64 {
         match w {
             Write::Points { n, count, bytes } => {
-                let (ticket, new) = self.journal.push_points(token, run, n, count, bytes);
-                let chunk = n - n % history::CHUNK;
-                if parts.0 != chunk {
-                    *parts = (chunk, 0);
-                }
-                parts.1 = parts.1.saturating_add(u32::from(new));
+                let (ticket, new) = self.journal.push_points(Part {
+                    token,
+                    run,
+                    n,
+                    count,
+                    bytes,
+                });
+                count_part(parts, n, new);
                 ticket
             }
             // A chunk that arrived in few parts keeps them: its points are not written twice.
@@ -451,4 +480,13 @@ impl Store {
             broken,
         }))
     }
+}
+
+/// Counts a part of the open chunk stored from position `n` (`new`: it started a new op).
+fn count_part(parts: &mut (u64, u32), n: u64, new: bool) {
+    let chunk = n - n % history::CHUNK;
+    if parts.0 != chunk {
+        *parts = (chunk, 0);
+    }
+    parts.1 = parts.1.saturating_add(u32::from(new));
 }

@@ -2,7 +2,7 @@
 //! learns that it was displaced (P7, I3).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use plotstream_proto::Status;
@@ -26,6 +26,10 @@ pub struct Conn {
     /// The journal ticket of its last accepted line: its final response waits until that is
     /// durable (docs/storage.md DC1).
     pub last_ticket: AtomicU64,
+    /// When it last read bytes (ms since the Unix epoch, 0 before its first read): the receive
+    /// time history keeps for every line of that read (docs/history.md "Points"), one clock
+    /// read per read instead of one per line.
+    pub(super) received_ms: AtomicI64,
 }
 
 impl Conn {
@@ -49,6 +53,21 @@ impl Conn {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .any(|t| t == token)
+    }
+
+    /// Records that bytes arrived now (the receive time of the lines in them).
+    pub fn mark_received(&self) {
+        self.received_ms
+            .store(super::history::now_ms(), Ordering::Relaxed);
+    }
+
+    /// The receive time of the line being applied: that of the read it came in, or now for a
+    /// connection that does not record its reads.
+    pub(super) fn received_ms(&self) -> i64 {
+        match self.received_ms.load(Ordering::Relaxed) {
+            0 => super::history::now_ms(),
+            t => t,
+        }
     }
 
     pub(super) fn displace(&self, status: Status) {
