@@ -370,7 +370,6 @@ pub fn check_history(data: &[u8]) {
     use crate::history::point::{decode_points, encode_points};
     use crate::history::tier::{decode_block, encode_block, TOP};
     use crate::history::{Bucketing, Builder, Head, Point, Val, View};
-    use std::collections::BTreeMap;
     if let Some(points) = decode_points(data) {
         let mut again = Vec::new();
         encode_points(points.iter(), &mut again);
@@ -392,27 +391,6 @@ pub fn check_history(data: &[u8]) {
     }
     // Points from the input: each byte pair a y, x growing by the first byte's low bits (or
     // not a number when the byte is 0xff), a few thousand at most.
-    #[derive(Default)]
-    struct Mem(BTreeMap<(u8, u64), Vec<u8>>);
-    impl crate::history::Source for Mem {
-        fn read(
-            &self,
-            level: u8,
-            from: u64,
-            to: u64,
-            limit: usize,
-        ) -> Result<Vec<(u64, Vec<u8>)>, crate::error::StorageError> {
-            Ok(if from >= to {
-                Vec::new()
-            } else {
-                self.0
-                    .range((level, from)..(level, to))
-                    .take(limit)
-                    .map(|((_, i), v)| (*i, v.clone()))
-                    .collect()
-            })
-        }
-    }
     let token: std::sync::Arc<str> = std::sync::Arc::from("fuzz");
     let repeat = usize::from(data.first().copied().unwrap_or(0) % 8) + 1;
     let mut builder = Builder::new();
@@ -446,31 +424,8 @@ pub fn check_history(data: &[u8]) {
         };
         builder.push(&p, &mut |w| batch.push_history(&token, w));
     }
-    let mut mem = Mem::default();
-    for w in batch.hist_writes() {
-        match w {
-            crate::durable::HistKv::Put {
-                level,
-                index,
-                value,
-                ..
-            } => {
-                mem.0.insert((level, index), value.into_owned());
-            }
-            crate::durable::HistKv::Delete {
-                level, from, to, ..
-            } => {
-                let keys: Vec<_> = mem
-                    .0
-                    .range((level, from)..(level, to))
-                    .map(|(k, _)| *k)
-                    .collect();
-                for k in keys {
-                    mem.0.remove(&k);
-                }
-            }
-        }
-    }
+    let mut mem = crate::history::mem::Mem::default();
+    mem.commit(&batch);
     let Ok(view) = View::load(&mem) else {
         panic!("what the builder stored must load");
     };

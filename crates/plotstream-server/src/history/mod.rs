@@ -21,6 +21,8 @@ pub use downsample::Bucketing;
 pub use point::{points_of, LinePoints, Point, Val};
 pub use query::{By, Source, View};
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod mem;
 #[cfg(test)]
 mod tests;
 

@@ -1,68 +1,15 @@
 //! The history end to end without I/O: points built into records as a backend stores them
 //! (through `Batch::hist_writes`, the backends' own translation), read back through `View`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::build::{Builder, Head, Write, HEAD};
 use super::downsample::{downsample, Bucketing};
+use super::mem::Mem;
 use super::point::{decode_points, Point, Val};
-use super::query::{By, Source, View};
+use super::query::{By, View};
 use super::tier::{decode_block, Mark, Summary, TOP};
-use crate::durable::{Batch, HistKv, StorageError};
-
-/// A backend's keys in a map.
-#[derive(Default)]
-struct Mem(BTreeMap<(u8, u64), Vec<u8>>);
-
-impl Source for Mem {
-    fn read(
-        &self,
-        level: u8,
-        from: u64,
-        to: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .0
-            .range((level, from)..(level, to))
-            .take(limit)
-            .map(|((_, i), v)| (*i, v.clone()))
-            .collect())
-    }
-}
-
-impl Mem {
-    fn commit(&mut self, batch: &Batch) {
-        for w in batch.hist_writes() {
-            match w {
-                HistKv::Put {
-                    level,
-                    index,
-                    value,
-                    ..
-                } => {
-                    self.0.insert((level, index), value.into_owned());
-                }
-                HistKv::Delete {
-                    level, from, to, ..
-                } => {
-                    let keys: Vec<_> = self
-                        .0
-                        .range((level, from)..(level, to))
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for k in keys {
-                        self.0.remove(&k);
-                    }
-                }
-            }
-        }
-    }
-}
+use crate::durable::Batch;
 
 /// Pushes `w` into `batch`.
 fn journal(token: &Arc<str>, batch: &mut Batch, w: Write<'_>) {
