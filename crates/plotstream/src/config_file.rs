@@ -196,3 +196,153 @@ fn typed(raw: &str) -> toml::Value {
         _ => toml::Value::String(raw.to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn serve() -> Command {
+        crate::Cli::command()
+            .find_subcommand("serve")
+            .cloned()
+            .unwrap_or_else(|| panic!("no serve command"))
+    }
+
+    /// The long flags a file may hold.
+    fn keys(serve: &Command) -> Vec<String> {
+        serve
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !NOT_IN_FILE.contains(l))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Any TOML value: scalars, lists and tables, two deep.
+    fn value() -> impl Strategy<Value = toml::Value> {
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(toml::Value::Boolean),
+            any::<i64>().prop_map(toml::Value::Integer),
+            (-1e9f64..1e9).prop_map(toml::Value::Float),
+            prop_oneof![
+                Just("10s".to_owned()),
+                Just("127.0.0.1:1".to_owned()),
+                Just("open".to_owned()),
+                "\\PC{0,12}",
+            ]
+            .prop_map(toml::Value::String),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..3)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any document is read as flags of `serve` only, each of the kind its flag takes, or
+        /// refused naming the key at fault.
+        #[test]
+        fn a_document_is_read_as_serve_flags_or_refused_naming_its_key(
+            entries in prop::collection::vec((0usize..1000, "[a-z-]{1,12}", value()), 0..6),
+        ) {
+            let serve = serve();
+            let known = keys(&serve);
+            let mut doc = toml::Table::new();
+            for (i, junk, v) in entries {
+                let key = if i % 4 == 0 { junk } else { known[i % known.len()].clone() };
+                doc.insert(key, v);
+            }
+            let text = toml::to_string(&doc).unwrap_or_default();
+            match flags_of(&text, &serve) {
+                Ok(flags) => {
+                    prop_assert_eq!(flags.len(), doc.len());
+                    for (key, values) in flags {
+                        prop_assert!(known.contains(&key), "{key} is not a flag of serve");
+                        let arg = serve.get_arguments().find(|a| a.get_long() == Some(&*key));
+                        let switch = arg.is_some_and(|a| matches!(a.get_action(), ArgAction::SetTrue));
+                        prop_assert_eq!(switch, matches!(doc[&key], toml::Value::Boolean(_)));
+                        prop_assert!(values.iter().all(|v| v.is_some() != switch));
+                    }
+                }
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    prop_assert!(
+                        doc.keys().any(|k| message.contains(&format!("{k:?}"))),
+                        "{message} names no key of {text}"
+                    );
+                }
+            }
+        }
+
+        /// Text that is not a document is refused, never a panic.
+        #[test]
+        fn any_text_is_read_or_refused(text in "\\PC{0,200}") {
+            let _ = flags_of(&text, &serve());
+        }
+
+        /// `--print-config` of any command line that `serve` accepts reads back to the same
+        /// configuration (docs/serve.md "Configuration file").
+        #[test]
+        fn what_print_config_prints_reads_back_the_same(
+            picks in prop::collection::vec((0usize..1000, 0usize..10), 0..24),
+        ) {
+            const POOL: [&str; 10] =
+                ["1", "7", "100", "10s", "250ms", "127.0.0.1:1", "x", "0", "007", "1.50"];
+            let serve = serve();
+            let args: Vec<_> = serve.get_arguments().filter(|a| a.get_long().is_some_and(|l| !NOT_IN_FILE.contains(&l))).cloned().collect();
+            // Flags are added while the command line still parses (values, conflicts).
+            let mut line = vec!["serve".to_owned()];
+            for (i, v) in picks {
+                let arg = &args[i % args.len()];
+                let long = format!("--{}", arg.get_long().unwrap_or_default());
+                let mut next = line.clone();
+                next.push(long);
+                if !matches!(arg.get_action(), ArgAction::SetTrue) {
+                    let values = arg.get_possible_values();
+                    next.push(match values.get(v % values.len().max(1)) {
+                        Some(p) => p.get_name().to_owned(),
+                        None => POOL[v].to_owned(),
+                    });
+                }
+                if serve.clone().try_get_matches_from(&next).is_ok() {
+                    line = next;
+                }
+            }
+            let matches = serve.clone().try_get_matches_from(&line).unwrap_or_else(|e| panic!("{e}"));
+            let printed = print(&serve, &matches);
+            let flags = flags_of(&printed, &serve).unwrap_or_else(|e| panic!("{e:#}\n{printed}"));
+            let mut again = vec![OsString::from("serve")];
+            for (key, values) in flags {
+                for v in values {
+                    again.push(format!("--{key}").into());
+                    if let Some(v) = v {
+                        again.push(v.into());
+                    }
+                }
+            }
+            let reread = serve.clone().try_get_matches_from(&again).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+            prop_assert_eq!(&print(&serve, &reread), &printed, "{:?}", line);
+            // Not only the same text: the same values, as the command line gave them.
+            let raw = |m: &ArgMatches| -> Vec<Vec<String>> {
+                args.iter()
+                    .map(|a| {
+                        m.get_raw(a.get_id().as_str())
+                            .into_iter()
+                            .flatten()
+                            .map(|v| v.to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .collect()
+            };
+            prop_assert_eq!(raw(&reread), raw(&matches), "{:?}\n{}", line, printed);
+        }
+    }
+}
