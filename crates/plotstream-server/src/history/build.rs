@@ -271,13 +271,28 @@ impl Builder {
         self.head.observe_keyed(p, key);
         let mark = Mark::keyed(n, p, key);
         self.end += 1;
+        // A point joins level 1; a finished level-1 entry (every 16 points) joins the open
+        // entry of every level above, so at each multiple of 16 (every seal) all levels hold
+        // every point, as if each point had joined each level (`Summary::merge` does not depend
+        // on the grouping).
+        let slot = |l: u8| ((n >> (4 * u32::from(l))) % FANOUT) as u8;
+        let first = &mut self.levels[0];
+        match first.last_mut() {
+            Some((s, sum)) if *s == slot(1) => sum.push(mark),
+            _ => first.push((slot(1), Summary::of(mark))),
+        }
+        if self.end.is_multiple_of(span(1)) {
+            let done = first.last().map(|(_, sum)| *sum);
+            for (l, open) in (2..=TOP).zip(&mut self.levels[1..]) {
+                let Some(entry) = done else { break };
+                match open.last_mut() {
+                    Some((s, sum)) if *s == slot(l) => sum.merge(&entry),
+                    _ => open.push((slot(l), entry)),
+                }
+            }
+        }
         for l in 1..=TOP {
             let open = &mut self.levels[usize::from(l - 1)];
-            let slot = ((n >> (4 * u32::from(l))) % FANOUT) as u8;
-            match open.last_mut() {
-                Some((s, sum)) if *s == slot => sum.push(mark),
-                _ => open.push((slot, Summary::of(mark))),
-            }
             if self.end.is_multiple_of(span(l + 1)) {
                 let mut record = Vec::new();
                 encode_block(open, &mut record);

@@ -179,6 +179,43 @@ fn the_tiers_give_what_the_points_give() {
 }
 
 #[test]
+fn every_stored_tier_entry_summarizes_its_points_one_by_one() {
+    // The builder joins a point to level 1 and a finished level-1 entry to the levels above;
+    // each stored entry must be what pushing its points one by one gives (ties included).
+    let total = 70_001;
+    let (mem, _) = build(total, 1000);
+    let all: Vec<Point> = (0..total).map(point).collect();
+    let mut checked = [0usize; 5];
+    for (&(level, index), record) in mem.0.range((1, 0)..(TOP + 1, 0)) {
+        let entries = decode_block(record).unwrap_or_else(|| panic!("block ({level}, {index})"));
+        for (slot, got) in entries {
+            let span = super::tier::span(level);
+            let start = (index * 16 + u64::from(slot)) * span;
+            let end = (start + span).min(mem_sealed(&mem));
+            let mut want = Summary::of(Mark::of(start, &all[start as usize]));
+            for n in start + 1..end {
+                want.push(Mark::of(n, &all[n as usize]));
+            }
+            assert_eq!(got, want, "level {level} block {index} slot {slot}");
+            checked[usize::from(level)] += 1;
+        }
+    }
+    assert!(
+        checked[1..].iter().all(|c| *c > 0),
+        "every level stored: {checked:?}"
+    );
+}
+
+/// The first point not in a sealed chunk, as the stored head says.
+fn mem_sealed(mem: &Mem) -> u64 {
+    mem.0
+        .get(&(HEAD, 0))
+        .and_then(|h| Head::decode(h))
+        .unwrap_or_default()
+        .sealed
+}
+
+#[test]
 fn a_restored_builder_goes_on_as_if_nothing_happened() {
     let token: Arc<str> = Arc::from("tok");
     let (mut mem, _) = build(70_001, 10);
