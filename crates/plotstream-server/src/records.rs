@@ -233,6 +233,52 @@ pub fn encode_update(update: &Update, out: &mut Vec<u8>) {
 /// exactly what [`encode_update`] writes.
 pub fn decode_update(bytes: &[u8]) -> Option<Update> {
     let mut r = Reader(bytes);
+    let update = read_update(&mut r)?;
+    r.end()?;
+    Some(update)
+}
+
+/// Where a journaled line's points go in its stream's history and when they came: until they
+/// are stored as a part or in a sealed chunk, the line journal is what holds them
+/// (docs/history.md "Records").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineHistory {
+    /// The position of the line's first point.
+    pub n: u64,
+    /// The receive time of its points (ms since the Unix epoch).
+    pub t: i64,
+}
+
+/// The marker of a [`LineHistory`] after a line's update record.
+const LINE_HISTORY: u8 = b'H';
+
+/// A journaled line: its update record ([`encode_update`]), then, when the stream keeps
+/// history and the line has points, [`LINE_HISTORY`], `varint n` and `t` (8 bytes,
+/// little-endian).
+pub fn put_line_history(h: LineHistory, out: &mut Vec<u8>) {
+    out.push(LINE_HISTORY);
+    put_varint(h.n, out);
+    out.extend_from_slice(&h.t.to_le_bytes());
+}
+
+/// A journaled line's update and history ([`put_line_history`]); `None` unless the bytes are
+/// exactly what those write.
+pub fn decode_line(bytes: &[u8]) -> Option<(Update, Option<LineHistory>)> {
+    let mut r = Reader(bytes);
+    let update = read_update(&mut r)?;
+    if r.end().is_some() {
+        return Some((update, None));
+    }
+    if r.byte()? != LINE_HISTORY {
+        return None;
+    }
+    let n = r.varint()?;
+    let t = r.u64_le()? as i64;
+    r.end()?;
+    Some((update, Some(LineHistory { n, t })))
+}
+
+fn read_update(r: &mut Reader<'_>) -> Option<Update> {
     let mut update = Update::default();
     let n = r.len()?;
     for _ in 0..n {
@@ -253,7 +299,6 @@ pub fn decode_update(bytes: &[u8]) -> Option<Update> {
     if flags & 2 != 0 {
         update.layout = Some(r.object()?);
     }
-    r.end()?;
     Some(update)
 }
 

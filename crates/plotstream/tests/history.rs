@@ -77,6 +77,62 @@ fn acknowledged_history_survives_sigkill_and_a_restart_goes_on_from_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The open chunk's newest points are held by the line journal alone until a snapshot, a
+/// reader or the chunk's seal stores them (docs/history.md "Records"): a SIGKILL then must not
+/// lose them, and a reader sees them at once.
+#[test]
+fn points_only_the_line_journal_holds_survive_sigkill_and_are_read_at_once() {
+    let dir = temp_dir("history-tail");
+    let (mut server, addr, _) = start(&dir, "127.0.0.1:0", &[]);
+    // One line per point: snapshots every 500 lines, a seal at 1 024, then 276 points that only
+    // their lines hold.
+    assert_eq!(
+        write_points(addr, "histtail001", 0..1_300).map(|s| s.code()),
+        Some(200)
+    );
+    server.sigkill();
+    let (mut server, addr, _) = start(&dir, "127.0.0.1:0", &[]);
+    // Every point 0..n, once, in order (a short message, not two long lists).
+    let expect = |n: u64| {
+        let ok = move |pts: &[(u64, u64, u64)]| {
+            pts.len() as u64 == n && pts.iter().zip(0..).all(|(p, i)| *p == (i, i, i))
+        };
+        move |pts: Vec<(u64, u64, u64)>| {
+            assert!(
+                ok(&pts),
+                "{} points, expected {n}; first {:?}, last {:?}",
+                pts.len(),
+                pts.first(),
+                pts.last()
+            );
+        }
+    };
+    expect(1_300)(all_points(addr, "histtail001"));
+    // A reader asks for them (the restored ones, and 30 more, are stored as a part), then
+    // more come that only lines hold.
+    assert_eq!(
+        write_points(addr, "histtail001", 1_300..1_330).map(|s| s.code()),
+        Some(200)
+    );
+    expect(1_330)(all_points(addr, "histtail001"));
+    assert_eq!(
+        write_points(addr, "histtail001", 1_330..1_400).map(|s| s.code()),
+        Some(200)
+    );
+    server.sigkill();
+    let (mut server, addr, _) = start(&dir, "127.0.0.1:0", &[]);
+    expect(1_400)(all_points(addr, "histtail001"));
+    // Past the next snapshot (seq 1 500) and seal (2 048), and a graceful stop.
+    assert_eq!(
+        write_points(addr, "histtail001", 1_400..2_100).map(|s| s.code()),
+        Some(200)
+    );
+    server.sigterm();
+    let (_server, addr, _) = start(&dir, "127.0.0.1:0", &[]);
+    expect(2_100)(all_points(addr, "histtail001"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn retention_drops_the_oldest_chunks_by_bytes_and_by_age() {
     let dir = temp_dir("history-retention");

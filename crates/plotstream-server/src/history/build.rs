@@ -166,6 +166,14 @@ pub struct Builder {
     levels: Vec<Vec<(u8, Summary)>>,
     /// Blocks finished since the last seal, written with it: `(level, index, record)`.
     done: Vec<(u8, u64, Vec<u8>)>,
+    /// The open chunk's points from this position on are in no stored part yet (the store's
+    /// line journal holds them: [`Builder::unwritten`]).
+    written: u64,
+    /// Where point `written` starts in `chunk`.
+    written_at: usize,
+    /// The open chunk's points are left to the store's line journal: only a chunk's last part
+    /// is written (with its seal), and [`Builder::unwritten`] on demand.
+    lazy: bool,
 }
 
 impl Builder {
@@ -192,7 +200,38 @@ impl Builder {
         for p in points {
             b.push(p, &mut |_| {});
         }
+        b.mark_written();
         b
+    }
+
+    /// Leaves the open chunk's points to the store's line journal from now on (`lazy`), or
+    /// writes each line's as a part (the default).
+    pub fn set_lazy(&mut self, lazy: bool) {
+        self.lazy = lazy;
+    }
+
+    /// True when the open chunk's points are left to the store's line journal.
+    pub fn is_lazy(&self) -> bool {
+        self.lazy
+    }
+
+    /// The open chunk's points that no stored part holds yet: `(n, count, encodings)`, for
+    /// one part (`None` when there are none). The store writes them when the lines that hold
+    /// them are about to go, or when a reader asks (docs/history.md "Records").
+    pub fn unwritten(&self) -> Option<(u64, u32, &[u8])> {
+        (self.end > self.written).then(|| {
+            (
+                self.written,
+                (self.end - self.written) as u32,
+                &self.chunk[self.written_at..],
+            )
+        })
+    }
+
+    /// Every point so far is stored ([`Builder::unwritten`] was written).
+    pub fn mark_written(&mut self) {
+        self.written = self.end;
+        self.written_at = self.chunk.len();
     }
 
     /// The block each level's open entries belong to, for [`Builder::restore`]: `(level,
@@ -229,11 +268,16 @@ impl Builder {
             self.end == n || !self.end.is_multiple_of(CHUNK),
             "push_open sealed"
         );
+        if !self.lazy {
+            self.mark_written();
+        }
         (n, (self.end - n) as u32, &self.chunk[at..])
     }
 
     /// Adds `points` (one line's) as the next ones: `write` gets one part per chunk they
-    /// fall in, and the seal of every chunk they end.
+    /// fall in (when [lazy](Builder::set_lazy), only for the chunks they end), and the seal of
+    /// every chunk they end. The part of a chunk they end holds every point of it that no part
+    /// holds yet ([`Builder::unwritten`]).
     pub fn push_all<P: Borrow<Point>>(
         &mut self,
         points: impl IntoIterator<Item = P>,
@@ -243,21 +287,23 @@ impl Builder {
         for p in points {
             self.add(p.borrow());
             if self.end.is_multiple_of(CHUNK) {
+                let n = self.written;
                 write(Write::Points {
-                    n: run_n,
-                    count: (self.end - run_n) as u32,
-                    bytes: &self.chunk[run_at..],
+                    n,
+                    count: (self.end - n) as u32,
+                    bytes: &self.chunk[self.written_at..],
                 });
                 self.seal(write);
                 (run_n, run_at) = (self.end, 0);
             }
         }
-        if self.end > run_n {
+        if self.end > run_n && !self.lazy {
             write(Write::Points {
                 n: run_n,
                 count: (self.end - run_n) as u32,
                 bytes: &self.chunk[run_at..],
             });
+            self.mark_written();
         }
     }
 
@@ -308,6 +354,9 @@ impl Builder {
         put_varint(self.end - index, &mut value);
         value.extend_from_slice(&self.chunk);
         self.chunk.clear();
+        // The sealed chunk's record holds every point so far.
+        self.written = self.end;
+        self.written_at = 0;
         self.head.bytes += value.len() as u64;
         write(Write::Put {
             level: 0,

@@ -377,3 +377,60 @@ fn streams_whose_x_is_a_category_or_missing_read_back_past_a_seal() {
         assert_eq!(out.last().map(|m| m.y), Some(2_999.0));
     }
 }
+
+/// A lazy builder (the store's, on one node) writes only the part that ends each chunk; the
+/// open chunk's points are stored when the store asks ([`Builder::unwritten`], before a
+/// snapshot drops their lines or for a reader). Whatever lines and asks, what is stored then
+/// reads back every point once, in order, and a builder restored from it goes on.
+#[test]
+fn a_lazy_builder_stores_every_point_once_when_asked_and_at_each_seal() {
+    let token: Arc<str> = Arc::from("tok");
+    for (line, ask_every) in [(1, 500), (7, 3), (100, 1), (333, 2), (1, 1_000_000)] {
+        let mut mem = Mem::default();
+        let mut b = Builder::new();
+        b.set_lazy(true);
+        let mut batch = Batch::default();
+        let (mut i, mut lines) = (0u64, 0u64);
+        while i < 5_000 {
+            let n = line.min(5_000 - i);
+            let points: Vec<Point> = (i..i + n).map(point).collect();
+            if b.fits(points.len()) {
+                b.push_open(&points);
+            } else {
+                b.push_all(&points, &mut |w| journal(&token, &mut batch, w));
+            }
+            i += n;
+            lines += 1;
+            if lines.is_multiple_of(ask_every) {
+                if let Some((n, count, bytes)) = b.unwritten() {
+                    journal(&token, &mut batch, Write::Points { n, count, bytes });
+                }
+                b.mark_written();
+            }
+            mem.commit(&std::mem::take(&mut batch));
+            if i == 2_600 {
+                // A restart: what is stored, and the lines' points after it, replayed.
+                let stored = View::load(&mem).unwrap_or_else(|e| panic!("{e}")).end;
+                let mut again = Builder::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+                again.set_lazy(true);
+                assert_eq!(again.end, stored);
+                let rest: Vec<Point> = (stored..i).map(point).collect();
+                again.push_all(&rest, &mut |w| journal(&token, &mut batch, w));
+                mem.commit(&std::mem::take(&mut batch));
+                b = again;
+            }
+        }
+        let unwritten = b.unwritten().map_or(0, |(_, count, _)| u64::from(count));
+        assert_eq!(unwritten, b.end - View::load(&mem).map_or(0, |v| v.end));
+        if let Some((n, count, bytes)) = b.unwritten() {
+            journal(&token, &mut batch, Write::Points { n, count, bytes });
+        }
+        b.mark_written();
+        mem.commit(&batch);
+        let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+        let all = raw(&view, 0, 5_000);
+        assert_eq!(all.len(), 5_000, "lines of {line}, asked every {ask_every}");
+        assert!(all.iter().all(|(n, p)| *p == point(*n)));
+        assert!(b.unwritten().is_none());
+    }
+}

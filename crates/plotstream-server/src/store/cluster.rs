@@ -258,7 +258,7 @@ impl Store {
                 continue;
             }
             let update = (seq == s.last_seq + 1)
-                .then(|| records::decode_update(bytes))
+                .then(|| records::decode_line(bytes).map(|(update, _)| update))
                 .flatten();
             let Some(update) = update else {
                 return false;

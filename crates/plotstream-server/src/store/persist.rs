@@ -33,6 +33,8 @@ impl Store {
         if !self.stores(s) {
             return 0;
         }
+        // The lines the snapshot drops may hold history points no part holds yet.
+        self.flush_history(s);
         s.snap_seq = s.last_seq;
         self.journal.push(Op::Snapshot {
             gen: s.gen,
@@ -46,6 +48,8 @@ impl Store {
     /// as it is now; all in one transaction, so a crash never leaves the metadata naming a
     /// generation without its snapshot.
     pub(super) fn store_new_gen(&self, token: &str, s: &mut Stream) -> u64 {
+        // The old generation's lines may hold history points no part holds yet.
+        self.flush_history(s);
         let drop = Op::DropGen { gen: s.gen };
         s.gen = if s.fence == 0 {
             self.new_gen()
@@ -159,14 +163,15 @@ impl Store {
                 }
                 continue;
             };
+            if !self.config.clustered {
+                // On several nodes a stream's history comes with its ownership (`install`).
+                s.history = self.restore_history(&r.token);
+                self.replay_history(&mut s, r.history);
+            }
             if r.damaged {
                 self.store_new_gen(&r.token, &mut s);
             } else if !clean {
                 self.store_meta(&r.token, &s);
-            }
-            if !self.config.clustered {
-                // On several nodes a stream's history comes with its ownership (`install`).
-                s.history = self.restore_history(&r.token);
             }
             report.streams += 1;
             report.points += s.count();
@@ -192,6 +197,8 @@ pub(super) struct Rebuilt {
     pub(super) damaged: bool,
     /// Lines replayed.
     lines: usize,
+    /// The history points of the lines replayed: `(position of the first, points)`.
+    pub(super) history: Vec<(u64, Vec<history::Point>)>,
     /// What was dropped (DC6).
     pub(super) notes: Vec<String>,
 }
@@ -207,6 +214,7 @@ pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Max
         stream: None,
         damaged: false,
         lines: 0,
+        history: Vec::new(),
         notes: Vec::new(),
     };
     let Some(meta) = StreamMeta::decode(&ls.meta) else {
@@ -242,12 +250,12 @@ pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Max
     let n_lines = ls.lines.len();
     let mut prepared = Prepared::default();
     for (i, (seq, record)) in ls.lines.iter().enumerate() {
-        let update = if *seq == s.last_seq + 1 && !out.damaged {
-            records::decode_update(record)
+        let line = if *seq == s.last_seq + 1 && !out.damaged {
+            records::decode_line(record)
         } else {
             None
         };
-        let Some(update) = update else {
+        let Some((update, hist)) = line else {
             out.notes.push(format!(
                 "stream {fp}: line seq {seq} unreadable or out of order; it and the {} after it dropped",
                 n_lines - i - 1
@@ -257,6 +265,10 @@ pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Max
         };
         prepared.sizes_and_record(&update, false);
         s.apply(&update, &mut prepared, budget, false);
+        if let Some(h) = hist {
+            let points = history::points_of(&update, *seq, h.t).collect();
+            out.history.push((h.n, points));
+        }
         out.lines += 1;
     }
     if !clean || out.damaged {
@@ -293,9 +305,13 @@ impl Store {
 
     /// Journals line `seq` of `s` (its record `record`) and keeps its points in `s`'s history,
     /// received at `received` (ms since the Unix epoch; read only when history is kept).
-    /// Returns the last ticket. A line whose points stay in the open chunk goes to the journal
-    /// with them under one lock; one that ends a chunk is journaled, then its points and the
-    /// seal.
+    /// Returns the last ticket.
+    ///
+    /// The line record carries where its points go and when they came
+    /// ([`records::LineHistory`]): the line journal holds the open chunk's points until a
+    /// snapshot drops the lines (which stores them as one part first), a reader asks, or the
+    /// chunk is sealed. On several nodes, where other nodes read what the owner stored, each
+    /// line's points are stored with it, in the line's commit.
     pub(super) fn journal_line(
         &self,
         s: &mut Stream,
@@ -306,14 +322,15 @@ impl Store {
         received: impl FnOnce() -> i64,
     ) -> u64 {
         let gen = s.gen;
-        let line = |out: &mut Vec<u8>| out.extend_from_slice(record);
         let Some(kept) = self.kept(s, token) else {
-            return self.journal.push_line(gen, seq, line);
+            return self
+                .journal
+                .push_line(gen, seq, |out| out.extend_from_slice(record));
         };
         // A point's time never goes back, even if the clock does.
         let t = received().max(kept.builder.head.last_t);
         let points = history::points_of(update, seq, t);
-        let count = points.len() as u64;
+        let count = points.len();
         let before = kept.builder.bytes();
         let Kept {
             token,
@@ -322,11 +339,17 @@ impl Store {
             parts,
             ..
         } = kept;
-        let ticket = if builder.fits(points.len()) {
+        let n = builder.end;
+        let line = |out: &mut Vec<u8>| {
+            out.extend_from_slice(record);
+            if count > 0 {
+                records::put_line_history(records::LineHistory { n, t }, out);
+            }
+        };
+        let lazy = builder.is_lazy();
+        let ticket = if builder.fits(count) {
             let (n, count, bytes) = builder.push_open(points);
-            if count == 0 {
-                self.journal.push_line(gen, seq, line)
-            } else {
+            if !lazy && count > 0 {
                 let part = Part {
                     token,
                     run,
@@ -337,6 +360,8 @@ impl Store {
                 let (ticket, new) = self.journal.push_line_and_points(gen, seq, line, part);
                 count_part(parts, n, new);
                 ticket
+            } else {
+                self.journal.push_line(gen, seq, line)
             }
         } else {
             let mut ticket = self.journal.push_line(gen, seq, line);
@@ -347,9 +372,95 @@ impl Store {
         };
         self.metrics
             .history_points
-            .fetch_add(count, Ordering::Relaxed);
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.account_history(before, builder.bytes());
         ticket
+    }
+
+    /// Stores the points of `s`'s open history chunk that only the line journal holds yet,
+    /// as one part. Returns its ticket (0 when there were none).
+    pub(super) fn flush_history(&self, s: &mut Stream) -> u64 {
+        let Some(Kept {
+            token,
+            builder,
+            run,
+            parts,
+            broken: false,
+        }) = s.history.as_deref_mut()
+        else {
+            return 0;
+        };
+        let Some((n, count, bytes)) = builder.unwritten() else {
+            return 0;
+        };
+        let part = Part {
+            token,
+            run,
+            n,
+            count,
+            bytes,
+        };
+        let (ticket, new) = self.journal.push_points(part);
+        count_part(parts, n, new);
+        builder.mark_written();
+        ticket
+    }
+
+    /// [`Store::flush_history`] of `token`'s stream, for a reader of its history: once the
+    /// ticket is durable, the store holds every point accepted before the call.
+    pub fn flush_history_of(&self, token: &str) -> u64 {
+        let Some(cell) = self.find(token) else {
+            return self.journal.last_ticket();
+        };
+        if !self.config.clustered {
+            self.flush_history(&mut cell.lock());
+        }
+        // Everything journaled so far: a chunk sealed just now is in the pending batch too.
+        self.journal.last_ticket()
+    }
+
+    /// Adds to `s`'s restored history the points of the lines replayed at start-up that no
+    /// stored part or chunk holds (`lines`: the position of each line's first point and its
+    /// points, in order). They are journaled as the live ones are: seals are written, the open
+    /// chunk's points stay with their lines.
+    pub(super) fn replay_history(&self, s: &mut Stream, lines: Vec<(u64, Vec<history::Point>)>) {
+        let Some(Kept {
+            token,
+            builder,
+            run,
+            parts,
+            broken: false,
+        }) = s.history.as_deref_mut()
+        else {
+            return;
+        };
+        let before = builder.bytes();
+        for (n, points) in lines {
+            let end = builder.end;
+            if n > end {
+                // A line between them is missing (it never should be): later points would be
+                // kept at the wrong positions.
+                tracing::warn!(
+                    stored = end,
+                    line = n,
+                    "history: a line's points do not follow the stored ones; the rest are not kept"
+                );
+                break;
+            }
+            let skip = usize::try_from(end - n).unwrap_or(usize::MAX);
+            builder.push_all(points.iter().skip(skip), &mut |w| {
+                self.journal_history(token, run, parts, w);
+            });
+        }
+        self.account_history(before, builder.bytes());
+    }
+
+    /// `b`, left lazy (its open chunk's points stay in the line journal) on one node; on
+    /// several, where other nodes read what the owner stored, each line's points are stored
+    /// in the line's commit.
+    fn new_builder(&self, mut b: Builder) -> Builder {
+        b.set_lazy(!self.config.clustered);
+        b
     }
 
     /// `s`'s history as its owner builds it: `None` when the server keeps none, this node does
@@ -364,7 +475,7 @@ impl Store {
         let kept = s.history.get_or_insert_with(|| {
             Box::new(Kept {
                 token: Arc::from(token),
-                builder: Builder::new(),
+                builder: self.new_builder(Builder::new()),
                 run: Run::default(),
                 parts: (0, 0),
                 broken: false,
@@ -461,7 +572,7 @@ impl Store {
             token,
         };
         let (builder, broken) = match Builder::load(&src) {
-            Ok(b) => (b, false),
+            Ok(b) => (self.new_builder(b), false),
             Err(e) => {
                 let fp = plotstream_proto::Token::parse(token.as_bytes())
                     .map_or_else(|| "<invalid token>".to_owned(), |t| t.fingerprint());
