@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+mod paired;
+use paired::paired_store_rows;
+
 use crate::{
     process::{Serve, Server, Supervised, Watch},
     redis::RedisServer,
@@ -173,7 +176,22 @@ pub(crate) fn run() -> Result<ExitCode> {
     // pairs whose order alternates, each server on a fresh data directory: a shared machine
     // whose speed drifts from one minute to the next moves both sides of a pair alike. Each row
     // is the pair with the median ratio, the other pairs' rates and ratios beside it.
-    let (window_only, store) = paired_store_rows(&bin, &data, &memory)?;
+    let data_arg = data.display().to_string();
+    let (window_only, store) = paired_store_rows(|history, first| {
+        let _ = std::fs::remove_dir_all(&data);
+        let (name, mut args) = ("store", vec!["--data-dir", data_arg.as_str()]);
+        let name = if history {
+            name
+        } else {
+            args.extend(["--retention", "0"]);
+            "store_window_only"
+        };
+        let server = serve_with(&bin, &args)?;
+        let rows = storage_rows(&bin, &server, name, &memory, None, first)?;
+        drop(server);
+        Ok(rows)
+    })?;
+    let _ = std::fs::remove_dir_all(&data);
     results.extend(window_only);
     results.extend(store);
     // docs/storage.md "On Redis": the same runs on `serve --redis`, a local redis-server with
@@ -560,87 +578,6 @@ struct InMemory<'a> {
 /// The bulk, per-point and latency rows against `server` (a storage other than memory), named
 /// `ingest/<storage>/...`, each beside its in-memory row; with `redis`, the Redis commands per
 /// point too.
-/// Pairs of runs of the durable store rows keeping the window only and with history.
-const STORE_ROUNDS: usize = 3;
-
-/// The window-only and history rows of the durable store (see the call), each bulk and
-/// per-point row the median of [`STORE_ROUNDS`] pairs; the latency rows from the first pair.
-fn paired_store_rows(
-    bin: &Path,
-    data: &Path,
-    memory: &InMemory<'_>,
-) -> Result<(Vec<Value>, Vec<Value>)> {
-    let data_arg = data.display().to_string();
-    let mut rounds: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
-    for round in 0..STORE_ROUNDS {
-        let run = |history: bool| -> Result<Vec<Value>> {
-            let _ = std::fs::remove_dir_all(data);
-            let (name, args) = if history {
-                ("store", vec!["--data-dir", data_arg.as_str()])
-            } else {
-                (
-                    "store_window_only",
-                    vec!["--data-dir", data_arg.as_str(), "--retention", "0"],
-                )
-            };
-            let server = serve_with(bin, &args)?;
-            let rows = storage_rows(bin, &server, name, memory, None, round == 0)?;
-            drop(server);
-            Ok(rows)
-        };
-        // W H, H W, W H: the order alternates.
-        let (without, with) = if round % 2 == 0 {
-            let without = run(false)?;
-            (without, run(true)?)
-        } else {
-            let with = run(true)?;
-            (run(false)?, with)
-        };
-        rounds.push((without, with));
-    }
-    let _ = std::fs::remove_dir_all(data);
-    let rate = |r: &Value| r["points_per_s"].as_f64().unwrap_or(0.0);
-    let ratio = |with: &Value, without: &Value| {
-        let w = rate(without);
-        if w > 0.0 {
-            rate(with) / w
-        } else {
-            0.0
-        }
-    };
-    let (mut window_only, mut store) = (Vec::new(), Vec::new());
-    let n_rows = rounds.first().map_or(0, |(w, _)| w.len());
-    for i in 0..n_rows {
-        let pairs: Vec<(&Value, &Value)> = rounds
-            .iter()
-            .filter_map(|(w, h)| Some((w.get(i)?, h.get(i)?)))
-            .collect();
-        let mut order: Vec<usize> = (0..pairs.len()).collect();
-        order.sort_by(|&a, &b| {
-            ratio(pairs[a].1, pairs[a].0).total_cmp(&ratio(pairs[b].1, pairs[b].0))
-        });
-        let Some(&median) = order.get(order.len() / 2) else {
-            continue;
-        };
-        let (without, with) = pairs[median];
-        let (mut without, mut with) = (without.clone(), with.clone());
-        with["window_only_points_per_s"] = json!(rate(&without));
-        with["ratio_to_window_only"] = json!(ratio(&with, &without));
-        with["target_ratio_to_window_only"] = json!(0.75);
-        if pairs.len() > 1 {
-            with["rounds_ratio_to_window_only"] =
-                json!(pairs.iter().map(|(w, h)| ratio(h, w)).collect::<Vec<_>>());
-            with["rounds_points_per_s"] =
-                json!(pairs.iter().map(|(_, h)| rate(h)).collect::<Vec<_>>());
-            without["rounds_points_per_s"] =
-                json!(pairs.iter().map(|(w, _)| rate(w)).collect::<Vec<_>>());
-        }
-        window_only.push(without);
-        store.push(with);
-    }
-    Ok((window_only, store))
-}
-
 fn storage_rows(
     bin: &Path,
     server: &Server,

@@ -1,0 +1,69 @@
+//! The durable store's window-only and history rows in alternating pairs (issue #14's ratio).
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+/// Pairs of runs of the durable store rows keeping the window only and with history.
+const STORE_ROUNDS: usize = 3;
+
+/// The window-only and history rows of the durable store, each bulk and per-point row the
+/// median of [`STORE_ROUNDS`] pairs. `run(history, first)` starts a server on a fresh data
+/// directory, with history or keeping the window only, and runs the rows (the latency row too
+/// when `first`, the first pair's).
+pub(super) fn paired_store_rows(
+    mut run: impl FnMut(bool, bool) -> Result<Vec<Value>>,
+) -> Result<(Vec<Value>, Vec<Value>)> {
+    let mut rounds: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+    for round in 0..STORE_ROUNDS {
+        let first = round == 0;
+        // W H, H W, W H: the order alternates.
+        let (without, with) = if round % 2 == 0 {
+            let without = run(false, first)?;
+            (without, run(true, first)?)
+        } else {
+            let with = run(true, first)?;
+            (run(false, first)?, with)
+        };
+        rounds.push((without, with));
+    }
+    let rate = |r: &Value| r["points_per_s"].as_f64().unwrap_or(0.0);
+    let ratio = |with: &Value, without: &Value| {
+        let w = rate(without);
+        if w > 0.0 {
+            rate(with) / w
+        } else {
+            0.0
+        }
+    };
+    let (mut window_only, mut store) = (Vec::new(), Vec::new());
+    let n_rows = rounds.first().map_or(0, |(w, _)| w.len());
+    for i in 0..n_rows {
+        let pairs: Vec<(&Value, &Value)> = rounds
+            .iter()
+            .filter_map(|(w, h)| Some((w.get(i)?, h.get(i)?)))
+            .collect();
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        order.sort_by(|&a, &b| {
+            ratio(pairs[a].1, pairs[a].0).total_cmp(&ratio(pairs[b].1, pairs[b].0))
+        });
+        let Some(&median) = order.get(order.len() / 2) else {
+            continue;
+        };
+        let (without, with) = pairs[median];
+        let (mut without, mut with) = (without.clone(), with.clone());
+        with["window_only_points_per_s"] = json!(rate(&without));
+        with["ratio_to_window_only"] = json!(ratio(&with, &without));
+        with["target_ratio_to_window_only"] = json!(0.75);
+        if pairs.len() > 1 {
+            with["rounds_ratio_to_window_only"] =
+                json!(pairs.iter().map(|(w, h)| ratio(h, w)).collect::<Vec<_>>());
+            with["rounds_points_per_s"] =
+                json!(pairs.iter().map(|(_, h)| rate(h)).collect::<Vec<_>>());
+            without["rounds_points_per_s"] =
+                json!(pairs.iter().map(|(w, _)| rate(w)).collect::<Vec<_>>());
+        }
+        window_only.push(without);
+        store.push(with);
+    }
+    Ok((window_only, store))
+}
