@@ -1,8 +1,10 @@
 //! A stream's history as its owner builds it (docs/history.md "Records"): each point goes into
-//! the open chunk and the open entry of every tier level; the points of each line are stored
-//! at the next commit as one part; every [`CHUNK`] points the chunk is sealed: one record
-//! replaces its parts, and the tier blocks finished since the last seal (and the open ones as
-//! they are) are written with the head. No I/O: what to store comes out as [`Write`]s.
+//! the open chunk and the open entry of every tier level; the open chunk's points are stored as
+//! parts, each line's at once or, when the builder is lazy (the store's on one node, where the
+//! line journal holds them meanwhile), when the store asks ([`Builder::unwritten`]) and at the
+//! seal; every [`CHUNK`] points the chunk is sealed: its last part, a record that may replace
+//! its parts, and the tier blocks finished since the last seal (and the open ones as they are)
+//! are written with the head. No I/O: what to store comes out as [`Write`]s.
 
 use std::borrow::Borrow;
 
