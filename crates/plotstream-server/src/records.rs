@@ -253,7 +253,7 @@ pub struct LineHistory {
 const LINE_HISTORY: u8 = b'H';
 
 /// A journaled line: its update record ([`encode_update`]), then, when the stream keeps
-/// history and the line has points, [`LINE_HISTORY`], `varint n` and `t` (8 bytes,
+/// history and the line has points, `LINE_HISTORY` (`H`), `varint n` and `t` (8 bytes,
 /// little-endian).
 pub fn put_line_history(h: LineHistory, out: &mut Vec<u8>) {
     out.push(LINE_HISTORY);

@@ -406,7 +406,7 @@ impl Store {
         ticket
     }
 
-    /// [`Store::flush_history`] of `token`'s stream, for a reader of its history: once the
+    /// `Store::flush_history` of `token`'s stream, for a reader of its history: once the
     /// ticket is durable, the store holds every point accepted before the call.
     pub fn flush_history_of(&self, token: &str) -> u64 {
         let Some(cell) = self.find(token) else {
