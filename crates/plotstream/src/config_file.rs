@@ -51,12 +51,7 @@ pub fn expand(args: Vec<OsString>, serve: &Command) -> Result<Vec<OsString>> {
         if repeatable && on_command_line.contains(&key) {
             continue;
         }
-        for v in values {
-            flags.push(format!("--{key}").into());
-            if let Some(v) = v {
-                flags.push(v.into());
-            }
-        }
+        flags.extend(as_args(&key, values));
     }
     // The file alone must make sense (values, conflicts): say so naming the file, not as if
     // the flags had been typed.
@@ -148,6 +143,57 @@ pub fn flags_of(text: &str, serve: &Command) -> Result<Vec<(String, Vec<Option<S
     Ok(out)
 }
 
+/// One key of a file as the command line says it: `--key VALUE` for each value, `--key` for a
+/// switch.
+fn as_args(key: &str, values: Vec<Option<String>>) -> impl Iterator<Item = OsString> + '_ {
+    values.into_iter().flat_map(move |v| {
+        std::iter::once(OsString::from(format!("--{key}"))).chain(v.map(OsString::from))
+    })
+}
+
+/// The fuzz property of the `config` target (docs/fuzzing.md): any bytes are read as a
+/// configuration file or refused, never a panic; what is read is flags of `serve` only, each
+/// of its kind; and when those flags make a valid `serve`, what `--print-config` prints of it
+/// reads back to the same configuration. (The program itself calls it only in its tests.)
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn check_document(data: &[u8], serve: &Command) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(flags) = flags_of(text, serve) else {
+        return;
+    };
+    let line = |flags: Vec<(String, Vec<Option<String>>)>| -> Vec<OsString> {
+        let mut line = vec![OsString::from("serve")];
+        for (key, values) in flags {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_long() == Some(key.as_str()))
+                .unwrap_or_else(|| panic!("{key} is not a flag of serve"));
+            assert!(!NOT_IN_FILE.contains(&key.as_str()), "{key} in a file");
+            let switch = matches!(arg.get_action(), ArgAction::SetTrue);
+            let repeatable = matches!(arg.get_action(), ArgAction::Append);
+            assert!(
+                values.iter().all(|v| v.is_some() != switch),
+                "{key}: {values:?}"
+            );
+            assert!(repeatable || values.len() <= 1, "{key}: {values:?}");
+            line.extend(as_args(&key, values));
+        }
+        line
+    };
+    let Ok(matches) = serve.clone().try_get_matches_from(line(flags)) else {
+        return;
+    };
+    let printed = print(serve, &matches);
+    let again = flags_of(&printed, serve).unwrap_or_else(|e| panic!("{e:#}\n{printed}"));
+    let reread = serve
+        .clone()
+        .try_get_matches_from(line(again))
+        .unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(print(serve, &reread), printed);
+}
+
 /// The effective configuration of `matches` (the `serve` subcommand's) as TOML: every flag with
 /// its value, whether from the file, the command line or the default.
 pub fn print(serve: &Command, matches: &ArgMatches) -> String {
@@ -209,6 +255,20 @@ mod tests {
             .find_subcommand("serve")
             .cloned()
             .unwrap_or_else(|| panic!("no serve command"))
+    }
+
+    /// The `serve` the fuzz target reads files against is the program's, flag for flag.
+    #[test]
+    fn the_fuzzed_serve_command_has_the_program_s_flags() {
+        let flags = |c: &Command| -> Vec<String> {
+            c.get_arguments()
+                .map(|a| format!("{:?} {:?} {:?}", a.get_id(), a.get_long(), a.get_action()))
+                .collect()
+        };
+        let (program, fuzzed) = (serve(), crate::serve_args::command());
+        assert!(flags(&program).len() > 30);
+        assert_eq!(flags(&program), flags(&fuzzed));
+        assert!(program.is_args_override_self() && fuzzed.is_args_override_self());
     }
 
     /// The long flags a file may hold.
@@ -282,10 +342,24 @@ mod tests {
             }
         }
 
-        /// Text that is not a document is refused, never a panic.
+        /// Text that is not a document is refused, never a panic; the `config` fuzz target's
+        /// property over any text and over documents of `serve`'s keys.
         #[test]
         fn any_text_is_read_or_refused(text in "\\PC{0,200}") {
-            let _ = flags_of(&text, &serve());
+            check_document(text.as_bytes(), &crate::serve_args::command());
+        }
+
+        #[test]
+        fn documents_of_serve_keys_hold_the_fuzz_property(
+            entries in prop::collection::vec((0usize..1000, value()), 0..6),
+        ) {
+            let serve = crate::serve_args::command();
+            let known = keys(&serve);
+            let doc: toml::Table = entries
+                .into_iter()
+                .map(|(i, v)| (known[i % known.len()].clone(), v))
+                .collect();
+            check_document(toml::to_string(&doc).unwrap_or_default().as_bytes(), &serve);
         }
 
         /// `--print-config` of any command line that `serve` accepts reads back to the same
@@ -321,12 +395,7 @@ mod tests {
             let flags = flags_of(&printed, &serve).unwrap_or_else(|e| panic!("{e:#}\n{printed}"));
             let mut again = vec![OsString::from("serve")];
             for (key, values) in flags {
-                for v in values {
-                    again.push(format!("--{key}").into());
-                    if let Some(v) = v {
-                        again.push(v.into());
-                    }
-                }
+                again.extend(as_args(&key, values));
             }
             let reread = serve.clone().try_get_matches_from(&again).unwrap_or_else(|e| panic!("{e}\n{printed}"));
             prop_assert_eq!(&print(&serve, &reread), &printed, "{:?}", line);

@@ -3,16 +3,19 @@
 
 mod config_file;
 mod demo;
+mod serve_args;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use plotstream_proto::limits::parse_duration;
 use plotstream_proto::Maxpoints;
 use plotstream_server::faults::FaultKind;
 use plotstream_server::{Config, Storage, StoreConfig};
+use serve_args::{OnDuplicate, ServeArgs, Tokens};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,159 +75,6 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-struct ServeArgs {
-    /// Address to listen on; repeat for several (e.g. :80 for unmodified notebooks and :9999).
-    #[arg(long, default_value = "127.0.0.1:9999")]
-    listen: Vec<SocketAddr>,
-    /// Also accept TLS here (node `plot()` speaks only HTTPS); repeatable. Needs --tls-cert
-    /// and --tls-key (PEM).
-    #[arg(long)]
-    tls_listen: Vec<SocketAddr>,
-    /// PEM certificate chain for --tls-listen.
-    #[arg(long)]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-listen.
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
-    /// The public origin given to clients and pages (default: http:// + the request's Host).
-    #[arg(long)]
-    public_url: Option<String>,
-    /// Also run the built-in demo writer (the tutorial's signal to the token `demo`).
-    #[arg(long)]
-    demo: bool,
-    /// Which tokens may stream: any well-formed one, or only registered ones.
-    #[arg(long, value_enum, default_value_t = Tokens::Open)]
-    tokens: Tokens,
-    /// What a second writer of a token does: take it over (the old one gets 423) or get 423.
-    #[arg(long, value_enum, default_value_t = OnDuplicate::Takeover)]
-    on_duplicate: OnDuplicate,
-    /// Skip and count bad lines instead of ending the stream with 422.
-    #[arg(long)]
-    lenient_lines: bool,
-    /// maxpoints of a trace whose figure sets none.
-    #[arg(long, default_value_t = Maxpoints::DEFAULT.get())]
-    default_maxpoints: usize,
-    /// The largest maxpoints a figure may set.
-    #[arg(long, default_value_t = Maxpoints::MAX.get())]
-    max_maxpoints: usize,
-    /// End a stream with 408 after this long without a completed line (L28).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    idle_timeout: Duration,
-    /// A connection must complete its head within this long of its first byte (L2).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    head_timeout: Duration,
-    /// A connection that sends nothing is closed after this long (L1).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pre_head_timeout: Duration,
-    /// A connection without a token must bind one within this long (L29).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    unbound_timeout: Duration,
-    /// After a response, how long to drain the peer's input before closing (L33).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    linger: Duration,
-    /// Open connections allowed from one peer address (0 = no limit; L11).
-    #[arg(long, default_value_t = 256)]
-    max_connections_per_peer: usize,
-    /// plotly.js for the pages: a file to serve, or an http(s) URL the pages load instead (the
-    /// Content-Security-Policy then allows its origin). Default: plotly.js 3.0.1, built in.
-    #[arg(long)]
-    plotly_js: Option<plotstream_server::PlotlyJs>,
-    /// Development: read viewer.js and viewer.css from this directory (e.g. `viewer/`) at every
-    /// request instead of the copies built in.
-    #[arg(long)]
-    viewer_dir: Option<PathBuf>,
-    /// Inject a fault (repeatable): disconnect:after=LINES[,status=CODE] | status:code=CODE,prob=P |
-    /// delay:ms=MS[,jitter=MS] | reset:prob=P | stall:ms=MS | idle-timeout:SECONDS |
-    /// flap:every=SECONDS; each may end with ,token=T to affect one token only.
-    #[arg(long, value_parser = parse_fault)]
-    fault: Vec<plotstream_server::faults::Fault>,
-    /// Seed for the faults' random choices: the same seed gives the same fault sequence.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Keys mode: accounts from this users file (`plotstream user add NAME --users FILE`).
-    /// REST calls authenticate with the user name and API key chart_studio sends, only a
-    /// file's owner changes it, only users' stream ids stream, and no page or listing shows a
-    /// write token. Needed to listen beyond loopback (or pass --open).
-    #[arg(long)]
-    users: Option<PathBuf>,
-    /// Allow listening on non-loopback addresses without --users: anyone who can reach the
-    /// server can then create streams and plots (protected mode is the default).
-    #[arg(long)]
-    open: bool,
-    /// New streams one peer address may create in a burst; the allowance refills at this
-    /// many per hour (L43; 0 = no limit, e.g. for load tests with many streams).
-    #[arg(long, default_value_t = 1000)]
-    new_streams_per_peer: u32,
-    /// Streams created by ingest that nobody writes to or watches are dropped after this long
-    /// (L27).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    idle_stream_ttl: Duration,
-    /// How long every accepted point is kept in the stream's history, beyond its window
-    /// (docs/history.md); 0 keeps no history. Needs a data directory.
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
-    retention: Duration,
-    /// Megabytes of history one stream may keep; past it its oldest points go (L59).
-    #[arg(long, default_value_t = 256)]
-    history_stream_mb: u64,
-    /// Megabytes of history all streams together may keep; past it the oldest points of
-    /// any stream go (L60).
-    #[arg(long, default_value_t = 4096)]
-    history_total_mb: u64,
-    /// A REST or /clientresp body must arrive whole within this long (L44).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    rest_body_timeout: Duration,
-    /// Files (grids, plots, folders) one user may keep (L46).
-    #[arg(long, default_value_t = 1000)]
-    max_files_per_user: usize,
-    /// Megabytes of figures and grids one user may keep (L47).
-    #[arg(long, default_value_t = 64)]
-    user_quota_mb: usize,
-    /// Megabytes of figures and grids all users together may keep (L48).
-    #[arg(long, default_value_t = 512)]
-    rest_quota_mb: usize,
-    /// Where streams, figures and registered tokens are kept across restarts and crashes
-    /// (default: `plotstream-data` in the current directory; docs/storage.md).
-    #[arg(long, conflicts_with = "in_memory")]
-    data_dir: Option<PathBuf>,
-    /// Keep nothing on disk: everything is gone when the process stops (tests, benchmarks).
-    #[arg(long)]
-    in_memory: bool,
-    /// Keep everything in Redis (≥ 7) or Valkey instead of the data directory:
-    /// `redis://[user:password@]HOST:PORT[/DB]`, `rediss://` for TLS; without a password in
-    /// the URL, PLOTSTREAM_REDIS_PASSWORD is used (docs/storage.md "On Redis").
-    #[arg(long, value_name = "URL", conflicts_with_all = ["in_memory", "data_dir"])]
-    redis: Option<String>,
-    /// Read flags from this TOML file, one key per long flag (`data-dir = "/var/lib/plotstream"`,
-    /// `listen = ["0.0.0.0:80", "0.0.0.0:9999"]`, `open = true`); flags given here override it
-    /// (docs/serve.md "Configuration file").
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Print the effective configuration (file, flags and defaults) as TOML, and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// The longest time between two group commits of accepted lines (docs/storage.md DC2): a
-    /// crash loses at most this much of streams whose writers had no final 200 yet. Default
-    /// 10ms.
-    #[arg(long, value_parser = parse_duration)]
-    sync_interval: Option<Duration>,
-    /// With --redis (ignored otherwise): how long a node's hold on a writer's token outlives
-    /// the node, so that the writer is admitted by another node at most this long after its
-    /// node died; refreshed every third of it (docs/storage.md "Several nodes").
-    #[arg(long, default_value = "5s", value_parser = parse_lease_time)]
-    lease_time: Duration,
-}
-
-/// `--lease-time`: 300 ms to 60 s (shorter would expire under a busy Redis; longer keeps a dead
-/// node's writers out too long).
-fn parse_lease_time(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_millis(300) || d > Duration::from_secs(60) {
-        return Err(format!("{s}: a lease time is between 300ms and 60s"));
-    }
-    Ok(d)
-}
-
-#[derive(Debug, clap::Args)]
 struct UserArgs {
     #[command(subcommand)]
     action: UserAction,
@@ -263,18 +113,6 @@ enum UserAction {
         #[arg(long)]
         api_key: Option<String>,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Tokens {
-    Open,
-    Registered,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum OnDuplicate {
-    Takeover,
-    Reject,
 }
 
 #[derive(Debug, clap::Args)]
@@ -322,10 +160,8 @@ fn real_main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let command = Cli::command();
-    let serve_command = command
-        .find_subcommand("serve")
-        .cloned()
-        .context("no serve command")?;
+    // `serve`'s flags as the file reads them (the same the `config` fuzz target reads with).
+    let serve_command = serve_args::command();
     let args = config_file::expand(std::env::args_os().collect(), &serve_command)?;
     let matches = command.get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -662,10 +498,6 @@ async fn shutdown_signal() {
 }
 
 /// `60s`, `100ms`, `2m`, `1h`, or a plain number of seconds (one parser for every command).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    plotstream_load::load::parse_duration(s)
-}
-
 /// Ends the process with `code` (a CI gate's verdict) once output is flushed.
 fn exit_with(code: i32) -> Result<()> {
     if code != 0 {
@@ -674,8 +506,4 @@ fn exit_with(code: i32) -> Result<()> {
         std::process::exit(code);
     }
     Ok(())
-}
-
-fn parse_fault(s: &str) -> Result<plotstream_server::faults::Fault, String> {
-    plotstream_server::faults::parse(s)
 }

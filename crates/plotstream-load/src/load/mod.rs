@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use plotstream_proto::encode::Flavour;
+use plotstream_proto::limits::parse_duration;
 use plotstream_proto::Token;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -507,30 +508,6 @@ fn random_prefix() -> String {
     out
 }
 
-/// `60s`, `100ms`, `2m`, `1h`, or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m, 7d"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?}: use ms, s, m, h or d"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// The most streams one run opens (each needs a file descriptor, two with --verify).
 const MAX_STREAMS: usize = 100_000;
@@ -600,7 +577,5 @@ mod tests {
         let p = random_prefix();
         assert_eq!(p.len(), 8);
         assert!(Token::parse(format!("{p}09999").as_bytes()).is_some());
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
     }
 }
