@@ -65,6 +65,12 @@ pub(super) fn print_coverage(targets: &[String]) -> Result<bool> {
             .args(["report", "-show-functions"])
             .arg(format!("-instr-profile={}", profdata.display()))
             .arg(&binary)
+            // The files the `config` target includes by path, under the name given here.
+            .arg(format!(
+                "-path-equivalence={}/fuzz/fuzz_targets/../..,{}",
+                root.display(),
+                root.display()
+            ))
             .args(files.iter().map(|f| root.join(&f.path)))
             .output()
             .with_context(|| format!("cannot run {}", llvm_cov.display()))?;
@@ -123,6 +129,7 @@ fn covered_files(json: &[u8], root: &Path) -> Result<Vec<FileCoverage>> {
         let Some(path) = file["filename"].as_str() else {
             continue;
         };
+        let path = lexical(path);
         let Some(path) = path.strip_prefix(&root) else {
             continue;
         };
@@ -158,7 +165,8 @@ fn add_reached_functions(report: &str, root: &Path, files: &mut [FileCoverage]) 
             .strip_prefix("File '")
             .and_then(|l| l.strip_suffix("':"))
         {
-            let path = path.strip_prefix(&root).unwrap_or(path);
+            let path = lexical(path);
+            let path = path.strip_prefix(&root).unwrap_or(&path);
             current = files.iter().position(|f| f.path == path);
             continue;
         }
@@ -218,6 +226,22 @@ fn host_triple() -> Result<String> {
         .context("rustc -vV names no host")
 }
 
+/// `path` with its `..` taken away lexically: the `config` target includes the binary's files
+/// by `#[path]`, so llvm-cov names them `…/fuzz/fuzz_targets/../../crates/…`.
+fn lexical(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            ".." if parts.last().is_some_and(|p| !p.is_empty() && *p != "..") => {
+                parts.pop();
+            }
+            "." => {}
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +274,12 @@ mod tests {
         add_reached_functions(report, Path::new("/r"), &mut files);
         assert_eq!(files[0].in_functions, (22, 25));
         assert_eq!(percent(190, 200), "95.0 %");
+        // Files a target includes by path.
+        assert_eq!(
+            lexical("/r/fuzz/fuzz_targets/../../crates/plotstream/src/config_file.rs"),
+            "/r/crates/plotstream/src/config_file.rs"
+        );
+        assert_eq!(lexical("../a/./b"), "../a/b");
         assert_eq!(percent(0, 0), "-");
     }
 }
