@@ -10,7 +10,10 @@ use std::collections::HashSet;
 
 use serde_json::Value as Json;
 
+use crate::files::Plot;
+use crate::rest::auth::basic_of;
 use crate::rest::form::{parse_json_lenient, split_form, url_decode, FORM_KEYS};
+use crate::rest::{grid_from, plot_from, valid_path};
 use crate::users::{self, valid_username, MAX_TOKENS_PER_USER};
 
 /// The users file (`users::parse`): never panics; every accepted record has a valid name and
@@ -42,6 +45,75 @@ pub fn check_users(data: &[u8]) {
             assert!(!why.is_empty());
         }
     }
+}
+
+/// `/v2/plots` and `/v2/grids` bodies and the `Basic` credentials of REST calls (docs/protocol.md
+/// §7): never panics; an accepted plot keeps each trace and its layout as JSON text that parses
+/// and holds no more than was sent, names only valid stream tokens, and reads back unchanged
+/// from the record the file registry stores; an accepted grid keeps each column as JSON text
+/// that parses, in `order`; an accepted path is valid; `user:key` from the input,
+/// base64-encoded by a plain encoder, reads back as sent.
+pub fn check_rest(data: &[u8]) {
+    let parses = |text: &str| serde_json::from_str::<Json>(text).is_ok();
+    if let Ok((plot, path)) = plot_from(data) {
+        assert!(plot.traces.iter().all(|t| parses(t.get())));
+        assert!(parses(plot.layout.get()), "{}", plot.layout.get());
+        // An absent layout is stored as `{}`.
+        assert!(plot.n_bytes() <= data.len() + 2);
+        for token in plot.tokens() {
+            assert!(plotstream_proto::Token::parse(token.as_bytes()).is_some());
+        }
+        assert!(path.as_deref().is_none_or(valid_path), "{path:?}");
+        let record = serde_json::to_vec(&plot).unwrap_or_else(|e| panic!("{e}"));
+        let back: Plot = serde_json::from_slice(&record).unwrap_or_else(|e| panic!("{e}"));
+        let texts = |p: &Plot| -> Vec<String> {
+            p.traces
+                .iter()
+                .chain([&p.layout])
+                .map(|t| t.get().to_owned())
+                .collect()
+        };
+        assert_eq!(texts(&back), texts(&plot));
+        assert_eq!(
+            (back.share_key, back.world_readable),
+            (plot.share_key, plot.world_readable)
+        );
+    }
+    if let Ok((cols, path, _)) = grid_from(data) {
+        assert!(cols.iter().all(|(_, c)| parses(c.get())));
+        assert!(cols.iter().map(|(_, c)| c.get().len()).sum::<usize>() <= data.len());
+        assert!(path.as_deref().is_none_or(valid_path), "{path:?}");
+    }
+    let _ = basic_of(data);
+    if let Some((user, key)) = std::str::from_utf8(data)
+        .ok()
+        .and_then(|t| t.split_once(':'))
+    {
+        let field = format!("Basic {}", base64(data));
+        assert_eq!(
+            basic_of(field.as_bytes()),
+            Some((user.to_owned(), key.to_owned()))
+        );
+    }
+}
+
+/// Standard base64 with padding, the plain way (the reference for `check_rest`).
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in data.chunks(3) {
+        let mut n = [0u8; 3];
+        n[..group.len()].copy_from_slice(group);
+        let v = u32::from(n[0]) << 16 | u32::from(n[1]) << 8 | u32::from(n[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ABC[(v >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `/clientresp` form bodies (`split_form`): never panics; every field after the first has a
@@ -621,5 +693,36 @@ mod tests {
 
         #[test]
         fn form_value_like(v in "[\\[\\]{}\":,0-9a-f %+\\-]{0,40}") { check_form_value(v.as_bytes()) }
+
+        #[test]
+        fn rest(data in proptest::collection::vec(any::<u8>(), 0..200)) { check_rest(&data) }
+
+        /// Plot and grid bodies of the shapes chart_studio sends, and credentials.
+        #[test]
+        fn rest_like(
+            token in "[a-z0-9]{8,12}",
+            name in "[a-z/ \u{1}]{0,6}",
+            parent in proptest::option::of("[a-z/]{0,4}"),
+            order in proptest::option::of(0u64..3),
+            layout in proptest::option::of("\\{\"title\": \"[a-z]{0,3}\"\\}"),
+            credentials in "[a-z:]{0,8}",
+        ) {
+            let parent = parent.map_or(String::new(), |p| format!(r#","parent_path":"{p}""#));
+            let layout = layout.map_or(String::new(), |l| format!(r#","layout":{l}"#));
+            let order = order.map_or(String::new(), |o| format!(r#","order":{o}"#));
+            let plot = format!(
+                r#"{{"figure":{{"data":[{{"x":[1,2],"stream":{{"token":"{token}","maxpoints":5}}}}]{layout}}},"filename":"{name}"{parent},"world_readable":false}}"#
+            );
+            let grid = format!(
+                r#"{{"data":{{"cols":{{"b":{{"data":[1, 2]{order}}},"a":{{"data":["x"],"order":1}}}}}},"filename":"{name}"{parent}}}"#
+            );
+            // Accepted unless the name holds a control character (JSON refuses a raw one).
+            let fine = !name.contains('\u{1}');
+            prop_assert_eq!(plot_from(plot.as_bytes()).map(|(p, _)| p.tokens()).ok(), fine.then(|| vec![token.clone()]));
+            prop_assert_eq!(grid_from(grid.as_bytes()).is_ok(), fine);
+            check_rest(plot.as_bytes());
+            check_rest(grid.as_bytes());
+            check_rest(credentials.as_bytes());
+        }
     }
 }

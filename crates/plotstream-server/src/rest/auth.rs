@@ -32,6 +32,11 @@ fn basic_credentials(head: &RequestHead) -> Option<(String, String)> {
     let value = head
         .field("plotly-authorization")
         .or_else(|| head.field("authorization"))?;
+    basic_of(value)
+}
+
+/// `(user, key)` of a `Basic` credentials field's value: base64 of `user:key`, UTF-8.
+pub(crate) fn basic_of(value: &[u8]) -> Option<(String, String)> {
     let v = std::str::from_utf8(value).ok()?;
     let b64 = v
         .strip_prefix("Basic ")
@@ -45,7 +50,7 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(super) fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let mut acc = 0u32;
     let mut bits = 0;

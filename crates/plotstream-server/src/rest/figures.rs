@@ -206,7 +206,7 @@ pub const MAX_TRACES: usize = 256;
 
 /// File and folder paths: at most 512 bytes, no control characters (they reach pages, where
 /// the templates escape them, and logs).
-pub(super) fn valid_path(p: &str) -> bool {
+pub(crate) fn valid_path(p: &str) -> bool {
     p.len() <= 512 && !p.chars().any(char::is_control)
 }
 

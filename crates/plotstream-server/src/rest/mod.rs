@@ -9,7 +9,7 @@
 //! figure binds only tokens no other user's figure streams to (in keys mode: only its owner's
 //! tokens), and every check happens before any effect.
 
-mod auth;
+pub(crate) mod auth;
 mod clientresp;
 mod figures;
 pub(crate) mod form;
@@ -28,7 +28,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value as Json};
 
-use self::figures::{bind_figure, check_figure, empty_object, file_error, valid_path, web_url};
+pub(crate) use self::figures::valid_path;
+use self::figures::{bind_figure, check_figure, empty_object, file_error, web_url};
 use crate::files::Plot;
 use crate::response::{error, read_body, Response};
 use crate::shared::Shared;
@@ -98,17 +99,10 @@ pub async fn serve_v2(
             Err(e) => file_error(e),
         },
         ("POST", ["grids"]) => {
-            let Ok(grid) = serde_json::from_slice::<GridBody>(&body) else {
-                return error(400, "data.cols is required");
+            let (cols, path, world_readable) = match grid_from(&body) {
+                Ok(g) => g,
+                Err(r) => return r,
             };
-            let Some(path) = file_path(grid.filename.as_deref(), grid.parent_path.as_deref())
-            else {
-                return error(400, "invalid filename");
-            };
-            let mut cols: Vec<(String, GridCol)> = grid.data.cols.into_iter().collect();
-            cols.sort_by_key(|(_, c)| c.order.unwrap_or(u64::MAX));
-            let cols = cols.into_iter().map(|(name, c)| (name, c.data)).collect();
-            let world_readable = grid.world_readable.unwrap_or(true);
             match shared.files.create_grid(&user, path, world_readable, cols) {
                 Ok((fid, cols)) => {
                     let cols: Vec<Json> = cols
@@ -204,8 +198,26 @@ struct GridCol {
     order: Option<u64>,
 }
 
+/// A grid's columns in their `order` (those without one last, by name), as the JSON text
+/// sent; its path; whether it is world-readable.
+pub(crate) type GridFrom = (Vec<(String, Box<RawValue>)>, Option<String>, bool);
+
+/// Parses a grid body without building a `Value` of its columns (kept as the text sent).
+pub(crate) fn grid_from(body: &[u8]) -> Result<GridFrom, Response> {
+    let Ok(grid) = serde_json::from_slice::<GridBody>(body) else {
+        return Err(error(400, "data.cols is required"));
+    };
+    let Some(path) = file_path(grid.filename.as_deref(), grid.parent_path.as_deref()) else {
+        return Err(error(400, "invalid filename"));
+    };
+    let mut cols: Vec<(String, GridCol)> = grid.data.cols.into_iter().collect();
+    cols.sort_by_key(|(_, c)| c.order.unwrap_or(u64::MAX));
+    let cols = cols.into_iter().map(|(name, c)| (name, c.data)).collect();
+    Ok((cols, path, grid.world_readable.unwrap_or(true)))
+}
+
 /// Parses a plot body without building a `Value` of its data (kept as the text sent).
-fn plot_from(body: &[u8]) -> Result<(Plot, Option<String>), Response> {
+pub(crate) fn plot_from(body: &[u8]) -> Result<(Plot, Option<String>), Response> {
     let Ok(b) = serde_json::from_slice::<PlotBody>(body) else {
         return Err(error(400, "figure.data is required"));
     };
