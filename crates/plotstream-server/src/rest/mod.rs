@@ -224,14 +224,15 @@ pub(crate) fn plot_from(body: &[u8]) -> Result<(Plot, Option<String>), Response>
     let Some(path) = file_path(b.filename.as_deref(), b.parent_path.as_deref()) else {
         return Err(error(400, "invalid filename"));
     };
-    // The server reads each trace (its stream, its sources): one it cannot read, such as a
-    // number out of f64's range, would be stored and then dropped from the page unseen.
+    // The server reads each trace (its stream, its sources; `Plot::traces`): one it cannot
+    // read (a number out of f64's range, found by the `rest` fuzz target) would be stored and
+    // then dropped from the page unseen, its stream neither checked nor bound.
     if let Some(i) =
         (b.figure.data.iter()).position(|t| serde_json::from_str::<Json>(t.get()).is_err())
     {
         return Err(error(
             400,
-            &format!("figure.data[{i}] holds a number out of range"),
+            &format!("figure.data[{i}] holds a value this server cannot read"),
         ));
     }
     let plot = Plot {
