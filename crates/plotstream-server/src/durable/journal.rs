@@ -72,6 +72,45 @@ pub struct Part<'a> {
     pub bytes: &'a [u8],
 }
 
+/// The journal's pending batch, locked ([`Journal::queue`]): what is queued through it goes
+/// into one commit. In memory it queues nothing and every ticket is 0.
+#[derive(Debug)]
+pub struct Queue<'j> {
+    held: Option<(&'j Committed, std::sync::MutexGuard<'j, Pending>)>,
+}
+
+impl Queue<'_> {
+    /// Queues `op`; returns its ticket.
+    pub fn push(&mut self, op: Op) -> u64 {
+        let Some((c, p)) = &mut self.held else {
+            return 0;
+        };
+        let n = op.n_bytes();
+        p.batch.ops.push(op);
+        c.queued(p, n)
+    }
+
+    /// Queues line `seq` of generation `gen`, its record written by `encode` straight into
+    /// the pending batch's buffer (no allocation per line); returns its ticket.
+    pub fn line(&mut self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let Some((c, p)) = &mut self.held else {
+            return 0;
+        };
+        c.line(p, gen, seq, encode)
+    }
+
+    /// Queues the history points `n..n + count` of `token`'s stream (their encodings): they
+    /// extend the stream's points op of this batch (`run`, which the caller keeps) when they
+    /// follow on in the same chunk, so a commit holds one per stream, not one per line.
+    /// Returns the ticket and whether a new op (a new part) was started.
+    pub fn points(&mut self, part: Part<'_>) -> (u64, bool) {
+        let Some((c, p)) = &mut self.held else {
+            return (0, false);
+        };
+        c.points(p, part)
+    }
+}
+
 /// L55: bytes of changes waiting for the next commit past which a writer waits for it before
 /// it reads its next lines (so a disk slower than ingest slows writers instead of growing
 /// memory).
@@ -119,71 +158,36 @@ impl Journal {
         (journal, thread)
     }
 
+    /// The pending batch, held: every op queued through the one [`Queue`] goes into the same
+    /// commit, none can be split from the others by a crash (a history seal: its last part, its
+    /// tier blocks and its head; a trim and its head).
+    pub fn queue(&self) -> Queue<'_> {
+        Queue {
+            held: self.inner.as_ref().map(|c| (c, c.lock())),
+        }
+    }
+
     /// Queues `op`; returns its ticket (0 in memory).
     pub fn push(&self, op: Op) -> u64 {
-        let Some(c) = &self.inner else {
-            return 0;
-        };
-        let mut p = c.lock();
-        let n = op.n_bytes();
-        p.batch.ops.push(op);
-        c.queued(&mut p, n)
+        self.queue().push(op)
     }
 
     /// Queues `ops` in one go: the committer takes all of them in the same transaction or
     /// none (a new generation's metadata, snapshot and the old one's drop must not be split by a
     /// crash). Returns the last one's ticket (0 in memory).
     pub fn push_all(&self, ops: impl IntoIterator<Item = Op>) -> u64 {
-        let Some(c) = &self.inner else {
-            return 0;
-        };
-        let mut p = c.lock();
-        let mut ticket = 0;
-        for op in ops {
-            let n = op.n_bytes();
-            p.batch.ops.push(op);
-            ticket = c.queued(&mut p, n);
-        }
-        ticket
+        let mut q = self.queue();
+        ops.into_iter().fold(0, |_, op| q.push(op))
     }
 
-    /// Queues line `seq` of generation `gen`, its record written by `encode` straight into
-    /// the pending batch's buffer (no allocation per line); returns its ticket (0 in memory).
+    /// Queues line `seq` of generation `gen` ([`Queue::line`]); returns its ticket (0 in memory).
     pub fn push_line(&self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
-        let Some(c) = &self.inner else {
-            return 0;
-        };
-        let mut p = c.lock();
-        c.line(&mut p, gen, seq, encode)
+        self.queue().line(gen, seq, encode)
     }
 
-    /// Queues the history points `n..n + count` of `token`'s stream (their encodings): they
-    /// extend the stream's points op of this batch (`run`, which the caller keeps) when they
-    /// follow on in the same chunk, so a commit holds one per stream, not one per line.
-    /// Returns the ticket (0 in memory) and whether a new op (a new part) was started.
+    /// Queues history points ([`Queue::points`]).
     pub fn push_points(&self, part: Part<'_>) -> (u64, bool) {
-        let Some(c) = &self.inner else {
-            return (0, false);
-        };
-        let mut p = c.lock();
-        c.points(&mut p, part)
-    }
-
-    /// [`Journal::push_line`] and [`Journal::push_points`] under one lock (the common case: a
-    /// line whose points stay in their stream's open history chunk).
-    pub fn push_line_and_points(
-        &self,
-        gen: u64,
-        seq: u64,
-        encode: impl FnOnce(&mut Vec<u8>),
-        part: Part<'_>,
-    ) -> (u64, bool) {
-        let Some(c) = &self.inner else {
-            return (0, false);
-        };
-        let mut p = c.lock();
-        c.line(&mut p, gen, seq, encode);
-        c.points(&mut p, part)
+        self.queue().points(part)
     }
 
     /// The last ticket handed out (waiting for it waits for everything pushed so far).
@@ -417,5 +421,77 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::durable::{Loaded, Table};
+
+    /// Keeps every batch it commits (the keys of its `Put`s).
+    #[derive(Debug, Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Vec<String>>>>);
+
+    impl Backend for Recorder {
+        fn load(&mut self, _: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Loaded, StorageError> {
+            Ok(Loaded::default())
+        }
+
+        fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
+            let keys = (batch.ops.iter())
+                .filter_map(|op| match op {
+                    Op::Put { key, .. } => Some(key.clone()),
+                    _ => None,
+                })
+                .collect();
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(keys);
+            Ok(())
+        }
+    }
+
+    fn put(key: String) -> Op {
+        Op::Put {
+            table: Table::Server,
+            key,
+            value: None,
+        }
+    }
+
+    /// What goes through one [`Queue`] is committed together, however the committer races the
+    /// writer (a history seal and its head, a trim and its head: docs/history.md "Records");
+    /// ops pushed one by one may be split.
+    #[test]
+    fn a_queues_ops_are_committed_together() {
+        let recorder = Recorder::default();
+        let (journal, thread) = Journal::start(
+            Box::new(recorder.clone()),
+            Duration::ZERO,
+            Arc::new(Metrics::default()),
+        );
+        for i in 0..20_000 {
+            let mut q = journal.queue();
+            for part in ["a", "b", "c"] {
+                q.push(put(format!("{i}{part}")));
+            }
+        }
+        let last = journal.push(put("end".into()));
+        journal.close(Some(thread));
+        let batches = recorder.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = 0;
+        for keys in batches.iter() {
+            for (i, key) in keys.iter().enumerate() {
+                if let Some(group) = key.strip_suffix('a') {
+                    let rest = keys.get(i + 1..i + 3).unwrap_or_default();
+                    assert_eq!(rest, [format!("{group}b"), format!("{group}c")], "split");
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 20_000);
+        assert!(batches.len() > 1, "the committer never raced the writer");
+        assert_eq!(last, 60_001);
     }
 }

@@ -12,7 +12,7 @@ use super::history::{Kept, KEEP_PARTS};
 use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Cell, Store};
-use crate::durable::{Loaded, LoadedStream, Op, Part, Run, Table};
+use crate::durable::{Loaded, LoadedStream, Op, Part, Queue, Run, Table};
 use crate::history::{self, Builder, Stored, Write};
 use crate::records::{self, StreamMeta};
 
@@ -349,30 +349,39 @@ impl Store {
         let lazy = builder.is_lazy();
         let ticket = if builder.fits(count) {
             let (n, count, bytes) = builder.push_open(points);
-            if !lazy && count > 0 {
-                let part = Part {
-                    token,
-                    run,
-                    n,
-                    count,
-                    bytes,
-                };
-                let (ticket, new) = self.journal.push_line_and_points(gen, seq, line, part);
-                count_part(parts, n, new);
-                ticket
-            } else {
-                self.journal.push_line(gen, seq, line)
+            let mut q = self.journal.queue();
+            let ticket = q.line(gen, seq, line);
+            if lazy || count == 0 {
+                return self.journaled(count, before, builder, ticket);
             }
+            let (ticket, new) = q.points(Part {
+                token,
+                run,
+                n,
+                count,
+                bytes,
+            });
+            count_part(parts, n, new);
+            ticket
         } else {
-            let mut ticket = self.journal.push_line(gen, seq, line);
+            // One queue: the line and the seals it makes go into one commit, a seal's last
+            // part, tier blocks and head together (a crash cannot keep some without the others).
+            let mut q = self.journal.queue();
+            let mut ticket = q.line(gen, seq, line);
             builder.push_all(points, &mut |w| {
-                ticket = ticket.max(self.journal_history(token, run, parts, w));
+                ticket = ticket.max(journal_history(&mut q, token, run, parts, w));
             });
             ticket
         };
+        self.journaled(count as u32, before, builder, ticket)
+    }
+
+    /// Counts a journaled line's `count` points and what its history (`before` bytes) grew by;
+    /// returns `ticket`.
+    fn journaled(&self, count: u32, before: u64, builder: &Builder, ticket: u64) -> u64 {
         self.metrics
             .history_points
-            .fetch_add(count as u64, Ordering::Relaxed);
+            .fetch_add(u64::from(count), Ordering::Relaxed);
         self.account_history(before, builder.bytes());
         ticket
     }
@@ -435,6 +444,7 @@ impl Store {
             return;
         };
         let before = builder.bytes();
+        let mut q = self.journal.queue();
         for (n, points) in lines {
             let end = builder.end;
             if n > end {
@@ -449,9 +459,10 @@ impl Store {
             }
             let skip = usize::try_from(end - n).unwrap_or(usize::MAX);
             builder.push_all(points.iter().skip(skip), &mut |w| {
-                self.journal_history(token, run, parts, w);
+                journal_history(&mut q, token, run, parts, w);
             });
         }
+        drop(q);
         self.account_history(before, builder.bytes());
     }
 
@@ -482,51 +493,6 @@ impl Store {
             })
         });
         (!kept.broken).then_some(&mut **kept)
-    }
-
-    pub(super) fn journal_history(
-        &self,
-        token: &Arc<str>,
-        run: &mut Run,
-        parts: &mut (u64, u32),
-        w: Write<'_>,
-    ) -> u64 {
-        match w {
-            Write::Points { n, count, bytes } => {
-                let (ticket, new) = self.journal.push_points(Part {
-                    token,
-                    run,
-                    n,
-                    count,
-                    bytes,
-                });
-                count_part(parts, n, new);
-                ticket
-            }
-            // A chunk that arrived in few parts keeps them: its points are not written twice.
-            Write::Put {
-                level: 0,
-                index,
-                replaces: 1..,
-                ..
-            } if *parts == (index, parts.1) && parts.1 <= KEEP_PARTS => 0,
-            Write::Put {
-                level,
-                index,
-                value,
-                replaces,
-            } => self.journal.push(Op::HistPut {
-                token: token.clone(),
-                level,
-                index,
-                value,
-                replaces,
-            }),
-            Write::Trim { before } => self.journal.push(Op::HistTrim {
-                token: token.clone(),
-                before,
-            }),
-        }
     }
 
     pub(super) fn account_history(&self, before: u64, after: u64) {
@@ -600,4 +566,51 @@ fn count_part(parts: &mut (u64, u32), n: u64, new: bool) {
         *parts = (chunk, 0);
     }
     parts.1 = parts.1.saturating_add(u32::from(new));
+}
+
+/// Queues one history write of a stream (`token`, its points op `run`, its open chunk's
+/// `parts`) in `q`; returns its ticket (0 for a sealed chunk that keeps its parts).
+pub(super) fn journal_history(
+    q: &mut Queue<'_>,
+    token: &Arc<str>,
+    run: &mut Run,
+    parts: &mut (u64, u32),
+    w: Write<'_>,
+) -> u64 {
+    match w {
+        Write::Points { n, count, bytes } => {
+            let (ticket, new) = q.points(Part {
+                token,
+                run,
+                n,
+                count,
+                bytes,
+            });
+            count_part(parts, n, new);
+            ticket
+        }
+        // A chunk that arrived in few parts keeps them: its points are not written twice.
+        Write::Put {
+            level: 0,
+            index,
+            replaces: 1..,
+            ..
+        } if *parts == (index, parts.1) && parts.1 <= KEEP_PARTS => 0,
+        Write::Put {
+            level,
+            index,
+            value,
+            replaces,
+        } => q.push(Op::HistPut {
+            token: token.clone(),
+            level,
+            index,
+            value,
+            replaces,
+        }),
+        Write::Trim { before } => q.push(Op::HistTrim {
+            token: token.clone(),
+            before,
+        }),
+    }
 }

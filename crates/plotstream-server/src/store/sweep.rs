@@ -191,9 +191,12 @@ impl Store {
             parts,
             ..
         } = &mut **kept;
+        // The trim and the head that says so go into one commit.
+        let mut q = self.journal.queue();
         let ok = builder.trim(count, len, next_t, &mut |w| {
-            self.journal_history(token, run, parts, w);
+            super::persist::journal_history(&mut q, token, run, parts, w);
         });
+        drop(q);
         let after = builder.bytes();
         drop(s);
         self.account_history(before, after);
