@@ -210,6 +210,43 @@ fn retention_drops_the_oldest_chunks_by_bytes_and_by_age() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// L27 drops an idle stream and its history: L60's count and `/metrics` let go of its bytes
+/// too (they stayed counted before, so L60 trimmed other streams for bytes nobody kept).
+#[test]
+fn an_evicted_streams_history_leaves_the_total() {
+    let dir = temp_dir("history-evicted");
+    let (_server, addr, _) = start(&dir, "127.0.0.1:0", &["--idle-stream-ttl", "2s"]);
+    assert_eq!(
+        write_points(addr, "histevict01", 0..3_000).map(|s| s.code()),
+        Some(200)
+    );
+    let metric = |name: &str| {
+        let (_, metrics) = get(addr, "/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("plotstream_history_points_total") < 3_000 {
+        assert!(Instant::now() < deadline, "the points were never counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric("plotstream_history_bytes") > 3_000 * 20);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric("plotstream_history_bytes") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the evicted stream's history is still counted: {} bytes",
+            metric("plotstream_history_bytes")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, _) = get(addr, "/api/streams/histevict01/history");
+    assert_eq!(status, 404, "the stream and its history are gone");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn requests_are_bounded_and_refused_with_a_reason() {
     let dir = temp_dir("history-requests");

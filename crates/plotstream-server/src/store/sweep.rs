@@ -42,6 +42,10 @@ impl Store {
             s.removed = true;
             by_read_id.remove(&s.read_id);
             self.account_bytes(s.window.bytes(), 0);
+            // Its history goes with it (below): out of L60's count too.
+            if let Some(k) = s.history.take() {
+                self.account_history(k.builder.bytes(), 0);
+            }
             // On several nodes a copy goes from this node only: the stream stays in Redis.
             if self.journal.is_durable() && !self.config.clustered {
                 self.journal.push(Op::DropGen { gen: s.gen });
