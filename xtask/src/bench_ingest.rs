@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+mod cpu;
 mod paired;
+use cpu::Cpu;
 use paired::paired_store_rows;
 
 use crate::{
@@ -537,6 +539,19 @@ fn table(results: &[Value]) -> String {
                     l.push_str(&format!(", the median of {}", each.join(", ")));
                 }
             }
+            if let Some(ratio) = r["cpu_ratio_to_window_only"].as_f64() {
+                let each: Vec<String> = (r["rounds_cpu_ratio_to_window_only"].as_array())
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| format!("{:.2}", v.as_f64().unwrap_or(0.0)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                l.push_str(&format!(
+                    "; by CPU per point (server and load generator) {ratio:.2}, the median of {}",
+                    each.join(", ")
+                ));
+            }
             if let Some(p) = r["e2e_latency_ms"].as_object() {
                 l.push_str(&format!(
                     "   e2e p50 {} p99 {} max {} ms (target p99 <= 5); server share p50 {} p99 {} ms",
@@ -593,8 +608,15 @@ fn storage_rows(
         ("100_streams_per_point", PER_POINT_100, memory.per_point),
     ] {
         let before = redis.map(RedisServer::commands).transpose()?;
+        let cpu = Cpu::now(server.pid())?;
         let report = load(bin, &url, args)?;
+        let (server_cpu, load_cpu) = cpu.since(server.pid())?;
         let mut e = entry(&format!("ingest/{storage}/{row}"), &report, None, None);
+        let acked = report["points_acknowledged"].as_f64().unwrap_or(0.0);
+        if acked > 0.0 {
+            e["server_cpu_ns_per_point"] = json!(server_cpu * 1e9 / acked);
+            e["load_cpu_ns_per_point"] = json!(load_cpu * 1e9 / acked);
+        }
         let in_memory = points_per_s(reference);
         e["in_memory_points_per_s"] = json!(in_memory);
         e["ratio_to_in_memory"] = json!(if in_memory > 0.0 {

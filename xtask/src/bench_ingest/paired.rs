@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 /// Pairs of runs of the durable store rows keeping the window only and with history.
-const STORE_ROUNDS: usize = 3;
+const STORE_ROUNDS: usize = 5;
 
 /// The window-only and history rows of the durable store, each bulk and per-point row the
 /// median of [`STORE_ROUNDS`] pairs. `run(history, first)` starts a server on a fresh data
@@ -16,7 +16,7 @@ pub(super) fn paired_store_rows(
     let mut rounds: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
     for round in 0..STORE_ROUNDS {
         let first = round == 0;
-        // W H, H W, W H: the order alternates.
+        // W H, H W, W H, ...: the order alternates.
         let (without, with) = if round % 2 == 0 {
             let without = run(false, first)?;
             (without, run(true, first)?)
@@ -31,6 +31,20 @@ pub(super) fn paired_store_rows(
         let w = rate(without);
         if w > 0.0 {
             rate(with) / w
+        } else {
+            0.0
+        }
+    };
+    // What a point costs both processes (server and load generator): at max rate on two cores
+    // throughput is about two cores over it, and it moves less with the machine's other load.
+    let cpu = |r: &Value| {
+        r["server_cpu_ns_per_point"].as_f64().unwrap_or(0.0)
+            + r["load_cpu_ns_per_point"].as_f64().unwrap_or(0.0)
+    };
+    let cpu_ratio = |with: &Value, without: &Value| {
+        let h = cpu(with);
+        if h > 0.0 {
+            cpu(without) / h
         } else {
             0.0
         }
@@ -54,6 +68,12 @@ pub(super) fn paired_store_rows(
         with["window_only_points_per_s"] = json!(rate(&without));
         with["ratio_to_window_only"] = json!(ratio(&with, &without));
         with["target_ratio_to_window_only"] = json!(0.75);
+        let mut by_cpu: Vec<f64> = pairs.iter().map(|(w, h)| cpu_ratio(h, w)).collect();
+        if !by_cpu.is_empty() && by_cpu.iter().all(|r| *r > 0.0) {
+            with["rounds_cpu_ratio_to_window_only"] = json!(by_cpu);
+            by_cpu.sort_by(f64::total_cmp);
+            with["cpu_ratio_to_window_only"] = json!(by_cpu[by_cpu.len() / 2]);
+        }
         if pairs.len() > 1 {
             with["rounds_ratio_to_window_only"] =
                 json!(pairs.iter().map(|(w, h)| ratio(h, w)).collect::<Vec<_>>());
