@@ -352,6 +352,7 @@ impl Store {
             let mut q = self.journal.queue();
             let ticket = q.line(gen, seq, line);
             if lazy || count == 0 {
+                drop(q);
                 return self.journaled(count, before, builder, ticket);
             }
             let (ticket, new) = q.points(Part {
