@@ -28,6 +28,15 @@ fn all_points(addr: std::net::SocketAddr, token: &str) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// The value of the `/metrics` line `name` (0 when there is none).
+fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, metrics) = get(addr, "/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 fn json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     let (status, body) = get(addr, path);
     assert_eq!(status, 200, "{body}");
@@ -146,13 +155,7 @@ fn retention_drops_the_oldest_chunks_by_bytes_and_by_age() {
         write_points(addr, "histbytes01", 0..60_000).map(|s| s.code()),
         Some(200)
     );
-    let metric = |name: &str| {
-        let (_, metrics) = get(addr, "/metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let metric = |name: &str| metric(addr, name);
     // Retention looks every second, and drops chunk after chunk until the stream is within L59.
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric("plotstream_history_bytes") > 1 << 20 {
@@ -220,13 +223,7 @@ fn an_evicted_streams_history_leaves_the_total() {
         write_points(addr, "histevict01", 0..3_000).map(|s| s.code()),
         Some(200)
     );
-    let metric = |name: &str| {
-        let (_, metrics) = get(addr, "/metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let metric = |name: &str| metric(addr, name);
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric("plotstream_history_points_total") < 3_000 {
         assert!(Instant::now() < deadline, "the points were never counted");

@@ -27,28 +27,14 @@ pub(super) fn paired_store_rows(
         rounds.push((without, with));
     }
     let rate = |r: &Value| r["points_per_s"].as_f64().unwrap_or(0.0);
-    let ratio = |with: &Value, without: &Value| {
-        let w = rate(without);
-        if w > 0.0 {
-            rate(with) / w
-        } else {
-            0.0
-        }
-    };
+    let ratio = |with: &Value, without: &Value| quotient(rate(with), rate(without));
     // What a point costs both processes (server and load generator): at max rate on two cores
-    // throughput is about two cores over it, and it moves less with the machine's other load.
+    // throughput is about two cores over it.
     let cpu = |r: &Value| {
         r["server_cpu_ns_per_point"].as_f64().unwrap_or(0.0)
             + r["load_cpu_ns_per_point"].as_f64().unwrap_or(0.0)
     };
-    let cpu_ratio = |with: &Value, without: &Value| {
-        let h = cpu(with);
-        if h > 0.0 {
-            cpu(without) / h
-        } else {
-            0.0
-        }
-    };
+    let cpu_ratio = |with: &Value, without: &Value| quotient(cpu(without), cpu(with));
     let (mut window_only, mut store) = (Vec::new(), Vec::new());
     let n_rows = rounds.first().map_or(0, |(w, _)| w.len());
     for i in 0..n_rows {
@@ -86,4 +72,13 @@ pub(super) fn paired_store_rows(
         store.push(with);
     }
     Ok((window_only, store))
+}
+
+/// `a / b`, or 0 when `b` is not positive (a run that measured nothing).
+fn quotient(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
 }

@@ -355,15 +355,7 @@ impl Store {
                 drop(q);
                 return self.journaled(count, before, builder, ticket);
             }
-            let (ticket, new) = q.points(Part {
-                token,
-                run,
-                n,
-                count,
-                bytes,
-            });
-            count_part(parts, n, new);
-            ticket
+            journal_history(&mut q, token, run, parts, Write::Points { n, count, bytes })
         } else {
             // One queue: the line and the seals it makes go into one commit, a seal's last
             // part, tier blocks and head together (a crash cannot keep some without the others).
