@@ -68,8 +68,8 @@ pub struct Part<'a> {
     pub n: u64,
     /// How many points.
     pub count: u32,
-    /// Their encodings, back to back.
-    pub bytes: &'a [u8],
+    /// Their encodings, back to back (owned when the caller could give them up).
+    pub bytes: std::borrow::Cow<'a, [u8]>,
 }
 
 /// The journal's pending batch, locked ([`Journal::queue`]): what is queued through it goes
@@ -298,7 +298,7 @@ impl Committed {
                 let chunk = crate::history::CHUNK;
                 if *first + u64::from(*so_far) == n && *first / chunk == n / chunk {
                     *so_far += count;
-                    points.extend_from_slice(bytes);
+                    points.extend_from_slice(&bytes);
                     return (self.queued(p, bytes.len()), false);
                 }
             }
@@ -307,13 +307,14 @@ impl Committed {
             batch: p.batch_id,
             op: p.batch.ops.len(),
         };
+        let n_bytes = 64 + bytes.len();
         p.batch.ops.push(Op::HistPoints {
             token: token.clone(),
             n,
             count,
-            bytes: bytes.to_vec(),
+            bytes: bytes.into_owned(),
         });
-        (self.queued(p, 64 + bytes.len()), true)
+        (self.queued(p, n_bytes), true)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {

@@ -308,7 +308,7 @@ impl Batch {
                 token: token.clone(),
                 n,
                 count,
-                bytes: bytes.to_vec(),
+                bytes: bytes.into_owned(),
             },
             Write::Put {
                 level,

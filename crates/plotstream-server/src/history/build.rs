@@ -6,7 +6,7 @@
 //! its parts, and the tier blocks finished since the last seal (and the open ones as they are)
 //! are written with the head. No I/O: what to store comes out as [`Write`]s.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 
 use serde::{Deserialize, Serialize};
 
@@ -132,7 +132,7 @@ pub enum Write<'a> {
         /// How many.
         count: u32,
         /// Their encodings, back to back.
-        bytes: &'a [u8],
+        bytes: Cow<'a, [u8]>,
     },
     /// The points before `before` are dropped (retention).
     Trim {
@@ -151,6 +151,32 @@ pub enum Write<'a> {
         /// Level-0 keys from `index` it replaces (the chunk's parts), else 0.
         replaces: u64,
     },
+}
+
+impl Write<'_> {
+    /// The same write, holding its bytes itself: to queue after the builder went on (a seal
+    /// is made before the journal is locked, so its lock is not held while points are added).
+    pub fn into_owned(self) -> Write<'static> {
+        match self {
+            Write::Points { n, count, bytes } => Write::Points {
+                n,
+                count,
+                bytes: Cow::Owned(bytes.into_owned()),
+            },
+            Write::Trim { before } => Write::Trim { before },
+            Write::Put {
+                level,
+                index,
+                value,
+                replaces,
+            } => Write::Put {
+                level,
+                index,
+                value,
+                replaces,
+            },
+        }
+    }
 }
 
 /// The owner's side of a stream's history.
@@ -293,7 +319,7 @@ impl Builder {
                 write(Write::Points {
                     n,
                     count: (self.end - n) as u32,
-                    bytes: &self.chunk[self.written_at..],
+                    bytes: Cow::Borrowed(&self.chunk[self.written_at..]),
                 });
                 self.seal(write);
                 (run_n, run_at) = (self.end, 0);
@@ -303,7 +329,7 @@ impl Builder {
             write(Write::Points {
                 n: run_n,
                 count: (self.end - run_n) as u32,
-                bytes: &self.chunk[run_at..],
+                bytes: Cow::Borrowed(&self.chunk[run_at..]),
             });
             self.mark_written();
         }

@@ -1,6 +1,7 @@
 //! What the store sends to the journal (metadata, snapshots, generations, the small tables),
 //! and recovery at start-up: every stream rebuilt from its records, damage reported (DC6).
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -355,16 +356,20 @@ impl Store {
                 drop(q);
                 return self.journaled(count, before, builder, ticket);
             }
+            let bytes = Cow::Borrowed(bytes);
             journal_history(&mut q, token, run, parts, Write::Points { n, count, bytes })
         } else {
-            // One queue: the line and the seals it makes go into one commit, a seal's last
-            // part, tier blocks and head together (a crash cannot keep some without the others).
+            // The seals are made first, the journal unlocked (another stream's line need not
+            // wait while this one's points are added and its chunk and blocks encoded), then
+            // queued with the line in one queue: one commit holds the line, a seal's last part,
+            // its tier blocks and head (a crash cannot keep some without the others).
+            let mut writes = Vec::new();
+            builder.push_all(points, &mut |w| writes.push(w.into_owned()));
             let mut q = self.journal.queue();
-            let mut ticket = q.line(gen, seq, line);
-            builder.push_all(points, &mut |w| {
-                ticket = ticket.max(journal_history(&mut q, token, run, parts, w));
-            });
-            ticket
+            let first = q.line(gen, seq, line);
+            writes.into_iter().fold(first, |ticket, w| {
+                ticket.max(journal_history(&mut q, token, run, parts, w))
+            })
         };
         self.journaled(count as u32, before, builder, ticket)
     }
@@ -400,7 +405,7 @@ impl Store {
             run,
             n,
             count,
-            bytes,
+            bytes: Cow::Borrowed(bytes),
         };
         let (ticket, new) = self.journal.push_points(part);
         count_part(parts, n, new);
