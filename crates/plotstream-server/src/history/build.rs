@@ -153,7 +153,16 @@ pub enum Write<'a> {
     },
 }
 
-impl Write<'_> {
+impl<'a> Write<'a> {
+    /// The points `n..n + count`, their encodings `bytes` borrowed.
+    pub fn points(n: u64, count: u32, bytes: &'a [u8]) -> Write<'a> {
+        Write::Points {
+            n,
+            count,
+            bytes: Cow::Borrowed(bytes),
+        }
+    }
+
     /// The same write, holding its bytes itself: to queue after the builder went on (a seal
     /// is made before the journal is locked, so its lock is not held while points are added).
     pub fn into_owned(self) -> Write<'static> {

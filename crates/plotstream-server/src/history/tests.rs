@@ -335,15 +335,7 @@ fn lines_that_fit_the_open_chunk_store_what_push_all_stores() {
         if bf.fits(line.len()) {
             let (n, count, bytes) = bf.push_open(line);
             assert_eq!(count as usize, line.len());
-            journal(
-                &token,
-                &mut batch_f,
-                Write::Points {
-                    n,
-                    count,
-                    bytes: bytes.into(),
-                },
-            );
+            journal(&token, &mut batch_f, Write::points(n, count, bytes));
         } else {
             bf.push_all(line, &mut |w| journal(&token, &mut batch_f, w));
         }
@@ -411,15 +403,7 @@ fn a_lazy_builder_stores_every_point_once_when_asked_and_at_each_seal() {
             lines += 1;
             if lines.is_multiple_of(ask_every) {
                 if let Some((n, count, bytes)) = b.unwritten() {
-                    journal(
-                        &token,
-                        &mut batch,
-                        Write::Points {
-                            n,
-                            count,
-                            bytes: bytes.into(),
-                        },
-                    );
+                    journal(&token, &mut batch, Write::points(n, count, bytes));
                 }
                 b.mark_written();
             }
@@ -439,15 +423,7 @@ fn a_lazy_builder_stores_every_point_once_when_asked_and_at_each_seal() {
         let unwritten = b.unwritten().map_or(0, |(_, count, _)| u64::from(count));
         assert_eq!(unwritten, b.end - View::load(&mem).map_or(0, |v| v.end));
         if let Some((n, count, bytes)) = b.unwritten() {
-            journal(
-                &token,
-                &mut batch,
-                Write::Points {
-                    n,
-                    count,
-                    bytes: bytes.into(),
-                },
-            );
+            journal(&token, &mut batch, Write::points(n, count, bytes));
         }
         b.mark_written();
         mem.commit(&batch);

@@ -356,8 +356,7 @@ impl Store {
                 drop(q);
                 return self.journaled(count, before, builder, ticket);
             }
-            let bytes = Cow::Borrowed(bytes);
-            journal_history(&mut q, token, run, parts, Write::Points { n, count, bytes })
+            journal_history(&mut q, token, run, parts, Write::points(n, count, bytes))
         } else {
             // The seals are made first, the journal unlocked (another stream's line need not
             // wait while this one's points are added and its chunk and blocks encoded), then
