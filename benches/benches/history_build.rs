@@ -1,0 +1,88 @@
+//! Keeping one point in a stream's history, as ingest does for every accepted line
+//! (docs/history.md "What it costs"): the work #14's ingest ratio pays on the ingest threads.
+//!
+//! - `ours`: `history::Builder` as the store drives it, lazy (the line journal holds the open
+//!   chunk), one point a line: `push_open` while the point fits in the open chunk, else
+//!   `push_all`, whose seal's writes are gathered owned (as `journal_line` gathers them before it
+//!   locks the journal). That is encoding the point, the head's facts, its tier entries, and at
+//!   every 1 024th point the seal: the chunk's record and the tier blocks.
+//! - `baseline`: the points kept without tiers: each encoded into the open chunk, which is copied
+//!   into a record of its own every 1 024 points (what any store of the points does).
+//! - `floor`: encoding the points alone, into a buffer cleared every 1 024.
+//!
+//! One iteration keeps 16 384 points (16 chunks, so one in 1 024 seals), from a builder carried
+//! across iterations like a stream's.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use plotstream_benches::points;
+use plotstream_server::history::point::encode_point;
+use plotstream_server::history::{Builder, Point, Val, Write, CHUNK};
+
+/// Points an iteration keeps.
+const N: usize = 16 * 1024;
+
+fn history_build(c: &mut Criterion) {
+    let kept: Vec<Point> = points(N)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (x, y))| Point {
+            seq: i as u64 + 1,
+            t: x,
+            x: Val::Num(x as f64),
+            y: Val::Num(y),
+        })
+        .collect();
+    let mut group = c.benchmark_group("history_build");
+    group.throughput(Throughput::Elements(N as u64));
+
+    group.bench_function("ours", |b| {
+        let mut builder = Builder::new();
+        builder.set_lazy(true);
+        let mut writes: Vec<Write<'static>> = Vec::new();
+        b.iter(|| {
+            for p in black_box(&kept) {
+                if builder.fits(1) {
+                    black_box(builder.push_open(std::iter::once(p)));
+                } else {
+                    builder.push_all(std::iter::once(p), &mut |w| writes.push(w.into_owned()));
+                    black_box(&writes);
+                    writes.clear();
+                }
+            }
+        });
+    });
+
+    group.bench_function("baseline", |b| {
+        let mut chunk = Vec::new();
+        let mut n = 0u64;
+        b.iter(|| {
+            for p in black_box(&kept) {
+                encode_point(p, &mut chunk);
+                n += 1;
+                if n.is_multiple_of(CHUNK) {
+                    black_box(chunk.clone());
+                    chunk.clear();
+                }
+            }
+        });
+    });
+
+    group.bench_function("floor", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            for (i, p) in black_box(&kept).iter().enumerate() {
+                if i % 1024 == 0 {
+                    out.clear();
+                }
+                encode_point(p, &mut out);
+            }
+            black_box(&out);
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, history_build);
+criterion_main!(benches);
