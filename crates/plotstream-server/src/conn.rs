@@ -86,6 +86,8 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
             };
             match event {
                 Event::Head(head) => {
+                    // Nothing waits in a stream while this connection waits.
+                    shared.store.flush_lines(&conn);
                     let admitted = match &head.token {
                         Some(token) => crate::nodes::admit_writer(shared, &conn, token).await,
                         None => Ok(()),
@@ -140,6 +142,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     if shared.cluster.is_some() && !conn.holds(token.as_str()) {
                         // On several nodes a token is taken for this node before its first
                         // line here (a token named in the lines, not the head).
+                        shared.store.flush_lines(&conn);
                         if let Err(status) = crate::nodes::admit_writer(shared, &conn, token).await
                         {
                             ingest.reject_line(status);
@@ -173,6 +176,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                     }
                 }
                 Event::Request(head) => {
+                    shared.store.flush_lines(&conn);
                     let rest = ingest.take_buffered();
                     // Boxed: the HTTP routes' future is large and rare; inline, its size would
                     // be reserved in every ingest connection's task.
@@ -182,6 +186,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                 Event::End(end) => {
                     // Lines held by a delay fault were accepted: apply them before the status.
                     while let Some(due) = plan.next_held() {
+                        shared.store.flush_lines(&conn);
                         tokio::time::sleep_until(shared.origin + due).await;
                         apply_held(&mut plan, shared.now(), shared, &conn, &mut ingest);
                     }
@@ -233,6 +238,8 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                 }
             }
         }
+        // The read's lines go to the journal together (docs/storage.md "Lines").
+        shared.store.flush_lines(&conn);
         ingest.poll_transmit(&mut out);
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {

@@ -99,6 +99,29 @@ impl Queue<'_> {
         c.line(p, gen, seq, encode)
     }
 
+    /// Queues `lines` (one stream's, in order) and empties them; returns the ticket of the
+    /// stream's last line queued, by this call or an earlier one (0 in memory).
+    pub fn lines(&mut self, lines: &mut Lines) -> u64 {
+        if let (Some((c, p)), false) = (&mut self.held, lines.ends.is_empty()) {
+            let base = p.batch.lines.len();
+            p.batch.lines.extend_from_slice(&lines.bytes);
+            let mut start = 0;
+            for &(gen, seq, end) in &lines.ends {
+                p.batch.ops.push(Op::Line {
+                    gen,
+                    seq,
+                    at: base + start..base + end,
+                });
+                start = end;
+            }
+            let n = lines.ends.len();
+            lines.ticket = c.queued_many(p, 64 * n + lines.bytes.len(), n as u64);
+        }
+        lines.bytes.clear();
+        lines.ends.clear();
+        lines.ticket
+    }
+
     /// Queues the history points `n..n + count` of `token`'s stream (their encodings): they
     /// extend the stream's points op of this batch (`run`, which the caller keeps) when they
     /// follow on in the same chunk, so a commit holds one per stream, not one per line.
@@ -108,6 +131,43 @@ impl Queue<'_> {
             return (0, false);
         };
         c.points(p, part)
+    }
+}
+
+/// One stream's lines waiting to be queued together ([`Queue::lines`]): a writer's lines of
+/// one socket read go into the pending batch in one hold of the journal's lock, not one hold
+/// each (docs/storage.md "Lines"). Held under the stream's lock; whatever else is queued for
+/// the stream queues them first, so its ops keep their order.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// Their records, back to back.
+    bytes: Vec<u8>,
+    /// `(gen, seq, where its record ends in bytes)` of each.
+    ends: Vec<(u64, u64, usize)>,
+    /// The ticket of the stream's last line queued.
+    ticket: u64,
+}
+
+impl Lines {
+    /// Lines past which the caller queues them at once ([`Lines::is_full`]).
+    pub const MAX_LINES: usize = 256;
+    /// Bytes past which the caller queues them at once.
+    pub const MAX_BYTES: usize = 64 << 10;
+
+    /// Adds line `seq` of generation `gen`, its record written by `encode`.
+    pub fn push(&mut self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.bytes);
+        self.ends.push((gen, seq, self.bytes.len()));
+    }
+
+    /// True when none wait.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// True when they reached [`Lines::MAX_LINES`] or [`Lines::MAX_BYTES`]: queue them now.
+    pub fn is_full(&self) -> bool {
+        self.ends.len() >= Self::MAX_LINES || self.bytes.len() >= Self::MAX_BYTES
     }
 }
 
@@ -178,11 +238,6 @@ impl Journal {
     pub fn push_all(&self, ops: impl IntoIterator<Item = Op>) -> u64 {
         let mut q = self.queue();
         ops.into_iter().fold(0, |_, op| q.push(op))
-    }
-
-    /// Queues line `seq` of generation `gen` ([`Queue::line`]); returns its ticket (0 in memory).
-    pub fn push_line(&self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
-        self.queue().line(gen, seq, encode)
     }
 
     /// Queues history points ([`Queue::points`]).
@@ -264,6 +319,19 @@ impl Committed {
         let ticket = p.next_ticket;
         p.next_ticket += 1;
         if p.batch.ops.len() == 1 {
+            self.wake.notify_one();
+        }
+        ticket
+    }
+
+    /// [`Committed::queued`] for `k` ops queued at once (`n` bytes): returns the last one's
+    /// ticket.
+    fn queued_many(&self, p: &mut Pending, n: usize, k: u64) -> u64 {
+        p.n_bytes += n;
+        self.backlog.store(p.n_bytes as u64, Ordering::Relaxed);
+        let ticket = p.next_ticket + k - 1;
+        p.next_ticket += k;
+        if p.batch.ops.len() as u64 == k {
             self.wake.notify_one();
         }
         ticket
@@ -451,6 +519,68 @@ mod tests {
             self.0.lock().unwrap_or_else(|e| e.into_inner()).push(keys);
             Ok(())
         }
+    }
+
+    /// A committed line: `(gen, seq, record)`.
+    type Line = (u64, u64, Vec<u8>);
+
+    /// Keeps the lines it commits.
+    #[derive(Debug, Clone, Default)]
+    struct LineRecorder(Arc<Mutex<Vec<Line>>>);
+
+    impl Backend for LineRecorder {
+        fn load(&mut self, _: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Loaded, StorageError> {
+            Ok(Loaded::default())
+        }
+
+        fn commit(&mut self, batch: &Batch) -> Result<(), StorageError> {
+            let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            for run in batch.line_runs(false) {
+                for (seq, record) in (run.first..=run.last).zip(&run.records) {
+                    lines.push((run.gen, seq, record.to_vec()));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A stream's waiting lines go into the batch in one hold, in order, with consecutive
+    /// tickets; queuing none hands back the stream's last one.
+    #[test]
+    fn waiting_lines_are_queued_in_order_with_their_tickets() {
+        let recorder = LineRecorder::default();
+        let (journal, thread) = Journal::start(
+            Box::new(recorder.clone()),
+            Duration::from_millis(1),
+            Arc::new(Metrics::default()),
+        );
+        assert_eq!(journal.push(put("first".into())), 1);
+        let mut lines = Lines::default();
+        for (seq, record) in [(1, "a"), (2, "bb"), (3, "ccc")] {
+            lines.push(7, seq, |out| out.extend_from_slice(record.as_bytes()));
+        }
+        assert!(!lines.is_empty() && !lines.is_full());
+        assert_eq!(journal.queue().lines(&mut lines), 4);
+        assert!(lines.is_empty());
+        assert_eq!(
+            journal.queue().lines(&mut lines),
+            4,
+            "none queued: the last one's"
+        );
+        lines.push(7, 4, |out| out.extend_from_slice(b"dddd"));
+        assert_eq!(journal.push(put("between".into())), 5);
+        assert_eq!(journal.queue().lines(&mut lines), 6);
+        journal.close(Some(thread));
+        let got = recorder.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let want: Vec<Line> = [(1, "a"), (2, "bb"), (3, "ccc"), (4, "dddd")]
+            .into_iter()
+            .map(|(seq, r)| (7, seq, r.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        for _ in 0..Lines::MAX_LINES {
+            lines.push(1, 1, |_| {});
+        }
+        assert!(lines.is_full());
     }
 
     fn put(key: String) -> Op {

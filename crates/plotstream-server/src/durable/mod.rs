@@ -22,7 +22,7 @@ mod redis_history;
 
 pub use self::cluster::{Acquired, ClusterLink, LiveRun, FOLLOWS_CHANNEL, OWNERS_CHANNEL};
 pub use self::disk_full::DiskFull;
-pub use self::journal::{Journal, Part, Progress, Queue, Run, MAX_BACKLOG};
+pub use self::journal::{Journal, Lines, Part, Progress, Queue, Run, MAX_BACKLOG};
 pub use self::ops::{
     Backend, Batch, HistKv, LineRun, Loaded, LoadedStream, Op, StorageError, Table,
 };

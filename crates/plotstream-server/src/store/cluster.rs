@@ -169,6 +169,9 @@ impl Store {
                         if !clean && (new.last_seq > 0 || !new.window.is_empty()) {
                             new.epoch = new_epoch();
                         }
+                        // Lines it still holds go first (an owner's, of the generation that
+                        // the stored one replaces).
+                        self.queue_lines(s);
                         moved = self.replace(s, new);
                     }
                 }
@@ -178,6 +181,7 @@ impl Store {
             self.set_history(s, token, history.take());
             if stored_gen.is_some_and(|g| g != s.gen) {
                 if let Some(gen) = stored_gen {
+                    self.queue_lines(s);
                     self.journal.push(Op::DropGen { gen });
                 }
             }

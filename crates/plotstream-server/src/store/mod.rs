@@ -173,6 +173,7 @@ impl Store {
             kicked: Notify::new(),
             last_ticket: AtomicU64::new(0),
             received_ms: AtomicI64::new(0),
+            buffered: Mutex::new(Vec::new()),
         })
     }
 
@@ -285,7 +286,12 @@ impl Store {
                 if seq - stream.snap_seq >= snapshot_every(stream.window.maxpoints()) {
                     ticket = self.store_snapshot(stream);
                 }
-                conn.last_ticket.store(ticket, Ordering::Release);
+                if !stream.lines.is_empty() && stream.lines_by != Some(conn.id) {
+                    // The line waits for the end of the read: this writer queues it then.
+                    stream.lines_by = Some(conn.id);
+                    persist::lock_buffered(conn).push(cell.clone());
+                }
+                conn.last_ticket.fetch_max(ticket, Ordering::AcqRel);
             }
             return Ok(seq);
         }
@@ -310,6 +316,8 @@ impl Store {
     /// Releases every binding `conn` holds (its body ended or it closed), before its response
     /// is written (P7, M32). Returns the tokens it was still the writer of.
     pub fn release(&self, conn: &Arc<Conn>) -> Vec<String> {
+        // Its lines still waiting are queued first: its final response waits for them.
+        self.flush_lines(conn);
         let mut released = Vec::new();
         let tokens = std::mem::take(
             &mut *conn
@@ -1113,6 +1121,61 @@ mod tests {
         let _ = s.recover(loaded);
         let c = s.new_conn();
         (s, c, thread)
+    }
+
+    /// A writer's lines of one read wait in their stream and go to the journal together when
+    /// the read ends (`flush_lines`, docs/storage.md "Lines"); the writer's ticket, which its
+    /// final response waits for (DC1), then covers them: also when a snapshot queued them
+    /// first, and when another writer took the stream and queued them with its own.
+    #[test]
+    fn a_reads_lines_are_queued_together_and_the_writers_ticket_covers_them() {
+        let dir = std::env::temp_dir().join(format!("plotstream-lines-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (s, a, thread) = journaled(&dir);
+        let line = |n: u64| format!(r#"{{"x":{n},"y":{n}}}"#);
+        apply(&s, &a, "tok1", &line(0)).unwrap();
+        s.flush_lines(&a);
+        let t0 = s.journal().last_ticket();
+        assert_eq!(a.last_ticket.load(Ordering::Acquire), t0);
+        for n in 1..=10 {
+            apply(&s, &a, "tok1", &line(n)).unwrap();
+        }
+        assert_eq!(s.journal().last_ticket(), t0, "the read's lines wait");
+        s.flush_lines(&a);
+        assert_eq!(s.journal().last_ticket(), t0 + 10, "one ticket a line");
+        assert_eq!(a.last_ticket.load(Ordering::Acquire), t0 + 10);
+        // Another writer takes the stream mid-read: it queues `a`'s lines with its own, and
+        // `a`'s ticket still covers `a`'s.
+        for n in 11..=15 {
+            apply(&s, &a, "tok1", &line(n)).unwrap();
+        }
+        let b = s.new_conn();
+        apply(&s, &b, "tok1", &line(16)).unwrap();
+        s.flush_lines(&b);
+        assert_eq!(s.journal().last_ticket(), t0 + 16);
+        s.flush_lines(&a);
+        assert_eq!(a.last_ticket.load(Ordering::Acquire), t0 + 16);
+        // A snapshot (every 500 lines here) queues the lines before it.
+        for n in 17..=600 {
+            apply(&s, &b, "tok1", &line(n)).unwrap();
+        }
+        assert!(
+            s.journal().last_ticket() > t0 + 16,
+            "full or snapshotted lines wait not"
+        );
+        s.flush_lines(&b);
+        assert_eq!(
+            b.last_ticket.load(Ordering::Acquire),
+            s.journal().last_ticket()
+        );
+        let want = inspect(&s, "tok1");
+        s.release(&b);
+        s.journal().close(Some(thread));
+        drop(s);
+        let (s, _, thread) = journaled(&dir);
+        assert_eq!(inspect(&s, "tok1")["window"], want["window"]);
+        s.journal().close(Some(thread));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Everything a viewer sees comes back after a clean close: window (through snapshots and

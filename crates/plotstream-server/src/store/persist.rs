@@ -12,8 +12,9 @@ use plotstream_proto::Update;
 use super::history::{Kept, KEEP_PARTS};
 use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
+use super::writer::Conn;
 use super::{Cell, Store};
-use crate::durable::{Loaded, LoadedStream, Op, Part, Queue, Run, Table};
+use crate::durable::{Lines, Loaded, LoadedStream, Op, Part, Queue, Run, Table};
 use crate::history::{self, Builder, Stored, Write};
 use crate::records::{self, StreamMeta};
 
@@ -34,6 +35,7 @@ impl Store {
         if !self.stores(s) {
             return 0;
         }
+        self.queue_lines(s);
         // The lines the snapshot drops may hold history points no part holds yet.
         self.flush_history(s);
         s.snap_seq = s.last_seq;
@@ -49,6 +51,7 @@ impl Store {
     /// as it is now; all in one transaction, so a crash never leaves the metadata naming a
     /// generation without its snapshot.
     pub(super) fn store_new_gen(&self, token: &str, s: &mut Stream) -> u64 {
+        self.queue_lines(s);
         // The old generation's lines may hold history points no part holds yet.
         self.flush_history(s);
         let drop = Op::DropGen { gen: s.gen };
@@ -306,7 +309,8 @@ impl Store {
 
     /// Journals line `seq` of `s` (its record `record`) and keeps its points in `s`'s history,
     /// received at `received` (ms since the Unix epoch; read only when history is kept).
-    /// Returns the last ticket.
+    /// Returns the line's ticket, or 0 when it waits in `s.lines` for the end of the read
+    /// (`Store::flush_lines`).
     ///
     /// The line record carries where its points go and when they came
     /// ([`records::LineHistory`]): the line journal holds the open chunk's points until a
@@ -323,10 +327,15 @@ impl Store {
         received: impl FnOnce() -> i64,
     ) -> u64 {
         let gen = s.gen;
-        let Some(kept) = self.kept(s, token) else {
-            return self
-                .journal
-                .push_line(gen, seq, |out| out.extend_from_slice(record));
+        let Stream {
+            history,
+            lines,
+            fence,
+            ..
+        } = s;
+        let Some(kept) = self.kept(history, *fence, token) else {
+            lines.push(gen, seq, |out| out.extend_from_slice(record));
+            return self.queue_if_full(lines);
         };
         // A point's time never goes back, even if the clock does.
         let t = received().max(kept.builder.head.last_t);
@@ -350,12 +359,14 @@ impl Store {
         let lazy = builder.is_lazy();
         let ticket = if builder.fits(count) {
             let (n, count, bytes) = builder.push_open(points);
-            let mut q = self.journal.queue();
-            let ticket = q.line(gen, seq, line);
             if lazy || count == 0 {
-                drop(q);
+                lines.push(gen, seq, line);
+                let ticket = self.queue_if_full(lines);
                 return self.journaled(count, before, builder, ticket);
             }
+            let mut q = self.journal.queue();
+            q.lines(lines);
+            q.line(gen, seq, line);
             journal_history(&mut q, token, run, parts, Write::points(n, count, bytes))
         } else {
             // The seals are made first, the journal unlocked (another stream's line need not
@@ -365,12 +376,51 @@ impl Store {
             let mut writes = Vec::new();
             builder.push_all(points, &mut |w| writes.push(w.into_owned()));
             let mut q = self.journal.queue();
+            q.lines(lines);
             let first = q.line(gen, seq, line);
             writes.into_iter().fold(first, |ticket, w| {
                 ticket.max(journal_history(&mut q, token, run, parts, w))
             })
         };
         self.journaled(count as u32, before, builder, ticket)
+    }
+
+    /// Queues `lines` when they are [full](Lines::is_full): returns the last one's ticket, or 0
+    /// while they wait.
+    fn queue_if_full(&self, lines: &mut Lines) -> u64 {
+        if lines.is_full() {
+            self.journal.queue().lines(lines)
+        } else {
+            0
+        }
+    }
+
+    /// Queues the lines `s` holds (before anything else is queued for it, so its ops keep
+    /// their order); returns the ticket of its last line queued.
+    pub(super) fn queue_lines(&self, s: &mut Stream) -> u64 {
+        self.journal.queue().lines(&mut s.lines)
+    }
+
+    /// Queues the lines `conn` left in streams this read (`Conn::buffered`) and brings its
+    /// `last_ticket` up to them: a writer calls it at the end of every read and before it
+    /// waits for anything, so no line waits past the read it came in (a final response waits
+    /// for `last_ticket`, DC1).
+    pub fn flush_lines(&self, conn: &Conn) {
+        let mut cells = std::mem::take(&mut *lock_buffered(conn));
+        if cells.is_empty() {
+            return;
+        }
+        for cell in cells.drain(..) {
+            let mut s = cell.lock();
+            let ticket = self.queue_lines(&mut s);
+            if s.lines_by == Some(conn.id) {
+                s.lines_by = None;
+            }
+            drop(s);
+            conn.last_ticket.fetch_max(ticket, Ordering::AcqRel);
+        }
+        // Its allocation is kept for the next read.
+        *lock_buffered(conn) = cells;
     }
 
     /// Counts a journaled line's `count` points and what its history (`before` bytes) grew by;
@@ -419,7 +469,10 @@ impl Store {
             return self.journal.last_ticket();
         };
         if !self.config.clustered {
-            self.flush_history(&mut cell.lock());
+            let mut s = cell.lock();
+            // The lines first: a part never holds points of lines a crash could lose.
+            self.queue_lines(&mut s);
+            self.flush_history(&mut s);
         }
         // Everything journaled so far: a chunk sealed just now is in the pending batch too.
         self.journal.last_ticket()
@@ -473,14 +526,21 @@ impl Store {
 
     /// `s`'s history as its owner builds it: `None` when the server keeps none, this node does
     /// not own the stream, or it could not be read.
-    fn kept<'s>(&self, s: &'s mut Stream, token: &str) -> Option<&'s mut Kept> {
+    /// The history a stream keeps (`history`, its fence `fence`), made when it has none yet;
+    /// `None` when it keeps none.
+    fn kept<'s>(
+        &self,
+        history: &'s mut Option<Box<Kept>>,
+        fence: u64,
+        token: &str,
+    ) -> Option<&'s mut Kept> {
         self.histories.store.get()?;
-        if self.config.clustered && (s.fence == 0 || s.history.is_none()) {
+        if self.config.clustered && (fence == 0 || history.is_none()) {
             // Only an owner adds to a stream's history, and only to what it read when it took
             // the stream (a fresh builder would overwrite what Redis holds).
             return None;
         }
-        let kept = s.history.get_or_insert_with(|| {
+        let kept = history.get_or_insert_with(|| {
             Box::new(Kept {
                 token: Arc::from(token),
                 builder: self.new_builder(Builder::new()),
@@ -554,6 +614,14 @@ impl Store {
             broken,
         }))
     }
+}
+
+/// `conn`'s streams with lines to queue (never held while a stream is locked: see
+/// `Store::flush_lines`).
+pub(super) fn lock_buffered(conn: &Conn) -> std::sync::MutexGuard<'_, Vec<Arc<Cell>>> {
+    conn.buffered
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Counts a part of the open chunk stored from position `n` (`new`: it started a new op).

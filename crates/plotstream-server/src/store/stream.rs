@@ -12,6 +12,7 @@ use plotstream_proto::{Maxpoints, Update, Value};
 
 use super::queue::{Fanout, ViewerMsg, ViewerSlot};
 use super::writer::Conn;
+use crate::durable::Lines;
 use crate::records::{self, StreamMeta};
 use crate::text::hex;
 use crate::window::Window;
@@ -59,6 +60,11 @@ pub(super) struct Stream {
     pub(super) displaced_lines: u64,
     /// Its history as this node builds it (docs/history.md), when the store keeps history.
     pub(super) history: Option<Box<super::history::Kept>>,
+    /// Its lines not queued to the journal yet: a writer's lines of one read are queued
+    /// together (`Store::flush_lines`), and before anything else is queued for the stream.
+    pub(super) lines: Lines,
+    /// The connection that last noted this stream as one to flush (`Conn::buffered`).
+    pub(super) lines_by: Option<u64>,
 }
 
 /// The snapshot a stream last handed out, without keeping it alive: only viewers hold it
@@ -181,6 +187,8 @@ impl Stream {
             rejected_lines: 0,
             displaced_lines: 0,
             history: None,
+            lines: Lines::default(),
+            lines_by: None,
         }
     }
 

@@ -48,6 +48,9 @@ impl Store {
             }
             // On several nodes a copy goes from this node only: the stream stays in Redis.
             if self.journal.is_durable() && !self.config.clustered {
+                // Its lines first, so the drop follows them (a writer's lines wait in it
+                // until the end of its read).
+                self.queue_lines(&mut s);
                 self.journal.push(Op::DropGen { gen: s.gen });
                 self.journal.push(Op::DropStream {
                     token: token.clone(),
@@ -182,7 +185,8 @@ impl Store {
             .and_then(|(_, r)| history::point::decode_points(&r))
             .and_then(|p| p.first().map(|p| p.t))
             .unwrap_or(last_t);
-        let mut s = cell.lock();
+        let mut guard = cell.lock();
+        let s = &mut *guard;
         let kept = s.history.as_mut()?;
         if kept.builder.head.first != first {
             return Some(false);
@@ -195,14 +199,15 @@ impl Store {
             parts,
             ..
         } = &mut **kept;
-        // The trim and the head that says so go into one commit.
+        // The trim and the head that says so go into one commit, after the stream's lines.
         let mut q = self.journal.queue();
+        q.lines(&mut s.lines);
         let ok = builder.trim(count, len, next_t, &mut |w| {
             super::persist::journal_history(&mut q, token, run, parts, w);
         });
         drop(q);
         let after = builder.bytes();
-        drop(s);
+        drop(guard);
         self.account_history(before, after);
         Some(ok)
     }

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use plotstream_proto::Status;
 use tokio::sync::Notify;
@@ -30,6 +30,9 @@ pub struct Conn {
     /// time history keeps for every line of that read (docs/history.md "Points"), one clock
     /// read per read instead of one per line.
     pub(super) received_ms: AtomicI64,
+    /// The streams it left lines in that are not queued to the journal yet: queued at the
+    /// end of each read (`Store::flush_lines`), which also brings `last_ticket` up to them.
+    pub(super) buffered: Mutex<Vec<Arc<super::Cell>>>,
 }
 
 impl Conn {
