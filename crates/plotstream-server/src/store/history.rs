@@ -31,6 +31,36 @@ pub(super) struct Kept {
     /// Its stored history could not be read at start-up: nothing more is added to it rather
     /// than overwrite what is there (the log says why).
     pub(super) broken: bool,
+    /// What the shared counts hold of it: they are brought up to it once a read, not once a
+    /// line (`Store::count_history`).
+    pub(super) counted: Counted,
+}
+
+/// What the shared counts (L60's bytes, `/metrics`' points) hold of one stream's history.
+#[derive(Debug, Default)]
+pub(super) struct Counted {
+    /// Its bytes as L60's total counts them.
+    pub(super) bytes: u64,
+    /// Points kept since the points counter was last brought up.
+    pub(super) points: u64,
+}
+
+impl Kept {
+    /// `token`'s history, built by `builder` (counted as it is), its open chunk's parts so
+    /// far `parts`.
+    pub(super) fn new(token: &str, builder: Builder, parts: (u64, u32), broken: bool) -> Box<Kept> {
+        Box::new(Kept {
+            token: Arc::from(token),
+            counted: Counted {
+                bytes: builder.bytes(),
+                points: 0,
+            },
+            builder,
+            run: crate::durable::Run::default(),
+            parts,
+            broken,
+        })
+    }
 }
 
 /// A history chunk that arrived in at most this many parts keeps them as its records: its

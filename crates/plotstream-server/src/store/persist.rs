@@ -9,7 +9,7 @@ use plotstream_proto::{Maxpoints, Token};
 
 use plotstream_proto::Update;
 
-use super::history::{Kept, KEEP_PARTS};
+use super::history::{Counted, Kept, KEEP_PARTS};
 use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::writer::Conn;
@@ -341,14 +341,15 @@ impl Store {
         let t = received().max(kept.builder.head.last_t);
         let points = history::points_of(update, seq, t);
         let count = points.len();
-        let before = kept.builder.bytes();
         let Kept {
             token,
             builder,
             run,
             parts,
+            counted,
             ..
         } = kept;
+        counted.points += count as u64;
         let n = builder.end;
         let line = |out: &mut Vec<u8>| {
             out.extend_from_slice(record);
@@ -361,8 +362,8 @@ impl Store {
             let (n, count, bytes) = builder.push_open(points);
             if lazy || count == 0 {
                 lines.push(gen, seq, line);
-                let ticket = self.queue_if_full(lines);
-                return self.journaled(count, before, builder, ticket);
+                // Counted at the end of the read (`flush_lines`).
+                return self.queue_if_full(lines);
             }
             let mut q = self.journal.queue();
             q.lines(lines);
@@ -382,7 +383,8 @@ impl Store {
                 ticket.max(journal_history(&mut q, token, run, parts, w))
             })
         };
-        self.journaled(count as u32, before, builder, ticket)
+        self.count_history(builder, counted);
+        ticket
     }
 
     /// Queues `lines` when they are [full](Lines::is_full): returns the last one's ticket, or 0
@@ -416,6 +418,9 @@ impl Store {
             if s.lines_by == Some(conn.id) {
                 s.lines_by = None;
             }
+            if let Some(k) = s.history.as_deref_mut() {
+                self.count_history(&k.builder, &mut k.counted);
+            }
             drop(s);
             conn.last_ticket.fetch_max(ticket, Ordering::AcqRel);
         }
@@ -423,14 +428,20 @@ impl Store {
         *lock_buffered(conn) = cells;
     }
 
-    /// Counts a journaled line's `count` points and what its history (`before` bytes) grew by;
-    /// returns `ticket`.
-    fn journaled(&self, count: u32, before: u64, builder: &Builder, ticket: u64) -> u64 {
-        self.metrics
-            .history_points
-            .fetch_add(u64::from(count), Ordering::Relaxed);
-        self.account_history(before, builder.bytes());
-        ticket
+    /// Brings the shared counts up to a stream's history (`builder`, `counted` of it): the
+    /// points kept since the last time, and L60's total by what its bytes changed.
+    pub(super) fn count_history(&self, builder: &Builder, counted: &mut Counted) {
+        if counted.points > 0 {
+            self.metrics
+                .history_points
+                .fetch_add(counted.points, Ordering::Relaxed);
+            counted.points = 0;
+        }
+        let bytes = builder.bytes();
+        if bytes != counted.bytes {
+            self.account_history(counted.bytes, bytes);
+            counted.bytes = bytes;
+        }
     }
 
     /// Stores the points of `s`'s open history chunk that only the line journal holds yet,
@@ -442,6 +453,7 @@ impl Store {
             run,
             parts,
             broken: false,
+            ..
         }) = s.history.as_deref_mut()
         else {
             return 0;
@@ -489,11 +501,11 @@ impl Store {
             run,
             parts,
             broken: false,
+            counted,
         }) = s.history.as_deref_mut()
         else {
             return;
         };
-        let before = builder.bytes();
         let mut q = self.journal.queue();
         for (n, points) in lines {
             let end = builder.end;
@@ -513,7 +525,7 @@ impl Store {
             });
         }
         drop(q);
-        self.account_history(before, builder.bytes());
+        self.count_history(builder, counted);
     }
 
     /// `b`, left lazy (its open chunk's points stay in the line journal) on one node; on
@@ -541,13 +553,7 @@ impl Store {
             return None;
         }
         let kept = history.get_or_insert_with(|| {
-            Box::new(Kept {
-                token: Arc::from(token),
-                builder: self.new_builder(Builder::new()),
-                run: Run::default(),
-                parts: (0, 0),
-                broken: false,
-            })
+            Kept::new(token, self.new_builder(Builder::new()), (0, 0), false)
         });
         (!kept.broken).then_some(&mut **kept)
     }
@@ -571,18 +577,15 @@ impl Store {
     /// `s`'s history from now on: `builder` (read when this node took the stream), or none
     /// (it let go of it).
     pub(super) fn set_history(&self, s: &mut Stream, token: &str, builder: Option<Builder>) {
-        let before = s.history.as_ref().map_or(0, |k| k.builder.bytes());
+        if let Some(k) = s.history.as_deref_mut() {
+            self.count_history(&k.builder, &mut k.counted);
+        }
+        let before = s.history.as_ref().map_or(0, |k| k.counted.bytes);
         s.history = builder.map(|builder| {
             let open = builder.end - builder.end % history::CHUNK;
-            Box::new(Kept {
-                token: Arc::from(token),
-                builder,
-                run: Run::default(),
-                parts: (open, KEEP_PARTS + 1),
-                broken: false,
-            })
+            Kept::new(token, builder, (open, KEEP_PARTS + 1), false)
         });
-        let after = s.history.as_ref().map_or(0, |k| k.builder.bytes());
+        let after = s.history.as_ref().map_or(0, |k| k.counted.bytes);
         self.account_history(before, after);
     }
 
@@ -606,13 +609,7 @@ impl Store {
         self.account_history(0, builder.bytes());
         // The open chunk's parts before the restart are not counted: its seal writes it whole.
         let open = builder.end - builder.end % history::CHUNK;
-        Some(Box::new(Kept {
-            token: Arc::from(token),
-            builder,
-            run: Run::default(),
-            parts: (open, KEEP_PARTS + 1),
-            broken,
-        }))
+        Some(Kept::new(token, builder, (open, KEEP_PARTS + 1), broken))
     }
 }
 

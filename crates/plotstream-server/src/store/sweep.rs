@@ -43,8 +43,9 @@ impl Store {
             by_read_id.remove(&s.read_id);
             self.account_bytes(s.window.bytes(), 0);
             // Its history goes with it (below): out of L60's count too.
-            if let Some(k) = s.history.take() {
-                self.account_history(k.builder.bytes(), 0);
+            if let Some(mut k) = s.history.take() {
+                self.count_history(&k.builder, &mut k.counted);
+                self.account_history(k.counted.bytes, 0);
             }
             // On several nodes a copy goes from this node only: the stream stays in Redis.
             if self.journal.is_durable() && !self.config.clustered {
@@ -191,12 +192,12 @@ impl Store {
         if kept.builder.head.first != first {
             return Some(false);
         }
-        let before = kept.builder.bytes();
         let Kept {
             token,
             builder,
             run,
             parts,
+            counted,
             ..
         } = &mut **kept;
         // The trim and the head that says so go into one commit, after the stream's lines.
@@ -206,9 +207,8 @@ impl Store {
             super::persist::journal_history(&mut q, token, run, parts, w);
         });
         drop(q);
-        let after = builder.bytes();
+        self.count_history(builder, counted);
         drop(guard);
-        self.account_history(before, after);
         Some(ok)
     }
 }
