@@ -81,7 +81,7 @@ pub struct Store {
 /// A value alone on its cache lines (two: x86-64 fetches lines in pairs). The store's index
 /// lock and byte count are written by every line on every core; beside them, the fields each
 /// line only reads (the journal, the metrics, the configuration) were a cache miss a line
-/// (docs/performance.md "Sharing").
+/// (docs/performance.md "Sharing cache lines").
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Padded<T>(T);

@@ -413,6 +413,9 @@ impl Store {
             return;
         }
         for cell in cells.drain(..) {
+            let Ok(cell) = cell.downcast::<Cell>() else {
+                continue;
+            };
             let mut s = cell.lock();
             let ticket = self.queue_lines(&mut s);
             if s.lines_by == Some(conn.id) {
@@ -615,7 +618,9 @@ impl Store {
 
 /// `conn`'s streams with lines to queue (never held while a stream is locked: see
 /// `Store::flush_lines`).
-pub(super) fn lock_buffered(conn: &Conn) -> std::sync::MutexGuard<'_, Vec<Arc<Cell>>> {
+pub(super) fn lock_buffered(
+    conn: &Conn,
+) -> std::sync::MutexGuard<'_, Vec<Arc<dyn std::any::Any + Send + Sync>>> {
     conn.buffered
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

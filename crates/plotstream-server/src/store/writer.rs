@@ -1,6 +1,7 @@
 //! A writer connection as the store sees it: its identity, the tokens it holds, and how it
 //! learns that it was displaced (P7, I3).
 
+use std::any::Any;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,8 @@ pub struct Conn {
     pub(super) received_ms: AtomicI64,
     /// The streams it left lines in that are not queued to the journal yet: queued at the
     /// end of each read (`Store::flush_lines`), which also brings `last_ticket` up to them.
-    pub(super) buffered: Mutex<Vec<Arc<super::Cell>>>,
+    /// Their cells, as `Any`: a connection is below the streams it writes.
+    pub(super) buffered: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Conn {
