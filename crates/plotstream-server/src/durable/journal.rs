@@ -117,8 +117,16 @@ impl Queue<'_> {
             let n = lines.ends.len();
             lines.ticket = c.queued_many(p, 64 * n + lines.bytes.len(), n as u64);
         }
-        lines.bytes.clear();
-        lines.ends.clear();
+        if lines.bytes.capacity() > Lines::KEEP_BYTES || lines.ends.capacity() > Lines::KEEP_LINES {
+            // A bulk writer's read took more: an idle stream does not keep it, and the next
+            // read's first line reserves as much at once.
+            lines.last = (lines.bytes.len(), lines.ends.len());
+            lines.bytes = Vec::new();
+            lines.ends = Vec::new();
+        } else {
+            lines.bytes.clear();
+            lines.ends.clear();
+        }
         lines.ticket
     }
 
@@ -146,6 +154,8 @@ pub struct Lines {
     ends: Vec<(u64, u64, usize)>,
     /// The ticket of the stream's last line queued.
     ticket: u64,
+    /// How much the last freed buffers held: `(bytes, lines)`.
+    last: (usize, usize),
 }
 
 impl Lines {
@@ -153,9 +163,19 @@ impl Lines {
     pub const MAX_LINES: usize = 256;
     /// Bytes past which the caller queues them at once.
     pub const MAX_BYTES: usize = 64 << 10;
+    /// Buffer capacity a stream keeps between reads (more is freed once queued): a stream
+    /// written one point at a time reuses its buffers, and one that went idle after bulk
+    /// reads holds no more than this.
+    const KEEP_BYTES: usize = 1 << 10;
+    /// Lines' room a stream keeps between reads.
+    const KEEP_LINES: usize = 32;
 
     /// Adds line `seq` of generation `gen`, its record written by `encode`.
     pub fn push(&mut self, gen: u64, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.ends.capacity() == 0 {
+            self.bytes.reserve(self.last.0);
+            self.ends.reserve(self.last.1);
+        }
         encode(&mut self.bytes);
         self.ends.push((gen, seq, self.bytes.len()));
     }
@@ -578,9 +598,14 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         for _ in 0..Lines::MAX_LINES {
-            lines.push(1, 1, |_| {});
+            lines.push(1, 1, |out| out.extend_from_slice(&[0; 64]));
         }
         assert!(lines.is_full());
+        // A stream that goes idle after a bulk read keeps no more than a small buffer.
+        Journal::memory().queue().lines(&mut lines);
+        assert!(lines.is_empty());
+        assert!(lines.bytes.capacity() <= Lines::KEEP_BYTES);
+        assert!(lines.ends.capacity() <= Lines::KEEP_LINES);
     }
 
     fn put(key: String) -> Op {

@@ -77,7 +77,6 @@ pub struct Store {
     histories: history::Histories,
 }
 
-/// Which streams exist.
 /// A value alone on its cache lines (two: x86-64 fetches lines in pairs). The store's index
 /// lock and byte count are written by every line on every core; beside them, the fields each
 /// line only reads (the journal, the metrics, the configuration) were a cache miss a line
@@ -94,6 +93,7 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
+/// Which streams exist.
 #[derive(Debug, Default)]
 struct Index {
     streams: HashMap<String, Arc<Cell>>,
