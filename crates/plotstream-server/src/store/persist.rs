@@ -539,10 +539,9 @@ impl Store {
         b
     }
 
-    /// `s`'s history as its owner builds it: `None` when the server keeps none, this node does
-    /// not own the stream, or it could not be read.
-    /// The history a stream keeps (`history`, its fence `fence`), made when it has none yet;
-    /// `None` when it keeps none.
+    /// A stream's history as its owner builds it (its `history` and `fence`), made when it has
+    /// none yet: `None` when the server keeps none, this node does not own the stream, or it
+    /// could not be read.
     fn kept<'s>(
         &self,
         history: &'s mut Option<Box<Kept>>,
@@ -616,8 +615,8 @@ impl Store {
     }
 }
 
-/// `conn`'s streams with lines to queue (never held while a stream is locked: see
-/// `Store::flush_lines`).
+/// `conn`'s streams with lines to queue: taken under a stream's lock (a line registers its
+/// stream), never held while one is locked (`Store::flush_lines` takes the list first).
 pub(super) fn lock_buffered(
     conn: &Conn,
 ) -> std::sync::MutexGuard<'_, Vec<Arc<dyn std::any::Any + Send + Sync>>> {
