@@ -330,8 +330,9 @@ impl Batch {
     }
 }
 
-/// A run of one stream's points in one commit: `(first, count, encodings)`.
-type PointRun = (u64, u64, Vec<u8>);
+/// A run of one stream's points in one commit: `(first, count, encodings)`, borrowed from its
+/// op while it is one op's.
+type PointRun<'a> = (u64, u64, std::borrow::Cow<'a, [u8]>);
 
 impl Batch {
     /// The history writes of this commit, in order: each stream's consecutive points within
@@ -340,7 +341,7 @@ impl Batch {
     pub fn hist_writes(&self) -> Vec<HistKv<'_>> {
         use crate::history::{tier::span, tier::TOP, CHUNK, HEAD};
         use std::borrow::Cow;
-        fn flush<'a>(token: &'a str, run: PointRun, out: &mut Vec<HistKv<'a>>) {
+        fn flush<'a>(token: &'a str, run: PointRun<'_>, out: &mut Vec<HistKv<'a>>) {
             let (n, count, bytes) = run;
             let mut value = Vec::with_capacity(bytes.len() + 3);
             crate::history::point::put_varint(count, &mut value);
@@ -353,9 +354,8 @@ impl Batch {
             });
         }
         let mut out = Vec::new();
-        let mut runs: std::collections::HashMap<&str, PointRun> = std::collections::HashMap::new();
-        let take =
-            |token: &str, runs: &mut std::collections::HashMap<&str, PointRun>| runs.remove(token);
+        let mut runs: std::collections::HashMap<&str, PointRun<'_>> =
+            std::collections::HashMap::new();
         for op in &self.ops {
             match op {
                 Op::HistPoints {
@@ -366,14 +366,14 @@ impl Batch {
                     match runs.get_mut(&**token) {
                         Some(run) if run.0 + run.1 == *n && run.0 / CHUNK == *n / CHUNK => {
                             run.1 += count;
-                            run.2.extend_from_slice(bytes);
+                            run.2.to_mut().extend_from_slice(bytes);
                         }
                         Some(run) => {
-                            let old = std::mem::replace(run, (*n, count, bytes.to_vec()));
+                            let old = std::mem::replace(run, (*n, count, Cow::Borrowed(bytes)));
                             flush(token, old, &mut out);
                         }
                         None => {
-                            runs.insert(token, (*n, count, bytes.to_vec()));
+                            runs.insert(token, (*n, count, Cow::Borrowed(bytes)));
                         }
                     }
                 }
@@ -384,7 +384,7 @@ impl Batch {
                     value,
                     replaces,
                 } => {
-                    if let Some(run) = take(token, &mut runs) {
+                    if let Some(run) = runs.remove(&**token) {
                         flush(token, run, &mut out);
                     }
                     if *replaces > 0 {
@@ -403,7 +403,7 @@ impl Batch {
                     });
                 }
                 Op::HistTrim { token, before } => {
-                    if let Some(run) = take(token, &mut runs) {
+                    if let Some(run) = runs.remove(&**token) {
                         flush(token, run, &mut out);
                     }
                     out.push(HistKv::Delete {
@@ -422,7 +422,7 @@ impl Batch {
                     }
                 }
                 Op::HistDrop { token } => {
-                    take(token, &mut runs);
+                    runs.remove(&**token);
                     for level in (0..=TOP).chain([HEAD]) {
                         out.push(HistKv::Delete {
                             token,

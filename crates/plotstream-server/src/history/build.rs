@@ -18,6 +18,9 @@ use super::tier::{encode_block, span, Mark, Summary, FANOUT, TOP};
 pub const CHUNK: u64 = 1024;
 /// The level of the head record (index 0).
 pub const HEAD: u8 = 255;
+/// A chunk stored in at most this many parts keeps them as its records: its seal writes no
+/// record of its points again (docs/history.md "Records").
+pub const KEEP_PARTS: u32 = 16;
 
 /// What x holds, decided by the first point: it decides how ranges and buckets can use x.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -208,6 +211,9 @@ pub struct Builder {
     written: u64,
     /// Where point `written` starts in `chunk`.
     written_at: usize,
+    /// The open chunk's parts written so far: at least as many as a store holds (a store may
+    /// join two in one; after a restore, unknown, so more than [`KEEP_PARTS`]).
+    parts: u32,
     /// The open chunk's points are left to the store's line journal: only a chunk's last part
     /// is written (with its seal), and [`Builder::unwritten`] on demand.
     lazy: bool,
@@ -238,6 +244,8 @@ impl Builder {
             b.push(p, &mut |_| {});
         }
         b.mark_written();
+        // The parts stored before are not counted: the seal writes the chunk whole.
+        b.parts = KEEP_PARTS + 1;
         b
     }
 
@@ -267,6 +275,9 @@ impl Builder {
 
     /// Every point so far is stored ([`Builder::unwritten`] was written).
     pub fn mark_written(&mut self) {
+        if self.end > self.written {
+            self.parts = self.parts.saturating_add(1);
+        }
         self.written = self.end;
         self.written_at = self.chunk.len();
     }
@@ -324,12 +335,6 @@ impl Builder {
         for p in points {
             self.add(p.borrow());
             if self.end.is_multiple_of(CHUNK) {
-                let n = self.written;
-                write(Write::Points {
-                    n,
-                    count: (self.end - n) as u32,
-                    bytes: Cow::Borrowed(&self.chunk[self.written_at..]),
-                });
                 self.seal(write);
                 (run_n, run_at) = (self.end, 0);
             }
@@ -385,22 +390,46 @@ impl Builder {
         }
     }
 
+    /// Ends the open chunk: its last part (every point no part holds yet), its record when it
+    /// was stored in more than [`KEEP_PARTS`] parts, the blocks finished, the open ones, the head.
     fn seal(&mut self, write: &mut dyn FnMut(Write<'_>)) {
         let index = self.head.sealed;
-        let mut value = Vec::with_capacity(self.chunk.len() + 3);
-        put_varint(self.end - index, &mut value);
-        value.extend_from_slice(&self.chunk);
+        let count = self.end - index;
+        let mut len = Vec::with_capacity(3);
+        put_varint(count, &mut len);
+        self.head.bytes += (len.len() + self.chunk.len()) as u64;
+        let record = (self.parts.saturating_add(1) > KEEP_PARTS).then(|| {
+            let mut value = Vec::with_capacity(len.len() + self.chunk.len());
+            value.extend_from_slice(&len);
+            value.extend_from_slice(&self.chunk);
+            value
+        });
+        let n = self.written;
+        let bytes = if self.written_at == 0 {
+            // The whole chunk is its last part: it goes as it is (no copy), a new one begins.
+            let next = Vec::with_capacity(self.chunk.capacity());
+            Cow::Owned(std::mem::replace(&mut self.chunk, next))
+        } else {
+            Cow::Borrowed(&self.chunk[self.written_at..])
+        };
+        write(Write::Points {
+            n,
+            count: (self.end - n) as u32,
+            bytes,
+        });
         self.chunk.clear();
-        // The sealed chunk's record holds every point so far.
+        // The sealed chunk's record (or its parts) holds every point so far.
         self.written = self.end;
         self.written_at = 0;
-        self.head.bytes += value.len() as u64;
-        write(Write::Put {
-            level: 0,
-            index,
-            value,
-            replaces: CHUNK,
-        });
+        self.parts = 0;
+        if let Some(value) = record {
+            write(Write::Put {
+                level: 0,
+                index,
+                value,
+                replaces: CHUNK,
+            });
+        }
         for (level, index, value) in self.done.drain(..) {
             write(Write::Put {
                 level,

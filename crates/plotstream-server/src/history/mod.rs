@@ -16,7 +16,7 @@ pub mod query;
 pub mod serve;
 pub mod tier;
 
-pub use build::{Builder, Head, Write, XKind, CHUNK, HEAD};
+pub use build::{Builder, Head, Write, XKind, CHUNK, HEAD, KEEP_PARTS};
 pub use downsample::Bucketing;
 pub use point::{points_of, LinePoints, Point, Val};
 pub use query::{By, Source, View};

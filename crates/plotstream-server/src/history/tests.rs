@@ -315,7 +315,66 @@ fn a_line_of_many_points_is_stored_as_its_points_one_by_one() {
         mem.commit(&std::mem::take(&mut batch));
     }
     let (one_by_one, _) = build(7_000, 700);
-    assert_eq!(mem.0, one_by_one.0);
+    // The same tier blocks and head; the same points read back (each chunk here keeps its
+    // two or three parts, one point at a time makes more than KEEP_PARTS: one record).
+    let upper = |m: &Mem| {
+        m.0.range((1, 0)..)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(upper(&mem), upper(&one_by_one));
+    let (a, b) = (View::load(&mem), View::load(&one_by_one));
+    let (a, b) = (
+        a.unwrap_or_else(|e| panic!("{e}")),
+        b.unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert_eq!(raw(&a, 0, 7_000), raw(&b, 0, 7_000));
+    assert_eq!(raw(&a, 0, 7_000).len(), 7_000);
+}
+
+/// The level-0 keys of `mem` from `a` to `b`.
+fn level0(mem: &Mem, a: u64, b: u64) -> Vec<u64> {
+    mem.0.range((0, a)..(0, b)).map(|(k, _)| k.1).collect()
+}
+
+#[test]
+fn a_chunk_in_few_parts_keeps_them_and_one_in_many_is_written_whole() {
+    let token: Arc<str> = Arc::from("tok");
+    let points: Vec<Point> = (0..3_072).map(point).collect();
+    for (line, parts) in [(128, 8usize), (64, 16), (60, 18), (32, 32)] {
+        let (mut mem, mut b, mut batch) = (Mem::default(), Builder::new(), Batch::default());
+        for l in points[..2_048].chunks(line) {
+            b.push_all(l, &mut |w| journal(&token, &mut batch, w));
+            mem.commit(&std::mem::take(&mut batch));
+        }
+        // Up to KEEP_PARTS parts, the seal writes the points no second time.
+        let first = level0(&mem, 0, 1024);
+        if parts <= 16 {
+            assert_eq!(first.len(), parts, "lines of {line}");
+        } else {
+            assert_eq!(first, [0], "lines of {line}");
+        }
+        let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(raw(&view, 0, 2_048).len(), 2_048, "lines of {line}");
+        // A restored builder cannot know how many parts its open chunk has: it writes it
+        // whole.
+        for l in points[2_048..2_048 + 3 * line].chunks(line) {
+            b.push_all(l, &mut |w| journal(&token, &mut batch, w));
+            mem.commit(&std::mem::take(&mut batch));
+        }
+        let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+        let mut b = Builder::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+        drop(view);
+        b.push_all(&points[2_048 + 3 * line..], &mut |w| {
+            journal(&token, &mut batch, w);
+        });
+        mem.commit(&batch);
+        assert_eq!(level0(&mem, 2_048, 3_072), [2_048], "lines of {line}");
+        let view = View::load(&mem).unwrap_or_else(|e| panic!("{e}"));
+        let all = raw(&view, 0, 3_072);
+        assert_eq!(all.len(), 3_072, "lines of {line}");
+        assert!(all.iter().all(|(n, p)| *p == point(*n)));
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub(super) struct Kept {
     /// Its points op in the journal's pending batch.
     pub(super) run: crate::durable::Run,
     /// `(chunk, parts)`: the parts the open chunk's points were stored in so far (a chunk of
-    /// at most [`KEEP_PARTS`] keeps them as its records when sealed).
+    /// at most [`history::KEEP_PARTS`] keeps them as its records when sealed).
     pub(super) parts: (u64, u32),
     /// Its stored history could not be read at start-up: nothing more is added to it rather
     /// than overwrite what is there (the log says why).
@@ -62,10 +62,6 @@ impl Kept {
         })
     }
 }
-
-/// A history chunk that arrived in at most this many parts keeps them as its records: its
-/// seal does not write its points again as one record (docs/history.md "Records").
-pub(super) const KEEP_PARTS: u32 = 16;
 
 /// Milliseconds since the Unix epoch now.
 pub fn now_ms() -> i64 {

@@ -9,13 +9,13 @@ use plotstream_proto::{Maxpoints, Token};
 
 use plotstream_proto::Update;
 
-use super::history::{Counted, Kept, KEEP_PARTS};
+use super::history::{Counted, Kept};
 use super::report::Recovery;
 use super::stream::{new_epoch, Prepared, Stream};
 use super::writer::Conn;
 use super::{Cell, Store};
 use crate::durable::{Lines, Loaded, LoadedStream, Op, Part, Queue, Run, Table};
-use crate::history::{self, Builder, Stored, Write};
+use crate::history::{self, Builder, Stored, Write, KEEP_PARTS};
 use crate::records::{self, StreamMeta};
 
 impl Store {
