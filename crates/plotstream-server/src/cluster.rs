@@ -15,8 +15,8 @@ pub struct Cluster {
     /// For the routes' calls (taken from blocking tasks, one call at a time).
     link: Arc<Mutex<ClusterLink>>,
     /// Tokens whose writers left, for the leases thread to let go of.
-    releases: Mutex<mpsc::Sender<String>>,
-    releases_rx: Mutex<Option<mpsc::Receiver<String>>>,
+    releases: Mutex<mpsc::Sender<Release>>,
+    releases_rx: Mutex<Option<mpsc::Receiver<Release>>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// What to do when the backend's fence refused a change (set once the node's state
@@ -26,6 +26,16 @@ pub struct Cluster {
     pub(crate) tables_seen: std::sync::atomic::AtomicU64,
     /// The leases thread's last round trip to Redis failed (`/healthz` says not ready).
     pub(crate) unreachable: AtomicBool,
+}
+
+/// A token whose writer left, for the leases thread to let go of; `done` (if any) hears when
+/// the thread is through with it: let go of, kept for another writer here, or given up on.
+#[derive(Debug)]
+pub struct Release {
+    /// The token.
+    pub token: String,
+    /// Dropped (or sent to) once the thread is through with the token.
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What a node does when another node's fence refused its change to a stream.
@@ -86,7 +96,7 @@ impl Cluster {
     }
 
     /// The tokens whose writers left (the leases thread's end; once).
-    pub fn take_releases(&self) -> Option<mpsc::Receiver<String>> {
+    pub fn take_releases(&self) -> Option<mpsc::Receiver<Release>> {
         lock(&self.releases_rx).take()
     }
 
@@ -125,7 +135,21 @@ impl Cluster {
 
     /// Asks the leases thread to let go of `token` once its lines are stored.
     pub fn release(&self, token: &str) {
-        let _ = lock(&self.releases).send(token.to_owned());
+        let _ = lock(&self.releases).send(Release {
+            token: token.to_owned(),
+            done: None,
+        });
+    }
+
+    /// As [`Cluster::release`], and returns what hears when the leases thread is through with
+    /// `token` (a writer's final status waits for it: docs/storage.md "Several nodes").
+    pub fn release_heard(&self, token: &str) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = lock(&self.releases).send(Release {
+            token: token.to_owned(),
+            done: Some(tx),
+        });
+        rx
     }
 }
 

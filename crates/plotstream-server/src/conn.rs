@@ -126,7 +126,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                         (LineAction::Reset, name) => {
                             shared.metrics.fault(name.unwrap_or("reset"));
                             tracing::info!(%peer, "fault: reset");
-                            shared.release_writer(&conn);
+                            let _ = shared.release_writer(&conn);
                             // The one deliberate reset: SO_LINGER 0, then close.
                             stream.reset_on_close();
                             return;
@@ -191,7 +191,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                         apply_held(&mut plan, shared.now(), shared, &conn, &mut ingest);
                     }
                     // Release bindings before the response is written (P7, M32).
-                    shared.release_writer(&conn);
+                    let leases = shared.release_writer(&conn);
                     ingest.poll_transmit(&mut out);
                     // DC1: the final response (its `points` count is the only acknowledgement
                     // the protocol has) waits until every line it counts is durable; if the
@@ -219,6 +219,10 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                             final_status = Some(Status::UNAVAILABLE);
                         }
                     }
+                    // On several nodes: the leases go before the status too, so a writer that
+                    // moves to another node at once keeps the stream's epoch (bounded: the
+                    // leases thread waits at most 2 s for the journal, Redis 2 s a call).
+                    leases.wait(Duration::from_secs(5)).await;
                     if let Some(limit) = limit_of(&end.reason) {
                         shared.metrics.limit_breach(limit);
                     }
@@ -243,7 +247,7 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
         ingest.poll_transmit(&mut out);
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
-                shared.release_writer(&conn);
+                let _ = shared.release_writer(&conn);
                 return;
             }
             out.clear();

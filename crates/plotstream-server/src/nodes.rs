@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use plotstream_proto::Status;
 
-use crate::cluster::{lock, Cluster};
+use crate::cluster::{lock, Cluster, Release};
 use crate::durable::{Acquired, ClusterLink, StorageError, Table};
 use crate::metrics::Metrics;
 use crate::records::StreamMeta;
@@ -305,7 +305,7 @@ pub async fn resolve(shared: &Shared, id: &str, allow_token: bool) -> Option<Str
 fn leases(
     mut link: ClusterLink,
     shared: &Weak<Shared>,
-    rx: &mpsc::Receiver<String>,
+    rx: &mpsc::Receiver<Release>,
     stop: &AtomicBool,
 ) {
     let period = link.ttl() / 3;
@@ -315,9 +315,14 @@ fn leases(
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(200));
         let mut released = Vec::new();
-        if let Ok(token) = rx.recv_timeout(wait) {
-            released.push(token);
-            released.extend(rx.try_iter());
+        // Whoever waits for these tokens hears when this round is through with them (their
+        // senders are dropped once it let go of them, or could not).
+        let mut heard = Vec::new();
+        if let Ok(first) = rx.recv_timeout(wait) {
+            for r in std::iter::once(first).chain(rx.try_iter()) {
+                released.push(r.token);
+                heard.extend(r.done);
+            }
         }
         let Some(shared) = shared.upgrade() else {
             return;
@@ -358,6 +363,7 @@ fn leases(
                 }
             }
         }
+        drop(heard);
         if Instant::now() >= next_refresh {
             next_refresh = Instant::now() + period;
             let held = shared.store.leased();

@@ -44,14 +44,17 @@ impl Shared {
     }
 
     /// Releases every binding `conn` holds (`Store::release`); on several nodes their leases
-    /// go too, once their lines are stored.
-    pub fn release_writer(&self, conn: &Arc<crate::store::Conn>) {
+    /// go too, once their lines are stored. Returns what hears when they went (a writer's
+    /// final status waits for it; dropping it waits for nothing).
+    pub fn release_writer(&self, conn: &Arc<crate::store::Conn>) -> LeasesLetGo {
         let tokens = self.store.release(conn);
+        let mut heard = Vec::new();
         if let Some(cluster) = &self.cluster {
             for token in tokens {
-                cluster.release(&token);
+                heard.push(cluster.release_heard(&token));
             }
         }
+        LeasesLetGo(heard)
     }
 
     /// The number of this writer connection among `token`'s connections (0, 1, 2…).
@@ -63,5 +66,28 @@ impl Shared {
         let n = map.entry(token.to_owned()).or_insert(0);
         *n += 1;
         *n - 1
+    }
+}
+
+/// The leases a writer that left held on several nodes, until this node has let go of them.
+#[derive(Debug)]
+#[must_use = "dropping it waits for nothing; the leases go all the same"]
+pub struct LeasesLetGo(Vec<tokio::sync::oneshot::Receiver<()>>);
+
+impl LeasesLetGo {
+    /// Waits until this node let go of the leases (or kept one for a writer that took its
+    /// token again here, or could not reach Redis), for at most `limit`. A writer's final
+    /// status waits for it, so a writer that moves to another node as soon as it has its
+    /// `200` finds the token let go of cleanly and its viewers keep their epoch.
+    pub async fn wait(self, limit: std::time::Duration) {
+        if self.0.is_empty() {
+            return;
+        }
+        let all = async {
+            for rx in self.0 {
+                let _ = rx.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all).await;
     }
 }
