@@ -276,6 +276,7 @@ pub fn check_records(data: &[u8]) {
     for (i, chunk) in pieces.chunks(4).enumerate() {
         let meta = crate::records::StreamMeta {
             gen: i as u64,
+            prev: Vec::new(),
             read_id: format!("r{i}"),
             epoch: "00000000".into(),
             maxpoints: chunk.first().map_or(0, |p| p.len() % 7),

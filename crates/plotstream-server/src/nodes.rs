@@ -160,6 +160,19 @@ async fn own(
         .call(move |link| link.load_stream(&t, &gen_of))
         .await
         .map_err(|e| unavailable(shared, &e))?;
+    // A copy here that follows the stream reads on to where it is stored first: behind a
+    // writer's last moves, it would otherwise reset its viewers when this node takes over.
+    let meta = loaded.as_ref().and_then(|ls| StreamMeta::decode(&ls.meta));
+    if let Some(meta) = meta {
+        let copy = shared.store.following(token).filter(|f| f.gen != meta.gen);
+        if let Some(f) = copy {
+            let m = meta.clone();
+            let read = cluster.call(move |link| Ok(read_on(link, f.gen, f.last_seq, &m)));
+            if let Ok(runs) = read.await {
+                shared.store.follow_into(token, &runs, &meta);
+            }
+        }
+    }
     // Its history as stored, read after the fence moved: the previous owner's later writes
     // are refused, so this node goes on from exactly what is there (docs/history.md).
     let history = match shared.store.history().cloned() {
@@ -499,6 +512,36 @@ fn live_in(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: 
     }
 }
 
+/// The stored lines a copy in generation `gen` at seq `last` lacks to reach the generation
+/// `meta` names: the rest of `gen` and of each later one of the epoch (`StreamMeta::prev`;
+/// their lines stay a while after they end), as runs `(gen, last seq, record)` in order, for
+/// [`Store::follow_into`]. A writer that moved from node to node ended each of them. The
+/// newest generation's own lines are not read (the follower's poll, or the load, has them).
+fn read_on(
+    link: &mut ClusterLink,
+    gen: u64,
+    last: u64,
+    meta: &StreamMeta,
+) -> Vec<(u64, u64, Vec<u8>)> {
+    let later = meta
+        .prev
+        .iter()
+        .position(|g| *g == gen)
+        .map_or(&[][..], |i| &meta.prev[i + 1..]);
+    let mut out: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+    let mut last = last;
+    for &g in std::iter::once(&gen).chain(later) {
+        while let Ok(runs) = link.tail(&[(g, last)], Duration::ZERO, FOLLOW_BATCH) {
+            let Some(end) = runs.last().map(|r| r.1) else {
+                break;
+            };
+            last = end;
+            out.extend(runs);
+        }
+    }
+    out
+}
+
 /// The follow thread: applies the lines other nodes store to this node's copies of the
 /// streams with viewers here.
 fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: &Poll) {
@@ -539,24 +582,10 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: &
                     if meta.gen == f.gen {
                         continue;
                     }
-                    // A writer connected to a node again: the copy takes the rest of the old
-                    // generation, then follows the new one from where it is, without a reset
-                    // (if the new one does not go on from there, `follow` sees the gap).
-                    let mut last = f.last_seq;
-                    while let Ok(runs) = link.tail(&[(f.gen, last)], Duration::ZERO, FOLLOW_BATCH) {
-                        let Some(end) = runs.last().map(|r| r.1) else {
-                            break;
-                        };
-                        if !runs
-                            .iter()
-                            .all(|(gen, l, r)| shared.store.follow(&f.token, *gen, *l, r))
-                        {
-                            break;
-                        }
-                        last = end;
-                    }
-                    let switched = shared.store.switch_gen(&f.token, meta.gen, &meta.epoch);
-                    if !switched {
+                    // A writer connected to a node again (maybe more than once since the
+                    // last check): the copy reads on into the newest generation.
+                    let runs = read_on(&mut link, f.gen, f.last_seq, &meta);
+                    if !shared.store.follow_into(&f.token, &runs, &meta) {
                         reload.push(f.token.clone());
                     }
                 }

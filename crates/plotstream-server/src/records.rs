@@ -32,7 +32,16 @@ pub struct StreamMeta {
     pub displaced_lines: u64,
     /// L25 limited it once.
     pub budget_limited: bool,
+    /// On several nodes: the generations of its epoch before `gen`, oldest first (at most
+    /// [`PREV_GENS`]; docs/storage.md "Several nodes"). A writer that moved to another node
+    /// ends a generation; a follower still in one of these reads the rest of each in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prev: Vec<u64>,
 }
+
+/// How many earlier generations of an epoch [`StreamMeta::prev`] names: a writer that moves
+/// more often than this between two of a follower's checks (every 100 ms) resets its viewers.
+pub const PREV_GENS: usize = 16;
 
 impl StreamMeta {
     /// The record's bytes.
@@ -568,6 +577,7 @@ mod tests {
     fn meta_round_trips() {
         let m = StreamMeta {
             gen: 7,
+            prev: vec![5, 6],
             read_id: "abc".into(),
             epoch: "0a0b0c0d".into(),
             maxpoints: 500,
@@ -578,5 +588,8 @@ mod tests {
         };
         assert_eq!(StreamMeta::decode(&m.encode()), Some(m));
         assert_eq!(StreamMeta::decode(b"{"), None);
+        // A record stored before `prev` existed reads back without earlier generations.
+        let older = br#"{"gen":7,"read_id":"abc","epoch":"e","maxpoints":500,"claimed_by":null,"rejected_lines":0,"displaced_lines":0,"budget_limited":false}"#;
+        assert_eq!(StreamMeta::decode(older).map(|m| m.prev), Some(vec![]));
     }
 }

@@ -216,12 +216,16 @@ fn a_viewer_on_another_node_sees_the_same_ids_as_one_on_the_writers_node() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(w.close(), 200);
-    // The writer moves to another node as soon as it has its 200: the status waited until its
-    // node let go of the lease, so the move is clean and viewers see one sequence.
+    // The writer moves to another node as soon as it has its 200, and again, and back: each
+    // status waited until its node let go of the lease, so each move is clean; a follower
+    // behind reads the rest of each generation it missed; viewers see one sequence.
     assert_eq!(write_all(c.addr(2), "fanout1", 201..251), 200);
-    let a = on_a.wait_for(251);
-    let b = on_b.wait_for(251);
-    assert_eq!(consecutive(&a), (0..251).collect::<Vec<_>>());
+    assert_eq!(write_all(c.addr(1), "fanout1", 251..301), 200);
+    assert_eq!(write_all(c.addr(1), "fanout1", 301..351), 200);
+    assert_eq!(write_all(c.addr(0), "fanout1", 351..401), 200);
+    let a = on_a.wait_for(401);
+    let b = on_b.wait_for(401);
+    assert_eq!(consecutive(&a), (0..401).collect::<Vec<_>>());
     assert_eq!(a.points, b.points, "the same ids on both nodes");
     assert_eq!(
         (a.resets, b.resets),

@@ -402,6 +402,7 @@ mod tests {
             let _: i64 = server.run(redis::cmd("HSET").arg(OWNER).arg(*token).arg(FENCE));
             let meta = StreamMeta {
                 gen: FENCE << FENCE_SHIFT | (i as u64 + 1),
+                prev: Vec::new(),
                 read_id: format!("read{i}"),
                 epoch: "e".into(),
                 maxpoints: 10,

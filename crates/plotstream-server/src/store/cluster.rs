@@ -18,7 +18,7 @@ use super::report::{Follow, Live};
 use super::stream::{new_epoch, Prepared, Stream};
 use super::{Refusal, Store};
 use crate::durable::{LiveRun, LoadedStream, Op, FENCE_SHIFT};
-use crate::records::{self, StreamMeta};
+use crate::records::{self, StreamMeta, PREV_GENS};
 
 /// What the store keeps only on several nodes.
 #[derive(Debug, Default)]
@@ -178,6 +178,15 @@ impl Store {
             }
             s.fence = fence;
             s.stale = false;
+            // The stored generation it goes on from joins the epoch's earlier ones, for
+            // followers still in it (`StreamMeta::prev`); a new epoch starts without.
+            if let (true, Some(gen)) = (clean, stored_gen) {
+                s.prev_gens.push(gen);
+                let over = s.prev_gens.len().saturating_sub(PREV_GENS);
+                s.prev_gens.drain(..over);
+            } else {
+                s.prev_gens.clear();
+            }
             self.set_history(s, token, history.take());
             if stored_gen.is_some_and(|g| g != s.gen) {
                 if let Some(gen) = stored_gen {
@@ -243,6 +252,7 @@ impl Store {
             return false;
         }
         s.gen = meta.gen;
+        s.prev_gens = meta.prev;
         s.claimed_by = meta.claimed_by;
         s.rejected_lines = meta.rejected_lines;
         s.displaced_lines = meta.displaced_lines;
@@ -408,9 +418,42 @@ impl Store {
             .collect()
     }
 
+    /// `token`'s copy here, if it follows Redis (not owned here, not stale).
+    pub fn following(&self, token: &str) -> Option<Follow> {
+        let cell = self.find(token)?;
+        let s = cell.lock();
+        (s.fence == 0 && !s.stale && !s.removed).then(|| Follow {
+            token: token.to_owned(),
+            gen: s.gen,
+            last_seq: s.last_seq,
+            stale: false,
+        })
+    }
+
+    /// Applies `runs` of stored lines (`nodes::read_on`: the rest of the generations a
+    /// writer's moves ended) to `token`'s copy here, moving it into each run's generation in
+    /// turn, then into `meta`'s, from where it is. False when the copy must be loaded (another
+    /// epoch, a run that does not follow).
+    pub fn follow_into(
+        &self,
+        token: &str,
+        runs: &[(u64, u64, Vec<u8>)],
+        meta: &StreamMeta,
+    ) -> bool {
+        for (gen, last, record) in runs {
+            if !(self.switch_gen(token, *gen, &meta.epoch)
+                && self.follow(token, *gen, *last, record))
+            {
+                return false;
+            }
+        }
+        self.switch_gen(token, meta.gen, &meta.epoch)
+    }
+
     /// `token`'s stream went on in generation `gen` (epoch `epoch`): if this copy (not owned
     /// here) is in that epoch, it follows the new generation from where it is (a gap there
-    /// makes it stale, see [`Store::follow`]). False when it must be loaded.
+    /// makes it stale, see [`Store::follow`]), unless it is in a later one already (the live
+    /// path moved it: generations only grow, their fences do). False when it must be loaded.
     pub fn switch_gen(&self, token: &str, gen: u64, epoch: &str) -> bool {
         let Some(cell) = self.find(token) else {
             return false;
@@ -419,7 +462,7 @@ impl Store {
         if s.fence != 0 || s.epoch != epoch {
             return false;
         }
-        s.gen = gen;
+        s.gen = s.gen.max(gen);
         true
     }
 

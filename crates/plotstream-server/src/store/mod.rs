@@ -1255,6 +1255,7 @@ mod tests {
         };
         let meta = StreamMeta {
             gen: 3,
+            prev: Vec::new(),
             read_id: "readid".into(),
             epoch: "0badcafe".into(),
             maxpoints: 10,

@@ -233,6 +233,7 @@ pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Max
         meta.gen,
     );
     s.epoch = meta.epoch;
+    s.prev_gens = meta.prev;
     s.claimed_by = meta.claimed_by;
     s.rejected_lines = meta.rejected_lines;
     s.displaced_lines = meta.displaced_lines;
@@ -277,6 +278,7 @@ pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Max
     }
     if !clean || out.damaged {
         s.epoch = new_epoch();
+        s.prev_gens.clear();
     }
     out.stream = Some(s);
     out

@@ -24,6 +24,8 @@ pub(super) struct Stream {
     /// The generation its records are stored under (docs/storage.md "Records"); a new one
     /// with every new epoch.
     pub(super) gen: u64,
+    /// On several nodes: the generations of its epoch before `gen` (`StreamMeta::prev`).
+    pub(super) prev_gens: Vec<u64>,
     /// The seq of its last stored snapshot: lines after it are stored one by one.
     pub(super) snap_seq: u64,
     /// On several nodes (docs/storage.md "Several nodes"): the fence under which this node
@@ -167,6 +169,7 @@ impl Stream {
         Stream {
             removed: false,
             gen,
+            prev_gens: Vec::new(),
             snap_seq: 0,
             fence: 0,
             stale: false,
@@ -298,6 +301,7 @@ impl Stream {
     pub(super) fn restart(&mut self, initial: Vec<(String, Vec<Value>)>, budget: usize) {
         self.snapshot = SharedSnapshot::default();
         self.epoch = new_epoch();
+        self.prev_gens.clear();
         self.last_seq = 0;
         self.layout.clear();
         self.line.clear();
@@ -309,6 +313,7 @@ impl Stream {
     pub(super) fn meta(&self) -> StreamMeta {
         StreamMeta {
             gen: self.gen,
+            prev: self.prev_gens.clone(),
             read_id: self.read_id.clone(),
             epoch: self.epoch.clone(),
             maxpoints: self.window.maxpoints(),
