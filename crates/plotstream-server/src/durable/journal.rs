@@ -419,6 +419,8 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
         return;
     };
     let mut retry = Batch::default();
+    // The last committed batch, emptied: the next one fills its buffers (`Batch::recycle`).
+    let mut spare = Batch::default();
     let mut last_commit = Instant::now();
     loop {
         let (mut batch, ticket, closing) = {
@@ -442,7 +444,7 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             }
-            let ops = std::mem::take(&mut p.batch);
+            let ops = std::mem::replace(&mut p.batch, std::mem::take(&mut spare));
             p.batch_id += 1;
             p.n_bytes = 0;
             c.backlog.store(0, Ordering::Relaxed);
@@ -475,6 +477,8 @@ fn commit_loop(journal: &Journal, mut backend: Box<dyn Backend>) {
                     durable: ticket,
                     failing: false,
                 });
+                batch.recycle();
+                spare = batch;
             }
             Err(e) => {
                 c.metrics.store_errors.fetch_add(1, Ordering::Relaxed);

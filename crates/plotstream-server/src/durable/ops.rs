@@ -158,6 +158,18 @@ impl Batch {
     pub(super) fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// Empties a committed batch for the next one, keeping its buffers: a busy server's
+    /// batches are megabytes, and growing a fresh one from nothing at every commit (then
+    /// freeing it) cost the kernel's fresh pages and the allocator's moves each time. What the
+    /// last batch did not use of them is given back, so a burst's size is not kept for ever.
+    pub(super) fn recycle(&mut self) {
+        let used = (self.ops.len(), self.lines.len());
+        self.ops.clear();
+        self.lines.clear();
+        self.ops.shrink_to(used.0);
+        self.lines.shrink_to(used.1);
+    }
 }
 
 /// The small keyed tables.
@@ -528,7 +540,40 @@ impl Backend for Box<dyn Backend> {
 
 #[cfg(test)]
 mod tests {
-    use super::LoadedStream;
+    use super::{Batch, LoadedStream, Op};
+
+    /// A committed batch is emptied for the next one with its buffers kept, down to what it
+    /// used: a burst's size is not kept for ever.
+    #[test]
+    fn a_recycled_batch_keeps_the_room_it_used() {
+        let line = |seq| Op::Line {
+            gen: 1,
+            seq,
+            at: 0..0,
+        };
+        let mut batch = Batch {
+            ops: Vec::with_capacity(4096),
+            lines: Vec::with_capacity(1 << 20),
+        };
+        batch.lines.extend_from_slice(&[7; 1000]);
+        batch.ops.extend((1..=10).map(line));
+        batch.recycle();
+        assert!(batch.is_empty() && batch.lines.is_empty());
+        assert!(
+            (10..4096).contains(&batch.ops.capacity()),
+            "{}",
+            batch.ops.capacity()
+        );
+        assert!((1000..1 << 20).contains(&batch.lines.capacity()));
+        // The next batch's room: what this one used, without growing from nothing.
+        let (ops_room, lines_room) = (batch.ops.capacity(), batch.lines.capacity());
+        batch.lines.extend_from_slice(&[7; 1000]);
+        batch.ops.extend((1..=10).map(line));
+        assert_eq!(
+            (batch.ops.capacity(), batch.lines.capacity()),
+            (ops_room, lines_room)
+        );
+    }
 
     fn record(first: u64, n: usize) -> Vec<u8> {
         let lines: Vec<Vec<u8>> = (0..n).map(|i| vec![u8::try_from(i).unwrap_or(0)]).collect();
