@@ -245,16 +245,20 @@ impl Batch {
     /// keeps the latter: other nodes follow a stream by its lines.
     pub fn line_runs(&self, skip_snapshotted: bool) -> Vec<LineRun<'_>> {
         let mut by_gen: Vec<GenLines<'_>> = Vec::new();
+        // A stream's lines come queued together (a writer's read): the generation of the line
+        // before is looked at first, not every generation of the batch.
+        let mut last: Option<usize> = None;
         for op in &self.ops {
             match op {
                 Op::Line { gen, seq, .. } => {
-                    let i = match by_gen.iter().position(|(g, _)| g == gen) {
-                        Some(i) => i,
-                        None => {
-                            by_gen.push((*gen, Vec::new()));
-                            by_gen.len() - 1
-                        }
-                    };
+                    let known = last
+                        .filter(|&i| by_gen.get(i).is_some_and(|(g, _)| g == gen))
+                        .or_else(|| by_gen.iter().position(|(g, _)| g == gen));
+                    let i = known.unwrap_or_else(|| {
+                        by_gen.push((*gen, Vec::new()));
+                        by_gen.len() - 1
+                    });
+                    last = Some(i);
                     by_gen[i].1.push((*seq, self.record(op)));
                 }
                 Op::Snapshot { gen, seq, .. } if skip_snapshotted => {
@@ -262,7 +266,10 @@ impl Batch {
                         lines.retain(|(s, _)| s > seq);
                     }
                 }
-                Op::DropGen { gen } => by_gen.retain(|(g, _)| g != gen),
+                Op::DropGen { gen } => {
+                    by_gen.retain(|(g, _)| g != gen);
+                    last = None;
+                }
                 _ => {}
             }
         }
@@ -541,6 +548,55 @@ impl Backend for Box<dyn Backend> {
 #[cfg(test)]
 mod tests {
     use super::{Batch, LoadedStream, Op};
+
+    /// Lines are grouped by generation in runs of consecutive seqs, whatever the order the
+    /// generations interleave in; a snapshot drops what it covers (when asked), a dropped
+    /// generation all of its lines, and a generation seen again after a drop starts afresh.
+    #[test]
+    fn line_runs_group_by_generation_and_split_at_gaps() {
+        let mut batch = Batch::default();
+        let line = |batch: &mut Batch, gen: u64, seq: u64| {
+            let at = batch.lines.len();
+            batch.lines.push(u8::try_from(gen * 16 + seq).unwrap_or(0));
+            batch.ops.push(Op::Line {
+                gen,
+                seq,
+                at: at..at + 1,
+            });
+        };
+        line(&mut batch, 1, 1);
+        line(&mut batch, 1, 2);
+        line(&mut batch, 2, 1);
+        line(&mut batch, 1, 3);
+        batch.ops.push(Op::Snapshot {
+            gen: 1,
+            seq: 2,
+            record: Vec::new(),
+        });
+        line(&mut batch, 2, 2);
+        batch.ops.push(Op::DropGen { gen: 2 });
+        line(&mut batch, 3, 5);
+        line(&mut batch, 2, 7);
+        line(&mut batch, 3, 6);
+        line(&mut batch, 3, 8);
+        let runs = |skip| -> Vec<(u64, u64, u64, Vec<u8>)> {
+            batch
+                .line_runs(skip)
+                .iter()
+                .map(|r| (r.gen, r.first, r.last, r.records.concat()))
+                .collect()
+        };
+        assert_eq!(
+            runs(false),
+            [
+                (1, 1, 3, vec![17, 18, 19]),
+                (3, 5, 6, vec![53, 54]),
+                (3, 8, 8, vec![56]),
+                (2, 7, 7, vec![39]),
+            ]
+        );
+        assert_eq!(runs(true)[0], (1, 3, 3, vec![19]));
+    }
 
     /// A committed batch is emptied for the next one with its buffers kept, down to what it
     /// used: a burst's size is not kept for ever.
