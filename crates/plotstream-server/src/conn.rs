@@ -219,10 +219,14 @@ async fn drive(mut stream: Io, peer: SocketAddr, shared: &Arc<Shared>) {
                             final_status = Some(Status::UNAVAILABLE);
                         }
                     }
-                    // On several nodes: the leases go before the status too, so a writer that
-                    // moves to another node at once keeps the stream's epoch (bounded: the
-                    // leases thread waits at most 2 s for the journal, Redis 2 s a call).
-                    leases.wait(Duration::from_secs(5)).await;
+                    // On several nodes: the leases go before a 200 too, so a writer that moves
+                    // to another node at once keeps the stream's epoch (bounded: the leases
+                    // thread waits at most 2 s for the journal, Redis 2 s a call). A refusal
+                    // (a failing store, Redis away) goes out at once.
+                    let reachable = shared.cluster.as_ref().is_some_and(|c| !c.is_unreachable());
+                    if reachable && final_status.is_some_and(|s| s.code() == 200) {
+                        leases.wait(Duration::from_secs(5)).await;
+                    }
                     if let Some(limit) = limit_of(&end.reason) {
                         shared.metrics.limit_breach(limit);
                     }

@@ -160,14 +160,15 @@ async fn own(
         .call(move |link| link.load_stream(&t, &gen_of))
         .await
         .map_err(|e| unavailable(shared, &e))?;
-    // A copy here that follows the stream reads on to where it is stored first: behind a
-    // writer's last moves, it would otherwise reset its viewers when this node takes over.
+    // After a clean handover, a copy here that follows the stream reads on to where it is
+    // stored before it is installed: behind a writer's last moves, it would otherwise reset
+    // its viewers when this node takes over. (After a takeover they reset anyway: a new epoch.)
     let meta = loaded.as_ref().and_then(|ls| StreamMeta::decode(&ls.meta));
-    if let Some(meta) = meta {
+    if let (true, Some(meta)) = (clean, meta) {
         let copy = shared.store.following(token).filter(|f| f.gen != meta.gen);
         if let Some(f) = copy {
             let m = meta.clone();
-            let read = cluster.call(move |link| Ok(read_on(link, f.gen, f.last_seq, &m)));
+            let read = cluster.call(move |link| read_on(link, f.gen, f.last_seq, &m));
             if let Ok(runs) = read.await {
                 shared.store.follow_into(token, &runs, &meta);
             }
@@ -323,37 +324,47 @@ fn leases(
 ) {
     let period = link.ttl() / 3;
     let mut next_refresh = Instant::now() + period;
+    // Tokens to let go of, with when their writers left: kept from round to round while their
+    // lines are not stored yet, or Redis did not answer, until their leases would have run out.
+    let mut pending: Vec<(String, Instant)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let wait = next_refresh
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(200));
-        let mut released = Vec::new();
         // Whoever waits for these tokens hears when this round is through with them (their
         // senders are dropped once it let go of them, or could not).
         let mut heard = Vec::new();
         if let Ok(first) = rx.recv_timeout(wait) {
             for r in std::iter::once(first).chain(rx.try_iter()) {
-                released.push(r.token);
+                pending.push((r.token, Instant::now()));
                 heard.extend(r.done);
             }
         }
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if !released.is_empty() {
+        if !pending.is_empty() {
             // Only what is stored may be let go of: the next owner keeps the epoch.
             let journal = shared.store.journal().clone();
             let ticket = journal.last_ticket();
             let deadline = Instant::now() + Duration::from_secs(2);
-            while journal.progress().durable < ticket && Instant::now() < deadline {
+            let stored = || journal.progress().durable >= ticket;
+            while !stored() && !journal.progress().failing && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            if journal.progress().durable >= ticket {
+            let ttl = link.ttl();
+            pending.retain(|(_, since)| since.elapsed() < ttl);
+            if stored() && !pending.is_empty() {
+                let mut released: Vec<String> = pending.iter().map(|(t, _)| t.clone()).collect();
                 released.retain(|t| !shared.store.held_for_writers(t));
                 released.sort();
                 released.dedup();
                 match link.release(&released) {
                     Ok(()) => {
+                        pending.clear();
+                        for token in &released {
+                            shared.store.disown(token);
+                        }
                         // A writer here that took a token again meanwhile takes its lease
                         // again at once (it is absent and the fence is still this node's).
                         let again: Vec<(String, u64)> = released
@@ -361,17 +372,19 @@ fn leases(
                             .filter(|t| shared.store.held_for_writers(t))
                             .map(|t| (t.clone(), shared.store.fence(t)))
                             .collect();
-                        if let Ok(lost) = link.refresh(&again) {
-                            for (token, _) in lost {
-                                shared.store.lost_ownership(&token, None, false);
-                            }
-                        }
-                        for token in &released {
-                            shared.store.disown(token);
+                        drop(std::mem::take(&mut heard));
+                        // (A refresh of nothing would be a PING.)
+                        let lost = if again.is_empty() {
+                            Vec::new()
+                        } else {
+                            link.refresh(&again).unwrap_or_default()
+                        };
+                        for (token, _) in lost {
+                            shared.store.lost_ownership(&token, None, false);
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cluster: cannot let go of leases; they expire");
+                        tracing::warn!(error = %e, "cluster: cannot let go of leases; trying again");
                     }
                 }
             }
@@ -517,12 +530,13 @@ fn live_in(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: 
 /// their lines stay a while after they end), as runs `(gen, last seq, record)` in order, for
 /// [`Store::follow_into`]. A writer that moved from node to node ended each of them. The
 /// newest generation's own lines are not read (the follower's poll, or the load, has them).
+/// An error (Redis away) reads nothing: the copy stays where it is, to be tried again.
 fn read_on(
     link: &mut ClusterLink,
     gen: u64,
     last: u64,
     meta: &StreamMeta,
-) -> Vec<(u64, u64, Vec<u8>)> {
+) -> Result<Vec<(u64, u64, Vec<u8>)>, StorageError> {
     let later = meta
         .prev
         .iter()
@@ -531,7 +545,8 @@ fn read_on(
     let mut out: Vec<(u64, u64, Vec<u8>)> = Vec::new();
     let mut last = last;
     for &g in std::iter::once(&gen).chain(later) {
-        while let Ok(runs) = link.tail(&[(g, last)], Duration::ZERO, FOLLOW_BATCH) {
+        loop {
+            let runs = link.tail(&[(g, last)], Duration::ZERO, FOLLOW_BATCH)?;
             let Some(end) = runs.last().map(|r| r.1) else {
                 break;
             };
@@ -539,7 +554,7 @@ fn read_on(
             out.extend(runs);
         }
     }
-    out
+    Ok(out)
 }
 
 /// The follow thread: applies the lines other nodes store to this node's copies of the
@@ -584,9 +599,15 @@ fn follow(mut link: ClusterLink, weak: &Weak<Shared>, stop: &AtomicBool, poll: &
                     }
                     // A writer connected to a node again (maybe more than once since the
                     // last check): the copy reads on into the newest generation.
-                    let runs = read_on(&mut link, f.gen, f.last_seq, &meta);
-                    if !shared.store.follow_into(&f.token, &runs, &meta) {
-                        reload.push(f.token.clone());
+                    match read_on(&mut link, f.gen, f.last_seq, &meta) {
+                        Ok(runs) => {
+                            if !shared.store.follow_into(&f.token, &runs, &meta) {
+                                reload.push(f.token.clone());
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster: cannot read a followed stream");
+                        }
                     }
                 }
             }

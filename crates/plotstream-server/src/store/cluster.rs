@@ -166,7 +166,9 @@ impl Store {
                         return Err(Status::UNAVAILABLE);
                     }
                     if let Some(mut new) = rebuilt.stream {
-                        if !clean && (new.last_seq > 0 || !new.window.is_empty()) {
+                        // Even a stream stored empty: a follower may have applied lines the
+                        // previous owner published and never stored.
+                        if !clean {
                             new.epoch = new_epoch();
                         }
                         // Lines it still holds go first (an owner's, of the generation that
