@@ -28,14 +28,14 @@ pub struct Cluster {
     pub(crate) unreachable: AtomicBool,
 }
 
-/// A token whose writer left, for the leases thread to let go of; `done` (if any) hears when
-/// the thread is through with it: let go of, kept for another writer here, or given up on.
+/// A token whose writer left, for the leases thread to let go of; `done` tells whoever waits
+/// when the thread is through with it: let go of, kept for another writer here, or not yet.
 #[derive(Debug)]
 pub struct Release {
     /// The token.
     pub token: String,
     /// Dropped (or sent to) once the thread is through with the token.
-    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// What a node does when another node's fence refused its change to a stream.
@@ -133,21 +133,14 @@ impl Cluster {
             .unwrap_or_else(|e| Err(StorageError(format!("cluster call: {e}"))))
     }
 
-    /// Asks the leases thread to let go of `token` once its lines are stored.
-    pub fn release(&self, token: &str) {
-        let _ = lock(&self.releases).send(Release {
-            token: token.to_owned(),
-            done: None,
-        });
-    }
-
-    /// As [`Cluster::release`], and returns what hears when the leases thread is through with
-    /// `token` (a writer's final status waits for it: docs/storage.md "Several nodes").
-    pub fn release_heard(&self, token: &str) -> tokio::sync::oneshot::Receiver<()> {
+    /// Asks the leases thread to let go of `token` once its lines are stored; returns what
+    /// hears when the thread is through with it (a writer's `200` waits for it:
+    /// docs/storage.md "Several nodes"; dropping it waits for nothing).
+    pub fn release(&self, token: &str) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = lock(&self.releases).send(Release {
             token: token.to_owned(),
-            done: Some(tx),
+            done: tx,
         });
         rx
     }

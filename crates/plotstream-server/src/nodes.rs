@@ -337,7 +337,7 @@ fn leases(
         if let Ok(first) = rx.recv_timeout(wait) {
             for r in std::iter::once(first).chain(rx.try_iter()) {
                 pending.push((r.token, Instant::now()));
-                heard.extend(r.done);
+                heard.push(r.done);
             }
         }
         let Some(shared) = shared.upgrade() else {

@@ -51,7 +51,7 @@ impl Shared {
         let mut heard = Vec::new();
         if let Some(cluster) = &self.cluster {
             for token in tokens {
-                heard.push(cluster.release_heard(&token));
+                heard.push(cluster.release(&token));
             }
         }
         LeasesLetGo(heard)

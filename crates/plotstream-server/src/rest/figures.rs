@@ -145,7 +145,7 @@ pub(super) fn bind_figure(
     // stored.
     if let Some(cluster) = &shared.cluster {
         for token in &kept {
-            cluster.release(token);
+            drop(cluster.release(token));
         }
     }
     Ok(())
