@@ -23,6 +23,35 @@ const KV: redb::TableDefinition<'_, (u8, &str), &[u8]> = redb::TableDefinition::
 /// History records by `(token, level, index)` (docs/history.md "Records").
 const HIST: redb::TableDefinition<'_, (&str, u8, u64), &[u8]> =
     redb::TableDefinition::new("history");
+/// History records of [`OUT_OF_LINE`] bytes or more, by a number that only grows; `HIST`
+/// holds a [reference](part_ref) to each (docs/storage.md "Records").
+const PARTS: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("history_parts");
+
+/// A history record this long or longer is stored in `PARTS`, not in `HIST` itself. redb
+/// rebuilds the whole leaf a key goes into: a sealed chunk (some 30 KiB) kept among the small
+/// records rewritten at every seal (tier blocks, the head) was copied again with each of them,
+/// and a new chunk copied the one before it. In `PARTS` every insert is the tree's last key,
+/// which redb puts in a leaf of its own without copying any other (docs/history.md "What it
+/// costs").
+const OUT_OF_LINE: usize = 1024;
+
+/// `HIST`'s value for the record numbered `id` in `PARTS`: a zero byte, then `id`. No record
+/// is nine bytes that begin with a zero (a points record or block that begins with a zero
+/// count is that one byte; a head begins with `{`), so a record stored before `PARTS` existed
+/// is never mistaken for one.
+fn part_ref(id: u64) -> [u8; 9] {
+    let mut r = [0; 9];
+    r[1..].copy_from_slice(&id.to_le_bytes());
+    r
+}
+
+/// The `PARTS` number a `HIST` value refers to, if it is a [reference](part_ref).
+fn part_id(value: &[u8]) -> Option<u64> {
+    match value {
+        [0, id @ ..] => Some(u64::from_le_bytes(id.try_into().ok()?)),
+        _ => None,
+    }
+}
 
 /// redb's page cache (its default is 1 GiB): reads of history fill it, so without a bound an
 /// export of a week would keep a week's pages in memory (docs/history.md "What it costs").
@@ -71,6 +100,8 @@ impl RedbBackend {
             w.open_table(SNAPS).map_err(|e| err(path, "snapshots", e))?;
             w.open_table(KV).map_err(|e| err(path, "kv", e))?;
             w.open_table(HIST).map_err(|e| err(path, "history", e))?;
+            w.open_table(PARTS)
+                .map_err(|e| err(path, "history_parts", e))?;
         }
         w.commit().map_err(|e| err(path, "commit", e))?;
         Ok(db)
@@ -176,6 +207,14 @@ impl RedbBackend {
                     }
                 }
             }
+            let mut parts = w
+                .open_table(PARTS)
+                .map_err(|e| err(p, "history_parts", e))?;
+            let mut next_part = {
+                use redb::ReadableTable as _;
+                let last = parts.last().map_err(|e| err(p, "read", e))?;
+                last.map_or(0, |(k, _)| k.value().saturating_add(1))
+            };
             for w in batch.hist_writes() {
                 match w {
                     HistKv::Put {
@@ -184,8 +223,20 @@ impl RedbBackend {
                         index,
                         value,
                     } => {
-                        hist.insert((token, level, index), &*value)
-                            .map_err(|e| err(p, "write", e))?;
+                        let key = (token, level, index);
+                        let old = if value.len() >= OUT_OF_LINE {
+                            parts
+                                .insert(next_part, &*value)
+                                .map_err(|e| err(p, "write", e))?;
+                            next_part = next_part.saturating_add(1);
+                            hist.insert(key, part_ref(next_part - 1).as_slice())
+                        } else {
+                            hist.insert(key, &*value)
+                        };
+                        let old = old.map_err(|e| err(p, "write", e))?;
+                        if let Some(id) = old.and_then(|v| part_id(v.value())) {
+                            parts.remove(id).map_err(|e| err(p, "write", e))?;
+                        }
                     }
                     HistKv::Delete {
                         token,
@@ -193,8 +244,15 @@ impl RedbBackend {
                         from,
                         to,
                     } => {
-                        hist.retain_in((token, level, from)..(token, level, to), |_, _| false)
-                            .map_err(|e| err(p, "write", e))?;
+                        let mut gone = Vec::new();
+                        hist.retain_in((token, level, from)..(token, level, to), |_, v| {
+                            gone.extend(part_id(v));
+                            false
+                        })
+                        .map_err(|e| err(p, "write", e))?;
+                        for id in gone {
+                            parts.remove(id).map_err(|e| err(p, "write", e))?;
+                        }
                     }
                 }
             }
@@ -299,6 +357,9 @@ impl crate::history::Store for RedbHistory {
             .ok_or_else(|| StorageError("the store is reopening".into()))?;
         let r = db.begin_read().map_err(|e| err(p, "begin", e))?;
         let hist = r.open_table(HIST).map_err(|e| err(p, "history", e))?;
+        let parts = r
+            .open_table(PARTS)
+            .map_err(|e| err(p, "history_parts", e))?;
         let mut out = Vec::new();
         for row in hist
             .range((token, level, from)..(token, level, to))
@@ -306,8 +367,142 @@ impl crate::history::Store for RedbHistory {
             .take(limit)
         {
             let (k, v) = row.map_err(|e| err(p, "read", e))?;
-            out.push((k.value().2, v.value().to_vec()));
+            let v = v.value();
+            // A reference whose record is missing stays as it is: no record decodes from it,
+            // so the reader keeps what came before it, as for any damaged record.
+            let part = match part_id(v) {
+                Some(id) => parts.get(id).map_err(|e| err(p, "read", e))?,
+                None => None,
+            };
+            out.push((
+                k.value().2,
+                part.map_or_else(|| v.to_vec(), |g| g.value().to_vec()),
+            ));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::point::{decode_points, encode_point};
+    use crate::history::{Point, Store as _, Val, Write};
+    use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("plotstream-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// `count` points from `n` on, encoded back to back.
+    fn points(n: u64, count: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in n..n + count {
+            let p = Point {
+                seq: i + 1,
+                t: 1_000 + i as i64,
+                x: Val::Num(i as f64),
+                y: Val::Num(0.5),
+            };
+            encode_point(&p, &mut out);
+        }
+        out
+    }
+
+    fn commit(b: &mut RedbBackend, writes: Vec<Write<'_>>) {
+        let token: Arc<str> = "tok".into();
+        let mut batch = Batch::default();
+        for w in writes {
+            batch.push_history(&token, w);
+        }
+        b.commit(&batch).unwrap();
+    }
+
+    fn parts_kept(b: &mut RedbBackend) -> u64 {
+        let r = b.db().unwrap().begin_read().unwrap();
+        r.open_table(PARTS).unwrap().len().unwrap()
+    }
+
+    fn level0(b: &RedbBackend) -> Vec<(u64, Vec<Point>)> {
+        let rows = b.history_reader().read("tok", 0, 0, u64::MAX, 100).unwrap();
+        rows.into_iter()
+            .map(|(n, v)| (n, decode_points(&v).unwrap_or_default()))
+            .collect()
+    }
+
+    /// A chunk's points (some 30 KiB) go to `PARTS` and read back as they were written; a
+    /// short part stays in `HIST`; a record written again and a trim leave no part behind.
+    #[test]
+    fn a_long_record_is_kept_out_of_line_read_back_and_removed_with_its_key() {
+        let d = dir("parts");
+        let mut b = RedbBackend::open(&d).unwrap();
+        commit(&mut b, vec![Write::points(0, 1000, &points(0, 1000))]);
+        commit(&mut b, vec![Write::points(1000, 3, &points(1000, 3))]);
+        assert_eq!(parts_kept(&mut b), 1, "only the long part is out of line");
+        let read = level0(&b);
+        assert_eq!(read.len(), 2);
+        assert_eq!((read[0].0, read[0].1.len()), (0, 1000));
+        assert_eq!(read[0].1[999].seq, 1000);
+        assert_eq!((read[1].0, read[1].1.len()), (1000, 3));
+        // The same key again (a sealed chunk replacing its parts): the old part goes.
+        commit(
+            &mut b,
+            vec![Write::Put {
+                level: 0,
+                index: 0,
+                value: {
+                    let mut v = vec![0xe8, 0x07];
+                    v.extend_from_slice(&points(0, 1000));
+                    v
+                },
+                replaces: 1003,
+            }],
+        );
+        assert_eq!(parts_kept(&mut b), 1);
+        assert_eq!(level0(&b).len(), 1);
+        assert_eq!(level0(&b)[0].1.len(), 1000);
+        // Retention drops the keys and, with them, their parts.
+        commit(&mut b, vec![Write::Trim { before: 1024 }]);
+        assert_eq!(parts_kept(&mut b), 0);
+        assert!(level0(&b).is_empty());
+        // Numbers only grow: a later part does not reuse one that was removed.
+        commit(&mut b, vec![Write::points(1024, 1000, &points(1024, 1000))]);
+        drop(b);
+        let mut b = RedbBackend::open(&d).unwrap();
+        assert_eq!(parts_kept(&mut b), 1);
+        assert_eq!(level0(&b)[0].1[0].seq, 1025, "read back after a reopen");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A store written before `PARTS` existed holds its long records in `HIST` itself: they
+    /// read as they were. A reference whose record is missing (a damaged file) reads as a
+    /// record that does not decode, not as an error or a panic.
+    #[test]
+    fn a_record_kept_inline_reads_as_it_was_and_a_dangling_reference_as_damaged() {
+        let d = dir("parts-old");
+        let mut b = RedbBackend::open(&d).unwrap();
+        let mut inline = vec![0xe8, 0x07];
+        inline.extend_from_slice(&points(0, 1000));
+        {
+            let w = b.db().unwrap().begin_write().unwrap();
+            {
+                let mut hist = w.open_table(HIST).unwrap();
+                hist.insert(("tok", 0, 0), inline.as_slice()).unwrap();
+                hist.insert(("tok", 0, 1000), part_ref(7).as_slice())
+                    .unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let rows = b.history_reader().read("tok", 0, 0, u64::MAX, 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].1, inline);
+        assert_eq!(rows[1].1, part_ref(7));
+        assert!(decode_points(&rows[1].1).is_none());
+        // Removing the inline record and the dangling reference removes no part.
+        commit(&mut b, vec![Write::Trim { before: 2048 }]);
+        assert!(level0(&b).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
