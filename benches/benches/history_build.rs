@@ -12,13 +12,24 @@
 //!
 //! One iteration keeps 16 384 points (16 chunks, so one in 1 024 seals), from a builder carried
 //! across iterations like a stream's.
+//!
+//! `history_line` starts where the store does, from a line's parsed update (`{"x": .., "y": ..}`,
+//! x a number or a date string as plotly's clients send it):
+//!
+//! - `borrowed`: `points_of` lends the line's values to the builder (`PointRef`), as the store
+//!   keeps them;
+//! - `owned`: each point first made a `Point` of its own (a date string copied into it), as
+//!   before 2026-12-07's fifth session.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use plotstream_benches::points;
+use plotstream_proto::json::Str;
+use plotstream_proto::{Update, Value};
 use plotstream_server::history::point::encode_point;
-use plotstream_server::history::{Builder, Point, Val, Write, CHUNK};
+use plotstream_server::history::point::format_date;
+use plotstream_server::history::{points_of, Builder, Point, PointRef, Val, Write, CHUNK};
 
 /// Points an iteration keeps.
 const N: usize = 16 * 1024;
@@ -84,5 +95,66 @@ fn history_build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, history_build);
+/// Keeps every point of `lines` in `builder` as the store does, each point made by `make`.
+fn keep_lines<'a, P: plotstream_server::history::AsPoint>(
+    builder: &mut Builder,
+    writes: &mut Vec<Write<'static>>,
+    lines: &'a [Update],
+    make: impl Fn(PointRef<'a>) -> P,
+) {
+    for (i, u) in lines.iter().enumerate() {
+        let points = points_of(u, i as u64 + 1, 1_796_595_689_500).map(&make);
+        if builder.fits(points.len()) {
+            black_box(builder.push_open(points));
+        } else {
+            builder.push_all(points, &mut |w| writes.push(w.into_owned()));
+            black_box(&*writes);
+            writes.clear();
+        }
+    }
+}
+
+fn history_line(c: &mut Criterion) {
+    let line = |x: Value, y: f64| {
+        let mut u = Update::default();
+        u.data.push((Str::from("x"), x));
+        u.data.push((Str::from("y"), Value::Number(y)));
+        u
+    };
+    let numbers: Vec<Update> = points(N)
+        .into_iter()
+        .map(|(x, y)| line(Value::Number(x as f64), y))
+        .collect();
+    let dates: Vec<Update> = points(N)
+        .into_iter()
+        .map(|(x, y)| {
+            let date = format_date(x as f64).unwrap_or_default();
+            line(Value::Str(Str::from(date.as_str())), y)
+        })
+        .collect();
+    let mut group = c.benchmark_group("history_line");
+    group.throughput(Throughput::Elements(N as u64));
+    for (name, lines) in [("numbers", &numbers), ("dates", &dates)] {
+        group.bench_function(format!("borrowed/{name}"), |b| {
+            let (mut builder, mut writes) = (Builder::new(), Vec::new());
+            builder.set_lazy(true);
+            b.iter(|| keep_lines(&mut builder, &mut writes, black_box(lines), |p| p));
+        });
+        group.bench_function(format!("owned/{name}"), |b| {
+            let (mut builder, mut writes) = (Builder::new(), Vec::new());
+            builder.set_lazy(true);
+            b.iter(|| {
+                keep_lines(
+                    &mut builder,
+                    &mut writes,
+                    black_box(lines),
+                    PointRef::to_point,
+                )
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, history_build, history_line);
 criterion_main!(benches);

@@ -6,11 +6,11 @@
 //! its parts, and the tier blocks finished since the last seal (and the open ones as they are)
 //! are written with the head. No I/O: what to store comes out as [`Write`]s.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::point::{encode_point, put_varint, Point, Val};
+use super::point::{encode_point, put_varint, AsPoint, Point, PointRef, ValRef};
 use super::tier::{encode_block, span, Mark, Summary, FANOUT, TOP};
 
 /// Points per sealed chunk (a multiple of `span(2)`, so a chunk ends level-1 and level-2
@@ -41,12 +41,12 @@ pub enum XKind {
 
 impl XKind {
     /// The kind of `x`, whose key is `k` (a string is a date when it has one).
-    fn of(x: &Val, k: f64) -> XKind {
+    fn of(x: ValRef<'_>, k: f64) -> XKind {
         match x {
-            Val::None => XKind::None,
-            Val::Num(_) => XKind::Number,
-            Val::Str(_) if !k.is_nan() => XKind::Date,
-            Val::Str(_) => XKind::Category,
+            ValRef::None => XKind::None,
+            ValRef::Num(_) => XKind::Number,
+            ValRef::Str(_) if !k.is_nan() => XKind::Date,
+            ValRef::Str(_) => XKind::Category,
         }
     }
 
@@ -96,14 +96,15 @@ impl Head {
     }
 
     /// Takes `p` into the x facts and the last time.
-    pub fn observe(&mut self, p: &Point) {
+    pub fn observe(&mut self, p: &impl AsPoint) {
+        let p = p.as_point();
         self.observe_keyed(p, p.x.key());
     }
 
     /// [`Head::observe`] with `p.x.key()` known: `k`.
-    fn observe_keyed(&mut self, p: &Point, k: f64) {
+    fn observe_keyed(&mut self, p: PointRef<'_>, k: f64) {
         self.last_t = self.last_t.max(p.t);
-        let kind = XKind::of(&p.x, k);
+        let kind = XKind::of(p.x, k);
         if self.x == XKind::Unknown {
             self.x = kind;
             self.monotone = matches!(kind, XKind::Number | XKind::Date);
@@ -292,7 +293,7 @@ impl Builder {
 
     /// Adds `p` as the next point; `write` gets what to store (its part, and when it ends a
     /// chunk, the seal).
-    pub fn push(&mut self, p: &Point, write: &mut dyn FnMut(Write<'_>)) {
+    pub fn push(&mut self, p: &impl AsPoint, write: &mut dyn FnMut(Write<'_>)) {
         self.push_all(std::slice::from_ref(p), write);
     }
 
@@ -304,13 +305,13 @@ impl Builder {
     /// Adds `points` (one line's) when they [fit](Builder::fits) in the open chunk: nothing is
     /// sealed, and their part is returned instead of written (`n`, `count`, their encodings),
     /// so the caller can queue it with the line. The same records as [`Builder::push_all`].
-    pub fn push_open<P: Borrow<Point>>(
+    pub fn push_open<P: AsPoint>(
         &mut self,
         points: impl IntoIterator<Item = P>,
     ) -> (u64, u32, &[u8]) {
         let (n, at) = (self.end, self.chunk.len());
         for p in points {
-            self.add(p.borrow());
+            self.add(p.as_point());
         }
         debug_assert!(
             self.end == n || !self.end.is_multiple_of(CHUNK),
@@ -326,14 +327,14 @@ impl Builder {
     /// fall in (when [lazy](Builder::set_lazy), only for the chunks they end), and the seal of
     /// every chunk they end. The part of a chunk they end holds every point of it that no part
     /// holds yet ([`Builder::unwritten`]).
-    pub fn push_all<P: Borrow<Point>>(
+    pub fn push_all<P: AsPoint>(
         &mut self,
         points: impl IntoIterator<Item = P>,
         write: &mut dyn FnMut(Write<'_>),
     ) {
         let (mut run_n, mut run_at) = (self.end, self.chunk.len());
         for p in points {
-            self.add(p.borrow());
+            self.add(p.as_point());
             if self.end.is_multiple_of(CHUNK) {
                 self.seal(write);
                 (run_n, run_at) = (self.end, 0);
@@ -349,9 +350,9 @@ impl Builder {
         }
     }
 
-    fn add(&mut self, p: &Point) {
+    fn add(&mut self, p: PointRef<'_>) {
         let n = self.end;
-        encode_point(p, &mut self.chunk);
+        encode_point(&p, &mut self.chunk);
         if n == self.head.first {
             self.head.first_t = p.t;
         }

@@ -18,7 +18,7 @@ pub mod tier;
 
 pub use build::{Builder, Head, Write, XKind, CHUNK, HEAD, KEEP_PARTS};
 pub use downsample::Bucketing;
-pub use point::{points_of, LinePoints, Point, Val};
+pub use point::{points_of, AsPoint, LinePoints, Point, PointRef, Val, ValRef};
 pub use query::{By, Source, View};
 
 #[cfg(any(test, feature = "fuzzing"))]

@@ -16,21 +16,58 @@ pub enum Val {
 }
 
 impl Val {
-    fn of(value: Option<&Value>) -> Val {
-        match value {
-            Some(Value::Number(n)) => Val::Num(*n),
-            Some(Value::Str(s)) => Val::Str(s.as_str().into()),
-            _ => Val::None,
+    /// The same value, borrowed.
+    pub fn as_ref(&self) -> ValRef<'_> {
+        match self {
+            Val::None => ValRef::None,
+            Val::Num(n) => ValRef::Num(*n),
+            Val::Str(s) => ValRef::Str(s),
         }
     }
 
     /// The number it orders by: a number itself, a date string's milliseconds since the Unix
     /// epoch, else NaN.
     pub fn key(&self) -> f64 {
+        self.as_ref().key()
+    }
+}
+
+/// An x or y as the builder takes it ([`Val`] borrowed): a line's string is encoded where it
+/// lies, not copied into a point of its own first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValRef<'a> {
+    /// No value.
+    None,
+    /// A number.
+    Num(f64),
+    /// A string, as sent.
+    Str(&'a str),
+}
+
+impl<'a> ValRef<'a> {
+    fn of(value: Option<&'a Value>) -> ValRef<'a> {
+        match value {
+            Some(Value::Number(n)) => ValRef::Num(*n),
+            Some(Value::Str(s)) => ValRef::Str(s.as_str()),
+            _ => ValRef::None,
+        }
+    }
+
+    /// [`Val::key`].
+    pub fn key(self) -> f64 {
         match self {
-            Val::Num(n) => *n,
-            Val::Str(s) => parse_date(s).unwrap_or(f64::NAN),
-            Val::None => f64::NAN,
+            ValRef::Num(n) => n,
+            ValRef::Str(s) => parse_date(s).unwrap_or(f64::NAN),
+            ValRef::None => f64::NAN,
+        }
+    }
+
+    /// The value owned.
+    pub fn to_val(self) -> Val {
+        match self {
+            ValRef::None => Val::None,
+            ValRef::Num(n) => Val::Num(n),
+            ValRef::Str(s) => Val::Str(s.into()),
         }
     }
 }
@@ -47,6 +84,61 @@ pub struct Point {
     pub x: Val,
     /// Its y.
     pub y: Val,
+}
+
+/// A point as the builder takes it ([`Point`] borrowed): a line's points are made one at a
+/// time from its values ([`points_of`]), with nothing allocated for them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointRef<'a> {
+    /// [`Point::seq`].
+    pub seq: u64,
+    /// [`Point::t`].
+    pub t: i64,
+    /// Its x.
+    pub x: ValRef<'a>,
+    /// Its y.
+    pub y: ValRef<'a>,
+}
+
+impl PointRef<'_> {
+    /// The point owned.
+    pub fn to_point(self) -> Point {
+        Point {
+            seq: self.seq,
+            t: self.t,
+            x: self.x.to_val(),
+            y: self.y.to_val(),
+        }
+    }
+}
+
+/// What the builder keeps a point from: a [`Point`] or a [`PointRef`] (or a reference to one).
+pub trait AsPoint {
+    /// The point, borrowed.
+    fn as_point(&self) -> PointRef<'_>;
+}
+
+impl AsPoint for Point {
+    fn as_point(&self) -> PointRef<'_> {
+        PointRef {
+            seq: self.seq,
+            t: self.t,
+            x: self.x.as_ref(),
+            y: self.y.as_ref(),
+        }
+    }
+}
+
+impl AsPoint for PointRef<'_> {
+    fn as_point(&self) -> PointRef<'_> {
+        *self
+    }
+}
+
+impl<T: AsPoint + ?Sized> AsPoint for &T {
+    fn as_point(&self) -> PointRef<'_> {
+        (**self).as_point()
+    }
 }
 
 /// The points of one accepted line, in order: a scalar `x`/`y` is one point; arrays are one
@@ -88,20 +180,20 @@ pub struct LinePoints<'a> {
     len: usize,
 }
 
-impl Iterator for LinePoints<'_> {
-    type Item = Point;
+impl<'a> Iterator for LinePoints<'a> {
+    type Item = PointRef<'a>;
 
-    fn next(&mut self) -> Option<Point> {
+    fn next(&mut self) -> Option<PointRef<'a>> {
         if self.next >= self.len {
             return None;
         }
-        let at = |v: Option<&Value>, i: usize| match v {
-            Some(Value::Array(items)) => Val::of(items.get(i)),
-            other => Val::of(other),
+        let at = |v: Option<&'a Value>, i: usize| match v {
+            Some(Value::Array(items)) => ValRef::of(items.get(i)),
+            other => ValRef::of(other),
         };
         let i = self.next;
         self.next += 1;
-        Some(Point {
+        Some(PointRef {
             seq: self.seq,
             t: self.t,
             x: at(self.x, i),
@@ -129,14 +221,14 @@ pub(crate) fn put_varint(mut v: u64, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
-fn put_val(v: &Val, out: &mut Vec<u8>) {
+fn put_val(v: ValRef<'_>, out: &mut Vec<u8>) {
     match v {
-        Val::None => out.push(NONE),
-        Val::Num(n) => {
+        ValRef::None => out.push(NONE),
+        ValRef::Num(n) => {
             out.push(NUM);
             out.extend_from_slice(&n.to_bits().to_le_bytes());
         }
-        Val::Str(s) => {
+        ValRef::Str(s) => {
             out.push(STR);
             put_varint(s.len() as u64, out);
             out.extend_from_slice(s.as_bytes());
@@ -146,11 +238,12 @@ fn put_val(v: &Val, out: &mut Vec<u8>) {
 
 /// Appends `p`'s record to `out`: `varint seq, i64 t, x, y` (a value: a tag, then 8 bytes of
 /// `f64` bits or a varint length and UTF-8). A points record is `varint count` then its points.
-pub fn encode_point(p: &Point, out: &mut Vec<u8>) {
+pub fn encode_point(p: &impl AsPoint, out: &mut Vec<u8>) {
+    let p = p.as_point();
     put_varint(p.seq, out);
     out.extend_from_slice(&p.t.to_le_bytes());
-    put_val(&p.x, out);
-    put_val(&p.y, out);
+    put_val(p.x, out);
+    put_val(p.y, out);
 }
 
 /// Reads the values [`encode_point`] and [`put_varint`] write; every read checks its bounds.
@@ -411,7 +504,7 @@ mod tests {
             Str::from("y"),
             Value::Array(vec![Value::Str(Str::from("a"))]),
         ));
-        let pts: Vec<Point> = points_of(&u, 7, 1000).collect();
+        let pts: Vec<Point> = points_of(&u, 7, 1000).map(PointRef::to_point).collect();
         assert_eq!(points_of(&u, 7, 1000).len(), 2);
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[1].x, Val::Num(2.0));

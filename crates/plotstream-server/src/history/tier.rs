@@ -3,7 +3,7 @@
 //! highest-y points; a block `(l, j)` holds the entries `16j..16j + 16` of level `l`, which is
 //! what entry `j` of level `l + 1` summarizes. Pure values and their records, no I/O.
 
-use super::point::{put_varint, Point, Reader};
+use super::point::{put_varint, AsPoint, PointRef, Reader, ValRef};
 
 /// How many entries of one level make one entry of the next.
 pub const FANOUT: u64 = 16;
@@ -32,19 +32,20 @@ pub struct Mark {
 
 impl Mark {
     /// `p`, the point at `n`.
-    pub fn of(n: u64, p: &Point) -> Mark {
+    pub fn of(n: u64, p: &impl AsPoint) -> Mark {
+        let p = p.as_point();
         Mark::keyed(n, p, p.x.key())
     }
 
     /// `p`, the point at `n`, whose x's key (`p.x.key()`) is known: `x`.
-    pub fn keyed(n: u64, p: &Point, x: f64) -> Mark {
+    pub fn keyed(n: u64, p: PointRef<'_>, x: f64) -> Mark {
         Mark {
             n,
             seq: p.seq,
             t: p.t,
             x,
             y: match p.y {
-                super::point::Val::Num(y) => y,
+                ValRef::Num(y) => y,
                 _ => f64::NAN,
             },
         }

@@ -271,7 +271,9 @@ pub(super) fn rebuild(ls: LoadedStream, clean: bool, budget: usize, ceiling: Max
         prepared.sizes_and_record(&update, false);
         s.apply(&update, &mut prepared, budget, false);
         if let Some(h) = hist {
-            let points = history::points_of(&update, *seq, h.t).collect();
+            let points = history::points_of(&update, *seq, h.t)
+                .map(history::PointRef::to_point)
+                .collect();
             out.history.push((h.n, points));
         }
         out.lines += 1;
