@@ -20,6 +20,10 @@
 //!   keeps them;
 //! - `owned`: each point first made a `Point` of its own (a date string copied into it), as
 //!   before 2026-12-07's fifth session.
+//!
+//! `date_key` reads a date string's milliseconds (`parse_date`, every date point's key):
+//! `ours` beside `parse_fraction`, the fraction read as before that session (a string
+//! `0.<digits>` made and parsed as an `f64`, the rest by `parse_date`).
 
 use std::hint::black_box;
 
@@ -28,7 +32,7 @@ use plotstream_benches::points;
 use plotstream_proto::json::Str;
 use plotstream_proto::{Update, Value};
 use plotstream_server::history::point::encode_point;
-use plotstream_server::history::point::format_date;
+use plotstream_server::history::point::{format_date, parse_date};
 use plotstream_server::history::{points_of, Builder, Point, PointRef, Val, Write, CHUNK};
 
 /// Points an iteration keeps.
@@ -156,5 +160,31 @@ fn history_line(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, history_build, history_line);
+fn date_key(c: &mut Criterion) {
+    let dates: Vec<String> = points(N)
+        .into_iter()
+        .map(|(x, y)| format_date(x as f64 + y.abs() / 1000.0).unwrap_or_default())
+        .collect();
+    let mut group = c.benchmark_group("date_key");
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("ours", |b| {
+        b.iter(|| {
+            for d in black_box(&dates) {
+                black_box(parse_date(d));
+            }
+        });
+    });
+    group.bench_function("parse_fraction", |b| {
+        b.iter(|| {
+            for d in black_box(&dates) {
+                let (whole, frac) = d.split_once('.').unwrap_or((d, "0"));
+                let frac = format!("0.{frac}").parse::<f64>().unwrap_or(0.0) * 1000.0;
+                black_box(parse_date(whole).map(|ms| ms + frac));
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, history_build, history_line, date_key);
 criterion_main!(benches);

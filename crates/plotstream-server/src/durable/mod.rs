@@ -24,7 +24,7 @@ pub use self::cluster::{Acquired, ClusterLink, LiveRun, FOLLOWS_CHANNEL, OWNERS_
 pub use self::disk_full::DiskFull;
 pub use self::journal::{Journal, Lines, Part, Progress, Queue, Run, MAX_BACKLOG};
 pub use self::ops::{
-    Backend, Batch, HistKv, LineRun, Loaded, LoadedStream, Op, StorageError, Table,
+    Backend, Batch, HistKv, HistValue, LineRun, Loaded, LoadedStream, Op, StorageError, Table,
 };
 pub use self::redb::{RedbBackend, RedbHistory};
 pub use self::redis::{

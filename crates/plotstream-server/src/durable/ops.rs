@@ -302,7 +302,7 @@ pub enum HistKv<'a> {
         /// The index.
         index: u64,
         /// The record.
-        value: std::borrow::Cow<'a, [u8]>,
+        value: HistValue<'a>,
     },
     /// Removes the keys of `level` in `from..to`.
     Delete {
@@ -315,6 +315,78 @@ pub enum HistKv<'a> {
         /// One past the last.
         to: u64,
     },
+}
+
+/// A history record as [`Batch::hist_writes`] hands it to a backend: a points run's `varint
+/// count` (none for other records), then `body`. The count is kept apart so that a run's
+/// points, tens of KiB, are copied once, into the store, and not first into a buffer of their
+/// own behind it.
+#[derive(Debug, PartialEq)]
+pub struct HistValue<'a> {
+    /// The count's varint and its length (0: none).
+    count: ([u8; 10], usize),
+    body: std::borrow::Cow<'a, [u8]>,
+}
+
+impl<'a> HistValue<'a> {
+    /// The record `body`, as it is.
+    pub fn record(body: std::borrow::Cow<'a, [u8]>) -> HistValue<'a> {
+        HistValue {
+            count: ([0; 10], 0),
+            body,
+        }
+    }
+
+    /// A points record: `count`'s varint, then the points `body`.
+    pub fn points(count: u64, body: std::borrow::Cow<'a, [u8]>) -> HistValue<'a> {
+        let (mut bytes, mut len, mut v) = ([0; 10], 0, count);
+        loop {
+            bytes[len] = (v as u8) | if v >= 0x80 { 0x80 } else { 0 };
+            len += 1;
+            v >>= 7;
+            if v == 0 {
+                break;
+            }
+        }
+        HistValue {
+            count: (bytes, len),
+            body,
+        }
+    }
+
+    /// The record's length.
+    pub fn len(&self) -> usize {
+        self.count.1 + self.body.len()
+    }
+
+    /// True for an empty record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the record into `out`, which is exactly [`HistValue::len`] long.
+    pub fn write_into(&self, out: &mut [u8]) {
+        let (count, body) = out.split_at_mut(self.count.1);
+        count.copy_from_slice(&self.count.0[..self.count.1]);
+        body.copy_from_slice(&self.body);
+    }
+
+    /// Appends the record to `out`.
+    pub fn extend_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.count.0[..self.count.1]);
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The record in one piece (borrowed when it has no count).
+    pub fn to_cow(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.count.1 == 0 {
+            std::borrow::Cow::Borrowed(&self.body)
+        } else {
+            let mut v = Vec::with_capacity(self.len());
+            self.extend_into(&mut v);
+            std::borrow::Cow::Owned(v)
+        }
+    }
 }
 
 impl Batch {
@@ -360,16 +432,13 @@ impl Batch {
     pub fn hist_writes(&self) -> Vec<HistKv<'_>> {
         use crate::history::{tier::span, tier::TOP, CHUNK, HEAD};
         use std::borrow::Cow;
-        fn flush<'a>(token: &'a str, run: PointRun<'_>, out: &mut Vec<HistKv<'a>>) {
+        fn flush<'a>(token: &'a str, run: PointRun<'a>, out: &mut Vec<HistKv<'a>>) {
             let (n, count, bytes) = run;
-            let mut value = Vec::with_capacity(bytes.len() + 3);
-            crate::history::point::put_varint(count, &mut value);
-            value.extend_from_slice(&bytes);
             out.push(HistKv::Put {
                 token,
                 level: 0,
                 index: n,
-                value: Cow::Owned(value),
+                value: HistValue::points(count, bytes),
             });
         }
         let mut out = Vec::new();
@@ -418,7 +487,7 @@ impl Batch {
                         token,
                         level: *level,
                         index: *index,
-                        value: Cow::Borrowed(value),
+                        value: HistValue::record(Cow::Borrowed(value)),
                     });
                 }
                 Op::HistTrim { token, before } => {
@@ -547,7 +616,31 @@ impl Backend for Box<dyn Backend> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Batch, LoadedStream, Op};
+    use super::{Batch, HistValue, LoadedStream, Op};
+
+    /// A points record handed over in two pieces is the count's varint, then the points: the
+    /// same bytes whichever way a backend takes them.
+    #[test]
+    fn a_points_value_is_its_count_then_its_points() {
+        for count in [0, 1, 127, 128, 1024, 16_383, 16_384, u64::MAX] {
+            let body = vec![7u8; 5];
+            let v = HistValue::points(count, std::borrow::Cow::Borrowed(&body));
+            let mut want = Vec::new();
+            crate::history::point::put_varint(count, &mut want);
+            want.extend_from_slice(&body);
+            assert_eq!(v.len(), want.len(), "{count}");
+            assert_eq!(*v.to_cow(), *want, "{count}");
+            let mut out = vec![0; v.len()];
+            v.write_into(&mut out);
+            assert_eq!(out, want, "{count}");
+            let mut ext = vec![1];
+            v.extend_into(&mut ext);
+            assert_eq!(ext[1..], want[..], "{count}");
+        }
+        let r = HistValue::record(std::borrow::Cow::Borrowed(b"{}"));
+        assert!(matches!(r.to_cow(), std::borrow::Cow::Borrowed(b"{}")));
+        assert_eq!(r.len(), 2);
+    }
 
     /// Lines are grouped by generation in runs of consecutive seqs, whatever the order the
     /// generations interleave in; a snapshot drops what it covers (when asked), a dropped

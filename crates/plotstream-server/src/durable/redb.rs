@@ -225,13 +225,16 @@ impl RedbBackend {
                     } => {
                         let key = (token, level, index);
                         let old = if value.len() >= OUT_OF_LINE {
-                            parts
-                                .insert(next_part, &*value)
+                            // Written where redb keeps it, not assembled first.
+                            let mut slot = parts
+                                .insert_reserve(next_part, value.len())
                                 .map_err(|e| err(p, "write", e))?;
+                            value.write_into(slot.as_mut());
+                            drop(slot);
                             next_part = next_part.saturating_add(1);
                             hist.insert(key, part_ref(next_part - 1).as_slice())
                         } else {
-                            hist.insert(key, &*value)
+                            hist.insert(key, &*value.to_cow())
                         };
                         let old = old.map_err(|e| err(p, "write", e))?;
                         if let Some(id) = old.and_then(|v| part_id(v.value())) {

@@ -179,7 +179,7 @@ pub(super) fn script(
                     let key = key_of(level, index);
                     let mut member = Vec::with_capacity(KEY_LEN + value.len());
                     member.extend_from_slice(&key);
-                    member.extend_from_slice(&value);
+                    value.extend_into(&mut member);
                     let max = match successor(key) {
                         Some(next) => [&b"("[..], &next].concat(),
                         None => b"+".to_vec(),
@@ -367,7 +367,7 @@ mod tests {
                         index,
                         value,
                     } if t == token => {
-                        self.0.insert((level, index), value.into_owned());
+                        self.0.insert((level, index), value.to_cow().into_owned());
                     }
                     HistKv::Delete {
                         token: t,

@@ -42,7 +42,7 @@ impl Mem {
                     value,
                     ..
                 } => {
-                    self.0.insert((level, index), value.into_owned());
+                    self.0.insert((level, index), value.to_cow().into_owned());
                 }
                 HistKv::Delete {
                     level, from, to, ..

@@ -365,6 +365,11 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     )
 }
 
+/// `10^i`, exact, for a date's fraction of `i` digits.
+const POW10: [f64; 13] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
+];
+
 fn digits(s: &[u8]) -> Option<i64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
@@ -411,10 +416,11 @@ pub fn parse_date(s: &str) -> Option<f64> {
                 if rest.len() < 2 || rest[0] != b'.' {
                     return None;
                 }
+                // At most 12 digits (the length check above): the digits and their power of
+                // ten are exact in an f64, so one division rounds `0.<digits>` once, as parsing
+                // it would (`fractions_read_as_their_decimal`), without a string per point.
                 let f = &rest[1..];
-                digits(f)?;
-                let text = std::str::from_utf8(f).ok()?;
-                frac = format!("0.{text}").parse::<f64>().ok()? * 1000.0;
+                frac = digits(f)? as f64 / POW10.get(f.len()).copied()? * 1000.0;
             }
         }
         return Some(ms as f64 + frac);
@@ -460,6 +466,17 @@ pub fn format_time(ms: i64) -> String {
 mod tests {
     use super::*;
     use plotstream_proto::json::Str;
+
+    proptest::proptest! {
+        /// A date's fraction reads as its decimal, correctly rounded (what `str::parse` of
+        /// `0.<digits>` gives), for every length a date may have.
+        #[test]
+        fn fractions_read_as_their_decimal(digits in "[0-9]{1,12}") {
+            let want = format!("0.{digits}").parse::<f64>().unwrap() * 1000.0;
+            let got = parse_date(&format!("1970-01-01 00:00:00.{digits}")).unwrap();
+            proptest::prop_assert_eq!(got.to_bits(), want.to_bits());
+        }
+    }
 
     #[test]
     fn dates_read_as_plotly_reads_them_and_print_back() {
