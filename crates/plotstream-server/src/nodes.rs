@@ -165,10 +165,13 @@ async fn own(
     // its viewers when this node takes over. (After a takeover they reset anyway: a new epoch.)
     let meta = loaded.as_ref().and_then(|ls| StreamMeta::decode(&ls.meta));
     if let (true, Some(meta)) = (clean, meta) {
-        let copy = shared.store.following(token).filter(|f| f.gen != meta.gen);
-        if let Some(f) = copy {
+        let copy = shared
+            .store
+            .following(token)
+            .filter(|(gen, _)| *gen != meta.gen);
+        if let Some((gen, last_seq)) = copy {
             let m = meta.clone();
-            let read = cluster.call(move |link| read_on(link, f.gen, f.last_seq, &m));
+            let read = cluster.call(move |link| read_on(link, gen, last_seq, &m));
             if let Ok(runs) = read.await {
                 shared.store.follow_into(token, &runs, &meta);
             }

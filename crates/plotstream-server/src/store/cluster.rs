@@ -420,16 +420,12 @@ impl Store {
             .collect()
     }
 
-    /// `token`'s copy here, if it follows Redis (not owned here, not stale).
-    pub fn following(&self, token: &str) -> Option<Follow> {
+    /// Where `token`'s copy here is, `(gen, last_seq)`, if it follows Redis (not owned here,
+    /// not stale).
+    pub fn following(&self, token: &str) -> Option<(u64, u64)> {
         let cell = self.find(token)?;
         let s = cell.lock();
-        (s.fence == 0 && !s.stale && !s.removed).then(|| Follow {
-            token: token.to_owned(),
-            gen: s.gen,
-            last_seq: s.last_seq,
-            stale: false,
-        })
+        (s.fence == 0 && !s.stale && !s.removed).then_some((s.gen, s.last_seq))
     }
 
     /// Applies `runs` of stored lines (`nodes::read_on`: the rest of the generations a
