@@ -23,8 +23,9 @@ const KV: redb::TableDefinition<'_, (u8, &str), &[u8]> = redb::TableDefinition::
 /// History records by `(token, level, index)` (docs/history.md "Records").
 const HIST: redb::TableDefinition<'_, (&str, u8, u64), &[u8]> =
     redb::TableDefinition::new("history");
-/// History records of [`OUT_OF_LINE`] bytes or more, by a number that only grows; `HIST`
-/// holds a [reference](part_ref) to each (docs/storage.md "Records").
+/// History records of [`OUT_OF_LINE`] bytes or more, each under a number one past the highest
+/// kept; `HIST` holds a [reference](part_ref) to each (docs/storage.md "Records"). A record
+/// goes when its reference does, in the same commit.
 const PARTS: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("history_parts");
 
 /// A history record this long or longer is stored in `PARTS`, not in `HIST` itself. redb
@@ -470,7 +471,21 @@ mod tests {
         commit(&mut b, vec![Write::Trim { before: 1024 }]);
         assert_eq!(parts_kept(&mut b), 0);
         assert!(level0(&b).is_empty());
-        // Numbers only grow: a later part does not reuse one that was removed.
+        // An open tier block written again (they pass 1 KiB at 12 entries): its old record
+        // goes; written short, it has none.
+        let block = |len: usize| Write::Put {
+            level: 1,
+            index: 0,
+            value: vec![0x8c; len],
+            replaces: 0,
+        };
+        commit(&mut b, vec![block(2000)]);
+        commit(&mut b, vec![block(1500)]);
+        assert_eq!(parts_kept(&mut b), 1, "the block's first record went");
+        let read = b.history_reader().read("tok", 1, 0, 1, 10).unwrap();
+        assert_eq!(read, vec![(0, vec![0x8c; 1500])]);
+        commit(&mut b, vec![block(100)]);
+        assert_eq!(parts_kept(&mut b), 0, "a short record keeps none");
         commit(&mut b, vec![Write::points(1024, 1000, &points(1024, 1000))]);
         drop(b);
         let mut b = RedbBackend::open(&d).unwrap();
