@@ -323,8 +323,8 @@ pub enum HistKv<'a> {
 /// own behind it.
 #[derive(Debug, PartialEq)]
 pub struct HistValue<'a> {
-    /// The count's varint and its length (0: none).
-    count: ([u8; 10], usize),
+    /// The count's varint (empty: none).
+    count: Vec<u8>,
     body: std::borrow::Cow<'a, [u8]>,
 }
 
@@ -332,31 +332,24 @@ impl<'a> HistValue<'a> {
     /// The record `body`, as it is.
     pub fn record(body: std::borrow::Cow<'a, [u8]>) -> HistValue<'a> {
         HistValue {
-            count: ([0; 10], 0),
+            count: Vec::new(),
             body,
         }
     }
 
     /// A points record: `count`'s varint, then the points `body`.
     pub fn points(count: u64, body: std::borrow::Cow<'a, [u8]>) -> HistValue<'a> {
-        let (mut bytes, mut len, mut v) = ([0; 10], 0, count);
-        loop {
-            bytes[len] = (v as u8) | if v >= 0x80 { 0x80 } else { 0 };
-            len += 1;
-            v >>= 7;
-            if v == 0 {
-                break;
-            }
-        }
+        let mut varint = Vec::with_capacity(10);
+        crate::history::point::put_varint(count, &mut varint);
         HistValue {
-            count: (bytes, len),
+            count: varint,
             body,
         }
     }
 
     /// The record's length.
     pub fn len(&self) -> usize {
-        self.count.1 + self.body.len()
+        self.count.len() + self.body.len()
     }
 
     /// True for an empty record.
@@ -366,20 +359,20 @@ impl<'a> HistValue<'a> {
 
     /// Writes the record into `out`, which is exactly [`HistValue::len`] long.
     pub fn write_into(&self, out: &mut [u8]) {
-        let (count, body) = out.split_at_mut(self.count.1);
-        count.copy_from_slice(&self.count.0[..self.count.1]);
+        let (count, body) = out.split_at_mut(self.count.len());
+        count.copy_from_slice(&self.count);
         body.copy_from_slice(&self.body);
     }
 
     /// Appends the record to `out`.
     pub fn extend_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.count.0[..self.count.1]);
+        out.extend_from_slice(&self.count);
         out.extend_from_slice(&self.body);
     }
 
     /// The record in one piece (borrowed when it has no count).
     pub fn to_cow(&self) -> std::borrow::Cow<'_, [u8]> {
-        if self.count.1 == 0 {
+        if self.count.is_empty() {
             std::borrow::Cow::Borrowed(&self.body)
         } else {
             let mut v = Vec::with_capacity(self.len());
