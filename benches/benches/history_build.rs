@@ -33,7 +33,7 @@ use plotstream_proto::json::Str;
 use plotstream_proto::{Update, Value};
 use plotstream_server::history::point::encode_point;
 use plotstream_server::history::point::{format_date, parse_date};
-use plotstream_server::history::{points_of, Builder, Point, PointRef, Val, Write, CHUNK};
+use plotstream_server::history::{points_of, AsPoint, Builder, Point, PointRef, Val, Write, CHUNK};
 
 /// Points an iteration keeps.
 const N: usize = 16 * 1024;
@@ -58,13 +58,7 @@ fn history_build(c: &mut Criterion) {
         let mut writes: Vec<Write<'static>> = Vec::new();
         b.iter(|| {
             for p in black_box(&kept) {
-                if builder.fits(1) {
-                    black_box(builder.push_open(std::iter::once(p)));
-                } else {
-                    builder.push_all(std::iter::once(p), &mut |w| writes.push(w.into_owned()));
-                    black_box(&writes);
-                    writes.clear();
-                }
+                keep(&mut builder, &mut writes, std::iter::once(p));
             }
         });
     });
@@ -99,22 +93,35 @@ fn history_build(c: &mut Criterion) {
     group.finish();
 }
 
+/// Keeps one line's `points` in `builder` as the store does: `push_open` while they fit in the
+/// open chunk, else `push_all`, its seal's writes gathered owned.
+fn keep<P: AsPoint>(
+    builder: &mut Builder,
+    writes: &mut Vec<Write<'static>>,
+    points: impl ExactSizeIterator<Item = P>,
+) {
+    if builder.fits(points.len()) {
+        black_box(builder.push_open(points));
+    } else {
+        builder.push_all(points, &mut |w| writes.push(w.into_owned()));
+        black_box(&*writes);
+        writes.clear();
+    }
+}
+
 /// Keeps every point of `lines` in `builder` as the store does, each point made by `make`.
-fn keep_lines<'a, P: plotstream_server::history::AsPoint>(
+fn keep_lines<'a, P: AsPoint>(
     builder: &mut Builder,
     writes: &mut Vec<Write<'static>>,
     lines: &'a [Update],
     make: impl Fn(PointRef<'a>) -> P,
 ) {
     for (i, u) in lines.iter().enumerate() {
-        let points = points_of(u, i as u64 + 1, 1_796_595_689_500).map(&make);
-        if builder.fits(points.len()) {
-            black_box(builder.push_open(points));
-        } else {
-            builder.push_all(points, &mut |w| writes.push(w.into_owned()));
-            black_box(&*writes);
-            writes.clear();
-        }
+        keep(
+            builder,
+            writes,
+            points_of(u, i as u64 + 1, 1_796_595_689_500).map(&make),
+        );
     }
 }
 
